@@ -1,0 +1,68 @@
+"""Errors the application raises; the HTTP edge maps each to an OCI error in one table."""
+
+from __future__ import annotations
+
+
+class EntrepotError(Exception):
+    """Base class: `message` is safe to show to a client."""
+
+    def __init__(self, message: str = "", **detail) -> None:
+        super().__init__(message)
+        self.message = message or self.__class__.__doc__ or self.__class__.__name__
+        self.detail = detail or None
+
+
+class OrgUnknown(EntrepotError):
+    """No cache organization of that name."""
+
+
+class ManifestUnknown(EntrepotError):
+    """The manifest is neither cached nor known upstream."""
+
+
+class BlobUnknown(EntrepotError):
+    """The blob is neither cached nor known upstream."""
+
+
+class ManifestTooLarge(EntrepotError):
+    """The manifest exceeds the size a registry must accept (4 MiB)."""
+
+
+class RangeNotSatisfiable(EntrepotError):
+    """The requested byte range lies outside the blob."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"range not satisfiable for a blob of {size} bytes")
+        self.size = size
+
+
+class UpstreamError(EntrepotError):
+    """Upstream could not answer; `status` is its HTTP status when there was one."""
+
+    def __init__(self, message: str = "", status: int | None = None, **detail) -> None:
+        super().__init__(message, **detail)
+        self.status = status
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Upstream refused the connection, timed out, or answered 5xx."""
+
+
+class UpstreamRateLimited(UpstreamError):
+    """Upstream answered 429 Too Many Requests."""
+
+    def __init__(self, message: str = "", retry_after: int | None = None, **detail) -> None:
+        super().__init__(message, status=429, **detail)
+        self.retry_after = retry_after
+
+
+class UpstreamUnauthorized(UpstreamError):
+    """Upstream refused our credentials (401/403)."""
+
+
+class UpstreamNotFound(UpstreamError):
+    """Upstream answered 404 for the manifest or blob."""
+
+
+class UpstreamBadContent(UpstreamError):
+    """Upstream sent bytes that do not match their digest, or an unusable response."""

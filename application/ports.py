@@ -1,0 +1,138 @@
+"""Ports: the small interfaces the application needs from the outside world.
+
+Adapters live in infra/; unit tests use fakes (tests/unit/fakes.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch."""
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    """Where one repository of an org lives upstream, and how to authenticate there."""
+
+    org: str
+    base_url: str            # e.g. "https://registry-1.docker.io" or "http://127.0.0.1:5001"
+    repository: str          # the upstream repository path, namespace and library/ already applied
+    username: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Upstream `ratelimit-limit` / `ratelimit-remaining` (Docker Hub: `100;w=21600`)."""
+
+    limit: int | None
+    remaining: int | None
+    window_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamManifest:
+    content: bytes
+    media_type: str
+    digest: str                       # verified sha256 of `content`
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamManifestHead:
+    digest: str
+    media_type: str
+    size: int | None
+    rate_limit: RateLimit | None = None
+
+
+class UpstreamBlob(Protocol):
+    """An open upstream blob response. Iterate its raw bytes once, then aclose() it (always)."""
+
+    size: int | None
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Upstream(Protocol):
+    """A registry client. Raises the application's Upstream* errors, nothing transport-specific."""
+
+    async def get_manifest(self, target: UpstreamTarget, reference: str, accept: list[str]) -> UpstreamManifest: ...
+
+    async def head_manifest(self, target: UpstreamTarget, reference: str, accept: list[str]) -> UpstreamManifestHead: ...
+
+    async def open_blob(self, target: UpstreamTarget, digest: str) -> UpstreamBlob: ...
+
+    async def list_tags(self, target: UpstreamTarget) -> list[str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Spool(Protocol):
+    """A local temporary file a fill writes into while any number of readers read it as it grows."""
+
+    def append(self, chunk: bytes) -> None: ...
+
+    def read_at(self, offset: int, size: int) -> bytes: ...
+
+    def discard(self) -> None: ...
+
+
+class BlobNotFound(Exception):
+    """Raised by every BlobStore backend for a digest it does not hold."""
+
+
+class BlobStore(Protocol):
+    """Content-addressed storage for blobs and manifests. Only verified content is ever published."""
+
+    async def stat(self, digest: str) -> int | None:
+        """Size of the published object, or None."""
+
+    async def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of a published object; raises BlobNotFound."""
+
+    def local_path(self, digest: str) -> str | None:
+        """A filesystem path to the published object when the backend has one (for zero-copy sends)."""
+
+    async def get_bytes(self, digest: str) -> bytes: ...
+
+    async def put_bytes(self, digest: str, data: bytes) -> None:
+        """Publish small content (manifests); the caller has verified `digest`."""
+
+    def new_spool(self) -> Spool: ...
+
+    async def publish(self, digest: str, spool: Spool) -> None:
+        """Atomically publish a fully written and verified spool under `digest`."""
+
+
+@dataclass(frozen=True)
+class TagRow:
+    digest: str
+    media_type: str
+    checked_at: float
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    digest: str
+    media_type: str
+    size: int
+    blobs: list[str] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
+
+
+class CacheView(Protocol):
+    """The read model the hot path consults (projections/)."""
+
+    def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None: ...
+
+    def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None: ...
+
+    def list_tags(self, org: str, repository: str) -> list[str]: ...

@@ -1,0 +1,79 @@
+"""The Registry application: organizations and what the cache holds (tags, manifests, blobs)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+
+from domain.cache import CachedBlob, CachedManifest, TagResolution
+from domain.org import CacheOrg, normalize_settings, validate_org_name
+
+
+class Registry(Application[UUID]):
+    name = "Registry"  # pinned: table and env prefix must not follow a class rename
+
+    # -- organizations ---------------------------------------------------------------------------
+    def apply_org(self, name: str, settings: dict) -> bool:
+        """Create or update an org (idempotent). Returns True when an event was recorded."""
+        validate_org_name(name)
+        settings = normalize_settings(settings)
+        try:
+            org = self.repository.get(CacheOrg.create_id(name))
+            org.reconfigure(settings)
+        except AggregateNotFoundError:
+            org = CacheOrg(name=name, settings=settings)
+        return bool(self.save(org))
+
+    def delete_org(self, name: str) -> bool:
+        org = self.get_org(name)
+        if org is None:
+            return False
+        org.delete()
+        return bool(self.save(org))
+
+    def get_org(self, name: str) -> CacheOrg | None:
+        try:
+            org = self.repository.get(CacheOrg.create_id(name))
+        except AggregateNotFoundError:
+            return None
+        return None if org.deleted else org
+
+    # -- what the cache holds --------------------------------------------------------------------
+    def record_tag(self, org: str, repository: str, tag: str, digest: str, media_type: str, checked_at: float) -> None:
+        """Upstream told us what a tag points to: resolve, revalidate or retarget it."""
+        for _ in range(3):  # a concurrent writer of the same tag: reload and observe again
+            try:
+                resolution = self.repository.get(TagResolution.create_id(org, repository, tag))
+                resolution.observe(digest, media_type, checked_at)
+            except AggregateNotFoundError:
+                resolution = TagResolution(org=org, repository=repository, tag=tag, digest=digest,
+                                           media_type=media_type, checked_at=checked_at)
+            try:
+                self.save(resolution)
+                return
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not record tag {org}/{repository}:{tag} after concurrent updates")
+
+    def record_manifest(self, org: str, repository: str, digest: str, media_type: str, size: int,
+                        blobs: list[str], children: list[str], cached_at: float) -> None:
+        if self._exists(CachedManifest.create_id(org, repository, digest)):
+            return
+        self._save_new(CachedManifest(org=org, repository=repository, digest=digest, media_type=media_type,
+                                      size=size, blobs=blobs, children=children, cached_at=cached_at))
+
+    def record_blob(self, org: str, repository: str, digest: str, size: int, cached_at: float) -> None:
+        if self._exists(CachedBlob.create_id(org, digest)):
+            return
+        self._save_new(CachedBlob(org=org, repository=repository, digest=digest, size=size, cached_at=cached_at))
+
+    def _exists(self, aggregate_id: UUID) -> bool:
+        return bool(self.recorder.select_events(aggregate_id, limit=1))
+
+    def _save_new(self, aggregate) -> None:
+        try:
+            self.save(aggregate)
+        except IntegrityError:
+            pass  # another request recorded the same content first: content-addressed, so the same fact

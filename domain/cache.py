@@ -1,0 +1,108 @@
+"""Aggregates of what the cache holds: tag resolutions, cached manifests and cached blobs.
+
+Bytes are not events: events carry digests, sizes and media types; the bytes live in blob storage.
+"""
+
+from __future__ import annotations
+
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+
+class TagResolution(Aggregate):
+    """What digest a tag of an upstream repository pointed to, and when upstream last confirmed it."""
+
+    class Resolved(Aggregate.Created):
+        org: str
+        repository: str
+        tag: str
+        digest: str
+        media_type: str
+        checked_at: float
+
+    class Revalidated(Aggregate.Event):
+        org: str
+        repository: str
+        tag: str
+        digest: str
+        checked_at: float
+
+    class Retargeted(Aggregate.Event):
+        org: str
+        repository: str
+        tag: str
+        old_digest: str
+        digest: str
+        media_type: str
+        checked_at: float
+
+    @staticmethod
+    def create_id(org: str, repository: str, tag: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"entrepot:tag:{org}/{repository}:{tag}")
+
+    @event(Resolved)
+    def __init__(self, org: str, repository: str, tag: str, digest: str, media_type: str, checked_at: float) -> None:
+        self.org, self.repository, self.tag = org, repository, tag
+        self.digest, self.media_type, self.checked_at = digest, media_type, checked_at
+
+    def observe(self, digest: str, media_type: str, checked_at: float) -> None:
+        """Upstream answered for this tag: the same digest revalidates it, another retargets it."""
+        if digest == self.digest:
+            self._revalidated(org=self.org, repository=self.repository, tag=self.tag, digest=digest,
+                              checked_at=checked_at)
+        else:
+            self._retargeted(org=self.org, repository=self.repository, tag=self.tag, old_digest=self.digest,
+                             digest=digest, media_type=media_type, checked_at=checked_at)
+
+    @event(Revalidated)
+    def _revalidated(self, org, repository, tag, digest, checked_at) -> None:
+        self.checked_at = checked_at
+
+    @event(Retargeted)
+    def _retargeted(self, org, repository, tag, old_digest, digest, media_type, checked_at) -> None:
+        self.digest, self.media_type, self.checked_at = digest, media_type, checked_at
+
+
+class CachedManifest(Aggregate):
+    """A manifest (or index) stored by digest for one repository of an org."""
+
+    class Cached(Aggregate.Created):
+        org: str
+        repository: str
+        digest: str
+        media_type: str
+        size: int
+        blobs: list        # config and layer digests of an image manifest
+        children: list     # platform manifest digests of an index
+        cached_at: float
+
+    @staticmethod
+    def create_id(org: str, repository: str, digest: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"entrepot:manifest:{org}/{repository}@{digest}")
+
+    @event(Cached)
+    def __init__(self, org: str, repository: str, digest: str, media_type: str, size: int,
+                 blobs: list, children: list, cached_at: float) -> None:
+        self.org, self.repository, self.digest = org, repository, digest
+        self.media_type, self.size = media_type, size
+        self.blobs, self.children, self.cached_at = list(blobs), list(children), cached_at
+
+
+class CachedBlob(Aggregate):
+    """A verified blob that an org's pulls brought into storage."""
+
+    class Cached(Aggregate.Created):
+        org: str
+        repository: str
+        digest: str
+        size: int
+        cached_at: float
+
+    @staticmethod
+    def create_id(org: str, digest: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"entrepot:blob:{org}@{digest}")
+
+    @event(Cached)
+    def __init__(self, org: str, repository: str, digest: str, size: int, cached_at: float) -> None:
+        self.org, self.repository, self.digest, self.size, self.cached_at = org, repository, digest, size, cached_at
