@@ -1,0 +1,223 @@
+"""The pull-through cache: answer manifest and blob pulls from storage, fetching from upstream on a miss."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import anyio.to_thread
+
+from application.errors import (ManifestUnknown, OrgUnknown, UpstreamBadContent, UpstreamError,
+                                UpstreamNotFound)
+from application.fills import BlobFills
+from application.manifest_cache import ManifestBytes
+from application.orgs import OrgConfig, OrgDirectory
+from application.ports import BlobNotFound, BlobStore, CacheView, Clock, TagRow, Upstream, UpstreamTarget
+from application.pulls import GroupCommit
+from application.registry import Registry
+from application.singleflight import SingleFlight
+from domain.manifest import InvalidManifest, read_manifest
+from domain.names import Digest, is_digest
+from domain.policy import Freshness, tag_freshness
+from domain.pull import Pull, PullResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ManifestAnswer:
+    content: bytes
+    media_type: str
+    digest: str
+    result: PullResult
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class BlobAnswer:
+    digest: str
+    size: int | None                                          # None: upstream sent no length
+    result: PullResult
+    open: Callable[[int, int | None], AsyncIterator[bytes]]   # bytes [start, end)
+    path: str | None = None                                   # a published local file, if any
+
+
+@dataclass(frozen=True)
+class Client:
+    address: str = ""
+    user_agent: str = ""
+
+
+class PullThroughCache:
+    def __init__(self, *, registry: Registry, orgs: OrgDirectory, view: CacheView, store: BlobStore,
+                 upstream: Upstream, pulls: GroupCommit, clock: Clock) -> None:
+        self._registry = registry
+        self._orgs = orgs
+        self._view = view
+        self._store = store
+        self._upstream = upstream
+        self._pulls = pulls
+        self._clock = clock
+        self._manifests = ManifestBytes(store)
+        self._flights: SingleFlight = SingleFlight()
+        self.fills = BlobFills(store, upstream, self._blob_cached)
+        # Our own tag writes, so this process reads them before the projection catches up.
+        self._recent_tags: dict[tuple[str, str, str], TagRow] = {}
+
+    def org(self, name: str) -> OrgConfig:
+        org = self._orgs.get(name)
+        if org is None:
+            raise OrgUnknown(f"no cache organization named {name!r}", org=name)
+        return org
+
+    # -- manifests -------------------------------------------------------------------------------
+    async def manifest(self, org_name: str, repository: str, reference: str, accept: list[str],
+                       client: Client | None, record: bool = True) -> ManifestAnswer:
+        """Answer a manifest pull; `record` is False for HEAD, which is not a pull."""
+        org = self.org(org_name)
+        if is_digest(reference):
+            answer = await self._by_digest(org, repository, str(Digest.parse(reference)), accept)
+        else:
+            answer = await self._by_tag(org, repository, reference, accept)
+        if record:
+            client = client or Client()
+            await self._pulls.record(Pull(org=org.name, repository=repository, reference=reference,
+                                          digest=answer.digest, result=answer.result.value,
+                                          client=client.address, user_agent=client.user_agent,
+                                          at=self._clock.now()))
+        return answer
+
+    async def _by_digest(self, org: OrgConfig, repository: str, digest: str, accept: list[str]) -> ManifestAnswer:
+        row = self._view.get_manifest(org.name, repository, digest)
+        if row is not None:
+            content = await self._manifests.get(digest)
+            if content is not None:
+                return ManifestAnswer(content, row.media_type, digest, PullResult.HIT)
+        # Never cached for this repository of this org (a pull by digest is immutable, so once
+        # cached it is never checked upstream again).
+        return await self._flights.run(("manifest", org.name, repository, digest),
+                                       lambda: self._fetch(org, repository, digest, accept, tag=None))
+
+    async def _by_tag(self, org: OrgConfig, repository: str, tag: str, accept: list[str]) -> ManifestAnswer:
+        row = self._tag_row(org.name, repository, tag)
+        if row is None:
+            return await self._flights.run(("manifest", org.name, repository, tag),
+                                           lambda: self._fetch(org, repository, tag, accept, tag=tag))
+        now = self._clock.now()
+        freshness = tag_freshness(row.checked_at, now, org.staleness_seconds, org.max_stale_seconds)
+        if freshness is Freshness.FRESH:
+            content = await self._manifests.get(row.digest)
+            if content is not None:
+                return ManifestAnswer(content, row.media_type, row.digest, PullResult.HIT)
+            return await self._flights.run(("manifest", org.name, repository, tag),
+                                           lambda: self._fetch(org, repository, tag, accept, tag=tag))
+        try:
+            return await self._flights.run(("revalidate", org.name, repository, tag),
+                                           lambda: self._revalidate(org, repository, tag, row, accept))
+        except UpstreamError as error:
+            if freshness is Freshness.EXPIRED or isinstance(error, UpstreamNotFound):
+                raise
+            content = await self._manifests.get(row.digest)
+            if content is None:
+                raise
+            log.warning("serving %s/%s:%s stale: %s", org.name, repository, tag, error.message)
+            return ManifestAnswer(content, row.media_type, row.digest, PullResult.STALE,
+                                  warning=f"upstream unavailable, serving cached copy: {error.message}")
+
+    def _tag_row(self, org: str, repository: str, tag: str) -> TagRow | None:
+        key = (org, repository, tag)
+        recent = self._recent_tags.get(key)
+        row = self._view.get_tag(org, repository, tag)
+        if recent is not None:
+            if row is not None and row.checked_at >= recent.checked_at:
+                del self._recent_tags[key]  # the projection has caught up
+                return row
+            return recent
+        return row
+
+    async def _revalidate(self, org: OrgConfig, repository: str, tag: str, row: TagRow,
+                          accept: list[str]) -> ManifestAnswer:
+        """Past staleness: a HEAD upstream (not counted by Docker Hub) confirms or moves the tag."""
+        head = await self._upstream.head_manifest(org.target(repository), tag, accept)
+        content = await self._manifests.get(row.digest) if head.digest == row.digest else None
+        if content is None:
+            return await self._fetch(org, repository, tag, accept, tag=tag)
+        await self._record_tag(org.name, repository, tag, row.digest, row.media_type)
+        return ManifestAnswer(content, row.media_type, row.digest, PullResult.REVALIDATED)
+
+    async def _fetch(self, org: OrgConfig, repository: str, reference: str, accept: list[str],
+                     tag: str | None) -> ManifestAnswer:
+        """A miss: fetch, verify, store, record; answer with the bytes in hand."""
+        try:
+            fetched = await self._upstream.get_manifest(org.target(repository), reference, accept)
+        except UpstreamNotFound:
+            raise ManifestUnknown(f"manifest {reference} of {org.name}/{repository} is unknown upstream",
+                                  repository=repository, reference=reference) from None
+        try:
+            content = read_manifest(fetched.content, fetched.media_type)
+        except InvalidManifest as error:
+            raise UpstreamBadContent(f"upstream sent an invalid manifest: {error}") from None
+        await self._manifests.put(fetched.digest, fetched.content)
+        now = self._clock.now()
+        await anyio.to_thread.run_sync(lambda: self._registry.record_manifest(
+            org.name, repository, fetched.digest, content.media_type, len(fetched.content),
+            content.blobs, content.children, now))
+        if tag is not None:
+            await self._record_tag(org.name, repository, tag, fetched.digest, content.media_type)
+        return ManifestAnswer(fetched.content, content.media_type, fetched.digest, PullResult.MISS)
+
+    async def _record_tag(self, org: str, repository: str, tag: str, digest: str, media_type: str) -> None:
+        now = self._clock.now()
+        await anyio.to_thread.run_sync(
+            lambda: self._registry.record_tag(org, repository, tag, digest, media_type, now))
+        self._recent_tags[(org, repository, tag)] = TagRow(digest, media_type, now)
+
+    # -- blobs -----------------------------------------------------------------------------------
+    async def blob(self, org_name: str, repository: str, digest: str) -> BlobAnswer:
+        """A blob by digest: from storage when published, else joined to (or starting) its fill."""
+        org = self.org(org_name)
+        digest = str(Digest.parse(digest))
+        while True:
+            fill = self.fills.running(digest)
+            if fill is None:
+                size = await self._store.stat(digest)
+                if size is not None:
+                    return self._stored_blob(digest, size)
+                fill = await self.fills.join(org.target(repository), digest)
+                if fill is None:
+                    continue  # published while we looked: serve it from storage
+            else:
+                await fill.started.wait()
+                if fill.error is not None and fill.readable == 0:
+                    raise fill.error
+            return BlobAnswer(digest, fill.size, PullResult.MISS, fill.read)
+
+    def _stored_blob(self, digest: str, size: int) -> BlobAnswer:
+        return BlobAnswer(digest, size, PullResult.HIT, lambda start, end: self._store.read(digest, start, end),
+                          self._store.local_path(digest))
+
+    async def _blob_cached(self, target: UpstreamTarget, digest: str, size: int) -> None:
+        now = self._clock.now()
+        await anyio.to_thread.run_sync(
+            lambda: self._registry.record_blob(target.org, target.repository, digest, size, now))
+
+    # -- tags ------------------------------------------------------------------------------------
+    async def tags(self, org_name: str, repository: str) -> list[str]:
+        """Upstream's tag list when it answers; the tags we hold when it does not."""
+        org = self.org(org_name)
+        try:
+            return sorted(await self._upstream.list_tags(org.target(repository)))
+        except UpstreamNotFound:
+            cached = self._view.list_tags(org.name, repository)
+            if not cached:
+                raise
+            return sorted(cached)
+        except UpstreamError:
+            cached = self._view.list_tags(org.name, repository)
+            if cached:
+                return sorted(cached)
+            raise
+
+
+__all__ = ["BlobAnswer", "Client", "ManifestAnswer", "PullThroughCache", "BlobNotFound"]

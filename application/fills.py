@@ -1,0 +1,143 @@
+"""Blob fills: one upstream fetch per cold blob, streamed to every waiting client while it is stored."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from application.errors import BlobUnknown, UpstreamBadContent, UpstreamNotFound
+from application.ports import BlobStore, Spool, Upstream, UpstreamTarget
+from domain.names import Digest
+
+log = logging.getLogger(__name__)
+READ_CHUNK = 256 * 1024
+
+BlobCached = Callable[[UpstreamTarget, str, int], Awaitable[None]]
+
+
+class Fill:
+    """One blob being fetched into a spool. Readers follow `readable`, which trails `written` by the
+    last chunk until the digest is verified: a corrupt blob can never be received complete."""
+
+    def __init__(self, digest: str, spool: Spool) -> None:
+        self.digest = digest
+        self.spool = spool
+        self.size: int | None = None
+        self.readable = 0
+        self.done = False
+        self.error: Exception | None = None
+        self.started = asyncio.Event()
+        self._changed = asyncio.Event()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def advance(self, readable: int) -> None:
+        self.readable = readable
+        self._notify()
+
+    def finish(self, readable: int) -> None:
+        self.readable, self.done = readable, True
+        self.started.set()
+        self._notify()
+
+    def fail(self, error: Exception) -> None:
+        self.error = error
+        self.started.set()
+        self._notify()
+
+    async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes [start, end) as they arrive; raises the fill's error if it fails before `end`."""
+        offset = start
+        while end is None or offset < end:
+            if offset < self.readable:
+                limit = self.readable if end is None else min(end, self.readable)
+                size = min(READ_CHUNK, limit - offset)
+                chunk = self.spool.read_at(offset, size)
+                offset += len(chunk)
+                yield chunk
+                continue
+            if self.error is not None:
+                raise self.error
+            if self.done:
+                return
+            await self._changed.wait()
+
+
+class BlobFills:
+    """Keeps at most one running fill per digest in this process."""
+
+    def __init__(self, store: BlobStore, upstream: Upstream, on_cached: BlobCached) -> None:
+        self._store = store
+        self._upstream = upstream
+        self._on_cached = on_cached
+        self._fills: dict[str, Fill] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    def running(self, digest: str) -> Fill | None:
+        fill = self._fills.get(digest)
+        return None if fill is None or fill.done else fill  # a done fill is published: read storage
+
+    async def join(self, target: UpstreamTarget, digest: str) -> Fill | None:
+        """The running fill of `digest`, starting one if needed; None if the blob got published meanwhile."""
+        fill = self.running(digest)
+        if fill is None:
+            if await self._store.stat(digest) is not None:
+                return None
+            fill = self.running(digest)  # another request may have started one during the await
+        if fill is None:
+            fill = Fill(digest, self._store.new_spool())
+            self._fills[digest] = fill
+            task = asyncio.create_task(self._run(fill, target), name=f"fill {digest[:19]}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await fill.started.wait()
+        if fill.error is not None and fill.readable == 0:
+            raise fill.error
+        return fill
+
+    async def _run(self, fill: Fill, target: UpstreamTarget) -> None:
+        try:
+            await self._fetch(fill, target)
+        except UpstreamNotFound as error:
+            fill.fail(BlobUnknown(f"blob {fill.digest} is unknown upstream", digest=fill.digest))
+            log.info("fill %s: %s", fill.digest, error.message)
+        except Exception as error:  # every failure reaches the readers; the fill never dies silently
+            fill.fail(error)
+            log.warning("fill %s failed: %s", fill.digest, error)
+        finally:
+            self._fills.pop(fill.digest, None)
+
+    async def _fetch(self, fill: Fill, target: UpstreamTarget) -> None:
+        expected = Digest.parse(fill.digest)
+        spool = fill.spool
+        blob = await self._upstream.open_blob(target, fill.digest)
+        published = False
+        try:
+            fill.size = blob.size
+            fill.started.set()
+            hasher = expected.hasher()
+            written = 0
+            async for chunk in blob:
+                if not chunk:
+                    continue
+                hasher.update(chunk)
+                spool.append(chunk)
+                fill.advance(written)  # the previous chunks become readable; this one waits
+                written += len(chunk)
+            if fill.size is not None and written != fill.size:
+                raise UpstreamBadContent(f"upstream sent {written} of {fill.size} bytes of {fill.digest}")
+            if not expected.matches(hasher.hexdigest()):
+                raise UpstreamBadContent(f"upstream bytes do not match digest {fill.digest}",
+                                         digest=fill.digest)
+            fill.size = written
+            await self._store.publish(fill.digest, spool)
+            published = True
+            fill.finish(written)
+            await self._on_cached(target, fill.digest, written)
+        finally:
+            await blob.aclose()
+            if not published:
+                spool.discard()

@@ -1,0 +1,106 @@
+"""Settings from a TOML file (stdlib tomllib), with command-line overrides; nothing reads them globally."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+
+DEFAULT_PORT = 5000
+
+
+class SettingsError(ValueError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class OrgSettings:
+    name: str
+    upstream: str
+    namespace: str = ""
+    staleness_seconds: int = 300
+    max_stale_seconds: int = 7 * 24 * 3600
+    username: str = ""
+    password: str = ""
+    default: bool = False
+
+    def as_command(self) -> dict:
+        """The settings an org is registered with (everything but its name)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name"}
+
+
+DEFAULT_ORGS = (OrgSettings(name="hub", upstream="docker.io"),)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    data_dir: str = "entrepot-data"
+    secret_key: str = ""              # AES key for upstream credentials; generated under data_dir when empty
+    organizations: tuple[OrgSettings, ...] = DEFAULT_ORGS
+    log_level: str = "info"
+    extra: dict = field(default_factory=dict)
+
+
+def _section(document: dict, name: str, allowed: set[str], source: str) -> dict:
+    section = document.get(name, {})
+    if not isinstance(section, dict):
+        raise SettingsError(f"{source}: [{name}] must be a table")
+    unknown = set(section) - allowed
+    if unknown:
+        raise SettingsError(f"{source}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
+    return section
+
+
+def _org(entry: object, index: int, source: str) -> OrgSettings:
+    if not isinstance(entry, dict):
+        raise SettingsError(f"{source}: [[organizations]] entry {index} must be a table")
+    allowed = {f.name for f in fields(OrgSettings)}
+    unknown = set(entry) - allowed
+    if unknown:
+        raise SettingsError(f"{source}: unknown key(s) in organization {index}: {', '.join(sorted(unknown))}")
+    for required in ("name", "upstream"):
+        if not isinstance(entry.get(required), str) or not entry[required]:
+            raise SettingsError(f"{source}: organization {index} needs a string '{required}'")
+    return OrgSettings(**entry)
+
+
+def load_settings(path: str | None = None, *, host: str | None = None, port: int | None = None,
+                  data_dir: str | None = None) -> Settings:
+    """Read `path` (or $ENTREPOT_CONFIG); flags override the file; no file means the defaults."""
+    path = path or os.environ.get("ENTREPOT_CONFIG") or None
+    document: dict = {}
+    source = path or "<defaults>"
+    if path:
+        try:
+            with open(path, "rb") as file:
+                document = tomllib.load(file)
+        except FileNotFoundError:
+            raise SettingsError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise SettingsError(f"{path}: invalid TOML: {error}") from None
+    server = _section(document, "server", {"host", "port", "data_dir", "secret_key", "log_level"}, source)
+    orgs = document.get("organizations")
+    if orgs is None:
+        organizations = DEFAULT_ORGS
+    elif not isinstance(orgs, list):
+        raise SettingsError(f"{source}: organizations must be an array of tables ([[organizations]])")
+    else:
+        organizations = tuple(_org(entry, i, source) for i, entry in enumerate(orgs))
+    names = [org.name for org in organizations]
+    if len(set(names)) != len(names):
+        raise SettingsError(f"{source}: organization names must be unique")
+    extra = {key: value for key, value in document.items() if key not in ("server", "organizations")}
+    settings = Settings(
+        host=host or server.get("host", "127.0.0.1"),
+        port=int(port or server.get("port", DEFAULT_PORT)),
+        data_dir=data_dir or server.get("data_dir", "entrepot-data"),
+        secret_key=os.environ.get("ENTREPOT_SECRET_KEY") or server.get("secret_key", ""),
+        organizations=organizations,
+        log_level=server.get("log_level", "info"),
+        extra=extra,
+    )
+    if not 0 < settings.port < 65536:
+        raise SettingsError(f"{source}: port must be between 1 and 65535")
+    return settings

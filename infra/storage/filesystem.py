@@ -1,0 +1,99 @@
+"""Content-addressed blob storage on the local filesystem, published atomically by rename."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+
+import anyio.to_thread
+
+from application.ports import BlobNotFound
+from domain.names import Digest
+from infra.storage.spool import FileSpool
+
+CHUNK = 1024 * 1024
+
+
+class FilesystemBlobStore:
+    """Layout: <root>/blobs/sha256/ab/abcdef… ; fills spool in <root>/spool on the same filesystem.
+
+    A blob appears under its digest only by os.replace of a fully written, fsynced and verified
+    spool file, so a partial or unverified blob is never visible, also after a crash.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.blobs_dir = os.path.join(self.root, "blobs")
+        self.spool_dir = os.path.join(self.root, "spool")
+        os.makedirs(self.blobs_dir, exist_ok=True)
+        os.makedirs(self.spool_dir, exist_ok=True)
+
+    def clean_spool(self, older_than: float = 0.0) -> int:
+        """Remove spool files left by a killed process; call at start, before any fill begins."""
+        removed = 0
+        cutoff = time.time() - older_than
+        for name in os.listdir(self.spool_dir):
+            path = os.path.join(self.spool_dir, name)
+            try:
+                if os.stat(path).st_mtime <= cutoff:
+                    os.unlink(path)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+    def _path(self, digest: str) -> str:
+        parsed = Digest.parse(digest)  # never build a path from unvalidated input
+        return os.path.join(self.blobs_dir, parsed.algorithm, parsed.encoded[:2], parsed.encoded)
+
+    async def stat(self, digest: str) -> int | None:
+        try:
+            return os.stat(self._path(digest)).st_size
+        except FileNotFoundError:
+            return None
+
+    def local_path(self, digest: str) -> str | None:
+        path = self._path(digest)
+        return path if os.path.exists(path) else None
+
+    async def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        try:
+            fd = os.open(self._path(digest), os.O_RDONLY)
+        except FileNotFoundError:
+            raise BlobNotFound(digest) from None
+        try:
+            end = os.fstat(fd).st_size if end is None else end
+            offset = start
+            while offset < end:
+                chunk = await anyio.to_thread.run_sync(os.pread, fd, min(CHUNK, end - offset), offset)
+                if not chunk:
+                    break
+                offset += len(chunk)
+                yield chunk
+        finally:
+            os.close(fd)
+
+    async def get_bytes(self, digest: str) -> bytes:
+        try:
+            with open(self._path(digest), "rb") as file:
+                return file.read()
+        except FileNotFoundError:
+            raise BlobNotFound(digest) from None
+
+    async def put_bytes(self, digest: str, data: bytes) -> None:
+        spool = self.new_spool()
+        try:
+            spool.append(data)
+            await self.publish(digest, spool)
+        finally:
+            spool.close()
+
+    def new_spool(self) -> FileSpool:
+        return FileSpool(self.spool_dir)
+
+    async def publish(self, digest: str, spool: FileSpool) -> None:
+        dest = self._path(digest)
+        await anyio.to_thread.run_sync(spool.finish)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.replace(spool.path, dest)

@@ -1,0 +1,61 @@
+"""A local temporary file that a fill appends to while readers read it as it grows."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+class FileSpool:
+    """Writes go through one fd, reads use pread on another, so readers never disturb the writer.
+
+    The read fd stays valid after the file is renamed into place or unlinked (POSIX), so readers
+    that joined a fill finish from the same bytes whatever happens to the path.
+    """
+
+    def __init__(self, directory: str) -> None:
+        fd, self.path = tempfile.mkstemp(dir=directory, prefix="fill-", suffix=".part")
+        self._write_fd = fd
+        self._read_fd = os.open(self.path, os.O_RDONLY)
+        self.size = 0
+        self._closed = False
+
+    def append(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            written = os.write(self._write_fd, view)
+            view = view[written:]
+        self.size += len(chunk)
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        return os.pread(self._read_fd, size, offset)
+
+    def finish(self) -> None:
+        """Flush the bytes to disk before the file is published under its digest."""
+        os.fsync(self._write_fd)
+        os.close(self._write_fd)
+        self._write_fd = -1
+
+    def discard(self) -> None:
+        if self._write_fd >= 0:
+            os.close(self._write_fd)
+            self._write_fd = -1
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        """Release the read fd once no reader needs it."""
+        if not self._closed:
+            self._closed = True
+            if self._write_fd >= 0:
+                os.close(self._write_fd)
+                self._write_fd = -1
+            os.close(self._read_fd)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except OSError:
+            pass

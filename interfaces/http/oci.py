@@ -1,0 +1,129 @@
+"""The OCI distribution pull API: /v2/, manifests, blobs and tag lists, read-only."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from litestar import Request, Response, get, route
+from litestar.datastructures import State
+from litestar.params import FromPath
+from litestar.response import Stream
+
+from application.cache import Client, PullThroughCache
+from domain.names import NAME_PATTERN, InvalidName, parse_reference
+from interfaces.http.errors import API_VERSION, OciError
+from interfaces.http.ranges import parse_range
+
+# The name grammar is anchored by what follows it: one regex for the whole path (Litestar's
+# `:path` parameter must be last, so /v2/{name:path}/manifests/{ref} cannot be routed directly).
+_OCI_PATH = re.compile(
+    rf"^/(?P<name>{NAME_PATTERN})/(?:(?P<kind>manifests|blobs)/(?P<ref>[^/]+)|(?P<tags>tags/list))$")
+
+
+@dataclass(frozen=True)
+class Target:
+    org: str
+    repository: str
+    kind: str        # "manifests" | "blobs" | "tags"
+    reference: str
+
+
+def parse_path(rest: str) -> Target:
+    match = _OCI_PATH.match(rest)
+    if not match:
+        if re.match(r"^/.+/(manifests|blobs)/[^/]+$|^/.+/tags/list$", rest):
+            raise InvalidName(f"invalid repository name in {rest!r}")
+        raise OciError("NAME_UNKNOWN", 404, f"no such endpoint: /v2{rest}")
+    org, _, repository = match["name"].partition("/")
+    if not repository:
+        raise OciError("NAME_INVALID", 400, f"repository name {match['name']!r} needs an organization and a path, "
+                                            "as in <org>/<repository>")
+    if match["tags"]:
+        return Target(org, repository, "tags", "")
+    return Target(org, repository, match["kind"], match["ref"])
+
+
+def accept_values(request: Request) -> list[str]:
+    """Every media type the client accepts, from all its Accept lines (containers/image sends several)."""
+    values = []
+    for line in request.headers.getall("accept", []):
+        values += [value.strip() for value in line.split(",") if value.strip()]
+    return values
+
+
+def cache_of(state: State) -> PullThroughCache:
+    return state.cache
+
+
+@get("/v2/", sync_to_thread=False)
+def api_version() -> Response:
+    return Response({}, headers=API_VERSION)
+
+
+@route("/v2/{rest:path}", http_method=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
+async def oci(request: Request, rest: FromPath[str], state: State) -> Response:
+    if rest in ("", "/"):
+        return Response({}, headers=API_VERSION)
+    if request.method not in ("GET", "HEAD"):
+        raise OciError("UNSUPPORTED", 405, "this registry is a read-only cache: only pulls are supported",
+                       headers={"Allow": "GET, HEAD"})
+    target = parse_path(rest)
+    cache = cache_of(state)
+    if target.kind == "manifests":
+        return await manifest(request, cache, target)
+    if target.kind == "blobs":
+        return await blob(request, cache, target)
+    return await tags(request, cache, target)
+
+
+async def manifest(request: Request, cache: PullThroughCache, target: Target) -> Response:
+    reference = str(parse_reference(target.reference))
+    head = request.method == "HEAD"
+    client = Client(address=request.client.host if request.client else "",
+                    user_agent=request.headers.get("user-agent", ""))
+    answer = await cache.manifest(target.org, target.repository, reference, accept_values(request), client,
+                                  record=not head)
+    headers = {**API_VERSION, "Docker-Content-Digest": answer.digest, "X-Cache": answer.result.name,
+               "Content-Length": str(len(answer.content))}
+    if answer.warning:
+        headers["Warning"] = f'110 entrepot "{answer.warning}"'
+    return Response(None if head else answer.content, media_type=answer.media_type, headers=headers)
+
+
+async def blob(request: Request, cache: PullThroughCache, target: Target) -> Response:
+    answer = await cache.blob(target.org, target.repository, target.reference)
+    headers = {**API_VERSION, "Docker-Content-Digest": answer.digest, "X-Cache": answer.result.name,
+               "Accept-Ranges": "bytes"}
+    byte_range = parse_range(request.headers.get("range"), answer.size)
+    status = 200
+    start, end = 0, answer.size
+    if byte_range is not None:
+        start, end = byte_range
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{answer.size}"
+    if end is not None:
+        headers["Content-Length"] = str(end - start)
+    if request.method == "HEAD":
+        return Response(None, status_code=status, media_type="application/octet-stream", headers=headers)
+    return Stream(answer.open(start, end), status_code=status, media_type="application/octet-stream",
+                  headers=headers)
+
+
+async def tags(request: Request, cache: PullThroughCache, target: Target) -> Response:
+    n_param, last = request.query_params.get("n"), request.query_params.get("last")
+    try:
+        n = None if n_param is None else int(n_param)
+    except ValueError:
+        n = -1
+    if n is not None and n < 0:
+        raise OciError("PAGINATION_NUMBER_INVALID", 400, f"n must be a non-negative integer, got {n_param!r}")
+    all_tags = await cache.tags(target.org, target.repository)
+    if last:
+        all_tags = [tag for tag in all_tags if tag > last]
+    page = all_tags if n is None else all_tags[:n]
+    name = f"{target.org}/{target.repository}"
+    headers = dict(API_VERSION)
+    if n is not None and len(all_tags) > n and page:
+        headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={page[-1]}>; rel="next"'
+    return Response({"name": name, "tags": page}, headers=headers)

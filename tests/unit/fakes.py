@@ -1,0 +1,191 @@
+"""Fakes of the application's ports, for unit tests of the domain and application layers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from eventsourcing.application import AggregateNotFoundError
+
+from application.errors import UpstreamNotFound, UpstreamUnavailable
+from application.ports import (BlobNotFound, ManifestRow, TagRow, UpstreamManifest, UpstreamManifestHead,
+                               UpstreamTarget)
+from application.registry import Registry
+from domain.cache import CachedManifest, TagResolution
+from domain.names import Digest
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.t = now
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class MemorySpool:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.discarded = False
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def append(self, chunk: bytes) -> None:
+        self.data += chunk
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        return bytes(self.data[offset:offset + size])
+
+    def discard(self) -> None:
+        self.discarded = True
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryBlobStore:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.spools: list[MemorySpool] = []
+
+    async def stat(self, digest: str) -> int | None:
+        content = self.objects.get(digest)
+        return None if content is None else len(content)
+
+    async def read(self, digest: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        if digest not in self.objects:
+            raise BlobNotFound(digest)
+        yield self.objects[digest][start:end]
+
+    def local_path(self, digest: str) -> str | None:
+        return None
+
+    async def get_bytes(self, digest: str) -> bytes:
+        try:
+            return self.objects[digest]
+        except KeyError:
+            raise BlobNotFound(digest) from None
+
+    async def put_bytes(self, digest: str, data: bytes) -> None:
+        self.objects[digest] = data
+
+    def new_spool(self) -> MemorySpool:
+        spool = MemorySpool()
+        self.spools.append(spool)
+        return spool
+
+    async def publish(self, digest: str, spool: MemorySpool) -> None:
+        self.objects[digest] = bytes(spool.data)
+
+
+class FakeBlob:
+    def __init__(self, data: bytes, chunk: int, gate: asyncio.Event | None, fail_after: int | None) -> None:
+        self.size = len(data)
+        self._data, self._chunk, self._gate, self._fail_after = data, chunk, gate, fail_after
+        self.closed = False
+
+    async def __aiter__(self):
+        for offset in range(0, len(self._data), self._chunk):
+            if self._fail_after is not None and offset >= self._fail_after:
+                raise UpstreamUnavailable("connection closed mid-blob")
+            if self._gate is not None:
+                await self._gate.wait()
+            yield self._data[offset:offset + self._chunk]
+            await asyncio.sleep(0)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class FakeUpstream:
+    """An upstream registry in memory: repository -> tags and manifests; blobs by digest."""
+
+    def __init__(self) -> None:
+        self.manifests: dict[tuple[str, str], tuple[bytes, str]] = {}   # (repo, ref) -> (bytes, media type)
+        self.blobs: dict[str, bytes] = {}
+        self.calls: list[tuple[str, str, str]] = []
+        self.down = False
+        self.chunk = 4
+        self.gate: asyncio.Event | None = None
+        self.fail_after: int | None = None
+        self.corrupt: set[str] = set()
+
+    def put_manifest(self, repository: str, tag: str | None, content: bytes, media_type: str) -> str:
+        digest = str(Digest.of(content))
+        self.manifests[(repository, digest)] = (content, media_type)
+        if tag:
+            self.manifests[(repository, tag)] = (content, media_type)
+        return digest
+
+    def put_blob(self, data: bytes) -> str:
+        digest = str(Digest.of(data))
+        self.blobs[digest] = data
+        return digest
+
+    def _check(self) -> None:
+        if self.down:
+            raise UpstreamUnavailable("connection refused")
+
+    async def get_manifest(self, target: UpstreamTarget, reference: str, accept: list[str]) -> UpstreamManifest:
+        self.calls.append(("GET", target.repository, reference))
+        self._check()
+        try:
+            content, media_type = self.manifests[(target.repository, reference)]
+        except KeyError:
+            raise UpstreamNotFound("manifest unknown", status=404) from None
+        return UpstreamManifest(content, media_type, str(Digest.of(content)))
+
+    async def head_manifest(self, target: UpstreamTarget, reference: str, accept: list[str]) -> UpstreamManifestHead:
+        self.calls.append(("HEAD", target.repository, reference))
+        self._check()
+        try:
+            content, media_type = self.manifests[(target.repository, reference)]
+        except KeyError:
+            raise UpstreamNotFound("manifest unknown", status=404) from None
+        return UpstreamManifestHead(str(Digest.of(content)), media_type, len(content))
+
+    async def open_blob(self, target: UpstreamTarget, digest: str) -> FakeBlob:
+        self.calls.append(("GET", target.repository, digest))
+        self._check()
+        if digest not in self.blobs:
+            raise UpstreamNotFound("blob unknown", status=404)
+        data = self.blobs[digest]
+        if digest in self.corrupt:
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
+        return FakeBlob(data, self.chunk, self.gate, self.fail_after)
+
+    async def list_tags(self, target: UpstreamTarget) -> list[str]:
+        self._check()
+        return [ref for (repo, ref) in self.manifests if repo == target.repository and ":" not in ref]
+
+    async def aclose(self) -> None:
+        pass
+
+
+class RegistryView:
+    """A CacheView read straight from the Registry's aggregates (the projections' job, faked)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None:
+        try:
+            t = self.registry.repository.get(TagResolution.create_id(org, repository, tag))
+        except AggregateNotFoundError:
+            return None
+        return TagRow(t.digest, t.media_type, t.checked_at)
+
+    def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None:
+        try:
+            m = self.registry.repository.get(CachedManifest.create_id(org, repository, digest))
+        except AggregateNotFoundError:
+            return None
+        return ManifestRow(m.digest, m.media_type, m.size, m.blobs, m.children)
+
+    def list_tags(self, org: str, repository: str) -> list[str]:
+        return []

@@ -1,0 +1,201 @@
+"""The pull-through cache's use cases, with fakes of upstream, storage and the read model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from application.cache import Client, PullThroughCache
+from application.credentials import Credentials
+from application.errors import BlobUnknown, ManifestUnknown, OrgUnknown, UpstreamBadContent, UpstreamUnavailable
+from application.orgs import OrgDirectory
+from application.pulls import GroupCommit, Pulls
+from application.registry import Registry
+from domain.manifest import DOCKER_MANIFEST
+from domain.pull import Pull, PullResult
+from domain.names import Digest
+from tests.unit.fakes import FakeClock, FakeUpstream, MemoryBlobStore, RegistryView
+
+POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.registry = Registry(env=POPO)
+        self.pulls = Pulls(env=POPO)
+        self.upstream = FakeUpstream()
+        self.store = MemoryBlobStore()
+        self.orgs = OrgDirectory(self.registry, Credentials(env=POPO), ttl=0)
+        self.orgs.apply("hub", {"upstream": "http://up.example", "staleness_seconds": 300,
+                                "max_stale_seconds": 3600})
+        self.group = GroupCommit(self.pulls)
+        self.cache = PullThroughCache(registry=self.registry, orgs=self.orgs, view=RegistryView(self.registry),
+                                      store=self.store, upstream=self.upstream, pulls=self.group, clock=self.clock)
+        self.layer = self.upstream.put_blob(b"layer-bytes-" * 10)
+        self.config = self.upstream.put_blob(b'{"config": true}')
+        self.manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+                                    "config": {"digest": self.config, "size": 16},
+                                    "layers": [{"digest": self.layer, "size": 120}]}).encode()
+        self.digest = self.upstream.put_manifest("library/alpine", "3.19", self.manifest, DOCKER_MANIFEST)
+
+    def pulls_recorded(self) -> list[Pull.Recorded]:
+        return [self.pulls.mapper.to_domain_event(n)
+                for n in self.pulls.recorder.select_notifications(start=1, limit=1000)]
+
+    async def get(self, ref: str = "3.19", record: bool = True):
+        return await self.cache.manifest("hub", "library/alpine", ref, [DOCKER_MANIFEST], Client("10.0.0.1", "test"),
+                                         record=record)
+
+    async def read_blob(self, digest: str) -> bytes:
+        answer = await self.cache.blob("hub", "library/alpine", digest)
+        return b"".join([chunk async for chunk in answer.open(0, answer.size)])
+
+
+def run(test):
+    async def main():
+        world = World()
+        await world.group.start()
+        try:
+            return await test(world)
+        finally:
+            await world.group.stop()
+    return asyncio.run(main())
+
+
+def test_first_pull_of_a_tag_is_a_miss_and_the_second_a_hit_without_upstream_contact():
+    async def scenario(w: World):
+        first = await w.get()
+        calls = len(w.upstream.calls)
+        second = await w.get()
+        assert (first.result, second.result) == (PullResult.MISS, PullResult.HIT)
+        assert first.content == second.content == w.manifest and first.digest == w.digest
+        assert len(w.upstream.calls) == calls
+        assert [p.result for p in w.pulls_recorded()] == ["miss", "hit"]
+    run(scenario)
+
+
+def test_head_of_a_manifest_is_not_recorded_as_a_pull():
+    async def scenario(w: World):
+        await w.get(record=False)
+        assert w.pulls_recorded() == []
+    run(scenario)
+
+
+def test_after_staleness_a_head_revalidates_an_unchanged_tag():
+    async def scenario(w: World):
+        await w.get()
+        w.clock.advance(301)
+        answer = await w.get()
+        assert answer.result is PullResult.REVALIDATED
+        assert w.upstream.calls[-1][0] == "HEAD"
+        w.clock.advance(10)
+        assert (await w.get()).result is PullResult.HIT
+    run(scenario)
+
+
+def test_after_staleness_a_moved_tag_is_retargeted_to_the_new_manifest():
+    async def scenario(w: World):
+        await w.get()
+        new = w.manifest.replace(b"schemaVersion", b"schemaVersion", 1) + b"\n"
+        new_digest = w.upstream.put_manifest("library/alpine", "3.19", new, DOCKER_MANIFEST)
+        w.clock.advance(100)
+        assert (await w.get()).digest == w.digest  # within staleness: the old digest
+        w.clock.advance(201)
+        answer = await w.get()
+        assert (answer.digest, answer.result) == (new_digest, PullResult.MISS)
+    run(scenario)
+
+
+def test_a_cached_tag_is_served_stale_when_upstream_is_down_until_max_stale():
+    async def scenario(w: World):
+        await w.get()
+        w.upstream.down = True
+        w.clock.advance(400)
+        answer = await w.get()
+        assert answer.result is PullResult.STALE and answer.content == w.manifest and answer.warning
+        w.clock.advance(3600)
+        with pytest.raises(UpstreamUnavailable):
+            await w.get()
+    run(scenario)
+
+
+def test_a_pull_by_digest_never_contacts_upstream_once_cached():
+    async def scenario(w: World):
+        await w.get(w.digest)
+        w.upstream.down = True
+        w.clock.advance(10**7)
+        assert (await w.get(w.digest)).result is PullResult.HIT
+    run(scenario)
+
+
+def test_unknown_manifest_and_unknown_org_are_named_errors():
+    async def scenario(w: World):
+        with pytest.raises(ManifestUnknown):
+            await w.get("nope")
+        with pytest.raises(OrgUnknown):
+            await w.cache.manifest("nosuch", "a", "latest", [], None)
+    run(scenario)
+
+
+def test_concurrent_pulls_of_a_cold_blob_share_one_upstream_fetch():
+    async def scenario(w: World):
+        w.upstream.gate = asyncio.Event()
+        readers = [asyncio.create_task(w.read_blob(w.layer)) for _ in range(20)]
+        await asyncio.sleep(0.01)
+        w.upstream.gate.set()
+        results = await asyncio.gather(*readers)
+        assert all(r == w.upstream.blobs[w.layer] for r in results)
+        assert [c for c in w.upstream.calls if c[2] == w.layer] == [("GET", "library/alpine", w.layer)]
+        assert await w.store.stat(w.layer) == 120
+        assert (await w.cache.blob("hub", "library/alpine", w.layer)).result is PullResult.HIT
+    run(scenario)
+
+
+def test_a_client_that_goes_away_does_not_stop_the_fill():
+    async def scenario(w: World):
+        answer = await w.cache.blob("hub", "library/alpine", w.layer)
+        stream = answer.open(0, answer.size)
+        await stream.__anext__()
+        await stream.aclose()  # the client disconnects after one chunk
+        for _ in range(100):
+            if await w.store.stat(w.layer):
+                break
+            await asyncio.sleep(0.001)
+        assert w.store.objects[w.layer] == w.upstream.blobs[w.layer]
+    run(scenario)
+
+
+def test_a_corrupt_blob_is_never_published_nor_received_whole():
+    async def scenario(w: World):
+        w.upstream.corrupt.add(w.layer)
+        received = bytearray()
+        with pytest.raises(UpstreamBadContent):
+            answer = await w.cache.blob("hub", "library/alpine", w.layer)
+            async for chunk in answer.open(0, answer.size):
+                received += chunk
+        assert len(received) < 120
+        assert await w.store.stat(w.layer) is None and w.store.spools[-1].discarded
+        w.upstream.corrupt.clear()
+        assert await w.read_blob(w.layer) == w.upstream.blobs[w.layer]
+    run(scenario)
+
+
+def test_a_blob_cut_off_mid_transfer_is_not_kept_and_the_next_pull_fetches_again():
+    async def scenario(w: World):
+        w.upstream.fail_after = 40
+        with pytest.raises(UpstreamUnavailable):
+            await w.read_blob(w.layer)
+        assert await w.store.stat(w.layer) is None
+        w.upstream.fail_after = None
+        assert await w.read_blob(w.layer) == w.upstream.blobs[w.layer]
+    run(scenario)
+
+
+def test_a_blob_unknown_upstream_is_blob_unknown():
+    async def scenario(w: World):
+        with pytest.raises(BlobUnknown):
+            await w.read_blob(str(Digest.of(b"nothing")))
+    run(scenario)
