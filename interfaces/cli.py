@@ -1,0 +1,96 @@
+"""The `entrepot` command: serve the cache, and operate its projections."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from infra.settings import SettingsError, load_settings
+
+
+def _settings(args: argparse.Namespace):
+    return load_settings(args.config, host=getattr(args, "host", None), port=getattr(args, "port", None),
+                         data_dir=args.data_dir)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from interfaces.bootstrap import Container
+    from interfaces.http.app import create_app
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    container = Container(settings)
+    app = create_app(container)
+    print(f"Entrepôt serving on http://{settings.host}:{settings.port} (data in {container.data_dir}; "
+          f"organizations: {', '.join(o.name for o in settings.organizations)})", flush=True)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            access_log=args.access_log, lifespan="on", timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run()
+    return 0
+
+
+def projections_status(args: argparse.Namespace) -> int:
+    from interfaces.bootstrap import projection_status
+
+    rows = projection_status(_settings(args))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'PROJECTION':<12} {'APPLICATION':<12} {'POSITION':>10} {'HEAD':>10} {'LAG':>8}")
+    for row in rows:
+        print(f"{row['projection']:<12} {row['application']:<12} {row['position']:>10} {row['head']:>10} "
+              f"{row['lag']:>8}")
+    return 0
+
+
+def projections_rebuild(args: argparse.Namespace) -> int:
+    from interfaces.bootstrap import rebuild_projection
+
+    count = rebuild_projection(_settings(args), args.name)
+    print(f"rebuilt {args.name}: {count} events replayed")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="entrepot", description="A pull-through cache for OCI/Docker registries.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help="TOML config file (default: $ENTREPOT_CONFIG, else built-in defaults)")
+        p.add_argument("--data-dir", help="where events, views and blobs live (overrides [server] data_dir)")
+        return p
+
+    serve_p = with_config(commands.add_parser("serve", help="run the cache"))
+    serve_p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve_p.add_argument("--port", type=int, help="listen port (default 5000)")
+    serve_p.add_argument("--access-log", action="store_true", help="log every request")
+    serve_p.set_defaults(func=serve)
+
+    projections = commands.add_parser("projections", help="inspect and rebuild the read model")
+    sub = projections.add_subparsers(dest="action", required=True)
+    status_p = with_config(sub.add_parser("status", help="each projection's position and lag"))
+    status_p.add_argument("--json", action="store_true")
+    status_p.set_defaults(func=projections_status)
+    rebuild_p = with_config(sub.add_parser("rebuild", help="rebuild one view from the event store"))
+    rebuild_p.add_argument("name")
+    rebuild_p.set_defaults(func=projections_rebuild)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SettingsError as error:
+        print(f"entrepot: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
