@@ -23,6 +23,7 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is noise
     container = Container(settings)
     app = create_app(container)
     print(f"Entrepôt serving on http://{settings.host}:{settings.port} (data in {container.data_dir}; "

@@ -61,7 +61,7 @@ def api_version() -> Response:
     return Response({}, headers=API_VERSION)
 
 
-@route("/v2/{rest:path}", http_method=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
+@route("/v2/{rest:path}", http_method=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], status_code=200)
 async def oci(request: Request, rest: FromPath[str], state: State) -> Response:
     if rest in ("", "/"):
         return Response({}, headers=API_VERSION)

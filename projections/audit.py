@@ -1,0 +1,72 @@
+"""The audit view: every pull served, who pulled what and how it was answered, in notification order."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.sqlite import SQLiteCursor
+
+from domain.pull import Pull
+from projections.base import SqliteView, View, ViewProjection
+
+MAX_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int          # the pull's notification id in the Pulls application: stable, and the paging key
+    org: str
+    repository: str
+    reference: str
+    digest: str
+    result: str
+    client: str
+    user_agent: str
+    at: float
+
+
+class AuditView(View):
+    @abstractmethod
+    def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
+              since: float | None = None, until: float | None = None, after_id: int | None = None,
+              limit: int = 100) -> list[AuditRow]:
+        """Rows in id order; `since` <= at < `until`; page on with after_id = the last row's id."""
+
+
+class AuditProjection(ViewProjection):
+    name = "audit"
+    handles = (Pull.Recorded,)
+
+
+class SqliteAuditView(SqliteView, AuditView):
+    tables = ("audit",)
+    schema = (
+        "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, org TEXT NOT NULL, repository TEXT NOT NULL, "
+        "reference TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL, client TEXT NOT NULL, "
+        "user_agent TEXT NOT NULL, at REAL NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS audit_org ON audit (org, repository, id)",
+        "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
+    )
+
+    def _apply(self, c: SQLiteCursor, event: Any, tracking: Tracking) -> None:
+        if isinstance(event, Pull.Recorded):
+            c.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (tracking.notification_id, event.org, event.repository, event.reference, event.digest,
+                       event.result, event.client, event.user_agent, event.at))
+
+    def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
+              since: float | None = None, until: float | None = None, after_id: int | None = None,
+              limit: int = 100) -> list[AuditRow]:
+        clauses, params = [], []
+        for clause, value in (("org = ?", org), ("repository = ?", repository), ("result = ?", result),
+                              ("at >= ?", since), ("at < ?", until), ("id > ?", after_id)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        params.append(max(1, min(int(limit), MAX_LIMIT)))
+        rows = self._query(f"SELECT * FROM audit {where}ORDER BY id LIMIT ?", params)
+        return [AuditRow(*row) for row in rows]

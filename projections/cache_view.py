@@ -1,0 +1,75 @@
+"""The hot path's CacheView over the tags and manifests SQLite views: primary-key lookups, one connection per thread."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+
+from application.ports import ManifestRow, TagRow
+from projections.catalog import open_view, projection_env
+
+
+class SqliteCacheView:
+    """Implements application.ports.CacheView; safe to share between threads.
+
+    Each thread gets its own read-only connection to tags.db with manifests.db attached,
+    kept open so that sqlite3's statement cache keeps the lookups prepared. Autocommit
+    reads see every transaction the runners committed before the read began (WAL).
+    """
+
+    def __init__(self, tags_db: str, manifests_db: str) -> None:
+        self._tags_db, self._manifests_db = tags_db, manifests_db
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_env(cls, env: dict) -> SqliteCacheView:
+        """Uses TAGS_SQLITE_DBNAME and MANIFESTS_SQLITE_DBNAME; creates the views' tables if missing."""
+        paths = []
+        for name in ("tags", "manifests"):
+            open_view(name, env).close()  # a reader must not fail on a view no runner has created yet
+            paths.append(projection_env(name, env).get("SQLITE_DBNAME"))
+        return cls(*paths)
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise RuntimeError("SqliteCacheView is closed")
+            # check_same_thread=False only so that close() may close it from another thread.
+            conn = sqlite3.connect(self._tags_db, uri=True, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute("ATTACH DATABASE ? AS m", (self._manifests_db,))
+            with self._lock:
+                self._connections.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None:
+        row = self._connection().execute(
+            "SELECT digest, media_type, checked_at FROM main.tags WHERE org = ? AND repository = ? AND tag = ?",
+            (org, repository, tag)).fetchone()
+        return TagRow(*row) if row else None
+
+    def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None:
+        row = self._connection().execute(
+            "SELECT digest, media_type, size, blobs, children FROM m.manifests "
+            "WHERE org = ? AND repository = ? AND digest = ?", (org, repository, digest)).fetchone()
+        if row is None:
+            return None
+        return ManifestRow(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]))
+
+    def list_tags(self, org: str, repository: str) -> list[str]:
+        rows = self._connection().execute(
+            "SELECT tag FROM main.tags WHERE org = ? AND repository = ? ORDER BY tag", (org, repository)).fetchall()
+        return [row[0] for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()

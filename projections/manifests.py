@@ -1,0 +1,49 @@
+"""The manifests view: (org, repository, digest) -> media type, size, when cached, referenced blobs and children."""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.sqlite import SQLiteCursor
+
+from application.ports import ManifestRow
+from domain.cache import CachedManifest
+from projections.base import SqliteView, View, ViewProjection
+
+
+class ManifestsView(View):
+    @abstractmethod
+    def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None: ...
+
+
+class ManifestsProjection(ViewProjection):
+    name = "manifests"
+    handles = (CachedManifest.Cached,)
+
+
+class SqliteManifestsView(SqliteView, ManifestsView):
+    tables = ("manifests",)
+    schema = (
+        "CREATE TABLE IF NOT EXISTS manifests (org TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL, "
+        "media_type TEXT NOT NULL, size INTEGER NOT NULL, cached_at REAL NOT NULL, "
+        "blobs TEXT NOT NULL, children TEXT NOT NULL, "   # JSON lists of digests
+        "PRIMARY KEY (org, repository, digest)) WITHOUT ROWID",
+    )
+
+    def _apply(self, c: SQLiteCursor, event: Any, tracking: Tracking) -> None:
+        if isinstance(event, CachedManifest.Cached):
+            # Content-addressed: a second Cached for the same key (never expected) is the same fact.
+            c.execute("INSERT INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                      (event.org, event.repository, event.digest, event.media_type, event.size, event.cached_at,
+                       json.dumps(list(event.blobs)), json.dumps(list(event.children))))
+
+    def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None:
+        rows = self._query("SELECT digest, media_type, size, blobs, children FROM manifests "
+                           "WHERE org = ? AND repository = ? AND digest = ?", (org, repository, digest))
+        if not rows:
+            return None
+        digest, media_type, size, blobs, children = rows[0]
+        return ManifestRow(digest, media_type, size, json.loads(blobs), json.loads(children))

@@ -1,0 +1,219 @@
+"""The embedded read model end to end: real Registry and Pulls apps on SQLite, runners, restart, rebuild."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+import pytest
+
+from application.pulls import Pulls
+from application.registry import Registry
+from domain.pull import Pull
+from infra.persistence import embedded_env
+from projections import (PROJECTION_NAMES, ProjectionCrashed, ProjectionRunners, SqliteCacheView, open_view, rebuild,
+                         status, wait_caught_up)
+
+pytestmark = pytest.mark.integration
+
+ORG, REPO = "hub", "library/alpine"
+IMAGE, INDEX = "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json"
+M1, M2, IDX = ("sha256:" + c * 64 for c in "129")
+CONFIG, L1, L2 = ("sha256:" + c * 64 for c in "cab")
+
+
+@pytest.fixture
+def env(tmp_path):
+    return embedded_env(tmp_path)
+
+
+@pytest.fixture
+def apps(env):
+    registry, pulls = Registry(env=env), Pulls(env=env)
+    yield registry, pulls
+    registry.close()
+    pulls.close()
+
+
+@pytest.fixture
+def runners(env):
+    started = []
+
+    def start():
+        started.append(ProjectionRunners(env).start())
+        return started[-1]
+
+    yield start
+    for r in started:
+        r.stop()
+
+
+def pull(pulls, digest, result, at, reference="3.20"):
+    pulls.record(Pull(org=ORG, repository=REPO, reference=reference, digest=digest, result=result,
+                      client="10.1.2.3", user_agent="docker/27.0", at=at))
+
+
+def populate(registry, pulls):
+    registry.apply_org(ORG, {"upstream": "docker.io"})
+    registry.apply_org("ghcr", {"upstream": "ghcr.io", "staleness_seconds": 60})
+    registry.apply_org("ghcr", {"upstream": "ghcr.io", "staleness_seconds": 120})
+    registry.apply_org("old", {"upstream": "quay.io"})
+    registry.delete_org("old")
+    # A cold pull of an index: its manifests and tag first, the pulls, then the blobs as the client fetches them.
+    registry.record_manifest(ORG, REPO, IDX, INDEX, 300, [], [M1], 10.0)
+    registry.record_manifest(ORG, REPO, M1, IMAGE, 900, [CONFIG, L1], [], 10.0)
+    registry.record_tag(ORG, REPO, "3.20", IDX, INDEX, 10.0)
+    registry.record_tag(ORG, REPO, "latest", M1, IMAGE, 10.0)
+    pull(pulls, IDX, "miss", 10.0)
+    pull(pulls, M1, "miss", 10.5, reference=M1)
+    registry.record_blob(ORG, REPO, CONFIG, 5, 11.0)
+    registry.record_blob(ORG, REPO, L1, 70, 12.0)
+    registry.record_tag(ORG, REPO, "3.20", IDX, INDEX, 20.0)                 # revalidated
+    registry.record_manifest(ORG, REPO, M2, IMAGE, 800, [CONFIG, L2], [], 30.0)
+    registry.record_tag(ORG, REPO, "latest", M2, IMAGE, 30.0)               # retargeted
+    pull(pulls, M1, "hit", 40.0, reference=M1)
+    pull(pulls, M2, "stale", 41.0, reference="latest")
+
+
+def dumps(env):
+    out = {}
+    for name in PROJECTION_NAMES:
+        view = open_view(name, env)
+        out[name] = view.dump()
+        view.close()
+    return out
+
+
+def test_runners_build_every_view_and_report_zero_lag(env, apps, runners):
+    registry, pulls = apps
+    populate(registry, pulls)
+    live = runners()
+    live.wait_caught_up(timeout=10)
+    assert {(s.projection, s.application) for s in live.status()} == {
+        ("tags", "Registry"), ("manifests", "Registry"), ("blobs", "Registry"), ("blobs", "Pulls"),
+        ("audit", "Pulls"), ("counters", "Pulls"), ("orgs", "Registry")}
+    for s in live.status():
+        assert (s.lag, s.state, s.error) == (0, "running", None)
+        assert s.position == s.max_notification_id > 0
+
+    cache = SqliteCacheView.from_env(env)
+    try:
+        assert cache.get_tag(ORG, REPO, "3.20").checked_at == 20.0
+        assert cache.get_tag(ORG, REPO, "latest").digest == M2
+        assert cache.list_tags(ORG, REPO) == ["3.20", "latest"]
+        assert cache.get_manifest(ORG, REPO, IDX).children == [M1]
+        assert cache.get_manifest(ORG, REPO, M2).blobs == [CONFIG, L2]
+    finally:
+        cache.close()
+
+    blobs, audit, counters, orgs = (open_view(n, env) for n in ("blobs", "audit", "counters", "orgs"))
+    try:
+        # M1 pulled twice, M2 once; the index pull counts for the index only.
+        assert (blobs.get_blob(ORG, CONFIG).pull_count, blobs.get_blob(ORG, CONFIG).last_pulled) == (3, 41.0)
+        assert (blobs.get_blob(ORG, L1).pull_count, blobs.get_blob(ORG, L1).last_pulled) == (2, 40.0)
+        assert blobs.get_blob(ORG, L2) is None                        # pulled, never cached
+        assert blobs.manifest_pulls(ORG, REPO, IDX) == (1, 10.0)
+        assert [r.result for r in audit.query(org=ORG)] == ["miss", "miss", "hit", "stale"]
+        assert counters.counts() == {ORG: {"miss": 2, "hit": 1, "stale": 1}}
+        assert [o.name for o in orgs.list_orgs()] == ["ghcr", ORG]
+        assert orgs.get_org("ghcr").settings["staleness_seconds"] == 120
+        assert orgs.get_org("old").deleted
+    finally:
+        for view in (blobs, audit, counters, orgs):
+            view.close()
+
+    # A new pull reaches the running views.
+    pull(pulls, M1, "hit", 50.0, reference=M1)
+    live.wait_caught_up(timeout=10)
+    counters = open_view("counters", env)
+    assert counters.counts(ORG)[ORG]["hit"] == 2
+    counters.close()
+
+
+def test_restart_catches_up_without_double_counting(env, apps, runners):
+    registry, pulls = apps
+    populate(registry, pulls)
+    first = runners()
+    first.wait_caught_up(timeout=10)
+    first.stop()
+    pull(pulls, M1, "hit", 60.0, reference=M1)          # recorded while no runner is running
+    pull(pulls, M1, "revalidated", 61.0)
+    assert {s.lag for s in status(env) if s.application == "Pulls"} == {2}
+    second = runners()
+    second.wait_caught_up(timeout=10)
+    assert all(s.lag == 0 for s in second.status())
+    counters, blobs, audit = (open_view(n, env) for n in ("counters", "blobs", "audit"))
+    try:
+        assert counters.counts() == {ORG: {"miss": 2, "hit": 2, "stale": 1, "revalidated": 1}}
+        assert blobs.get_blob(ORG, L1).pull_count == 4 and blobs.get_blob(ORG, L1).last_pulled == 61.0
+        assert [r.id for r in audit.query()] == [1, 2, 3, 4, 5, 6]
+    finally:
+        for view in (counters, blobs, audit):
+            view.close()
+
+
+def test_rebuild_yields_the_same_rows_as_the_live_projection(env, apps, runners):
+    registry, pulls = apps
+    populate(registry, pulls)
+    live = runners()
+    live.wait_caught_up(timeout=10)
+    live.stop()
+    before = dumps(env)
+    assert all(any(rows for table, rows in dump.items() if table != "tracking") for dump in before.values())
+    for name in PROJECTION_NAMES:
+        replayed = rebuild(name, env, page_size=3)      # small pages: several transactions per app
+        assert replayed and all(n > 0 for n in replayed.values())
+    assert dumps(env) == before
+    assert all(s.lag == 0 for s in status(env))
+    # A runner started after a rebuild resumes from the rebuilt position: nothing counted twice.
+    runners().wait_caught_up(timeout=10)
+    assert dumps(env) == before
+
+
+def test_wait_caught_up_for_views_run_elsewhere(env, apps, runners):
+    registry, pulls = apps
+    populate(registry, pulls)
+    runners()
+    wait_caught_up(env, timeout=10)
+    assert all(s.lag == 0 for s in status(env))
+
+
+def test_a_crashed_projection_is_logged_and_reported(env, apps, runners, caplog):
+    registry, pulls = apps
+    populate(registry, pulls)
+    live = runners()
+    live.wait_caught_up(timeout=10)
+    with sqlite3.connect(env["COUNTERS_SQLITE_DBNAME"]) as conn:
+        conn.execute("DROP TABLE counters")             # the next pull cannot be counted
+    with caplog.at_level(logging.ERROR, logger="projections.runners"):
+        pull(pulls, M1, "hit", 70.0, reference=M1)
+        with pytest.raises(ProjectionCrashed, match="counters"):
+            live.wait_caught_up(timeout=10)
+    states = {(s.projection, s.application): s for s in live.status()}
+    crashed = states[("counters", "Pulls")]
+    assert crashed.state == "crashed" and "no such table" in crashed.error and crashed.lag == 1
+    assert states[("audit", "Pulls")].state == "running"
+    assert any("counters" in record.getMessage() for record in caplog.records)
+    live.stop()                                         # stops cleanly despite the crashed runner
+    assert ("counters", "Pulls") in live.errors
+
+
+def test_blobs_view_under_concurrent_writes_to_both_apps_matches_a_rebuild(env, apps, runners):
+    registry, pulls = apps
+    live = runners()
+    layers = [f"sha256:{i:064x}" for i in range(40)]
+    registry.record_manifest(ORG, REPO, M1, IMAGE, 900, layers, [], 1.0)
+    for i, layer in enumerate(layers):      # both apps written while both blobs runners run
+        registry.record_blob(ORG, REPO, layer, i, 2.0)
+        pulls.record(*(Pull(org=ORG, repository=REPO, reference="3.20", digest=M1, result="hit", client="c",
+                            user_agent="u", at=3.0 + i + j / 10) for j in range(5)))
+    live.wait_caught_up(timeout=20)
+    live.stop()
+    blobs = open_view("blobs", env)
+    try:
+        assert {(b.pull_count, b.last_pulled) for b in blobs.list_blobs(ORG)} == {(200, 42.4)}
+        before = blobs.dump()
+    finally:
+        blobs.close()
+    rebuild("blobs", env)
+    assert dumps(env)["blobs"] == before

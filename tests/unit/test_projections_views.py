@@ -1,0 +1,182 @@
+"""The SQLite views on their own: rows per event, exactly-once tracking, order independence, reads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from eventsourcing.persistence import IntegrityError, Tracking
+
+from application.ports import ManifestRow, TagRow
+from domain.cache import CachedBlob, CachedManifest, TagResolution
+from domain.org import CacheOrg
+from domain.pull import Pull
+from infra.persistence import embedded_env
+from projections import SqliteCacheView, open_view
+from projections.blobs import BlobRow
+
+ORG, REPO = "hub", "library/alpine"
+IMAGE, INDEX = "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json"
+M1, IDX = "sha256:" + "1" * 64, "sha256:" + "9" * 64
+CONFIG, LAYER = "sha256:" + "c" * 64, "sha256:" + "a" * 64
+
+
+@pytest.fixture
+def env(tmp_path):
+    return embedded_env(tmp_path)
+
+
+@pytest.fixture
+def view(env):
+    opened = []
+
+    def open_(name):
+        opened.append(open_view(name, env))
+        return opened[-1]
+
+    yield open_
+    for v in opened:
+        v.close()
+
+
+def events(*aggregates):
+    return [event for aggregate in aggregates for event in aggregate.collect_events()]
+
+
+def tracked(app_name, evts, start=1):
+    return [(event, Tracking(app_name, start + i)) for i, event in enumerate(evts)]
+
+
+def pull(digest, result="hit", at=100.0, reference="latest"):
+    return Pull(org=ORG, repository=REPO, reference=reference, digest=digest, result=result,
+                client="10.0.0.7", user_agent="containerd/2.0", at=at)
+
+
+def registry_events():
+    manifest = CachedManifest(org=ORG, repository=REPO, digest=M1, media_type=IMAGE, size=900,
+                              blobs=[CONFIG, LAYER, LAYER], children=[], cached_at=10.0)
+    index = CachedManifest(org=ORG, repository=REPO, digest=IDX, media_type=INDEX, size=300,
+                           blobs=[], children=[M1], cached_at=10.0)
+    blobs = [CachedBlob(org=ORG, repository=REPO, digest=digest, size=size, cached_at=11.0)
+             for digest, size in ((CONFIG, 5), (LAYER, 70))]
+    return events(manifest, index, *blobs)
+
+
+def pulls_events():
+    return events(pull(IDX, "miss", 20.0), pull(M1, "miss", 21.0), pull(M1, "hit", 50.0), pull(M1, "stale", 40.0))
+
+
+def test_tags_resolve_revalidate_retarget(view):
+    tags = view("tags")
+    resolution = TagResolution(org=ORG, repository=REPO, tag="3", digest=M1, media_type=IMAGE, checked_at=1.0)
+    resolution.observe(M1, IMAGE, 2.0)     # revalidated
+    resolution.observe(IDX, INDEX, 3.0)    # retargeted
+    tags.process(tracked("Registry", events(resolution)))
+    assert tags.get_tag(ORG, REPO, "3") == TagRow(IDX, INDEX, 3.0)
+    assert tags.get_tag(ORG, REPO, "4") is None
+    assert tags.list_tags(ORG, REPO) == ["3"]
+
+
+def test_replayed_position_raises_and_changes_nothing(view):
+    counters, audit, blobs = view("counters"), view("audit"), view("blobs")
+    blobs.process(tracked("Registry", registry_events()))
+    batch = tracked("Pulls", pulls_events())
+    for v in (counters, audit, blobs):
+        v.process(batch)
+        before = v.dump()
+        with pytest.raises(IntegrityError):
+            v.process(batch)                # the same events at the same positions
+        with pytest.raises(IntegrityError):
+            v.process(batch[1:2])           # an older position on its own
+        assert v.dump() == before
+    assert counters.counts() == {ORG: {"miss": 2, "hit": 1, "stale": 1}}
+    assert counters.max_tracking_id("Pulls") == 4
+    assert blobs.get_blob(ORG, LAYER).pull_count == 3
+
+
+def test_blob_pulls_do_not_depend_on_how_the_two_apps_interleave(view, env, tmp_path):
+    registry, pulls = tracked("Registry", registry_events()), tracked("Pulls", pulls_events())
+    first = view("blobs")
+    for item in registry:          # manifests and blobs known before any pull
+        first.process([item])
+    for item in pulls:
+        first.process([item])
+    other = open_view("blobs", embedded_env(tmp_path / "other"))
+    try:
+        for item in pulls:         # pulls first: the cold-pull order, blobs cached later
+            other.process([item])
+        other.process(registry)
+        assert other.dump() == first.dump()
+    finally:
+        other.close()
+    # Three pulls of M1 count for each of its blobs once (LAYER is listed twice); the index pull does not.
+    assert first.get_blob(ORG, LAYER) == BlobRow(ORG, LAYER, REPO, 70, 11.0, 50.0, 3)
+    assert first.get_blob(ORG, CONFIG).pull_count == 3
+    assert first.manifest_pulls(ORG, REPO, IDX) == (1, 20.0)
+    assert first.manifest_pulls(ORG, REPO, M1) == (3, 50.0)
+    assert [b.digest for b in first.list_blobs(ORG)] == sorted([CONFIG, LAYER])  # same last_pulled: by digest
+
+
+def test_a_blob_pulled_but_not_cached_is_not_listed(view):
+    blobs = view("blobs")
+    blobs.process(tracked("Registry", registry_events()[:1]))   # the manifest only
+    blobs.process(tracked("Pulls", events(pull(M1))))
+    assert blobs.get_blob(ORG, LAYER) is None
+    assert blobs.list_blobs(ORG) == []
+    blobs.process(tracked("Registry", registry_events()[2:], start=2))
+    assert blobs.get_blob(ORG, LAYER).pull_count == 1
+
+
+def test_audit_query_filters_and_pages(view):
+    audit = view("audit")
+    audit.process(tracked("Pulls", pulls_events()))
+    assert [r.id for r in audit.query()] == [1, 2, 3, 4]
+    assert [r.result for r in audit.query(result="miss")] == ["miss", "miss"]
+    assert [r.id for r in audit.query(since=21.0, until=50.0)] == [2, 4]
+    assert [r.id for r in audit.query(after_id=1, limit=2)] == [2, 3]
+    assert audit.query(org="other") == [] and audit.query(repository="x") == []
+    row = audit.query(limit=1)[0]
+    assert (row.org, row.repository, row.reference, row.digest, row.client, row.user_agent, row.at) == (
+        ORG, REPO, "latest", IDX, "10.0.0.7", "containerd/2.0", 20.0)
+
+
+def test_orgs_register_reconfigure_delete(view):
+    orgs = view("orgs")
+    org = CacheOrg(name="ghcr", settings={"upstream": "https://ghcr.io", "staleness_seconds": 60})
+    org.reconfigure({"staleness_seconds": 120})
+    gone = CacheOrg(name="tmp", settings={"upstream": "https://quay.io"})
+    gone.delete()
+    orgs.process(tracked("Registry", events(org, gone)))
+    assert [o.name for o in orgs.list_orgs()] == ["ghcr"]
+    assert orgs.get_org("ghcr").settings == {"upstream": "https://ghcr.io", "staleness_seconds": 120}
+    assert orgs.get_org("tmp").deleted and [o.name for o in orgs.list_orgs(include_deleted=True)] == ["ghcr", "tmp"]
+
+
+def test_cache_view_reads_from_many_threads(view, env):
+    cache = SqliteCacheView.from_env(env)      # before any row or runner: tables are created
+    try:
+        assert cache.get_tag(ORG, REPO, "3") is None
+        view("manifests").process(tracked("Registry", registry_events()))
+        resolution = TagResolution(org=ORG, repository=REPO, tag="3", digest=M1, media_type=IMAGE, checked_at=1.0)
+        view("tags").process(tracked("Registry", events(resolution)))
+        results, errors = [], []
+
+        def read():
+            try:
+                for _ in range(50):
+                    results.append((cache.get_tag(ORG, REPO, "3"), cache.get_manifest(ORG, REPO, M1),
+                                    cache.list_tags(ORG, REPO)))
+            except Exception as error:  # noqa: BLE001 - reported by the assertion below
+                errors.append(error)
+
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and len(results) == 200
+        assert set(map(repr, results)) == {repr((TagRow(M1, IMAGE, 1.0),
+                                                 ManifestRow(M1, IMAGE, 900, [CONFIG, LAYER, LAYER], []), ["3"]))}
+        assert cache.get_manifest(ORG, REPO, "sha256:" + "0" * 64) is None
+    finally:
+        cache.close()
