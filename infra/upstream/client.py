@@ -1,0 +1,191 @@
+"""HttpUpstream: the Upstream port over httpx, mapping every transport or HTTP failure to an Upstream* error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+
+from application.errors import ManifestTooLarge, UpstreamBadContent
+from application.ports import UpstreamManifest, UpstreamManifestHead, UpstreamTarget
+from infra.upstream import headers
+from infra.upstream.auth import RegistryAuth, TokenCache
+from infra.upstream.errors import error_for, transport_errors
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024        # what the distribution spec says a registry must accept
+MAX_ERROR_BODY = 16 * 1024
+MAX_TAGS_PAGE_BYTES = 16 * 1024 * 1024
+MAX_TAG_PAGES = 10_000
+DIGEST = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+TIMEOUT = httpx.Timeout(connect=5, read=30, write=30, pool=10)
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=32, keepalive_expiry=30)
+USER_AGENT = "entrepot/0.1"
+
+
+async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
+    """The decoded body, or ManifestTooLarge once it passes `limit` (keeping at most limit+1 bytes)."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ManifestTooLarge(f"{what} is {declared} bytes, more than {limit}")
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk[: limit + 1 - size])
+        size += len(chunks[-1])
+        if size > limit:
+            raise ManifestTooLarge(f"{what} is more than {limit} bytes")
+    return b"".join(chunks)
+
+
+def verified_digest(content: bytes, reference: str, sent_digest: str, where: str) -> str:
+    """sha256 of `content`, after checking it against a digest reference and the upstream's own claim."""
+    digest = "sha256:" + hashlib.sha256(content).hexdigest()
+    if match := DIGEST.match(reference):
+        algorithm, expected = match[1], match[2]
+        if algorithm not in ("sha256", "sha384", "sha512"):
+            raise UpstreamBadContent(f"cannot verify {algorithm} digest of {where}")
+        if hashlib.new(algorithm, content).hexdigest() != expected:
+            raise UpstreamBadContent(f"{where}: content does not match the requested digest")
+    if sent_digest.startswith("sha256:") and sent_digest != digest:
+        raise UpstreamBadContent(f"{where}: content does not match Docker-Content-Digest {sent_digest}")
+    return digest
+
+
+class HttpBlob:
+    """An open upstream blob: raw (undecoded) bytes, once; always aclose() it."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._host = response.request.url.netloc.decode()
+        declared = response.headers.get("Content-Length", "")
+        self.size = int(declared) if declared.isdigit() else None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        with transport_errors(self._host):
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+
+    async def aclose(self) -> None:
+        with transport_errors(self._host):
+            await self._response.aclose()
+
+
+class HttpUpstream:
+    """The Upstream port: manifests, blobs and tags from any distribution-API registry."""
+
+    def __init__(self, client: httpx.AsyncClient | None = None, *, tag_page_size: int = 100,
+                 max_manifest_bytes: int = MAX_MANIFEST_BYTES, tokens: TokenCache | None = None) -> None:
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient(timeout=TIMEOUT, limits=LIMITS, headers={"User-Agent": USER_AGENT})
+        self._tokens = tokens or TokenCache()
+        self._tag_page_size = tag_page_size
+        self._max_manifest_bytes = max_manifest_bytes
+
+    async def _send(self, target: UpstreamTarget, method: str, url: str | httpx.URL, what: str,
+                    request_headers: dict[str, str]) -> httpx.Response:
+        """A streamed 2xx response (the caller closes it), or the mapped error with the response closed."""
+        host = httpx.URL(target.base_url).netloc.decode()
+        with transport_errors(host):
+            request = self._client.build_request(method, url, headers=request_headers)
+            auth = RegistryAuth(self._tokens, target.username, target.password)
+            response = await self._client.send(request, auth=auth, stream=True, follow_redirects=True)
+            if response.is_success:
+                return response
+            try:
+                body = b"" if method == "HEAD" else await read_capped(response, MAX_ERROR_BODY, what)
+            except ManifestTooLarge:
+                body = b""
+            finally:
+                await response.aclose()
+        raise error_for(response, what, body)
+
+    @staticmethod
+    async def _read_and_close(response: httpx.Response, limit: int, what: str) -> bytes:
+        with transport_errors(response.request.url.netloc.decode()):
+            try:
+                return await read_capped(response, limit, what)
+            finally:
+                await response.aclose()
+
+    @staticmethod
+    def _url(target: UpstreamTarget, kind: str, reference: str) -> str:
+        return f"{target.base_url.rstrip('/')}/v2/{target.repository}/{kind}/{reference}"
+
+    @staticmethod
+    def _what(target: UpstreamTarget, reference: str) -> str:
+        return f"manifest {target.repository}{'@' if DIGEST.match(reference) else ':'}{reference}"
+
+    async def get_manifest(self, target: UpstreamTarget, reference: str, accept: list[str]) -> UpstreamManifest:
+        what = self._what(target, reference)
+        response = await self._send(target, "GET", self._url(target, "manifests", reference), what,
+                                    {"Accept": headers.accept_header(accept)})
+        content = await self._read_and_close(response, self._max_manifest_bytes, what)
+        digest = verified_digest(content, reference, response.headers.get("Docker-Content-Digest", ""), what)
+        return UpstreamManifest(content, headers.media_type(response, content), digest,
+                                headers.rate_limit(response.headers))
+
+    async def head_manifest(self, target: UpstreamTarget, reference: str, accept: list[str]) -> UpstreamManifestHead:
+        what = self._what(target, reference)
+        response = await self._send(target, "HEAD", self._url(target, "manifests", reference), what,
+                                    {"Accept": headers.accept_header(accept)})
+        with transport_errors(response.request.url.netloc.decode()):
+            await response.aclose()
+        declared = response.headers.get("Content-Length", "")
+        size = int(declared) if declared.isdigit() else None
+        if size is not None and size > self._max_manifest_bytes:
+            raise ManifestTooLarge(f"{what} is {size} bytes, more than {self._max_manifest_bytes}")
+        digest = response.headers.get("Docker-Content-Digest", "").strip()
+        media_type = headers.media_type(response)
+        if not DIGEST.match(digest) or media_type in headers.GENERIC_TYPES:
+            # Without the digest (or a usable type) the HEAD says too little: fetch and compute.
+            manifest = await self.get_manifest(target, reference, accept)
+            return UpstreamManifestHead(manifest.digest, manifest.media_type, len(manifest.content),
+                                        manifest.rate_limit)
+        if DIGEST.match(reference) and digest != reference:
+            raise UpstreamBadContent(f"{what}: upstream names it {digest}")
+        return UpstreamManifestHead(digest, media_type, size, headers.rate_limit(response.headers))
+
+    async def open_blob(self, target: UpstreamTarget, digest: str) -> HttpBlob:
+        # identity: the bytes must reach us exactly as stored, or the digest will not match.
+        response = await self._send(target, "GET", self._url(target, "blobs", digest),
+                                    f"blob {target.repository}@{digest}", {"Accept-Encoding": "identity"})
+        return HttpBlob(response)
+
+    async def list_tags(self, target: UpstreamTarget) -> list[str]:
+        url = httpx.URL(f"{target.base_url.rstrip('/')}/v2/{target.repository}/tags/list",
+                        params={"n": self._tag_page_size})
+        tags: list[str] = []
+        seen: set[httpx.URL] = set()
+        while url not in seen and len(seen) < MAX_TAG_PAGES:
+            seen.add(url)
+            response = await self._send(target, "GET", url, f"tags of {target.repository}",
+                                        {"Accept": "application/json"})
+            try:
+                body = await self._read_and_close(response, MAX_TAGS_PAGE_BYTES, f"tag list of {target.repository}")
+            except ManifestTooLarge as error:
+                raise UpstreamBadContent(error.message) from None
+            try:
+                page = json.loads(body).get("tags") or []
+            except (ValueError, AttributeError):
+                raise UpstreamBadContent(f"tag list of {target.repository} is not JSON") from None
+            tags.extend(str(tag) for tag in page)
+            link = headers.next_link(response.headers)
+            if not link:
+                return tags
+            url = response.url.join(link)
+        return tags
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> HttpUpstream:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()

@@ -1,0 +1,157 @@
+"""A real `entrepot serve` process on a loopback port, configured by a TOML file it writes itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.registry import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+ORG_KEYS = ("name", "upstream", "namespace", "staleness_seconds", "max_stale_seconds", "username", "password")
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string (ASCII-escaped) is a valid TOML basic string
+    raise TypeError(f"cannot write {value!r} as a TOML value")
+
+
+def render_config(host: str, port: int, data_dir: Path, organizations: list[dict], log_level: str = "info") -> str:
+    lines = ["[server]", f"host = {_toml_value(host)}", f"port = {port}", f"data_dir = {_toml_value(str(data_dir))}",
+             f"log_level = {_toml_value(log_level)}", ""]
+    for org in organizations:
+        unknown = set(org) - set(ORG_KEYS)
+        if unknown:
+            raise ValueError(f"unknown organization key(s): {', '.join(sorted(unknown))}")
+        lines.append("[[organizations]]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in org.items() if value is not None]
+        lines.append("")
+    return "\n".join(lines)
+
+
+class EntrepotServer:
+    """One `python -m interfaces.cli serve` process; stop()/kill() and start() again keep port and data dir."""
+
+    def __init__(self, directory: Path | str, organizations: list[dict], port: int | None = None,
+                 startup_timeout: float = 20.0, access_log: bool = False, env: dict | None = None) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.organizations = [dict(org) for org in organizations]
+        self.port = port or free_port()
+        self.data_dir = self.directory / "data"
+        self.config_path = self.directory / "entrepot.toml"
+        self.log_path = self.directory / "entrepot.log"
+        self.startup_timeout = startup_timeout
+        self.access_log = access_log
+        self.env = env
+        self.process: subprocess.Popen | None = None
+        self.write_config()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host(self) -> str:
+        """`127.0.0.1:PORT`, as image references and registries.conf want it."""
+        return f"127.0.0.1:{self.port}"
+
+    def write_config(self) -> None:
+        self.config_path.write_text(render_config("127.0.0.1", self.port, self.data_dir, self.organizations))
+
+    def command(self, *args: str) -> list[str]:
+        """An `entrepot` CLI command line against this server's config, e.g. command("projections", "status")."""
+        return [sys.executable, "-m", "interfaces.cli", *args, "--config", str(self.config_path)]
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*args), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+                              env=self._env())
+
+    def _env(self) -> dict:
+        env = dict(os.environ)
+        env.pop("ENTREPOT_CONFIG", None)
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.env:
+            env.update(self.env)
+        return env
+
+    def start(self) -> EntrepotServer:
+        if self.running:
+            return self
+        command = self.command("serve") + (["--access-log"] if self.access_log else [])
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== starting: {' '.join(command)}\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=self._env())
+        self._wait_until_up()
+        return self
+
+    def _wait_until_up(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.process = None
+                raise RuntimeError(f"entrepot serve exited with {code} before answering:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"entrepot serve did not answer 200 on {self.url}/v2/ within "
+                           f"{self.startup_timeout}s:\n{self.log_tail()}")
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code (None when it was not running)."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        return process.returncode
+
+    def kill(self) -> int | None:
+        """SIGKILL, as a crash would; returns the exit code (None when it was not running)."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+        return process.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> EntrepotServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
