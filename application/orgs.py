@@ -18,6 +18,9 @@ class OrgConfig:
     namespace: str
     staleness_seconds: int
     max_stale_seconds: int
+    negative_cache_seconds: int
+    on_upstream_denied: str
+    rate_limit_floor: int
     username: str
     password: str
     default: bool
@@ -65,4 +68,7 @@ class OrgDirectory:
         s = org.settings
         return OrgConfig(name=name, upstream=s["upstream"], namespace=s["namespace"],
                          staleness_seconds=s["staleness_seconds"], max_stale_seconds=s["max_stale_seconds"],
+                         negative_cache_seconds=s.get("negative_cache_seconds", 30),
+                         on_upstream_denied=s.get("on_upstream_denied", "serve-stale"),
+                         rate_limit_floor=s.get("rate_limit_floor", 0),
                          username=username or s["username"], password=password, default=s["default"])

@@ -12,9 +12,12 @@ DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "r
 DOCKER_HUB_URL = "https://registry-1.docker.io"
 DEFAULT_STALENESS = 300
 DEFAULT_MAX_STALE = 7 * 24 * 3600
+DEFAULT_NEGATIVE_CACHE = 30
+DENIED_POLICIES = ("serve-stale", "refuse")  # what a cached tag gets when upstream answers 401/403
 
 # Settings an admin may change; each change is recorded as one Reconfigured event.
-SETTINGS = ("upstream", "namespace", "staleness_seconds", "max_stale_seconds", "username", "default")
+SETTINGS = ("upstream", "namespace", "staleness_seconds", "max_stale_seconds", "negative_cache_seconds",
+            "on_upstream_denied", "rate_limit_floor", "username", "default")
 
 
 class InvalidOrgSettings(ValueError):
@@ -48,11 +51,15 @@ def normalize_settings(settings: dict) -> dict:
         except InvalidName as error:
             raise InvalidOrgSettings(f"namespace: {error}") from None
     out["namespace"] = namespace
-    for key, default in (("staleness_seconds", DEFAULT_STALENESS), ("max_stale_seconds", DEFAULT_MAX_STALE)):
+    for key, default in (("staleness_seconds", DEFAULT_STALENESS), ("max_stale_seconds", DEFAULT_MAX_STALE),
+                         ("negative_cache_seconds", DEFAULT_NEGATIVE_CACHE), ("rate_limit_floor", 0)):
         value = out.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise InvalidOrgSettings(f"{key} must be a number of seconds >= 0")
         out[key] = int(value)
+    out["on_upstream_denied"] = out.get("on_upstream_denied") or "serve-stale"
+    if out["on_upstream_denied"] not in DENIED_POLICIES:
+        raise InvalidOrgSettings(f"on_upstream_denied must be one of {', '.join(DENIED_POLICIES)}")
     out["username"] = out.get("username") or ""
     out["default"] = bool(out.get("default", False))
     return {key: out[key] for key in SETTINGS}

@@ -20,6 +20,9 @@ class OrgSettings:
     namespace: str = ""
     staleness_seconds: int = 300
     max_stale_seconds: int = 7 * 24 * 3600
+    negative_cache_seconds: int = 30
+    on_upstream_denied: str = "serve-stale"   # or "refuse"
+    rate_limit_floor: int = 0                 # serve stale instead of spending the last upstream pulls
     username: str = ""
     password: str = ""
     default: bool = False
@@ -33,6 +36,26 @@ DEFAULT_ORGS = (OrgSettings(name="hub", upstream="docker.io"),)
 
 
 @dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = ""                     # postgresql://...; empty: embedded SQLite under data_dir
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    backend: str = "filesystem"       # or "s3"
+    bucket: str = ""
+    endpoint_url: str = ""            # empty: AWS; credentials from the standard AWS environment
+    region: str = "us-east-1"
+    prefix: str = ""                  # key prefix inside the bucket
+    redirect: bool = False            # True: 307 to presigned URLs for warm blobs
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = ""                     # empty: in-process coordination only
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
@@ -40,7 +63,10 @@ class Settings:
     secret_key: str = ""              # AES key for upstream credentials; generated under data_dir when empty
     organizations: tuple[OrgSettings, ...] = DEFAULT_ORGS
     log_level: str = "info"
-    extra: dict = field(default_factory=dict)
+    admin_token: str = ""             # admin API token ($ENTREPOT_ADMIN_TOKEN); generated when empty
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
 
 
 def _section(document: dict, name: str, allowed: set[str], source: str) -> dict:
@@ -80,7 +106,18 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
             raise SettingsError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as error:
             raise SettingsError(f"{path}: invalid TOML: {error}") from None
-    server = _section(document, "server", {"host", "port", "data_dir", "secret_key", "log_level"}, source)
+    server = _section(document, "server", {"host", "port", "data_dir", "secret_key", "log_level", "admin_token"},
+                      source)
+    database = DatabaseSettings(**_section(document, "database", {f.name for f in fields(DatabaseSettings)}, source))
+    storage = StorageSettings(**_section(document, "storage", {f.name for f in fields(StorageSettings)}, source))
+    redis = RedisSettings(**_section(document, "redis", {f.name for f in fields(RedisSettings)}, source))
+    if storage.backend not in ("filesystem", "s3"):
+        raise SettingsError(f"{source}: [storage] backend must be 'filesystem' or 's3', got {storage.backend!r}")
+    if storage.backend == "s3" and not storage.bucket:
+        raise SettingsError(f"{source}: [storage] backend 's3' needs a bucket")
+    unknown = set(document) - {"server", "organizations", "database", "storage", "redis"}
+    if unknown:
+        raise SettingsError(f"{source}: unknown section(s): {', '.join(sorted(unknown))}")
     orgs = document.get("organizations")
     if orgs is None:
         organizations = DEFAULT_ORGS
@@ -91,7 +128,6 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
     names = [org.name for org in organizations]
     if len(set(names)) != len(names):
         raise SettingsError(f"{source}: organization names must be unique")
-    extra = {key: value for key, value in document.items() if key not in ("server", "organizations")}
     settings = Settings(
         host=host or server.get("host", "127.0.0.1"),
         port=int(port or server.get("port", DEFAULT_PORT)),
@@ -99,7 +135,10 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         secret_key=os.environ.get("ENTREPOT_SECRET_KEY") or server.get("secret_key", ""),
         organizations=organizations,
         log_level=server.get("log_level", "info"),
-        extra=extra,
+        admin_token=os.environ.get("ENTREPOT_ADMIN_TOKEN") or server.get("admin_token", ""),
+        database=database,
+        storage=storage,
+        redis=redis,
     )
     if not 0 < settings.port < 65536:
         raise SettingsError(f"{source}: port must be between 1 and 65535")
