@@ -9,17 +9,20 @@ from dataclasses import dataclass
 import anyio.to_thread
 
 from application.errors import (ManifestUnknown, OrgUnknown, UpstreamBadContent, UpstreamError,
-                                UpstreamNotFound)
+                                UpstreamNotFound, UpstreamRateLimited)
+from application.ratelimits import RateLimits
+from application.stale import failure_kind, stale_reason
 from application.fills import BlobFills
 from application.manifest_cache import ManifestBytes
 from application.orgs import OrgConfig, OrgDirectory
-from application.ports import BlobNotFound, BlobStore, CacheView, Clock, TagRow, Upstream, UpstreamTarget
+from application.ports import (BlobNotFound, BlobStore, CacheView, Clock, FillCoordinator, SharedTags, TagRow,
+                               Upstream, UpstreamTarget)
 from application.pulls import GroupCommit
 from application.registry import Registry
 from application.singleflight import SingleFlight
 from domain.manifest import InvalidManifest, read_manifest
 from domain.names import Digest, is_digest
-from domain.policy import Freshness, tag_freshness
+from domain.policy import Freshness, may_serve_stale, tag_freshness
 from domain.pull import Pull, PullResult
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ class BlobAnswer:
     result: PullResult
     open: Callable[[int, int | None], AsyncIterator[bytes]]   # bytes [start, end)
     path: str | None = None                                   # a published local file, if any
+    redirect: str | None = None                               # a URL to send GET clients to (presigned S3)
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,8 @@ class Client:
 
 class PullThroughCache:
     def __init__(self, *, registry: Registry, orgs: OrgDirectory, view: CacheView, store: BlobStore,
-                 upstream: Upstream, pulls: GroupCommit, clock: Clock) -> None:
+                 upstream: Upstream, pulls: GroupCommit, clock: Clock,
+                 fill_coordinator: FillCoordinator | None = None, shared_tags: SharedTags | None = None) -> None:
         self._registry = registry
         self._orgs = orgs
         self._view = view
@@ -61,7 +66,10 @@ class PullThroughCache:
         self._clock = clock
         self._manifests = ManifestBytes(store)
         self._flights: SingleFlight = SingleFlight()
-        self.fills = BlobFills(store, upstream, self._blob_cached)
+        self.fills = BlobFills(store, upstream, self._blob_cached, self._fill_failed, fill_coordinator)
+        self._shared_tags = shared_tags  # None: one replica, nothing to share
+        self.rate_limits = RateLimits()
+        self._missing: dict[tuple[str, str, str], float] = {}  # negative cache: key -> remembered until
         # Our own tag writes, so this process reads them before the projection catches up.
         self._recent_tags: dict[tuple[str, str, str], TagRow] = {}
 
@@ -85,7 +93,7 @@ class PullThroughCache:
             await self._pulls.record(Pull(org=org.name, repository=repository, reference=reference,
                                           digest=answer.digest, result=answer.result.value,
                                           client=client.address, user_agent=client.user_agent,
-                                          at=self._clock.now()))
+                                          at=self._clock.now(), note=answer.warning or ""))
         return answer
 
     async def _by_digest(self, org: OrgConfig, repository: str, digest: str, accept: list[str]) -> ManifestAnswer:
@@ -96,55 +104,83 @@ class PullThroughCache:
                 return ManifestAnswer(content, row.media_type, digest, PullResult.HIT)
         # Never cached for this repository of this org (a pull by digest is immutable, so once
         # cached it is never checked upstream again).
-        return await self._flights.run(("manifest", org.name, repository, digest),
-                                       lambda: self._fetch(org, repository, digest, accept, tag=None))
+        return await self._miss(org, repository, digest, accept, tag=None)
 
     async def _by_tag(self, org: OrgConfig, repository: str, tag: str, accept: list[str]) -> ManifestAnswer:
-        row = self._tag_row(org.name, repository, tag)
+        row = await self._tag_row(org.name, repository, tag)
         if row is None:
-            return await self._flights.run(("manifest", org.name, repository, tag),
-                                           lambda: self._fetch(org, repository, tag, accept, tag=tag))
-        now = self._clock.now()
-        freshness = tag_freshness(row.checked_at, now, org.staleness_seconds, org.max_stale_seconds)
+            return await self._miss(org, repository, tag, accept, tag=tag)
+        freshness = tag_freshness(row.checked_at, self._clock.now(), org.staleness_seconds, org.max_stale_seconds)
         if freshness is Freshness.FRESH:
             content = await self._manifests.get(row.digest)
             if content is not None:
                 return ManifestAnswer(content, row.media_type, row.digest, PullResult.HIT)
-            return await self._flights.run(("manifest", org.name, repository, tag),
-                                           lambda: self._fetch(org, repository, tag, accept, tag=tag))
+            return await self._miss(org, repository, tag, accept, tag=tag)
         try:
             return await self._flights.run(("revalidate", org.name, repository, tag),
                                            lambda: self._revalidate(org, repository, tag, row, accept))
-        except UpstreamError as error:
-            if freshness is Freshness.EXPIRED or isinstance(error, UpstreamNotFound):
-                raise
-            content = await self._manifests.get(row.digest)
-            if content is None:
-                raise
-            log.warning("serving %s/%s:%s stale: %s", org.name, repository, tag, error.message)
-            return ManifestAnswer(content, row.media_type, row.digest, PullResult.STALE,
-                                  warning=f"upstream unavailable, serving cached copy: {error.message}")
+        except (UpstreamError, ManifestUnknown) as error:
+            return await self._stale_or_raise(org, repository, tag, row, freshness, error)
 
-    def _tag_row(self, org: str, repository: str, tag: str) -> TagRow | None:
+    async def _stale_or_raise(self, org: OrgConfig, repository: str, tag: str, row: TagRow,
+                              freshness: Freshness, error: Exception) -> ManifestAnswer:
+        """Revalidation failed: serve the cached copy when the org's policy allows, else the error."""
+        if not may_serve_stale(failure_kind(error), freshness, org.on_upstream_denied):
+            raise error
+        content = await self._manifests.get(row.digest)
+        if content is None:
+            raise error
+        reason = stale_reason(error)
+        log.warning("serving %s/%s:%s stale: %s", org.name, repository, tag, reason)
+        return ManifestAnswer(content, row.media_type, row.digest, PullResult.STALE, warning=reason)
+
+    async def _tag_row(self, org: str, repository: str, tag: str) -> TagRow | None:
         key = (org, repository, tag)
         recent = self._recent_tags.get(key)
         row = self._view.get_tag(org, repository, tag)
         if recent is not None:
             if row is not None and row.checked_at >= recent.checked_at:
                 del self._recent_tags[key]  # the projection has caught up
-                return row
-            return recent
-        return row
+            else:
+                row = recent
+        # Another replica's write that the read model has not caught up with yet: the newest wins.
+        shared = await self._shared_tags.get(org, repository, tag) if self._shared_tags else None
+        return shared if shared is not None and (row is None or shared.checked_at > row.checked_at) else row
 
     async def _revalidate(self, org: OrgConfig, repository: str, tag: str, row: TagRow,
                           accept: list[str]) -> ManifestAnswer:
         """Past staleness: a HEAD upstream (not counted by Docker Hub) confirms or moves the tag."""
-        head = await self._upstream.head_manifest(org.target(repository), tag, accept)
+        try:
+            head = await self._upstream.head_manifest(org.target(repository), tag, accept)
+        except UpstreamNotFound:
+            raise ManifestUnknown(f"tag {tag} of {org.name}/{repository} was deleted upstream",
+                                  repository=repository, reference=tag) from None
+        self.rate_limits.observe(org.name, head.rate_limit, self._clock.now())
         content = await self._manifests.get(row.digest) if head.digest == row.digest else None
         if content is None:
+            if self.rate_limits.at_floor(org.name, org.rate_limit_floor):
+                reading = self.rate_limits.latest(org.name)
+                raise UpstreamRateLimited(f"upstream pulls remaining ({reading.remaining}) reached the org's floor "
+                                          f"({org.rate_limit_floor}); the moved tag is not fetched")
             return await self._fetch(org, repository, tag, accept, tag=tag)
         await self._record_tag(org.name, repository, tag, row.digest, row.media_type)
         return ManifestAnswer(content, row.media_type, row.digest, PullResult.REVALIDATED)
+
+    async def _miss(self, org: OrgConfig, repository: str, reference: str, accept: list[str],
+                    tag: str | None) -> ManifestAnswer:
+        """Not cached: fetch it once however many clients ask, remembering upstream 404s for a while."""
+        key = (org.name, repository, reference)
+        known_missing = self._missing.get(key)
+        if known_missing is not None and known_missing > self._clock.now():
+            raise ManifestUnknown(f"manifest {reference} of {org.name}/{repository} is unknown upstream "
+                                  "(remembered)", repository=repository, reference=reference)
+        try:
+            return await self._flights.run(("manifest", *key),
+                                           lambda: self._fetch(org, repository, reference, accept, tag=tag))
+        except ManifestUnknown:
+            if org.negative_cache_seconds > 0:
+                self._missing[key] = self._clock.now() + org.negative_cache_seconds
+            raise
 
     async def _fetch(self, org: OrgConfig, repository: str, reference: str, accept: list[str],
                      tag: str | None) -> ManifestAnswer:
@@ -154,11 +190,13 @@ class PullThroughCache:
         except UpstreamNotFound:
             raise ManifestUnknown(f"manifest {reference} of {org.name}/{repository} is unknown upstream",
                                   repository=repository, reference=reference) from None
+        self.rate_limits.observe(org.name, fetched.rate_limit, self._clock.now())
         try:
             content = read_manifest(fetched.content, fetched.media_type)
         except InvalidManifest as error:
             raise UpstreamBadContent(f"upstream sent an invalid manifest: {error}") from None
         await self._manifests.put(fetched.digest, fetched.content)
+        self._missing.pop((org.name, repository, reference), None)
         now = self._clock.now()
         await anyio.to_thread.run_sync(lambda: self._registry.record_manifest(
             org.name, repository, fetched.digest, content.media_type, len(fetched.content),
@@ -172,6 +210,8 @@ class PullThroughCache:
         await anyio.to_thread.run_sync(
             lambda: self._registry.record_tag(org, repository, tag, digest, media_type, now))
         self._recent_tags[(org, repository, tag)] = TagRow(digest, media_type, now)
+        if self._shared_tags:  # replaces the entry: a moved tag is seen moved by every replica
+            await self._shared_tags.put(org, repository, tag, TagRow(digest, media_type, now))
 
     # -- blobs -----------------------------------------------------------------------------------
     async def blob(self, org_name: str, repository: str, digest: str) -> BlobAnswer:
@@ -183,7 +223,7 @@ class PullThroughCache:
             if fill is None:
                 size = await self._store.stat(digest)
                 if size is not None:
-                    return self._stored_blob(digest, size)
+                    return self._stored_blob(digest, size, await self._store.redirect_url(digest))
                 fill = await self.fills.join(org.target(repository), digest)
                 if fill is None:
                     continue  # published while we looked: serve it from storage
@@ -193,9 +233,15 @@ class PullThroughCache:
                     raise fill.error
             return BlobAnswer(digest, fill.size, PullResult.MISS, fill.read)
 
-    def _stored_blob(self, digest: str, size: int) -> BlobAnswer:
+    def _stored_blob(self, digest: str, size: int, redirect: str | None = None) -> BlobAnswer:
         return BlobAnswer(digest, size, PullResult.HIT, lambda start, end: self._store.read(digest, start, end),
-                          self._store.local_path(digest))
+                          self._store.local_path(digest), redirect)
+
+    async def _fill_failed(self, target: UpstreamTarget, digest: str, error: Exception) -> None:
+        if isinstance(error, UpstreamBadContent):
+            now = self._clock.now()
+            await anyio.to_thread.run_sync(lambda: self._registry.record_corruption(
+                target.org, target.repository, digest, error.message, now))
 
     async def _blob_cached(self, target: UpstreamTarget, digest: str, size: int) -> None:
         now = self._clock.now()

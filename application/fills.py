@@ -7,13 +7,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from application.errors import BlobUnknown, UpstreamBadContent, UpstreamNotFound
-from application.ports import BlobStore, Spool, Upstream, UpstreamTarget
+from application.ports import BlobStore, FillCoordinator, FillLock, Spool, Upstream, UpstreamTarget
 from domain.names import Digest
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 256 * 1024
 
 BlobCached = Callable[[UpstreamTarget, str, int], Awaitable[None]]
+FillFailed = Callable[[UpstreamTarget, str, Exception], Awaitable[None]]
 
 
 class Fill:
@@ -27,6 +28,7 @@ class Fill:
         self.readable = 0
         self.done = False
         self.error: Exception | None = None
+        self.stored: BlobStore | None = None  # set when another replica published the blob first
         self.started = asyncio.Event()
         self._changed = asyncio.Event()
 
@@ -43,6 +45,11 @@ class Fill:
         self.started.set()
         self._notify()
 
+    def serve_stored(self, store: BlobStore, size: int) -> None:
+        """Another replica fetched and published the blob: readers get it from shared storage."""
+        self.stored, self.size = store, size
+        self.finish(0)
+
     def fail(self, error: Exception) -> None:
         self.error = error
         self.started.set()
@@ -50,6 +57,10 @@ class Fill:
 
     async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Bytes [start, end) as they arrive; raises the fill's error if it fails before `end`."""
+        if self.stored is not None:
+            async for chunk in self.stored.read(self.digest, start, end):
+                yield chunk
+            return
         offset = start
         while end is None or offset < end:
             if offset < self.readable:
@@ -66,19 +77,37 @@ class Fill:
             await self._changed.wait()
 
 
-class BlobFills:
-    """Keeps at most one running fill per digest in this process."""
+class _Solo:
+    """In-process coordination only: this process is the only one that fills blobs."""
 
-    def __init__(self, store: BlobStore, upstream: Upstream, on_cached: BlobCached) -> None:
+    async def claim(self, digest: str) -> FillLock:
+        return self
+
+    async def wait_released(self, digest: str) -> bool:
+        return True
+
+    async def release(self) -> None:
+        pass
+
+
+class BlobFills:
+    """Keeps at most one running fill per digest in this process, and (through the coordinator)
+    one per cluster of replicas sharing blob storage."""
+
+    def __init__(self, store: BlobStore, upstream: Upstream, on_cached: BlobCached,
+                 on_failed: FillFailed | None = None, coordinator: FillCoordinator | None = None) -> None:
+        self._coordinator = coordinator or _Solo()
         self._store = store
         self._upstream = upstream
         self._on_cached = on_cached
+        self._on_failed = on_failed
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task] = set()
 
     def running(self, digest: str) -> Fill | None:
         fill = self._fills.get(digest)
-        return None if fill is None or fill.done else fill  # a done fill is published: read storage
+        # a done fill is published (read storage); a failed one is retried by a new fill
+        return None if fill is None or fill.done or fill.error is not None else fill
 
     async def join(self, target: UpstreamTarget, digest: str) -> Fill | None:
         """The running fill of `digest`, starting one if needed; None if the blob got published meanwhile."""
@@ -88,27 +117,65 @@ class BlobFills:
                 return None
             fill = self.running(digest)  # another request may have started one during the await
         if fill is None:
-            fill = Fill(digest, self._store.new_spool())
+            fill = Fill(digest, self._store.new_spool(digest))
             self._fills[digest] = fill
             task = asyncio.create_task(self._run(fill, target), name=f"fill {digest[:19]}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         await fill.started.wait()
+        if fill.stored is not None:
+            return None
         if fill.error is not None and fill.readable == 0:
             raise fill.error
         return fill
 
     async def _run(self, fill: Fill, target: UpstreamTarget) -> None:
         try:
-            await self._fetch(fill, target)
+            lock = await self._claim(fill)
+            if lock is None:
+                return
+            try:
+                await self._fetch(fill, target)
+            finally:
+                await lock.release()
         except UpstreamNotFound as error:
             fill.fail(BlobUnknown(f"blob {fill.digest} is unknown upstream", digest=fill.digest))
             log.info("fill %s: %s", fill.digest, error.message)
         except Exception as error:  # every failure reaches the readers; the fill never dies silently
-            fill.fail(error)
             log.warning("fill %s failed: %s", fill.digest, error)
+            if self._on_failed is not None:
+                try:  # recorded before the readers learn of it, so the audit trail never lags the client
+                    await self._on_failed(target, fill.digest, error)
+                except Exception:
+                    log.exception("recording the failed fill of %s failed", fill.digest)
+            fill.fail(error)
         finally:
-            self._fills.pop(fill.digest, None)
+            if fill.stored is not None or not fill.done:  # unless published from it, no spool stays behind
+                await fill.spool.discard()
+            if self._fills.get(fill.digest) is fill:
+                del self._fills[fill.digest]
+
+    async def _claim(self, fill: Fill) -> FillLock | None:
+        """The cluster-wide lock to fetch fill.digest; None once another replica has published it."""
+        while True:
+            lock = await self._coordinator.claim(fill.digest)
+            if lock is None:
+                released = await self._coordinator.wait_released(fill.digest)
+            # Also after a successful claim: the previous holder publishes just before releasing.
+            size = await self._store.stat(fill.digest)
+            if size is not None:
+                if lock is not None:
+                    await lock.release()
+                fill.serve_stored(self._store, size)
+                return None
+            if lock is not None:
+                return lock
+            if not released:
+                # Slower, not wrong: the other replica may still be fetching, but we stop waiting.
+                log.warning("fill %s: the replica fetching it did not finish in time; fetching it here too",
+                            fill.digest)
+                return _Solo()
+            # Released with nothing published: the holder failed or died; take over.
 
     async def _fetch(self, fill: Fill, target: UpstreamTarget) -> None:
         expected = Digest.parse(fill.digest)
@@ -124,7 +191,7 @@ class BlobFills:
                 if not chunk:
                     continue
                 hasher.update(chunk)
-                spool.append(chunk)
+                await spool.append(chunk)
                 fill.advance(written)  # the previous chunks become readable; this one waits
                 written += len(chunk)
             if fill.size is not None and written != fill.size:
@@ -140,4 +207,4 @@ class BlobFills:
         finally:
             await blob.aclose()
             if not published:
-                spool.discard()
+                await spool.discard()

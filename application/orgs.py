@@ -53,12 +53,21 @@ class OrgDirectory:
 
     def apply(self, name: str, settings: dict) -> bool:
         """Create or update an org with its credentials; True when anything changed."""
+        settings = dict(settings)  # the caller's dict stays as it was
         password = settings.pop("password", "") or ""
         changed = self._registry.apply_org(name, settings)
         before = self._credentials.get(name)
         self._credentials.set(name, settings.get("username", "") or "", password)
         self.forget(name)
         return changed or before != self._credentials.get(name)
+
+    def delete(self, name: str) -> bool:
+        """Delete an org; its upstream credentials go too, so a re-created org never inherits them."""
+        deleted = self._registry.delete_org(name)
+        if deleted:
+            self._credentials.set(name, "", "")
+        self.forget(name)
+        return deleted
 
     def _load(self, name: str) -> OrgConfig | None:
         org = self._registry.get_org(name)

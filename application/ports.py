@@ -76,17 +76,25 @@ class Upstream(Protocol):
 
 
 class Spool(Protocol):
-    """A local temporary file a fill writes into while any number of readers read it as it grows."""
+    """A local temporary file a fill writes into while any number of readers read it as it grows.
 
-    def append(self, chunk: bytes) -> None: ...
+    append() and discard() are async so that a backend may ship bytes elsewhere as they arrive
+    (S3 uploads full parts while the fill runs, and aborts the upload on discard).
+    """
+
+    async def append(self, chunk: bytes) -> None: ...
 
     def read_at(self, offset: int, size: int) -> bytes: ...
 
-    def discard(self) -> None: ...
+    async def discard(self) -> None: ...
 
 
 class BlobNotFound(Exception):
     """Raised by every BlobStore backend for a digest it does not hold."""
+
+
+class BlobStorageUnavailable(Exception):
+    """Raised by every BlobStore backend when storage fails for another reason than a missing blob."""
 
 
 class BlobStore(Protocol):
@@ -106,10 +114,14 @@ class BlobStore(Protocol):
     async def put_bytes(self, digest: str, data: bytes) -> None:
         """Publish small content (manifests); the caller has verified `digest`."""
 
-    def new_spool(self) -> Spool: ...
+    def new_spool(self, digest: str) -> Spool:
+        """A spool for the fill of `digest` (the digest is not verified yet)."""
 
     async def publish(self, digest: str, spool: Spool) -> None:
         """Atomically publish a fully written and verified spool under `digest`."""
+
+    async def redirect_url(self, digest: str) -> str | None:
+        """A URL clients may fetch the published object from directly (a presigned GET), or None."""
 
 
 @dataclass(frozen=True)
@@ -136,3 +148,34 @@ class CacheView(Protocol):
     def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None: ...
 
     def list_tags(self, org: str, repository: str) -> list[str]: ...
+
+
+class FillLock(Protocol):
+    """The right to fetch one blob upstream for the whole cluster; kept alive until released."""
+
+    async def release(self) -> None: ...
+
+
+class FillCoordinator(Protocol):
+    """Single-flight of blob fills across replicas that share blob storage.
+
+    Every failure of the coordination backend degrades to in-process behaviour (claim() then
+    grants the lock): Entrepôt gets slower, never wrong.
+    """
+
+    async def claim(self, digest: str) -> FillLock | None:
+        """The lock to fetch `digest`, or None while another replica holds it."""
+
+    async def wait_released(self, digest: str) -> bool:
+        """Wait until the holder of `digest`'s lock releases it or dies (True), within a bounded time (False)."""
+
+
+class SharedTags(Protocol):
+    """A short-lived tag -> digest cache shared by replicas: read-your-writes across replicas while
+    the read model catches up. Misses and backend failures answer None; a put replaces the entry."""
+
+    async def get(self, org: str, repository: str, tag: str) -> TagRow | None: ...
+
+    async def put(self, org: str, repository: str, tag: str, row: TagRow) -> None: ...
+
+    async def forget(self, org: str, repository: str, tag: str) -> None: ...

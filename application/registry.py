@@ -7,7 +7,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
-from domain.cache import CachedBlob, CachedManifest, TagResolution
+from domain.cache import CachedBlob, CachedManifest, CorruptBlob, TagResolution
 from domain.org import CacheOrg, normalize_settings, validate_org_name
 
 
@@ -68,6 +68,9 @@ class Registry(Application[UUID]):
         if self._exists(CachedBlob.create_id(org, digest)):
             return
         self._save_new(CachedBlob(org=org, repository=repository, digest=digest, size=size, cached_at=cached_at))
+
+    def record_corruption(self, org: str, repository: str, digest: str, detail: str, detected_at: float) -> None:
+        self.save(CorruptBlob(org=org, repository=repository, digest=digest, detail=detail, detected_at=detected_at))
 
     def _exists(self, aggregate_id: UUID) -> bool:
         return bool(self.recorder.select_events(aggregate_id, limit=1))

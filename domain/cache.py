@@ -106,3 +106,18 @@ class CachedBlob(Aggregate):
     @event(Cached)
     def __init__(self, org: str, repository: str, digest: str, size: int, cached_at: float) -> None:
         self.org, self.repository, self.digest, self.size, self.cached_at = org, repository, digest, size, cached_at
+
+
+class CorruptBlob(Aggregate):
+    """Upstream sent bytes that did not match their digest: nothing was stored, this records that it happened."""
+
+    class Detected(Aggregate.Created):
+        org: str
+        repository: str
+        digest: str
+        detail: str
+        detected_at: float
+
+    @event(Detected)
+    def __init__(self, org: str, repository: str, digest: str, detail: str, detected_at: float) -> None:
+        self.org, self.repository, self.digest, self.detail, self.detected_at = org, repository, digest, detail, detected_at

@@ -19,3 +19,24 @@ def tag_freshness(checked_at: float, now: float, staleness: float, max_stale: fl
     if age < max_stale:
         return Freshness.NEEDS_CHECK
     return Freshness.EXPIRED
+
+
+class UpstreamFailure(enum.Enum):
+    UNAVAILABLE = "unavailable"      # refused, DNS, timeout, 5xx, or the back-off after repeated failures
+    RATE_LIMITED = "rate-limited"    # 429, or our own floor on the remaining pulls
+    DENIED = "denied"                # 401/403 for our credentials
+    NOT_FOUND = "not-found"          # the tag was deleted upstream
+    BAD_CONTENT = "bad-content"      # upstream sent something unusable
+
+
+def may_serve_stale(failure: UpstreamFailure, freshness: Freshness, on_denied: str) -> bool:
+    """Whether a cached tag past its staleness may be served when revalidation failed this way.
+
+    A tag deleted upstream is kept until max_stale like any other failure: a deletion cannot be
+    told from a transient upstream mistake, and max_stale bounds how long it is served.
+    """
+    if freshness is Freshness.EXPIRED:
+        return False
+    if failure is UpstreamFailure.DENIED:
+        return on_denied == "serve-stale"
+    return True

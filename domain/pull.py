@@ -26,9 +26,10 @@ class Pull(Aggregate):
         client: str
         user_agent: str
         at: float
+        note: str = ""    # why a pull was served stale: the upstream problem, with its status
 
     @event(Recorded)
     def __init__(self, org: str, repository: str, reference: str, digest: str, result: str,
-                 client: str, user_agent: str, at: float) -> None:
+                 client: str, user_agent: str, at: float, note: str = "") -> None:
         self.org, self.repository, self.reference, self.digest = org, repository, reference, digest
-        self.result, self.client, self.user_agent, self.at = result, client, user_agent, at
+        self.result, self.client, self.user_agent, self.at, self.note = result, client, user_agent, at, note

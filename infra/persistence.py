@@ -1,19 +1,160 @@
-"""Persistence wiring for the embedded mode: one SQLite file per application and per view, polled subscriptions."""
+"""Persistence wiring: the eventsourcing environment of every app and view, embedded SQLite or PostgreSQL."""
 
 from __future__ import annotations
 
+import getpass
+import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import psycopg
 from eventsourcing.persistence import ApplicationRecorder, ListenNotifySubscription, Subscription
+from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
+from infra.secrets import cipher_env, credentials_env, secret_key
+from infra.settings import Settings, SettingsError
 from projections.catalog import PROJECTION_NAMES
+from projections.locks import advisory_key
 
-APPLICATION_NAMES = ("Registry", "Pulls")
+log = logging.getLogger(__name__)
 
+APPLICATION_NAMES = ("Registry", "Pulls")   # the apps projections follow; Credentials is never projected
+URL_PARTS = {"host", "port", "dbname", "user", "password"}
+
+
+class DatabaseUnavailable(RuntimeError):
+    """PostgreSQL cannot be reached, or the database or schema cannot be created there."""
+
+
+def event_store_env(settings: Settings) -> dict[str, str]:
+    """The environment of Registry, Pulls, Credentials and every view, for the configured backend.
+
+    On PostgreSQL it also creates the database (when the user may) and the schema if missing.
+    """
+    data_dir = os.path.abspath(settings.data_dir)
+    key = secret_key(data_dir, settings.secret_key)
+    if not settings.database.url:
+        env = embedded_env(data_dir)
+        env.update(credentials_env(data_dir, key))
+        env["CREDENTIALS_PERSISTENCE_MODULE"] = "eventsourcing.sqlite"
+        return env
+    if not settings.secret_key:
+        log.info("no [server] secret_key: upstream credentials use the key in %s; every replica sharing "
+                    "this database needs the same key (set secret_key or $ENTREPOT_SECRET_KEY)", data_dir)
+    env = postgres_env(settings.database.url, settings.database.schema)
+    prepare_database(env)
+    env.update(cipher_env(key))
+    return env
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+
+def postgres_env(url: str, schema: str) -> dict[str, str]:
+    """POSTGRES_* keys from a postgresql:// URL; nothing is connected to here."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise SettingsError(f"[database] url must start with postgresql://, got {url.split(':', 1)[0]!r}")
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as error:
+        raise SettingsError(f"[database] url is not a valid PostgreSQL URL: {error}") from None
+    unsupported = set(parts) - URL_PARTS
+    if unsupported:
+        # eventsourcing connects with these five parts only; libpq still reads PGSSLMODE and friends.
+        raise SettingsError(f"[database] url: unsupported parameter(s) {', '.join(sorted(unsupported))}; "
+                            "use the libpq environment variables (PGSSLMODE, ...) instead")
+    if not str(parts.get("port") or "5432").isdigit():
+        raise SettingsError(f"[database] url: port must be a number, got {parts['port']!r}")
+    if not schema:
+        raise SettingsError("[database] schema must not be empty")
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": parts.get("dbname") or "entrepot",
+        "POSTGRES_HOST": parts.get("host") or "localhost",
+        "POSTGRES_PORT": parts.get("port") or "5432",
+        "POSTGRES_USER": parts.get("user") or getpass.getuser(),
+        "POSTGRES_PASSWORD": parts.get("password") or os.environ.get("PGPASSWORD", ""),
+        "POSTGRES_SCHEMA": schema,
+        # Never the plpgsql insert functions: they skip the table lock and subscribers then miss events (P5).
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "no",
+        "APPLICATION_RECORDER_TOPIC": LOCKED_RECORDER_TOPIC,
+        # Every app has its own pool (P9): one idle connection each, more only under load, so that
+        # replicas fit max_connections. The views of a process share one pool (projections/datastores.py).
+        "POSTGRES_POOL_SIZE": "1",
+        "POSTGRES_MAX_OVERFLOW": "9",
+        "VIEWS_POSTGRES_POOL_SIZE": "1",
+        "VIEWS_POSTGRES_MAX_OVERFLOW": "11",
+    }
+    return env
+
+
+class SchemaLockedPostgresApplicationRecorder(PostgresApplicationRecorder):
+    """Creates its table, type and insert function under the schema's DDL lock.
+
+    Every Application instance runs CREATE OR REPLACE FUNCTION at construction (even with the
+    functions off); two at once, e.g. two replicas starting or a runner restarting during a
+    rebuild, fail with "tuple concurrently updated".
+    """
+
+    def create_table(self) -> None:
+        key = advisory_key(self.datastore.schema, "ddl")
+        with self.datastore.get_connection() as conn:   # a session lock: the DDL runs on other connections
+            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                super().create_table()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+LOCKED_RECORDER_TOPIC = f"{__name__}:{SchemaLockedPostgresApplicationRecorder.__qualname__}"
+
+
+def connect(env: dict[str, str], dbname: str | None = None) -> psycopg.Connection:
+    """An autocommit connection with the env's credentials (to another database when `dbname` is given)."""
+    return psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
+                           password=env["POSTGRES_PASSWORD"] or None, dbname=dbname or env["POSTGRES_DBNAME"],
+                           autocommit=True, connect_timeout=10)
+
+
+def prepare_database(env: dict[str, str]) -> None:
+    """Create the database and the schema if missing: eventsourcing creates tables only (P9)."""
+    dbname, schema = env["POSTGRES_DBNAME"], env["POSTGRES_SCHEMA"]
+    try:
+        conn = connect(env)
+    except psycopg.OperationalError as error:
+        if f'database "{dbname}" does not exist' not in str(error):
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {error}") from None
+        _create_database(env)
+        conn = connect(env)
+    with conn:
+        try:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        except psycopg.errors.UniqueViolation:
+            pass  # another process created it at the same moment
+        except psycopg.errors.InsufficientPrivilege:
+            raise DatabaseUnavailable(f"schema {schema!r} is missing and user {env['POSTGRES_USER']!r} may not "
+                                      f"create it in database {dbname!r}") from None
+
+
+def _create_database(env: dict[str, str]) -> None:
+    dbname = env["POSTGRES_DBNAME"]
+    try:
+        with connect(env, dbname="postgres") as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+        return  # created meanwhile by another replica
+    except psycopg.Error as error:
+        raise DatabaseUnavailable(f"database {dbname!r} does not exist and could not be created "
+                                  f"(create it, or grant CREATEDB): {error}") from None
+    log.info("created PostgreSQL database %s", dbname)
+
+
+# -- embedded SQLite -------------------------------------------------------------------------------
 
 class _PollingSubscription(ListenNotifySubscription):
     """SQLite has no LISTEN/NOTIFY: wake the pull loop every `interval` seconds instead (STACK-NOTES §2.5)."""

@@ -38,6 +38,8 @@ DEFAULT_ORGS = (OrgSettings(name="hub", upstream="docker.io"),)
 @dataclass(frozen=True)
 class DatabaseSettings:
     url: str = ""                     # postgresql://...; empty: embedded SQLite under data_dir
+    schema: str = "entrepot"          # PostgreSQL schema for event tables and views; created if missing
+    run_projections: bool = True      # PostgreSQL: serve runs the projections (one runner each across processes)
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,19 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class UpstreamSettings:
+    connect_timeout: float = 5.0        # seconds to connect to an upstream
+    read_timeout: float = 30.0          # seconds a response may stall between two chunks
+    failures_before_backoff: int = 3    # consecutive failures that put an upstream in back-off
+    backoff_seconds: float = 15.0       # how long it is then treated as unavailable
+
+
+@dataclass(frozen=True)
 class RedisSettings:
     url: str = ""                     # empty: in-process coordination only
+    key_prefix: str = "entrepot:"     # every key Entrepôt writes starts with this
+    fill_wait_seconds: float = 60.0   # how long a replica waits for another's fill before fetching itself
+    tag_cache_seconds: float = 5.0    # life of a tag lookup shared by replicas
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
 
 
 def _section(document: dict, name: str, allowed: set[str], source: str) -> dict:
@@ -111,11 +125,14 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
     database = DatabaseSettings(**_section(document, "database", {f.name for f in fields(DatabaseSettings)}, source))
     storage = StorageSettings(**_section(document, "storage", {f.name for f in fields(StorageSettings)}, source))
     redis = RedisSettings(**_section(document, "redis", {f.name for f in fields(RedisSettings)}, source))
+    upstream = UpstreamSettings(**_section(document, "upstream", {f.name for f in fields(UpstreamSettings)}, source))
     if storage.backend not in ("filesystem", "s3"):
         raise SettingsError(f"{source}: [storage] backend must be 'filesystem' or 's3', got {storage.backend!r}")
+    if not isinstance(database.run_projections, bool) or not isinstance(database.schema, str) or not database.schema:
+        raise SettingsError(f"{source}: [database] run_projections must be true or false and schema a non-empty string")
     if storage.backend == "s3" and not storage.bucket:
         raise SettingsError(f"{source}: [storage] backend 's3' needs a bucket")
-    unknown = set(document) - {"server", "organizations", "database", "storage", "redis"}
+    unknown = set(document) - {"server", "organizations", "database", "storage", "redis", "upstream"}
     if unknown:
         raise SettingsError(f"{source}: unknown section(s): {', '.join(sorted(unknown))}")
     orgs = document.get("organizations")
@@ -128,6 +145,9 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
     names = [org.name for org in organizations]
     if len(set(names)) != len(names):
         raise SettingsError(f"{source}: organization names must be unique")
+    defaults = [org.name for org in organizations if org.default]
+    if len(defaults) > 1:   # root paths must mean one org; the admin API refuses a second default too
+        raise SettingsError(f"{source}: only one organization may be the default, got {', '.join(defaults)}")
     settings = Settings(
         host=host or server.get("host", "127.0.0.1"),
         port=int(port or server.get("port", DEFAULT_PORT)),
@@ -139,6 +159,7 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         database=database,
         storage=storage,
         redis=redis,
+        upstream=upstream,
     )
     if not 0 < settings.port < 65536:
         raise SettingsError(f"{source}: port must be between 1 and 65535")

@@ -7,28 +7,30 @@ import os
 
 import anyio.to_thread
 
+from application.breaker import GuardedUpstream
+from application.admin import AdminViews, OrgAdmin
+from application.audit import AuditLog
 from application.cache import PullThroughCache
 from application.credentials import Credentials
 from application.orgs import OrgDirectory
 from application.pulls import GroupCommit, Pulls
 from application.registry import Registry
+from application.routing import OrgRouter
 from infra.clock import SystemClock
-from infra.persistence import embedded_env
-from infra.secrets import credentials_env, secret_key
-from infra.settings import Settings
-from infra.storage.filesystem import FilesystemBlobStore
+from infra import persistence
+from infra.secrets import admin_token
+from infra.settings import Settings, SettingsError
+from infra.coordination import build_coordination
+from infra.storage import build_blob_store
 from infra.upstream import HttpUpstream
-from projections import ProjectionRunners, SqliteCacheView, rebuild, status
+from projections import (GuardedRunners, is_postgres, open_cache_view, open_view, projection_runners, rebuild,
+                         status)
 
 log = logging.getLogger(__name__)
 
 
 def event_store_env(settings: Settings) -> dict[str, str]:
-    data_dir = os.path.abspath(settings.data_dir)
-    env = embedded_env(data_dir)
-    env.update(credentials_env(data_dir, secret_key(data_dir, settings.secret_key)))
-    env["CREDENTIALS_PERSISTENCE_MODULE"] = "eventsourcing.sqlite"
-    return env
+    return persistence.event_store_env(settings)  # SQLite or PostgreSQL, chosen in one place
 
 
 class Container:
@@ -44,13 +46,29 @@ class Container:
         self.pulls = Pulls(env=self.env)
         self.credentials = Credentials(env=self.env)
         self.orgs = OrgDirectory(self.registry, self.credentials)
-        self.store = FilesystemBlobStore(os.path.join(self.data_dir, "storage"))
-        self.upstream = HttpUpstream()
-        self.view = SqliteCacheView.from_env(self.env)
-        self.runners = ProjectionRunners(self.env)
+        self.store = build_blob_store(settings)
+        self.coordination = build_coordination(settings.redis)  # Redis, or in-process when no [redis] url
+        limits = settings.upstream
+        # Back-off wraps the client: an upstream that keeps failing is not waited on again for a while.
+        self.upstream = GuardedUpstream(
+            HttpUpstream(connect_timeout=limits.connect_timeout, read_timeout=limits.read_timeout), self.clock,
+            failures=limits.failures_before_backoff, backoff_seconds=limits.backoff_seconds)
+        self.view = open_cache_view(self.env)
+        self.runners = projection_runners(self.env, in_process=settings.database.run_projections)
         self.group_commit = GroupCommit(self.pulls)
         self.cache = PullThroughCache(registry=self.registry, orgs=self.orgs, view=self.view, store=self.store,
-                                      upstream=self.upstream, pulls=self.group_commit, clock=self.clock)
+                                      upstream=self.upstream, pulls=self.group_commit, clock=self.clock,
+                                      fill_coordinator=self.coordination, shared_tags=self.coordination)
+        # Client-mode routing and the admin surface read the views directly (our own readers).
+        views = self.read_views = {name: open_view(name, self.env)
+                                   for name in ("orgs", "tags", "blobs", "counters", "audit")}
+        self.router = OrgRouter(lambda name: self.orgs.get(name) is not None, views["orgs"])
+        self.admin = OrgAdmin(self.orgs, self.registry,
+                              AdminViews(views["orgs"], views["tags"], views["blobs"], views["counters"]),
+                              rate_limits=self.cache.rate_limits,  # the latest upstream ratelimit-* reading
+                              on_change=self.router.forget)
+        self.audit_log = AuditLog(views["audit"])
+        self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
 
     def apply_configured_orgs(self) -> None:
         for org in self.settings.organizations:
@@ -59,18 +77,21 @@ class Container:
 
     async def start(self) -> None:
         # No fill can be running before we start: any spool file is a leftover of a killed process.
-        removed = self.store.clean_spool()
+        removed = await anyio.to_thread.run_sync(self.store.clean_spool)
         if removed:
             log.warning("removed %d partial downloads left by an earlier process", removed)
         await anyio.to_thread.run_sync(self.apply_configured_orgs)
-        self.runners.start()
+        await anyio.to_thread.run_sync(self.runners.start)
         await self.group_commit.start()
 
     async def stop(self) -> None:
         await self.group_commit.stop()
         await self.upstream.aclose()
+        await self.coordination.aclose()
         await anyio.to_thread.run_sync(self.runners.stop)
         self.view.close()
+        for view in self.read_views.values():
+            view.close()
         for app in (self.registry, self.pulls, self.credentials):
             app.close()
 
@@ -78,9 +99,18 @@ class Container:
 def projection_status(settings: Settings) -> list[dict]:
     return [
         {"projection": s.projection, "application": s.application, "position": s.position,
-         "head": s.max_notification_id, "lag": s.lag}
+         "head": s.max_notification_id, "lag": s.lag, "state": s.state}
         for s in status(event_store_env(settings))
     ]
+
+
+def separate_runners(settings: Settings) -> GuardedRunners:
+    """`entrepot projections run`: every projection no other process runs, until stopped (PostgreSQL only)."""
+    env = event_store_env(settings)
+    if not is_postgres(env):
+        raise SettingsError("`projections run` needs [database] url (PostgreSQL); the embedded mode runs "
+                            "the projections inside `entrepot serve`")
+    return GuardedRunners(env)
 
 
 def rebuild_projection(settings: Settings, name: str) -> int:

@@ -1,4 +1,4 @@
-"""The `entrepot` command: serve the cache, and operate its projections."""
+"""The `entrepot` command: serve the cache, operate its projections, and administer a running server."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import json
 import logging
 import sys
 
+from infra.persistence import DatabaseUnavailable
 from infra.settings import SettingsError, load_settings
+from interfaces.cli_admin import add_admin_commands
+from projections import RebuildInProgress
 
 
 def _settings(args: argparse.Namespace):
@@ -26,6 +29,10 @@ def serve(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is noise
     container = Container(settings)
     app = create_app(container)
+    if container.admin_token_generated:
+        # Printed this once only; it stays in data_dir/admin.token (mode 0600).
+        print(f"Admin API token (generated, kept in {container.data_dir}/admin.token): {container.admin_token}",
+              flush=True)
     print(f"Entrepôt serving on http://{settings.host}:{settings.port} (data in {container.data_dir}; "
           f"organizations: {', '.join(o.name for o in settings.organizations)})", flush=True)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
@@ -41,10 +48,28 @@ def projections_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'PROJECTION':<12} {'APPLICATION':<12} {'POSITION':>10} {'HEAD':>10} {'LAG':>8}")
+    print(f"{'PROJECTION':<12} {'APPLICATION':<12} {'POSITION':>10} {'HEAD':>10} {'LAG':>8}  STATE")
     for row in rows:
         print(f"{row['projection']:<12} {row['application']:<12} {row['position']:>10} {row['head']:>10} "
-              f"{row['lag']:>8}")
+              f"{row['lag']:>8}  {row['state']}")
+    return 0
+
+
+def projections_run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from interfaces.bootstrap import separate_runners
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    with separate_runners(settings) as runners:
+        print(f"running projections: {', '.join(runners.running) or 'none yet (run elsewhere)'}; "
+              "the others are taken over when their process stops", flush=True)
+        stopping.wait()
     return 0
 
 
@@ -79,6 +104,10 @@ def parser() -> argparse.ArgumentParser:
     rebuild_p = with_config(sub.add_parser("rebuild", help="rebuild one view from the event store"))
     rebuild_p.add_argument("name")
     rebuild_p.set_defaults(func=projections_rebuild)
+    run_p = with_config(sub.add_parser("run", help="run the projections here until SIGTERM (PostgreSQL; "
+                                                   "one runner per projection across processes)"))
+    run_p.set_defaults(func=projections_run)
+    add_admin_commands(commands)   # org ..., audit ...: a running server's admin API
     return root
 
 
@@ -89,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"entrepot: {error}", file=sys.stderr)
         return 2
+    except (DatabaseUnavailable, RebuildInProgress) as error:
+        print(f"entrepot: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -8,9 +8,11 @@ from typing import Any
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor
+from psycopg import Cursor
 
 from domain.pull import Pull
 from projections.base import SqliteView, View, ViewProjection
+from projections.postgres_view import PostgresView
 
 MAX_LIMIT = 10_000
 
@@ -32,8 +34,11 @@ class AuditView(View):
     @abstractmethod
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
-              limit: int = 100) -> list[AuditRow]:
-        """Rows in id order; `since` <= at < `until`; page on with after_id = the last row's id."""
+              limit: int = 100, client: str | None = None, user_agent: str | None = None) -> list[AuditRow]:
+        """Rows in id order; `since` <= at < `until`; page on with after_id = the last row's id.
+
+        `client` matches the address exactly, `user_agent` any substring of it.
+        """
 
 
 class AuditProjection(ViewProjection):
@@ -59,10 +64,11 @@ class SqliteAuditView(SqliteView, AuditView):
 
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
-              limit: int = 100) -> list[AuditRow]:
+              limit: int = 100, client: str | None = None, user_agent: str | None = None) -> list[AuditRow]:
         clauses, params = [], []
         for clause, value in (("org = ?", org), ("repository = ?", repository), ("result = ?", result),
-                              ("at >= ?", since), ("at < ?", until), ("id > ?", after_id)):
+                              ("at >= ?", since), ("at < ?", until), ("id > ?", after_id),
+                              ("client = ?", client), ("instr(user_agent, ?) > 0", user_agent)):
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
@@ -70,3 +76,36 @@ class SqliteAuditView(SqliteView, AuditView):
         params.append(max(1, min(int(limit), MAX_LIMIT)))
         rows = self._query(f"SELECT * FROM audit {where}ORDER BY id LIMIT ?", params)
         return [AuditRow(*row) for row in rows]
+
+
+class PostgresAuditView(PostgresView, AuditView):
+    projection = "audit"
+    tables = ("audit",)
+    indexes = ("audit_org", "audit_at")
+    schema = (
+        "CREATE TABLE IF NOT EXISTS {audit} (id bigint PRIMARY KEY, org text NOT NULL, repository text NOT NULL, "
+        "reference text NOT NULL, digest text NOT NULL, result text NOT NULL, client text NOT NULL, "
+        "user_agent text NOT NULL, at double precision NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS {audit_org} ON {audit} (org, repository, id)",
+        "CREATE INDEX IF NOT EXISTS {audit_at} ON {audit} (at)",
+    )
+
+    def _apply(self, c: Cursor, event: Any, tracking: Tracking) -> None:
+        if isinstance(event, Pull.Recorded):
+            c.execute(self.sql("INSERT INTO {audit} VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"),
+                      (tracking.notification_id, event.org, event.repository, event.reference, event.digest,
+                       event.result, event.client, event.user_agent, event.at))
+
+    def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
+              since: float | None = None, until: float | None = None, after_id: int | None = None,
+              limit: int = 100, client: str | None = None, user_agent: str | None = None) -> list[AuditRow]:
+        clauses, params = [], []
+        for clause, value in (("org = %s", org), ("repository = %s", repository), ("result = %s", result),
+                              ("at >= %s", since), ("at < %s", until), ("id > %s", after_id),
+                              ("client = %s", client), ("strpos(user_agent, %s) > 0", user_agent)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        params.append(max(1, min(int(limit), MAX_LIMIT)))
+        return [AuditRow(*row) for row in self._query(f"SELECT * FROM {{audit}} {where}ORDER BY id LIMIT %s", params)]

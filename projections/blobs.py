@@ -16,10 +16,13 @@ from typing import Any
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor
+from psycopg import Cursor
+from psycopg.types.json import Jsonb
 
 from domain.cache import CachedBlob, CachedManifest
 from domain.pull import Pull
 from projections.base import SqliteView, View, ViewProjection
+from projections.postgres_view import PostgresView
 
 
 @dataclass(frozen=True)
@@ -127,4 +130,81 @@ class SqliteBlobsView(SqliteView, BlobsView):
     def manifest_pulls(self, org: str, repository: str, digest: str) -> tuple[int, float | None]:
         rows = self._query("SELECT pull_count, last_pulled FROM manifest_refs "
                            "WHERE org = ? AND repository = ? AND digest = ?", (org, repository, digest))
+        return (rows[0][0], rows[0][1]) if rows else (0, None)
+
+
+class PostgresBlobsView(PostgresView, BlobsView):
+    """As SqliteBlobsView; its two runners (Registry, Pulls) take turns through serialise_writes."""
+
+    projection = "blobs"
+    tables = ("blobs", "manifest_refs")
+    serialise_writes = True
+    schema = (
+        "CREATE TABLE IF NOT EXISTS {blobs} (org text NOT NULL, digest text NOT NULL, "
+        "repository text, size bigint, cached_at double precision, "          # NULL until CachedBlob.Cached
+        "last_pulled double precision, pull_count bigint NOT NULL DEFAULT 0, PRIMARY KEY (org, digest))",
+        "CREATE TABLE IF NOT EXISTS {manifest_refs} (org text NOT NULL, repository text NOT NULL, "
+        "digest text NOT NULL, blobs jsonb, "                              # NULL until CachedManifest.Cached
+        "last_pulled double precision, pull_count bigint NOT NULL DEFAULT 0, "
+        "PRIMARY KEY (org, repository, digest))",
+    )
+
+    def _apply(self, c: Cursor, event: Any, tracking: Tracking) -> None:
+        if isinstance(event, Pull.Recorded):
+            self._pulled(c, event)
+        elif isinstance(event, CachedBlob.Cached):
+            c.execute(self.sql("INSERT INTO {blobs} (org, digest, repository, size, cached_at) "
+                               "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (org, digest) DO UPDATE SET "
+                               "repository = excluded.repository, size = excluded.size, "
+                               "cached_at = excluded.cached_at"),
+                      (event.org, event.digest, event.repository, event.size, event.cached_at))
+        elif isinstance(event, CachedManifest.Cached):
+            self._manifest_cached(c, event)
+
+    def _pulled(self, c: Cursor, event: Any) -> None:
+        if not event.digest:
+            return
+        c.execute(self.sql("INSERT INTO {manifest_refs} AS m (org, repository, digest, last_pulled, pull_count) "
+                           "VALUES (%s, %s, %s, %s, 1) ON CONFLICT (org, repository, digest) DO UPDATE SET "
+                           "pull_count = m.pull_count + 1, last_pulled = GREATEST(m.last_pulled, excluded.last_pulled) "
+                           "RETURNING blobs"), (event.org, event.repository, event.digest, event.at))
+        blobs = c.fetchone()["blobs"]
+        if blobs is not None:  # else the manifest is not known yet: _manifest_cached adds these pulls later
+            self._count_blobs(c, event.org, blobs, 1, event.at)
+
+    def _manifest_cached(self, c: Cursor, event: Any) -> None:
+        key = (event.org, event.repository, event.digest)
+        c.execute(self.sql("SELECT blobs, pull_count, last_pulled FROM {manifest_refs} "
+                           "WHERE org = %s AND repository = %s AND digest = %s"), key)
+        row = c.fetchone()
+        if row is not None and row["blobs"] is not None:
+            return  # already known: the same content-addressed fact
+        c.execute(self.sql("INSERT INTO {manifest_refs} (org, repository, digest, blobs) VALUES (%s, %s, %s, %s) "
+                           "ON CONFLICT (org, repository, digest) DO UPDATE SET blobs = excluded.blobs"),
+                  (*key, Jsonb(list(event.blobs))))
+        if row is not None and row["pull_count"]:
+            # Pulls recorded before the manifest was known now count for its blobs.
+            self._count_blobs(c, event.org, event.blobs, row["pull_count"], row["last_pulled"])
+
+    def _count_blobs(self, c: Cursor, org: str, blobs: list, count: int, at: float | None) -> None:
+        # dict.fromkeys: a layer listed twice in one manifest is still one pull of that blob.
+        c.executemany(self.sql("INSERT INTO {blobs} AS b (org, digest, last_pulled, pull_count) "
+                               "VALUES (%s, %s, %s, %s) ON CONFLICT (org, digest) DO UPDATE SET "
+                               "pull_count = b.pull_count + excluded.pull_count, "
+                               "last_pulled = GREATEST(b.last_pulled, excluded.last_pulled)"),
+                      [(org, digest, at, count) for digest in dict.fromkeys(blobs)])
+
+    def get_blob(self, org: str, digest: str) -> BlobRow | None:
+        rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM {{blobs}} WHERE org = %s AND digest = %s "
+                           "AND cached_at IS NOT NULL", (org, digest))
+        return BlobRow(*rows[0]) if rows else None
+
+    def list_blobs(self, org: str) -> list[BlobRow]:
+        rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM {{blobs}} WHERE org = %s AND cached_at IS NOT NULL "
+                           'ORDER BY coalesce(last_pulled, 0), digest COLLATE "C"', (org,))
+        return [BlobRow(*row) for row in rows]
+
+    def manifest_pulls(self, org: str, repository: str, digest: str) -> tuple[int, float | None]:
+        rows = self._query("SELECT pull_count, last_pulled FROM {manifest_refs} "
+                           "WHERE org = %s AND repository = %s AND digest = %s", (org, repository, digest))
         return (rows[0][0], rows[0][1]) if rows else (0, None)

@@ -1,4 +1,4 @@
-"""The hot path's CacheView over the tags and manifests SQLite views: primary-key lookups, one connection per thread."""
+"""The hot path's CacheView over the tags and manifests views: prepared primary-key lookups, SQLite or PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import json
 import sqlite3
 import threading
 
+from psycopg.sql import SQL, Identifier
+
 from application.ports import ManifestRow, TagRow
-from projections.catalog import open_view, projection_env
+from projections.catalog import is_postgres, open_view, projection_env
+from projections.postgres_view import PostgresView
 
 
 class SqliteCacheView:
@@ -73,3 +76,55 @@ class SqliteCacheView:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+
+
+class PostgresCacheView:
+    """Implements application.ports.CacheView over the live tags and manifests tables; thread-safe.
+
+    Reads go through the tags view's own small pool and the stable names, so a blue/green rebuild
+    switches these lookups too; psycopg prepares each statement after a few uses per connection.
+    """
+
+    def __init__(self, tags: PostgresView) -> None:
+        self._tags = tags
+        self._select_tag = tags.read_sql("SELECT digest, media_type, checked_at FROM {tags} "
+                                         "WHERE org = %s AND repository = %s AND tag = %s")
+        self._list_tags = tags.read_sql('SELECT tag FROM {tags} WHERE org = %s AND repository = %s '
+                                        'ORDER BY tag COLLATE "C"')
+        schema = tags.datastore.schema
+        self._select_manifest = SQL("SELECT digest, media_type, size, blobs, children FROM {} "
+                                    "WHERE org = %s AND repository = %s AND digest = %s").format(
+            Identifier(schema, "manifests"))
+
+    @classmethod
+    def from_env(cls, env: dict) -> PostgresCacheView:
+        open_view("manifests", env).close()  # a reader must not fail on a view no runner has created yet
+        tags = open_view("tags", env)
+        assert isinstance(tags, PostgresView)
+        return cls(tags)
+
+    def _one(self, statement, params: tuple) -> dict | None:
+        with self._tags.datastore.get_connection() as conn:
+            return conn.execute(statement, params, prepare=True).fetchone()
+
+    def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None:
+        row = self._one(self._select_tag, (org, repository, tag))
+        return TagRow(row["digest"], row["media_type"], row["checked_at"]) if row else None
+
+    def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None:
+        row = self._one(self._select_manifest, (org, repository, digest))
+        if row is None:
+            return None
+        return ManifestRow(row["digest"], row["media_type"], row["size"], row["blobs"], row["children"])
+
+    def list_tags(self, org: str, repository: str) -> list[str]:
+        with self._tags.datastore.get_connection() as conn:
+            return [row["tag"] for row in conn.execute(self._list_tags, (org, repository), prepare=True)]
+
+    def close(self) -> None:
+        self._tags.close()
+
+
+def open_cache_view(env: dict) -> SqliteCacheView | PostgresCacheView:
+    """The hot path's view for the configured backend; close() it."""
+    return PostgresCacheView.from_env(env) if is_postgres(env) else SqliteCacheView.from_env(env)

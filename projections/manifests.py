@@ -8,10 +8,13 @@ from typing import Any
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor
+from psycopg import Cursor
+from psycopg.types.json import Jsonb
 
 from application.ports import ManifestRow
 from domain.cache import CachedManifest
 from projections.base import SqliteView, View, ViewProjection
+from projections.postgres_view import PostgresView
 
 
 class ManifestsView(View):
@@ -47,3 +50,26 @@ class SqliteManifestsView(SqliteView, ManifestsView):
             return None
         digest, media_type, size, blobs, children = rows[0]
         return ManifestRow(digest, media_type, size, json.loads(blobs), json.loads(children))
+
+
+class PostgresManifestsView(PostgresView, ManifestsView):
+    projection = "manifests"
+    tables = ("manifests",)
+    schema = (
+        "CREATE TABLE IF NOT EXISTS {manifests} (org text NOT NULL, repository text NOT NULL, digest text NOT NULL, "
+        "media_type text NOT NULL, size bigint NOT NULL, cached_at double precision NOT NULL, "
+        "blobs jsonb NOT NULL, children jsonb NOT NULL, "   # lists of digests
+        "PRIMARY KEY (org, repository, digest))",
+    )
+
+    def _apply(self, c: Cursor, event: Any, tracking: Tracking) -> None:
+        if isinstance(event, CachedManifest.Cached):
+            c.execute(self.sql("INSERT INTO {manifests} VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                               "ON CONFLICT DO NOTHING"),
+                      (event.org, event.repository, event.digest, event.media_type, event.size, event.cached_at,
+                       Jsonb(list(event.blobs)), Jsonb(list(event.children))))
+
+    def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None:
+        rows = self._query("SELECT digest, media_type, size, blobs, children FROM {manifests} "
+                           "WHERE org = %s AND repository = %s AND digest = %s", (org, repository, digest))
+        return ManifestRow(*rows[0]) if rows else None

@@ -11,7 +11,12 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import ApplicationRecorder, TrackingRecorder
 
 from projections.base import View
-from projections.catalog import PROJECTION_NAMES, open_view, spec
+from projections import locks
+from projections.catalog import PROJECTION_NAMES, is_postgres, open_view, spec
+
+
+class ProjectionCrashed(RuntimeError):
+    """A runner stopped because its projection raised; the original error is the __cause__."""
 
 
 @dataclass(frozen=True)
@@ -75,9 +80,19 @@ def _opened(env: dict, names: Iterable[str]) -> Iterator[list[tuple[str, View, A
 
 
 def status(env: dict, names: Iterable[str] = PROJECTION_NAMES) -> list[ProjectionStatus]:
-    """Positions and lag read from the files; says nothing of runners in other processes (state unknown)."""
+    """Positions and lag read from the views.
+
+    On PostgreSQL the state says whether some process runs the projection (holds its advisory
+    lock): running or stopped. SQLite cannot tell (unknown).
+    """
+    names = tuple(names)
+    states: dict[str, str] = {}
+    if is_postgres(env):
+        held = locks.holders(env, names)
+        states = {name: "running" if name in held else "stopped" for name in names}
     with _opened(env, names) as pairs:
-        return [ProjectionStatus.measure(name, app.name, view, app.recorder, "unknown") for name, view, app in pairs]
+        return [ProjectionStatus.measure(name, app.name, view, app.recorder, states.get(name, "unknown"))
+                for name, view, app in pairs]
 
 
 def wait_caught_up(env: dict, names: Iterable[str] = PROJECTION_NAMES, timeout: float = 10.0,

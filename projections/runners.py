@@ -1,4 +1,4 @@
-"""In-process projection runners for the embedded mode: one ProjectionRunner per (projection, application)."""
+"""In-process runners for the embedded mode (one per projection and app), and the runners chosen by backend."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ from collections.abc import Iterable
 
 from eventsourcing.projection import ProjectionRunner
 
-from projections.catalog import PROJECTION_NAMES, spec, view_class
-from projections.progress import ProjectionStatus, wait_for
+from projections.catalog import PROJECTION_NAMES, is_postgres, spec, view_class
+from projections.guarded import GuardedRunners
+from projections.progress import ProjectionCrashed, ProjectionStatus, wait_for
 
 log = logging.getLogger(__name__)
-
-
-class ProjectionCrashed(RuntimeError):
-    """A runner stopped because its projection raised; the original error is the __cause__."""
 
 
 class ProjectionRunners:
@@ -113,3 +110,11 @@ class ProjectionRunners:
         pairs = [(runner.view, app_name, runner.app.recorder.max_notification_id() or 0)
                  for (_, app_name), runner in self._runners.items()]
         wait_for(pairs, timeout, interval, check)
+
+
+def projection_runners(env: dict[str, str], in_process: bool = True) -> ProjectionRunners | GuardedRunners:
+    """The runners `entrepot serve` starts: all of them on SQLite; on PostgreSQL those no other process
+    runs (advisory locks), or none when `in_process` is False (`entrepot projections run` runs them)."""
+    if not is_postgres(env):
+        return ProjectionRunners(env)
+    return GuardedRunners(env, PROJECTION_NAMES if in_process else ())

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor
+from psycopg import Cursor
 
 from application.ports import TagRow
 from domain.cache import TagResolution
 from projections.base import SqliteView, View, ViewProjection
+from projections.postgres_view import PostgresView
+
+
+@dataclass(frozen=True)
+class OrgTagRow:
+    repository: str
+    tag: str
+    digest: str
+    media_type: str
+    checked_at: float
 
 
 class TagsView(View):
@@ -19,6 +31,10 @@ class TagsView(View):
 
     @abstractmethod
     def list_tags(self, org: str, repository: str) -> list[str]: ...
+
+    @abstractmethod
+    def org_tags(self, org: str) -> list[OrgTagRow]:
+        """Every cached tag of an org, by repository and tag (the admin API's org view)."""
 
 
 class TagsProjection(ViewProjection):
@@ -55,3 +71,43 @@ class SqliteTagsView(SqliteView, TagsView):
     def list_tags(self, org: str, repository: str) -> list[str]:
         rows = self._query("SELECT tag FROM tags WHERE org = ? AND repository = ? ORDER BY tag", (org, repository))
         return [row[0] for row in rows]
+
+    def org_tags(self, org: str) -> list[OrgTagRow]:
+        rows = self._query("SELECT repository, tag, digest, media_type, checked_at FROM tags WHERE org = ? "
+                           "ORDER BY repository, tag", (org,))
+        return [OrgTagRow(*row) for row in rows]
+
+
+class PostgresTagsView(PostgresView, TagsView):
+    projection = "tags"
+    tables = ("tags",)
+    schema = (
+        "CREATE TABLE IF NOT EXISTS {tags} (org text NOT NULL, repository text NOT NULL, tag text NOT NULL, "
+        "digest text NOT NULL, media_type text NOT NULL, checked_at double precision NOT NULL, "
+        "PRIMARY KEY (org, repository, tag))",
+    )
+
+    def _apply(self, c: Cursor, event: Any, tracking: Tracking) -> None:
+        if isinstance(event, (TagResolution.Resolved, TagResolution.Retargeted)):
+            c.execute(self.sql("INSERT INTO {tags} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (org, repository, tag) "
+                               "DO UPDATE SET digest = excluded.digest, media_type = excluded.media_type, "
+                               "checked_at = excluded.checked_at"),
+                      (event.org, event.repository, event.tag, event.digest, event.media_type, event.checked_at))
+        elif isinstance(event, TagResolution.Revalidated):
+            c.execute(self.sql("UPDATE {tags} SET checked_at = %s WHERE org = %s AND repository = %s AND tag = %s"),
+                      (event.checked_at, event.org, event.repository, event.tag))
+
+    def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None:
+        rows = self._query("SELECT digest, media_type, checked_at FROM {tags} "
+                           "WHERE org = %s AND repository = %s AND tag = %s", (org, repository, tag))
+        return TagRow(*rows[0]) if rows else None
+
+    def list_tags(self, org: str, repository: str) -> list[str]:
+        rows = self._query("SELECT tag FROM {tags} WHERE org = %s AND repository = %s ORDER BY tag COLLATE \"C\"",
+                           (org, repository))
+        return [row[0] for row in rows]
+
+    def org_tags(self, org: str) -> list[OrgTagRow]:
+        rows = self._query("SELECT repository, tag, digest, media_type, checked_at FROM {tags} WHERE org = %s "
+                           'ORDER BY repository COLLATE "C", tag COLLATE "C"', (org,))
+        return [OrgTagRow(*row) for row in rows]

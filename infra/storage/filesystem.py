@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import anyio.to_thread
 
-from application.ports import BlobNotFound
+from application.ports import BlobNotFound, BlobStorageUnavailable
 from domain.names import Digest
 from infra.storage.spool import FileSpool
 
@@ -62,6 +62,8 @@ class FilesystemBlobStore:
             fd = os.open(self._path(digest), os.O_RDONLY)
         except FileNotFoundError:
             raise BlobNotFound(digest) from None
+        except OSError as error:
+            raise BlobStorageUnavailable(f"cannot read {digest}: {error}") from None
         try:
             end = os.fstat(fd).st_size if end is None else end
             offset = start
@@ -80,17 +82,28 @@ class FilesystemBlobStore:
                 return file.read()
         except FileNotFoundError:
             raise BlobNotFound(digest) from None
+        except OSError as error:
+            raise BlobStorageUnavailable(f"cannot read {digest}: {error}") from None
 
     async def put_bytes(self, digest: str, data: bytes) -> None:
-        spool = self.new_spool()
+        spool = self.new_spool(digest)
         try:
-            spool.append(data)
+            spool.write(data)
             await self.publish(digest, spool)
         finally:
             spool.close()
 
-    def new_spool(self) -> FileSpool:
+    def new_spool(self, digest: str) -> FileSpool:
         return FileSpool(self.spool_dir)
+
+    async def redirect_url(self, digest: str) -> str | None:
+        return None  # a local file has no URL of its own: the HTTP edge sends it
+
+    async def check(self) -> None:
+        """Raise BlobStorageUnavailable unless blobs can be written here (readiness)."""
+        for directory in (self.blobs_dir, self.spool_dir):
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise BlobStorageUnavailable(f"{directory} is not writable")
 
     async def publish(self, digest: str, spool: FileSpool) -> None:
         dest = self._path(digest)

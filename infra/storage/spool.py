@@ -20,7 +20,14 @@ class FileSpool:
         self.size = 0
         self._closed = False
 
-    def append(self, chunk: bytes) -> None:
+    async def append(self, chunk: bytes) -> None:
+        # A local write: the page cache absorbs it, so it is not worth a thread hop per chunk.
+        self.write(chunk)
+
+    async def discard(self) -> None:
+        self.remove()
+
+    def write(self, chunk: bytes) -> None:
         view = memoryview(chunk)
         while view:
             written = os.write(self._write_fd, view)
@@ -36,7 +43,8 @@ class FileSpool:
         os.close(self._write_fd)
         self._write_fd = -1
 
-    def discard(self) -> None:
+    def remove(self) -> None:
+        """Drop the file; readers that hold the read fd still finish from it."""
         if self._write_fd >= 0:
             os.close(self._write_fd)
             self._write_fd = -1

@@ -79,9 +79,14 @@ class HttpUpstream:
     """The Upstream port: manifests, blobs and tags from any distribution-API registry."""
 
     def __init__(self, client: httpx.AsyncClient | None = None, *, tag_page_size: int = 100,
-                 max_manifest_bytes: int = MAX_MANIFEST_BYTES, tokens: TokenCache | None = None) -> None:
+                 max_manifest_bytes: int = MAX_MANIFEST_BYTES, tokens: TokenCache | None = None,
+                 connect_timeout: float | None = None, read_timeout: float | None = None) -> None:
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=TIMEOUT, limits=LIMITS, headers={"User-Agent": USER_AGENT})
+        timeout = TIMEOUT
+        if connect_timeout is not None or read_timeout is not None:
+            timeout = httpx.Timeout(connect=connect_timeout or TIMEOUT.connect, read=read_timeout or TIMEOUT.read,
+                                    write=TIMEOUT.write, pool=TIMEOUT.pool)
+        self._client = client or httpx.AsyncClient(timeout=timeout, limits=LIMITS, headers={"User-Agent": USER_AGENT})
         self._tokens = tokens or TokenCache()
         self._tag_page_size = tag_page_size
         self._max_manifest_bytes = max_manifest_bytes

@@ -8,6 +8,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
 
 from application import errors as app
+from application.ports import BlobStorageUnavailable
 from domain.names import InvalidDigest, InvalidName, InvalidReference
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ ERROR_TABLE: list[tuple[type[Exception], str, int]] = [
     (app.UpstreamUnauthorized, "DENIED", 502),
     (app.UpstreamBadContent, "DIGEST_INVALID", 502),
     (app.UpstreamUnavailable, "UNAVAILABLE", 503),
+    (BlobStorageUnavailable, "UNAVAILABLE", 503),
     (app.UpstreamError, "UNAVAILABLE", 502),
 ]
 

@@ -1,8 +1,9 @@
-"""The OCI distribution pull API: /v2/, manifests, blobs and tag lists, read-only."""
+"""The OCI distribution pull API: /v2/, manifests, blobs and tag lists, read-only, routed to an org."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from litestar import Request, Response, get, route
@@ -11,6 +12,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from application.cache import Client, PullThroughCache
+from application.routing import OrgRouter
 from domain.names import NAME_PATTERN, InvalidName, parse_reference
 from interfaces.http.errors import API_VERSION, OciError
 from interfaces.http.ranges import parse_range
@@ -27,21 +29,30 @@ class Target:
     repository: str
     kind: str        # "manifests" | "blobs" | "tags"
     reference: str
+    name: str = ""   # the repository name as the client sent it (answers name it so)
+    ns: str = ""     # the ?ns= the route honoured, echoed as OCI-Namespace
 
 
-def parse_path(rest: str) -> Target:
+def parse_path(rest: str) -> tuple[str, str, str]:
+    """(name, kind, reference) of a /v2/<name>/... path; which org it means is the router's business."""
     match = _OCI_PATH.match(rest)
     if not match:
         if re.match(r"^/.+/(manifests|blobs)/[^/]+$|^/.+/tags/list$", rest):
             raise InvalidName(f"invalid repository name in {rest!r}")
         raise OciError("NAME_UNKNOWN", 404, f"no such endpoint: /v2{rest}")
-    org, _, repository = match["name"].partition("/")
-    if not repository:
-        raise OciError("NAME_INVALID", 400, f"repository name {match['name']!r} needs an organization and a path, "
-                                            "as in <org>/<repository>")
     if match["tags"]:
-        return Target(org, repository, "tags", "")
-    return Target(org, repository, match["kind"], match["ref"])
+        return match["name"], "tags", ""
+    return match["name"], match["kind"], match["ref"]
+
+
+def resolve(request: Request, state: State, rest: str) -> Target:
+    name, kind, reference = parse_path(rest)
+    route = router_of(state).route(name, request.query_params.get("ns"))
+    return Target(route.org, route.repository, kind, reference, name, route.ns)
+
+
+def namespace_header(target: Target) -> dict[str, str]:
+    return {"OCI-Namespace": target.ns} if target.ns else {}
 
 
 def accept_values(request: Request) -> list[str]:
@@ -56,19 +67,24 @@ def cache_of(state: State) -> PullThroughCache:
     return state.cache
 
 
-@get("/v2/", sync_to_thread=False)
+def router_of(state: State) -> OrgRouter:
+    return state.router
+
+
+@get("/v2/", sync_to_thread=False, include_in_schema=False)
 def api_version() -> Response:
     return Response({}, headers=API_VERSION)
 
 
-@route("/v2/{rest:path}", http_method=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], status_code=200)
+@route("/v2/{rest:path}", http_method=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], status_code=200,
+       include_in_schema=False)
 async def oci(request: Request, rest: FromPath[str], state: State) -> Response:
     if rest in ("", "/"):
         return Response({}, headers=API_VERSION)
     if request.method not in ("GET", "HEAD"):
         raise OciError("UNSUPPORTED", 405, "this registry is a read-only cache: only pulls are supported",
                        headers={"Allow": "GET, HEAD"})
-    target = parse_path(rest)
+    target = resolve(request, state, rest)
     cache = cache_of(state)
     if target.kind == "manifests":
         return await manifest(request, cache, target)
@@ -85,7 +101,7 @@ async def manifest(request: Request, cache: PullThroughCache, target: Target) ->
     answer = await cache.manifest(target.org, target.repository, reference, accept_values(request), client,
                                   record=not head)
     headers = {**API_VERSION, "Docker-Content-Digest": answer.digest, "X-Cache": answer.result.name,
-               "Content-Length": str(len(answer.content))}
+               "Content-Length": str(len(answer.content)), **namespace_header(target)}
     if answer.warning:
         headers["Warning"] = f'110 entrepot "{answer.warning}"'
     return Response(None if head else answer.content, media_type=answer.media_type, headers=headers)
@@ -94,7 +110,9 @@ async def manifest(request: Request, cache: PullThroughCache, target: Target) ->
 async def blob(request: Request, cache: PullThroughCache, target: Target) -> Response:
     answer = await cache.blob(target.org, target.repository, target.reference)
     headers = {**API_VERSION, "Docker-Content-Digest": answer.digest, "X-Cache": answer.result.name,
-               "Accept-Ranges": "bytes"}
+               "Accept-Ranges": "bytes", **namespace_header(target)}
+    if answer.redirect and request.method == "GET":  # the object store sends the bytes (and honours Range)
+        return Response(None, status_code=307, headers={**headers, "Location": answer.redirect})
     byte_range = parse_range(request.headers.get("range"), answer.size)
     status = 200
     start, end = 0, answer.size
@@ -105,9 +123,29 @@ async def blob(request: Request, cache: PullThroughCache, target: Target) -> Res
     if end is not None:
         headers["Content-Length"] = str(end - start)
     if request.method == "HEAD":
-        return Response(None, status_code=status, media_type="application/octet-stream", headers=headers)
-    return Stream(answer.open(start, end), status_code=status, media_type="application/octet-stream",
-                  headers=headers)
+        # b"", not None: Litestar cannot render None as octet-stream; the explicit length survives.
+        return Response(b"", status_code=status, media_type="application/octet-stream", headers=headers)
+    body = await started(answer.open(start, end))
+    return Stream(body, status_code=status, media_type="application/octet-stream", headers=headers)
+
+
+async def started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Wait for the first bytes before the status line goes out: a fill that fails before any
+    byte is readable (a small corrupt blob, a stalled upstream) still gets a proper OCI error."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            if first:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()
+    return body()
 
 
 async def tags(request: Request, cache: PullThroughCache, target: Target) -> Response:
@@ -122,8 +160,9 @@ async def tags(request: Request, cache: PullThroughCache, target: Target) -> Res
     if last:
         all_tags = [tag for tag in all_tags if tag > last]
     page = all_tags if n is None else all_tags[:n]
-    name = f"{target.org}/{target.repository}"
-    headers = dict(API_VERSION)
+    name = target.name
+    headers = {**API_VERSION, **namespace_header(target)}
     if n is not None and len(all_tags) > n and page:
-        headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={page[-1]}>; rel="next"'
+        ns = f"&ns={target.ns}" if target.ns else ""
+        headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={page[-1]}{ns}>; rel="next"'
     return Response({"name": name, "tags": page}, headers=headers)

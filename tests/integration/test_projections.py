@@ -1,17 +1,17 @@
-"""The embedded read model end to end: real Registry and Pulls apps on SQLite, runners, restart, rebuild."""
+"""The read model end to end on SQLite and PostgreSQL: real Registry and Pulls apps, runners, restart, rebuild."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
 
+import psycopg
 import pytest
 
 from application.pulls import Pulls
 from application.registry import Registry
 from domain.pull import Pull
-from infra.persistence import embedded_env
-from projections import (PROJECTION_NAMES, ProjectionCrashed, ProjectionRunners, SqliteCacheView, open_view, rebuild,
+from projections import (PROJECTION_NAMES, ProjectionCrashed, open_cache_view, open_view, projection_runners, rebuild,
                          status, wait_caught_up)
 
 pytestmark = pytest.mark.integration
@@ -23,8 +23,8 @@ CONFIG, L1, L2 = ("sha256:" + c * 64 for c in "cab")
 
 
 @pytest.fixture
-def env(tmp_path):
-    return embedded_env(tmp_path)
+def env(env_factory):
+    return env_factory("main")   # one per backend (tests/support/postgres.py)
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def runners(env):
     started = []
 
     def start():
-        started.append(ProjectionRunners(env).start())
+        started.append(projection_runners(env).start())
         return started[-1]
 
     yield start
@@ -96,7 +96,7 @@ def test_runners_build_every_view_and_report_zero_lag(env, apps, runners):
         assert (s.lag, s.state, s.error) == (0, "running", None)
         assert s.position == s.max_notification_id > 0
 
-    cache = SqliteCacheView.from_env(env)
+    cache = open_cache_view(env)
     try:
         assert cache.get_tag(ORG, REPO, "3.20").checked_at == 20.0
         assert cache.get_tag(ORG, REPO, "latest").digest == M2
@@ -178,20 +178,31 @@ def test_wait_caught_up_for_views_run_elsewhere(env, apps, runners):
     assert all(s.lag == 0 for s in status(env))
 
 
+def drop_counters_table(env) -> str:
+    """Break the counters view under its runner; returns what the runner's error then says."""
+    if "COUNTERS_SQLITE_DBNAME" in env:
+        with sqlite3.connect(env["COUNTERS_SQLITE_DBNAME"]) as conn:
+            conn.execute("DROP TABLE counters")
+        return "no such table"
+    with psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
+                         dbname=env["POSTGRES_DBNAME"], autocommit=True) as conn:
+        conn.execute(f'DROP TABLE "{env["POSTGRES_SCHEMA"]}".counters_v1 CASCADE')  # and the readers' SQL view
+    return "does not exist"
+
+
 def test_a_crashed_projection_is_logged_and_reported(env, apps, runners, caplog):
     registry, pulls = apps
     populate(registry, pulls)
     live = runners()
     live.wait_caught_up(timeout=10)
-    with sqlite3.connect(env["COUNTERS_SQLITE_DBNAME"]) as conn:
-        conn.execute("DROP TABLE counters")             # the next pull cannot be counted
-    with caplog.at_level(logging.ERROR, logger="projections.runners"):
+    message = drop_counters_table(env)                  # the next pull cannot be counted
+    with caplog.at_level(logging.ERROR, logger="projections"):
         pull(pulls, M1, "hit", 70.0, reference=M1)
         with pytest.raises(ProjectionCrashed, match="counters"):
             live.wait_caught_up(timeout=10)
     states = {(s.projection, s.application): s for s in live.status()}
     crashed = states[("counters", "Pulls")]
-    assert crashed.state == "crashed" and "no such table" in crashed.error and crashed.lag == 1
+    assert crashed.state == "crashed" and message in crashed.error and crashed.lag == 1
     assert states[("audit", "Pulls")].state == "running"
     assert any("counters" in record.getMessage() for record in caplog.records)
     live.stop()                                         # stops cleanly despite the crashed runner

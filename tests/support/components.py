@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 
 import pytest
 
@@ -14,6 +15,8 @@ PACKAGES = {
     "htpasswd": "apache2-utils",
     "skopeo": "skopeo",
     "podman": "podman",
+    "containerd": "containerd",
+    "ctr": "containerd",
 }
 
 
@@ -35,7 +38,19 @@ def require(*binaries: str) -> None:
     if not absent:
         return
     packages = sorted({PACKAGES.get(os.path.basename(b), os.path.basename(b)) for b in absent})
-    message = f"missing component(s): {', '.join(absent)} (apt-get install -y {' '.join(packages)})"
+    unavailable(f"missing component(s): {', '.join(absent)} (apt-get install -y {' '.join(packages)})")
+
+
+def require_service(name: str, host: str, port: int, hint: str = "") -> None:
+    """Skip unless something accepts connections on host:port; fail instead when $ENTREPOT_REQUIRE_COMPONENTS=1."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError as error:
+        unavailable(f"{name} is not reachable on {host}:{port} ({error}){'; ' + hint if hint else ''}")
+
+
+def unavailable(message: str) -> None:
+    """Skip with `message`, or fail with it in CI."""
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{message}; {REQUIRE_ENV}=1 makes this a failure", pytrace=False)
     pytest.skip(message)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,6 +24,9 @@ class Reply:
     body: bytes = b""
     # False: send no Content-Length and end the body by closing the connection.
     content_length: bool = True
+    # Instead of `body`: pieces written and flushed one by one (a generator may pause between them).
+    # Set Content-Length in `headers` yourself.
+    chunks: Iterable[bytes] | None = None
 
 
 Handler = Callable[[Request, "LocalHTTPServer"], Reply]
@@ -75,7 +78,11 @@ class LocalHTTPServer:
                 elif "content-length" not in {name.lower() for name in reply.headers}:
                     self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
-                if self.command != "HEAD":
+                if self.command != "HEAD" and reply.chunks is not None:
+                    for chunk in reply.chunks:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                elif self.command != "HEAD":
                     self.wfile.write(reply.body)
 
             do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _answer

@@ -16,20 +16,22 @@ from tests.support.registry import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-ORG_KEYS = ("name", "upstream", "namespace", "staleness_seconds", "max_stale_seconds", "username", "password")
+ORG_KEYS = ("name", "upstream", "namespace", "staleness_seconds", "max_stale_seconds", "negative_cache_seconds",
+            "on_upstream_denied", "rate_limit_floor", "username", "password", "default")
 
 
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
+    if isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string (ASCII-escaped) is a valid TOML basic string
     raise TypeError(f"cannot write {value!r} as a TOML value")
 
 
-def render_config(host: str, port: int, data_dir: Path, organizations: list[dict], log_level: str = "info") -> str:
+def render_config(host: str, port: int, data_dir: Path, organizations: list[dict], log_level: str = "info",
+                  sections: dict[str, dict] | None = None) -> str:
     lines = ["[server]", f"host = {_toml_value(host)}", f"port = {port}", f"data_dir = {_toml_value(str(data_dir))}",
              f"log_level = {_toml_value(log_level)}", ""]
     for org in organizations:
@@ -39,6 +41,10 @@ def render_config(host: str, port: int, data_dir: Path, organizations: list[dict
         lines.append("[[organizations]]")
         lines += [f"{key} = {_toml_value(value)}" for key, value in org.items() if value is not None]
         lines.append("")
+    for section, values in (sections or {}).items():  # e.g. {"upstream": {"read_timeout": 1}}
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -46,7 +52,8 @@ class EntrepotServer:
     """One `python -m interfaces.cli serve` process; stop()/kill() and start() again keep port and data dir."""
 
     def __init__(self, directory: Path | str, organizations: list[dict], port: int | None = None,
-                 startup_timeout: float = 20.0, access_log: bool = False, env: dict | None = None) -> None:
+                 startup_timeout: float = 20.0, access_log: bool = False, env: dict | None = None,
+                 sections: dict[str, dict] | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.organizations = [dict(org) for org in organizations]
@@ -57,6 +64,7 @@ class EntrepotServer:
         self.startup_timeout = startup_timeout
         self.access_log = access_log
         self.env = env
+        self.sections = sections or {}
         self.process: subprocess.Popen | None = None
         self.write_config()
 
@@ -70,7 +78,8 @@ class EntrepotServer:
         return f"127.0.0.1:{self.port}"
 
     def write_config(self) -> None:
-        self.config_path.write_text(render_config("127.0.0.1", self.port, self.data_dir, self.organizations))
+        self.config_path.write_text(render_config("127.0.0.1", self.port, self.data_dir, self.organizations,
+                                                  sections=self.sections))
 
     def command(self, *args: str) -> list[str]:
         """An `entrepot` CLI command line against this server's config, e.g. command("projections", "status")."""

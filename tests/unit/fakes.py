@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from eventsourcing.application import AggregateNotFoundError
 
 from application.errors import UpstreamNotFound, UpstreamUnavailable
-from application.ports import (BlobNotFound, ManifestRow, TagRow, UpstreamManifest, UpstreamManifestHead,
-                               UpstreamTarget)
+from application.ports import (BlobNotFound, ManifestRow, RateLimit, TagRow, UpstreamManifest,
+                               UpstreamManifestHead, UpstreamTarget)
 from application.registry import Registry
 from domain.cache import CachedManifest, TagResolution
 from domain.names import Digest
@@ -35,13 +35,13 @@ class MemorySpool:
     def size(self) -> int:
         return len(self.data)
 
-    def append(self, chunk: bytes) -> None:
+    async def append(self, chunk: bytes) -> None:
         self.data += chunk
 
     def read_at(self, offset: int, size: int) -> bytes:
         return bytes(self.data[offset:offset + size])
 
-    def discard(self) -> None:
+    async def discard(self) -> None:
         self.discarded = True
 
     def close(self) -> None:
@@ -74,13 +74,16 @@ class MemoryBlobStore:
     async def put_bytes(self, digest: str, data: bytes) -> None:
         self.objects[digest] = data
 
-    def new_spool(self) -> MemorySpool:
+    def new_spool(self, digest: str) -> MemorySpool:
         spool = MemorySpool()
         self.spools.append(spool)
         return spool
 
     async def publish(self, digest: str, spool: MemorySpool) -> None:
         self.objects[digest] = bytes(spool.data)
+
+    async def redirect_url(self, digest: str) -> str | None:
+        return None
 
 
 class FakeBlob:
@@ -114,6 +117,8 @@ class FakeUpstream:
         self.gate: asyncio.Event | None = None
         self.fail_after: int | None = None
         self.corrupt: set[str] = set()
+        self.error: Exception | None = None      # raised by every call while set
+        self.rate_limit: RateLimit | None = None  # sent with every manifest answer
 
     def put_manifest(self, repository: str, tag: str | None, content: bytes, media_type: str) -> str:
         digest = str(Digest.of(content))
@@ -130,6 +135,8 @@ class FakeUpstream:
     def _check(self) -> None:
         if self.down:
             raise UpstreamUnavailable("connection refused")
+        if self.error is not None:
+            raise self.error
 
     async def get_manifest(self, target: UpstreamTarget, reference: str, accept: list[str]) -> UpstreamManifest:
         self.calls.append(("GET", target.repository, reference))
@@ -138,7 +145,7 @@ class FakeUpstream:
             content, media_type = self.manifests[(target.repository, reference)]
         except KeyError:
             raise UpstreamNotFound("manifest unknown", status=404) from None
-        return UpstreamManifest(content, media_type, str(Digest.of(content)))
+        return UpstreamManifest(content, media_type, str(Digest.of(content)), self.rate_limit)
 
     async def head_manifest(self, target: UpstreamTarget, reference: str, accept: list[str]) -> UpstreamManifestHead:
         self.calls.append(("HEAD", target.repository, reference))
@@ -147,7 +154,7 @@ class FakeUpstream:
             content, media_type = self.manifests[(target.repository, reference)]
         except KeyError:
             raise UpstreamNotFound("manifest unknown", status=404) from None
-        return UpstreamManifestHead(str(Digest.of(content)), media_type, len(content))
+        return UpstreamManifestHead(str(Digest.of(content)), media_type, len(content), self.rate_limit)
 
     async def open_blob(self, target: UpstreamTarget, digest: str) -> FakeBlob:
         self.calls.append(("GET", target.repository, digest))

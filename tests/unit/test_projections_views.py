@@ -1,4 +1,4 @@
-"""The SQLite views on their own: rows per event, exactly-once tracking, order independence, reads."""
+"""The views on their own, on SQLite and PostgreSQL: rows per event, exactly-once tracking, order, reads."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from application.ports import ManifestRow, TagRow
 from domain.cache import CachedBlob, CachedManifest, TagResolution
 from domain.org import CacheOrg
 from domain.pull import Pull
-from infra.persistence import embedded_env
-from projections import SqliteCacheView, open_view
+from projections import open_cache_view, open_view
 from projections.blobs import BlobRow
 
 ORG, REPO = "hub", "library/alpine"
@@ -22,8 +21,8 @@ CONFIG, LAYER = "sha256:" + "c" * 64, "sha256:" + "a" * 64
 
 
 @pytest.fixture
-def env(tmp_path):
-    return embedded_env(tmp_path)
+def env(env_factory):
+    return env_factory("main")   # one per backend (tests/support/postgres.py)
 
 
 @pytest.fixture
@@ -94,14 +93,14 @@ def test_replayed_position_raises_and_changes_nothing(view):
     assert blobs.get_blob(ORG, LAYER).pull_count == 3
 
 
-def test_blob_pulls_do_not_depend_on_how_the_two_apps_interleave(view, env, tmp_path):
+def test_blob_pulls_do_not_depend_on_how_the_two_apps_interleave(view, env_factory):
     registry, pulls = tracked("Registry", registry_events()), tracked("Pulls", pulls_events())
     first = view("blobs")
     for item in registry:          # manifests and blobs known before any pull
         first.process([item])
     for item in pulls:
         first.process([item])
-    other = open_view("blobs", embedded_env(tmp_path / "other"))
+    other = open_view("blobs", env_factory("other"))
     try:
         for item in pulls:         # pulls first: the cold-pull order, blobs cached later
             other.process([item])
@@ -140,6 +139,28 @@ def test_audit_query_filters_and_pages(view):
         ORG, REPO, "latest", IDX, "10.0.0.7", "containerd/2.0", 20.0)
 
 
+def test_audit_query_filters_by_client_address_and_user_agent_substring(view):
+    audit = view("audit")
+    other = Pull(org=ORG, repository=REPO, reference="1", digest=M1, result="hit", client="10.0.0.8",
+                 user_agent="containers/5.23.1 (github.com/containers/image)", at=60.0)
+    audit.process(tracked("Pulls", [*pulls_events(), *events(other)]))
+    assert [r.id for r in audit.query(client="10.0.0.8")] == [5]
+    assert [r.id for r in audit.query(user_agent="containerd")] == [1, 2, 3, 4]
+    assert [r.id for r in audit.query(user_agent="github.com/containers", client="10.0.0.8")] == [5]
+    assert audit.query(user_agent="%") == [] and audit.query(client="10.0.0") == []
+
+
+def test_org_tags_lists_every_cached_tag_of_one_org_by_repository(view):
+    tags = view("tags")
+    resolutions = [TagResolution(org=org, repository=repo, tag=tag, digest=M1, media_type=IMAGE, checked_at=1.0)
+                   for org, repo, tag in ((ORG, "library/b", "2"), (ORG, "library/a", "1"), (ORG, "library/b", "1"),
+                                          ("other", "library/a", "1"))]
+    tags.process(tracked("Registry", events(*resolutions)))
+    assert [(r.repository, r.tag, r.digest, r.media_type) for r in tags.org_tags(ORG)] == [
+        ("library/a", "1", M1, IMAGE), ("library/b", "1", M1, IMAGE), ("library/b", "2", M1, IMAGE)]
+    assert tags.org_tags("nobody") == []
+
+
 def test_orgs_register_reconfigure_delete(view):
     orgs = view("orgs")
     org = CacheOrg(name="ghcr", settings={"upstream": "https://ghcr.io", "staleness_seconds": 60})
@@ -153,7 +174,7 @@ def test_orgs_register_reconfigure_delete(view):
 
 
 def test_cache_view_reads_from_many_threads(view, env):
-    cache = SqliteCacheView.from_env(env)      # before any row or runner: tables are created
+    cache = open_cache_view(env)               # before any row or runner: tables are created
     try:
         assert cache.get_tag(ORG, REPO, "3") is None
         view("manifests").process(tracked("Registry", registry_events()))

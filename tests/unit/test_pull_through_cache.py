@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from application.breaker import GuardedUpstream
 from application.cache import Client, PullThroughCache
 from application.credentials import Credentials
 from application.errors import BlobUnknown, ManifestUnknown, OrgUnknown, UpstreamBadContent, UpstreamUnavailable
@@ -22,7 +23,7 @@ POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, **org_settings) -> None:
         self.clock = FakeClock()
         self.registry = Registry(env=POPO)
         self.pulls = Pulls(env=POPO)
@@ -30,10 +31,10 @@ class World:
         self.store = MemoryBlobStore()
         self.orgs = OrgDirectory(self.registry, Credentials(env=POPO), ttl=0)
         self.orgs.apply("hub", {"upstream": "http://up.example", "staleness_seconds": 300,
-                                "max_stale_seconds": 3600})
+                                "max_stale_seconds": 3600, **org_settings})
         self.group = GroupCommit(self.pulls)
         self.cache = PullThroughCache(registry=self.registry, orgs=self.orgs, view=RegistryView(self.registry),
-                                      store=self.store, upstream=self.upstream, pulls=self.group, clock=self.clock)
+                                      store=self.store, upstream=GuardedUpstream(self.upstream, self.clock), pulls=self.group, clock=self.clock)
         self.layer = self.upstream.put_blob(b"layer-bytes-" * 10)
         self.config = self.upstream.put_blob(b'{"config": true}')
         self.manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
@@ -54,9 +55,9 @@ class World:
         return b"".join([chunk async for chunk in answer.open(0, answer.size)])
 
 
-def run(test):
+def run(test, **org_settings):
     async def main():
-        world = World()
+        world = World(**org_settings)
         await world.group.start()
         try:
             return await test(world)

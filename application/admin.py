@@ -1,0 +1,208 @@
+"""Admin use cases: create, change and delete organizations, and read what each one caches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from application.errors import EntrepotError, OrgUnknown
+from application.orgs import OrgConfig, OrgDirectory
+from application.registry import Registry
+from application.routing import OrgRowLike
+from domain.org import SETTINGS, InvalidOrgSettings, normalize_settings, validate_org_name
+
+log = logging.getLogger(__name__)
+SETTLE_TIMEOUT = 2.0   # how long a write waits for the orgs view, so that list and routing see it
+
+
+class InvalidRequest(EntrepotError):
+    """The request names a field whose value cannot be used; `fields` maps each to what is wrong."""
+
+    def __init__(self, message: str, fields: dict[str, str]) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class OrgExists(EntrepotError):
+    """An organization of that name already exists."""
+
+
+class OrgConflict(EntrepotError):
+    """The change contradicts another organization (e.g. a second default org)."""
+
+
+# -- the views the admin reads (projections/), as the application sees them ------------------------
+class OrgsReadModel(Protocol):
+    def list_orgs(self) -> Iterable[OrgRowLike]: ...
+
+    def wait(self, application_name: str, notification_id: int | None, timeout: float = 1.0) -> None: ...
+
+
+class TagsReadModel(Protocol):
+    def org_tags(self, org: str) -> list[Any]:
+        """Rows with repository, tag, digest, media_type and checked_at, by repository and tag."""
+
+
+class BlobsReadModel(Protocol):
+    def list_blobs(self, org: str) -> list[Any]:
+        """Rows with digest and size."""
+
+
+class CountersReadModel(Protocol):
+    def counts(self, org: str | None = None) -> dict[str, dict[str, int]]: ...
+
+
+class RateLimitReadings(Protocol):
+    """The last upstream rate-limit reading per org (application.ratelimits.RateLimits)."""
+
+    def latest(self, org: str) -> Any | None: ...
+
+
+@dataclass(frozen=True)
+class AdminViews:
+    orgs: OrgsReadModel
+    tags: TagsReadModel
+    blobs: BlobsReadModel
+    counters: CountersReadModel
+
+
+# -- what the admin gets back ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class OrgSummary:
+    name: str
+    upstream: str
+    namespace: str
+    staleness_seconds: int
+    max_stale_seconds: int
+    negative_cache_seconds: int
+    on_upstream_denied: str
+    rate_limit_floor: int
+    username: str
+    default: bool
+    password_set: bool            # the password itself is never returned
+
+
+@dataclass(frozen=True)
+class CachedTag:
+    tag: str
+    digest: str
+    media_type: str
+    checked_at: float
+
+
+@dataclass(frozen=True)
+class CachedRepository:
+    name: str
+    tags: list[CachedTag]
+
+
+@dataclass(frozen=True)
+class OrgDetails:
+    organization: OrgSummary
+    repositories: list[CachedRepository]
+    bytes_stored: int
+    blob_count: int
+    pulls: dict[str, int] = field(default_factory=dict)   # result -> count
+    upstream_rate_limit: Any | None = None                # the last reading, None until one was seen
+
+
+def summary(config: OrgConfig) -> OrgSummary:
+    return OrgSummary(config.name, config.upstream, config.namespace, config.staleness_seconds,
+                      config.max_stale_seconds, config.negative_cache_seconds, config.on_upstream_denied,
+                      config.rate_limit_floor, config.username, config.default, bool(config.password))
+
+
+def invalid_settings(error: InvalidOrgSettings) -> InvalidRequest:
+    """The domain's messages start with the setting they are about; name it as the field."""
+    message = str(error)
+    name = next((key for key in sorted(SETTINGS, key=len, reverse=True) if message.startswith(key)), "name")
+    return InvalidRequest(message, {name: message})
+
+
+class OrgAdmin:
+    def __init__(self, directory: OrgDirectory, registry: Registry, views: AdminViews,
+                 rate_limits: RateLimitReadings | None = None, on_change: Callable[[], None] = lambda: None) -> None:
+        self._directory = directory
+        self._registry = registry
+        self._views = views
+        self.rate_limits = rate_limits        # wired by the composition root once readings exist
+        self._on_change = on_change           # e.g. OrgRouter.forget
+
+    def list(self) -> list[OrgSummary]:
+        configs = (self._directory.get(row.name) for row in self._views.orgs.list_orgs())
+        return [summary(config) for config in configs if config is not None]
+
+    def show(self, name: str) -> OrgDetails:
+        config = self._config(name)
+        repositories: dict[str, list[CachedTag]] = {}
+        for row in self._views.tags.org_tags(name):
+            repositories.setdefault(row.repository, []).append(
+                CachedTag(row.tag, row.digest, row.media_type, row.checked_at))
+        blobs = self._views.blobs.list_blobs(name)
+        reading = self.rate_limits.latest(name) if self.rate_limits is not None else None
+        return OrgDetails(summary(config), [CachedRepository(repo, tags) for repo, tags in repositories.items()],
+                          sum(blob.size or 0 for blob in blobs), len(blobs),
+                          self._views.counters.counts(name).get(name, {}), reading)
+
+    def create(self, name: str, settings: dict) -> OrgSummary:
+        try:
+            validate_org_name(name)
+        except InvalidOrgSettings as error:
+            raise InvalidRequest(str(error), {"name": str(error)}) from None
+        if self._registry.get_org(name) is not None:
+            raise OrgExists(f"organization {name!r} already exists", org=name)
+        settings = dict(settings)
+        password = settings.pop("password", None) or ""
+        return self._apply(name, settings, password)
+
+    def update(self, name: str, changes: dict, replace: bool = False) -> OrgSummary:
+        """PATCH merges `changes` into the settings; PUT (`replace`) starts from the defaults.
+
+        Either way an absent (None) password keeps the stored one: it is write-only, so a client
+        that read the org cannot send it back. An empty password clears it.
+        """
+        current = self._config(name)
+        changes = dict(changes)
+        password = changes.pop("password", None)
+        base = {} if replace else self._registry.get_org(name).settings
+        return self._apply(name, {**base, **changes}, current.password if password is None else password)
+
+    def delete(self, name: str) -> None:
+        if not self._directory.delete(name):
+            raise OrgUnknown(f"no cache organization named {name!r}", org=name)
+        self._settle()
+
+    def _apply(self, name: str, settings: dict, password: str) -> OrgSummary:
+        # Everything is validated before the first write, so a refused request changes nothing.
+        if not settings.get("upstream"):
+            raise InvalidRequest("upstream is required", {"upstream": "required: the registry base URL"})
+        try:
+            normalized = normalize_settings(settings)
+        except InvalidOrgSettings as error:
+            raise invalid_settings(error) from None
+        if normalized["default"]:
+            other = next((row.name for row in self._views.orgs.list_orgs()
+                          if row.settings.get("default") and row.name != name), None)
+            if other is not None:
+                raise OrgConflict(f"organization {other!r} is already the default for root paths; "
+                                  "unset its default first", org=other)
+        self._directory.apply(name, {**normalized, "password": password})
+        self._settle()
+        return summary(self._config(name))
+
+    def _config(self, name: str) -> OrgConfig:
+        config = self._directory.get(name)
+        if config is None:
+            raise OrgUnknown(f"no cache organization named {name!r}", org=name)
+        return config
+
+    def _settle(self) -> None:
+        """Wait (briefly) until the orgs view has our write, so list and routing agree with it."""
+        position = self._registry.recorder.max_notification_id()
+        try:
+            self._views.orgs.wait(self._registry.name, position, timeout=SETTLE_TIMEOUT)
+        except TimeoutError:
+            log.warning("the orgs view has not caught up after %ss; listings may lag", SETTLE_TIMEOUT)
+        self._on_change()

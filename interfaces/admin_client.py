@@ -1,0 +1,83 @@
+"""A client of a running server's admin API (/api/v1), as the `entrepot org` and `entrepot audit` commands use it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+
+PAGE = 1000   # audit rows per request when following cursors
+
+
+class AdminApiError(Exception):
+    """The server refused the request (or could not be reached); `fields` names what was wrong."""
+
+    def __init__(self, message: str, status: int | None = None, fields: dict | None = None) -> None:
+        super().__init__(message)
+        self.message, self.status, self.fields = message, status, fields or {}
+
+
+class AdminClient:
+    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=f"{self.url}/api/v1", timeout=timeout,
+                                  headers={"Authorization": f"Bearer {token}"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- organizations -----------------------------------------------------------------------------
+    def list_orgs(self) -> list[dict]:
+        return self._call("GET", "/organizations")["organizations"]
+
+    def show_org(self, name: str) -> dict:
+        return self._call("GET", f"/organizations/{name}")
+
+    def create_org(self, name: str, settings: dict) -> dict:
+        return self._call("POST", "/organizations", json={"name": name, **settings})
+
+    def update_org(self, name: str, settings: dict, replace: bool = False) -> dict:
+        return self._call("PUT" if replace else "PATCH", f"/organizations/{name}", json=settings)
+
+    def delete_org(self, name: str) -> None:
+        self._call("DELETE", f"/organizations/{name}")
+
+    # -- audit log ---------------------------------------------------------------------------------
+    def audit_pages(self, filters: dict, limit: int | None = None, page_size: int = PAGE) -> Iterator[list[dict]]:
+        """Every matching row (at most `limit`), a page per request, following next_cursor."""
+        params = {key: value for key, value in filters.items() if value is not None}
+        left = limit
+        while left is None or left > 0:
+            params["limit"] = page_size if left is None else min(page_size, left)
+            page = self._call("GET", "/audit", params=params)
+            if page["items"]:
+                yield page["items"]
+            if left is not None:
+                left -= len(page["items"])
+            if page["next_cursor"] is None:
+                return
+            params["cursor"] = page["next_cursor"]
+
+    def _call(self, method: str, path: str, **kwargs) -> dict:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise AdminApiError(f"cannot reach {self.url}: {error}") from None
+        if response.status_code == 204:
+            return {}
+        try:
+            body = response.json()
+        except ValueError:
+            raise AdminApiError(f"{self.url} answered {response.status_code} without JSON; is it Entrepôt?",
+                                response.status_code) from None
+        if response.is_error:
+            error = body.get("error", {}) if isinstance(body, dict) else {}
+            raise AdminApiError(error.get("message") or f"HTTP {response.status_code}", response.status_code,
+                                error.get("fields"))
+        return body

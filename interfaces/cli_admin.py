@@ -1,0 +1,161 @@
+"""`entrepot org ...` and `entrepot audit ...`: the admin API of a running server, from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from interfaces.admin_client import PAGE, AdminApiError, AdminClient
+from interfaces.cli_output import AuditWriter, print_org, print_orgs
+
+DEFAULT_URL = "http://127.0.0.1:5000"
+# flag -> API field; None as a value means "not given", so updates only send what was asked for
+ORG_FLAGS = (("--upstream", "upstream", str, "URL", "registry base URL; https unless given; docker.io = Docker Hub"),
+             ("--namespace", "namespace", str, "PATH", "cache only this upstream namespace, e.g. library"),
+             ("--staleness-seconds", "staleness_seconds", int, "N", "serve a cached tag this long unchecked"),
+             ("--max-stale-seconds", "max_stale_seconds", int, "N", "serve it this long when upstream fails"),
+             ("--negative-cache-seconds", "negative_cache_seconds", int, "N", "remember upstream 404s this long"),
+             ("--on-upstream-denied", "on_upstream_denied", str, "POLICY", "serve-stale or refuse"),
+             ("--rate-limit-floor", "rate_limit_floor", int, "N", "keep this many upstream pulls in reserve"),
+             ("--username", "username", str, "NAME", "upstream user (password: --password-stdin)"))
+
+
+def _client(args: argparse.Namespace) -> AdminClient:
+    if not args.token:
+        raise AdminApiError("no admin token: pass --token or set ENTREPOT_ADMIN_TOKEN (the server printed it at "
+                            "first start and keeps it in <data_dir>/admin.token)")
+    return AdminClient(args.url, args.token)
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    settings = {field: value for _, field, *_ in ORG_FLAGS if (value := getattr(args, field)) is not None}
+    if args.default is not None:
+        settings["default"] = args.default
+    if args.password_stdin:
+        settings["password"] = sys.stdin.readline().rstrip("\r\n")
+    return settings
+
+
+def _print_org_change(args: argparse.Namespace, org: dict, verb: str) -> None:
+    if args.json:
+        print(json.dumps(org, indent=2))
+    else:
+        print_orgs([org], f"{verb} organization {args.name}")
+
+
+def org_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        orgs = client.list_orgs()
+    if args.json:
+        print(json.dumps(orgs, indent=2))
+    else:
+        print_orgs(orgs)
+    return 0
+
+
+def org_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        details = client.show_org(args.name)
+    if args.json:
+        print(json.dumps(details, indent=2))
+    else:
+        print_org(details)
+    return 0
+
+
+def org_create(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        org = client.create_org(args.name, _settings(args))
+    _print_org_change(args, org, "created")
+    return 0
+
+
+def org_update(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        org = client.update_org(args.name, _settings(args), replace=args.replace)
+    _print_org_change(args, org, "updated")
+    return 0
+
+
+def org_delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.delete_org(args.name)
+    if not args.json:
+        print(f"deleted organization {args.name}")
+    return 0
+
+
+def audit(args: argparse.Namespace) -> int:
+    filters = {"org": args.org, "repository": args.repository, "result": args.result, "client": args.client,
+               "user_agent": args.user_agent, "since": args.since, "until": args.until}
+    writer = AuditWriter("jsonl" if args.json else args.format, sys.stdout)
+    with _client(args) as client:
+        for page in client.audit_pages(filters, args.limit, args.page_size):
+            writer.write(page)
+            if writer.count > len(page) or len(page) == args.page_size:   # a long export: report progress
+                print(f"entrepot audit: {writer.count} rows so far", file=sys.stderr, flush=True)
+    writer.close()
+    if writer.count == 0 and writer.format == "table":
+        print("no pulls match", file=sys.stderr)
+    return 0
+
+
+def _guarded(command):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except AdminApiError as error:
+            print(f"entrepot: {error.message}", file=sys.stderr)
+            for field, problem in error.fields.items():
+                print(f"  {field}: {problem}", file=sys.stderr)
+            return 1
+    return run
+
+
+def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--url", default=os.environ.get("ENTREPOT_URL") or DEFAULT_URL,
+                   help=f"the server (default: $ENTREPOT_URL, else {DEFAULT_URL})")
+    p.add_argument("--token", default=os.environ.get("ENTREPOT_ADMIN_TOKEN"),
+                   help="admin API token (default: $ENTREPOT_ADMIN_TOKEN)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _org_settings(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    for flag, field, kind, metavar, text in ORG_FLAGS:
+        p.add_argument(flag, dest=field, type=kind, metavar=metavar, help=text)
+    p.add_argument("--default", action=argparse.BooleanOptionalAction, default=None,
+                   help="serve root paths (/v2/library/...) from this org, as the Docker daemon's mirrors need")
+    p.add_argument("--password-stdin", action="store_true", help="read the upstream password from stdin")
+    return p
+
+
+def add_admin_commands(commands) -> None:
+    org = commands.add_parser("org", help="manage the cache organizations of a running server")
+    sub = org.add_subparsers(dest="action", required=True)
+    _common(sub.add_parser("list", help="every organization")).set_defaults(func=_guarded(org_list))
+    for action, func, text in (("show", org_show, "settings, cached repositories and tags, bytes stored"),
+                               ("delete", org_delete, "delete an organization")):
+        p = _common(sub.add_parser(action, help=text))
+        p.add_argument("name")
+        p.set_defaults(func=_guarded(func))
+    create = _org_settings(_common(sub.add_parser("create", help="register a new organization")))
+    create.add_argument("name")
+    create.set_defaults(func=_guarded(org_create))
+    update = _org_settings(_common(sub.add_parser("update", help="change the given settings of an organization")))
+    update.add_argument("name")
+    update.add_argument("--replace", action="store_true", help="unset settings go back to their defaults")
+    update.set_defaults(func=_guarded(org_update))
+
+    log = _common(commands.add_parser("audit", help="who pulled what: the audit log of a running server"))
+    for flag, text in (("--org", None), ("--repository", None), ("--client", "the client's address"),
+                       ("--user-agent", "a substring of the User-Agent"), ("--result", "hit, miss, stale, revalidated"),
+                       ("--since", "ISO 8601, epoch seconds, or a duration ago: 90s, 15m, 2h, 7d"),
+                       ("--until", "exclusive; as --since")):
+        log.add_argument(flag, help=text)
+    log.add_argument("--limit", type=int, help="at most this many rows")
+    log.add_argument("--page-size", type=int, default=PAGE, metavar="N", help=f"rows per request (default {PAGE})")
+    log.add_argument("--format", choices=("table", "jsonl", "csv"), default="table")
+    log.set_defaults(func=_guarded(audit))

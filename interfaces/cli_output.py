@@ -1,0 +1,105 @@
+"""Readable tables for the admin commands, and the audit writer that streams table, JSON Lines or CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import TextIO
+
+AUDIT_COLUMNS = ("id", "at", "org", "repository", "reference", "digest", "result", "client", "user_agent")
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    lines = [headers, *rows]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
+                     for line in lines)
+
+
+def human_bytes(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024:
+            break
+    return f"{value:.1f} {unit}"
+
+
+def print_orgs(orgs: list[dict], title: str | None = None) -> None:
+    if title:
+        print(title)
+    if not orgs:
+        print("no organizations")
+        return
+    rows = [[org["name"], org["upstream"], org["namespace"] or "-", "yes" if org["default"] else "",
+             f"{org['staleness_seconds']}s", f"{org['max_stale_seconds']}s",
+             (org["username"] or "-") + (" (password set)" if org["password_set"] else "")] for org in orgs]
+    print(table(rows, ["NAME", "UPSTREAM", "NAMESPACE", "DEFAULT", "STALENESS", "MAX STALE", "UPSTREAM USER"]))
+
+
+def print_org(details: dict) -> None:
+    org = details["organization"]
+    print(f"organization  {org['name']}")
+    for key in ("upstream", "namespace", "default", "staleness_seconds", "max_stale_seconds",
+                "negative_cache_seconds", "on_upstream_denied", "rate_limit_floor", "username", "password_set"):
+        print(f"{key.replace('_', ' '):<22}{org[key]}")
+    print(f"{'bytes stored':<22}{human_bytes(details['bytes_stored'])} in {details['blob_count']} blobs")
+    pulls = details.get("pulls") or {}
+    print(f"{'pulls':<22}{', '.join(f'{n} {result}' for result, n in sorted(pulls.items())) or 'none'}")
+    reading = details.get("upstream_rate_limit")
+    print(f"{'upstream rate limit':<22}{_rate_limit(reading)}")
+    rows = [[repository["name"], tag["tag"], tag["digest"][:19]] for repository in details["repositories"]
+            for tag in repository["tags"]]
+    print()
+    print(table(rows, ["REPOSITORY", "TAG", "DIGEST"]) if rows else "no cached tags")
+
+
+def _rate_limit(reading: dict | None) -> str:
+    if not reading:
+        return "no reading yet"
+    return f"{reading.get('remaining')} of {reading.get('limit')} left"
+
+
+class AuditWriter:
+    """Writes pages of audit rows as they arrive; a table's widths are fixed so that it can stream."""
+
+    WIDTHS = (8, 24, 10, 28, 16, 11, 15)   # the user agent, last, is not cut
+
+    def __init__(self, format: str, out: TextIO) -> None:
+        self.format, self.out, self.count = format, out, 0
+        self._csv = csv.DictWriter(out, fieldnames=AUDIT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+
+    def write(self, rows: list[dict]) -> None:
+        if self.count == 0:
+            self._header()
+        for row in rows:
+            if self.format == "jsonl":
+                self.out.write(json.dumps(row) + "\n")
+            elif self.format == "csv":
+                self._csv.writerow(row)
+            else:
+                self._line([row["id"], row["at"], row["org"], row["repository"], row["reference"], row["result"],
+                            row["client"], row["user_agent"]])
+        self.count += len(rows)
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.count == 0 and self.format == "csv":
+            self._header()   # an empty export is still a valid CSV file with its columns
+        self.out.flush()
+
+    def _header(self) -> None:
+        if self.format == "csv":
+            self._csv.writeheader()
+        elif self.format == "table":
+            self._line(["ID", "TIME", "ORG", "REPOSITORY", "REFERENCE", "RESULT", "CLIENT", "USER AGENT"])
+
+    def _line(self, cells: list) -> None:
+        text = "  ".join(_fit(str(cell), width) for cell, width in zip(cells[:-1], self.WIDTHS))
+        self.out.write(f"{text}  {cells[-1]}\n")
+
+
+def _fit(text: str, width: int) -> str:
+    return text.ljust(width) if len(text) <= width else text[:width - 1] + "…"

@@ -1,0 +1,28 @@
+"""The admin API under /api/v1: Bearer-token guarded, JSON errors of its own, described by /schema/openapi.json."""
+
+from __future__ import annotations
+
+from litestar import Router
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from interfaces.http.admin_audit import audit
+from interfaces.http.admin_errors import admin_error_response
+from interfaces.http.admin_orgs import OrganizationsController
+from interfaces.http.auth import admin_guard
+
+ADMIN_PREFIX = "/api/"
+
+
+def admin_router() -> Router:
+    return Router("/api/v1", route_handlers=[OrganizationsController, audit], guards=[admin_guard],
+                  exception_handlers={Exception: admin_error_response}, security=[{"adminToken": []}])
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Entrepôt admin API", version="1", path="/schema",
+        description="Manage cache organizations and query the pull audit log. Every call needs "
+                    "`Authorization: Bearer <admin token>`. The OCI pull API under /v2 is not described here.",
+        components=Components(security_schemes={"adminToken": SecurityScheme(type="http", scheme="bearer")}),
+    )

@@ -1,0 +1,61 @@
+"""One table from errors to the admin API's JSON errors: {"error": {"code", "message", "fields"}}."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from application.admin import InvalidRequest, OrgConflict, OrgExists
+from application.errors import OrgUnknown
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first matching class decides.
+ADMIN_ERRORS: list[tuple[type[Exception], str, int]] = [
+    (InvalidRequest, "invalid", 422),
+    (OrgUnknown, "not_found", 404),
+    (OrgExists, "conflict", 409),
+    (OrgConflict, "conflict", 409),
+]
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 409: "conflict", 415: "unsupported_media_type", 422: "invalid"}
+_NAMED_FIELD = re.compile(r"field `([^`]+)`")
+
+
+def admin_body(code: str, message: str, fields: dict[str, str] | None = None) -> dict:
+    error: dict = {"code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    return {"error": error}
+
+
+def validation_fields(error: ValidationException) -> dict[str, str]:
+    """Litestar reports a body's missing or unknown field under the key `data`; name the field instead."""
+    fields = {}
+    for item in error.extra or []:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message", "invalid"))
+        key = item.get("key") or "body"
+        named = _NAMED_FIELD.search(message)
+        fields[named[1] if key == "data" and named else key] = message
+    return fields
+
+
+def admin_error_response(request: Request, error: Exception) -> Response:
+    for kind, code, status in ADMIN_ERRORS:
+        if isinstance(error, kind):
+            message = getattr(error, "message", None) or str(error)
+            return Response(admin_body(code, message, getattr(error, "fields", None)), status_code=status)
+    if isinstance(error, ValidationException):
+        # Well-formed JSON (or query) with wrong fields or types: unprocessable, field by field.
+        return Response(admin_body("invalid", "the request has invalid fields", validation_fields(error)),
+                        status_code=422)
+    if isinstance(error, HTTPException):
+        code = HTTP_CODES.get(error.status_code, "error")
+        return Response(admin_body(code, error.detail), status_code=error.status_code, headers=error.headers)
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
+    return Response(admin_body("internal", "internal error"), status_code=500)

@@ -1,0 +1,134 @@
+"""The PostgreSQL base of every view: one version's tables, rows and tracking in one transaction (STACK-NOTES §2.1)."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from psycopg import Cursor
+from psycopg.sql import SQL, Composed, Identifier
+
+from projections import datastores, versions
+from projections.base import Batch, View
+from projections.locks import advisory_key
+
+
+class PostgresView(PostgresTrackingRecorder, View):
+    """A view bound to one version of its tables (projections/versions.py).
+
+    Writes always go to that version. Reads go to the same version when `follow_live` is False
+    (runners, rebuilds), else through the stable names that follow the live version (readers).
+    """
+
+    projection: ClassVar[str] = ""               # the projection's name: table prefix and lock key
+    tables: ClassVar[tuple[str, ...]] = ()       # logical table names, for clear(), dump() and the switch
+    indexes: ClassVar[tuple[str, ...]] = ()      # index names used as {placeholders} in `schema`
+    schema: ClassVar[tuple[str, ...]] = ()       # CREATE TABLE / INDEX IF NOT EXISTS with {table} placeholders
+    serialise_writes: ClassVar[bool] = False     # several runners write this view: one writer at a time
+
+    def __init__(self, datastore: PostgresDatastore, *, version: int | None = None, follow_live: bool = True,
+                 **_factory_kwargs: Any) -> None:
+        if version is None:
+            version = versions.live_version(datastore, self.projection)
+        self.version, self.follow_live = version, follow_live
+        super().__init__(datastore, tracking_table_name=versions.tracking_table(self.projection, version))
+        s = datastore.schema
+        self._write = {name: Identifier(s, versions.table(name, version)) for name in self.tables}
+        self._write["tracking"] = Identifier(s, versions.tracking_table(self.projection, version))
+        if follow_live:
+            self._read = {name: Identifier(s, versions.table(name, None)) for name in self.tables}
+            self._read["tracking"] = Identifier(s, versions.tracking_table(self.projection, None))
+            self.max_tracking_id_statement = SQL(
+                "SELECT MAX(notification_id) FROM {} WHERE application_name=%s").format(self._read["tracking"])
+        else:
+            self._read = self._write
+        names = {**self._write, **{i: Identifier(versions.table(i, version)) for i in self.indexes}}
+        self.sql_create_statements.extend(SQL(ddl).format(**names) for ddl in self.schema)
+        self._lock_key = advisory_key(s, self.projection, f"write-v{version}")
+        self._statements: dict[tuple[str, str], Composed] = {}
+
+    def sql(self, text: str) -> Composed:
+        """A write statement: {table} placeholders name this version's tables."""
+        return self._compose(("w", text), text, self._write)
+
+    def read_sql(self, text: str) -> Composed:
+        """A read statement: {table} placeholders name the live tables (readers) or this version's."""
+        return self._compose(("r", text), text, self._read)
+
+    def _compose(self, key: tuple[str, str], text: str, names: dict[str, Identifier]) -> Composed:
+        # Composed once per statement: the runners' hot loop would otherwise rebuild it per event.
+        statement = self._statements.get(key)
+        if statement is None:
+            statement = self._statements[key] = SQL(text).format(**names)
+        return statement
+
+    # -- DDL -------------------------------------------------------------------------------------------
+    def _create_table(self, curs: Cursor) -> None:
+        versions.ddl_lock(curs, self.datastore.schema)
+        # Look again under the lock: another process may have created this version since create_table() looked.
+        curs.execute("SELECT to_regclass(%s) IS NOT NULL AS present",
+                     (f'"{self.datastore.schema}"."{self.tracking_table_name}"',))
+        if curs.fetchone()["present"]:
+            self.tracking_table_exists = True
+            curs.execute(self.sql("SELECT MAX(notification_id) AS max FROM {tracking} WHERE application_name = %s"),
+                         (self.table_migration_identifier,))
+            self.tracking_migration_previous = curs.fetchone()["max"]
+        super()._create_table(curs)
+        stable = [f'"{self.datastore.schema}"."{versions.table(name, None)}"' for name in self.tables]
+        stable.append(f'"{self.datastore.schema}"."{versions.tracking_table(self.projection, None)}"')
+        curs.execute("SELECT bool_or(to_regclass(name) IS NULL) AS missing FROM unnest(%s::text[]) AS name", (stable,))
+        missing = curs.fetchone()["missing"]
+        if missing and self.version == versions.live_version_in(curs, self.datastore.schema, self.projection):
+            versions.point_readers(curs, self.datastore.schema, self.projection, self.tables, self.version)
+
+    # -- writing ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def _apply(self, c: Cursor, event: Any, tracking: Tracking) -> None:
+        """Write the rows for one event; events the view does not use are ignored."""
+
+    def process(self, batch: Batch) -> None:
+        if not batch:
+            return
+        with self.datastore.transaction(commit=True) as c:
+            self._process(c, batch)
+
+    def _process(self, c: Cursor, batch: Batch) -> None:
+        # No wait for the WAL flush: a crash can only lose rows together with their tracking
+        # position, which the runner then replays, so the view stays exactly-once (STACK-NOTES §2.3).
+        c.execute("SET LOCAL synchronous_commit = off")
+        if self.serialise_writes:
+            # Read-modify-write across rows that another runner of this view may touch at the same
+            # moment: without this, READ COMMITTED could lose an update (SQLite gets it from BEGIN IMMEDIATE).
+            c.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,), prepare=True)
+        # Tracking first: a replayed position fails before any row is touched.
+        self._insert_tracking(c, batch[-1][1])
+        for event, tracking in batch:
+            self._apply(c, event, tracking)
+
+    def clear(self) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            for name in self.tables:
+                c.execute(self.sql(f"DELETE FROM {{{name}}}"))
+            c.execute(self.sql("DELETE FROM {tracking} WHERE application_name != %s"),
+                      (self.table_migration_identifier,))
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def dump(self) -> dict[str, list[tuple]]:
+        with self.datastore.transaction(commit=False) as c:
+            out = {}
+            for name in (*self.tables, "tracking"):
+                c.execute(self.read_sql(f"SELECT * FROM {{{name}}}"))
+                out[name] = sorted((tuple(row.values()) for row in c.fetchall()), key=repr)
+            return out
+
+    def _query(self, text: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Rows as tuples, from a read statement with {table} placeholders; prepared after a few uses."""
+        with self.datastore.get_connection() as conn:
+            rows = conn.execute(self.read_sql(text), params, prepare=True).fetchall()
+        return [tuple(row.values()) for row in rows]
+
+    def close(self) -> None:
+        datastores.release(self.datastore)   # shared by the process's views: closed with the last one

@@ -1,0 +1,147 @@
+"""`entrepot org ...` and `entrepot audit ...`, run as real commands against a running `entrepot serve`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.support.images import build_image, push_image
+from tests.support.server import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+TOKEN = "cli-test-token"
+ALPINE = build_image("cli/alpine", layers=1, layer_size=10_000)
+ACCEPT = {"Accept": ALPINE.media_type}
+
+
+@pytest.fixture(scope="module")
+def upstream(module_upstream_registry_factory):
+    registry = module_upstream_registry_factory()
+    push_image(registry.url, "library/alpine", "3.19", ALPINE)
+    return registry
+
+
+@pytest.fixture(scope="module")
+def server(upstream, module_entrepot_server_factory):
+    return module_entrepot_server_factory([{"name": "hub", "upstream": upstream.url}],
+                                          env={"ENTREPOT_ADMIN_TOKEN": TOKEN})
+
+
+def entrepot(server, *args: str, token: str | None = TOKEN, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ENTREPOT_")}
+    env.update({"ENTREPOT_URL": server.url, "PYTHONUNBUFFERED": "1"})
+    if token is not None:
+        env["ENTREPOT_ADMIN_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "interfaces.cli", *args], cwd=REPO_ROOT, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result.stdout
+
+
+def test_org_commands_create_list_show_update_and_delete_an_organization(server, upstream):
+    created = ok(entrepot(server, "org", "create", "mirror", "--upstream", upstream.url, "--staleness-seconds", "60",
+                          "--username", "bob", "--password-stdin", stdin="s3cret\n"))
+    assert "created organization mirror" in created and "bob (password set)" in created
+
+    listed = ok(entrepot(server, "org", "list"))
+    assert listed.splitlines()[0].split()[:3] == ["NAME", "UPSTREAM", "NAMESPACE"]
+    assert [line.split()[0] for line in listed.splitlines()[1:]] == ["hub", "mirror"]
+    assert {org["name"] for org in json.loads(ok(entrepot(server, "org", "list", "--json")))} == {"hub", "mirror"}
+
+    ok(entrepot(server, "org", "update", "mirror", "--namespace", "library", "--default"))
+    httpx.get(f"{server.url}/v2/alpine/manifests/3.19", headers=ACCEPT, timeout=10).raise_for_status()  # root path
+
+    shown = ok(entrepot(server, "org", "show", "mirror"))
+    assert "namespace             library" in shown and "default               True" in shown
+    assert "staleness seconds     60" in shown and "s3cret" not in shown
+    assert "alpine" in shown and ALPINE.manifest_digest[:19] in shown
+    details = json.loads(ok(entrepot(server, "org", "show", "mirror", "--json")))
+    assert details["repositories"][0]["tags"][0]["digest"] == ALPINE.manifest_digest
+
+    assert "deleted organization mirror" in ok(entrepot(server, "org", "delete", "mirror"))
+    assert "mirror" not in ok(entrepot(server, "org", "list"))
+
+
+def test_org_commands_report_the_servers_refusal_and_exit_non_zero(server, upstream):
+    conflict = entrepot(server, "org", "create", "hub", "--upstream", upstream.url)
+    invalid = entrepot(server, "org", "create", "bad", "--upstream", upstream.url, "--staleness-seconds", "-1")
+    missing = entrepot(server, "org", "show", "nosuch")
+    no_token = entrepot(server, "org", "list", token="")
+    wrong_token = entrepot(server, "org", "list", token="wrong")
+
+    assert conflict.returncode == 1 and "'hub' already exists" in conflict.stderr
+    assert invalid.returncode == 1 and "staleness_seconds:" in invalid.stderr
+    assert missing.returncode == 1 and "no cache organization named 'nosuch'" in missing.stderr
+    assert no_token.returncode == 1 and "ENTREPOT_ADMIN_TOKEN" in no_token.stderr
+    assert wrong_token.returncode == 1 and "admin token" in wrong_token.stderr
+    assert "bad" not in ok(entrepot(server, "org", "list"))
+
+
+@pytest.fixture(scope="module")
+def pulls(server):
+    """Five manifest GETs: three by containerd, two by podman."""
+    for user_agent in ["containerd/1.6.20"] * 3 + ["podman/4.3.1"] * 2:
+        response = httpx.get(f"{server.url}/v2/hub/library/alpine/manifests/3.19",
+                             headers={**ACCEPT, "User-Agent": user_agent}, timeout=10)
+        response.raise_for_status()
+    deadline = time.monotonic() + 10
+    def audited() -> int:
+        return len(httpx.get(f"{server.url}/api/v1/audit", params={"org": "hub"},
+                             headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()["items"])
+
+    while audited() < 5:
+        assert time.monotonic() < deadline, "the audit log did not catch up"
+        time.sleep(0.1)
+    return server
+
+
+def test_audit_follows_cursors_to_the_end_and_reports_progress_on_stderr(pulls):
+    result = entrepot(pulls, "audit", "--format", "jsonl", "--page-size", "2", "--org", "hub")
+
+    rows = [json.loads(line) for line in ok(result).splitlines()]
+    assert len(rows) == 5 and [row["id"] for row in rows] == sorted(row["id"] for row in rows)
+    assert "rows so far" in result.stderr
+
+
+def test_audit_filters_and_formats_as_a_table_json_lines_and_csv(pulls):
+    table = ok(entrepot(pulls, "audit", "--user-agent", "podman"))
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["ID", "TIME", "ORG"]
+    assert len(lines) == 3 and all("podman/4.3.1" in line for line in lines[1:])
+
+    misses = ok(entrepot(pulls, "audit", "--org", "hub", "--result", "miss", "--json")).splitlines()
+    assert [json.loads(line)["result"] for line in misses] == ["miss"]
+
+    exported = list(csv.DictReader(io.StringIO(ok(entrepot(pulls, "audit", "--format", "csv", "--since", "1h",
+                                                           "--user-agent", "containerd")))))
+    assert len(exported) == 3 and {row["user_agent"] for row in exported} == {"containerd/1.6.20"}
+
+    none = entrepot(pulls, "audit", "--since", "2999-01-01")
+    assert ok(none).strip() == "" and "no pulls match" in none.stderr
+    bad = entrepot(pulls, "audit", "--result", "maybe")
+    assert bad.returncode == 1 and "result:" in bad.stderr
+
+
+def test_a_generated_admin_token_is_printed_once_at_first_start_and_kept(upstream, entrepot_server_factory):
+    server = entrepot_server_factory([{"name": "hub", "upstream": upstream.url}],
+                                     env={"ENTREPOT_ADMIN_TOKEN": ""})
+    server.stop()
+    server.start()
+    token_file = server.data_dir / "admin.token"
+    token = token_file.read_text().strip()
+
+    assert server.log_path.read_text().count(f"Admin API token (generated, kept in {server.data_dir}") == 1
+    assert token in server.log_path.read_text()
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    assert "hub" in ok(entrepot(server, "org", "list", token=token))

@@ -1,0 +1,36 @@
+"""The requests a running `entrepot serve --access-log` answered, read from uvicorn's access log."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from urllib.parse import unquote
+
+# INFO:     127.0.0.1:51234 - "GET /v2/hub/x/manifests/1.0?ns=docker.io HTTP/1.1" 200 OK
+ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" (?P<status>\d{3})\b')
+
+
+class AccessLog:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._mark = 0
+
+    def _all(self) -> list[tuple[str, str, int]]:
+        text = self.path.read_text(errors="replace") if self.path.exists() else ""
+        return [(m["method"], unquote(m["target"]), int(m["status"])) for m in ACCESS_LINE.finditer(text)]
+
+    def mark(self) -> None:
+        """Later requests() only return requests answered after this call."""
+        self._mark = len(self._all())
+
+    def requests(self, settle: float = 0.3) -> list[tuple[str, str, int]]:
+        """(method, path with query, status) since mark(); waits until the log stops growing (lines follow replies)."""
+        seen, deadline = -1, time.monotonic() + 5
+        while time.monotonic() < deadline:
+            current = len(self._all())
+            if current == seen:
+                break
+            seen = current
+            time.sleep(settle)
+        return self._all()[self._mark:]

@@ -1,0 +1,66 @@
+"""Group commit: every pull is durable before record() returns, and many share one transaction."""
+
+import asyncio
+
+from application.pulls import GroupCommit, Pulls
+from domain.pull import Pull
+
+
+class CountingPulls(Pulls):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.batches: list[int] = []
+
+    def record(self, *pulls: Pull) -> None:
+        self.batches.append(len(pulls))
+        super().record(*pulls)
+
+
+def pull(n: int) -> Pull:
+    return Pull(org="hub", repository="r", reference=str(n), digest="sha256:x", result="hit", client="", user_agent="",
+                at=float(n))
+
+
+def test_concurrent_pulls_are_durable_when_record_returns_and_share_transactions():
+    pulls = CountingPulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+
+    async def main():
+        group = GroupCommit(pulls)
+        await group.start()
+
+        async def one(n: int) -> int:
+            await group.record(pull(n))
+            return pulls.recorder.max_notification_id()
+        positions = await asyncio.gather(*(one(n) for n in range(200)))
+        await group.stop()
+        return positions
+
+    positions = asyncio.run(main())
+    assert pulls.recorder.max_notification_id() == 200
+    assert all(p is not None and p >= 1 for p in positions)
+    assert sum(pulls.batches) == 200 and len(pulls.batches) < 200
+
+
+def test_a_failed_batch_reaches_every_waiting_request_and_the_writer_keeps_going():
+    pulls = CountingPulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    failing = {"on": True}
+    original = pulls.record
+
+    def flaky(*batch):
+        if failing["on"]:
+            raise RuntimeError("database down")
+        original(*batch)
+    pulls.record = flaky
+
+    async def main():
+        group = GroupCommit(pulls)
+        await group.start()
+        results = await asyncio.gather(*(group.record(pull(n)) for n in range(5)), return_exceptions=True)
+        failing["on"] = False
+        await group.record(pull(99))
+        await group.stop()
+        return results
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert pulls.recorder.max_notification_id() == 1

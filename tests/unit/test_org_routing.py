@@ -1,0 +1,128 @@
+"""Which org a /v2/<name>/... request goes to: a named org, containerd's ?ns=, or the default org."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from application.credentials import Credentials
+from application.errors import OrgUnknown
+from application.orgs import OrgDirectory
+from application.registry import Registry
+from application.routing import OrgRouter, Route, upstream_host
+from domain.names import InvalidName
+
+POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+
+
+@dataclass
+class Row:
+    name: str
+    settings: dict
+
+
+class Listing:
+    """The orgs view as the router reads it; `reads` counts the queries."""
+
+    def __init__(self, **orgs: dict) -> None:
+        self.rows = [Row(name, {"namespace": "", "default": False, **settings}) for name, settings in orgs.items()]
+        self.reads = 0
+
+    def list_orgs(self) -> list[Row]:
+        self.reads += 1
+        return list(self.rows)
+
+
+def router(**orgs: dict) -> OrgRouter:
+    listing = Listing(**orgs)
+    return OrgRouter(lambda name: name in orgs, listing)
+
+
+HUB = {"upstream": "https://registry-1.docker.io"}
+QUAY = {"upstream": "https://quay.io"}
+LOCAL = {"upstream": "http://127.0.0.1:5001"}
+
+
+def test_a_first_path_component_naming_an_org_wins_over_ns_and_the_default():
+    routes = router(hub={**HUB, "default": True}, local=LOCAL)
+
+    assert routes.route("local/library/alpine", ns="docker.io") == Route("local", "library/alpine")
+    assert routes.route("hub/library/alpine") == Route("hub", "library/alpine")
+
+
+def test_ns_routes_to_the_org_whose_upstream_is_that_host_and_is_echoed():
+    routes = router(hub=HUB, quay=QUAY, local=LOCAL)
+
+    assert routes.route("library/alpine", ns="docker.io") == Route("hub", "library/alpine", "docker.io")
+    assert routes.route("coreos/etcd", ns="quay.io") == Route("quay", "coreos/etcd", "quay.io")
+    assert routes.route("e2e/app", ns="127.0.0.1:5001") == Route("local", "e2e/app", "127.0.0.1:5001")
+
+
+def test_every_docker_hub_alias_in_ns_means_the_docker_hub_org():
+    routes = router(hub={"upstream": "docker.io"})
+    for ns in ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"):
+        assert routes.route("library/alpine", ns=ns).org == "hub"
+
+
+def test_ns_prefers_the_org_bound_to_the_longest_matching_namespace():
+    routes = router(hub=HUB, lib={**HUB, "namespace": "library"})
+
+    assert routes.route("library/alpine", ns="docker.io") == Route("lib", "alpine", "docker.io")
+    assert routes.route("bitnami/redis", ns="docker.io") == Route("hub", "bitnami/redis", "docker.io")
+
+
+def test_an_ns_no_org_mirrors_is_unknown_even_when_a_default_org_exists():
+    routes = router(hub={**HUB, "default": True})
+
+    with pytest.raises(OrgUnknown, match="quay.io"):
+        routes.route("coreos/etcd", ns="quay.io")
+    with pytest.raises(OrgUnknown):
+        routes.route("coreos/etcd", ns="not a host/")
+
+
+def test_root_paths_go_to_the_default_org_as_the_docker_daemon_sends_them():
+    routes = router(hub={**HUB, "default": True}, quay=QUAY)
+
+    assert routes.route("library/postgres") == Route("hub", "library/postgres")
+    assert routes.route("alpine") == Route("hub", "alpine")
+
+
+def test_root_paths_without_a_default_org_are_unknown():
+    with pytest.raises(OrgUnknown, match="no default organization"):
+        router(hub=HUB).route("library/postgres")
+
+
+def test_an_org_name_without_a_repository_is_an_invalid_name():
+    with pytest.raises(InvalidName):
+        router(hub={**HUB, "default": True}).route("hub")
+
+
+def test_the_org_list_is_read_once_per_ttl_but_again_after_forget():
+    listing = Listing(hub={**HUB, "default": True})
+    routes = OrgRouter(lambda name: False, listing, ttl=60)
+    for _ in range(3):
+        routes.route("library/alpine")
+    assert listing.reads == 1
+
+    routes.forget()
+    routes.route("library/alpine")
+    assert listing.reads == 2
+
+
+def test_upstream_hosts_compare_without_scheme_or_default_port():
+    assert upstream_host("https://quay.io:443") == upstream_host("quay.io") == "quay.io"
+    assert upstream_host("http://127.0.0.1:5001") == upstream_host("127.0.0.1:5001")
+    assert upstream_host("index.docker.io") == "registry-1.docker.io"
+
+
+def test_a_one_word_name_through_a_docker_hub_org_means_library():
+    orgs = OrgDirectory(Registry(env=POPO), Credentials(env=POPO), ttl=0)
+    orgs.apply("hub", {"upstream": "docker.io"})
+    routes = OrgRouter(lambda name: orgs.get(name) is not None, Listing())
+
+    route = routes.route("hub/postgres")
+
+    assert route == Route("hub", "postgres")
+    assert orgs.get("hub").target(route.repository).repository == "library/postgres"
+    assert orgs.get("hub").target("bitnami/postgres").repository == "bitnami/postgres"

@@ -1,0 +1,79 @@
+"""Cache organizations: settings validation, idempotent application, Docker Hub mapping."""
+
+import pytest
+
+from application.credentials import Credentials
+from application.orgs import OrgDirectory
+from application.registry import Registry
+from domain.org import DOCKER_HUB_URL, InvalidOrgSettings, normalize_upstream, upstream_repository
+
+POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+
+
+def directory() -> tuple[OrgDirectory, Registry]:
+    registry = Registry(env=POPO)
+    return OrgDirectory(registry, Credentials(env=POPO), ttl=0), registry
+
+
+def events(registry: Registry) -> list[str]:
+    return [type(registry.mapper.to_domain_event(n)).__qualname__
+            for n in registry.recorder.select_notifications(start=1, limit=100)]
+
+
+def test_applying_the_same_settings_twice_records_nothing_the_second_time():
+    orgs, registry = directory()
+    assert orgs.apply("hub", {"upstream": "docker.io"}) is True
+    assert orgs.apply("hub", {"upstream": "docker.io"}) is False
+    assert events(registry) == ["CacheOrg.Registered"]
+
+
+def test_changed_settings_record_one_reconfiguration_with_only_the_changes():
+    orgs, registry = directory()
+    orgs.apply("hub", {"upstream": "docker.io"})
+    orgs.apply("hub", {"upstream": "docker.io", "staleness_seconds": 60})
+    assert events(registry) == ["CacheOrg.Registered", "CacheOrg.Reconfigured"]
+    last = registry.mapper.to_domain_event(registry.recorder.select_notifications(start=2, limit=1)[0])
+    assert last.changes == {"staleness_seconds": 60}
+    assert orgs.get("hub").staleness_seconds == 60
+
+
+def test_a_password_change_alone_is_a_change_but_never_an_event_of_the_registry():
+    orgs, registry = directory()
+    orgs.apply("priv", {"upstream": "https://r.example", "username": "u", "password": "one"})
+    assert orgs.apply("priv", {"upstream": "https://r.example", "username": "u", "password": "two"}) is True
+    assert orgs.get("priv").password == "two"
+    assert events(registry) == ["CacheOrg.Registered"]
+
+
+@pytest.mark.parametrize("settings", [
+    {"upstream": ""}, {"upstream": "ftp://x"}, {"upstream": "https://x/path"},
+    {"upstream": "docker.io", "staleness_seconds": -1}, {"upstream": "docker.io", "max_stale_seconds": "a"},
+    {"upstream": "docker.io", "namespace": "Bad"}, {"upstream": "docker.io", "on_upstream_denied": "maybe"},
+])
+def test_invalid_settings_are_refused_and_record_nothing(settings):
+    orgs, registry = directory()
+    with pytest.raises(InvalidOrgSettings):
+        orgs.apply("hub", settings)
+    assert events(registry) == []
+
+
+@pytest.mark.parametrize("name", ["Hub", "a/b", "", "-x"])
+def test_invalid_org_names_are_refused(name):
+    orgs, _ = directory()
+    with pytest.raises(InvalidOrgSettings):
+        orgs.apply(name, {"upstream": "docker.io"})
+
+
+def test_docker_hub_aliases_and_schemes_are_normalized():
+    assert normalize_upstream("docker.io") == DOCKER_HUB_URL
+    assert normalize_upstream("https://index.docker.io/") == DOCKER_HUB_URL
+    assert normalize_upstream("quay.io") == "https://quay.io"
+    assert normalize_upstream("http://127.0.0.1:5001") == "http://127.0.0.1:5001"
+
+
+def test_one_word_docker_hub_names_mean_library_and_namespaces_are_prefixed():
+    assert upstream_repository(DOCKER_HUB_URL, "", "postgres") == "library/postgres"
+    assert upstream_repository(DOCKER_HUB_URL, "", "bitnami/redis") == "bitnami/redis"
+    assert upstream_repository(DOCKER_HUB_URL, "library", "postgres") == "library/postgres"
+    assert upstream_repository("https://quay.io", "", "app") == "app"
+    assert upstream_repository("https://ghcr.io", "org", "tool") == "org/tool"
