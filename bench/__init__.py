@@ -1,0 +1,1 @@
+"""Benchmarks: Entrepôt against the distribution registry in proxy mode (see bench/README.md)."""

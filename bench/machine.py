@@ -1,0 +1,86 @@
+"""What the numbers depend on: the machine, its load, and the versions of everything measured."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*command: str) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10, cwd=REPO_ROOT)
+        return (done.stdout or done.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def _first_match(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    return match.group(1) if match else text.splitlines()[0] if text else ""
+
+
+def load() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def machine() -> dict:
+    cpu = _first_match(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+    mem = _first_match(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())
+    return {"host": platform.node(), "cores": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+            "mem_total_mib": int(mem) // 1024 if mem.isdigit() else None}
+
+
+def versions(cold_client: str) -> dict:
+    def package(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    found = {
+        "python": sys.version.split()[0],
+        "distribution": _first_match(r"(\d+\.\d+\.\d+\S*)", _run("docker-registry", "--version")),
+        "wrk": _first_match(r"wrk (\S+)", _run("wrk", "-v")),
+        "curl": _first_match(r"curl (\S+)", _run("curl", "--version")),
+        "entrepot_commit": _run("git", "rev-parse", "--short", "HEAD"),
+        "entrepot_worktree_dirty": bool(_run("git", "status", "--porcelain", "--untracked-files=no")),
+    }
+    if cold_client == "skopeo":
+        found["skopeo"] = _first_match(r"version (\S+)", _run("skopeo", "--version"))
+    for name in ("litestar", "uvicorn", "granian", "httpx", "eventsourcing", "psycopg"):
+        found[name] = package(name)
+    return found
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def wait_idle(pids: list[int], busy_below: float = 0.15, window: float = 0.3, timeout: float = 60.0) -> float:
+    """Wait until every process uses under `busy_below` of a core over `window` seconds; returns the wait.
+
+    A cache that still works off the last load (Entrepôt's projections catching up with the pulls
+    it recorded) would otherwise slow the next target's measurement.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    start = time.monotonic()
+    before = {pid: _cpu_ticks(pid) for pid in pids}
+    while time.monotonic() - start < timeout:
+        time.sleep(window)
+        after = {pid: _cpu_ticks(pid) for pid in pids}
+        if all((after[pid] - before[pid]) / tick < busy_below * window for pid in pids):
+            return time.monotonic() - start
+        before = after
+    return time.monotonic() - start

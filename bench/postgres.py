@@ -1,0 +1,48 @@
+"""A fresh PostgreSQL database for the Entrepôt-on-PostgreSQL target, dropped afterwards."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import psycopg
+from psycopg import sql
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+class FreshDatabase:
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url            # e.g. postgresql://postgres@127.0.0.1:5432/postgres
+        self.name = f"entrepot_bench_{os.getpid()}_{int(time.time())}"
+
+    @property
+    def url(self) -> str:
+        base = self.admin_url.rsplit("/", 1)[0]
+        return f"{base}/{self.name}"
+
+    def create(self) -> FreshDatabase:
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+        return self
+
+    def tables(self, schema: str = "entrepot") -> list[str]:
+        """Tables the server created: none means it ignored `[database] url`."""
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+            rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                                (schema,)).fetchall()
+        return sorted(row[0] for row in rows)
+
+    def drop(self) -> None:
+        try:
+            with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
+        except psycopg.Error:
+            pass
