@@ -11,12 +11,13 @@ import anyio.to_thread
 from application.errors import (ManifestUnknown, OrgUnknown, UpstreamBadContent, UpstreamError,
                                 UpstreamNotFound, UpstreamRateLimited)
 from application.ratelimits import RateLimits
+from application.row_cache import RowCache
 from application.stale import failure_kind, stale_reason
 from application.fills import BlobFills
 from application.manifest_cache import ManifestBytes
 from application.orgs import OrgConfig, OrgDirectory
-from application.ports import (BlobNotFound, BlobStore, CacheView, Clock, FillCoordinator, SharedTags, TagRow,
-                               Upstream, UpstreamTarget)
+from application.ports import (BlobNotFound, BlobStore, CacheView, Clock, FillCoordinator, ManifestRow, SharedTags,
+                               TagRow, Upstream, UpstreamTarget)
 from application.pulls import GroupCommit
 from application.registry import Registry
 from application.singleflight import SingleFlight
@@ -70,6 +71,10 @@ class PullThroughCache:
         self._shared_tags = shared_tags  # None: one replica, nothing to share
         self.rate_limits = RateLimits()
         self._missing: dict[tuple[str, str, str], float] = {}  # negative cache: key -> remembered until
+        # View rows held briefly in-process: the warm path then costs no query (on PostgreSQL a
+        # blocking round trip on the event loop). Tag rows for a second; manifests never change.
+        self._tag_rows: RowCache[tuple[str, str, str], TagRow] = RowCache(ttl=1.0)
+        self._manifest_rows: RowCache[tuple[str, str, str], ManifestRow] = RowCache()
         # Our own tag writes, so this process reads them before the projection catches up.
         self._recent_tags: dict[tuple[str, str, str], TagRow] = {}
 
@@ -97,7 +102,12 @@ class PullThroughCache:
         return answer
 
     async def _by_digest(self, org: OrgConfig, repository: str, digest: str, accept: list[str]) -> ManifestAnswer:
-        row = self._view.get_manifest(org.name, repository, digest)
+        key = (org.name, repository, digest)
+        row = self._manifest_rows.get(key)
+        if row is None:
+            row = self._view.get_manifest(org.name, repository, digest)
+            if row is not None:
+                self._manifest_rows.put(key, row)  # immutable: a manifest by digest never changes
         if row is not None:
             content = await self._manifests.get(digest)
             if content is not None:
@@ -137,7 +147,11 @@ class PullThroughCache:
     async def _tag_row(self, org: str, repository: str, tag: str) -> TagRow | None:
         key = (org, repository, tag)
         recent = self._recent_tags.get(key)
-        row = self._view.get_tag(org, repository, tag)
+        row = self._tag_rows.get(key)
+        if row is None:
+            row = self._view.get_tag(org, repository, tag)
+            if row is not None:
+                self._tag_rows.put(key, row)
         if recent is not None:
             if row is not None and row.checked_at >= recent.checked_at:
                 del self._recent_tags[key]  # the projection has caught up
@@ -198,20 +212,26 @@ class PullThroughCache:
         await self._manifests.put(fetched.digest, fetched.content)
         self._missing.pop((org.name, repository, reference), None)
         now = self._clock.now()
+        # The manifest and its tag in one transaction: one commit on the cold path, not two.
         await anyio.to_thread.run_sync(lambda: self._registry.record_manifest(
             org.name, repository, fetched.digest, content.media_type, len(fetched.content),
-            content.blobs, content.children, now))
+            content.blobs, content.children, now, tag=tag))
         if tag is not None:
-            await self._record_tag(org.name, repository, tag, fetched.digest, content.media_type)
+            await self._remember_tag(org.name, repository, tag, TagRow(fetched.digest, content.media_type, now))
         return ManifestAnswer(fetched.content, content.media_type, fetched.digest, PullResult.MISS)
 
     async def _record_tag(self, org: str, repository: str, tag: str, digest: str, media_type: str) -> None:
         now = self._clock.now()
         await anyio.to_thread.run_sync(
             lambda: self._registry.record_tag(org, repository, tag, digest, media_type, now))
-        self._recent_tags[(org, repository, tag)] = TagRow(digest, media_type, now)
+        await self._remember_tag(org, repository, tag, TagRow(digest, media_type, now))
+
+    async def _remember_tag(self, org: str, repository: str, tag: str, row: TagRow) -> None:
+        """After our own write: this process reads it before the projection catches up."""
+        self._recent_tags[(org, repository, tag)] = row
+        self._tag_rows.forget((org, repository, tag))
         if self._shared_tags:  # replaces the entry: a moved tag is seen moved by every replica
-            await self._shared_tags.put(org, repository, tag, TagRow(digest, media_type, now))
+            await self._shared_tags.put(org, repository, tag, row)
 
     # -- blobs -----------------------------------------------------------------------------------
     async def blob(self, org_name: str, repository: str, digest: str) -> BlobAnswer:
@@ -231,7 +251,8 @@ class PullThroughCache:
                 await fill.started.wait()
                 if fill.error is not None and fill.readable == 0:
                     raise fill.error
-            return BlobAnswer(digest, fill.size, PullResult.MISS, fill.read)
+            # A verified fill that storage is still publishing already holds the whole blob: a hit.
+            return BlobAnswer(digest, fill.size, PullResult.HIT if fill.verified else PullResult.MISS, fill.read)
 
     def _stored_blob(self, digest: str, size: int, redirect: str | None = None) -> BlobAnswer:
         return BlobAnswer(digest, size, PullResult.HIT, lambda start, end: self._store.read(digest, start, end),

@@ -12,6 +12,7 @@ from domain.names import Digest
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 256 * 1024
+ADVANCE_STEP = 1024 * 1024
 
 BlobCached = Callable[[UpstreamTarget, str, int], Awaitable[None]]
 FillFailed = Callable[[UpstreamTarget, str, Exception], Awaitable[None]]
@@ -27,6 +28,7 @@ class Fill:
         self.size: int | None = None
         self.readable = 0
         self.done = False
+        self.verified = False  # every byte is in the spool and matched the digest
         self.error: Exception | None = None
         self.stored: BlobStore | None = None  # set when another replica published the blob first
         self.started = asyncio.Event()
@@ -192,7 +194,10 @@ class BlobFills:
                     continue
                 hasher.update(chunk)
                 await spool.append(chunk)
-                fill.advance(written)  # the previous chunks become readable; this one waits
+                # The previous chunks become readable; this one waits for the digest check. Readers
+                # are woken per ADVANCE_STEP, not per network chunk: waking them costs more than it buys.
+                if written - fill.readable >= ADVANCE_STEP:
+                    fill.advance(written)
                 written += len(chunk)
             if fill.size is not None and written != fill.size:
                 raise UpstreamBadContent(f"upstream sent {written} of {fill.size} bytes of {fill.digest}")
@@ -200,6 +205,9 @@ class BlobFills:
                 raise UpstreamBadContent(f"upstream bytes do not match digest {fill.digest}",
                                          digest=fill.digest)
             fill.size = written
+            fill.verified = True
+            # The last bytes are released only once the blob is published: a client that received a
+            # whole blob can rely on the cache holding it (and on every replica finding it).
             await self._store.publish(fill.digest, spool)
             published = True
             fill.finish(written)

@@ -43,26 +43,39 @@ class Registry(Application[UUID]):
     # -- what the cache holds --------------------------------------------------------------------
     def record_tag(self, org: str, repository: str, tag: str, digest: str, media_type: str, checked_at: float) -> None:
         """Upstream told us what a tag points to: resolve, revalidate or retarget it."""
-        for _ in range(3):  # a concurrent writer of the same tag: reload and observe again
+        self._save_with_retry(lambda: [self._observed_tag(org, repository, tag, digest, media_type, checked_at)])
+
+    def record_manifest(self, org: str, repository: str, digest: str, media_type: str, size: int,
+                        blobs: list[str], children: list[str], cached_at: float, tag: str | None = None) -> None:
+        """A fetched manifest, and the tag it was fetched by, in one transaction."""
+        def changes() -> list:
+            out = []
+            if not self._exists(CachedManifest.create_id(org, repository, digest)):
+                out.append(CachedManifest(org=org, repository=repository, digest=digest, media_type=media_type,
+                                          size=size, blobs=blobs, children=children, cached_at=cached_at))
+            if tag is not None:
+                out.append(self._observed_tag(org, repository, tag, digest, media_type, cached_at))
+            return out
+        self._save_with_retry(changes)
+
+    def _observed_tag(self, org, repository, tag, digest, media_type, checked_at) -> TagResolution:
+        try:
+            resolution = self.repository.get(TagResolution.create_id(org, repository, tag))
+            resolution.observe(digest, media_type, checked_at)
+        except AggregateNotFoundError:
+            resolution = TagResolution(org=org, repository=repository, tag=tag, digest=digest,
+                                       media_type=media_type, checked_at=checked_at)
+        return resolution
+
+    def _save_with_retry(self, changes) -> None:
+        """Concurrent writers of the same tag or manifest: reload and apply again (content-addressed facts)."""
+        for _ in range(3):
             try:
-                resolution = self.repository.get(TagResolution.create_id(org, repository, tag))
-                resolution.observe(digest, media_type, checked_at)
-            except AggregateNotFoundError:
-                resolution = TagResolution(org=org, repository=repository, tag=tag, digest=digest,
-                                           media_type=media_type, checked_at=checked_at)
-            try:
-                self.save(resolution)
+                self.save(*changes())
                 return
             except IntegrityError:
                 continue
-        raise RuntimeError(f"could not record tag {org}/{repository}:{tag} after concurrent updates")
-
-    def record_manifest(self, org: str, repository: str, digest: str, media_type: str, size: int,
-                        blobs: list[str], children: list[str], cached_at: float) -> None:
-        if self._exists(CachedManifest.create_id(org, repository, digest)):
-            return
-        self._save_new(CachedManifest(org=org, repository=repository, digest=digest, media_type=media_type,
-                                      size=size, blobs=blobs, children=children, cached_at=cached_at))
+        raise RuntimeError("could not record the change after concurrent updates")
 
     def record_blob(self, org: str, repository: str, digest: str, size: int, cached_at: float) -> None:
         if self._exists(CachedBlob.create_id(org, digest)):

@@ -15,7 +15,8 @@ import pytest
 from application.pulls import Pulls
 from application.registry import Registry
 from domain.pull import Pull
-from projections import GuardedRunners, open_cache_view, open_view, rebuild, status, wait_caught_up
+from projections import (GuardedRunners, RebuildInProgress, locks, open_cache_view, open_view, rebuild, status,
+                         wait_caught_up)
 from tests.support.server import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -221,5 +222,26 @@ def test_a_runner_that_loses_its_session_stops_and_takes_over_again(env, apps):
 
 
 def locks_held(env) -> dict[str, int]:
-    from projections.locks import holders
-    return holders(env, ("tags", "manifests", "blobs", "audit", "counters", "orgs"))
+    return locks.holders(env, ("tags", "manifests", "blobs", "audit", "counters", "orgs"))
+
+
+def test_a_second_rebuild_at_once_is_refused_and_a_failed_one_leaves_nothing_behind(env, apps):
+    registry, _ = apps
+    populate(registry)
+    schema = env["POSTGRES_SCHEMA"]
+    open_view("tags", env).close()
+    with psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
+                         dbname=env["POSTGRES_DBNAME"], autocommit=True) as other:
+        # What a rebuild killed half-way leaves: the next version's tables, partly filled.
+        other.execute(f'CREATE TABLE "{schema}".tags_v2 AS SELECT * FROM "{schema}".tags_v1 WHERE false')
+        other.execute(f'INSERT INTO "{schema}".tags_v2 VALUES (\'x\', \'y\', \'z\', \'d\', \'m\', 0)')
+        other.execute("SELECT pg_advisory_lock(%s)", (locks.advisory_key(schema, "tags", "rebuild"),))
+        with pytest.raises(RebuildInProgress):
+            rebuild("tags", env)                             # the other session is rebuilding tags
+    assert rebuild("tags", env) == {"Registry": 1}            # its session ended: the lock went with it
+    view = open_view("tags", env)
+    try:
+        assert view.list_tags("x", "y") == [] and view.list_tags(ORG, REPO) == ["3.20"]
+        assert view.version == 2
+    finally:
+        view.close()

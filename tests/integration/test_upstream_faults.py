@@ -148,13 +148,18 @@ def test_revalidation_uses_head_and_gets_the_manifest_only_when_the_digest_chang
 
 
 def test_upstream_closing_the_connection_mid_blob_fails_the_transfer_and_the_next_pull_succeeds(lanes):
-    image = lanes.push("truncate", "a", layers=1, layer_size=600_000)
+    image = lanes.push("truncate", "a", layers=1, layer_size=3_000_000)
     layer = image.layers[0]
-    lanes.proxies["truncate"].add(Fault(rf"/blobs/{layer.digest}", truncate_after=300_000))
+    lanes.proxies["truncate"].add(Fault(rf"/blobs/{layer.digest}", truncate_after=2_000_000))
     with pytest.raises(httpx.HTTPError):
         lanes.get("truncate", "blobs", layer.digest)
     again = lanes.get("truncate", "blobs", layer.digest)
     assert again.content == layer.data and again.headers["x-cache"] == "MISS"
+    small = image.config  # cut before any byte was released: an OCI error instead of a cut transfer
+    lanes.proxies["truncate"].add(Fault(rf"/blobs/{small.digest}", truncate_after=100))
+    refused = lanes.get("truncate", "blobs", small.digest)
+    assert refused.status_code in (502, 503) and code(refused) in ("UNAVAILABLE", "DIGEST_INVALID")
+    assert lanes.get("truncate", "blobs", small.digest).content == small.data
     assert lanes.get("truncate", "blobs", layer.digest).headers["x-cache"] == "HIT"
 
 
@@ -164,7 +169,7 @@ def corruption_events(lanes) -> int:
 
 
 def test_a_blob_whose_bytes_do_not_match_its_digest_is_never_stored_nor_served_whole(lanes):
-    image = lanes.push("corrupt", "a", layers=2, layer_size=600_000)
+    image = lanes.push("corrupt", "a", layers=2, layer_size=3_000_000)
     small, large = image.config, image.layers[0]
     lanes.proxies["corrupt"].add(Fault(rf"/blobs/{small.digest}", corrupt=True))
     refused = lanes.get("corrupt", "blobs", small.digest)
@@ -179,9 +184,9 @@ def test_a_blob_whose_bytes_do_not_match_its_digest_is_never_stored_nor_served_w
 
 
 def test_a_stalled_upstream_fails_cleanly_after_the_read_timeout_and_the_next_pull_succeeds(lanes):
-    image = lanes.push("stall", "a", layers=1, layer_size=600_000)
+    image = lanes.push("stall", "a", layers=1, layer_size=3_000_000)
     layer = image.layers[0]
-    lanes.proxies["stall"].add(Fault(rf"/blobs/{layer.digest}", stall_after=200_000, stall_seconds=4))
+    lanes.proxies["stall"].add(Fault(rf"/blobs/{layer.digest}", stall_after=2_000_000, stall_seconds=4))
     started = time.monotonic()
     with pytest.raises(httpx.HTTPError):
         lanes.get("stall", "blobs", layer.digest)
@@ -190,9 +195,9 @@ def test_a_stalled_upstream_fails_cleanly_after_the_read_timeout_and_the_next_pu
 
 
 def test_a_client_disconnecting_mid_stream_does_not_stop_the_fill(lanes):
-    image = lanes.push("disconnect", "a", layers=1, layer_size=800_000)
+    image = lanes.push("disconnect", "a", layers=1, layer_size=3_000_000)
     layer = image.layers[0]
-    lanes.proxies["disconnect"].add(Fault(rf"/blobs/{layer.digest}", chunk_delay=0.05, chunk_size=32_768))
+    lanes.proxies["disconnect"].add(Fault(rf"/blobs/{layer.digest}", chunk_delay=0.02, chunk_size=65_536))
     url = f"{lanes.server.url}/v2/disconnect/team/disconnect/blobs/{layer.digest}"
     with httpx.stream("GET", url, timeout=30) as response:
         next(response.iter_raw())  # read a little, then hang up
@@ -263,11 +268,11 @@ def test_after_repeated_failures_upstream_is_in_back_off_then_recovers(upstream_
 
 def test_sigkill_during_a_fill_leaves_no_partial_blob_and_the_next_pull_fetches_again(upstream_registry,
                                                                                       entrepot_server_factory):
-    image = build_image("sigkill", layers=1, layer_size=1_500_000)
+    image = build_image("sigkill", layers=1, layer_size=3_000_000)
     layer = image.layers[0]
     push_image(upstream_registry.url, "team/app", "1", image)
     with FaultProxy(upstream_registry.url) as proxy:
-        proxy.add(Fault(rf"/blobs/{layer.digest}", chunk_delay=0.05, chunk_size=32_768))
+        proxy.add(Fault(rf"/blobs/{layer.digest}", chunk_delay=0.03, chunk_size=65_536))
         server = entrepot_server_factory([{"name": "org", "upstream": proxy.url}])
         base = f"{server.url}/v2/org/team/app"
         assert httpx.get(f"{base}/manifests/1").status_code == 200
