@@ -19,12 +19,20 @@ class Registry(Application[UUID]):
         """Create or update an org (idempotent). Returns True when an event was recorded."""
         validate_org_name(name)
         settings = normalize_settings(settings)
-        try:
-            org = self.repository.get(CacheOrg.create_id(name))
-            org.reconfigure(settings)
-        except AggregateNotFoundError:
-            org = CacheOrg(name=name, settings=settings)
-        return bool(self.save(org))
+        recorded: list = []
+
+        def changes() -> list:
+            # Replicas starting together apply the same file: the loser of the race reloads and
+            # finds the org already as configured, so it records nothing.
+            try:
+                org = self.repository.get(CacheOrg.create_id(name))
+                org.reconfigure(settings)
+            except AggregateNotFoundError:
+                org = CacheOrg(name=name, settings=settings)
+            recorded[:] = [org] if org.pending_events else []
+            return recorded
+        self._save_with_retry(changes)
+        return bool(recorded)
 
     def delete_org(self, name: str) -> bool:
         org = self.get_org(name)

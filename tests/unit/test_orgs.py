@@ -5,7 +5,10 @@ import pytest
 from application.credentials import Credentials
 from application.orgs import OrgDirectory
 from application.registry import Registry
-from domain.org import DOCKER_HUB_URL, InvalidOrgSettings, normalize_upstream, upstream_repository
+from eventsourcing.application import AggregateNotFoundError
+
+from domain.org import (DOCKER_HUB_URL, CacheOrg, InvalidOrgSettings, normalize_settings, normalize_upstream,
+                        upstream_repository)
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
@@ -77,3 +80,21 @@ def test_one_word_docker_hub_names_mean_library_and_namespaces_are_prefixed():
     assert upstream_repository(DOCKER_HUB_URL, "library", "postgres") == "library/postgres"
     assert upstream_repository("https://quay.io", "", "app") == "app"
     assert upstream_repository("https://ghcr.io", "org", "tool") == "org/tool"
+
+
+def test_two_writers_registering_the_same_org_at_once_both_succeed_and_it_is_registered_once():
+    orgs, registry = directory()
+    original_get = registry.repository.get
+    raced = {"done": False}
+
+    def get_racing_another_replica(aggregate_id, *args, **kwargs):
+        if not raced["done"]:
+            # Our read finds nothing; another replica registers the org before our write.
+            raced["done"] = True
+            registry.save(CacheOrg(name="hub", settings=normalize_settings({"upstream": "docker.io"})))
+            raise AggregateNotFoundError(aggregate_id)
+        return original_get(aggregate_id, *args, **kwargs)
+
+    registry.repository.get = get_racing_another_replica
+    assert orgs.apply("hub", {"upstream": "docker.io"}) is False
+    assert events(registry) == ["CacheOrg.Registered"]
