@@ -41,6 +41,20 @@ class AuditView(View):
         """
 
 
+def audit_filters(placeholder: str, contains: str, org, repository, result, since, until, after_id, limit,
+                  client, user_agent) -> tuple[str, list]:
+    """The WHERE clause and parameters of a query, in either SQL dialect (`?` or `%s`)."""
+    clauses, params = [], []
+    for clause, value in (("org = ?", org), ("repository = ?", repository), ("result = ?", result),
+                          ("at >= ?", since), ("at < ?", until), ("id > ?", after_id),
+                          ("client = ?", client), (contains, user_agent)):
+        if value is not None:
+            clauses.append(clause.replace("?", placeholder))
+            params.append(value)
+    params.append(max(1, min(int(limit), MAX_LIMIT)))
+    return (f"WHERE {' AND '.join(clauses)} " if clauses else ""), params
+
+
 class AuditProjection(ViewProjection):
     name = "audit"
     handles = (Pull.Recorded,)
@@ -65,15 +79,8 @@ class SqliteAuditView(SqliteView, AuditView):
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
               limit: int = 100, client: str | None = None, user_agent: str | None = None) -> list[AuditRow]:
-        clauses, params = [], []
-        for clause, value in (("org = ?", org), ("repository = ?", repository), ("result = ?", result),
-                              ("at >= ?", since), ("at < ?", until), ("id > ?", after_id),
-                              ("client = ?", client), ("instr(user_agent, ?) > 0", user_agent)):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-        params.append(max(1, min(int(limit), MAX_LIMIT)))
+        where, params = audit_filters("?", "instr(user_agent, ?) > 0", org, repository, result, since, until,
+                                      after_id, limit, client, user_agent)
         rows = self._query(f"SELECT * FROM audit {where}ORDER BY id LIMIT ?", params)
         return [AuditRow(*row) for row in rows]
 
@@ -99,13 +106,6 @@ class PostgresAuditView(PostgresView, AuditView):
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
               limit: int = 100, client: str | None = None, user_agent: str | None = None) -> list[AuditRow]:
-        clauses, params = [], []
-        for clause, value in (("org = %s", org), ("repository = %s", repository), ("result = %s", result),
-                              ("at >= %s", since), ("at < %s", until), ("id > %s", after_id),
-                              ("client = %s", client), ("strpos(user_agent, %s) > 0", user_agent)):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-        params.append(max(1, min(int(limit), MAX_LIMIT)))
+        where, params = audit_filters("%s", "strpos(user_agent, %s) > 0", org, repository, result, since, until,
+                                      after_id, limit, client, user_agent)
         return [AuditRow(*row) for row in self._query(f"SELECT * FROM {{audit}} {where}ORDER BY id LIMIT %s", params)]
