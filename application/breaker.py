@@ -85,6 +85,9 @@ class GuardedUpstream:
     async def head_manifest(self, target: UpstreamTarget, reference: str, accept: list[str]) -> UpstreamManifestHead:
         return await self._call(target, lambda: self._upstream.head_manifest(target, reference, accept))
 
+    async def head_blob(self, target: UpstreamTarget, digest: str) -> int | None:
+        return await self._call(target, lambda: self._upstream.head_blob(target, digest))
+
     async def open_blob(self, target: UpstreamTarget, digest: str) -> UpstreamBlob:
         return await self._call(target, lambda: self._upstream.open_blob(target, digest))
 

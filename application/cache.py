@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 
-from application.errors import (ManifestUnknown, OrgUnknown, UpstreamBadContent, UpstreamError,
+from application.errors import (BlobUnknown, ManifestUnknown, OrgUnknown, UpstreamBadContent, UpstreamError,
                                 UpstreamNotFound, UpstreamRateLimited)
 from application.ratelimits import RateLimits
 from application.row_cache import RowCache
@@ -75,6 +75,7 @@ class PullThroughCache:
         # blocking round trip on the event loop). Tag rows for a second; manifests never change.
         self._tag_rows: RowCache[tuple[str, str, str], TagRow] = RowCache(ttl=1.0)
         self._manifest_rows: RowCache[tuple[str, str, str], ManifestRow] = RowCache()
+        self._org_blobs: RowCache[tuple[str, str], bool] = RowCache()  # (org, digest) this org holds
         # Our own tag writes, so this process reads them before the projection catches up.
         self._recent_tags: dict[tuple[str, str, str], TagRow] = {}
 
@@ -243,16 +244,37 @@ class PullThroughCache:
             if fill is None:
                 size = await self._store.stat(digest)
                 if size is not None:
+                    await self._check_org_holds(org, repository, digest, size)
                     return self._stored_blob(digest, size, await self._store.redirect_url(digest))
                 fill = await self.fills.join(org.target(repository), digest)
                 if fill is None:
                     continue  # published while we looked: serve it from storage
             else:
                 await fill.started.wait()
+                if fill.org != org.name:
+                    await self._check_org_holds(org, repository, digest, fill.size)
                 if fill.error is not None and fill.readable == 0:
                     raise fill.error
             # A verified fill that storage is still publishing already holds the whole blob: a hit.
             return BlobAnswer(digest, fill.size, PullResult.HIT if fill.verified else PullResult.MISS, fill.read)
+
+    async def _check_org_holds(self, org: OrgConfig, repository: str, digest: str, size: int | None) -> None:
+        """Storage is shared by every org: a blob another org brought in is served to this one only
+        once this org's upstream confirms it has the blob (a HEAD), which is then recorded for it."""
+        key = (org.name, digest)
+        if self._org_blobs.get(key) or self.fills.just_published_for(digest) == org.name:
+            return
+        if not await anyio.to_thread.run_sync(self._registry.holds_blob, org.name, digest):
+            target = org.target(repository)
+            try:
+                await self._upstream.head_blob(target, digest)
+            except UpstreamNotFound:
+                raise BlobUnknown(f"blob {digest} is unknown to {org.name}/{repository} upstream",
+                                  digest=digest) from None
+            if size is None:
+                return  # known once the fill that brings it in has its size and records it
+            await self._blob_cached(target, digest, size)
+        self._org_blobs.put(key, True)
 
     def _stored_blob(self, digest: str, size: int, redirect: str | None = None) -> BlobAnswer:
         return BlobAnswer(digest, size, PullResult.HIT, lambda start, end: self._store.read(digest, start, end),
@@ -268,6 +290,7 @@ class PullThroughCache:
         now = self._clock.now()
         await anyio.to_thread.run_sync(
             lambda: self._registry.record_blob(target.org, target.repository, digest, size, now))
+        self._org_blobs.put((target.org, digest), True)
 
     # -- tags ------------------------------------------------------------------------------------
     async def tags(self, org_name: str, repository: str) -> list[str]:

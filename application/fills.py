@@ -29,6 +29,7 @@ class Fill:
         self.readable = 0
         self.done = False
         self.verified = False  # every byte is in the spool and matched the digest
+        self.org = ""          # the org whose pull started the fill
         self.error: Exception | None = None
         self.stored: BlobStore | None = None  # set when another replica published the blob first
         self.started = asyncio.Event()
@@ -111,6 +112,11 @@ class BlobFills:
         # a done fill is published (read storage); a failed one is retried by a new fill
         return None if fill is None or fill.done or fill.error is not None else fill
 
+    def just_published_for(self, digest: str) -> str | None:
+        """The org of a fill that has published `digest` and is still recording it, else None."""
+        fill = self._fills.get(digest)
+        return fill.org if fill is not None and fill.done and fill.error is None else None
+
     async def join(self, target: UpstreamTarget, digest: str) -> Fill | None:
         """The running fill of `digest`, starting one if needed; None if the blob got published meanwhile."""
         fill = self.running(digest)
@@ -120,6 +126,7 @@ class BlobFills:
             fill = self.running(digest)  # another request may have started one during the await
         if fill is None:
             fill = Fill(digest, self._store.new_spool(digest))
+            fill.org = target.org
             self._fills[digest] = fill
             task = asyncio.create_task(self._run(fill, target), name=f"fill {digest[:19]}")
             self._tasks.add(task)

@@ -68,6 +68,9 @@ class Upstream(Protocol):
 
     async def head_manifest(self, target: UpstreamTarget, reference: str, accept: list[str]) -> UpstreamManifestHead: ...
 
+    async def head_blob(self, target: UpstreamTarget, digest: str) -> int | None:
+        """Whether upstream holds the blob (its size when told); raises UpstreamNotFound when it does not."""
+
     async def open_blob(self, target: UpstreamTarget, digest: str) -> UpstreamBlob: ...
 
     async def list_tags(self, target: UpstreamTarget) -> list[str]: ...

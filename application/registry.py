@@ -93,6 +93,10 @@ class Registry(Application[UUID]):
     def record_corruption(self, org: str, repository: str, digest: str, detail: str, detected_at: float) -> None:
         self.save(CorruptBlob(org=org, repository=repository, digest=digest, detail=detail, detected_at=detected_at))
 
+    def holds_blob(self, org: str, digest: str) -> bool:
+        """Whether this org's pulls brought the blob in (a primary-key read of the event store)."""
+        return self._exists(CachedBlob.create_id(org, digest))
+
     def _exists(self, aggregate_id: UUID) -> bool:
         return bool(self.recorder.select_events(aggregate_id, limit=1))
 

@@ -155,6 +155,14 @@ class HttpUpstream:
             raise UpstreamBadContent(f"{what}: upstream names it {digest}")
         return UpstreamManifestHead(digest, media_type, size, headers.rate_limit(response.headers))
 
+    async def head_blob(self, target: UpstreamTarget, digest: str) -> int | None:
+        response = await self._send(target, "HEAD", self._url(target, "blobs", digest),
+                                    f"blob {target.repository}@{digest}", {"Accept-Encoding": "identity"})
+        with transport_errors(response.request.url.netloc.decode()):
+            await response.aclose()
+        declared = response.headers.get("Content-Length", "")
+        return int(declared) if declared.isdigit() else None
+
     async def open_blob(self, target: UpstreamTarget, digest: str) -> HttpBlob:
         # identity: the bytes must reach us exactly as stored, or the digest will not match.
         response = await self._send(target, "GET", self._url(target, "blobs", digest),

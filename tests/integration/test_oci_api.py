@@ -210,3 +210,22 @@ def test_upstream_passwords_are_not_stored_in_plaintext(tmp_path, upstream_regis
         client.get("/v2/")
     for path in (tmp_path / "data").rglob("*.db*"):
         assert b"pa55-secret-word" not in path.read_bytes(), path
+
+
+def test_a_blob_cached_through_one_org_is_not_served_through_an_org_whose_upstream_lacks_it(
+        tmp_path, upstream_registry_factory):
+    holder, empty = upstream_registry_factory(), upstream_registry_factory()
+    image = build_image("isolation")
+    push_image(holder.url, "team/app", "1", image)
+    layer = image.layers[0]
+    container, client = serve(tmp_path, OrgSettings(name="a", upstream=holder.url),
+                              OrgSettings(name="b", upstream=empty.url), OrgSettings(name="c", upstream=holder.url))
+    with client:
+        assert client.get(f"/v2/a/team/app/blobs/{layer.digest}").content == layer.data
+        refused = client.get(f"/v2/b/team/app/blobs/{layer.digest}")
+        assert refused.status_code == 404 and error_code(refused) == "BLOB_UNKNOWN"
+        holder.mark()
+        shared = client.get(f"/v2/c/team/app/blobs/{layer.digest}")
+        assert shared.content == layer.data and shared.headers["x-cache"] == "HIT"
+        assert holder.count("HEAD", layer.digest) == 1 and holder.count("GET", layer.digest) == 0
+        assert container.registry.holds_blob("c", layer.digest)

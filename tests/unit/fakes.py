@@ -118,6 +118,7 @@ class FakeUpstream:
         self.fail_after: int | None = None
         self.corrupt: set[str] = set()
         self.error: Exception | None = None      # raised by every call while set
+        self.blobless: set[str] = set()           # base URLs of upstreams that hold none of the blobs
         self.rate_limit: RateLimit | None = None  # sent with every manifest answer
 
     def put_manifest(self, repository: str, tag: str | None, content: bytes, media_type: str) -> str:
@@ -156,10 +157,17 @@ class FakeUpstream:
             raise UpstreamNotFound("manifest unknown", status=404) from None
         return UpstreamManifestHead(str(Digest.of(content)), media_type, len(content), self.rate_limit)
 
+    async def head_blob(self, target: UpstreamTarget, digest: str) -> int | None:
+        self.calls.append(("HEAD", target.repository, digest))
+        self._check()
+        if digest not in self.blobs or target.base_url in self.blobless:
+            raise UpstreamNotFound("blob unknown", status=404)
+        return len(self.blobs[digest])
+
     async def open_blob(self, target: UpstreamTarget, digest: str) -> FakeBlob:
         self.calls.append(("GET", target.repository, digest))
         self._check()
-        if digest not in self.blobs:
+        if digest not in self.blobs or target.base_url in self.blobless:
             raise UpstreamNotFound("blob unknown", status=404)
         data = self.blobs[digest]
         if digest in self.corrupt:

@@ -200,3 +200,22 @@ def test_a_blob_unknown_upstream_is_blob_unknown():
         with pytest.raises(BlobUnknown):
             await w.read_blob(str(Digest.of(b"nothing")))
     run(scenario)
+
+
+def test_a_blob_another_org_cached_is_served_only_once_this_orgs_upstream_confirms_it():
+    async def scenario(w: World):
+        w.orgs.apply("mirror", {"upstream": "http://mirror.example"})
+        w.orgs.apply("elsewhere", {"upstream": "http://elsewhere.example"})
+        w.upstream.blobless.add("http://elsewhere.example")
+        await w.read_blob(w.layer)  # brought in by hub
+        with pytest.raises(BlobUnknown):
+            await w.cache.blob("elsewhere", "library/alpine", w.layer)
+        answer = await w.cache.blob("mirror", "library/alpine", w.layer)
+        assert answer.result is PullResult.HIT
+        assert w.upstream.calls.count(("HEAD", "library/alpine", w.layer)) == 2
+        assert w.registry.holds_blob("mirror", w.layer) and not w.registry.holds_blob("elsewhere", w.layer)
+        await w.cache.blob("mirror", "library/alpine", w.layer)
+        assert w.upstream.calls.count(("HEAD", "library/alpine", w.layer)) == 2  # confirmed once is enough
+        await w.cache.blob("hub", "library/alpine", w.layer)
+        assert w.upstream.calls.count(("HEAD", "library/alpine", w.layer)) == 2  # hub brought it in
+    run(scenario)
