@@ -8,6 +8,8 @@ import time
 
 from eventsourcing.projection import BaseProjectionRunner
 
+from projections.batching import BatchingBaseProjectionRunner
+
 from projections.catalog import open_view, spec
 from projections.postgres_view import PostgresView
 from projections.progress import ProjectionStatus
@@ -29,7 +31,7 @@ class RunnerGroup:
         self._watchers: list[threading.Thread] = []
         try:
             for app_class in spec(name).applications:
-                runner = BaseProjectionRunner(projection=spec(name).projection(self.view), application_class=app_class,
+                runner = BatchingBaseProjectionRunner(projection=spec(name).projection(self.view), application_class=app_class,
                                               tracking_recorder=self.view, topics=(), env=runner_env)
                 runner.__enter__()  # enters the subscription, so that __exit__ can leave it
                 self.runners[runner.app_name] = runner

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 
 from eventsourcing.projection import ProjectionRunner
 
+from projections.batching import BatchingProjectionRunner
+
 from projections.catalog import PROJECTION_NAMES, is_postgres, spec, view_class
 from projections.guarded import GuardedRunners
 from projections.progress import ProjectionCrashed, ProjectionStatus, wait_for
@@ -36,8 +38,9 @@ class ProjectionRunners:
         try:
             for name in self._names:
                 for app_class in spec(name).applications:
-                    runner = ProjectionRunner(application_class=app_class, projection_class=spec(name).projection,
-                                              view_class=view_class(name, self._env), env=self._env)
+                    runner = BatchingProjectionRunner(application_class=app_class,
+                                                      projection_class=spec(name).projection,
+                                                      view_class=view_class(name, self._env), env=self._env)
                     runner.__enter__()  # enters the subscription, so that stop() can exit it
                     key = (name, runner.app_name)
                     self._runners[key] = runner
