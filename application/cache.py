@@ -258,6 +258,28 @@ class PullThroughCache:
             # A verified fill that storage is still publishing already holds the whole blob: a hit.
             return BlobAnswer(digest, fill.size, PullResult.HIT if fill.verified else PullResult.MISS, fill.read)
 
+    async def blob_head(self, org_name: str, repository: str, digest: str) -> BlobAnswer:
+        """HEAD of a blob: answered from storage, a running fill or an upstream HEAD; never starts a
+        download (a client asking whether a blob exists should not cost a whole fetch)."""
+        org = self.org(org_name)
+        digest = str(Digest.parse(digest))
+        if self.fills.running(digest) is None:
+            size = await self._store.stat(digest)
+            if size is not None:
+                await self._check_org_holds(org, repository, digest, size)
+                return self._stored_blob(digest, size)
+            try:
+                size = await self._upstream.head_blob(org.target(repository), digest)
+            except UpstreamNotFound:
+                raise BlobUnknown(f"blob {digest} is unknown upstream", digest=digest) from None
+            return BlobAnswer(digest, size, PullResult.MISS, self._no_body)
+        return await self.blob(org_name, repository, digest)
+
+    @staticmethod
+    async def _no_body(start: int, end: int | None) -> AsyncIterator[bytes]:
+        return
+        yield b""  # an async generator that yields nothing
+
     async def _check_org_holds(self, org: OrgConfig, repository: str, digest: str, size: int | None) -> None:
         """Storage is shared by every org: a blob another org brought in is served to this one only
         once this org's upstream confirms it has the blob (a HEAD), which is then recorded for it."""

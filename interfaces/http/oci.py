@@ -108,7 +108,10 @@ async def manifest(request: Request, cache: PullThroughCache, target: Target) ->
 
 
 async def blob(request: Request, cache: PullThroughCache, target: Target) -> Response:
-    answer = await cache.blob(target.org, target.repository, target.reference)
+    if request.method == "HEAD":
+        answer = await cache.blob_head(target.org, target.repository, target.reference)
+    else:
+        answer = await cache.blob(target.org, target.repository, target.reference)
     headers = {**API_VERSION, "Docker-Content-Digest": answer.digest, "X-Cache": answer.result.name,
                "Accept-Ranges": "bytes", **namespace_header(target)}
     if answer.redirect and request.method == "GET":  # the object store sends the bytes (and honours Range)

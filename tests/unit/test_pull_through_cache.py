@@ -219,3 +219,16 @@ def test_a_blob_another_org_cached_is_served_only_once_this_orgs_upstream_confir
         await w.cache.blob("hub", "library/alpine", w.layer)
         assert w.upstream.calls.count(("HEAD", "library/alpine", w.layer)) == 2  # hub brought it in
     run(scenario)
+
+
+def test_a_head_of_a_cold_blob_asks_upstream_and_starts_no_download():
+    async def scenario(w: World):
+        answer = await w.cache.blob_head("hub", "library/alpine", w.layer)
+        assert (answer.size, answer.result) == (120, PullResult.MISS)
+        assert [c[0] for c in w.upstream.calls if c[2] == w.layer] == ["HEAD"]
+        assert await w.store.stat(w.layer) is None
+        await w.read_blob(w.layer)
+        assert (await w.cache.blob_head("hub", "library/alpine", w.layer)).result is PullResult.HIT
+        with pytest.raises(BlobUnknown):
+            await w.cache.blob_head("hub", "library/alpine", str(Digest.of(b"nothing")))
+    run(scenario)
