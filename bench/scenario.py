@@ -16,7 +16,8 @@ import httpx
 from bench import machine, measure, memory, report
 from bench.images import DOCKER_MANIFEST, BenchImage, Pusher, push_image
 from bench.postgres import FreshDatabase, reachable
-from bench.targets import ORG, AccessLog, Registry, Target, database_url_supported, entrepot_server
+from bench.targets import (ORG, AccessLog, Registry, Target, database_url_supported, entrepot_server,
+                           projection_runner)
 
 MIB = 2**20
 
@@ -111,6 +112,7 @@ class Bench:
             behind_pg = stack.enter_context(Registry(work / "up-entrepot-pg", storage, access_log=True))
             try:
                 on_pg = stack.enter_context(entrepot_server(work / "entrepot-pg", behind_pg.url, database.url))
+                stack.enter_context(projection_runner(on_pg))
                 self.servers["entrepot-pg"] = on_pg
                 self.targets.append(Target("entrepot-pg", on_pg.url, f"{ORG}/", on_pg.process.pid,
                                            AccessLog(behind_pg)))

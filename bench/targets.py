@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from tests.support.registry import UpstreamRegistry
-from tests.support.server import EntrepotServer
+from tests.support.server import REPO_ROOT, EntrepotServer
 
 ORG = "bench"
 # combined log format: ... "GET /v2/x/blobs/sha256:… HTTP/1.1" 200 1048576 "" "curl/7.88.1"
@@ -101,8 +104,27 @@ def entrepot_server(directory: Path, upstream_url: str, database_url: str | None
     org = {"name": ORG, "upstream": upstream_url,
            # generous staleness: a warm pull by tag is a hit, never a revalidation
            "staleness_seconds": 86_400, "max_stale_seconds": 7 * 86_400}
-    sections = {"database": {"url": database_url, "schema": "entrepot"}} if database_url else None
+    # PostgreSQL as deployed (infra/deploy/): projections in their own process, not in the API's.
+    sections = ({"database": {"url": database_url, "schema": "entrepot", "run_projections": False}}
+                if database_url else None)
     return EntrepotServer(directory, [org], startup_timeout=90.0, sections=sections)
+
+
+@contextmanager
+def projection_runner(server: EntrepotServer) -> Iterator[subprocess.Popen]:
+    """`entrepot projections run` beside a PostgreSQL server, as the production shape runs it."""
+    with open(server.directory / "projections.log", "ab") as log:
+        process = subprocess.Popen(server.command("projections", "run"), cwd=REPO_ROOT, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=server._env())
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
 
 
 def database_url_supported() -> bool:
