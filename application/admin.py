@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from application.errors import EntrepotError, OrgUnknown
@@ -109,9 +109,9 @@ class OrgDetails:
 
 
 def summary(config: OrgConfig) -> OrgSummary:
-    return OrgSummary(config.name, config.upstream, config.namespace, config.staleness_seconds,
-                      config.max_stale_seconds, config.negative_cache_seconds, config.on_upstream_denied,
-                      config.rate_limit_floor, config.username, config.default, bool(config.password))
+    """The org as the admin sees it: every setting by name, the password only as set or not."""
+    shown = {f.name: getattr(config, f.name) for f in fields(OrgSummary) if f.name != "password_set"}
+    return OrgSummary(**shown, password_set=bool(config.password))
 
 
 def invalid_settings(error: InvalidOrgSettings) -> InvalidRequest:

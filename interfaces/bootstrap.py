@@ -82,6 +82,12 @@ class Container:
             log.warning("removed %d partial downloads left by an earlier process", removed)
         await anyio.to_thread.run_sync(self.apply_configured_orgs)
         await anyio.to_thread.run_sync(self.runners.start)
+        # Serve once the read model shows the configured orgs (the admin list, the ns routing);
+        # a slow or crashed projection is logged and serving starts anyway (pulls do not need it).
+        try:
+            await anyio.to_thread.run_sync(lambda: self.runners.wait_caught_up(timeout=10.0))
+        except Exception as error:
+            log.warning("starting before the read model caught up: %s", error)
         await self.group_commit.start()
 
     async def stop(self) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import AsyncIterator
 
 import anyio.to_thread
 
 from application.ports import BlobNotFound, BlobStorageUnavailable
 from domain.names import Digest
-from infra.storage.spool import FileSpool
+from infra.storage.spool import FileSpool, remove_leftovers
 
 CHUNK = 4 * 1024 * 1024  # one thread hop per 4 MiB: the hop, not the read, was the cost at 1 MiB
 
@@ -31,17 +30,7 @@ class FilesystemBlobStore:
 
     def clean_spool(self, older_than: float = 0.0) -> int:
         """Remove spool files left by a killed process; call at start, before any fill begins."""
-        removed = 0
-        cutoff = time.time() - older_than
-        for name in os.listdir(self.spool_dir):
-            path = os.path.join(self.spool_dir, name)
-            try:
-                if os.stat(path).st_mtime <= cutoff:
-                    os.unlink(path)
-                    removed += 1
-            except FileNotFoundError:
-                pass
-        return removed
+        return remove_leftovers(self.spool_dir, older_than)
 
     def _path(self, digest: str) -> str:
         parsed = Digest.parse(digest)  # never build a path from unvalidated input

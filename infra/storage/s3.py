@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from application.ports import BlobNotFound, BlobStorageUnavailable
 from domain.names import Digest
 from infra.storage.s3_spool import S3Spool
-from infra.storage.spool import FileSpool
+from infra.storage.spool import FileSpool, remove_leftovers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -153,16 +153,7 @@ class S3BlobStore:
     def clean_spool(self, older_than: float = 0.0) -> int:
         """Remove what killed processes left: local spool files, and multipart uploads older than
         `abandoned_after` (younger ones may belong to a fill running on another replica)."""
-        removed = 0
-        cutoff = time.time() - older_than
-        for name in os.listdir(self.spool_dir):
-            path = os.path.join(self.spool_dir, name)
-            try:
-                if os.stat(path).st_mtime <= cutoff:
-                    os.unlink(path)
-                    removed += 1
-            except FileNotFoundError:
-                pass
+        removed = remove_leftovers(self.spool_dir, older_than)
         try:
             removed += self._abort_abandoned_uploads(time.time() - max(older_than, self.abandoned_after))
         except (BotoCoreError, ClientError) as error:

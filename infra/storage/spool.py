@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 
 class FileSpool:
@@ -67,3 +68,18 @@ class FileSpool:
             self.close()
         except OSError:
             pass
+
+
+def remove_leftovers(spool_dir: str, older_than: float = 0.0) -> int:
+    """Delete spool files older than `older_than` seconds: partial downloads of a killed process."""
+    removed = 0
+    cutoff = time.time() - older_than
+    for name in os.listdir(spool_dir):
+        path = os.path.join(spool_dir, name)
+        try:
+            if os.stat(path).st_mtime <= cutoff:
+                os.unlink(path)
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed

@@ -1,16 +1,18 @@
 """Images from tests/support/images.py, pushed to a real registry, are valid for real clients (skopeo, umoci)."""
 
-import shutil
 import subprocess
 
 import pytest
 
+from tests.support.components import require
 from tests.support.images import build_image, build_index, push_image
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed"),
-]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def skopeo_installed() -> None:
+    require("skopeo")  # skips locally, fails in CI
 
 
 def skopeo_copy(source: str, destination: str, *options: str) -> None:
@@ -29,8 +31,8 @@ def test_skopeo_copies_a_pushed_image_unchanged(upstream_registry, tmp_path):
         assert (tmp_path / "app" / digest.removeprefix("sha256:")).read_bytes() == data
 
 
-@pytest.mark.skipif(shutil.which("umoci") is None, reason="umoci is not installed")
 def test_an_oci_image_unpacks_into_its_files(upstream_registry, tmp_path):
+    require("umoci")
     push_image(upstream_registry.url, "team/app", "v1", build_image(22, layers=2, oci=True))
 
     skopeo_copy(f"docker://{upstream_registry.host}/team/app:v1", f"oci:{tmp_path / 'layout'}:v1")

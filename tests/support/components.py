@@ -17,6 +17,7 @@ PACKAGES = {
     "podman": "podman",
     "containerd": "containerd",
     "ctr": "containerd",
+    "umoci": "umoci",
 }
 
 
