@@ -58,8 +58,9 @@ class ProjectionRunners:
         try:
             runner.run_forever()
         except BaseException as error:
-            self._errors[key] = error
+            # Log before recording: whoever sees the error in status() may rely on the log line existing.
             log.error("projection %s crashed following %s; status() reports it", key[0], key[1], exc_info=error)
+            self._errors[key] = error
 
     def stop(self) -> None:
         """Stops every runner and waits for its threads; errors are logged, not raised."""
