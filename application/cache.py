@@ -217,6 +217,10 @@ class PullThroughCache:
         await anyio.to_thread.run_sync(lambda: self._registry.record_manifest(
             org.name, repository, fetched.digest, content.media_type, len(fetched.content),
             content.blobs, content.children, now, tag=tag))
+        # Read our own write: a pull by digest right after this one is a hit, not a second fetch
+        # while the projection catches up (a client resolves a tag, then GETs it by digest).
+        self._manifest_rows.put((org.name, repository, fetched.digest), ManifestRow(
+            fetched.digest, content.media_type, len(fetched.content), list(content.blobs), list(content.children)))
         if tag is not None:
             await self._remember_tag(org.name, repository, tag, TagRow(fetched.digest, content.media_type, now))
         return ManifestAnswer(fetched.content, content.media_type, fetched.digest, PullResult.MISS)

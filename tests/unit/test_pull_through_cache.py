@@ -232,3 +232,22 @@ def test_a_head_of_a_cold_blob_asks_upstream_and_starts_no_download():
         with pytest.raises(BlobUnknown):
             await w.cache.blob_head("hub", "library/alpine", str(Digest.of(b"nothing")))
     run(scenario)
+
+
+class LaggingView(RegistryView):
+    """A read model that has not caught up yet: it shows no manifest at all."""
+
+    def get_manifest(self, org: str, repository: str, digest: str):
+        return None
+
+
+def test_a_pull_by_digest_right_after_the_miss_is_a_hit_while_the_read_model_lags():
+    async def scenario(w: World):
+        w.cache._view = LaggingView(w.registry)
+        first = await w.get()
+        calls = list(w.upstream.calls)
+        by_digest = await w.get(w.digest)
+        assert (first.result, by_digest.result) == (PullResult.MISS, PullResult.HIT)
+        assert by_digest.content == w.manifest
+        assert w.upstream.calls == calls  # no second fetch, not even a HEAD
+    run(scenario)
