@@ -16,8 +16,8 @@ from application.stale import failure_kind, stale_reason
 from application.fills import BlobFills
 from application.manifest_cache import ManifestBytes
 from application.orgs import OrgConfig, OrgDirectory
-from application.ports import (BlobNotFound, BlobStore, CacheView, Clock, FillCoordinator, ManifestRow, SharedTags,
-                               TagRow, Upstream, UpstreamTarget)
+from application.ports import (BlobNotFound, BlobStore, CacheView, Clock, FillCoordinator, ManifestRow, Metrics,
+                               SharedTags, TagRow, Upstream, UpstreamTarget)
 from application.pulls import GroupCommit
 from application.registry import Registry
 from application.singleflight import SingleFlight
@@ -57,7 +57,8 @@ class Client:
 class PullThroughCache:
     def __init__(self, *, registry: Registry, orgs: OrgDirectory, view: CacheView, store: BlobStore,
                  upstream: Upstream, pulls: GroupCommit, clock: Clock,
-                 fill_coordinator: FillCoordinator | None = None, shared_tags: SharedTags | None = None) -> None:
+                 fill_coordinator: FillCoordinator | None = None, shared_tags: SharedTags | None = None,
+                 metrics: Metrics | None = None) -> None:
         self._registry = registry
         self._orgs = orgs
         self._view = view
@@ -67,7 +68,7 @@ class PullThroughCache:
         self._clock = clock
         self._manifests = ManifestBytes(store)
         self._flights: SingleFlight = SingleFlight()
-        self.fills = BlobFills(store, upstream, self._blob_cached, self._fill_failed, fill_coordinator)
+        self.fills = BlobFills(store, upstream, self._blob_cached, self._fill_failed, fill_coordinator, metrics)
         self._shared_tags = shared_tags  # None: one replica, nothing to share
         self.rate_limits = RateLimits()
         self._missing: dict[tuple[str, str, str], float] = {}  # negative cache: key -> remembered until

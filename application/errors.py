@@ -48,6 +48,14 @@ class UpstreamUnavailable(UpstreamError):
     """Upstream refused the connection, timed out, or answered 5xx."""
 
 
+class UpstreamTimeout(UpstreamUnavailable):
+    """Upstream did not answer in time."""
+
+
+class UpstreamUnreachable(UpstreamUnavailable):
+    """No connection to upstream could be made."""
+
+
 class UpstreamRateLimited(UpstreamError):
     """Upstream answered 429 Too Many Requests."""
 
@@ -66,3 +74,12 @@ class UpstreamNotFound(UpstreamError):
 
 class UpstreamBadContent(UpstreamError):
     """Upstream sent bytes that do not match their digest, or an unusable response."""
+
+
+# The two ways a blob's bytes fail verification; told apart so metrics can count them apart.
+class BlobTruncated(UpstreamBadContent):
+    """Upstream ended a blob before the length it declared."""
+
+
+class BlobCorrupt(UpstreamBadContent):
+    """Upstream's bytes do not match the blob's digest."""

@@ -6,8 +6,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from application.errors import BlobUnknown, UpstreamBadContent, UpstreamNotFound
-from application.ports import BlobStore, FillCoordinator, FillLock, Spool, Upstream, UpstreamTarget
+from application.errors import BlobCorrupt, BlobTruncated, BlobUnknown, UpstreamNotFound
+from application.metering import fill_failure
+from application.ports import BlobStore, FillCoordinator, FillLock, Metrics, NoMetrics, Spool, Upstream, UpstreamTarget
 from domain.names import Digest
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,10 @@ class BlobFills:
     one per cluster of replicas sharing blob storage."""
 
     def __init__(self, store: BlobStore, upstream: Upstream, on_cached: BlobCached,
-                 on_failed: FillFailed | None = None, coordinator: FillCoordinator | None = None) -> None:
+                 on_failed: FillFailed | None = None, coordinator: FillCoordinator | None = None,
+                 metrics: Metrics | None = None) -> None:
         self._coordinator = coordinator or _Solo()
+        self._metrics = metrics or NoMetrics()
         self._store = store
         self._upstream = upstream
         self._on_cached = on_cached
@@ -144,7 +147,7 @@ class BlobFills:
             if lock is None:
                 return
             try:
-                await self._fetch(fill, target)
+                await self._counted_fetch(fill, target)
             finally:
                 await lock.release()
         except UpstreamNotFound as error:
@@ -186,6 +189,16 @@ class BlobFills:
                 return _Solo()
             # Released with nothing published: the holder failed or died; take over.
 
+    async def _counted_fetch(self, fill: Fill, target: UpstreamTarget) -> None:
+        """_fetch, counted: every fill started here ends counted once, as completed or as failed (and why)."""
+        self._metrics.fill_started(target.org)
+        try:
+            await self._fetch(fill, target)
+        except BaseException as error:  # a cancelled fill is counted too, so started = completed + failed
+            self._metrics.fill_failed(target.org, fill_failure(error))
+            raise
+        self._metrics.fill_completed(target.org)
+
     async def _fetch(self, fill: Fill, target: UpstreamTarget) -> None:
         expected = Digest.parse(fill.digest)
         spool = fill.spool
@@ -207,10 +220,9 @@ class BlobFills:
                     fill.advance(written)
                 written += len(chunk)
             if fill.size is not None and written != fill.size:
-                raise UpstreamBadContent(f"upstream sent {written} of {fill.size} bytes of {fill.digest}")
+                raise BlobTruncated(f"upstream sent {written} of {fill.size} bytes of {fill.digest}")
             if not expected.matches(hasher.hexdigest()):
-                raise UpstreamBadContent(f"upstream bytes do not match digest {fill.digest}",
-                                         digest=fill.digest)
+                raise BlobCorrupt(f"upstream bytes do not match digest {fill.digest}", digest=fill.digest)
             fill.size = written
             fill.verified = True
             # The last bytes are released only once the blob is published: a client that received a

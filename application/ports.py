@@ -182,3 +182,56 @@ class SharedTags(Protocol):
     async def put(self, org: str, repository: str, tag: str, row: TagRow) -> None: ...
 
     async def forget(self, org: str, repository: str, tag: str) -> None: ...
+
+
+class Metrics(Protocol):
+    """What this process counts for Prometheus, per org. Labels stay low-cardinality: org, result,
+    kind, outcome, reason — never a repository, tag or digest (infra/metrics.py)."""
+
+    def manifest_pulled(self, org: str, result: str) -> None:
+        """A manifest pull recorded for the audit log; `result` is the Pull's result, whatever its value."""
+
+    def blob_pulled(self, org: str, result: str) -> None:
+        """A blob GET answered: hit (from storage or a verified fill) or miss (streamed from a fill)."""
+
+    def stale_served(self, org: str) -> None:
+        """A manifest (GET or HEAD) served from the cache because upstream failed."""
+
+    def bytes_served(self, org: str, kind: str, size: int) -> None:
+        """Bytes sent to clients; kind is "manifest" or "blob"."""
+
+    def bytes_fetched(self, org: str, kind: str, size: int) -> None:
+        """Bytes received from upstream; kind is "manifest" or "blob"."""
+
+    def upstream_answered(self, org: str, kind: str, outcome: str, seconds: float) -> None:
+        """One upstream request: kind manifest | blob | head | tags; outcome a status class ("2xx",
+        "4xx", "5xx") or a failure without one ("timeout", "connect", "transport", "bad_content")."""
+
+    def fill_started(self, org: str) -> None: ...
+
+    def fill_completed(self, org: str) -> None: ...
+
+    def fill_failed(self, org: str, reason: str) -> None:
+        """reason: corrupt | truncated | not_found | upstream | storage (application.metering.fill_failure)."""
+
+
+class NoMetrics:
+    """The Metrics port doing nothing: the default wherever no registry is wired (unit tests, tools)."""
+
+    def manifest_pulled(self, org: str, result: str) -> None: pass
+
+    def blob_pulled(self, org: str, result: str) -> None: pass
+
+    def stale_served(self, org: str) -> None: pass
+
+    def bytes_served(self, org: str, kind: str, size: int) -> None: pass
+
+    def bytes_fetched(self, org: str, kind: str, size: int) -> None: pass
+
+    def upstream_answered(self, org: str, kind: str, outcome: str, seconds: float) -> None: pass
+
+    def fill_started(self, org: str) -> None: pass
+
+    def fill_completed(self, org: str) -> None: pass
+
+    def fill_failed(self, org: str, reason: str) -> None: pass

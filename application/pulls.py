@@ -9,6 +9,7 @@ from uuid import UUID
 import anyio.to_thread
 from eventsourcing.application import Application
 
+from application.ports import Metrics, NoMetrics
 from domain.pull import Pull
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,10 @@ class GroupCommit:
     is being written the next one fills up, so the batch size adapts to the load.
     """
 
-    def __init__(self, pulls: Pulls, max_batch: int = 1000, max_delay: float = 0.005) -> None:
+    def __init__(self, pulls: Pulls, max_batch: int = 1000, max_delay: float = 0.005,
+                 metrics: Metrics | None = None) -> None:
         self._pulls = pulls
+        self._metrics = metrics or NoMetrics()
         self._max_batch = max_batch
         self._max_delay = max_delay
         self._queue: asyncio.Queue[tuple[Pull, asyncio.Future]] = asyncio.Queue()
@@ -75,7 +78,9 @@ class GroupCommit:
                     if not future.done():
                         future.set_exception(error)
             else:
-                for _, future in batch:
+                for pull, future in batch:
+                    # Counted once durable, like the counters view counts them from the events.
+                    self._metrics.manifest_pulled(pull.org, pull.result)
                     if not future.done():
                         future.set_result(None)
             finally:

@@ -11,6 +11,7 @@ from application.breaker import GuardedUpstream
 from application.admin import AdminViews, OrgAdmin
 from application.audit import AuditLog
 from application.cache import PullThroughCache
+from application.metering import MeteredUpstream
 from application.credentials import Credentials
 from application.orgs import OrgDirectory
 from application.pulls import GroupCommit, Pulls
@@ -18,6 +19,8 @@ from application.registry import Registry
 from application.routing import OrgRouter
 from infra.clock import SystemClock
 from infra import persistence
+from infra.metrics import PrometheusMetrics, new_registry
+from infra.read_model_metrics import ReadModelCollector
 from infra.secrets import admin_token
 from infra.settings import Settings, SettingsError
 from infra.coordination import build_coordination
@@ -48,20 +51,28 @@ class Container:
         self.orgs = OrgDirectory(self.registry, self.credentials)
         self.store = build_blob_store(settings)
         self.coordination = build_coordination(settings.redis)  # Redis, or in-process when no [redis] url
+        # This app's own registry: several apps in one process (tests) must not share series.
+        self.metrics_registry = new_registry()
+        self.metrics = PrometheusMetrics(self.metrics_registry)
         limits = settings.upstream
         # Back-off wraps the client: an upstream that keeps failing is not waited on again for a while.
+        # Metering sits between them, so it counts the requests really sent upstream.
         self.upstream = GuardedUpstream(
-            HttpUpstream(connect_timeout=limits.connect_timeout, read_timeout=limits.read_timeout), self.clock,
-            failures=limits.failures_before_backoff, backoff_seconds=limits.backoff_seconds)
+            MeteredUpstream(HttpUpstream(connect_timeout=limits.connect_timeout, read_timeout=limits.read_timeout),
+                            self.metrics),
+            self.clock, failures=limits.failures_before_backoff, backoff_seconds=limits.backoff_seconds)
         self.view = open_cache_view(self.env)
         self.runners = projection_runners(self.env, in_process=settings.database.run_projections)
-        self.group_commit = GroupCommit(self.pulls)
+        self.group_commit = GroupCommit(self.pulls, metrics=self.metrics)
         self.cache = PullThroughCache(registry=self.registry, orgs=self.orgs, view=self.view, store=self.store,
                                       upstream=self.upstream, pulls=self.group_commit, clock=self.clock,
-                                      fill_coordinator=self.coordination, shared_tags=self.coordination)
-        # Client-mode routing and the admin surface read the views directly (our own readers).
+                                      fill_coordinator=self.coordination, shared_tags=self.coordination,
+                                      metrics=self.metrics)
+        # Client-mode routing, the admin surface and /metrics read the views directly (our own readers).
         views = self.read_views = {name: open_view(name, self.env)
-                                   for name in ("orgs", "tags", "blobs", "counters", "audit")}
+                                   for name in ("orgs", "tags", "manifests", "blobs", "counters", "audit")}
+        self.metrics_registry.register(
+            ReadModelCollector(views["blobs"], views["manifests"], views["tags"], views["counters"]))
         self.router = OrgRouter(lambda name: self.orgs.get(name) is not None, views["orgs"])
         self.admin = OrgAdmin(self.orgs, self.registry,
                               AdminViews(views["orgs"], views["tags"], views["blobs"], views["counters"]),

@@ -49,6 +49,10 @@ class BlobsView(View):
     def manifest_pulls(self, org: str, repository: str, digest: str) -> tuple[int, float | None]:
         """(pull count, last pulled) of one manifest or index digest."""
 
+    @abstractmethod
+    def org_totals(self) -> dict[str, tuple[int, int]]:
+        """{org: (cached blob count, their bytes)}: one grouped query, for the metrics scrape."""
+
 
 class BlobsProjection(ViewProjection):
     name = "blobs"
@@ -132,6 +136,11 @@ class SqliteBlobsView(SqliteView, BlobsView):
                            "WHERE org = ? AND repository = ? AND digest = ?", (org, repository, digest))
         return (rows[0][0], rows[0][1]) if rows else (0, None)
 
+    def org_totals(self) -> dict[str, tuple[int, int]]:
+        rows = self._query("SELECT org, count(*), coalesce(sum(size), 0) FROM blobs WHERE cached_at IS NOT NULL "
+                           "GROUP BY org")
+        return {org: (count, size) for org, count, size in rows}
+
 
 class PostgresBlobsView(PostgresView, BlobsView):
     """As SqliteBlobsView; its two runners (Registry, Pulls) take turns through serialise_writes."""
@@ -208,3 +217,8 @@ class PostgresBlobsView(PostgresView, BlobsView):
         rows = self._query("SELECT pull_count, last_pulled FROM {manifest_refs} "
                            "WHERE org = %s AND repository = %s AND digest = %s", (org, repository, digest))
         return (rows[0][0], rows[0][1]) if rows else (0, None)
+
+    def org_totals(self) -> dict[str, tuple[int, int]]:
+        rows = self._query("SELECT org, count(*), coalesce(sum(size), 0)::bigint FROM {blobs} "
+                           "WHERE cached_at IS NOT NULL GROUP BY org")
+        return {org: (count, size) for org, count, size in rows}

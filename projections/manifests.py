@@ -21,6 +21,10 @@ class ManifestsView(View):
     @abstractmethod
     def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None: ...
 
+    @abstractmethod
+    def org_totals(self) -> dict[str, tuple[int, int]]:
+        """{org: (cached manifests, their bytes)}: one grouped query, for the metrics scrape."""
+
 
 class ManifestsProjection(ViewProjection):
     name = "manifests"
@@ -51,6 +55,10 @@ class SqliteManifestsView(SqliteView, ManifestsView):
         digest, media_type, size, blobs, children = rows[0]
         return ManifestRow(digest, media_type, size, json.loads(blobs), json.loads(children))
 
+    def org_totals(self) -> dict[str, tuple[int, int]]:
+        rows = self._query("SELECT org, count(*), coalesce(sum(size), 0) FROM manifests GROUP BY org")
+        return {org: (count, size) for org, count, size in rows}
+
 
 class PostgresManifestsView(PostgresView, ManifestsView):
     projection = "manifests"
@@ -73,3 +81,7 @@ class PostgresManifestsView(PostgresView, ManifestsView):
         rows = self._query("SELECT digest, media_type, size, blobs, children FROM {manifests} "
                            "WHERE org = %s AND repository = %s AND digest = %s", (org, repository, digest))
         return ManifestRow(*rows[0]) if rows else None
+
+    def org_totals(self) -> dict[str, tuple[int, int]]:
+        rows = self._query("SELECT org, count(*), coalesce(sum(size), 0)::bigint FROM {manifests} GROUP BY org")
+        return {org: (count, size) for org, count, size in rows}

@@ -36,6 +36,10 @@ class TagsView(View):
     def org_tags(self, org: str) -> list[OrgTagRow]:
         """Every cached tag of an org, by repository and tag (the admin API's org view)."""
 
+    @abstractmethod
+    def tag_counts(self) -> dict[str, int]:
+        """{org: cached tags}: one grouped query, for the metrics scrape."""
+
 
 class TagsProjection(ViewProjection):
     name = "tags"
@@ -77,6 +81,9 @@ class SqliteTagsView(SqliteView, TagsView):
                            "ORDER BY repository, tag", (org,))
         return [OrgTagRow(*row) for row in rows]
 
+    def tag_counts(self) -> dict[str, int]:
+        return {org: n for org, n in self._query("SELECT org, count(*) FROM tags GROUP BY org")}
+
 
 class PostgresTagsView(PostgresView, TagsView):
     projection = "tags"
@@ -111,3 +118,6 @@ class PostgresTagsView(PostgresView, TagsView):
         rows = self._query("SELECT repository, tag, digest, media_type, checked_at FROM {tags} WHERE org = %s "
                            'ORDER BY repository COLLATE "C", tag COLLATE "C"', (org,))
         return [OrgTagRow(*row) for row in rows]
+
+    def tag_counts(self) -> dict[str, int]:
+        return {org: n for org, n in self._query("SELECT org, count(*) FROM {tags} GROUP BY org")}

@@ -12,8 +12,10 @@ from application.errors import (
     UpstreamError,
     UpstreamNotFound,
     UpstreamRateLimited,
+    UpstreamTimeout,
     UpstreamUnauthorized,
     UpstreamUnavailable,
+    UpstreamUnreachable,
 )
 from infra.upstream import headers
 
@@ -41,9 +43,9 @@ def _transport_error(error: httpx.HTTPError, host: str) -> UpstreamError:
     if isinstance(error, (httpx.TooManyRedirects, httpx.DecodingError)):
         return UpstreamBadContent(f"upstream {host}: {error}", upstream=host)
     if isinstance(error, httpx.TimeoutException):
-        return UpstreamUnavailable(f"upstream {host} timed out ({type(error).__name__})", upstream=host)
+        return UpstreamTimeout(f"upstream {host} timed out ({type(error).__name__})", upstream=host)
     if isinstance(error, httpx.ConnectError):
-        return UpstreamUnavailable(f"cannot connect to upstream {host}: {error}", upstream=host)
+        return UpstreamUnreachable(f"cannot connect to upstream {host}: {error}", upstream=host)
     return UpstreamUnavailable(f"upstream {host} failed: {str(error) or type(error).__name__}", upstream=host)
 
 

@@ -11,6 +11,7 @@ from interfaces.http.admin import ADMIN_PREFIX, admin_router, openapi_config
 from interfaces.http.admin_errors import admin_error_response
 from interfaces.http.errors import error_response
 from interfaces.http.health import healthz, readyz
+from interfaces.http.metrics import http_metrics, metrics
 from interfaces.http.oci import api_version, oci
 
 
@@ -33,14 +34,17 @@ def create_app(container) -> Litestar:
         app.state.admin = container.admin
         app.state.audit_log = container.audit_log
         app.state.admin_token = container.admin_token
+        app.state.metrics = container.metrics
+        app.state.metrics_registry = container.metrics_registry
         try:
             yield
         finally:
             await container.stop()
 
     return Litestar(
-        route_handlers=[api_version, oci, admin_router(), healthz, readyz],
+        route_handlers=[api_version, oci, admin_router(), healthz, readyz, metrics],
         lifespan=[lifespan],
+        middleware=[http_metrics],
         exception_handlers={Exception: any_error},
         openapi_config=openapi_config(),
         debug=False,

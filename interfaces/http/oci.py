@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from litestar import Request, Response, get, route
@@ -12,8 +12,10 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from application.cache import Client, PullThroughCache
+from application.ports import Metrics
 from application.routing import OrgRouter
 from domain.names import NAME_PATTERN, InvalidName, parse_reference
+from domain.pull import PullResult
 from interfaces.http.errors import API_VERSION, OciError
 from interfaces.http.ranges import parse_range
 
@@ -71,6 +73,10 @@ def router_of(state: State) -> OrgRouter:
     return state.router
 
 
+def metrics_of(state: State) -> Metrics:
+    return state.metrics
+
+
 @get("/v2/", sync_to_thread=False, include_in_schema=False)
 def api_version() -> Response:
     return Response({}, headers=API_VERSION)
@@ -87,13 +93,13 @@ async def oci(request: Request, rest: FromPath[str], state: State) -> Response:
     target = resolve(request, state, rest)
     cache = cache_of(state)
     if target.kind == "manifests":
-        return await manifest(request, cache, target)
+        return await manifest(request, cache, target, metrics_of(state))
     if target.kind == "blobs":
-        return await blob(request, cache, target)
+        return await blob(request, cache, target, metrics_of(state))
     return await tags(request, cache, target)
 
 
-async def manifest(request: Request, cache: PullThroughCache, target: Target) -> Response:
+async def manifest(request: Request, cache: PullThroughCache, target: Target, metrics: Metrics) -> Response:
     reference = str(parse_reference(target.reference))
     head = request.method == "HEAD"
     client = Client(address=request.client.host if request.client else "",
@@ -104,14 +110,19 @@ async def manifest(request: Request, cache: PullThroughCache, target: Target) ->
                "Content-Length": str(len(answer.content)), **namespace_header(target)}
     if answer.warning:
         headers["Warning"] = f'110 entrepot "{answer.warning}"'
+    if answer.result is PullResult.STALE:
+        metrics.stale_served(target.org)
+    if not head:
+        metrics.bytes_served(target.org, "manifest", len(answer.content))
     return Response(None if head else answer.content, media_type=answer.media_type, headers=headers)
 
 
-async def blob(request: Request, cache: PullThroughCache, target: Target) -> Response:
+async def blob(request: Request, cache: PullThroughCache, target: Target, metrics: Metrics) -> Response:
     if request.method == "HEAD":
         answer = await cache.blob_head(target.org, target.repository, target.reference)
     else:
         answer = await cache.blob(target.org, target.repository, target.reference)
+        metrics.blob_pulled(target.org, answer.result.value)
     headers = {**API_VERSION, "Docker-Content-Digest": answer.digest, "X-Cache": answer.result.name,
                "Accept-Ranges": "bytes", **namespace_header(target)}
     if answer.redirect and request.method == "GET":  # the object store sends the bytes (and honours Range)
@@ -129,7 +140,8 @@ async def blob(request: Request, cache: PullThroughCache, target: Target) -> Res
         # b"", not None: Litestar cannot render None as octet-stream; the explicit length survives.
         return Response(b"", status_code=status, media_type="application/octet-stream", headers=headers)
     body = await started(answer.open(start, end))
-    return Stream(body, status_code=status, media_type="application/octet-stream", headers=headers)
+    sent = counted(body, lambda size: metrics.bytes_served(target.org, "blob", size))
+    return Stream(sent, status_code=status, media_type="application/octet-stream", headers=headers)
 
 
 async def started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -149,6 +161,14 @@ async def started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         finally:
             await chunks.aclose()
     return body()
+
+
+async def counted(chunks: AsyncIterator[bytes], sent: Callable[[int], None]) -> AsyncIterator[bytes]:
+    """The body, each chunk counted as it is handed to the server: by the time a client has the last
+    byte the count is complete (a client that leaves midway may count one chunk it did not get)."""
+    async for chunk in chunks:
+        sent(len(chunk))
+        yield chunk
 
 
 async def tags(request: Request, cache: PullThroughCache, target: Target) -> Response:

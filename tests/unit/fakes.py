@@ -204,3 +204,48 @@ class RegistryView:
 
     def list_tags(self, org: str, repository: str) -> list[str]:
         return []
+
+
+class FakeMetrics:
+    """The Metrics port, remembering every call: `calls["fill_failed"] == [("hub", "corrupt")]`."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, list[tuple]] = {}
+
+    def _record(self, name: str, *args) -> None:
+        self.calls.setdefault(name, []).append(args)
+
+    def of(self, name: str) -> list[tuple]:
+        return self.calls.get(name, [])
+
+    def total(self, name: str, *labels) -> int:
+        """The sum of the sizes recorded by bytes_served / bytes_fetched with these labels."""
+        return sum(args[-1] for args in self.of(name) if args[:-1] == labels)
+
+    def manifest_pulled(self, org: str, result: str) -> None:
+        self._record("manifest_pulled", org, result)
+
+    def blob_pulled(self, org: str, result: str) -> None:
+        self._record("blob_pulled", org, result)
+
+    def stale_served(self, org: str) -> None:
+        self._record("stale_served", org)
+
+    def bytes_served(self, org: str, kind: str, size: int) -> None:
+        self._record("bytes_served", org, kind, size)
+
+    def bytes_fetched(self, org: str, kind: str, size: int) -> None:
+        self._record("bytes_fetched", org, kind, size)
+
+    def upstream_answered(self, org: str, kind: str, outcome: str, seconds: float) -> None:
+        assert seconds >= 0
+        self._record("upstream_answered", org, kind, outcome)
+
+    def fill_started(self, org: str) -> None:
+        self._record("fill_started", org)
+
+    def fill_completed(self, org: str) -> None:
+        self._record("fill_completed", org)
+
+    def fill_failed(self, org: str, reason: str) -> None:
+        self._record("fill_failed", org, reason)
