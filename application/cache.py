@@ -18,13 +18,14 @@ from application.manifest_cache import ManifestBytes
 from application.orgs import OrgConfig, OrgDirectory
 from application.ports import (BlobNotFound, BlobStore, CacheView, Clock, FillCoordinator, ManifestRow, Metrics,
                                SharedTags, TagRow, Upstream, UpstreamTarget)
+from application.pull_audit import Client, PullAudit
 from application.pulls import GroupCommit
 from application.registry import Registry
 from application.singleflight import SingleFlight
 from domain.manifest import InvalidManifest, read_manifest
 from domain.names import Digest, is_digest
 from domain.policy import Freshness, may_serve_stale, tag_freshness
-from domain.pull import Pull, PullResult
+from domain.pull import PullResult
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,6 @@ class BlobAnswer:
     redirect: str | None = None                               # a URL to send GET clients to (presigned S3)
 
 
-@dataclass(frozen=True)
-class Client:
-    address: str = ""
-    user_agent: str = ""
-
-
 class PullThroughCache:
     def __init__(self, *, registry: Registry, orgs: OrgDirectory, view: CacheView, store: BlobStore,
                  upstream: Upstream, pulls: GroupCommit, clock: Clock,
@@ -64,8 +59,8 @@ class PullThroughCache:
         self._view = view
         self._store = store
         self._upstream = upstream
-        self._pulls = pulls
         self._clock = clock
+        self._audit = PullAudit(pulls, clock)
         self._manifests = ManifestBytes(store)
         self._flights: SingleFlight = SingleFlight()
         self.fills = BlobFills(store, upstream, self._blob_cached, self._fill_failed, fill_coordinator, metrics)
@@ -89,18 +84,23 @@ class PullThroughCache:
     # -- manifests -------------------------------------------------------------------------------
     async def manifest(self, org_name: str, repository: str, reference: str, accept: list[str],
                        client: Client | None, record: bool = True) -> ManifestAnswer:
-        """Answer a manifest pull; `record` is False for HEAD, which is not a pull."""
+        """Answer a manifest pull; `record` is False for HEAD, which is not a pull.
+
+        A pull that fails is recorded too (result `error`), unless its input was bad.
+        """
         org = self.org(org_name)
-        if is_digest(reference):
-            answer = await self._by_digest(org, repository, str(Digest.parse(reference)), accept)
-        else:
-            answer = await self._by_tag(org, repository, reference, accept)
+        try:
+            if is_digest(reference):
+                answer = await self._by_digest(org, repository, str(Digest.parse(reference)), accept)
+            else:
+                answer = await self._by_tag(org, repository, reference, accept)
+        except Exception as error:
+            if record:
+                await self._audit.failed(org.name, repository, reference, client, error)
+            raise
         if record:
-            client = client or Client()
-            await self._pulls.record(Pull(org=org.name, repository=repository, reference=reference,
-                                          digest=answer.digest, result=answer.result.value,
-                                          client=client.address, user_agent=client.user_agent,
-                                          at=self._clock.now(), note=answer.warning or ""))
+            await self._audit.served(org.name, repository, reference, client, answer.digest, answer.result,
+                                     note=answer.warning or "")
         return answer
 
     async def _by_digest(self, org: OrgConfig, repository: str, digest: str, accept: list[str]) -> ManifestAnswer:

@@ -151,7 +151,7 @@ def add_admin_commands(commands) -> None:
 
     log = _common(commands.add_parser("audit", help="who pulled what: the audit log of a running server"))
     for flag, text in (("--org", None), ("--repository", None), ("--client", "the client's address"),
-                       ("--user-agent", "a substring of the User-Agent"), ("--result", "hit, miss, stale, revalidated"),
+                       ("--user-agent", "a substring of the User-Agent"), ("--result", "hit, miss, stale, revalidated, error"),
                        ("--since", "ISO 8601, epoch seconds, or a duration ago: 90s, 15m, 2h, 7d"),
                        ("--until", "exclusive; as --since")):
         log.add_argument(flag, help=text)

@@ -6,7 +6,8 @@ import csv
 import json
 from typing import TextIO
 
-AUDIT_COLUMNS = ("id", "at", "org", "repository", "reference", "digest", "result", "client", "user_agent")
+AUDIT_COLUMNS = ("id", "at", "org", "repository", "reference", "digest", "result", "client", "user_agent", "status",
+                 "error_code", "note")
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
@@ -65,7 +66,7 @@ def _rate_limit(reading: dict | None) -> str:
 class AuditWriter:
     """Writes pages of audit rows as they arrive; a table's widths are fixed so that it can stream."""
 
-    WIDTHS = (8, 24, 10, 28, 16, 11, 15)   # the user agent, last, is not cut
+    WIDTHS = (8, 24, 10, 28, 16, 11, 15, 28)   # the user agent, last, is not cut
 
     def __init__(self, format: str, out: TextIO) -> None:
         self.format, self.out, self.count = format, out, 0
@@ -81,7 +82,7 @@ class AuditWriter:
                 self._csv.writerow(row)
             else:
                 self._line([row["id"], row["at"], row["org"], row["repository"], row["reference"], row["result"],
-                            row["client"], row["user_agent"]])
+                            row["client"], _note(row), row["user_agent"]])
         self.count += len(rows)
         self.out.flush()
 
@@ -94,11 +95,19 @@ class AuditWriter:
         if self.format == "csv":
             self._csv.writeheader()
         elif self.format == "table":
-            self._line(["ID", "TIME", "ORG", "REPOSITORY", "REFERENCE", "RESULT", "CLIENT", "USER AGENT"])
+            self._line(["ID", "TIME", "ORG", "REPOSITORY", "REFERENCE", "RESULT", "CLIENT", "NOTE", "USER AGENT"])
 
     def _line(self, cells: list) -> None:
         text = "  ".join(_fit(str(cell), width) for cell, width in zip(cells[:-1], self.WIDTHS))
         self.out.write(f"{text}  {cells[-1]}\n")
+
+
+def _note(row: dict) -> str:
+    """An error leads with what the client was answered (404 MANIFEST_UNKNOWN); a stale serve shows why."""
+    note = row.get("note") or ""   # .get: a server older than these columns sends none
+    if row.get("error_code"):
+        return f"{row.get('status')} {row['error_code']}: {note}"
+    return note
 
 
 def _fit(text: str, width: int) -> str:

@@ -1,9 +1,9 @@
-"""The audit view: every pull served, who pulled what and how it was answered, in notification order."""
+"""The audit view: every pull, served or failed, who pulled what and how it was answered, in notification order."""
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -28,6 +28,13 @@ class AuditRow:
     client: str
     user_agent: str
     at: float
+    status: int      # the HTTP status answered
+    error_code: str  # the OCI error code of an `error` pull, else ""
+    note: str        # a stale serve: the upstream problem behind it; an error: the message answered
+
+
+# Named, not `*`: the rows' shape stays the same when a rebuild switches readers to a new copy.
+COLUMNS = ", ".join(f.name for f in fields(AuditRow))
 
 
 class AuditView(View):
@@ -55,6 +62,12 @@ def audit_filters(placeholder: str, contains: str, org, repository, result, sinc
     return (f"WHERE {' AND '.join(clauses)} " if clauses else ""), params
 
 
+def _values(event: Pull.Recorded, tracking: Tracking) -> tuple:
+    """One audit row, in the tables' column order (AuditRow's)."""
+    return (tracking.notification_id, event.org, event.repository, event.reference, event.digest, event.result,
+            event.client, event.user_agent, event.at, event.status, event.error_code, event.note)
+
+
 class AuditProjection(ViewProjection):
     name = "audit"
     handles = (Pull.Recorded,)
@@ -62,50 +75,52 @@ class AuditProjection(ViewProjection):
 
 class SqliteAuditView(SqliteView, AuditView):
     tables = ("audit",)
+    schema_version = 2   # 2: status, error_code and note
     schema = (
         "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, org TEXT NOT NULL, repository TEXT NOT NULL, "
         "reference TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL, client TEXT NOT NULL, "
-        "user_agent TEXT NOT NULL, at REAL NOT NULL)",
+        "user_agent TEXT NOT NULL, at REAL NOT NULL, status INTEGER NOT NULL, error_code TEXT NOT NULL, "
+        "note TEXT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS audit_org ON audit (org, repository, id)",
         "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
     )
 
     def _apply(self, c: SQLiteCursor, event: Any, tracking: Tracking) -> None:
         if isinstance(event, Pull.Recorded):
-            c.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (tracking.notification_id, event.org, event.repository, event.reference, event.digest,
-                       event.result, event.client, event.user_agent, event.at))
+            c.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _values(event, tracking))
 
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
               limit: int = 100, client: str | None = None, user_agent: str | None = None) -> list[AuditRow]:
         where, params = audit_filters("?", "instr(user_agent, ?) > 0", org, repository, result, since, until,
                                       after_id, limit, client, user_agent)
-        rows = self._query(f"SELECT * FROM audit {where}ORDER BY id LIMIT ?", params)
+        rows = self._query(f"SELECT {COLUMNS} FROM audit {where}ORDER BY id LIMIT ?", params)
         return [AuditRow(*row) for row in rows]
 
 
 class PostgresAuditView(PostgresView, AuditView):
     projection = "audit"
     tables = ("audit",)
+    schema_version = 2   # 2: status, error_code and note
     indexes = ("audit_org", "audit_at")
     schema = (
         "CREATE TABLE IF NOT EXISTS {audit} (id bigint PRIMARY KEY, org text NOT NULL, repository text NOT NULL, "
         "reference text NOT NULL, digest text NOT NULL, result text NOT NULL, client text NOT NULL, "
-        "user_agent text NOT NULL, at double precision NOT NULL)",
+        "user_agent text NOT NULL, at double precision NOT NULL, status integer NOT NULL, error_code text NOT NULL, "
+        "note text NOT NULL)",
         "CREATE INDEX IF NOT EXISTS {audit_org} ON {audit} (org, repository, id)",
         "CREATE INDEX IF NOT EXISTS {audit_at} ON {audit} (at)",
     )
 
     def _apply(self, c: Cursor, event: Any, tracking: Tracking) -> None:
         if isinstance(event, Pull.Recorded):
-            c.execute(self.sql("INSERT INTO {audit} VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"),
-                      (tracking.notification_id, event.org, event.repository, event.reference, event.digest,
-                       event.result, event.client, event.user_agent, event.at))
+            c.execute(self.sql("INSERT INTO {audit} VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"),
+                      _values(event, tracking))
 
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
               limit: int = 100, client: str | None = None, user_agent: str | None = None) -> list[AuditRow]:
         where, params = audit_filters("%s", "strpos(user_agent, %s) > 0", org, repository, result, since, until,
                                       after_id, limit, client, user_agent)
-        return [AuditRow(*row) for row in self._query(f"SELECT * FROM {{audit}} {where}ORDER BY id LIMIT %s", params)]
+        rows = self._query(f"SELECT {COLUMNS} FROM {{audit}} {where}ORDER BY id LIMIT %s", params)
+        return [AuditRow(*row) for row in rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -12,6 +13,8 @@ from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.projection import Projection
 from eventsourcing.sqlite import SQLiteCursor, SQLiteTrackingRecorder
 from eventsourcing.utils import get_topic
+
+log = logging.getLogger(__name__)
 
 Batch = Sequence[tuple[Any, Tracking]]  # (domain event, its position) in notification order
 
@@ -39,13 +42,43 @@ class View(TrackingRecorder, ABC):
 
 
 class SqliteView(SQLiteTrackingRecorder, View):
-    """A view in its own SQLite file: the fixed `tracking` table sits next to the view's tables."""
+    """A view in its own SQLite file: the fixed `tracking` table sits next to the view's tables.
+
+    The file's `PRAGMA user_version` holds the schema version its tables were made with. Opening a
+    file made with an older one drops the view's rows and tracking (in the transaction that
+    recreates the tables), so the runner replays the events into the new shape: a rebuild.
+    """
 
     tables: ClassVar[tuple[str, ...]] = ()      # names, for clear() and dump()
     schema: ClassVar[tuple[str, ...]] = ()      # CREATE TABLE / INDEX IF NOT EXISTS statements
+    schema_version: ClassVar[int] = 1           # raise it with any change to `schema`
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *self.schema]
+
+    def _create_table(self, c: SQLiteCursor) -> None:
+        found = self._schema_found(c)
+        if found is not None and found < self.schema_version:
+            log.warning("view %s: schema version %d is older than %d; rebuilding it from the event store",
+                        "/".join(self.tables), found, self.schema_version)
+            for table in self.tables:
+                c.execute(f"DROP TABLE IF EXISTS {table}")
+            c.execute("DELETE FROM tracking WHERE application_name != ?", (self.table_migration_identifier,))
+        super()._create_table(c)
+        if found != self.schema_version:
+            # Written only when it changes: a write waits for the file's lock, which a runner may hold.
+            c.execute(f"PRAGMA user_version = {int(self.schema_version)}")
+
+    def _schema_found(self, c: SQLiteCursor) -> int | None:
+        """The schema version of the view's tables in this file; None when there are none yet."""
+        if not self.tables:
+            return None
+        c.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (%s)"
+                  % ", ".join("?" * len(self.tables)), self.tables)
+        if c.fetchone()[0] == 0:
+            return None
+        c.execute("PRAGMA user_version")
+        return c.fetchone()[0] or 1   # 0: made before versions were recorded, all of which were version 1
 
     @abstractmethod
     def _apply(self, c: SQLiteCursor, event: Any, tracking: Tracking) -> None:

@@ -1,4 +1,4 @@
-"""The counters view: per org, how many pulls were hits, misses, stale serves and revalidations."""
+"""The counters view: per org, how many pulls were hits, misses, stale serves, revalidations and errors."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ lock per projection it runs (`pg_try_advisory_lock`). A process that does not ge
 not run that projection and tries again every `interval`; when the holder exits or loses its
 session, PostgreSQL releases the lock and another process takes over from the view's tracking
 position. The same session LISTENs for version switches, so a rebuild's new copy is followed at once.
+A live copy made with an older schema is rebuilt (blue/green) by the process that takes its lock.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from projections import locks, versions
+from projections.bluegreen import rebuild_blue_green
+from projections.rebuild import PAGE_SIZE
 from projections.catalog import PROJECTION_NAMES, spec
 from projections.progress import ProjectionCrashed, ProjectionStatus, wait_for
 from projections.runner_group import RunnerGroup
@@ -119,6 +122,7 @@ class GuardedRunners:
         if not locks.try_lock(conn, key):
             return  # another process runs it
         try:
+            self._upgrade(conn, name)
             group = self._start_group(name, None)
         except Exception:
             log.exception("projection %s could not start; retrying", name)
@@ -126,6 +130,20 @@ class GuardedRunners:
             return
         log.info("running projection %s (version %d)", name, group.version)
         self._drop_old_versions(conn, name, group.version)
+
+    def _upgrade(self, conn: psycopg.Connection, name: str) -> None:
+        """A live copy made with an older schema lacks what the runners now write: rebuild it into a new
+        copy first. Readers keep the old copy until the switch; the caller holds the runner lock."""
+        live = versions.live_versions(conn.cursor(), self._schema).get(name)
+        if live is None:
+            return  # a new projection: its first copy is made with the current schema
+        found = versions.schema_of(conn.cursor(), self._schema, name, live)
+        wanted = spec(name).postgres_view.schema_version
+        if found >= wanted:
+            return
+        log.warning("projection %s: live version %d has schema %d, older than %d; rebuilding it",
+                    name, live, found, wanted)
+        rebuild_blue_green(name, self._env, PAGE_SIZE)
 
     def _start_group(self, name: str, version: int | None) -> RunnerGroup:
         group = RunnerGroup(name, version, self._env, self._runner_env)

@@ -28,6 +28,7 @@ class PostgresView(PostgresTrackingRecorder, View):
     indexes: ClassVar[tuple[str, ...]] = ()      # index names used as {placeholders} in `schema`
     schema: ClassVar[tuple[str, ...]] = ()       # CREATE TABLE / INDEX IF NOT EXISTS with {table} placeholders
     serialise_writes: ClassVar[bool] = False     # several runners write this view: one writer at a time
+    schema_version: ClassVar[int] = 1            # raise it with any change to `schema`; see GuardedRunners
 
     def __init__(self, datastore: PostgresDatastore, *, version: int | None = None, follow_live: bool = True,
                  **_factory_kwargs: Any) -> None:
@@ -71,12 +72,15 @@ class PostgresView(PostgresTrackingRecorder, View):
         # Look again under the lock: another process may have created this version since create_table() looked.
         curs.execute("SELECT to_regclass(%s) IS NOT NULL AS present",
                      (f'"{self.datastore.schema}"."{self.tracking_table_name}"',))
-        if curs.fetchone()["present"]:
+        new_copy = not curs.fetchone()["present"]
+        if not new_copy:
             self.tracking_table_exists = True
             curs.execute(self.sql("SELECT MAX(notification_id) AS max FROM {tracking} WHERE application_name = %s"),
                          (self.table_migration_identifier,))
             self.tracking_migration_previous = curs.fetchone()["max"]
         super()._create_table(curs)
+        if new_copy:  # an existing copy keeps the schema version it was made with
+            versions.record_schema(curs, self.datastore.schema, self.projection, self.version, self.schema_version)
         stable = [f'"{self.datastore.schema}"."{versions.table(name, None)}"' for name in self.tables]
         stable.append(f'"{self.datastore.schema}"."{versions.tracking_table(self.projection, None)}"')
         curs.execute("SELECT bool_or(to_regclass(name) IS NULL) AS missing FROM unnest(%s::text[]) AS name", (stable,))

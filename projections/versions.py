@@ -4,6 +4,9 @@ Each view's tables exist once per version (`tags_v1`, `tags_v1_tracking`, ...). 
 stable names (`tags`, `tags_tracking`), which are SQL views over the live version's tables, so a
 blue/green rebuild switches every reader in one transaction and prepared statements re-plan on
 their own. Writers (runners, rebuilds) name a version explicitly.
+
+`view_schemas` records the schema version each copy's tables were made with, so that a copy made
+by older code (fewer columns) is known and rebuilt into a new copy rather than written to.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from psycopg.sql import SQL, Identifier
 from projections.locks import advisory_key
 
 VERSIONS_TABLE = "view_versions"
+SCHEMAS_TABLE = "view_schemas"
 SWITCH_CHANNEL = "entrepot_view_versions"   # NOTIFY on a switch, so runners follow at once
 
 
@@ -105,6 +109,34 @@ def drop_version(curs: Cursor, schema: str, projection: str, tables: Iterable[st
     for name in (*tables, None):
         physical = tracking_table(projection, version) if name is None else table(name, version)
         curs.execute(SQL("DROP TABLE IF EXISTS {}").format(Identifier(schema, physical)))
+    if _exists(curs, schema, SCHEMAS_TABLE):
+        curs.execute(SQL("DELETE FROM {} WHERE projection = %s AND version = %s")
+                     .format(Identifier(schema, SCHEMAS_TABLE)), (projection, version))
+
+
+def record_schema(curs: Cursor, schema: str, projection: str, version: int, schema_version: int) -> None:
+    """Inside the transaction (holding the DDL lock) that creates the tables of copy `version`."""
+    schemas = Identifier(schema, SCHEMAS_TABLE)
+    curs.execute(SQL("CREATE TABLE IF NOT EXISTS {} (projection text NOT NULL, version integer NOT NULL, "
+                     "schema_version integer NOT NULL, PRIMARY KEY (projection, version))").format(schemas))
+    curs.execute(SQL("INSERT INTO {} VALUES (%s, %s, %s) ON CONFLICT (projection, version) "
+                     "DO UPDATE SET schema_version = EXCLUDED.schema_version").format(schemas),
+                 (projection, version, schema_version))
+
+
+def schema_of(curs: Cursor, schema: str, projection: str, version: int) -> int:
+    """The schema version copy `version` was made with; 1 for copies made before these were recorded."""
+    if not _exists(curs, schema, SCHEMAS_TABLE):
+        return 1
+    curs.execute(SQL("SELECT schema_version FROM {} WHERE projection = %s AND version = %s")
+                 .format(Identifier(schema, SCHEMAS_TABLE)), (projection, version))
+    row = curs.fetchone()
+    return _first(row) if row else 1
+
+
+def _exists(curs: Cursor, schema: str, name: str) -> bool:
+    curs.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (f'"{schema}"."{name}"',))
+    return bool(_first(curs.fetchone()))
 
 
 def _values(row) -> tuple:

@@ -93,7 +93,7 @@ async def audit(
     state: State,
     org: Query[str | None] = None,
     repository: Query[str | None] = None,
-    result: Annotated[str | None, QueryParameter(description="hit, miss, stale or revalidated")] = None,
+    result: Annotated[str | None, QueryParameter(description="hit, miss, stale, revalidated or error")] = None,
     client: Annotated[str | None, QueryParameter(description="the actor: the client's address, exactly")] = None,
     user_agent: Annotated[str | None, QueryParameter(description="a substring of the client's User-Agent")] = None,
     since: Annotated[str | None, QueryParameter(

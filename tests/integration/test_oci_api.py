@@ -162,7 +162,6 @@ def test_writes_are_unsupported_on_a_read_only_cache(api, method, image):
     ("/v2/hub/library/alpine/blobs/md5:" + "0" * 32, 400, "DIGEST_INVALID"),
     ("/v2/hub/library/alpine/blobs/latest", 400, "DIGEST_INVALID"),
     ("/v2/nosuch/library/alpine/manifests/3.19", 404, "NAME_UNKNOWN"),
-    ("/v2/hub/library/alpine/manifests/nosuchtag", 404, "MANIFEST_UNKNOWN"),
     ("/v2/hub/library/alpine/blobs/sha256:" + "0" * 64, 404, "BLOB_UNKNOWN"),
     ("/v2/hub/manifests/3.19", 400, "NAME_INVALID"),
 ])
@@ -172,6 +171,17 @@ def test_bad_requests_get_an_oci_error_and_change_nothing(api, path, status, cod
     assert (response.status_code, error_code(response)) == (status, code)
     assert api.container.registry.recorder.max_notification_id() == head_before
     assert api.container.pulls.recorder.max_notification_id() is None
+
+
+def test_a_missing_tag_gets_manifest_unknown_caches_nothing_and_is_recorded_as_a_failed_pull(api):
+    head_before = api.container.registry.recorder.max_notification_id()
+    response = api.get("/v2/hub/library/alpine/manifests/nosuchtag")
+    assert (response.status_code, error_code(response)) == (404, "MANIFEST_UNKNOWN")
+    assert api.container.registry.recorder.max_notification_id() == head_before
+    [recorded] = [api.container.pulls.mapper.to_domain_event(n)
+                  for n in api.container.pulls.recorder.select_notifications(start=1, limit=10)]
+    assert (recorded.reference, recorded.result, recorded.status, recorded.error_code) == (
+        "nosuchtag", "error", 404, "MANIFEST_UNKNOWN")
 
 
 def test_a_manifest_over_4_mib_is_refused_and_not_stored(tmp_path, image):

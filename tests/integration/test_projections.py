@@ -13,6 +13,8 @@ from application.registry import Registry
 from domain.pull import Pull
 from projections import (PROJECTION_NAMES, ProjectionCrashed, open_cache_view, open_view, projection_runners, rebuild,
                          status, wait_caught_up)
+from projections.audit import AuditProjection
+from projections.replay import replay
 
 pytestmark = pytest.mark.integration
 
@@ -228,3 +230,65 @@ def test_blobs_view_under_concurrent_writes_to_both_apps_matches_a_rebuild(env, 
         blobs.close()
     rebuild("blobs", env)
     assert dumps(env)["blobs"] == before
+
+
+# The audit table as it was before status, error_code and note (schema version 1).
+OLD_AUDIT_TABLE = ("(id {int} PRIMARY KEY, org {text} NOT NULL, repository {text} NOT NULL, reference {text} NOT NULL, "
+                   "digest {text} NOT NULL, result {text} NOT NULL, client {text} NOT NULL, user_agent {text} NOT NULL, "
+                   "at {real} NOT NULL)")
+OLD_AUDIT_COLUMNS = "id, org, repository, reference, digest, result, client, user_agent, at"
+
+
+def make_audit_view_old(env, pulls) -> None:
+    """Leave the audit view as an older release left it: its rows and tracking, in the old table shape,
+    with no record of a schema version (the older release kept none)."""
+    view = open_view("audit", env)
+    try:
+        replay(view, pulls, AuditProjection.handled_topics(), page_size=100)
+    finally:
+        view.close()
+    if "AUDIT_SQLITE_DBNAME" in env:
+        with sqlite3.connect(env["AUDIT_SQLITE_DBNAME"]) as conn:
+            conn.executescript(f"""
+                ALTER TABLE audit RENAME TO audit_new;
+                CREATE TABLE audit {OLD_AUDIT_TABLE.format(int="INTEGER", text="TEXT", real="REAL")};
+                INSERT INTO audit SELECT {OLD_AUDIT_COLUMNS} FROM audit_new;
+                DROP TABLE audit_new;
+                CREATE INDEX audit_org ON audit (org, repository, id);
+                PRAGMA user_version = 0;""")
+        return
+    schema = f'"{env["POSTGRES_SCHEMA"]}"'
+    with psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
+                         dbname=env["POSTGRES_DBNAME"], autocommit=True) as conn:
+        conn.execute(f"DROP VIEW {schema}.audit")
+        conn.execute(f"ALTER TABLE {schema}.audit_v1 RENAME TO audit_new")
+        conn.execute(f"CREATE TABLE {schema}.audit_v1 "
+                     + OLD_AUDIT_TABLE.format(int="bigint", text="text", real="double precision"))
+        conn.execute(f"INSERT INTO {schema}.audit_v1 SELECT {OLD_AUDIT_COLUMNS} FROM {schema}.audit_new")
+        conn.execute(f"DROP TABLE {schema}.audit_new")
+        conn.execute(f"CREATE VIEW {schema}.audit AS SELECT * FROM {schema}.audit_v1")
+        conn.execute(f"DROP TABLE {schema}.view_schemas")
+
+
+def test_an_audit_view_of_the_older_schema_is_rebuilt_when_the_runners_start(env, apps, runners):
+    _, pulls = apps
+    note = "upstream unavailable (503): down; serving the cached copy"
+    pulls.record(Pull(org=ORG, repository=REPO, reference="3.20", digest=M1, result="hit", client="10.1.2.3",
+                      user_agent="docker/27.0", at=1.0),
+                 Pull(org=ORG, repository=REPO, reference="3.20", digest=M1, result="stale", client="10.1.2.3",
+                      user_agent="docker/27.0", at=2.0, note=note))
+    make_audit_view_old(env, pulls)
+    pulls.record(Pull(org=ORG, repository=REPO, reference="gone", digest="", result="error", client="10.1.2.3",
+                      user_agent="docker/27.0", at=3.0, note="manifest gone is unknown upstream", status=404,
+                      error_code="MANIFEST_UNKNOWN"))
+
+    runners().wait_caught_up(timeout=20)
+
+    audit = open_view("audit", env)
+    try:
+        # The stale note comes back from the events: the view was rebuilt, not given empty columns.
+        assert [(r.id, r.result, r.status, r.error_code, r.note) for r in audit.query()] == [
+            (1, "hit", 200, "", ""), (2, "stale", 200, "", note),
+            (3, "error", 404, "MANIFEST_UNKNOWN", "manifest gone is unknown upstream")]
+    finally:
+        audit.close()

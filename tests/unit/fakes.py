@@ -182,6 +182,13 @@ class FakeUpstream:
         pass
 
 
+class BrokenPullRecorder:
+    """A group commit whose event store refuses every write."""
+
+    async def record(self, pull) -> None:
+        raise RuntimeError("the event store is gone")
+
+
 class RegistryView:
     """A CacheView read straight from the Registry's aggregates (the projections' job, faked)."""
 

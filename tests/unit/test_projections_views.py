@@ -201,3 +201,19 @@ def test_cache_view_reads_from_many_threads(view, env):
         assert cache.get_manifest(ORG, REPO, "sha256:" + "0" * 64) is None
     finally:
         cache.close()
+
+
+def test_audit_rows_carry_status_error_code_and_note_and_counters_count_errors(view):
+    audit, counters = view("audit"), view("counters")
+    stale = Pull(org=ORG, repository=REPO, reference="3", digest=M1, result="stale", client="10.0.0.7",
+                 user_agent="containerd/2.0", at=30.0, note="upstream unavailable (503): down; serving the cached copy")
+    failed = Pull(org=ORG, repository=REPO, reference="gone", digest="", result="error", client="10.0.0.7",
+                  user_agent="containerd/2.0", at=31.0, note="manifest gone is unknown upstream", status=404,
+                  error_code="MANIFEST_UNKNOWN")
+    batch = tracked("Pulls", events(pull(M1), stale, failed))
+    audit.process(batch)
+    counters.process(batch)
+    assert [(r.result, r.status, r.error_code, r.note) for r in audit.query()] == [
+        ("hit", 200, "", ""), ("stale", 200, "", stale.note), ("error", 404, "MANIFEST_UNKNOWN", failed.note)]
+    assert [r.reference for r in audit.query(result="error")] == ["gone"]
+    assert counters.counts(ORG) == {ORG: {"hit": 1, "stale": 1, "error": 1}}

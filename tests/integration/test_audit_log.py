@@ -1,0 +1,137 @@
+"""The audit log of failed and stale pulls through the whole app, on SQLite and PostgreSQL.
+
+A real registry behind a fault-injecting proxy; the app built by the composition root; the admin API read back.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+import time
+
+import pytest
+from litestar.testing import TestClient
+
+from infra.settings import DatabaseSettings, OrgSettings, Settings, UpstreamSettings
+from interfaces.bootstrap import Container
+from interfaces.http.app import create_app
+from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.images import build_image, push_image
+from tests.support.registry import free_port
+
+pytestmark = pytest.mark.integration
+TOKEN = "test-admin-token"
+ACCEPT = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
+IMAGE = build_image("audit/alpine", layers=1, layer_size=10_000)
+
+
+@pytest.fixture
+def proxy(upstream_registry):
+    push_image(upstream_registry.url, "library/alpine", "3.19", IMAGE)
+    proxy = FaultProxy(upstream_registry.url).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def api(request, event_store_backend, proxy, tmp_path):
+    """The app on the test's backend: `hub` behind the proxy, `down` whose upstream refuses connections."""
+    database = DatabaseSettings()
+    if event_store_backend == "postgres":
+        database = DatabaseSettings(url=request.getfixturevalue("postgres_url"), schema=f"a_{secrets.token_hex(3)}")
+    settings = Settings(
+        data_dir=str(tmp_path / "data"), admin_token=TOKEN, database=database,
+        upstream=UpstreamSettings(failures_before_backoff=1000),   # every pull asks upstream: no back-off
+        organizations=(OrgSettings(name="hub", upstream=proxy.url, staleness_seconds=0, max_stale_seconds=3600),
+                       OrgSettings(name="down", upstream=f"http://127.0.0.1:{free_port()}")))
+    container = Container(settings)
+    with TestClient(create_app(container)) as client:
+        client.headers.update({"Authorization": f"Bearer {TOKEN}"})
+        client.container = container
+        yield client
+
+
+def audit(api, **params) -> list[dict]:
+    response = api.get("/api/v1/audit", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+def audited(api, count: int, timeout: float = 10.0, **params) -> list[dict]:
+    """The audit rows matching `params` once there are `count` of them (the view follows the events)."""
+    deadline = time.monotonic() + timeout
+    while len(rows := audit(api, **params)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return rows
+
+
+def pull(api, path: str, method: str = "GET"):
+    return api.request(method, f"/v2/{path}", headers={**ACCEPT, "User-Agent": "podman/5.0"})
+
+
+def oci_code(response) -> str:
+    return response.json()["errors"][0]["code"]
+
+
+def oci_message(response) -> str:
+    return response.json()["errors"][0]["message"]
+
+
+def test_failed_pulls_are_audited_with_their_status_code_and_message(api, proxy):
+    missing = pull(api, "hub/library/alpine/manifests/no-such-tag")
+    proxy.add(Fault(r"/manifests/limited$", status=429, headers={"Retry-After": "30"}))
+    limited = pull(api, "hub/library/alpine/manifests/limited")
+    down = pull(api, "down/library/alpine/manifests/3.19")
+    assert [(r.status_code, oci_code(r)) for r in (missing, limited, down)] == [
+        (404, "MANIFEST_UNKNOWN"), (429, "TOOMANYREQUESTS"), (503, "UNAVAILABLE")]
+
+    rows = audited(api, 3, result="error")
+    assert [(r["org"], r["reference"], r["status"], r["error_code"], r["digest"]) for r in rows] == [
+        ("hub", "no-such-tag", 404, "MANIFEST_UNKNOWN", ""), ("hub", "limited", 429, "TOOMANYREQUESTS", ""),
+        ("down", "3.19", 503, "UNAVAILABLE", "")]
+    # The note is the message the client got.
+    assert [r["note"] for r in rows] == [oci_message(missing), oci_message(limited), oci_message(down)]
+    assert all(r["result"] == "error" and r["user_agent"] == "podman/5.0" for r in rows)
+    shown = api.get("/api/v1/organizations/hub").json()
+    assert shown["pulls"] == {"error": 2}   # counted per org, as neither hits nor misses
+
+
+def test_a_negative_cache_hit_is_audited_like_the_404_it_answers(api, proxy):
+    for _ in range(2):
+        assert pull(api, "hub/library/alpine/manifests/no-such-tag").status_code == 404
+    assert len([r for r in proxy.requests if "/manifests/no-such-tag" in r[1]]) == 1   # the second was remembered
+    rows = audited(api, 2, result="error")
+    assert [(r["status"], r["error_code"]) for r in rows] == [(404, "MANIFEST_UNKNOWN")] * 2
+
+
+def test_a_stale_serve_shows_its_note_in_the_audit_log_and_its_exports(api, proxy):
+    assert pull(api, "hub/library/alpine/manifests/3.19").headers["x-cache"] == "MISS"
+    proxy.add(Fault(r"/manifests/3.19$", method="HEAD", status=503))
+    stale = pull(api, "hub/library/alpine/manifests/3.19")
+    assert stale.headers["x-cache"] == "STALE"
+
+    [row] = audited(api, 1, result="stale")
+    assert "503" in row["note"] and row["note"] in stale.headers["warning"]
+    assert (row["status"], row["error_code"]) == (200, "")
+
+    jsonl = api.get("/api/v1/audit", params={"format": "jsonl", "result": "stale"})
+    assert json.loads(jsonl.text)["note"] == row["note"]
+    exported = list(csv.DictReader(io.StringIO(api.get("/api/v1/audit", params={"format": "csv"}).text)))
+    assert [(r["result"], r["status"], r["error_code"]) for r in exported] == [("miss", "200", ""), ("stale", "200", "")]
+    assert exported[1]["note"] == row["note"]
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("GET", "hub/library/Alpine/manifests/3.19", 400),          # invalid repository name
+    ("GET", "hub/library/alpine/manifests/-bad-tag", 400),      # invalid tag
+    ("GET", "hub/library/alpine/manifests/sha256:abc", 400),    # invalid digest
+    ("GET", "nobody/library/alpine/manifests/3.19", 404),       # no such org, and no default org
+    ("HEAD", "hub/library/alpine/manifests/no-such-tag", 404),  # a HEAD is never a pull
+])
+def test_bad_input_and_heads_leave_the_audit_log_unchanged(api, method, path, status):
+    before = api.container.pulls.recorder.max_notification_id()
+    assert pull(api, path, method).status_code == status
+    assert api.container.pulls.recorder.max_notification_id() == before
+    assert audit(api) == []
