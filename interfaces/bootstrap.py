@@ -20,6 +20,7 @@ from application.routing import OrgRouter
 from infra.clock import SystemClock
 from infra import persistence
 from infra.metrics import PrometheusMetrics, new_registry
+from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
 from infra.secrets import admin_token
 from infra.settings import Settings, SettingsError
@@ -73,6 +74,7 @@ class Container:
                                    for name in ("orgs", "tags", "manifests", "blobs", "counters", "audit")}
         self.metrics_registry.register(
             ReadModelCollector(views["blobs"], views["manifests"], views["tags"], views["counters"]))
+        self.metrics_registry.register(RateLimitCollector(self.cache.rate_limits.all))
         self.router = OrgRouter(lambda name: self.orgs.get(name) is not None, views["orgs"])
         self.admin = OrgAdmin(self.orgs, self.registry,
                               AdminViews(views["orgs"], views["tags"], views["blobs"], views["counters"]),

@@ -132,6 +132,9 @@ def test_rate_limit_readings_are_kept_and_the_floor_serves_stale_instead_of_spen
                       headers={"Authorization": f"Bearer {token}"}).json()
     reading = shown["upstream_rate_limit"]
     assert (reading["limit"], reading["remaining"], reading["window_seconds"]) == (100, 3, 21600)
+    scraped = httpx.get(f"{lanes.server.url}/metrics").text  # and for Prometheus
+    assert 'entrepot_upstream_ratelimit_remaining{org="ratelimit"} 3.0' in scraped
+    assert 'entrepot_upstream_ratelimit_limit{org="ratelimit"} 100.0' in scraped
 
 
 def test_revalidation_uses_head_and_gets_the_manifest_only_when_the_digest_changed(lanes):

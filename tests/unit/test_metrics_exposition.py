@@ -6,7 +6,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from application.ports import RateLimit
+from application.ratelimits import RateLimits
 from infra.metrics import PrometheusMetrics, new_registry
+from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
 from interfaces.http.metrics import method_label, route_kind
 
@@ -110,3 +113,19 @@ def test_an_unreadable_read_model_leaves_out_its_gauges_but_not_the_scrape(caplo
     assert ("entrepot_manifest_pulls_total", (("org", "hub"), ("result", "hit"))) in values
     assert not any(name.startswith("entrepot_org_") for name, _ in values)
     assert "cannot read the read model" in caplog.text
+
+
+def test_the_latest_upstream_rate_limit_reading_of_each_org_is_a_gauge():
+    readings = RateLimits()
+    registry = new_registry()
+    registry.register(RateLimitCollector(readings.all))
+    assert not any(name.startswith("entrepot_upstream_ratelimit") for name, _ in samples(registry))
+    readings.observe("hub", RateLimit(limit=100, remaining=7, window_seconds=21600), at=1_700_000_000.0)
+    readings.observe("quay", RateLimit(limit=None, remaining=40, window_seconds=None), at=1_700_000_060.0)
+    got = samples(registry)
+    assert got[("entrepot_upstream_ratelimit_remaining", (("org", "hub"),))] == 7
+    assert got[("entrepot_upstream_ratelimit_limit", (("org", "hub"),))] == 100
+    assert got[("entrepot_upstream_ratelimit_window_seconds", (("org", "hub"),))] == 21600
+    assert got[("entrepot_upstream_ratelimit_observed_timestamp_seconds", (("org", "quay"),))] == 1_700_000_060
+    assert got[("entrepot_upstream_ratelimit_remaining", (("org", "quay"),))] == 40
+    assert ("entrepot_upstream_ratelimit_limit", (("org", "quay"),)) not in got  # never sent: no sample
