@@ -15,6 +15,7 @@ from application.cache import Client, PullThroughCache
 from application.routing import OrgRouter
 from domain.names import NAME_PATTERN, InvalidName, parse_reference
 from interfaces.http.errors import API_VERSION, OciError
+from interfaces.http.pathsend import PathSend, offers_pathsend
 from interfaces.http.ranges import parse_range
 
 # The name grammar is anchored by what follows it: one regex for the whole path (Litestar's
@@ -128,6 +129,9 @@ async def blob(request: Request, cache: PullThroughCache, target: Target) -> Res
     if request.method == "HEAD":
         # b"", not None: Litestar cannot render None as octet-stream; the explicit length survives.
         return Response(b"", status_code=status, media_type="application/octet-stream", headers=headers)
+    if answer.path and byte_range is None and offers_pathsend(request.scope):
+        # A published file, whole: the server (granian) sends it without the bytes entering Python.
+        return PathSend(answer.path, headers=headers)
     body = await started(answer.open(start, end))
     return Stream(body, status_code=status, media_type="application/octet-stream", headers=headers)
 
