@@ -41,6 +41,7 @@ class Options:
     cold_client: str                 # "curl" or "skopeo"
     work_dir: Path | None
     keep: bool
+    engine: str                      # [server] engine of both Entrepôt targets: "uvicorn" or "granian"
 
 
 class Bench:
@@ -102,7 +103,7 @@ class Bench:
         self.targets.append(Target("peer", peer.url, pid=peer.pid, upstream=AccessLog(behind_peer)))
 
         behind_ours = stack.enter_context(Registry(work / "up-entrepot", storage, access_log=True))
-        ours = stack.enter_context(entrepot_server(work / "entrepot", behind_ours.url))
+        ours = stack.enter_context(entrepot_server(work / "entrepot", behind_ours.url, engine=self.options.engine))
         self.targets.append(Target("entrepot", ours.url, f"{ORG}/", ours.process.pid, AccessLog(behind_ours)))
         self.asgi_server = _asgi_server(ours.log_tail(200))
         self.say(f"started upstream {direct.url}, peer {peer.url}, entrepot {ours.url}")
@@ -111,7 +112,8 @@ class Bench:
         if database is not None:
             behind_pg = stack.enter_context(Registry(work / "up-entrepot-pg", storage, access_log=True))
             try:
-                on_pg = stack.enter_context(entrepot_server(work / "entrepot-pg", behind_pg.url, database.url))
+                on_pg = stack.enter_context(entrepot_server(work / "entrepot-pg", behind_pg.url, database.url,
+                                                            engine=self.options.engine))
                 stack.enter_context(projection_runner(on_pg))
                 self.servers["entrepot-pg"] = on_pg
                 self.targets.append(Target("entrepot-pg", on_pg.url, f"{ORG}/", on_pg.process.pid,

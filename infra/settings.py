@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 
 DEFAULT_PORT = 5000
+ENGINES = ("uvicorn", "granian")
 
 
 class SettingsError(ValueError):
@@ -77,6 +78,7 @@ class Settings:
     organizations: tuple[OrgSettings, ...] = DEFAULT_ORGS
     log_level: str = "info"
     admin_token: str = ""             # admin API token ($ENTREPOT_ADMIN_TOKEN); generated when empty
+    engine: str = "uvicorn"           # the HTTP server: "uvicorn" or "granian" (sends warm blobs by pathsend)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
@@ -120,12 +122,14 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
             raise SettingsError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as error:
             raise SettingsError(f"{path}: invalid TOML: {error}") from None
-    server = _section(document, "server", {"host", "port", "data_dir", "secret_key", "log_level", "admin_token"},
-                      source)
+    server = _section(document, "server",
+                      {"host", "port", "data_dir", "secret_key", "log_level", "admin_token", "engine"}, source)
     database = DatabaseSettings(**_section(document, "database", {f.name for f in fields(DatabaseSettings)}, source))
     storage = StorageSettings(**_section(document, "storage", {f.name for f in fields(StorageSettings)}, source))
     redis = RedisSettings(**_section(document, "redis", {f.name for f in fields(RedisSettings)}, source))
     upstream = UpstreamSettings(**_section(document, "upstream", {f.name for f in fields(UpstreamSettings)}, source))
+    if server.get("engine", "uvicorn") not in ENGINES:
+        raise SettingsError(f"{source}: [server] engine must be one of {', '.join(ENGINES)}, got {server['engine']!r}")
     if storage.backend not in ("filesystem", "s3"):
         raise SettingsError(f"{source}: [storage] backend must be 'filesystem' or 's3', got {storage.backend!r}")
     if not isinstance(database.run_projections, bool) or not isinstance(database.schema, str) or not database.schema:
@@ -156,6 +160,7 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         organizations=organizations,
         log_level=server.get("log_level", "info"),
         admin_token=os.environ.get("ENTREPOT_ADMIN_TOKEN") or server.get("admin_token", ""),
+        engine=server.get("engine", "uvicorn"),
         database=database,
         storage=storage,
         redis=redis,

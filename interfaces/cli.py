@@ -19,10 +19,9 @@ def _settings(args: argparse.Namespace):
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from interfaces.bootstrap import Container
     from interfaces.http.app import create_app
+    from interfaces.serving import run_granian, run_uvicorn
 
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -35,10 +34,8 @@ def serve(args: argparse.Namespace) -> int:
               flush=True)
     print(f"Entrepôt serving on http://{settings.host}:{settings.port} (data in {container.data_dir}; "
           f"organizations: {', '.join(o.name for o in settings.organizations)})", flush=True)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            access_log=args.access_log, lifespan="on", timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run()
-    return 0
+    run = run_granian if settings.engine == "granian" else run_uvicorn
+    return run(app, settings, args.access_log)
 
 
 def projections_status(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from application.routing import OrgRouter
 from domain.names import NAME_PATTERN, InvalidName, parse_reference
 from domain.pull import PullResult
 from interfaces.http.errors import API_VERSION, OciError
+from interfaces.http.pathsend import PathSend, offers_pathsend
 from interfaces.http.ranges import parse_range
 
 # The name grammar is anchored by what follows it: one regex for the whole path (Litestar's
@@ -139,6 +140,9 @@ async def blob(request: Request, cache: PullThroughCache, target: Target, metric
     if request.method == "HEAD":
         # b"", not None: Litestar cannot render None as octet-stream; the explicit length survives.
         return Response(b"", status_code=status, media_type="application/octet-stream", headers=headers)
+    if answer.path and byte_range is None and offers_pathsend(request.scope):
+        # A published file, whole: the server (granian) sends it without the bytes entering Python.
+        return PathSend(answer.path, headers=headers)
     body = await started(answer.open(start, end))
     sent = counted(body, lambda size: metrics.bytes_served(target.org, "blob", size))
     return Stream(sent, status_code=status, media_type="application/octet-stream", headers=headers)

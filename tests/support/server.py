@@ -31,9 +31,11 @@ def _toml_value(value: object) -> str:
 
 
 def render_config(host: str, port: int, data_dir: Path, organizations: list[dict], log_level: str = "info",
-                  sections: dict[str, dict] | None = None) -> str:
+                  sections: dict[str, dict] | None = None, server: dict | None = None) -> str:
     lines = ["[server]", f"host = {_toml_value(host)}", f"port = {port}", f"data_dir = {_toml_value(str(data_dir))}",
-             f"log_level = {_toml_value(log_level)}", ""]
+             f"log_level = {_toml_value(log_level)}"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in (server or {}).items()]  # e.g. {"engine": "granian"}
+    lines.append("")
     for org in organizations:
         unknown = set(org) - set(ORG_KEYS)
         if unknown:
@@ -53,7 +55,7 @@ class EntrepotServer:
 
     def __init__(self, directory: Path | str, organizations: list[dict], port: int | None = None,
                  startup_timeout: float = 20.0, access_log: bool = False, env: dict | None = None,
-                 sections: dict[str, dict] | None = None) -> None:
+                 sections: dict[str, dict] | None = None, server: dict | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.organizations = [dict(org) for org in organizations]
@@ -65,6 +67,7 @@ class EntrepotServer:
         self.access_log = access_log
         self.env = env
         self.sections = sections or {}
+        self.server = server or {}    # more [server] keys, e.g. {"engine": "granian"}
         self.process: subprocess.Popen | None = None
         self.write_config()
 
@@ -79,7 +82,7 @@ class EntrepotServer:
 
     def write_config(self) -> None:
         self.config_path.write_text(render_config("127.0.0.1", self.port, self.data_dir, self.organizations,
-                                                  sections=self.sections))
+                                                  sections=self.sections, server=self.server))
 
     def command(self, *args: str) -> list[str]:
         """An `entrepot` CLI command line against this server's config, e.g. command("projections", "status")."""
