@@ -7,6 +7,7 @@ import socket
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.images import build_image, push_image, sha256
 
@@ -45,6 +46,10 @@ def test_a_warm_blob_is_served_whole_by_granian(granian):
     assert warm.headers["content-type"] == "application/octet-stream"
     assert sha256(warm.content) == layer.digest
     assert "transfer-encoding" not in warm.headers
+    scraped = httpx.get(f"{server.url}/metrics").text  # bytes the server sent itself still count
+    served = [s.value for family in text_string_to_metric_families(scraped) for s in family.samples
+              if s.name == "entrepot_served_bytes_total" and s.labels == {"kind": "blob", "org": "org"}]
+    assert served == [2 * layer.size]  # the cold pull and this one
 
 
 def test_a_range_of_a_warm_blob_is_served_in_chunks(granian):
