@@ -21,7 +21,11 @@ class Pulls(Application[UUID]):
     name = "Pulls"
 
     def record(self, *pulls: Pull) -> None:
-        self.save(*pulls)
+        # Straight to the event store, in one transaction: Application.save() would first test every
+        # aggregate against two runtime-checkable Protocols (typing's slow isinstance path), which was
+        # ~9% of a warm pull's CPU in the profile. Pulls have no snapshots and no in-process followers,
+        # so save()'s other steps do nothing here.
+        self.events.put([event for pull in pulls for event in pull.collect_events()])
 
 
 class GroupCommit:
