@@ -12,6 +12,7 @@ from application.cache import BlobAnswer
 from domain.pull import PullResult
 from interfaces.http.oci import Target, blob
 from interfaces.http.pathsend import PATHSEND, PathSend, offers_pathsend
+from tests.unit.fakes import FakeMetrics
 
 DIGEST = "sha256:" + "ab" * 32
 DATA = b"0123456789" * 100
@@ -39,12 +40,15 @@ class OneBlob:
         return BlobAnswer(digest, len(DATA), PullResult.HIT, read, self.path)
 
 
-def answer_to(scope: dict, path: str | None = "/data/blobs/sha256/ab/abab"):
-    return asyncio.run(blob(Request(scope), OneBlob(path), Target("hub", "library/x", "blobs", DIGEST)))
+def answer_to(scope: dict, path: str | None = "/data/blobs/sha256/ab/abab", metrics: FakeMetrics | None = None):
+    return asyncio.run(blob(Request(scope), OneBlob(path), Target("hub", "library/x", "blobs", DIGEST),
+                            metrics or FakeMetrics()))
 
 
 def test_a_whole_warm_blob_is_sent_by_path_when_the_server_offers_pathsend():
-    response = answer_to(http_scope())
+    metrics = FakeMetrics()
+    response = answer_to(http_scope(), metrics=metrics)
+    assert metrics.total("bytes_served", "hub", "blob") == len(DATA)  # sent by the server, still counted
     assert isinstance(response, PathSend) and response.path == "/data/blobs/sha256/ab/abab"
     assert response.headers["Content-Length"] == str(len(DATA))
     assert response.headers["Docker-Content-Digest"] == DIGEST
