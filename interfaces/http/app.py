@@ -47,5 +47,8 @@ def create_app(container) -> Litestar:
         middleware=[http_metrics],
         exception_handlers={Exception: any_error},
         openapi_config=openapi_config(),
+        # `entrepot serve` configures logging (one format for every logger); Litestar's default
+        # config would replace the root handlers with its own format at start.
+        logging_config=None,
         debug=False,
     )
