@@ -56,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=Path, default=RESULTS, help=f"where the JSON goes (default {RESULTS})")
     p.add_argument("--work-dir", type=Path, help="where registries and caches keep their data (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the work dir")
-    p.add_argument("--engine", choices=("uvicorn", "granian"), default="uvicorn",
+    p.add_argument("--engine", choices=("uvicorn", "granian"), default="granian",
                    help="the HTTP server Entrepôt runs on ([server] engine)")
     return p
 

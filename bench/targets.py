@@ -101,7 +101,7 @@ class Target:
 
 
 def entrepot_server(directory: Path, upstream_url: str, database_url: str | None = None,
-                    engine: str = "uvicorn") -> EntrepotServer:
+                    engine: str = "granian") -> EntrepotServer:
     org = {"name": ORG, "upstream": upstream_url,
            # generous staleness: a warm pull by tag is a hit, never a revalidation
            "staleness_seconds": 86_400, "max_stale_seconds": 7 * 86_400}

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 
 DEFAULT_PORT = 5000
 ENGINES = ("uvicorn", "granian")
+DEFAULT_ENGINE = "granian"
 
 
 class SettingsError(ValueError):
@@ -78,7 +79,7 @@ class Settings:
     organizations: tuple[OrgSettings, ...] = DEFAULT_ORGS
     log_level: str = "info"
     admin_token: str = ""             # admin API token ($ENTREPOT_ADMIN_TOKEN); generated when empty
-    engine: str = "uvicorn"           # the HTTP server: "uvicorn" or "granian" (sends warm blobs by pathsend)
+    engine: str = DEFAULT_ENGINE      # the HTTP server: "granian" (sends warm blobs by pathsend) or "uvicorn"
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
@@ -128,7 +129,7 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
     storage = StorageSettings(**_section(document, "storage", {f.name for f in fields(StorageSettings)}, source))
     redis = RedisSettings(**_section(document, "redis", {f.name for f in fields(RedisSettings)}, source))
     upstream = UpstreamSettings(**_section(document, "upstream", {f.name for f in fields(UpstreamSettings)}, source))
-    if server.get("engine", "uvicorn") not in ENGINES:
+    if server.get("engine", DEFAULT_ENGINE) not in ENGINES:
         raise SettingsError(f"{source}: [server] engine must be one of {', '.join(ENGINES)}, got {server['engine']!r}")
     if storage.backend not in ("filesystem", "s3"):
         raise SettingsError(f"{source}: [storage] backend must be 'filesystem' or 's3', got {storage.backend!r}")
@@ -160,7 +161,7 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         organizations=organizations,
         log_level=server.get("log_level", "info"),
         admin_token=os.environ.get("ENTREPOT_ADMIN_TOKEN") or server.get("admin_token", ""),
-        engine=server.get("engine", "uvicorn"),
+        engine=server.get("engine", DEFAULT_ENGINE),
         database=database,
         storage=storage,
         redis=redis,

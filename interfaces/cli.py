@@ -20,6 +20,7 @@ def _settings(args: argparse.Namespace):
 
 def serve(args: argparse.Namespace) -> int:
     from interfaces.bootstrap import Container
+    from interfaces.http.access_log import with_access_log
     from interfaces.http.app import create_app
     from interfaces.serving import run_granian, run_uvicorn
 
@@ -34,8 +35,10 @@ def serve(args: argparse.Namespace) -> int:
               flush=True)
     print(f"Entrepôt serving on http://{settings.host}:{settings.port} (data in {container.data_dir}; "
           f"organizations: {', '.join(o.name for o in settings.organizations)})", flush=True)
+    if args.access_log:  # ours, not the server's: one format whichever engine serves
+        app = with_access_log(app)
     run = run_granian if settings.engine == "granian" else run_uvicorn
-    return run(app, settings, args.access_log)
+    return run(app, settings)
 
 
 def projections_status(args: argparse.Namespace) -> int:

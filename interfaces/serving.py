@@ -13,16 +13,16 @@ from infra.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def run_uvicorn(app, settings: Settings, access_log: bool) -> int:
+def run_uvicorn(app, settings: Settings) -> int:
     import uvicorn
 
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            access_log=access_log, lifespan="on", timeout_graceful_shutdown=5)
+                            access_log=False, lifespan="on", timeout_graceful_shutdown=5)
     uvicorn.Server(config).run()
     return 0
 
 
-def run_granian(app, settings: Settings, access_log: bool) -> int:
+def run_granian(app, settings: Settings) -> int:
     """granian's embedded server: its worker runs on our event loop, in this process.
 
     Not granian's usual `Granian(...).serve()`: that spawns worker processes, which outlive a
@@ -41,7 +41,7 @@ def run_granian(app, settings: Settings, access_log: bool) -> int:
     # One worker, one Rust runtime thread (granian's defaults): with 2 runtime threads the
     # 4-stream blob and manifest numbers were no better on 2 cores (bench/engines.py).
     server = Server(app, address=settings.host, port=settings.port, interface=Interfaces.ASGI,
-                    log_access=access_log, log_level=LogLevels(settings.log_level.lower()))
+                    log_access=False, log_level=LogLevels(settings.log_level.lower()))
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

@@ -224,7 +224,7 @@ def test_twenty_concurrent_pulls_of_a_cold_image_fetch_each_blob_once_upstream(s
     assert blob_gets == {digest: 1 for digest in cold.blobs}, f"upstream blob GETs: {blob_gets}"
 
 
-# A line of uvicorn's access log: INFO:     127.0.0.1:51234 - "GET /v2/hub/x/manifests/1.0 HTTP/1.1" 200 OK
+# A line of the access log: ... entrepot.access: 127.0.0.1:51234 - "GET /v2/hub/x/manifests/1.0 HTTP/1.1" 200 1638 0.004s
 MANIFEST_GET_LINE = re.compile(r'"GET /v2/\S+/manifests/\S+ HTTP/[\d.]+" 200\b')
 
 

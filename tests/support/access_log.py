@@ -1,4 +1,4 @@
-"""The requests a running `entrepot serve --access-log` answered, read from uvicorn's access log."""
+"""The requests a running `entrepot serve --access-log` answered, read from its access log."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
-# INFO:     127.0.0.1:51234 - "GET /v2/hub/x/manifests/1.0?ns=docker.io HTTP/1.1" 200 OK
+# ... entrepot.access: 127.0.0.1:51234 - "GET /v2/hub/x/manifests/1.0?ns=docker.io HTTP/1.1" 200 1638 0.004s
 ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" (?P<status>\d{3})\b')
 
 

@@ -13,12 +13,12 @@ def config(tmp_path, text: str) -> str:
     return str(path)
 
 
-def test_the_engine_defaults_to_uvicorn(tmp_path):
-    assert load_settings(config(tmp_path, "[server]\nport = 5000\n")).engine == "uvicorn"
+def test_the_engine_defaults_to_granian(tmp_path):
+    assert load_settings(config(tmp_path, "[server]\nport = 5000\n")).engine == "granian"
 
 
-def test_granian_can_be_chosen(tmp_path):
-    assert load_settings(config(tmp_path, '[server]\nengine = "granian"\n')).engine == "granian"
+def test_uvicorn_can_be_chosen(tmp_path):
+    assert load_settings(config(tmp_path, '[server]\nengine = "uvicorn"\n')).engine == "uvicorn"
 
 
 def test_an_unknown_engine_is_refused_with_the_choices(tmp_path):
