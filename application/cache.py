@@ -21,7 +21,7 @@ from application.ports import (BlobNotFound, BlobStore, CacheView, Clock, FillCo
 from application.pull_audit import Client, PullAudit
 from application.pulls import GroupCommit
 from application.registry import Registry
-from application.singleflight import SingleFlight
+from application.singleflight import AcrossReplicas, InProcessOnly, SingleFlight
 from domain.manifest import InvalidManifest, read_manifest
 from domain.names import Digest, is_digest
 from domain.policy import Freshness, may_serve_stale, tag_freshness
@@ -63,6 +63,7 @@ class PullThroughCache:
         self._audit = PullAudit(pulls, clock)
         self._manifests = ManifestBytes(store)
         self._flights: SingleFlight = SingleFlight()
+        self._replicas = AcrossReplicas(fill_coordinator or InProcessOnly())
         self.fills = BlobFills(store, upstream, self._blob_cached, self._fill_failed, fill_coordinator, metrics)
         self._shared_tags = shared_tags  # None: one replica, nothing to share
         self.rate_limits = RateLimits()
@@ -191,8 +192,10 @@ class PullThroughCache:
             raise ManifestUnknown(f"manifest {reference} of {org.name}/{repository} is unknown upstream "
                                   "(remembered)", repository=repository, reference=reference)
         try:
-            return await self._flights.run(("manifest", *key),
-                                           lambda: self._fetch(org, repository, reference, accept, tag=tag))
+            return await self._flights.run(("manifest", *key), lambda: self._replicas.run(
+                f"manifest:{org.name}/{repository}@{reference}",
+                lambda: self._fetch(org, repository, reference, accept, tag=tag),
+                lambda: self._fetched_by_another_replica(org, repository, reference, tag)))
         except ManifestUnknown:
             if org.negative_cache_seconds > 0:
                 self._missing[key] = self._clock.now() + org.negative_cache_seconds
@@ -225,6 +228,24 @@ class PullThroughCache:
         if tag is not None:
             await self._remember_tag(org.name, repository, tag, TagRow(fetched.digest, content.media_type, now))
         return ManifestAnswer(fetched.content, content.media_type, fetched.digest, PullResult.MISS)
+
+    async def _fetched_by_another_replica(self, org: OrgConfig, repository: str, reference: str,
+                                          tag: str | None) -> ManifestAnswer | None:
+        """What the replica that held the fetch lock stored: the tag it shared, the bytes it stored.
+        It fetched this very org/repository/reference, so serving its bytes here is a hit."""
+        digest, media_type = reference, ""
+        if tag is not None:
+            shared = await self._shared_tags.get(org.name, repository, tag) if self._shared_tags else None
+            if shared is None:
+                return None
+            digest, media_type = shared.digest, shared.media_type  # _tag_row reads it from there too
+        content = await self._manifests.get(digest)
+        if content is None:
+            return None
+        manifest = read_manifest(content, media_type)
+        self._manifest_rows.put((org.name, repository, digest), ManifestRow(
+            digest, manifest.media_type, len(content), list(manifest.blobs), list(manifest.children)))
+        return ManifestAnswer(content, manifest.media_type, digest, PullResult.HIT)
 
     async def _record_tag(self, org: str, repository: str, tag: str, digest: str, media_type: str) -> None:
         now = self._clock.now()

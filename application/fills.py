@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from application.errors import BlobCorrupt, BlobTruncated, BlobUnknown, UpstreamNotFound
 from application.metering import fill_failure
 from application.ports import BlobStore, FillCoordinator, FillLock, Metrics, NoMetrics, Spool, Upstream, UpstreamTarget
+from application.singleflight import InProcessOnly
 from domain.names import Digest
 
 log = logging.getLogger(__name__)
@@ -81,19 +82,6 @@ class Fill:
             await self._changed.wait()
 
 
-class _Solo:
-    """In-process coordination only: this process is the only one that fills blobs."""
-
-    async def claim(self, digest: str) -> FillLock:
-        return self
-
-    async def wait_released(self, digest: str) -> bool:
-        return True
-
-    async def release(self) -> None:
-        pass
-
-
 class BlobFills:
     """Keeps at most one running fill per digest in this process, and (through the coordinator)
     one per cluster of replicas sharing blob storage."""
@@ -101,7 +89,7 @@ class BlobFills:
     def __init__(self, store: BlobStore, upstream: Upstream, on_cached: BlobCached,
                  on_failed: FillFailed | None = None, coordinator: FillCoordinator | None = None,
                  metrics: Metrics | None = None) -> None:
-        self._coordinator = coordinator or _Solo()
+        self._coordinator = coordinator or InProcessOnly()
         self._metrics = metrics or NoMetrics()
         self._store = store
         self._upstream = upstream
@@ -186,7 +174,7 @@ class BlobFills:
                 # Slower, not wrong: the other replica may still be fetching, but we stop waiting.
                 log.warning("fill %s: the replica fetching it did not finish in time; fetching it here too",
                             fill.digest)
-                return _Solo()
+                return InProcessOnly()
             # Released with nothing published: the holder failed or died; take over.
 
     async def _counted_fetch(self, fill: Fill, target: UpstreamTarget) -> None:

@@ -56,7 +56,7 @@ def audit_rows(server, token: str, expected: int, timeout: float = 15.0) -> list
         time.sleep(0.1)
 
 
-def test_two_replicas_fetch_each_cold_blob_once_and_serve_identical_bytes(
+def test_two_replicas_fetch_each_cold_blob_and_manifest_once_and_serve_identical_bytes(
         upstream_registry, entrepot_server_factory, moto_s3, s3_bucket, shared_redis_url, redis_prefix, postgres_url):
     image = build_image("replicas-e2e", layers=3, layer_size=2_000_000)
     push_image(upstream_registry.url, "library/alpine", "3.19", image)
@@ -84,6 +84,7 @@ def test_two_replicas_fetch_each_cold_blob_once_and_serve_identical_bytes(
     gets = {digest: upstream_registry.count("GET", "/blobs/" + digest) for digest in image.blobs}
     print(f"\nupstream GETs per blob: {gets}; manifest GETs: {upstream_registry.count('GET', '/manifests/')}")
     assert set(gets.values()) == {1}, gets
+    assert upstream_registry.count("GET", "/manifests/") == 1  # the tag too: one upstream pull, not one per replica
 
     rows = audit_rows(a, token, expected=4)
     assert sorted((row["reference"], row["digest"]) for row in rows) == [("3.19", image.manifest_digest)] * 4

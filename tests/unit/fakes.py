@@ -115,6 +115,8 @@ class FakeUpstream:
         self.down = False
         self.chunk = 4
         self.gate: asyncio.Event | None = None
+        self.manifest_gate: asyncio.Event | None = None   # while set and not yet open, manifest GETs wait
+        self.manifest_asked = asyncio.Event()
         self.fail_after: int | None = None
         self.corrupt: set[str] = set()
         self.error: Exception | None = None      # raised by every call while set
@@ -141,6 +143,9 @@ class FakeUpstream:
 
     async def get_manifest(self, target: UpstreamTarget, reference: str, accept: list[str]) -> UpstreamManifest:
         self.calls.append(("GET", target.repository, reference))
+        self.manifest_asked.set()
+        if self.manifest_gate is not None:
+            await self.manifest_gate.wait()
         self._check()
         try:
             content, media_type = self.manifests[(target.repository, reference)]

@@ -251,3 +251,86 @@ def test_a_pull_by_digest_right_after_the_miss_is_a_hit_while_the_read_model_lag
         assert by_digest.content == w.manifest
         assert w.upstream.calls == calls  # no second fetch, not even a HEAD
     run(scenario)
+
+
+class EventCoordinator:
+    """Replicas' shared locks (Redis in production): claim, wait for release, release."""
+
+    def __init__(self) -> None:
+        self.locks: dict[str, asyncio.Event] = {}
+
+    async def claim(self, key: str):
+        if key in self.locks:
+            return None
+        self.locks[key] = asyncio.Event()
+        coordinator = self
+
+        class Lock:
+            async def release(self) -> None:
+                coordinator.locks.pop(key).set()
+        return Lock()
+
+    async def wait_released(self, key: str) -> bool:
+        held = self.locks.get(key)
+        if held is not None:
+            await held.wait()
+        return True
+
+
+class SharedTagsInMemory:
+    def __init__(self) -> None:
+        self.rows = {}
+
+    async def get(self, org, repository, tag):
+        return self.rows.get((org, repository, tag))
+
+    async def put(self, org, repository, tag, row) -> None:
+        self.rows[(org, repository, tag)] = row
+
+    async def forget(self, org, repository, tag) -> None:
+        self.rows.pop((org, repository, tag), None)
+
+
+def test_replicas_fetch_a_cold_manifest_once_and_the_waiting_one_serves_what_the_other_stored():
+    async def scenario(w: World):
+        w.upstream.manifest_gate = asyncio.Event()
+        coordinator, shared = EventCoordinator(), SharedTagsInMemory()
+
+        def replica() -> PullThroughCache:  # shares event store, storage, locks and tags; its own memory
+            return PullThroughCache(registry=w.registry, orgs=w.orgs, view=LaggingView(w.registry), store=w.store,
+                                    upstream=GuardedUpstream(w.upstream, w.clock), pulls=w.group, clock=w.clock,
+                                    fill_coordinator=coordinator, shared_tags=shared)
+        a, b = replica(), replica()
+        pull = lambda cache, ref="3.19": cache.manifest("hub", "library/alpine", ref, [DOCKER_MANIFEST],  # noqa: E731
+                                                        Client("10.0.0.1", "test"))
+        first = asyncio.create_task(pull(a))
+        await w.upstream.manifest_asked.wait()   # a holds the lock and is fetching
+        second = asyncio.create_task(pull(b))
+        await asyncio.sleep(0.01)                 # b is waiting for a, not asking upstream
+        w.upstream.manifest_gate.set()
+        answers = await asyncio.gather(first, second)
+        assert [x.result for x in answers] == [PullResult.MISS, PullResult.HIT]
+        assert answers[0].content == answers[1].content == w.manifest
+        assert [c for c in w.upstream.calls if c[0] == "GET"] == [("GET", "library/alpine", "3.19")]
+        by_digest = await pull(b, w.digest)       # b remembers the manifest a stored, by digest too
+        assert by_digest.result == PullResult.HIT and len(w.upstream.calls) == 1
+    run(scenario)
+
+
+def test_a_replica_whose_peer_failed_the_fetch_fetches_it_itself():
+    async def scenario(w: World):
+        coordinator, shared = EventCoordinator(), SharedTagsInMemory()
+        await coordinator.claim("manifest:hub/library/alpine@3.19")  # a peer that will give up
+
+        async def give_up() -> None:  # lets go a moment later, with nothing stored
+            await asyncio.sleep(0.01)
+            coordinator.locks.pop("manifest:hub/library/alpine@3.19").set()
+        w.cache = PullThroughCache(registry=w.registry, orgs=w.orgs, view=LaggingView(w.registry), store=w.store,
+                                   upstream=GuardedUpstream(w.upstream, w.clock), pulls=w.group, clock=w.clock,
+                                   fill_coordinator=coordinator, shared_tags=shared)
+        peer = asyncio.create_task(give_up())
+        answer = await w.get()
+        await peer
+        assert answer.result == PullResult.MISS and answer.content == w.manifest
+        assert [c for c in w.upstream.calls if c[0] == "GET"] == [("GET", "library/alpine", "3.19")]
+    run(scenario)
