@@ -261,3 +261,16 @@ class FakeMetrics:
 
     def fill_failed(self, org: str, reason: str) -> None:
         self._record("fill_failed", org, reason)
+
+
+def run_scenario(make_world, test):
+    """Build a world (a cache wired to fakes) in a fresh event loop and run `test(world)`, its group
+    commit started before and stopped after."""
+    async def main():
+        world = make_world()
+        await world.group.start()
+        try:
+            return await test(world)
+        finally:
+            await world.group.stop()
+    return asyncio.run(main())

@@ -18,7 +18,7 @@ from application.pulls import GroupCommit, Pulls
 from application.registry import Registry
 from domain.manifest import DOCKER_MANIFEST
 from infra.upstream.errors import transport_errors
-from tests.unit.fakes import FakeClock, FakeMetrics, FakeUpstream, MemoryBlobStore, RegistryView
+from tests.unit.fakes import FakeClock, FakeMetrics, FakeUpstream, MemoryBlobStore, RegistryView, run_scenario
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 LAYER = b"layer-bytes-" * 10
@@ -65,14 +65,7 @@ async def counted(metrics: FakeMetrics, name: str, timeout: float = 2.0) -> list
 
 
 def run(test, **org_settings):
-    async def main():
-        world = World(**org_settings)
-        await world.group.start()
-        try:
-            return await test(world)
-        finally:
-            await world.group.stop()
-    return asyncio.run(main())
+    return run_scenario(lambda: World(**org_settings), test)
 
 
 def test_a_miss_then_a_hit_are_counted_as_recorded_pulls_with_one_upstream_request():

@@ -17,7 +17,7 @@ from application.registry import Registry
 from domain.manifest import DOCKER_MANIFEST
 from domain.pull import Pull, PullResult
 from domain.names import Digest
-from tests.unit.fakes import FakeClock, FakeUpstream, MemoryBlobStore, RegistryView
+from tests.unit.fakes import FakeClock, FakeUpstream, MemoryBlobStore, RegistryView, run_scenario
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
@@ -56,14 +56,7 @@ class World:
 
 
 def run(test, **org_settings):
-    async def main():
-        world = World(**org_settings)
-        await world.group.start()
-        try:
-            return await test(world)
-        finally:
-            await world.group.stop()
-    return asyncio.run(main())
+    return run_scenario(lambda: World(**org_settings), test)
 
 
 def test_first_pull_of_a_tag_is_a_miss_and_the_second_a_hit_without_upstream_contact():
