@@ -13,6 +13,7 @@ from projections.batching import BatchingBaseProjectionRunner
 from projections.catalog import open_view, spec
 from projections.postgres_view import PostgresView
 from projections.progress import ProjectionStatus
+from projections.watching import watch
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +36,14 @@ class RunnerGroup:
                                               tracking_recorder=self.view, topics=(), env=runner_env)
                 runner.__enter__()  # enters the subscription, so that __exit__ can leave it
                 self.runners[runner.app_name] = runner
-                watcher = threading.Thread(target=self._watch, args=(runner,), daemon=True,
-                                           name=f"projection-{name}-{runner.app_name}")
-                watcher.start()
-                self._watchers.append(watcher)
+                self._watchers.append(watch(runner, name, lambda error, app=runner.app_name: self._crashed(app, error)))
         except BaseException:
             self.stop()
             raise
 
-    def _watch(self, runner: BaseProjectionRunner) -> None:
-        try:
-            runner.run_forever()  # returns when stopped, re-raises the processing thread's error
-        except BaseException as error:
-            self.errors[runner.app_name] = error
-            self.crashed_at = self.crashed_at or time.monotonic()
-            log.error("projection %s crashed following %s", self.name, runner.app_name, exc_info=error)
+    def _crashed(self, app_name: str, error: BaseException) -> None:
+        self.errors[app_name] = error
+        self.crashed_at = self.crashed_at or time.monotonic()
 
     def stop(self) -> None:
         for app_name, runner in self.runners.items():

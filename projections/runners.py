@@ -13,6 +13,7 @@ from projections.batching import BatchingProjectionRunner
 from projections.catalog import PROJECTION_NAMES, is_postgres, spec, view_class
 from projections.guarded import GuardedRunners
 from projections.progress import ProjectionCrashed, ProjectionStatus, wait_for
+from projections.watching import watch
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +45,14 @@ class ProjectionRunners:
                     runner.__enter__()  # enters the subscription, so that stop() can exit it
                     key = (name, runner.app_name)
                     self._runners[key] = runner
-                    watcher = threading.Thread(target=self._watch, args=(key, runner), daemon=True,
-                                               name=f"projection-{name}-{runner.app_name}")
-                    watcher.start()
-                    self._watchers.append(watcher)
+                    self._watchers.append(watch(runner, name, lambda error, key=key: self._crashed(key, error)))
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _watch(self, key: tuple[str, str], runner: ProjectionRunner) -> None:
-        # run_forever() returns when stopped and re-raises the processing thread's error.
-        try:
-            runner.run_forever()
-        except BaseException as error:
-            # Log before recording: whoever sees the error in status() may rely on the log line existing.
-            log.error("projection %s crashed following %s; status() reports it", key[0], key[1], exc_info=error)
-            self._errors[key] = error
+    def _crashed(self, key: tuple[str, str], error: BaseException) -> None:
+        self._errors[key] = error
 
     def stop(self) -> None:
         """Stops every runner and waits for its threads; errors are logged, not raised."""
