@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.support.registry import UpstreamRegistry
 from tests.support.server import REPO_ROOT, EntrepotServer
+from tests.support.processes import stop_process
 
 ORG = "bench"
 # combined log format: ... "GET /v2/x/blobs/sha256:… HTTP/1.1" 200 1048576 "" "curl/7.88.1"
@@ -120,12 +121,7 @@ def projection_runner(server: EntrepotServer) -> Iterator[subprocess.Popen]:
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process, grace=10)
 
 
 def database_url_supported() -> bool:

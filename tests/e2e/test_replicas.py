@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -15,19 +13,10 @@ from eventsourcing.cryptography import AESCipher
 
 from tests.support.images import build_image, push_image
 from tests.support.peers import S3_ENV
+from tests.support.processes import concurrently
 
 pytestmark = pytest.mark.e2e
 ACCEPT = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
-
-
-def concurrently(*calls):
-    barrier = threading.Barrier(len(calls))
-
-    def run(call):
-        barrier.wait()
-        return call()
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return list(pool.map(run, calls))
 
 
 def pull(base_url: str, image) -> dict[str, str]:

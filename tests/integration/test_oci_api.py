@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from litestar.testing import TestClient
@@ -14,6 +13,7 @@ from interfaces.http.app import create_app
 from projections import open_view
 from tests.support.httpserver import LocalHTTPServer, Reply
 from tests.support.images import build_image, build_index, push_image, put_manifest, sha256
+from tests.support.views import wait_for_rows
 
 pytestmark = pytest.mark.integration
 ACCEPT = ", ".join([
@@ -44,12 +44,7 @@ def api(tmp_path, upstream_registry, image):
 def audit_rows(container: Container, count: int, timeout: float = 5.0):
     view = open_view("audit", container.env)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = view.query(limit=1000)
-            if len(rows) >= count or time.monotonic() > deadline:
-                return rows
-            time.sleep(0.02)
+        return wait_for_rows(view, count, timeout)
     finally:
         view.close()
 

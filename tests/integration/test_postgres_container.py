@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 from litestar.testing import TestClient
@@ -12,18 +11,10 @@ from interfaces.bootstrap import Container, projection_status
 from interfaces.http.app import create_app
 from projections import open_view
 from tests.support.images import build_image, push_image
+from tests.support.views import wait_for_rows
 
 pytestmark = pytest.mark.integration
 ACCEPT = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
-
-
-def wait_for_rows(view, count: int, timeout: float = 10.0) -> list:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = view.query(limit=1000)
-        if len(rows) >= count or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.02)
 
 
 def test_pulls_through_the_app_on_postgresql_are_served_recorded_and_projected(postgres_url, upstream_registry,

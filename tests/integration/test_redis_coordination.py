@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -18,6 +16,7 @@ from infra.settings import OrgSettings, RedisSettings, Settings, StorageSettings
 from interfaces.bootstrap import Container
 from interfaces.http.app import create_app
 from tests.support.images import build_image, push_image
+from tests.support.processes import concurrently
 
 pytestmark = pytest.mark.integration
 
@@ -29,17 +28,6 @@ def replica(tmp_path, name: str, upstream_registry, moto, bucket: str, redis_set
                         storage=StorageSettings(backend="s3", bucket=bucket, endpoint_url=moto.endpoint_url),
                         redis=redis_settings)
     return TestClient(create_app(Container(settings)))
-
-
-def concurrently(*calls):
-    """Run the calls in threads released together; their results in order."""
-    barrier = threading.Barrier(len(calls))
-
-    def run(call):
-        barrier.wait()
-        return call()
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return list(pool.map(run, calls))
 
 
 def blob_path(digest: str) -> str:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from tests.support.clients import run
+from tests.support.processes import stop_process
 
 # Everything a pull does not need: no Kubernetes (CRI), and no snapshotter that needs kernel or disk support.
 DISABLED_PLUGINS = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
@@ -71,13 +72,7 @@ class Containerd:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop_process(process, grace=10)
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def ctr(self, *args: str) -> list[str]:

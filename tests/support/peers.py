@@ -18,6 +18,7 @@ from redis.connection import parse_url
 from infra.storage.s3 import s3_client
 from tests.support.components import require, require_service
 from tests.support.registry import free_port
+from tests.support.processes import stop_process
 
 MOTO_SERVER = str(Path(sys.executable).parent / "moto_server")
 REDIS_SERVER = "redis-server"
@@ -43,13 +44,7 @@ def _wait(process: subprocess.Popen, ready, what: str, log: Path, timeout: float
 
 
 def _stop(process: subprocess.Popen | None) -> None:
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    stop_process(process)
 
 
 class MotoS3:

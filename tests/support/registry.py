@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+from tests.support.processes import stop_process
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 
@@ -93,14 +94,7 @@ class UpstreamRegistry:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)
 
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():
