@@ -10,21 +10,18 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 
 import redis.asyncio as aioredis
+from redis.asyncio.lock import Lock
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import LockError, RedisError
 
 from application.ports import FillLock, TagRow
 from infra.settings import RedisSettings
 
 log = logging.getLogger(__name__)
 
-# Compare-and-act on the lock's token, so a holder whose lock expired never touches its successor's.
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 _FAILED = object()
 
 
@@ -73,20 +70,21 @@ class RedisCoordination:
                                              retry=Retry(NoBackoff(), 1))  # one retry: a pooled socket may be stale
         self.prefix = key_prefix
         self.fill_wait_seconds = fill_wait_seconds
-        self.lock_ttl_ms = int(lock_ttl_seconds * 1000)
+        self.lock_ttl_seconds = lock_ttl_seconds
         self.tag_ttl_ms = int(tag_ttl_seconds * 1000)
         self.retry_after = retry_after
-        self._renew = self.redis.register_script(_RENEW)
-        self._release = self.redis.register_script(_RELEASE)
         self._down_until = 0.0
         self.state = "ok"
 
     async def _call(self, operation, *args, **kwargs):
-        """The command's result, or _FAILED when Redis is unavailable (now or recently)."""
+        """The command's result, or _FAILED when Redis is unavailable (now or recently).
+        A LockError (a lock no longer ours) is Redis answering, not failing: it is raised."""
         if time.monotonic() < self._down_until:
             return _FAILED
         try:
             result = await operation(*args, **kwargs)
+        except LockError:
+            raise
         except (RedisError, OSError) as error:
             self._down_until = time.monotonic() + self.retry_after
             if self.state != "unavailable":
@@ -109,13 +107,16 @@ class RedisCoordination:
         return f"{self.prefix}fill:{digest}"
 
     async def claim(self, digest: str) -> FillLock | None:
-        key, token = self._lock_key(digest), uuid.uuid4().hex
-        taken = await self._call(self.redis.set, key, token, nx=True, px=self.lock_ttl_ms)
+        # redis-py's Lock: a random token per holder, compare-and-act renew and release in Lua,
+        # so a holder whose lock expired never touches its successor's.
+        lock = Lock(self.redis, self._lock_key(digest), timeout=self.lock_ttl_seconds, blocking=False,
+                    thread_local=False)
+        taken = await self._call(lock.acquire, blocking=False)
         if taken is _FAILED:
             return _LocalLock()
         if not taken:
             return None
-        return _RedisLock(self, key, token)
+        return _RedisFillLock(self, lock)
 
     async def wait_released(self, digest: str) -> bool:
         """Polls the lock: it goes when the holder releases it, or expires when the holder dies."""
@@ -152,26 +153,28 @@ class RedisCoordination:
         await self.redis.aclose()
 
 
-class _RedisLock:
+class _RedisFillLock:
     """A fill lock with a short TTL, renewed while the fill runs: a dead holder frees it within the TTL."""
 
-    def __init__(self, owner: RedisCoordination, key: str, token: str) -> None:
-        self._owner, self.key, self._token = owner, key, token
-        self._renewing = asyncio.create_task(self._keep_alive(), name=f"renew {key}")
+    def __init__(self, owner: RedisCoordination, lock: Lock) -> None:
+        self._owner, self._lock = owner, lock
+        self._renewing = asyncio.create_task(self._keep_alive(), name=f"renew {lock.name}")
 
     async def _keep_alive(self) -> None:
-        owner = self._owner
         while True:
-            await asyncio.sleep(owner.lock_ttl_ms / 3000)
-            kept = await owner._call(owner._renew, keys=[self.key], args=[self._token, owner.lock_ttl_ms])
-            if kept == 0:  # expired (Redis was away): another replica may be fetching too; harmless
-                log.warning("lost the fill lock %s; another replica may fetch the same blob", self.key)
+            await asyncio.sleep(self._owner.lock_ttl_seconds / 3)
+            try:
+                await self._owner._call(self._lock.reacquire)
+            except LockError:  # expired (Redis was away): another replica may be fetching too; harmless
+                log.warning("lost the fill lock %s; another replica may fetch the same blob", self._lock.name)
                 return
 
     async def release(self) -> None:
         self._renewing.cancel()
-        owner = self._owner
-        await owner._call(owner._release, keys=[self.key], args=[self._token])
+        try:
+            await self._owner._call(self._lock.release)
+        except LockError:
+            pass  # expired meanwhile, and perhaps taken by another replica: theirs now
 
 
 def build_coordination(settings: RedisSettings) -> InProcessCoordination | RedisCoordination:

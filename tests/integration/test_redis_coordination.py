@@ -160,3 +160,30 @@ def test_without_redis_every_call_degrades_to_in_process_and_it_is_logged_once(c
     asyncio.run(scenario())
     assert len([r for r in caplog.records if "redis unavailable" in r.getMessage()]) == 1
     assert time.monotonic() - started < 5
+
+
+def test_a_fill_lock_is_held_while_renewed_and_a_lapsed_holder_never_releases_its_successor(
+        shared_redis_url, redis_prefix):
+    async def scenario():
+        one = RedisCoordination(shared_redis_url, key_prefix=redis_prefix, lock_ttl_seconds=0.3)
+        two = RedisCoordination(shared_redis_url, key_prefix=redis_prefix, lock_ttl_seconds=0.3)
+        digest = "sha256:" + "e" * 64
+        try:
+            first = await one.claim(digest)
+            assert first is not None
+            await asyncio.sleep(0.7)                     # past the TTL: renewals keep it
+            assert await two.claim(digest) is None
+            await first.release()
+            assert await two.wait_released(digest)
+            second = await two.claim(digest)
+            assert second is not None
+            await first.release()                        # a late second release leaves the new holder's lock
+            assert await one.claim(digest) is None
+            await second.release()
+            third = await one.claim(digest)
+            assert third is not None
+            await third.release()
+        finally:
+            await one.aclose()
+            await two.aclose()
+    asyncio.run(scenario())
