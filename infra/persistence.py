@@ -12,11 +12,11 @@ from pathlib import Path
 
 import psycopg
 from eventsourcing.persistence import ApplicationRecorder, ListenNotifySubscription, Subscription
-from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from infra import bounded_postgres as bounds
 from infra.secrets import cipher_env, credentials_env, secret_key
 from infra.settings import Settings, SettingsError
 from projections.catalog import PROJECTION_NAMES
@@ -89,11 +89,20 @@ def postgres_env(url: str, schema: str) -> dict[str, str]:
         "POSTGRES_MAX_OVERFLOW": "9",
         "VIEWS_POSTGRES_POOL_SIZE": "1",
         "VIEWS_POSTGRES_MAX_OVERFLOW": "11",
+        # Bounded waits (infra/bounded_postgres.py): a dead database answers 503 in seconds, never hangs.
+        "POSTGRES_CONNECT_TIMEOUT": str(bounds.CONNECT_TIMEOUT),
+        "POSTGRES_LOCK_TIMEOUT": str(bounds.LOCK_TIMEOUT),
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(bounds.IDLE_IN_TRANSACTION),
     }
+    # The apps' and the views' pools fail fast while the database is unreachable and reconnect
+    # within a second of it coming back. Prefixed keys only: the unprefixed PERSISTENCE_MODULE
+    # still names the backend (projections.catalog.backend).
+    for name in (*APPLICATION_NAMES, "Credentials", "views"):
+        env[f"{name.upper()}_PERSISTENCE_MODULE"] = bounds.BOUNDED_FACTORY_TOPIC
     return env
 
 
-class SchemaLockedPostgresApplicationRecorder(PostgresApplicationRecorder):
+class SchemaLockedPostgresApplicationRecorder(bounds.BoundedPostgresApplicationRecorder):
     """Creates its table, type and insert function under the schema's DDL lock.
 
     Every Application instance runs CREATE OR REPLACE FUNCTION at construction (even with the
@@ -152,6 +161,15 @@ def _create_database(env: dict[str, str]) -> None:
         raise DatabaseUnavailable(f"database {dbname!r} does not exist and could not be created "
                                   f"(create it, or grant CREATEDB): {error}") from None
     log.info("created PostgreSQL database %s", dbname)
+
+
+def check_event_store(env: dict[str, str], registry) -> None:
+    """Raise unless the event store answers now. On PostgreSQL a new connection is opened: a pooled one
+    can outlive the database's willingness to accept connections (a blocked or full database)."""
+    if env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
+        bounds.check_connection(env)
+    else:
+        registry.recorder.max_notification_id()
 
 
 # -- embedded SQLite -------------------------------------------------------------------------------
