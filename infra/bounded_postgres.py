@@ -61,9 +61,15 @@ class FailFastPool(ConnectionPool):
         return conn
 
     def getconn(self, timeout: float | None = None):
-        if self._unreachable_since is not None:
-            timeout = min(self.timeout if timeout is None else timeout, DOWN_WAIT)
-        return super().getconn(timeout)
+        # Waited for in slices: a caller already waiting learns of a refused connection attempt too.
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return super().getconn(min(remaining, DOWN_WAIT))
+            except PoolTimeout:
+                if self._unreachable_since is not None or remaining <= DOWN_WAIT:
+                    raise
 
     @property
     def unreachable(self) -> bool:
