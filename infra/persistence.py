@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from infra import bounded_postgres as bounds
-from infra.secrets import cipher_env, credentials_env, secret_key
+from infra.secrets import cipher_env, credentials_env, private_dir, private_file, secret_key
 from infra.settings import Settings, SettingsError
 from projections.catalog import PROJECTION_NAMES
 from projections.locks import advisory_key
@@ -207,11 +207,12 @@ def embedded_env(data_dir: str | Path) -> dict[str, str]:
     instead of sharing a file (SQLite table names are fixed, STACK-NOTES P3).
     """
     root = Path(data_dir).absolute()
-    (root / "views").mkdir(parents=True, exist_ok=True)
+    private_dir(root / "views")
+    private_dir(root)
     env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite"}
     for app in APPLICATION_NAMES:
-        env[f"{app.upper()}_SQLITE_DBNAME"] = str(root / f"{app.lower()}.db")
+        env[f"{app.upper()}_SQLITE_DBNAME"] = str(private_file(root / f"{app.lower()}.db"))
         env[f"{app.upper()}_APPLICATION_RECORDER_TOPIC"] = POLLING_RECORDER_TOPIC
     for name in PROJECTION_NAMES:
-        env[f"{name.upper()}_SQLITE_DBNAME"] = str(root / "views" / f"{name}.db")
+        env[f"{name.upper()}_SQLITE_DBNAME"] = str(private_file(root / "views" / f"{name}.db"))
     return env
