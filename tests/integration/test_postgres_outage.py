@@ -105,3 +105,21 @@ def test_a_serve_on_postgresql_stays_alive_fails_fast_and_recovers_when_the_data
     assert recovered is not None and recovered < 5.0, (recovered, server.log_tail())
     assert ready_after["event_store"] == "ok"
     client.close()
+
+
+def test_sigterm_stops_a_serve_on_postgresql_while_the_database_refuses_connections(
+        postgres_url, upstream_registry, entrepot_server_factory):
+    server = entrepot_server_factory([{"name": "hub", "upstream": upstream_registry.url}],
+                                     sections={"database": {"url": postgres_url, "schema": "sigterm"}})
+    database = BlockedDatabase(postgres_url)
+    database.block()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            codes = {client.get(f"/v2/hub/library/x/manifests/t{n}").status_code for n in range(3)}
+        started = time.monotonic()
+        code = server.stop(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        database.unblock()
+    assert codes == {503}
+    assert code == 0 and took < 10, (code, took)
