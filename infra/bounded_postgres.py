@@ -100,11 +100,12 @@ def _is_timeout(error: BaseException) -> bool:
     return isinstance(cause, (PoolTimeout, psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable))
 
 
-def bounded_call(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def bounded_call(pool: ConnectionPool, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """One call; once more right away if a pooled connection had died (e.g. a terminated backend).
 
-    Never retried after a timeout (that would double the wait). A database failure becomes
-    EventStoreUnavailable, which clients see as 503 UNAVAILABLE.
+    Before the retry the pool's idle connections are checked, so the retry does not pick another
+    dead one (after a database restart they all are). Never retried after a timeout (that would
+    double the wait). A database failure becomes EventStoreUnavailable: 503 UNAVAILABLE to clients.
     """
     for attempt in (1, 2):
         try:
@@ -112,6 +113,10 @@ def bounded_call(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         except (OperationalError, InterfaceError) as error:
             if attempt == 1 and not _is_timeout(error):
                 log.info("event store call failed (%s); retrying once on a fresh connection", error)
+                try:
+                    pool.check()   # discards the broken idle connections (and starts replacing them)
+                except Exception as check_error:   # the retry will tell
+                    log.debug("pool check failed: %s", check_error)
                 continue
             log.warning("event store unavailable: %s", str(error).strip().splitlines()[0] if str(error) else error)
             raise EventStoreUnavailable("the event store (PostgreSQL) is unavailable; try again shortly") from error
@@ -144,8 +149,11 @@ class BoundedPostgresApplicationRecorder(PostgresApplicationRecorder):
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         if sum(len(event.state) for event in stored_events) > PIPELINE_LIMIT:
-            return bounded_call(self._insert_without_pipeline, stored_events, **kwargs)
-        return bounded_call(_insert, self, stored_events, **kwargs)
+            return self._bounded(self._insert_without_pipeline, stored_events, **kwargs)
+        return self._bounded(_insert, self, stored_events, **kwargs)
+
+    def _bounded(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return bounded_call(self.datastore.pool, call, *args, **kwargs)
 
     def _insert_without_pipeline(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
         """The same statements as eventsourcing's pipelined insert, one round trip each."""
@@ -155,14 +163,14 @@ class BoundedPostgresApplicationRecorder(PostgresApplicationRecorder):
             return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
 
     def select_events(self, originator_id, **kwargs: Any) -> Sequence[StoredEvent]:
-        return bounded_call(_select_events, self, originator_id, **kwargs)
+        return self._bounded(_select_events, self, originator_id, **kwargs)
 
     def select_notifications(self, start, limit, stop=None, topics=(), *, inclusive_of_start=True):
-        return bounded_call(_select_notifications, self, start, limit, stop, topics,
-                            inclusive_of_start=inclusive_of_start)
+        return self._bounded(_select_notifications, self, start, limit, stop, topics,
+                             inclusive_of_start=inclusive_of_start)
 
     def max_notification_id(self) -> int | None:
-        return bounded_call(_max_notification_id, self)
+        return self._bounded(_max_notification_id, self)
 
 
 def check_connection(env: dict[str, str]) -> None:
