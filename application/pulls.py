@@ -78,7 +78,8 @@ class GroupCommit:
 
     async def record(self, pull: Pull) -> None:
         if self._queue.qsize() >= self._max_queued:
-            raise EventStoreUnavailable(f"{self._queue.qsize()} pulls are waiting for the event store; try again shortly")
+            raise EventStoreUnavailable(f"{self._queue.qsize()} pulls are waiting for the event store; "
+                                        "try again shortly")
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((pull, future))
         try:

@@ -82,7 +82,8 @@ def one_round(server: EntrepotServer, database: FreshDatabase, tags: ColdTags, o
                 time.sleep(0.05)
 
     with httpx.Client(base_url=server.url, timeout=client_timeout) as client:
-        pull = lambda: client.get(f"/v2/hub/{REPOSITORY}/manifests/{tags.take()}", headers={"Accept": ACCEPT})  # noqa: E731
+        def pull() -> httpx.Response:
+            return client.get(f"/v2/hub/{REPOSITORY}/manifests/{tags.take()}", headers={"Accept": ACCEPT})
         failures: list[tuple[float, int | str]] = []
         _allow(database, False)
         prober = threading.Thread(target=liveness, daemon=True)

@@ -1,4 +1,4 @@
-"""Bounds on every PostgreSQL call of the event store: no caller waits long on a dead database, no writer holds the table lock.
+"""Bounds on the event store's PostgreSQL calls: no caller waits long on a dead database, no writer keeps the lock.
 
 eventsourcing's defaults wait 30 s for a pooled connection, retry every call 10 times (so a call
 could wait five minutes while the database refuses connections), reconnect with a backoff that
@@ -29,7 +29,7 @@ from application.errors import EventStoreUnavailable
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CONNECT_TIMEOUT = 3          # s: waiting for a pooled connection, and libpq's connect (eventsourcing: 30 s, libpq: none)
+CONNECT_TIMEOUT = 3          # s: waiting for a pooled connection, and libpq's connect (eventsourcing: 30, libpq: none)
 LOCK_TIMEOUT = 3             # s: a writer waiting for the events table lock gives up (eventsourcing: forever)
 STATEMENT_TIMEOUT = 5        # s: each statement of a write transaction
 IDLE_IN_TRANSACTION = 5      # s: a session idle inside a transaction is ended by the server
