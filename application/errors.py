@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from eventsourcing.persistence import OperationalError
+
 
 class EntrepotError(Exception):
     """Base class: `message` is safe to show to a client."""
@@ -34,6 +36,10 @@ class RangeNotSatisfiable(EntrepotError):
     def __init__(self, size: int) -> None:
         super().__init__(f"range not satisfiable for a blob of {size} bytes")
         self.size = size
+
+
+class EventStoreUnavailable(EntrepotError, OperationalError):
+    """The event store cannot be reached or did not answer in time (an eventsourcing OperationalError too)."""
 
 
 class UpstreamError(EntrepotError):

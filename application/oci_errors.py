@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
+from eventsourcing.persistence import OperationalError as PersistenceOperationalError
+
 from application import errors as app
 from application.ports import BlobStorageUnavailable
 from domain.names import InvalidDigest, InvalidName, InvalidReference
@@ -32,6 +35,10 @@ ERROR_TABLE: list[tuple[type[Exception], str, int]] = [
     (app.UpstreamBadContent, "DIGEST_INVALID", 502),
     (app.UpstreamUnavailable, "UNAVAILABLE", 503),
     (BlobStorageUnavailable, "UNAVAILABLE", 503),
+    (app.EventStoreUnavailable, "UNAVAILABLE", 503),
+    # A database failure that reached the edge untranslated (a view read): unavailable, not a bug.
+    (PersistenceOperationalError, "UNAVAILABLE", 503),
+    (PersistenceInterfaceError, "UNAVAILABLE", 503),
     (app.UpstreamError, "UNAVAILABLE", 502),
 ]
 

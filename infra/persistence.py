@@ -12,12 +12,12 @@ from pathlib import Path
 
 import psycopg
 from eventsourcing.persistence import ApplicationRecorder, ListenNotifySubscription, Subscription
-from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from infra.secrets import cipher_env, credentials_env, secret_key
+from infra import bounded_postgres as bounds
+from infra.secrets import cipher_env, credentials_env, private_dir, private_file, secret_key
 from infra.settings import Settings, SettingsError
 from projections.catalog import PROJECTION_NAMES
 from projections.locks import advisory_key
@@ -89,11 +89,20 @@ def postgres_env(url: str, schema: str) -> dict[str, str]:
         "POSTGRES_MAX_OVERFLOW": "9",
         "VIEWS_POSTGRES_POOL_SIZE": "1",
         "VIEWS_POSTGRES_MAX_OVERFLOW": "11",
+        # Bounded waits (infra/bounded_postgres.py): a dead database answers 503 in seconds, never hangs.
+        "POSTGRES_CONNECT_TIMEOUT": str(bounds.CONNECT_TIMEOUT),
+        "POSTGRES_LOCK_TIMEOUT": str(bounds.LOCK_TIMEOUT),
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(bounds.IDLE_IN_TRANSACTION),
     }
+    # The apps' and the views' pools fail fast while the database is unreachable and reconnect
+    # within a second of it coming back. Prefixed keys only: the unprefixed PERSISTENCE_MODULE
+    # still names the backend (projections.catalog.backend).
+    for name in (*APPLICATION_NAMES, "Credentials", "views"):
+        env[f"{name.upper()}_PERSISTENCE_MODULE"] = bounds.BOUNDED_FACTORY_TOPIC
     return env
 
 
-class SchemaLockedPostgresApplicationRecorder(PostgresApplicationRecorder):
+class SchemaLockedPostgresApplicationRecorder(bounds.BoundedPostgresApplicationRecorder):
     """Creates its table, type and insert function under the schema's DDL lock.
 
     Every Application instance runs CREATE OR REPLACE FUNCTION at construction (even with the
@@ -154,6 +163,15 @@ def _create_database(env: dict[str, str]) -> None:
     log.info("created PostgreSQL database %s", dbname)
 
 
+def check_event_store(env: dict[str, str], registry) -> None:
+    """Raise unless the event store answers now. On PostgreSQL a new connection is opened: a pooled one
+    can outlive the database's willingness to accept connections (a blocked or full database)."""
+    if env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
+        bounds.check_connection(env)
+    else:
+        registry.recorder.max_notification_id()
+
+
 # -- embedded SQLite -------------------------------------------------------------------------------
 
 class _PollingSubscription(ListenNotifySubscription):
@@ -189,11 +207,12 @@ def embedded_env(data_dir: str | Path) -> dict[str, str]:
     instead of sharing a file (SQLite table names are fixed, STACK-NOTES P3).
     """
     root = Path(data_dir).absolute()
-    (root / "views").mkdir(parents=True, exist_ok=True)
+    private_dir(root / "views")
+    private_dir(root)
     env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite"}
     for app in APPLICATION_NAMES:
-        env[f"{app.upper()}_SQLITE_DBNAME"] = str(root / f"{app.lower()}.db")
+        env[f"{app.upper()}_SQLITE_DBNAME"] = str(private_file(root / f"{app.lower()}.db"))
         env[f"{app.upper()}_APPLICATION_RECORDER_TOPIC"] = POLLING_RECORDER_TOPIC
     for name in PROJECTION_NAMES:
-        env[f"{name.upper()}_SQLITE_DBNAME"] = str(root / "views" / f"{name}.db")
+        env[f"{name.upper()}_SQLITE_DBNAME"] = str(private_file(root / "views" / f"{name}.db"))
     return env

@@ -22,7 +22,7 @@ from infra import persistence
 from infra.metrics import PrometheusMetrics, new_registry
 from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
-from infra.secrets import admin_token
+from infra.secrets import admin_token, private_dir
 from infra.settings import Settings, SettingsError
 from infra.coordination import build_coordination
 from infra.storage import build_blob_store
@@ -43,7 +43,7 @@ class Container:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = os.path.abspath(settings.data_dir)
-        os.makedirs(self.data_dir, exist_ok=True)
+        private_dir(self.data_dir)   # 0700: it holds the audit (client addresses), keys and tokens
         self.env = event_store_env(settings)
         self.clock = SystemClock()
         self.registry = Registry(env=self.env)

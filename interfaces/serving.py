@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from infra.settings import Settings
+from interfaces.shutdown import ShutdownDeadline
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,14 @@ def run_uvicorn(app, settings: Settings) -> int:
 
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             access_log=False, lifespan="on", timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    deadline, handle_exit = ShutdownDeadline(), server.handle_exit
+
+    def stop(sig, frame) -> None:
+        deadline.arm()   # the process ends even if the lifespan shutdown hangs on a database call
+        handle_exit(sig, frame)
+    server.handle_exit = stop
+    server.run()
     return 0
 
 
@@ -43,10 +51,16 @@ def run_granian(app, settings: Settings) -> int:
     server = Server(app, address=settings.host, port=settings.port, interface=Interfaces.ASGI,
                     log_access=False, log_level=LogLevels(settings.log_level.lower()))
 
+    deadline = ShutdownDeadline()
+
+    def stop() -> None:
+        deadline.arm()   # the process ends even if the lifespan shutdown hangs on a database call
+        server.stop()    # stop accepting, end the worker, run lifespan shutdown
+
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, server.stop)  # stop accepting, end the worker, run lifespan shutdown
+            loop.add_signal_handler(signum, stop)
         await server.serve()
 
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -10,12 +12,25 @@ import anyio.to_thread
 from litestar import Response, get
 from litestar.datastructures import State
 
+from infra.persistence import check_event_store
+
 log = logging.getLogger(__name__)
 
 CHECK_SECONDS = 2.0          # a probe answers in time even when a component hangs
 LAGGING = 1000               # notifications behind: worth saying, not worth taking the replica out
 # A replica without these cannot serve correctly; without Redis it serves, uncoordinated.
 REQUIRED = ("event_store", "read_model", "blob_storage")
+PROBE_THREADS = 8
+# Probes run on threads of their own (per event loop): when database calls hang on anyio's shared 40,
+# a probe must not queue behind them (it would time out and blame the wrong component).
+_probe_threads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+async def _in_thread(call, *args):
+    loop = asyncio.get_running_loop()
+    limiter = _probe_threads.get(loop) or _probe_threads.setdefault(loop, anyio.CapacityLimiter(PROBE_THREADS))
+    # Abandoned on timeout: the probe answers; the thread ends with its (bounded) database call.
+    return await anyio.to_thread.run_sync(call, *args, abandon_on_cancel=True, limiter=limiter)
 
 
 @get("/healthz", exclude_from_auth=True, sync_to_thread=False)
@@ -44,11 +59,11 @@ async def readiness(container) -> dict:
             log.warning("readiness: %s unavailable: %s", name, errors[name])
 
     async def event_store() -> str:
-        await anyio.to_thread.run_sync(container.registry.recorder.max_notification_id)
+        await _in_thread(check_event_store, container.env, container.registry)
         return "ok"
 
     async def read_model() -> str:
-        statuses = await anyio.to_thread.run_sync(container.runners.status)
+        statuses = await _in_thread(container.runners.status)
         if not statuses:
             return "external"  # runners in another process (`entrepot projections run`)
         report["read_model_lag"] = max(s.lag for s in statuses)

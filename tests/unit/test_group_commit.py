@@ -64,3 +64,50 @@ def test_a_failed_batch_reaches_every_waiting_request_and_the_writer_keeps_going
     results = asyncio.run(main())
     assert all(isinstance(r, RuntimeError) for r in results)
     assert pulls.recorder.max_notification_id() == 1
+
+
+def test_a_hung_event_store_fails_pulls_with_event_store_unavailable_instead_of_holding_them():
+    import threading
+    import time
+
+    from application.errors import EventStoreUnavailable
+
+    pulls = CountingPulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    released = threading.Event()
+    pulls.record = lambda *batch: released.wait(30)   # a database call that never returns by itself
+
+    async def main():
+        group = GroupCommit(pulls, write_timeout=0.2, wait_timeout=0.5, writer_threads=1)
+        await group.start()
+        started = time.monotonic()
+        first = await asyncio.gather(*(group.record(pull(n)) for n in range(3)), return_exceptions=True)
+        first_took = time.monotonic() - started
+        started = time.monotonic()
+        # The only writer thread is still stuck: the next batch is refused at once, not queued behind it.
+        second = await asyncio.gather(group.record(pull(9)), return_exceptions=True)
+        second_took = time.monotonic() - started
+        stop_started = time.monotonic()
+        await group.stop(timeout=0.5)
+        stop_took = time.monotonic() - stop_started
+        released.set()
+        return first, first_took, second, second_took, stop_took
+
+    first, first_took, second, second_took, stop_took = asyncio.run(main())
+    assert all(isinstance(r, EventStoreUnavailable) for r in first + second)
+    assert first_took < 1.0 and second_took < 0.2 and stop_took < 1.0
+    assert "stuck" in str(second[0])
+
+
+def test_a_full_queue_refuses_a_pull_at_once():
+    import pytest
+
+    from application.errors import EventStoreUnavailable
+
+    pulls = CountingPulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+
+    async def main():
+        group = GroupCommit(pulls, max_queued=0)   # not started: nothing drains the queue
+        with pytest.raises(EventStoreUnavailable, match="waiting for the event store"):
+            await group.record(pull(1))
+
+    asyncio.run(main())

@@ -1,0 +1,125 @@
+"""A real `entrepot serve` on PostgreSQL while the database refuses connections: alive, failing fast, back quickly."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import psycopg
+import pytest
+
+from tests.support.images import build_image, push_image
+
+pytestmark = pytest.mark.integration
+ACCEPT = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+OUTAGE_SECONDS = 10
+
+
+class BlockedDatabase:
+    """ALTER DATABASE ... ALLOW_CONNECTIONS false and every backend terminated: what an outage looks like to us."""
+
+    def __init__(self, postgres_url: str) -> None:
+        self.dbname = postgres_url.rsplit("/", 1)[1]
+        self.admin_url = postgres_url.rsplit("/", 1)[0] + "/postgres"
+
+    def block(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{self.dbname}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                          (self.dbname,))
+
+    def unblock(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{self.dbname}" ALLOW_CONNECTIONS true')
+
+
+def timed(call) -> tuple[float, httpx.Response | Exception]:
+    started = time.monotonic()
+    try:
+        answer = call()
+    except httpx.HTTPError as error:
+        answer = error
+    return time.monotonic() - started, answer
+
+
+def test_a_serve_on_postgresql_stays_alive_fails_fast_and_recovers_when_the_database_refuses_connections(
+        postgres_url, upstream_registry, entrepot_server_factory):
+    image = build_image("outage", layers=1, layer_size=10_000)
+    for tag in ("warm", *(f"cold{n}" for n in range(60))):
+        push_image(upstream_registry.url, "library/outage", tag, image)
+    server = entrepot_server_factory([{"name": "hub", "upstream": upstream_registry.url}],
+                                     sections={"database": {"url": postgres_url, "schema": "outage"}})
+    client = httpx.Client(base_url=server.url, timeout=30)
+    manifest = "/v2/hub/library/outage/manifests/{}"
+    assert client.get(manifest.format("warm"), headers={"Accept": ACCEPT}).status_code == 200
+    assert client.get("/readyz").json()["event_store"] == "ok"
+
+    database = BlockedDatabase(postgres_url)
+    health: list[tuple[float, int | str]] = []
+    stop = threading.Event()
+
+    def probe_liveness() -> None:   # its own connection, at the same time as the pulls
+        with httpx.Client(base_url=server.url, timeout=10) as probe:
+            while not stop.is_set():
+                took, answer = timed(lambda: probe.get("/healthz"))
+                health.append((took, getattr(answer, "status_code", repr(answer))))
+                time.sleep(0.1)
+
+    cold = iter(range(60))
+    pulls: list[tuple[float, int | str, str]] = []
+    ready: list[tuple[int, dict]] = []
+    database.block()
+    prober = threading.Thread(target=probe_liveness, daemon=True)
+    prober.start()
+    try:
+        outage_ends = time.monotonic() + OUTAGE_SECONDS
+        while time.monotonic() < outage_ends:
+            took, answer = timed(lambda: client.get(manifest.format(f"cold{next(cold)}"), headers={"Accept": ACCEPT}))
+            code = getattr(answer, "status_code", repr(answer))
+            body = answer.text[:200] if isinstance(answer, httpx.Response) else ""
+            pulls.append((took, code, body))
+            response = client.get("/readyz")
+            ready.append((response.status_code, response.json()))
+    finally:
+        database.unblock()
+    unblocked = time.monotonic()
+    recovered = None
+    while time.monotonic() - unblocked < 15:
+        answer = client.get(manifest.format(f"cold{next(cold)}"), headers={"Accept": ACCEPT})
+        if answer.status_code == 200:
+            recovered = time.monotonic() - unblocked
+            break
+        time.sleep(0.1)
+    stop.set()
+    prober.join(15)
+    ready_after = client.get("/readyz").json()
+
+    assert health and all(code == 200 for _, code in health), health
+    assert max(took for took, _ in health) < 1.0, sorted(health)[-5:]
+    assert pulls and all(code == 503 for _, code, _ in pulls), pulls
+    assert all('"UNAVAILABLE"' in body for _, _, body in pulls), pulls[:3]
+    assert max(took for took, _, _ in pulls) < 5.0, pulls
+    assert all(status == 503 and body["status"] == "unavailable" and body["event_store"] == "unavailable"
+               for status, body in ready[1:]), ready
+    assert recovered is not None and recovered < 5.0, (recovered, server.log_tail())
+    assert ready_after["event_store"] == "ok"
+    client.close()
+
+
+def test_sigterm_stops_a_serve_on_postgresql_while_the_database_refuses_connections(
+        postgres_url, upstream_registry, entrepot_server_factory):
+    server = entrepot_server_factory([{"name": "hub", "upstream": upstream_registry.url}],
+                                     sections={"database": {"url": postgres_url, "schema": "sigterm"}})
+    database = BlockedDatabase(postgres_url)
+    database.block()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            codes = {client.get(f"/v2/hub/library/x/manifests/t{n}").status_code for n in range(3)}
+        started = time.monotonic()
+        code = server.stop(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        database.unblock()
+    assert codes == {503}
+    assert code == 0 and took < 10, (code, took)
