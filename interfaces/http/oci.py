@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-from litestar import Request, Response, get, route
+from litestar import Request, Response, route
 from litestar.datastructures import State
 from litestar.params import FromPath
 from litestar.response import Stream
@@ -116,20 +116,35 @@ def metrics_of(state: State) -> Metrics:
     return state.metrics
 
 
-@get("/v2/", sync_to_thread=False, include_in_schema=False)
-def api_version() -> Response:
-    return Response({}, headers=API_VERSION)
+# Every method is routed to our handlers, OPTIONS included: Litestar's automatic OPTIONS answer would
+# advertise the methods below, and a read-only registry supports only GET and HEAD.
+EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-# OPTIONS is routed here too: Litestar's automatic answer would advertise every method above.
-@route("/v2/{rest:path}", http_method=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], status_code=200,
-       include_in_schema=False)
-async def oci(request: Request, rest: FromPath[str], state: State) -> Response:
+def refuse_writes(request: Request) -> None:
     if request.method not in ("GET", "HEAD"):
         raise OciError("UNSUPPORTED", 405, "this registry is a read-only cache: only pulls are supported",
                        headers={"Allow": "GET, HEAD"})
+
+
+def version_check(request: Request) -> Response:
+    """The /v2/ answer clients probe before anything else; HEAD gets the headers without the body."""
+    if request.method == "HEAD":  # the length of the GET's `{}`, without the body
+        return Response(b"", headers={**API_VERSION, "Content-Length": "2"}, media_type="application/json")
+    return Response({}, headers=API_VERSION)
+
+
+@route("/v2/", http_method=EVERY_METHOD, status_code=200, sync_to_thread=False, include_in_schema=False)
+def api_version(request: Request) -> Response:
+    refuse_writes(request)
+    return version_check(request)
+
+
+@route("/v2/{rest:path}", http_method=EVERY_METHOD, status_code=200, include_in_schema=False)
+async def oci(request: Request, rest: FromPath[str], state: State) -> Response:
+    refuse_writes(request)
     if rest in ("", "/"):
-        return Response({}, headers=API_VERSION)
+        return version_check(request)
     target = resolve(request, state, rest)
     cache = cache_of(state)
     if target.kind == "manifests":

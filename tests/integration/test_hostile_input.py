@@ -101,10 +101,20 @@ def test_range_values_with_thousands_of_digits_get_a_clear_answer(lab, value, st
 
 
 def test_options_answers_as_a_read_only_registry(lab):
-    for path in ("/v2/hub/team/app/manifests/1", "/v2/hub/team/app/blobs/sha256:" + "0" * 64, "/v2/anything"):
+    for path in ("/v2/hub/team/app/manifests/1", "/v2/hub/team/app/blobs/sha256:" + "0" * 64, "/v2/anything",
+                 "/v2/", "/v2"):
         response = httpx.options(lab.server.url + path, timeout=10)
-        assert response.status_code == 405 and code(response) == "UNSUPPORTED"
+        assert response.status_code == 405 and code(response) == "UNSUPPORTED", path
         assert response.headers["allow"] == "GET, HEAD"
+
+
+def test_the_version_check_answers_head_and_refuses_writes(lab):
+    for path in ("/v2/", "/v2"):
+        head = httpx.head(lab.server.url + path, timeout=10)
+        assert head.status_code == 200 and head.headers["docker-distribution-api-version"] == "registry/2.0"
+        assert head.headers["content-length"] == "2" and head.content == b""
+        post = httpx.post(lab.server.url + path, timeout=10)
+        assert post.status_code == 405 and code(post) == "UNSUPPORTED"
 
 
 def test_an_org_whose_upstream_url_is_malformed_answers_502_not_500(lab):
