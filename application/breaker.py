@@ -1,82 +1,124 @@
-"""Upstream back-off: after repeated failures an upstream is treated as unavailable for a while.
+"""UpstreamBackoff: an upstream that is failing for many repositories is treated as unavailable for a while.
 
 A decorator over the Upstream port, so the cache never waits a full timeout again while an
-upstream is known to be down, and recovers by itself: after the back-off one request is let
-through; its success closes the breaker, its failure opens it again.
+upstream is known to be down. What counts is the upstream's health, not one client's requests:
+the back-off opens only when, within a sliding window, enough requests failed, they were a large
+enough share of the requests sent, and they failed for several distinct repositories. So one
+client hammering one repository the upstream chokes on (a 500 for a name it cannot handle)
+cannot put the upstream into back-off for everyone. Only failures that say the upstream is
+down count (5xx, timeouts, connection errors); a 404 or any other 4xx is an answer, and counts
+as a success. A 429 opens the back-off at once: asking again before Retry-After only spends more
+of the limit.
+
+It recovers by itself: after the back-off the requests go through again; the first failure
+reopens it at once, a success closes it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
-from application.errors import UpstreamRateLimited, UpstreamUnavailable
+from application.errors import UpstreamError, UpstreamRateLimited, UpstreamUnavailable
 from application.ports import (Clock, Upstream, UpstreamBlob, UpstreamManifest, UpstreamManifestHead,
                                UpstreamTarget)
 
 
+@dataclass(frozen=True)
+class BackoffPolicy:
+    """When an upstream goes into back-off, and for how long (the `[upstream]` settings)."""
+
+    failures: int = 3               # at least this many failed requests in the window (so as many requests)
+    failure_ratio: float = 0.5      # ... that are at least this share of the requests sent in it
+    repositories: int = 2           # ... and failed for at least this many distinct repositories
+    window_seconds: float = 30.0
+    backoff_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    at: float
+    repository: str
+    failed: bool
+
+
 @dataclass
-class _State:
-    failures: int = 0
+class _Upstream:
+    outcomes: deque[_Outcome] = field(default_factory=deque)
     open_until: float = 0.0
+    probing: bool = False           # the back-off just ended: the next failure reopens it at once
     reason: str = ""
+    failures: int = 0               # the failures that opened it, for the message
     rate_limited: bool = False
-    retry_after: int | None = None
 
 
-class GuardedUpstream:
-    def __init__(self, upstream: Upstream, clock: Clock, failures: int = 3, backoff_seconds: float = 15.0,
+class UpstreamBackoff:
+    def __init__(self, upstream: Upstream, clock: Clock, policy: BackoffPolicy | None = None,
                  default_retry_after: int = 10) -> None:
         self._upstream = upstream
         self._clock = clock
-        self._threshold = failures
-        self._backoff = backoff_seconds
+        self._policy = policy or BackoffPolicy()
         self._default_retry_after = default_retry_after
-        self._states: dict[str, _State] = {}
+        self._upstreams: dict[str, _Upstream] = {}
 
-    def state(self, base_url: str) -> dict:
-        """For health and admin views: is this upstream in back-off, until when, and why."""
-        state = self._states.get(base_url, _State())
-        return {"failures": state.failures, "open_until": state.open_until if self._is_open(state) else None,
-                "reason": state.reason}
-
-    def _is_open(self, state: _State) -> bool:
-        return state.open_until > self._clock.now()
-
-    def _guard(self, target: UpstreamTarget) -> _State:
-        state = self._states.setdefault(target.base_url, _State())
-        if self._is_open(state):
-            remaining = max(1, round(state.open_until - self._clock.now()))
+    def _admit(self, target: UpstreamTarget) -> _Upstream:
+        state = self._upstreams.setdefault(target.base_url, _Upstream())
+        now = self._clock.now()
+        if state.open_until > now:
+            remaining = max(1, round(state.open_until - now))
             if state.rate_limited:
                 raise UpstreamRateLimited(f"{target.base_url} answered 429; not asked again for {remaining}s",
                                           retry_after=remaining)
             raise UpstreamUnavailable(f"{target.base_url} is treated as unavailable for {remaining}s more after "
                                       f"{state.failures} failures (last: {state.reason})")
+        if state.open_until:
+            state.open_until, state.probing, state.rate_limited = 0.0, True, False
         return state
 
-    def _failed(self, state: _State, error: Exception) -> None:
-        if isinstance(error, UpstreamRateLimited):
-            # Asking again before Retry-After only spends more of the limit.
-            wait = error.retry_after if error.retry_after is not None else self._default_retry_after
-            state.open_until, state.rate_limited, state.reason = self._clock.now() + wait, True, "429"
-            return
-        state.failures += 1
-        state.rate_limited = False
-        state.reason = getattr(error, "message", str(error))
-        if state.failures >= self._threshold:
-            state.open_until = self._clock.now() + self._backoff
+    def _record(self, state: _Upstream, repository: str, failed: bool) -> None:
+        now = self._clock.now()
+        outcomes = state.outcomes
+        outcomes.append(_Outcome(now, repository, failed))
+        while outcomes and outcomes[0].at <= now - self._policy.window_seconds:
+            outcomes.popleft()
 
-    @staticmethod
-    def _succeeded(state: _State) -> None:
-        state.failures, state.open_until, state.rate_limited = 0, 0.0, False
+    def _should_open(self, state: _Upstream) -> bool:
+        if state.probing:
+            return True
+        policy = self._policy
+        failed = [outcome for outcome in state.outcomes if outcome.failed]
+        return (len(failed) >= policy.failures
+                and len(failed) >= policy.failure_ratio * len(state.outcomes)
+                and len({outcome.repository for outcome in failed}) >= policy.repositories)
+
+    def _failed(self, state: _Upstream, target: UpstreamTarget, error: UpstreamError) -> None:
+        now = self._clock.now()
+        if isinstance(error, UpstreamRateLimited):
+            wait = error.retry_after if error.retry_after is not None else self._default_retry_after
+            state.open_until, state.rate_limited, state.reason = now + wait, True, "429"
+            return
+        self._record(state, target.repository, failed=True)
+        state.reason = getattr(error, "message", str(error))
+        if self._should_open(state):
+            state.failures = sum(outcome.failed for outcome in state.outcomes)
+            state.open_until, state.probing, state.rate_limited = now + self._policy.backoff_seconds, False, False
+            state.outcomes.clear()  # after the back-off the window starts afresh
+
+    def _answered(self, state: _Upstream, target: UpstreamTarget) -> None:
+        state.probing = False
+        self._record(state, target.repository, failed=False)
 
     async def _call(self, target: UpstreamTarget, call):
-        state = self._guard(target)
+        state = self._admit(target)
         try:
             result = await call()
         except (UpstreamUnavailable, UpstreamRateLimited) as error:
-            self._failed(state, error)
+            self._failed(state, target, error)
             raise
-        self._succeeded(state)
+        except UpstreamError:
+            self._answered(state, target)  # a 404, 401 or other 4xx: the upstream is up and answering
+            raise
+        self._answered(state, target)
         return result
 
     async def get_manifest(self, target: UpstreamTarget, reference: str, accept: list[str]) -> UpstreamManifest:

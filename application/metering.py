@@ -46,7 +46,7 @@ def fill_failure(error: BaseException) -> str:
 
 class MeteredUpstream:
     """A decorator over the Upstream port: each request counted by kind and outcome, with its latency,
-    and the bytes received. It sits inside GuardedUpstream, so it sees only requests really sent:
+    and the bytes received. It sits inside UpstreamBackoff, so it sees only requests really sent:
     a call refused by the back-off never reaches upstream and is not counted here."""
 
     def __init__(self, upstream: Upstream, metrics: Metrics) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -9,10 +10,27 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from application.errors import OrgUnknown
-from domain.names import InvalidName
-from domain.org import InvalidOrgSettings, normalize_upstream
+from domain.names import MAX_NAME_LENGTH, InvalidName, repository_name
+from domain.org import InvalidOrgSettings, normalize_upstream, upstream_repository
 
 RELOAD_AFTER = 0.25   # seconds; bounds how often unroutable requests re-read the orgs view
+
+# containerd's ?ns= is a registry host: DNS labels or a bracketed IPv6 address, and an optional port.
+# Anything else is refused, not echoed (it goes back out in OCI-Namespace and the tags/list Link).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_REGISTRY_HOST = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?$")
+MAX_HOST_LENGTH = 253 + 6
+
+
+class InvalidNamespace(InvalidName):
+    """A ?ns= value that is not a registry host[:port]."""
+
+
+def registry_host(ns: str) -> str:
+    """`ns` if it is a registry host[:port], else InvalidNamespace."""
+    if len(ns) > MAX_HOST_LENGTH or not _REGISTRY_HOST.match(ns):
+        raise InvalidNamespace(f"invalid ns parameter {ns[:100]!r}: expected a registry host[:port]")
+    return ns
 
 
 class OrgRowLike(Protocol):
@@ -39,6 +57,7 @@ class _Mirror:
     host: str
     namespace: str
     default: bool
+    upstream: str = ""
 
 
 def upstream_host(upstream: str) -> str:
@@ -67,26 +86,46 @@ class OrgRouter:
         self._expires = 0.0
 
     def route(self, name: str, ns: str | None = None) -> Route:
+        """The org and repository `name` means. Raises InvalidName for a name the distribution spec
+        refuses, or one the upstream would refuse once its namespace is prefixed: such a request
+        must never reach the upstream (distribution answers 500 to a name over 255 characters)."""
+        repository_name(name)
+        if ns is not None:
+            registry_host(ns)
         first, _, rest = name.partition("/")
         if self._is_org(first):
             if not rest:
                 raise InvalidName(f"repository name {name!r} needs an organization and a path, "
                                   "as in <org>/<repository>")
-            return Route(first, rest)
-        if ns:
-            return self._by_namespace(name, ns)
-        default = self._default()
-        if default is None:
-            raise OrgUnknown(f"no cache organization named {first!r}, and no default organization for root paths",
-                             org=first)
-        return Route(default.name, name)
+            route = Route(first, rest)
+        elif ns:
+            route = self._by_namespace(name, ns)
+        else:
+            default = self._default()
+            if default is None:
+                raise OrgUnknown(f"no cache organization named {first!r}, and no default organization for "
+                                 "root paths", org=first)
+            route = Route(default.name, name)
+        self._check_upstream_length(route)
+        return route
+
+    def _check_upstream_length(self, route: Route) -> None:
+        # The org's namespace (and Docker Hub's library/) lengthen the name upstream. An org created a
+        # moment ago may not be listed yet: then only the client's name was checked.
+        mirror = next((m for m in self.mirrors() if m.name == route.org), None)
+        if mirror is None:
+            return
+        upstream_name = upstream_repository(mirror.upstream, mirror.namespace, route.repository)
+        if len(upstream_name) > MAX_NAME_LENGTH:
+            raise InvalidName(f"repository name {upstream_name[:60]!r}... is {len(upstream_name)} characters "
+                              f"upstream (org {route.org}), more than {MAX_NAME_LENGTH}")
 
     def _by_namespace(self, name: str, ns: str) -> Route:
         """The org mirroring host `ns`: the longest matching namespace, else a whole-registry org."""
         try:
             host = upstream_host(ns)
         except InvalidOrgSettings:
-            raise OrgUnknown(f"invalid ns parameter {ns!r}: expected a registry host", ns=ns) from None
+            raise InvalidNamespace(f"invalid ns parameter {ns!r}: expected a registry host") from None
         def matching() -> list[_Mirror]:
             return [m for m in self.mirrors() if m.host == host
                     and (not m.namespace or name.startswith(m.namespace + "/"))]
@@ -125,7 +164,9 @@ class OrgRouter:
 def _mirror(row: OrgRowLike) -> _Mirror:
     settings = row.settings
     try:
-        host = upstream_host(settings.get("upstream", ""))
+        upstream = normalize_upstream(settings.get("upstream", ""))
+        host = upstream_host(upstream)
     except InvalidOrgSettings:
-        host = ""  # cannot happen for a registered org (validated on apply); never matches an ns
-    return _Mirror(row.name, host, settings.get("namespace", "") or "", bool(settings.get("default", False)))
+        upstream = host = ""  # cannot happen for a registered org (validated on apply); never matches an ns
+    return _Mirror(row.name, host, settings.get("namespace", "") or "", bool(settings.get("default", False)),
+                   upstream)

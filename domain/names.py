@@ -30,8 +30,12 @@ class InvalidDigest(InvalidReference):
 
 def repository_name(value: str) -> str:
     """Return `value` if it is a valid repository name, else raise InvalidName."""
-    if len(value) > MAX_NAME_LENGTH or not _NAME.match(value):
-        raise InvalidName(f"invalid repository name: {value!r}")
+    if len(value) > MAX_NAME_LENGTH:
+        # distribution's limit (reference.NameTotalLengthMax); the spec notes clients' 255 too
+        raise InvalidName(f"repository name is {len(value)} characters, more than {MAX_NAME_LENGTH}: "
+                          f"{value[:60]!r}...")
+    if not _NAME.match(value):
+        raise InvalidName(f"invalid repository name: {value[:300]!r}")
     return value
 
 

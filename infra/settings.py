@@ -58,7 +58,10 @@ class StorageSettings:
 class UpstreamSettings:
     connect_timeout: float = 5.0        # seconds to connect to an upstream
     read_timeout: float = 30.0          # seconds a response may stall between two chunks
-    failures_before_backoff: int = 3    # consecutive failures that put an upstream in back-off
+    failures_before_backoff: int = 3    # failed requests in the window before an upstream goes into back-off
+    backoff_failure_ratio: float = 0.5  # ... if they are at least this share of the requests sent in the window
+    backoff_repositories: int = 2       # ... and failed for at least this many distinct repositories
+    backoff_window_seconds: float = 30.0  # the sliding window those are counted in
     backoff_seconds: float = 15.0       # how long it is then treated as unavailable
 
 

@@ -7,7 +7,7 @@ import os
 
 import anyio.to_thread
 
-from application.breaker import GuardedUpstream
+from application.breaker import BackoffPolicy, UpstreamBackoff
 from application.admin import AdminViews, OrgAdmin
 from application.audit import AuditLog
 from application.cache import PullThroughCache
@@ -58,10 +58,13 @@ class Container:
         limits = settings.upstream
         # Back-off wraps the client: an upstream that keeps failing is not waited on again for a while.
         # Metering sits between them, so it counts the requests really sent upstream.
-        self.upstream = GuardedUpstream(
+        self.upstream = UpstreamBackoff(
             MeteredUpstream(HttpUpstream(connect_timeout=limits.connect_timeout, read_timeout=limits.read_timeout),
                             self.metrics),
-            self.clock, failures=limits.failures_before_backoff, backoff_seconds=limits.backoff_seconds)
+            self.clock, BackoffPolicy(
+                failures=limits.failures_before_backoff, failure_ratio=limits.backoff_failure_ratio,
+                repositories=limits.backoff_repositories, window_seconds=limits.backoff_window_seconds,
+                backoff_seconds=limits.backoff_seconds))
         self.view = open_cache_view(self.env)
         self.runners = projection_runners(self.env, in_process=settings.database.run_projections)
         self.group_commit = GroupCommit(self.pulls, metrics=self.metrics)

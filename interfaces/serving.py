@@ -13,12 +13,32 @@ from interfaces.shutdown import ShutdownDeadline
 
 log = logging.getLogger(__name__)
 
+# Connections the kernel queues for us before we accept them. granian's embedded server defaults to
+# 128 and accepts no more connections than its backpressure (by default the backlog again), so 800
+# clients at once got resets or timeouts; a thousand must be queued and served. Linux caps it at
+# net.core.somaxconn (4096 by default since 5.4).
+LISTEN_BACKLOG = 4096
+SOMAXCONN = "/proc/sys/net/core/somaxconn"
+
+
+def listen_backlog() -> int:
+    """LISTEN_BACKLOG, with a warning when the kernel will cap it lower."""
+    try:
+        with open(SOMAXCONN) as file:
+            cap = int(file.read())
+    except (OSError, ValueError):
+        return LISTEN_BACKLOG
+    if cap < LISTEN_BACKLOG:
+        log.warning("net.core.somaxconn is %d: at most %d connections wait to be accepted (raise it for bursts of "
+                    "clients)", cap, cap)
+    return LISTEN_BACKLOG
+
 
 def run_uvicorn(app, settings: Settings) -> int:
     import uvicorn
 
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+                            access_log=False, lifespan="on", timeout_graceful_shutdown=5, backlog=listen_backlog())
     server = uvicorn.Server(config)
     deadline, handle_exit = ShutdownDeadline(), server.handle_exit
 
@@ -48,8 +68,9 @@ def run_granian(app, settings: Settings) -> int:
 
     # One worker, one Rust runtime thread (granian's defaults): with 2 runtime threads the
     # 4-stream blob and manifest numbers were no better on 2 cores (bench/engines.py).
+    # backpressure (connections handled at once) follows the backlog: the kernel queues the rest.
     server = Server(app, address=settings.host, port=settings.port, interface=Interfaces.ASGI,
-                    log_access=False, log_level=LogLevels(settings.log_level.lower()))
+                    backlog=listen_backlog(), log_access=False, log_level=LogLevels(settings.log_level.lower()))
 
     deadline = ShutdownDeadline()
 

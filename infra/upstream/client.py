@@ -94,7 +94,8 @@ class HttpUpstream:
     async def _send(self, target: UpstreamTarget, method: str, url: str | httpx.URL, what: str,
                     request_headers: dict[str, str]) -> httpx.Response:
         """A streamed 2xx response (the caller closes it), or the mapped error with the response closed."""
-        host = httpx.URL(target.base_url).netloc.decode()
+        with transport_errors(target.base_url[:200]):
+            host = httpx.URL(target.base_url).netloc.decode()  # inside: a malformed upstream URL raises here
         with transport_errors(host):
             request = self._client.build_request(method, url, headers=request_headers)
             auth = RegistryAuth(self._tokens, target.username, target.password)
@@ -170,8 +171,9 @@ class HttpUpstream:
         return HttpBlob(response)
 
     async def list_tags(self, target: UpstreamTarget) -> list[str]:
-        url = httpx.URL(f"{target.base_url.rstrip('/')}/v2/{target.repository}/tags/list",
-                        params={"n": self._tag_page_size})
+        with transport_errors(target.base_url[:200]):
+            url = httpx.URL(f"{target.base_url.rstrip('/')}/v2/{target.repository}/tags/list",
+                            params={"n": self._tag_page_size})
         tags: list[str] = []
         seen: set[httpx.URL] = set()
         while url not in seen and len(seen) < MAX_TAG_PAGES:
@@ -190,7 +192,8 @@ class HttpUpstream:
             link = headers.next_link(response.headers)
             if not link:
                 return tags
-            url = response.url.join(link)
+            with transport_errors(response.url.netloc.decode()):
+                url = response.url.join(link)  # the upstream's Link may be malformed
         return tags
 
     async def aclose(self) -> None:

@@ -27,8 +27,19 @@ def transport_errors(host: str) -> Iterator[None]:
         yield
     except httpx.HTTPError as error:
         raise _transport_error(error, _host(error, host)) from error
-    except (httpx.InvalidURL, httpx.StreamError) as error:
+    except httpx.InvalidURL as error:
+        # The org's upstream URL (or a redirect) is malformed: no request can be sent, so it is
+        # the upstream's problem (502), never a 500 for the client.
+        raise UpstreamError(f"upstream {host} cannot be asked: invalid URL ({error})", upstream=host) from error
+    except httpx.StreamError as error:
         raise UpstreamUnavailable(f"upstream {host} failed: {error}", upstream=host) from error
+    except (ValueError, TypeError, UnicodeError, OSError) as error:
+        # Anything else that goes wrong building or sending the request (an IDNA label httpx
+        # cannot encode, a socket error it did not wrap) is an upstream failure too.
+        if isinstance(error, UpstreamError):
+            raise
+        raise UpstreamError(f"upstream {host} cannot be asked: {type(error).__name__}: {str(error)[:200]}",
+                            upstream=host) from error
 
 
 def _host(error: httpx.HTTPError, default: str) -> str:

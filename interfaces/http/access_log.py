@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from urllib.parse import unquote_plus
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -51,6 +52,34 @@ def _client(scope: Scope) -> str:
 
 def _target(scope: Scope) -> str:
     path = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string") or b""
+    query = redacted(scope.get("query_string") or b"")
     target = path + (b"?" + query if query else b"")
     return target.decode("latin-1")
+
+
+# Query parameters that carry credentials (tokens sent as ?token=, presigned URLs' signatures):
+# the log keeps the name, never the value. Matched on the decoded, lower-cased name.
+CREDENTIAL_PARAMETERS = frozenset({
+    "token", "access_token", "refresh_token", "id_token", "password", "passwd", "pwd", "secret", "client_secret",
+    "signature", "sig", "x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature",
+    "x-goog-credential", "api_key", "apikey", "key", "auth", "authorization", "code"})
+_CREDENTIAL_WORDS = ("token", "password", "secret", "signature", "credential", "apikey", "api_key")
+REDACTED = b"REDACTED"
+
+
+def is_credential(name: str) -> bool:
+    name = name.lower()
+    return name in CREDENTIAL_PARAMETERS or any(word in name for word in _CREDENTIAL_WORDS)
+
+
+def redacted(query: bytes) -> bytes:
+    """The query string with the value of every credential-like parameter replaced, the rest verbatim."""
+    if not query:
+        return query
+    parts = []
+    for part in query.split(b"&"):
+        name, equals, _ = part.partition(b"=")
+        if equals and is_credential(unquote_plus(name.decode("latin-1"))):
+            part = name + b"=" + REDACTED
+        parts.append(part)
+    return b"&".join(parts)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
-from litestar import Request, Response, get, route
+from litestar import Request, Response, route
 from litestar.datastructures import State
 from litestar.params import FromPath
 from litestar.response import Stream
@@ -41,15 +42,38 @@ def parse_path(rest: str) -> tuple[str, str, str]:
     match = _OCI_PATH.match(rest)
     if not match:
         if re.match(r"^/.+/(manifests|blobs)/[^/]+$|^/.+/tags/list$", rest):
-            raise InvalidName(f"invalid repository name in {rest!r}")
-        raise OciError("NAME_UNKNOWN", 404, f"no such endpoint: /v2{rest}")
+            raise InvalidName(f"invalid repository name in {rest[:300]!r}")
+        raise OciError("NAME_UNKNOWN", 404, f"no such endpoint: /v2{rest[:300]}")
     if match["tags"]:
         return match["name"], "tags", ""
     return match["name"], match["kind"], match["ref"]
 
 
+def path_as_sent(request: Request, rest: str) -> str:
+    """The part after /v2 exactly as the client sent it, each segment percent-decoded on its own.
+
+    Litestar hands the handler a normalised path (`%2F` decoded to `/`, `//` and a trailing `/`
+    collapsed), which would answer `a%2Fb` or `a//b` as the repository `a/b`. The raw path keeps
+    them, so they fail the name grammar. A segment that decodes to a `/` is no segment at all.
+    """
+    raw = request.scope.get("raw_path")
+    if not raw:
+        return rest
+    path = raw.decode("latin-1").partition("?")[0]
+    if not path.startswith("/v2/"):
+        return rest
+    try:
+        segments = [unquote(segment, errors="strict") if "%" in segment else segment
+                    for segment in path[len("/v2"):].split("/")]
+    except UnicodeDecodeError:
+        raise InvalidName(f"invalid repository name in {path[:300]!r}: not UTF-8") from None
+    if any("/" in segment for segment in segments):
+        raise InvalidName(f"invalid repository name in {path[:300]!r}: an encoded / is not a path separator")
+    return "/".join(segments)
+
+
 def resolve(request: Request, state: State, rest: str) -> Target:
-    name, kind, reference = parse_path(rest)
+    name, kind, reference = parse_path(path_as_sent(request, rest))
     route = router_of(state).route(name, request.query_params.get("ns"))
     return Target(route.org, route.repository, kind, reference, name, route.ns)
 
@@ -92,19 +116,35 @@ def metrics_of(state: State) -> Metrics:
     return state.metrics
 
 
-@get("/v2/", sync_to_thread=False, include_in_schema=False)
-def api_version() -> Response:
-    return Response({}, headers=API_VERSION)
+# Every method is routed to our handlers, OPTIONS included: Litestar's automatic OPTIONS answer would
+# advertise the methods below, and a read-only registry supports only GET and HEAD.
+EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-@route("/v2/{rest:path}", http_method=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], status_code=200,
-       include_in_schema=False)
-async def oci(request: Request, rest: FromPath[str], state: State) -> Response:
-    if rest in ("", "/"):
-        return Response({}, headers=API_VERSION)
+def refuse_writes(request: Request) -> None:
     if request.method not in ("GET", "HEAD"):
         raise OciError("UNSUPPORTED", 405, "this registry is a read-only cache: only pulls are supported",
                        headers={"Allow": "GET, HEAD"})
+
+
+def version_check(request: Request) -> Response:
+    """The /v2/ answer clients probe before anything else; HEAD gets the headers without the body."""
+    if request.method == "HEAD":  # the length of the GET's `{}`, without the body
+        return Response(b"", headers={**API_VERSION, "Content-Length": "2"}, media_type="application/json")
+    return Response({}, headers=API_VERSION)
+
+
+@route("/v2/", http_method=EVERY_METHOD, status_code=200, sync_to_thread=False, include_in_schema=False)
+def api_version(request: Request) -> Response:
+    refuse_writes(request)
+    return version_check(request)
+
+
+@route("/v2/{rest:path}", http_method=EVERY_METHOD, status_code=200, include_in_schema=False)
+async def oci(request: Request, rest: FromPath[str], state: State) -> Response:
+    refuse_writes(request)
+    if rest in ("", "/"):
+        return version_check(request)
     target = resolve(request, state, rest)
     cache = cache_of(state)
     if target.kind == "manifests":
@@ -206,6 +246,7 @@ async def tags(request: Request, cache: PullThroughCache, target: Target) -> Res
     name = target.name
     headers = {**API_VERSION, **namespace_header(target)}
     if n is not None and len(all_tags) > n and page:
-        ns = f"&ns={target.ns}" if target.ns else ""
-        headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={page[-1]}{ns}>; rel="next"'
+        # ns was checked to be a host[:port]; quoted anyway, as the upstream's tag names are
+        ns = f"&ns={quote(target.ns, safe=':[]')}" if target.ns else ""
+        headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={quote(page[-1], safe="")}{ns}>; rel="next"'
     return Response({"name": name, "tags": page}, headers=headers)

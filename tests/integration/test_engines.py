@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 
 import httpx
 import pytest
@@ -75,14 +76,34 @@ def test_head_has_the_length_and_no_body(served):
         assert client.get(f"{server.url}/v2/").status_code == 200  # the connection still works after the HEAD
 
 
+def settled_log(server, last_line_part: str, timeout: float = 5.0) -> str:
+    """The log once it has the line with `last_line_part`: a line is written just after its answer is sent."""
+    deadline = time.monotonic() + timeout
+    while last_line_part not in (log := server.log_tail(200)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return log
+
+
 def test_the_access_log_has_a_line_per_request_with_its_query_and_size(served):
     server, layer, url = served
     httpx.get(url, timeout=30)
     httpx.get(f"{server.url}/v2/org/team/app/manifests/nope?ns=docker.io", timeout=30)
-    log = server.log_tail(200)
+    log = settled_log(server, "manifests/nope?ns=docker.io")
     # one format whichever engine serves: the app writes it (containerd's ?ns= must show)
     assert f'"GET /v2/org/team/app/blobs/{layer.digest} HTTP/1.1" 200 {layer.size} ' in log
     assert '"GET /v2/org/team/app/manifests/nope?ns=docker.io HTTP/1.1" 404 ' in log
+
+
+def test_the_access_log_never_writes_a_credential_sent_in_the_query_string(served):
+    server, layer, url = served
+    httpx.get(f"{url}?token=t0ken-value&X-Amz-Signature=sig-value&n=1", timeout=30)
+    httpx.get(f"{server.url}/v2/?access_token=access-value&password=pw-value", timeout=30)
+    log = settled_log(server, "/v2/?access_token=")
+    for secret in ("t0ken-value", "sig-value", "access-value", "pw-value"):
+        assert secret not in log
+    assert f'"GET /v2/org/team/app/blobs/{layer.digest}?token=REDACTED&X-Amz-Signature=REDACTED&n=1 HTTP/1.1" 200 ' \
+        in log
+    assert '"GET /v2/?access_token=REDACTED&password=REDACTED HTTP/1.1" 200 ' in log
 
 
 def test_sigterm_stops_cleanly_and_sigkill_leaves_no_listener(served):

@@ -258,7 +258,8 @@ def test_after_repeated_failures_upstream_is_in_back_off_then_recovers(upstream_
     with FaultProxy(upstream_registry.url) as proxy:
         proxy.add(Fault(r"/manifests/", status=503, times=2))
         server = entrepot_server_factory([{"name": "org", "upstream": proxy.url}],
-                                         sections={"upstream": {"failures_before_backoff": 2, "backoff_seconds": 2}})
+                                         sections={"upstream": {"failures_before_backoff": 2, "backoff_seconds": 2,
+                                                                     "backoff_repositories": 1}})
         url = f"{server.url}/v2/org/team/app/manifests/1"
         assert [httpx.get(url).status_code for _ in range(2)] == [503, 503]
         seen = len(proxy.requests)

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from application.breaker import GuardedUpstream
+from application.breaker import BackoffPolicy, UpstreamBackoff
 from application.cache import Client, PullThroughCache
 from application.credentials import Credentials
 from application import errors
@@ -25,7 +25,7 @@ LAYER = b"layer-bytes-" * 10
 
 
 class World:
-    """The cache as the composition root wires it: GuardedUpstream(MeteredUpstream(upstream)), metered pulls."""
+    """The cache as the composition root wires it: UpstreamBackoff(MeteredUpstream(upstream)), metered pulls."""
 
     def __init__(self, **org_settings) -> None:
         self.clock = FakeClock()
@@ -36,9 +36,10 @@ class World:
         self.orgs.apply("hub", {"upstream": "http://up.example", "staleness_seconds": 300,
                                 "max_stale_seconds": 3600, **org_settings})
         self.group = GroupCommit(Pulls(env=POPO), metrics=self.metrics)
-        guarded = GuardedUpstream(MeteredUpstream(self.upstream, self.metrics), self.clock, failures=2)
+        backoff = UpstreamBackoff(MeteredUpstream(self.upstream, self.metrics), self.clock,
+                                  BackoffPolicy(failures=2, repositories=1))
         self.cache = PullThroughCache(registry=self.registry, orgs=self.orgs, view=RegistryView(self.registry),
-                                      store=MemoryBlobStore(), upstream=guarded, pulls=self.group, clock=self.clock,
+                                      store=MemoryBlobStore(), upstream=backoff, pulls=self.group, clock=self.clock,
                                       metrics=self.metrics)
         self.layer = self.upstream.put_blob(LAYER)
         self.manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,

@@ -10,7 +10,7 @@ from application.credentials import Credentials
 from application.errors import OrgUnknown
 from application.orgs import OrgDirectory
 from application.registry import Registry
-from application.routing import OrgRouter, Route, upstream_host
+from application.routing import OrgRouter, Route, registry_host, upstream_host
 from domain.names import InvalidName
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
@@ -77,7 +77,7 @@ def test_an_ns_no_org_mirrors_is_unknown_even_when_a_default_org_exists():
 
     with pytest.raises(OrgUnknown, match="quay.io"):
         routes.route("coreos/etcd", ns="quay.io")
-    with pytest.raises(OrgUnknown):
+    with pytest.raises(InvalidName):  # not a registry host at all: a 400, not an unknown org
         routes.route("coreos/etcd", ns="not a host/")
 
 
@@ -126,3 +126,35 @@ def test_a_one_word_name_through_a_docker_hub_org_means_library():
     assert route == Route("hub", "postgres")
     assert orgs.get("hub").target(route.repository).repository == "library/postgres"
     assert orgs.get("hub").target("bitnami/postgres").repository == "bitnami/postgres"
+
+
+@pytest.mark.parametrize("ns", ["quay.io#x", "quay.io\r\nX-Injected: 1", "quay.io\x00", "quay.io/x", "https://quay.io",
+                                "a b", "quay.io:99999999", "-quay.io", "x" * 300, "quay.io:"])
+def test_an_ns_that_is_not_a_registry_host_is_an_invalid_name_even_on_an_org_path(ns):
+    routes = router(hub={**HUB, "default": True}, quay=QUAY)
+    for name in ("coreos/etcd", "hub/library/alpine"):
+        with pytest.raises(InvalidName, match="ns parameter"):
+            routes.route(name, ns=ns)
+
+
+@pytest.mark.parametrize("ns", ["quay.io", "localhost:5000", "127.0.0.1:5001", "[::1]:5000", "Quay.IO"])
+def test_registry_hosts_are_accepted_as_ns(ns):
+    assert registry_host(ns) == ns
+
+
+def test_a_name_longer_than_255_characters_is_invalid_before_any_org_is_looked_up():
+    asked = []
+    routes = OrgRouter(lambda name: asked.append(name) or True, Listing(hub=HUB))
+    with pytest.raises(InvalidName):
+        routes.route("hub/" + "a" * 252)
+    assert asked == []
+    assert routes.route("hub/team/" + "a" * 246) == Route("hub", "team/" + "a" * 246)
+
+
+def test_a_name_that_is_too_long_once_the_org_namespace_is_prefixed_is_invalid():
+    routes = router(lib={**HUB, "namespace": "library/" + "n" * 100})
+    assert routes.route("lib/" + "a" * 100).repository == "a" * 100
+    with pytest.raises(InvalidName, match="upstream"):  # Docker Hub's library/ counts too
+        router(hub=HUB).route("hub/" + "a" * 250)
+    with pytest.raises(InvalidName, match="upstream"):
+        routes.route("lib/" + "a" * 150)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from application.breaker import GuardedUpstream
+from application.breaker import BackoffPolicy, UpstreamBackoff
 from application.cache import Client, PullThroughCache
 from application.credentials import Credentials
 from application.errors import BlobUnknown, ManifestUnknown, OrgUnknown, UpstreamBadContent, UpstreamUnavailable
@@ -18,6 +18,10 @@ from domain.manifest import DOCKER_MANIFEST
 from domain.pull import Pull, PullResult
 from domain.names import Digest
 from tests.unit.fakes import FakeClock, FakeUpstream, MemoryBlobStore, RegistryView, run_scenario
+
+# These worlds pull one repository: its repeated failures put the upstream into back-off, as the
+# back-off tests (test_upstream_trouble) expect; test_upstream_backoff covers the distinct-repository rule.
+ONE_REPOSITORY = BackoffPolicy(repositories=1)
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
@@ -34,7 +38,9 @@ class World:
                                 "max_stale_seconds": 3600, **org_settings})
         self.group = GroupCommit(self.pulls)
         self.cache = PullThroughCache(registry=self.registry, orgs=self.orgs, view=RegistryView(self.registry),
-                                      store=self.store, upstream=GuardedUpstream(self.upstream, self.clock), pulls=self.group, clock=self.clock)
+                                      store=self.store,
+                                      upstream=UpstreamBackoff(self.upstream, self.clock, ONE_REPOSITORY),
+                                      pulls=self.group, clock=self.clock)
         self.layer = self.upstream.put_blob(b"layer-bytes-" * 10)
         self.config = self.upstream.put_blob(b'{"config": true}')
         self.manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
@@ -291,7 +297,8 @@ def test_replicas_fetch_a_cold_manifest_once_and_the_waiting_one_serves_what_the
 
         def replica() -> PullThroughCache:  # shares event store, storage, locks and tags; its own memory
             return PullThroughCache(registry=w.registry, orgs=w.orgs, view=LaggingView(w.registry), store=w.store,
-                                    upstream=GuardedUpstream(w.upstream, w.clock), pulls=w.group, clock=w.clock,
+                                    upstream=UpstreamBackoff(w.upstream, w.clock, ONE_REPOSITORY), pulls=w.group,
+                                    clock=w.clock,
                                     fill_coordinator=coordinator, shared_tags=shared)
         a, b = replica(), replica()
         pull = lambda cache, ref="3.19": cache.manifest("hub", "library/alpine", ref, [DOCKER_MANIFEST],  # noqa: E731
@@ -319,7 +326,8 @@ def test_a_replica_whose_peer_failed_the_fetch_fetches_it_itself():
             await asyncio.sleep(0.01)
             coordinator.locks.pop("manifest:hub/library/alpine@3.19").set()
         w.cache = PullThroughCache(registry=w.registry, orgs=w.orgs, view=LaggingView(w.registry), store=w.store,
-                                   upstream=GuardedUpstream(w.upstream, w.clock), pulls=w.group, clock=w.clock,
+                                   upstream=UpstreamBackoff(w.upstream, w.clock, ONE_REPOSITORY), pulls=w.group,
+                                   clock=w.clock,
                                    fill_coordinator=coordinator, shared_tags=shared)
         peer = asyncio.create_task(give_up())
         answer = await w.get()
