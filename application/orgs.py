@@ -11,7 +11,7 @@ from cachetools import TTLCache
 from application.credentials import Credentials
 from application.ports import OrgRecord, OrgsByName, UpstreamTarget
 from application.registry import Registry
-from domain.org import OrgSettings, upstream_repository
+from domain.org import OrgSettings, is_org_name, upstream_repository
 
 
 class OrgConfig(OrgSettings, frozen=True, kw_only=True):
@@ -71,6 +71,8 @@ class OrgDirectory:
 
     async def lookup(self, name: str) -> OrgConfig | None:
         """For the event loop: a cache hit answers at once; a miss reads the view in a thread."""
+        if not is_org_name(name):
+            return None
         hit = self._cached(name)
         if hit is not _MISSING:
             return hit
@@ -78,6 +80,8 @@ class OrgDirectory:
 
     def get(self, name: str) -> OrgConfig | None:
         """For callers already in a thread (admin use cases, CLI tools): may read the view."""
+        if not is_org_name(name):   # junk never reaches the view, nor fills the caches
+            return None
         hit = self._cached(name)
         if hit is not _MISSING:
             return hit

@@ -15,7 +15,7 @@ from msgspec import Meta
 from msgspec.structs import fields as struct_fields
 from msgspec.structs import force_setattr
 
-from domain.names import InvalidName, repository_name
+from domain.names import NAME_PATTERN, InvalidName, repository_name
 
 DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 DOCKER_HUB_URL = "https://registry-1.docker.io"
@@ -27,6 +27,7 @@ MAX_NAMESPACE = 255                          # the distribution spec's bound on 
 MAX_USERNAME = 256
 MAX_PASSWORD = 4096                          # registry tokens used as passwords run to a few KiB
 
+_NAME = re.compile(NAME_PATTERN)
 Seconds = Annotated[int, Meta(ge=0, le=MAX_SECONDS)]
 
 
@@ -135,6 +136,8 @@ def normalize_namespace(namespace: str) -> str:
     if namespace:
         try:
             repository_name(namespace)
+            if _NAME.fullmatch(namespace) is None:   # `$` in the name pattern lets a trailing newline through
+                raise InvalidName(f"invalid repository name: {namespace!r}")
         except InvalidName as error:
             raise InvalidOrgSettings(f"namespace: {error}", "namespace") from None
     return namespace

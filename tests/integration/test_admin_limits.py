@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+from urllib.parse import quote
 
 import pytest
 from litestar.testing import TestClient
@@ -106,6 +107,13 @@ def test_reserved_org_names_are_refused(api, name):
     assert "name" in refused(api, "POST", ORGS, 422, json={"name": name, "upstream": "http://h"})["fields"]
 
 
+@pytest.mark.parametrize("name", ["%00", "a" * 5000, "hub%0A", "HUB", "%E2%98%83"])
+def test_odd_org_names_in_the_path_are_unknown(api, name):
+    for method in ("GET", "PATCH", "PUT", "DELETE"):
+        body = {"json": {"upstream": "http://h"}} if method in ("PATCH", "PUT") else {}
+        assert refused(api, method, f"{ORGS}/{name}", 404, **body)["code"] == "not_found"
+
+
 def test_every_top_level_path_the_server_routes_is_a_reserved_org_name(api):
     firsts = {route.path.strip("/").split("/")[0] for route in api.app.routes} - {""}
     assert firsts <= RESERVED_ORG_NAMES, firsts - RESERVED_ORG_NAMES
@@ -159,7 +167,11 @@ def test_a_few_hundred_malformed_admin_requests_get_no_5xx_and_change_nothing(ap
     rng = random.Random(20261129)
     for i in range(300):
         before = stored(api)
-        if rng.random() < 0.3:
+        if rng.random() < 0.15:   # an odd org name in the path
+            method = rng.choice(["GET", "DELETE", "PATCH", "PUT"])
+            name = quote(rng.choice(ODD_STRINGS + ["a" * 70, "hub\n", "HUB"]), safe="")
+            response = api.request(method, f"{ORGS}/{name}", json={"staleness_seconds": 1} if method != "GET" else None)
+        elif rng.random() < 0.3:
             params = {rng.choice(AUDIT_PARAMS): rng.choice(ODD_STRINGS + ["9" * rng.randrange(1, 40)])
                       for _ in range(rng.randrange(1, 4))}
             response = api.get("/api/v1/audit", params=params)
