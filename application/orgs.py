@@ -71,20 +71,20 @@ class OrgDirectory:
 
     async def lookup(self, name: str) -> OrgConfig | None:
         """For the event loop: a cache hit answers at once; a miss reads the view in a thread."""
-        if not is_org_name(name):
-            return None
         hit = self._cached(name)
         if hit is not _MISSING:
             return hit
+        if not is_org_name(name):   # junk never reaches the view, nor fills the caches
+            return None
         return await anyio.to_thread.run_sync(self.get, name)
 
     def get(self, name: str) -> OrgConfig | None:
         """For callers already in a thread (admin use cases, CLI tools): may read the view."""
-        if not is_org_name(name):   # junk never reaches the view, nor fills the caches
-            return None
         hit = self._cached(name)
         if hit is not _MISSING:
             return hit
+        if not is_org_name(name):
+            return None
         config = self._load(name)
         self._remember(name, config)
         return config
@@ -116,12 +116,14 @@ class OrgDirectory:
         return deleted
 
     def _cached(self, name: str) -> OrgConfig | None | object:
+        # On the hot path: TTLCache.get costs several times [] (measured), hence try/except.
         with self._lock:
             if self._found is None:
                 return _MISSING
-            if name in self._unknown:
-                return None
-            return self._found.get(name, _MISSING)
+            try:
+                return self._found[name]
+            except KeyError:
+                return None if name in self._unknown else _MISSING
 
     def _remember(self, name: str, config: OrgConfig | None) -> None:
         with self._lock:
