@@ -76,6 +76,9 @@ class OrgSummary(OrgSettings, frozen=True, kw_only=True):
     name: str
     password_set: bool            # the password itself is never returned
 
+    def __post_init__(self) -> None:
+        """Built from an OrgConfig, already checked: nothing to normalise again."""
+
 
 @dataclass(frozen=True)
 class CachedTag:

@@ -20,6 +20,9 @@ class OrgConfig(OrgSettings, frozen=True, kw_only=True):
     name: str
     password: str = ""
 
+    def __post_init__(self) -> None:
+        """Built from settings already checked (or recorded under older rules): nothing to normalise again."""
+
     def target(self, repository: str) -> UpstreamTarget:
         return UpstreamTarget(org=self.name, base_url=self.upstream,
                               repository=upstream_repository(self.upstream, self.namespace, repository),
@@ -27,7 +30,7 @@ class OrgConfig(OrgSettings, frozen=True, kw_only=True):
 
     @property
     def settings(self) -> OrgSettings:
-        return OrgSettings(**{key: getattr(self, key) for key in OrgSettings.__struct_fields__})
+        return OrgSettings.from_stored({key: getattr(self, key) for key in OrgSettings.__struct_fields__})
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.names import NAME_PATTERN
+from domain.names import MAX_NAME_LENGTH, NAME_PATTERN
 from domain.org_settings import (DEFAULTS, DENIED_POLICIES, DOCKER_HUB_ALIASES, DOCKER_HUB_URL, MAX_ORG_NAME,
                                   SETTINGS, InvalidOrgSettings, OrgSettings, normalize_upstream)
 
@@ -17,8 +17,8 @@ RESERVED_ORG_NAMES = frozenset({"api", "v1", "v2", "metrics", "healthz", "readyz
                                 "docs", "static", "admin", "dashboard"})
 
 __all__ = ["DEFAULTS", "DENIED_POLICIES", "DOCKER_HUB_ALIASES", "DOCKER_HUB_URL", "SETTINGS", "CacheOrg",
-           "InvalidOrgSettings", "OrgSettings", "is_org_name", "normalize_settings", "normalize_upstream", "upstream_repository",
-           "validate_org_name"]
+           "InvalidOrgSettings", "OrgSettings", "is_org_name", "normalize_settings", "normalize_upstream",
+           "upstream_repository", "validate_org_name"]
 
 
 def normalize_settings(settings: dict) -> dict:
@@ -30,11 +30,11 @@ _ORG_NAME = re.compile(NAME_PATTERN)
 
 
 def is_org_name(name: str) -> bool:
-    """Whether `name` could name an org (reserved names too: orgs made before they were reserved).
+    """Whether `name` could name an org, also one made before today's rules (reserved, up to 255 characters).
 
     Cheap, so lookups of junk (a NUL, 10 KiB of text) never reach a database.
     """
-    return (isinstance(name, str) and len(name) <= MAX_ORG_NAME and "/" not in name
+    return (isinstance(name, str) and len(name) <= MAX_NAME_LENGTH and "/" not in name
             and _ORG_NAME.fullmatch(name) is not None)
 
 

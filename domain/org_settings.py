@@ -86,7 +86,15 @@ class OrgSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
                 known[key] = min(max(int(known[key]), 0), MAX_SECONDS)
         if isinstance(known.get("username"), str):
             known["username"] = known["username"][:MAX_USERNAME]
-        return msgspec.convert(known, cls, strict=False)
+        try:
+            return msgspec.convert(known, cls, strict=False)
+        except msgspec.ValidationError:
+            # Recorded under older, looser URL or namespace rules: keep what was recorded, not lose the org.
+            settings = msgspec.convert({**known, "upstream": "docker.io", "namespace": ""}, cls, strict=False)
+            for key in ("upstream", "namespace"):
+                if isinstance(known.get(key), str):
+                    force_setattr(settings, key, known[key])
+            return settings
 
     def as_event(self) -> dict[str, Any]:
         """The dict CacheOrg events carry (the shape stored since the first release)."""

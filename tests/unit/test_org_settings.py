@@ -97,6 +97,15 @@ def test_events_written_with_the_old_settings_shape_still_load():
     assert registry.get_org("hub").current == config.settings
 
 
+def test_an_upstream_recorded_under_looser_rules_still_loads_as_recorded():
+    assert OrgSettings.from_stored({"upstream": "https://h?x", "namespace": "Old"}).upstream == "https://h?x"
+    registry = Registry(env=POPO)
+    registry.save(CacheOrg(name="old", settings={"upstream": "https://h?x", "namespace": "", "staleness_seconds": 1,
+                                                 "max_stale_seconds": 1, "username": "", "default": False}))
+    config = OrgDirectory(registry, Credentials(env=POPO), ttl=0).get("old")
+    assert config.target("alpine").base_url == "https://h?x" and config.settings.upstream == "https://h?x"
+
+
 def test_org_events_carry_the_settings_dict_and_never_the_password():
     registry = Registry(env=POPO)
     orgs = OrgDirectory(registry, Credentials(env=POPO), ttl=0)
