@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from application.errors import EntrepotError, OrgUnknown
 from application.orgs import OrgConfig, OrgDirectory
 from application.registry import Registry
 from application.routing import OrgRowLike
-from domain.org import SETTINGS, InvalidOrgSettings, normalize_settings, validate_org_name
+from domain.org import InvalidOrgSettings, OrgSettings, validate_org_name
+from domain.org_settings import MAX_PASSWORD
 
 log = logging.getLogger(__name__)
 SETTLE_TIMEOUT = 2.0   # how long a write waits for the orgs view, so that list and routing see it
@@ -69,19 +70,14 @@ class AdminViews:
 
 
 # -- what the admin gets back ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class OrgSummary:
+class OrgSummary(OrgSettings, frozen=True, kw_only=True):
+    """The org as the admin sees it: every setting, its name, and whether a password is stored."""
+
     name: str
-    upstream: str
-    namespace: str
-    staleness_seconds: int
-    max_stale_seconds: int
-    negative_cache_seconds: int
-    on_upstream_denied: str
-    rate_limit_floor: int
-    username: str
-    default: bool
     password_set: bool            # the password itself is never returned
+
+    def __post_init__(self) -> None:
+        """Built from an OrgConfig, already checked: nothing to normalise again."""
 
 
 @dataclass(frozen=True)
@@ -110,15 +106,13 @@ class OrgDetails:
 
 def summary(config: OrgConfig) -> OrgSummary:
     """The org as the admin sees it: every setting by name, the password only as set or not."""
-    shown = {f.name: getattr(config, f.name) for f in fields(OrgSummary) if f.name != "password_set"}
-    return OrgSummary(**shown, password_set=bool(config.password))
+    shown = {key: getattr(config, key) for key in OrgSettings.__struct_fields__}
+    return OrgSummary(**shown, name=config.name, password_set=bool(config.password))
 
 
 def invalid_settings(error: InvalidOrgSettings) -> InvalidRequest:
-    """The domain's messages start with the setting they are about; name it as the field."""
     message = str(error)
-    name = next((key for key in sorted(SETTINGS, key=len, reverse=True) if message.startswith(key)), "name")
-    return InvalidRequest(message, {name: message})
+    return InvalidRequest(message, {error.field or "name": message})
 
 
 class OrgAdmin:
@@ -147,10 +141,13 @@ class OrgAdmin:
                           self._views.counters.counts(name).get(name, {}), reading)
 
     def create(self, name: str, settings: dict) -> OrgSummary:
+        password = settings.get("password") or ""
         try:
             validate_org_name(name)
         except InvalidOrgSettings as error:
             raise InvalidRequest(str(error), {"name": str(error)}) from None
+        if not isinstance(password, str) or len(password) > MAX_PASSWORD:
+            raise InvalidRequest("password is too long", {"password": f"at most {MAX_PASSWORD} characters"})
         if self._registry.get_org(name) is not None:
             raise OrgExists(f"organization {name!r} already exists", org=name)
         settings = dict(settings)
@@ -166,7 +163,9 @@ class OrgAdmin:
         current = self._config(name)
         changes = dict(changes)
         password = changes.pop("password", None)
-        base = {} if replace else self._registry.get_org(name).settings
+        base = {} if replace else current.settings.as_event()
+        if password is not None and len(password) > MAX_PASSWORD:
+            raise InvalidRequest("password is too long", {"password": f"at most {MAX_PASSWORD} characters"})
         return self._apply(name, {**base, **changes}, current.password if password is None else password)
 
     def delete(self, name: str) -> None:
@@ -179,7 +178,7 @@ class OrgAdmin:
         if not settings.get("upstream"):
             raise InvalidRequest("upstream is required", {"upstream": "required: the registry base URL"})
         try:
-            normalized = normalize_settings(settings)
+            normalized = OrgSettings.parse(settings).as_event()
         except InvalidOrgSettings as error:
             raise invalid_settings(error) from None
         if normalized["default"]:

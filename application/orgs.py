@@ -1,55 +1,102 @@
-"""Organizations as the hot path sees them: settings plus credentials, cached in-process."""
+"""Organizations as the hot path sees them: the orgs view plus this process's own writes, cached in-process."""
 
 from __future__ import annotations
 
-import time
+import threading
 from dataclasses import dataclass
 
+import anyio.to_thread
+from cachetools import TTLCache
+
 from application.credentials import Credentials
-from application.ports import UpstreamTarget
+from application.ports import OrgRecord, OrgsByName, UpstreamTarget
 from application.registry import Registry
-from domain.org import upstream_repository
+from domain.org import OrgSettings, is_org_name, upstream_repository
 
 
-@dataclass(frozen=True)
-class OrgConfig:
+class OrgConfig(OrgSettings, frozen=True, kw_only=True):
+    """An org's settings (the domain's OrgSettings) with its name and upstream credentials."""
+
     name: str
-    upstream: str
-    namespace: str
-    staleness_seconds: int
-    max_stale_seconds: int
-    negative_cache_seconds: int
-    on_upstream_denied: str
-    rate_limit_floor: int
-    username: str
-    password: str
-    default: bool
+    password: str = ""
+
+    def __post_init__(self) -> None:
+        """Built from settings already checked (or recorded under older rules): nothing to normalise again."""
 
     def target(self, repository: str) -> UpstreamTarget:
         return UpstreamTarget(org=self.name, base_url=self.upstream,
                               repository=upstream_repository(self.upstream, self.namespace, repository),
                               username=self.username, password=self.password)
 
+    @property
+    def settings(self) -> OrgSettings:
+        return OrgSettings.from_stored({key: getattr(self, key) for key in OrgSettings.__struct_fields__})
+
+
+@dataclass(frozen=True)
+class _Row:
+    name: str
+    settings: dict
+    deleted: bool
+
+
+class RegistryOrgs:
+    """OrgsByName read from the event store's aggregates: for tools and unit tests that run no orgs view."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def get_org(self, name: str) -> OrgRecord | None:
+        org = self._registry.get_org(name)
+        return None if org is None else _Row(name, org.settings, False)
+
+
+_MISSING = object()
+
 
 class OrgDirectory:
-    """Loads orgs from the Registry; entries live a few seconds so admin changes apply quickly."""
+    """Org settings by name, read from the orgs view (in a thread) and kept a few seconds.
 
-    def __init__(self, registry: Registry, credentials: Credentials, ttl: float = 5.0) -> None:
+    Read-your-writes: what this process applied is served at once, also while the view still
+    lags, and until the view shows it (or `written_ttl` passes). Found and unknown names live in
+    separate bounded caches, so a flood of unknown first path segments cannot evict real orgs.
+    """
+
+    def __init__(self, registry: Registry, credentials: Credentials, view: OrgsByName | None = None,
+                 ttl: float = 5.0, written_ttl: float = 60.0, size: int = 1024, unknown_size: int = 4096) -> None:
         self._registry = registry
         self._credentials = credentials
-        self._ttl = ttl
-        self._cache: dict[str, tuple[float, OrgConfig | None]] = {}
+        self._view = view if view is not None else RegistryOrgs(registry)
+        self._lock = threading.Lock()   # get() runs on the event loop's threads and in worker threads
+        self._found: TTLCache = TTLCache(size, ttl) if ttl > 0 else None
+        self._unknown: TTLCache = TTLCache(unknown_size, ttl) if ttl > 0 else None
+        self._written: TTLCache = TTLCache(size, written_ttl)   # name -> OrgConfig, or None once deleted
+
+    async def lookup(self, name: str) -> OrgConfig | None:
+        """For the event loop: a cache hit answers at once; a miss reads the view in a thread."""
+        hit = self._cached(name)
+        if hit is not _MISSING:
+            return hit
+        if not is_org_name(name):   # junk never reaches the view, nor fills the caches
+            return None
+        return await anyio.to_thread.run_sync(self.get, name)
 
     def get(self, name: str) -> OrgConfig | None:
-        hit = self._cache.get(name)
-        if hit and hit[0] > time.monotonic():
-            return hit[1]
+        """For callers already in a thread (admin use cases, CLI tools): may read the view."""
+        hit = self._cached(name)
+        if hit is not _MISSING:
+            return hit
+        if not is_org_name(name):
+            return None
         config = self._load(name)
-        self._cache[name] = (time.monotonic() + self._ttl, config)
+        self._remember(name, config)
         return config
 
     def forget(self, name: str) -> None:
-        self._cache.pop(name, None)
+        with self._lock:
+            for cache in (self._found, self._unknown):
+                if cache is not None:
+                    cache.pop(name, None)
 
     def apply(self, name: str, settings: dict) -> bool:
         """Create or update an org with its credentials; True when anything changed."""
@@ -57,27 +104,62 @@ class OrgDirectory:
         password = settings.pop("password", "") or ""
         changed = self._registry.apply_org(name, settings)
         before = self._credentials.get(name)
-        self._credentials.set(name, settings.get("username", "") or "", password)
-        self.forget(name)
-        return changed or before != self._credentials.get(name)
+        username = settings.get("username", "") or ""
+        self._credentials.set(name, username, password)
+        recorded = self._registry.get_org(name)
+        self._wrote(name, None if recorded is None else self._config(name, recorded.settings, (username, password)))
+        return changed or before != (username, password)
 
     def delete(self, name: str) -> bool:
         """Delete an org; its upstream credentials go too, so a re-created org never inherits them."""
         deleted = self._registry.delete_org(name)
         if deleted:
             self._credentials.set(name, "", "")
-        self.forget(name)
+            self._wrote(name, None)
         return deleted
 
+    def _cached(self, name: str) -> OrgConfig | None | object:
+        # On the hot path: TTLCache.get costs several times [] (measured), hence try/except.
+        with self._lock:
+            if self._found is None:
+                return _MISSING
+            try:
+                return self._found[name]
+            except KeyError:
+                return None if name in self._unknown else _MISSING
+
+    def _remember(self, name: str, config: OrgConfig | None) -> None:
+        with self._lock:
+            if self._found is not None:
+                (self._found if config is not None else self._unknown)[name] = config
+
+    def _wrote(self, name: str, config: OrgConfig | None) -> None:
+        with self._lock:
+            self._written[name] = config
+        self.forget(name)
+        self._remember(name, config)
+
     def _load(self, name: str) -> OrgConfig | None:
-        org = self._registry.get_org(name)
-        if org is None:
+        row = self._view.get_org(name)
+        live = row is not None and not row.deleted
+        with self._lock:
+            written = self._written.get(name, _MISSING)
+        if written is not _MISSING:
+            # The view has our write once it shows the same org (or its deletion); until then, ours wins.
+            if (written is None and not live) or (written is not None and live and
+                                                  OrgSettings.from_stored(row.settings) == written.settings):
+                with self._lock:
+                    self._written.pop(name, None)
+            else:
+                return written
+        if not live:
             return None
-        username, password = self._credentials.get(name)
-        s = org.settings
-        return OrgConfig(name=name, upstream=s["upstream"], namespace=s["namespace"],
-                         staleness_seconds=s["staleness_seconds"], max_stale_seconds=s["max_stale_seconds"],
-                         negative_cache_seconds=s.get("negative_cache_seconds", 30),
-                         on_upstream_denied=s.get("on_upstream_denied", "serve-stale"),
-                         rate_limit_floor=s.get("rate_limit_floor", 0),
-                         username=username or s["username"], password=password, default=s["default"])
+        return self._config(name, row.settings, self._credentials.get(name))
+
+    @staticmethod
+    def _config(name: str, stored: dict, credentials: tuple[str, str]) -> OrgConfig:
+        settings = OrgSettings.from_stored(stored)
+        username, password = credentials
+        fields = {key: getattr(settings, key) for key in OrgSettings.__struct_fields__}
+        fields["username"] = username or settings.username
+        return OrgConfig(**fields, name=name, password=password)

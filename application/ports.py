@@ -153,6 +153,20 @@ class CacheView(Protocol):
     def list_tags(self, org: str, repository: str) -> list[str]: ...
 
 
+class OrgRecord(Protocol):
+    """An org as the orgs view holds it: its settings as the events recorded them (a dict)."""
+
+    name: str
+    settings: dict
+    deleted: bool
+
+
+class OrgsByName(Protocol):
+    """The orgs view (projections/orgs.py), as OrgDirectory reads it: one org's row by name."""
+
+    def get_org(self, name: str) -> OrgRecord | None: ...
+
+
 class FillLock(Protocol):
     """The right to fetch one blob upstream for the whole cluster; kept alive until released."""
 

@@ -2,77 +2,52 @@
 
 from __future__ import annotations
 
+import re
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.names import InvalidName, repository_name
+from domain.names import MAX_NAME_LENGTH, NAME_PATTERN
+from domain.org_settings import (DEFAULTS, DENIED_POLICIES, DOCKER_HUB_ALIASES, DOCKER_HUB_URL, MAX_ORG_NAME,
+                                  SETTINGS, InvalidOrgSettings, OrgSettings, normalize_upstream)
 
-DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
-DOCKER_HUB_URL = "https://registry-1.docker.io"
-DEFAULT_STALENESS = 300
-DEFAULT_MAX_STALE = 7 * 24 * 3600
-DEFAULT_NEGATIVE_CACHE = 30
-DENIED_POLICIES = ("serve-stale", "refuse")  # what a cached tag gets when upstream answers 401/403
+# First path segments the HTTP edge routes itself (or may): an org of that name would be shadowed
+# or would shadow them. tests/integration/test_admin_limits.py checks the app's routes are all here.
+RESERVED_ORG_NAMES = frozenset({"api", "v1", "v2", "metrics", "healthz", "readyz", "livez", "schema", "token",
+                                "docs", "static", "admin", "dashboard"})
 
-# Settings an admin may change; each change is recorded as one Reconfigured event.
-SETTINGS = ("upstream", "namespace", "staleness_seconds", "max_stale_seconds", "negative_cache_seconds",
-            "on_upstream_denied", "rate_limit_floor", "username", "default")
-
-
-class InvalidOrgSettings(ValueError):
-    """Settings that would make an organization unusable."""
-
-
-def normalize_upstream(upstream: str) -> str:
-    """Registry base URL: https unless a scheme is given; Docker Hub's aliases mean registry-1."""
-    value = upstream.strip().rstrip("/")
-    if not value:
-        raise InvalidOrgSettings("upstream must not be empty")
-    if "://" not in value:
-        if value.split("/")[0] in DOCKER_HUB_ALIASES:
-            return DOCKER_HUB_URL
-        value = "https://" + value
-    scheme, _, rest = value.partition("://")
-    if scheme not in ("http", "https") or not rest or "/" in rest:
-        raise InvalidOrgSettings(f"upstream must be a registry base URL such as https://host[:port], got {upstream!r}")
-    if rest in DOCKER_HUB_ALIASES:
-        return DOCKER_HUB_URL
-    return f"{scheme}://{rest}"
+__all__ = ["DEFAULTS", "DENIED_POLICIES", "DOCKER_HUB_ALIASES", "DOCKER_HUB_URL", "SETTINGS", "CacheOrg",
+           "InvalidOrgSettings", "OrgSettings", "is_org_name", "normalize_settings", "normalize_upstream",
+           "upstream_repository", "validate_org_name"]
 
 
 def normalize_settings(settings: dict) -> dict:
-    out = dict(settings)
-    out["upstream"] = normalize_upstream(out["upstream"])
-    namespace = (out.get("namespace") or "").strip("/")
-    if namespace:
-        try:
-            repository_name(namespace)
-        except InvalidName as error:
-            raise InvalidOrgSettings(f"namespace: {error}") from None
-    out["namespace"] = namespace
-    for key, default in (("staleness_seconds", DEFAULT_STALENESS), ("max_stale_seconds", DEFAULT_MAX_STALE),
-                         ("negative_cache_seconds", DEFAULT_NEGATIVE_CACHE), ("rate_limit_floor", 0)):
-        value = out.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise InvalidOrgSettings(f"{key} must be a number of seconds >= 0")
-        out[key] = int(value)
-    out["on_upstream_denied"] = out.get("on_upstream_denied") or "serve-stale"
-    if out["on_upstream_denied"] not in DENIED_POLICIES:
-        raise InvalidOrgSettings(f"on_upstream_denied must be one of {', '.join(DENIED_POLICIES)}")
-    out["username"] = out.get("username") or ""
-    out["default"] = bool(out.get("default", False))
-    return {key: out[key] for key in SETTINGS}
+    """The event form of settings given as a dict (absent ones at their defaults); InvalidOrgSettings if bad."""
+    return OrgSettings.parse(settings).as_event()
+
+
+_ORG_NAME = re.compile(NAME_PATTERN)
+
+
+def is_org_name(name: str) -> bool:
+    """Whether `name` could name an org, also one made before today's rules (reserved, up to 255 characters).
+
+    Cheap, so lookups of junk (a NUL, 10 KiB of text) never reach a database.
+    """
+    return (isinstance(name, str) and len(name) <= MAX_NAME_LENGTH and "/" not in name
+            and _ORG_NAME.fullmatch(name) is not None)
 
 
 def validate_org_name(name: str) -> str:
     # An org name is the first path component of every pull, so it follows the name grammar.
-    try:
-        repository_name(name)
-    except InvalidName:
-        raise InvalidOrgSettings(f"invalid organization name {name!r}") from None
+    if not isinstance(name, str) or len(name) > MAX_ORG_NAME:
+        raise InvalidOrgSettings(f"name: an organization name has at most {MAX_ORG_NAME} characters", "name")
     if "/" in name:
-        raise InvalidOrgSettings(f"an organization name is one path component, got {name!r}")
+        raise InvalidOrgSettings(f"an organization name is one path component, got {name!r}", "name")
+    if not is_org_name(name):
+        raise InvalidOrgSettings(f"invalid organization name {name!r}", "name")
+    if name in RESERVED_ORG_NAMES:
+        raise InvalidOrgSettings(f"name: {name!r} is reserved for the server's own paths", "name")
     return name
 
 
@@ -117,10 +92,14 @@ class CacheOrg(Aggregate):
     def _deleted(self, name: str) -> None:
         self.deleted = True
 
-    # Views of the settings used on the hot path.
     @property
     def upstream(self) -> str:
         return self.settings["upstream"]
+
+    @property
+    def current(self) -> OrgSettings:
+        """The settings as the value object (events written before a setting existed get its default)."""
+        return OrgSettings.from_stored(self.settings)
 
 
 def upstream_repository(upstream: str, namespace: str, repository: str) -> str:

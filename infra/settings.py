@@ -1,76 +1,105 @@
-"""Settings from a TOML file (stdlib tomllib), with command-line overrides; nothing reads them globally."""
+"""Settings from a TOML file (stdlib tomllib), strictly typed by msgspec, with environment and command-line overrides.
+
+Nothing reads them globally. Every key has one declared type: `redirect = "no"` or `port = "abc"`
+is a one-line SettingsError naming the file and the key, never a coerced value or a traceback.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from domain.org import InvalidOrgSettings, OrgSettings as DomainOrgSettings, validate_org_name
+from domain.org_settings import MAX_ORG_NAME, MAX_PASSWORD, derived_struct
 
 DEFAULT_PORT = 5000
 ENGINES = ("uvicorn", "granian")
 DEFAULT_ENGINE = "granian"
+Text = Annotated[str, Meta(max_length=4096)]
+Seconds = Annotated[float, Meta(ge=0, le=86400 * 365)]
 
 
 class SettingsError(ValueError):
     """A config file that cannot be used; the message names the file and the key."""
 
 
-@dataclass(frozen=True)
-class OrgSettings:
-    name: str
-    upstream: str
-    namespace: str = ""
-    staleness_seconds: int = 300
-    max_stale_seconds: int = 7 * 24 * 3600
-    negative_cache_seconds: int = 30
-    on_upstream_denied: str = "serve-stale"   # or "refuse"
-    rate_limit_floor: int = 0                 # serve stale instead of spending the last upstream pulls
-    username: str = ""
-    password: str = ""
-    default: bool = False
+def _as_command(self) -> dict:
+    """The settings an org is registered with (everything but its name)."""
+    return {name: getattr(self, name) for name in self.__struct_fields__ if name != "name"}
 
-    def as_command(self) -> dict:
-        """The settings an org is registered with (everything but its name)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name"}
 
+# An [[organizations]] entry: its name, the domain's settings (declared once, in domain/org_settings.py)
+# and the upstream password, which the Credentials application keeps encrypted.
+OrgSettings = derived_struct(
+    "OrgSettings", first=[("name", Annotated[str, Meta(min_length=1, max_length=MAX_ORG_NAME)])],
+    last=[("password", Annotated[str, Meta(max_length=MAX_PASSWORD)], "")],
+    frozen=True, forbid_unknown_fields=True, namespace={"as_command": _as_command, "__module__": __name__})
 
 DEFAULT_ORGS = (OrgSettings(name="hub", upstream="docker.io"),)
 
 
-@dataclass(frozen=True)
-class DatabaseSettings:
-    url: str = ""                     # postgresql://...; empty: embedded SQLite under data_dir
-    schema: str = "entrepot"          # PostgreSQL schema for event tables and views; created if missing
-    run_projections: bool = True      # PostgreSQL: serve runs the projections (one runner each across processes)
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
 
 
-@dataclass(frozen=True)
-class StorageSettings:
-    backend: str = "filesystem"       # or "s3"
-    bucket: str = ""
-    endpoint_url: str = ""            # empty: AWS; credentials from the standard AWS environment
-    region: str = "us-east-1"
-    prefix: str = ""                  # key prefix inside the bucket
-    redirect: bool = False            # True: 307 to presigned URLs for warm blobs
+class DatabaseSettings(_Section, frozen=True):
+    url: Text = ""                     # postgresql://...; empty: embedded SQLite under data_dir
+    schema: Annotated[str, Meta(min_length=1, max_length=63)] = "entrepot"   # PostgreSQL schema; created if missing
+    run_projections: bool = True       # PostgreSQL: serve runs the projections (one runner each across processes)
 
 
-@dataclass(frozen=True)
-class UpstreamSettings:
-    connect_timeout: float = 5.0        # seconds to connect to an upstream
-    read_timeout: float = 30.0          # seconds a response may stall between two chunks
-    failures_before_backoff: int = 3    # failed requests in the window before an upstream goes into back-off
-    backoff_failure_ratio: float = 0.5  # ... if they are at least this share of the requests sent in the window
-    backoff_repositories: int = 2       # ... and failed for at least this many distinct repositories
-    backoff_window_seconds: float = 30.0  # the sliding window those are counted in
-    backoff_seconds: float = 15.0       # how long it is then treated as unavailable
+class StorageSettings(_Section, frozen=True):
+    backend: Literal["filesystem", "s3"] = "filesystem"
+    bucket: Text = ""
+    endpoint_url: Text = ""            # empty: AWS; credentials from the standard AWS environment
+    region: Text = "us-east-1"
+    prefix: Text = ""                  # key prefix inside the bucket
+    redirect: bool = False             # True: 307 to presigned URLs for warm blobs
 
 
-@dataclass(frozen=True)
-class RedisSettings:
-    url: str = ""                     # empty: in-process coordination only
-    key_prefix: str = "entrepot:"     # every key Entrepôt writes starts with this
-    fill_wait_seconds: float = 60.0   # how long a replica waits for another's fill before fetching itself
-    tag_cache_seconds: float = 5.0    # life of a tag lookup shared by replicas
+class UpstreamSettings(_Section, frozen=True):
+    connect_timeout: Seconds = 5.0         # seconds to connect to an upstream
+    read_timeout: Seconds = 30.0           # seconds a response may stall between two chunks
+    failures_before_backoff: Annotated[int, Meta(ge=1, le=1_000_000)] = 3   # failed requests in the window before back-off
+    backoff_failure_ratio: Annotated[float, Meta(gt=0, le=1)] = 0.5   # ... if at least this share of the window's requests
+    backoff_repositories: Annotated[int, Meta(ge=1, le=1_000_000)] = 2  # ... and failed for this many distinct repositories
+    backoff_window_seconds: Annotated[float, Meta(gt=0, le=86400)] = 30.0  # the sliding window those are counted in
+    backoff_seconds: Seconds = 15.0        # how long it is then treated as unavailable
+
+
+class RedisSettings(_Section, frozen=True):
+    url: Text = ""                     # empty: in-process coordination only
+    key_prefix: Text = "entrepot:"     # every key Entrepôt writes starts with this
+    fill_wait_seconds: Seconds = 60.0  # how long a replica waits for another's fill before fetching itself
+    tag_cache_seconds: Seconds = 5.0   # life of a tag lookup shared by replicas
+
+
+class ServerSettings(_Section, frozen=True):
+    host: Text = "127.0.0.1"
+    port: Annotated[int, Meta(ge=1, le=65535)] = DEFAULT_PORT
+    data_dir: Text = "entrepot-data"
+    secret_key: Text = ""
+    log_level: Literal["debug", "info", "warning", "error", "critical", "DEBUG", "INFO", "WARNING", "ERROR",
+                       "CRITICAL"] = "info"
+    admin_token: Text = ""
+    engine: str = DEFAULT_ENGINE       # checked below, so that the message lists the choices
+
+
+class ConfigFile(_Section, frozen=True):
+    """The whole TOML document; an unknown section or key is an error, like a wrong type."""
+
+    server: ServerSettings = ServerSettings()
+    organizations: tuple[OrgSettings, ...] | None = None
+    database: DatabaseSettings = DatabaseSettings()
+    storage: StorageSettings = StorageSettings()
+    redis: RedisSettings = RedisSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
 
 
 @dataclass(frozen=True)
@@ -79,7 +108,7 @@ class Settings:
     port: int = DEFAULT_PORT
     data_dir: str = "entrepot-data"
     secret_key: str = ""              # AES key for upstream credentials; generated under data_dir when empty
-    organizations: tuple[OrgSettings, ...] = DEFAULT_ORGS
+    organizations: tuple[Any, ...] = DEFAULT_ORGS     # OrgSettings entries
     log_level: str = "info"
     admin_token: str = ""             # admin API token ($ENTREPOT_ADMIN_TOKEN); generated when empty
     engine: str = DEFAULT_ENGINE      # the HTTP server: "granian" (sends warm blobs by pathsend) or "uvicorn"
@@ -89,87 +118,109 @@ class Settings:
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
 
 
-def _section(document: dict, name: str, allowed: set[str], source: str) -> dict:
-    section = document.get(name, {})
-    if not isinstance(section, dict):
-        raise SettingsError(f"{source}: [{name}] must be a table")
-    unknown = set(section) - allowed
-    if unknown:
-        raise SettingsError(f"{source}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
-    return section
+_AT = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
+_EXPECTED = re.compile(r"^Expected `([^`]+)`(.*?)(?:, got `(\w+)`)?$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `([^`]+)`$")
+_KINDS = {"bool": "a boolean", "int": "an integer", "float": "a number", "str": "a string", "object": "a table",
+          "array": "an array", "null": "nothing"}
 
 
-def _org(entry: object, index: int, source: str) -> OrgSettings:
-    if not isinstance(entry, dict):
-        raise SettingsError(f"{source}: [[organizations]] entry {index} must be a table")
-    allowed = {f.name for f in fields(OrgSettings)}
-    unknown = set(entry) - allowed
-    if unknown:
-        raise SettingsError(f"{source}: unknown key(s) in organization {index}: {', '.join(sorted(unknown))}")
-    for required in ("name", "upstream"):
-        if not isinstance(entry.get(required), str) or not entry[required]:
-            raise SettingsError(f"{source}: organization {index} needs a string '{required}'")
-    return OrgSettings(**entry)
+def _where(path: str, document: dict) -> tuple[str, Any]:
+    """`$.storage.redirect` -> ("[storage] redirect", the value); organizations by index and name."""
+    steps = re.findall(r"\.(\w+)|\[(\d+)\]", path)
+    value: Any = document
+    names: list[str] = []
+    for key, index in steps:
+        if index:
+            value = value[int(index)] if isinstance(value, list) and int(index) < len(value) else None
+            org = value.get("name") if isinstance(value, dict) else None
+            names[-1] = f"[[organizations]] {index}" + (f" ({org})" if isinstance(org, str) else "")
+        else:
+            value = value.get(key) if isinstance(value, dict) else None
+            names.append(f"[{key}]" if len(names) == 0 else key)
+    return " ".join(names), value
+
+
+def _describe(value: Any) -> str:
+    text = f'"{value}"' if isinstance(value, str) else repr(value).lower() if isinstance(value, bool) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def config_error(source: str, error: msgspec.ValidationError, document: dict) -> SettingsError:
+    """One line: `entrepot.toml: [storage] redirect: expected a boolean, got "no"`."""
+    text = str(error)
+    at = _AT.search(text)
+    message, path = (text[:at.start()], at[1]) if at else (text, "")
+    if unknown := _UNKNOWN.match(message):
+        where, _ = _where(path, document)
+        return SettingsError(f"{source}: {where + ' ' if where else ''}unknown key {unknown[1]!r}".replace("  ", " "))
+    where, value = _where(path, document)
+    if expected := _EXPECTED.match(message):
+        kind = _KINDS.get(expected[1].split(" | ")[0], expected[1].replace("`", ""))
+        message = f"expected {kind}{expected[2]}, got {_describe(value)}"
+    else:
+        message = message[:1].lower() + message[1:]
+    return SettingsError(f"{source}: {where}: {message}" if where else f"{source}: {message}")
+
+
+def _read(path: str) -> dict:
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise SettingsError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"{path}: cannot read the config file: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"{path}: invalid TOML: {error}") from None
+
+
+def _organizations(config: ConfigFile, source: str) -> tuple:
+    if config.organizations is None:
+        return DEFAULT_ORGS
+    for index, org in enumerate(config.organizations):
+        try:   # the same checks as the admin API: one settings type
+            validate_org_name(org.name)
+            DomainOrgSettings.parse({k: v for k, v in org.as_command().items() if k != "password"})
+        except InvalidOrgSettings as error:
+            raise SettingsError(f"{source}: [[organizations]] {index} ({org.name}) {error}") from None
+    names = [org.name for org in config.organizations]
+    if len(set(names)) != len(names):
+        raise SettingsError(f"{source}: organization names must be unique")
+    defaults = [org.name for org in config.organizations if org.default]
+    if len(defaults) > 1:   # root paths must mean one org; the admin API refuses a second default too
+        raise SettingsError(f"{source}: only one organization may be the default, got {', '.join(defaults)}")
+    return config.organizations
 
 
 def load_settings(path: str | None = None, *, host: str | None = None, port: int | None = None,
                   data_dir: str | None = None) -> Settings:
-    """Read `path` (or $ENTREPOT_CONFIG); flags override the file; no file means the defaults."""
+    """Read `path` (or $ENTREPOT_CONFIG); flags and ENTREPOT_* variables override the file; no file means the defaults."""
     path = path or os.environ.get("ENTREPOT_CONFIG") or None
-    document: dict = {}
     source = path or "<defaults>"
-    if path:
-        try:
-            with open(path, "rb") as file:
-                document = tomllib.load(file)
-        except FileNotFoundError:
-            raise SettingsError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as error:
-            raise SettingsError(f"{path}: invalid TOML: {error}") from None
-    server = _section(document, "server",
-                      {"host", "port", "data_dir", "secret_key", "log_level", "admin_token", "engine"}, source)
-    database = DatabaseSettings(**_section(document, "database", {f.name for f in fields(DatabaseSettings)}, source))
-    storage = StorageSettings(**_section(document, "storage", {f.name for f in fields(StorageSettings)}, source))
-    redis = RedisSettings(**_section(document, "redis", {f.name for f in fields(RedisSettings)}, source))
-    upstream = UpstreamSettings(**_section(document, "upstream", {f.name for f in fields(UpstreamSettings)}, source))
-    if server.get("engine", DEFAULT_ENGINE) not in ENGINES:
-        raise SettingsError(f"{source}: [server] engine must be one of {', '.join(ENGINES)}, got {server['engine']!r}")
-    if storage.backend not in ("filesystem", "s3"):
-        raise SettingsError(f"{source}: [storage] backend must be 'filesystem' or 's3', got {storage.backend!r}")
-    if not isinstance(database.run_projections, bool) or not isinstance(database.schema, str) or not database.schema:
-        raise SettingsError(f"{source}: [database] run_projections must be true or false and schema a non-empty string")
-    if storage.backend == "s3" and not storage.bucket:
+    document = _read(path) if path else {}
+    try:
+        config = msgspec.convert(document, ConfigFile, strict=True)
+    except msgspec.ValidationError as error:
+        raise config_error(source, error, document) from None
+    server = config.server
+    if server.engine not in ENGINES:
+        raise SettingsError(f"{source}: [server] engine must be one of {', '.join(ENGINES)}, got {server.engine!r}")
+    if config.storage.backend == "s3" and not config.storage.bucket:
         raise SettingsError(f"{source}: [storage] backend 's3' needs a bucket")
-    unknown = set(document) - {"server", "organizations", "database", "storage", "redis", "upstream"}
-    if unknown:
-        raise SettingsError(f"{source}: unknown section(s): {', '.join(sorted(unknown))}")
-    orgs = document.get("organizations")
-    if orgs is None:
-        organizations = DEFAULT_ORGS
-    elif not isinstance(orgs, list):
-        raise SettingsError(f"{source}: organizations must be an array of tables ([[organizations]])")
-    else:
-        organizations = tuple(_org(entry, i, source) for i, entry in enumerate(orgs))
-    names = [org.name for org in organizations]
-    if len(set(names)) != len(names):
-        raise SettingsError(f"{source}: organization names must be unique")
-    defaults = [org.name for org in organizations if org.default]
-    if len(defaults) > 1:   # root paths must mean one org; the admin API refuses a second default too
-        raise SettingsError(f"{source}: only one organization may be the default, got {', '.join(defaults)}")
-    settings = Settings(
-        host=host or server.get("host", "127.0.0.1"),
-        port=int(port or server.get("port", DEFAULT_PORT)),
-        data_dir=data_dir or server.get("data_dir", "entrepot-data"),
-        secret_key=os.environ.get("ENTREPOT_SECRET_KEY") or server.get("secret_key", ""),
-        organizations=organizations,
-        log_level=server.get("log_level", "info"),
-        admin_token=os.environ.get("ENTREPOT_ADMIN_TOKEN") or server.get("admin_token", ""),
-        engine=server.get("engine", DEFAULT_ENGINE),
-        database=database,
-        storage=storage,
-        redis=redis,
-        upstream=upstream,
+    if port is not None and not 0 < port < 65536:
+        raise SettingsError(f"--port: must be between 1 and 65535, got {port}")
+    return Settings(
+        host=host or server.host,
+        port=port or server.port,
+        data_dir=data_dir or server.data_dir,
+        secret_key=os.environ.get("ENTREPOT_SECRET_KEY") or server.secret_key,
+        organizations=_organizations(config, source),
+        log_level=server.log_level,
+        admin_token=os.environ.get("ENTREPOT_ADMIN_TOKEN") or server.admin_token,
+        engine=server.engine,
+        database=config.database,
+        storage=config.storage,
+        redis=config.redis,
+        upstream=config.upstream,
     )
-    if not 0 < settings.port < 65536:
-        raise SettingsError(f"{source}: port must be between 1 and 65535")
-    return settings

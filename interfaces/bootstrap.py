@@ -49,7 +49,9 @@ class Container:
         self.registry = Registry(env=self.env)
         self.pulls = Pulls(env=self.env)
         self.credentials = Credentials(env=self.env)
-        self.orgs = OrgDirectory(self.registry, self.credentials)
+        # Orgs are read from the orgs view (plus this process's own writes), not from the event store.
+        orgs_view = open_view("orgs", self.env)
+        self.orgs = OrgDirectory(self.registry, self.credentials, orgs_view)
         self.store = build_blob_store(settings)
         self.coordination = build_coordination(settings.redis)  # Redis, or in-process when no [redis] url
         # This app's own registry: several apps in one process (tests) must not share series.
@@ -73,8 +75,8 @@ class Container:
                                       fill_coordinator=self.coordination, shared_tags=self.coordination,
                                       metrics=self.metrics)
         # Client-mode routing, the admin surface and /metrics read the views directly (our own readers).
-        views = self.read_views = {name: open_view(name, self.env)
-                                   for name in ("orgs", "tags", "manifests", "blobs", "counters", "audit")}
+        views = self.read_views = {"orgs": orgs_view, **{name: open_view(name, self.env)
+                                                         for name in ("tags", "manifests", "blobs", "counters", "audit")}}
         self.metrics_registry.register(
             ReadModelCollector(views["blobs"], views["manifests"], views["tags"], views["counters"]))
         self.metrics_registry.register(RateLimitCollector(self.cache.rate_limits.all))

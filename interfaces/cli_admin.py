@@ -6,20 +6,40 @@ import argparse
 import json
 import os
 import sys
+from typing import Annotated, Literal, get_args, get_origin
+
+import msgspec
+
+from domain.org_settings import OrgSettings
 
 from interfaces.admin_client import PAGE, AdminApiError, AdminClient
 from interfaces.cli_output import AuditWriter, print_org, print_orgs
 
 DEFAULT_URL = "http://127.0.0.1:5000"
-# flag -> API field; None as a value means "not given", so updates only send what was asked for
-ORG_FLAGS = (("--upstream", "upstream", str, "URL", "registry base URL; https unless given; docker.io = Docker Hub"),
-             ("--namespace", "namespace", str, "PATH", "cache only this upstream namespace, e.g. library"),
-             ("--staleness-seconds", "staleness_seconds", int, "N", "serve a cached tag this long unchecked"),
-             ("--max-stale-seconds", "max_stale_seconds", int, "N", "serve it this long when upstream fails"),
-             ("--negative-cache-seconds", "negative_cache_seconds", int, "N", "remember upstream 404s this long"),
-             ("--on-upstream-denied", "on_upstream_denied", str, "POLICY", "serve-stale or refuse"),
-             ("--rate-limit-floor", "rate_limit_floor", int, "N", "keep this many upstream pulls in reserve"),
-             ("--username", "username", str, "NAME", "upstream user (password: --password-stdin)"))
+
+
+def org_flags() -> list[tuple[str, str, dict]]:
+    """(flag, field, argparse options) for every org setting, generated from the domain's OrgSettings.
+
+    No default is set, so an update sends only the settings given; the server fills in the rest.
+    """
+    flags = []
+    for f in msgspec.structs.fields(OrgSettings):
+        kind, meta = f.type, None
+        if get_origin(kind) is Annotated:
+            kind, *extras = get_args(kind)
+            meta = next((m for m in reversed(extras) if isinstance(m, msgspec.Meta) and m.description), None)
+            while get_origin(kind) is Annotated:   # Seconds = Annotated[int, ...] nested in another Annotated
+                kind = get_args(kind)[0]
+        options: dict = {"dest": f.name, "default": None, "help": meta.description if meta else None}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif get_origin(kind) is Literal:
+            options.update(choices=get_args(kind), metavar="|".join(get_args(kind)))
+        else:
+            options.update(type=kind, metavar="N" if kind is int else f.name.upper())
+        flags.append(("--" + f.name.replace("_", "-"), f.name, options))
+    return flags
 
 
 def _client(args: argparse.Namespace) -> AdminClient:
@@ -30,9 +50,7 @@ def _client(args: argparse.Namespace) -> AdminClient:
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    settings = {field: value for _, field, *_ in ORG_FLAGS if (value := getattr(args, field)) is not None}
-    if args.default is not None:
-        settings["default"] = args.default
+    settings = {field: value for _, field, _ in org_flags() if (value := getattr(args, field)) is not None}
     if args.password_stdin:
         settings["password"] = sys.stdin.readline().rstrip("\r\n")
     return settings
@@ -124,10 +142,8 @@ def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _org_settings(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    for flag, field, kind, metavar, text in ORG_FLAGS:
-        p.add_argument(flag, dest=field, type=kind, metavar=metavar, help=text)
-    p.add_argument("--default", action=argparse.BooleanOptionalAction, default=None,
-                   help="serve root paths (/v2/library/...) from this org, as the Docker daemon's mirrors need")
+    for flag, _, options in org_flags():
+        p.add_argument(flag, **options)
     p.add_argument("--password-stdin", action="store_true", help="read the upstream password from stdin")
     return p
 

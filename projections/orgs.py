@@ -29,7 +29,8 @@ class OrgsView(View):
     def list_orgs(self, include_deleted: bool = False) -> list[OrgRow]: ...
 
     @abstractmethod
-    def get_org(self, name: str) -> OrgRow | None: ...
+    def get_org(self, name: str) -> OrgRow | None:
+        """One org's row, deleted or not: application.ports.OrgsByName, which OrgDirectory reads."""
 
 
 class OrgsProjection(ViewProjection):

@@ -7,6 +7,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from interfaces.http.admin_audit import audit
+from interfaces.http.admin_bodies import MAX_BODY
 from interfaces.http.admin_errors import admin_error_response
 from interfaces.http.admin_orgs import OrganizationsController
 from interfaces.http.auth import admin_guard
@@ -16,7 +17,8 @@ ADMIN_PREFIX = "/api/"
 
 def admin_router() -> Router:
     return Router("/api/v1", route_handlers=[OrganizationsController, audit], guards=[admin_guard],
-                  exception_handlers={Exception: admin_error_response}, security=[{"adminToken": []}])
+                  exception_handlers={Exception: admin_error_response}, security=[{"adminToken": []}],
+                  request_max_body_size=MAX_BODY)
 
 
 def openapi_config() -> OpenAPIConfig:

@@ -25,7 +25,11 @@ from projections.audit import AuditRow
 
 COLUMNS = [f.name for f in fields(AuditRow)]
 EXPORT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
-_AGO = re.compile(r"^(\d+)([smhdw])$")
+_AGO = re.compile(r"^(\d{1,9})([smhdw])$")
+MAX_PARAM = 512                 # org names, repositories, addresses, user agents: all far shorter
+MAX_CURSOR = 2**63 - 1          # ids are BIGINT / SQLite INTEGER
+MAX_LIMIT = 10**9
+MAX_EPOCH = 10**11              # the year 5138: later is a typo, and larger overflows the databases
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -42,15 +46,40 @@ def parse_time(value: str | None, field: str, now: float) -> float | None:
     if match := _AGO.match(text):
         return now - int(match[1]) * _UNIT[match[2]]
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not -MAX_EPOCH <= seconds <= MAX_EPOCH:   # also refuses nan and inf
+            raise InvalidRequest(f"{field}: out of range", {field: f"epoch seconds must be within ±{MAX_EPOCH}"})
+        return seconds
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):
         raise InvalidRequest(f"{field}: not a time", {field: "expected ISO 8601 (2026-01-31T12:00:00Z), "
                                                              "epoch seconds, or a duration ago such as 2h"}) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def checked_text(field: str, value: str | None) -> str | None:
+    """Query text is bounded and printable: a NUL reaches no database (PostgreSQL refuses it with a 500)."""
+    if value is None:
+        return None
+    if len(value) > MAX_PARAM:
+        raise InvalidRequest(f"{field}: too long", {field: f"at most {MAX_PARAM} characters"})
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        raise InvalidRequest(f"{field}: control characters", {field: "must not contain control characters"})
+    return value
+
+
+def checked_query(params: dict[str, str | None], cursor: str | None, limit: int | None) -> dict[str, str | None]:
+    checked = {field: checked_text(field, value) for field, value in params.items()}
+    checked_text("cursor", cursor)
+    if cursor and (not cursor.isascii() or not cursor.isdigit() or len(cursor) > 19 or int(cursor) > MAX_CURSOR):
+        raise InvalidRequest("invalid cursor", {"cursor": "not a cursor this server handed out"})
+    if limit is not None and not 1 <= limit <= MAX_LIMIT:
+        raise InvalidRequest("limit out of range", {"limit": f"must be between 1 and {MAX_LIMIT}, got {limit}"[:200]})
+    return checked
 
 
 def iso(at: float) -> str:
@@ -107,8 +136,10 @@ async def audit(
         description="json: one page; jsonl or csv: a streamed export of every match")] = "json",
 ) -> Response:
     now = time.time()
-    filters = AuditFilter(org, repository, result, client, user_agent, parse_time(since, "since", now),
-                          parse_time(until, "until", now))
+    q = checked_query({"org": org, "repository": repository, "result": result, "client": client,
+                       "user_agent": user_agent, "since": since, "until": until}, cursor, limit)
+    filters = AuditFilter(q["org"], q["repository"], q["result"], q["client"], q["user_agent"],
+                          parse_time(q["since"], "since", now), parse_time(q["until"], "until", now))
     audit_log: AuditLog = state.audit_log
     if format == "json":
         page = await anyio.to_thread.run_sync(

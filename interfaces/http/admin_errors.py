@@ -21,7 +21,8 @@ ADMIN_ERRORS: list[tuple[type[Exception], str, int]] = [
     (OrgConflict, "conflict", 409),
 ]
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 409: "conflict", 415: "unsupported_media_type", 422: "invalid"}
+              405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+              422: "invalid"}
 _NAMED_FIELD = re.compile(r"field `([^`]+)`")
 
 
