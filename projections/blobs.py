@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from domain.cache import CachedBlob, CachedManifest
 from domain.pull import Pull
-from projections.base import SqliteView, View, ViewProjection
+from projections.base import Batch, SqliteView, View
 from projections.postgres_view import PostgresView
 
 
@@ -37,26 +37,83 @@ class BlobRow:
 
 
 class BlobsView(View):
-    @abstractmethod
-    def get_blob(self, org: str, digest: str) -> BlobRow | None:
-        """A cached blob (one only referenced by pulled manifests is not returned)."""
+    name = "blobs"
+    handles = (CachedBlob.Cached, CachedManifest.Cached, Pull.Recorded)
+    follows = ("Registry", "Pulls")
 
+    def process_page(self, c: Any, batch: Batch) -> None:
+        # Pulls commute (counts add, last_pulled takes the max), so a page's pulls are summed per
+        # manifest and written once each, after the page's other events.
+        pulls: dict[tuple[str, str, str], list] = {}
+        for event, tracking in batch:
+            if isinstance(event, Pull.Recorded):
+                if event.digest:
+                    seen = pulls.setdefault((event.org, event.repository, event.digest), [0, event.at])
+                    seen[0], seen[1] = seen[0] + 1, max(seen[1], event.at)
+            else:
+                self.process_event(c, event, tracking)
+        counts: dict[tuple[str, str], list] = {}
+        for (org, repository, digest), (n, at) in pulls.items():
+            blobs = self.count_manifest_pulls(c, org, repository, digest, n, at)
+            if blobs is not None:  # else the manifest is not known yet: its Cached event adds these pulls
+                _add_blob_pulls(counts, org, blobs, n, at)
+        if counts:
+            self.count_blob_pulls(c, [(org, digest, at, n) for (org, digest), (n, at) in counts.items()])
+
+    def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
+        if isinstance(event, Pull.Recorded):
+            self.process_page(c, [(event, tracking)])
+        elif isinstance(event, CachedBlob.Cached):
+            self.put_cached_blob(c, event.org, event.digest, event.repository, event.size, event.cached_at)
+        elif isinstance(event, CachedManifest.Cached):
+            known = self.manifest_ref(c, event.org, event.repository, event.digest)
+            if known is not None and known[0] is not None:
+                return  # already known: the same content-addressed fact
+            self.set_manifest_blobs(c, event.org, event.repository, event.digest, list(event.blobs))
+            if known is not None and known[1]:
+                # Pulls recorded before the manifest was known now count for its blobs.
+                counts: dict[tuple[str, str], list] = {}
+                _add_blob_pulls(counts, event.org, event.blobs, known[1], known[2])
+                self.count_blob_pulls(c, [(org, digest, at, n) for (org, digest), (n, at) in counts.items()])
+
+    # -- storage ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def put_cached_blob(self, c: Any, org: str, digest: str, repository: str, size: int, cached_at: float) -> None:
+        """Insert or complete the blob's row (it may exist already, holding pulls counted before)."""
+
+    @abstractmethod
+    def count_manifest_pulls(self, c: Any, org: str, repository: str, digest: str, n: int,
+                             at: float) -> list[str] | None:
+        """Add n pulls at `at` (latest) to the manifest's row; return its blobs, None while it is not cached."""
+
+    @abstractmethod
+    def manifest_ref(self, c: Any, org: str, repository: str, digest: str) -> tuple | None:
+        """(blobs or None, pull count, last pulled) of a manifest's row, None without one."""
+
+    @abstractmethod
+    def set_manifest_blobs(self, c: Any, org: str, repository: str, digest: str, blobs: list[str]) -> None: ...
+
+    @abstractmethod
+    def count_blob_pulls(self, c: Any, rows: list[tuple[str, str, float | None, int]]) -> None:
+        """Add (org, digest, last pulled, n) pulls to each blob's row."""
+
+    # -- queries ---------------------------------------------------------------------------------------
     @abstractmethod
     def list_blobs(self, org: str) -> list[BlobRow]:
         """The org's cached blobs, least recently pulled first (never pulled before all)."""
-
-    @abstractmethod
-    def manifest_pulls(self, org: str, repository: str, digest: str) -> tuple[int, float | None]:
-        """(pull count, last pulled) of one manifest or index digest."""
 
     @abstractmethod
     def org_totals(self) -> dict[str, tuple[int, int]]:
         """{org: (cached blob count, their bytes)}: one grouped query, for the metrics scrape."""
 
 
-class BlobsProjection(ViewProjection):
-    name = "blobs"
-    handles = (CachedBlob.Cached, CachedManifest.Cached, Pull.Recorded)
+def _add_blob_pulls(counts: dict, org: str, blobs: list, n: int, at: float | None) -> None:
+    # dict.fromkeys: a layer listed twice in one manifest is still one pull of that blob.
+    for digest in dict.fromkeys(blobs):
+        seen = counts.setdefault((org, digest), [0, at])
+        seen[0] += n
+        if at is not None and (seen[1] is None or at > seen[1]):
+            seen[1] = at
 
 
 _BLOB_COLUMNS = "org, digest, repository, size, cached_at, last_pulled, pull_count"
@@ -80,61 +137,40 @@ class SqliteBlobsView(SqliteView, BlobsView):
         "last_pulled = max(coalesce(last_pulled, excluded.last_pulled), excluded.last_pulled)"
     )
 
-    def _apply(self, c: SQLiteCursor, event: Any, tracking: Tracking) -> None:
-        if isinstance(event, Pull.Recorded):
-            self._pulled(c, event)
-        elif isinstance(event, CachedBlob.Cached):
-            c.execute("INSERT INTO blobs (org, digest, repository, size, cached_at) VALUES (?, ?, ?, ?, ?) "
-                      "ON CONFLICT (org, digest) DO UPDATE SET repository = excluded.repository, "
-                      "size = excluded.size, cached_at = excluded.cached_at",
-                      (event.org, event.digest, event.repository, event.size, event.cached_at))
-        elif isinstance(event, CachedManifest.Cached):
-            self._manifest_cached(c, event)
+    def put_cached_blob(self, c: SQLiteCursor, org: str, digest: str, repository: str, size: int,
+                        cached_at: float) -> None:
+        c.execute("INSERT INTO blobs (org, digest, repository, size, cached_at) VALUES (?, ?, ?, ?, ?) "
+                  "ON CONFLICT (org, digest) DO UPDATE SET repository = excluded.repository, "
+                  "size = excluded.size, cached_at = excluded.cached_at", (org, digest, repository, size, cached_at))
 
-    def _pulled(self, c: SQLiteCursor, event: Any) -> None:
-        if not event.digest:
-            return
-        key = (event.org, event.repository, event.digest)
+    def count_manifest_pulls(self, c: SQLiteCursor, org: str, repository: str, digest: str, n: int,
+                             at: float) -> list[str] | None:
         c.execute("INSERT INTO manifest_refs (org, repository, digest, last_pulled, pull_count) "
-                  "VALUES (?, ?, ?, ?, 1) ON CONFLICT (org, repository, digest) DO UPDATE SET "
-                  "pull_count = pull_count + 1, last_pulled = max(coalesce(last_pulled, excluded.last_pulled), "
-                  "excluded.last_pulled) RETURNING blobs", (*key, event.at))
+                  "VALUES (?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET "
+                  "pull_count = pull_count + excluded.pull_count, "
+                  "last_pulled = max(coalesce(last_pulled, excluded.last_pulled), excluded.last_pulled) "
+                  "RETURNING blobs", (org, repository, digest, at, n))
         blobs = c.fetchone()[0]
-        if blobs is not None:  # else the manifest is not known yet: _manifest_cached adds these pulls later
-            self._count_blobs(c, event.org, json.loads(blobs), 1, event.at)
+        return None if blobs is None else json.loads(blobs)
 
-    def _manifest_cached(self, c: SQLiteCursor, event: Any) -> None:
-        key = (event.org, event.repository, event.digest)
+    def manifest_ref(self, c: SQLiteCursor, org: str, repository: str, digest: str) -> tuple | None:
         c.execute("SELECT blobs, pull_count, last_pulled FROM manifest_refs "
-                  "WHERE org = ? AND repository = ? AND digest = ?", key)
+                  "WHERE org = ? AND repository = ? AND digest = ?", (org, repository, digest))
         row = c.fetchone()
-        if row is not None and row[0] is not None:
-            return  # already known: the same content-addressed fact
+        return None if row is None else tuple(row)
+
+    def set_manifest_blobs(self, c: SQLiteCursor, org: str, repository: str, digest: str, blobs: list[str]) -> None:
         c.execute("INSERT INTO manifest_refs (org, repository, digest, blobs) VALUES (?, ?, ?, ?) "
                   "ON CONFLICT (org, repository, digest) DO UPDATE SET blobs = excluded.blobs",
-                  (*key, json.dumps(list(event.blobs))))
-        if row is not None and row[1]:
-            # Pulls recorded before the manifest was known now count for its blobs.
-            self._count_blobs(c, event.org, event.blobs, row[1], row[2])
+                  (org, repository, digest, json.dumps(blobs)))
 
-    def _count_blobs(self, c: SQLiteCursor, org: str, blobs: list, count: int, at: float | None) -> None:
-        # dict.fromkeys: a layer listed twice in one manifest is still one pull of that blob.
-        c.executemany(self._count_blob, [(org, digest, at, count) for digest in dict.fromkeys(blobs)])
-
-    def get_blob(self, org: str, digest: str) -> BlobRow | None:
-        rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM blobs WHERE org = ? AND digest = ? "
-                           "AND cached_at IS NOT NULL", (org, digest))
-        return BlobRow(*rows[0]) if rows else None
+    def count_blob_pulls(self, c: SQLiteCursor, rows: list[tuple[str, str, float | None, int]]) -> None:
+        c.executemany(self._count_blob, rows)
 
     def list_blobs(self, org: str) -> list[BlobRow]:
         rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM blobs WHERE org = ? AND cached_at IS NOT NULL "
                            "ORDER BY coalesce(last_pulled, 0), digest", (org,))
         return [BlobRow(*row) for row in rows]
-
-    def manifest_pulls(self, org: str, repository: str, digest: str) -> tuple[int, float | None]:
-        rows = self._query("SELECT pull_count, last_pulled FROM manifest_refs "
-                           "WHERE org = ? AND repository = ? AND digest = ?", (org, repository, digest))
-        return (rows[0][0], rows[0][1]) if rows else (0, None)
 
     def org_totals(self) -> dict[str, tuple[int, int]]:
         rows = self._query("SELECT org, count(*), coalesce(sum(size), 0) FROM blobs WHERE cached_at IS NOT NULL "
@@ -158,65 +194,43 @@ class PostgresBlobsView(PostgresView, BlobsView):
         "PRIMARY KEY (org, repository, digest))",
     )
 
-    def _apply(self, c: Cursor, event: Any, tracking: Tracking) -> None:
-        if isinstance(event, Pull.Recorded):
-            self._pulled(c, event)
-        elif isinstance(event, CachedBlob.Cached):
-            c.execute(self.sql("INSERT INTO {blobs} (org, digest, repository, size, cached_at) "
-                               "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (org, digest) DO UPDATE SET "
-                               "repository = excluded.repository, size = excluded.size, "
-                               "cached_at = excluded.cached_at"),
-                      (event.org, event.digest, event.repository, event.size, event.cached_at))
-        elif isinstance(event, CachedManifest.Cached):
-            self._manifest_cached(c, event)
+    def put_cached_blob(self, c: Cursor, org: str, digest: str, repository: str, size: int,
+                        cached_at: float) -> None:
+        c.execute(self.sql("INSERT INTO {blobs} (org, digest, repository, size, cached_at) "
+                           "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (org, digest) DO UPDATE SET "
+                           "repository = excluded.repository, size = excluded.size, cached_at = excluded.cached_at"),
+                  (org, digest, repository, size, cached_at))
 
-    def _pulled(self, c: Cursor, event: Any) -> None:
-        if not event.digest:
-            return
+    def count_manifest_pulls(self, c: Cursor, org: str, repository: str, digest: str, n: int,
+                             at: float) -> list[str] | None:
         c.execute(self.sql("INSERT INTO {manifest_refs} AS m (org, repository, digest, last_pulled, pull_count) "
-                           "VALUES (%s, %s, %s, %s, 1) ON CONFLICT (org, repository, digest) DO UPDATE SET "
-                           "pull_count = m.pull_count + 1, last_pulled = GREATEST(m.last_pulled, excluded.last_pulled) "
-                           "RETURNING blobs"), (event.org, event.repository, event.digest, event.at))
-        blobs = c.fetchone()["blobs"]
-        if blobs is not None:  # else the manifest is not known yet: _manifest_cached adds these pulls later
-            self._count_blobs(c, event.org, blobs, 1, event.at)
+                           "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (org, repository, digest) DO UPDATE SET "
+                           "pull_count = m.pull_count + excluded.pull_count, "
+                           "last_pulled = GREATEST(m.last_pulled, excluded.last_pulled) RETURNING blobs"),
+                  (org, repository, digest, at, n), prepare=True)
+        return c.fetchone()["blobs"]
 
-    def _manifest_cached(self, c: Cursor, event: Any) -> None:
-        key = (event.org, event.repository, event.digest)
+    def manifest_ref(self, c: Cursor, org: str, repository: str, digest: str) -> tuple | None:
         c.execute(self.sql("SELECT blobs, pull_count, last_pulled FROM {manifest_refs} "
-                           "WHERE org = %s AND repository = %s AND digest = %s"), key)
+                           "WHERE org = %s AND repository = %s AND digest = %s"), (org, repository, digest))
         row = c.fetchone()
-        if row is not None and row["blobs"] is not None:
-            return  # already known: the same content-addressed fact
+        return None if row is None else (row["blobs"], row["pull_count"], row["last_pulled"])
+
+    def set_manifest_blobs(self, c: Cursor, org: str, repository: str, digest: str, blobs: list[str]) -> None:
         c.execute(self.sql("INSERT INTO {manifest_refs} (org, repository, digest, blobs) VALUES (%s, %s, %s, %s) "
                            "ON CONFLICT (org, repository, digest) DO UPDATE SET blobs = excluded.blobs"),
-                  (*key, Jsonb(list(event.blobs))))
-        if row is not None and row["pull_count"]:
-            # Pulls recorded before the manifest was known now count for its blobs.
-            self._count_blobs(c, event.org, event.blobs, row["pull_count"], row["last_pulled"])
+                  (org, repository, digest, Jsonb(blobs)))
 
-    def _count_blobs(self, c: Cursor, org: str, blobs: list, count: int, at: float | None) -> None:
-        # dict.fromkeys: a layer listed twice in one manifest is still one pull of that blob.
+    def count_blob_pulls(self, c: Cursor, rows: list[tuple[str, str, float | None, int]]) -> None:
         c.executemany(self.sql("INSERT INTO {blobs} AS b (org, digest, last_pulled, pull_count) "
                                "VALUES (%s, %s, %s, %s) ON CONFLICT (org, digest) DO UPDATE SET "
                                "pull_count = b.pull_count + excluded.pull_count, "
-                               "last_pulled = GREATEST(b.last_pulled, excluded.last_pulled)"),
-                      [(org, digest, at, count) for digest in dict.fromkeys(blobs)])
-
-    def get_blob(self, org: str, digest: str) -> BlobRow | None:
-        rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM {{blobs}} WHERE org = %s AND digest = %s "
-                           "AND cached_at IS NOT NULL", (org, digest))
-        return BlobRow(*rows[0]) if rows else None
+                               "last_pulled = GREATEST(b.last_pulled, excluded.last_pulled)"), rows)
 
     def list_blobs(self, org: str) -> list[BlobRow]:
         rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM {{blobs}} WHERE org = %s AND cached_at IS NOT NULL "
                            'ORDER BY coalesce(last_pulled, 0), digest COLLATE "C"', (org,))
         return [BlobRow(*row) for row in rows]
-
-    def manifest_pulls(self, org: str, repository: str, digest: str) -> tuple[int, float | None]:
-        rows = self._query("SELECT pull_count, last_pulled FROM {manifest_refs} "
-                           "WHERE org = %s AND repository = %s AND digest = %s", (org, repository, digest))
-        return (rows[0][0], rows[0][1]) if rows else (0, None)
 
     def org_totals(self) -> dict[str, tuple[int, int]]:
         rows = self._query("SELECT org, count(*), coalesce(sum(size), 0)::bigint FROM {blobs} "

@@ -1,4 +1,4 @@
-"""Projection runners on PostgreSQL: one runner per projection across every process, following blue/green switches.
+"""Projection workers on PostgreSQL: one runner per projection across every process, following blue/green switches.
 
 Each process that wants to run projections keeps one session holding a session-level advisory
 lock per projection it runs (`pg_try_advisory_lock`). A process that does not get a lock does
@@ -18,17 +18,19 @@ from collections.abc import Iterable
 import psycopg
 from psycopg.sql import SQL, Identifier
 
-from projections import locks, versions
-from projections.bluegreen import rebuild_blue_green
-from projections.rebuild import PAGE_SIZE
+from infra.projection_runtime import locks
+from infra.projection_runtime.bluegreen import rebuild_blue_green
+from infra.projection_runtime.opening import APPLICATIONS
+from infra.projection_runtime.progress import ProjectionCrashed, ProjectionStatus, wait_for
+from infra.projection_runtime.runner_group import RunnerGroup
+from infra.projection_runtime.workers import PAGE_SIZE
+from projections import versions
 from projections.catalog import PROJECTION_NAMES, spec
-from projections.progress import ProjectionCrashed, ProjectionStatus, wait_for
-from projections.runner_group import RunnerGroup
 
 log = logging.getLogger(__name__)
 
 
-class GuardedRunners:
+class LockedRunners:
     """Runs whichever of `names` no other process runs; same interface as ProjectionRunners.
 
     A crashed projection is reported for `restart_delay` seconds, then its runners stop and its
@@ -51,7 +53,7 @@ class GuardedRunners:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> GuardedRunners:
+    def start(self) -> LockedRunners:
         """Takes what it can at once (so a single process runs everything on return), then keeps trying."""
         if not self._names:
             return self
@@ -68,7 +70,7 @@ class GuardedRunners:
             self._thread = None
         self._release_all()
 
-    def __enter__(self) -> GuardedRunners:
+    def __enter__(self) -> LockedRunners:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -210,15 +212,14 @@ class GuardedRunners:
                 raise ProjectionCrashed(f"projection {name} crashed following {app}: {error!r}") from error
 
         with self._lock:
-            targets = [(g.view, app, runner.app.recorder.max_notification_id() or 0)
-                       for g in self._groups.values() for app, runner in g.runners.items()]
+            targets = [(g.view, app, worker.head()) for g in self._groups.values() for app, worker in g.workers.items()]
         wait_for(targets, timeout, interval, check)
 
 
 def _runner_env(env: dict[str, str]) -> dict[str, str]:
-    """Each runner's own app instance holds its LISTEN connection and reads pages with one more (P9)."""
+    """Each worker's own app instance reads pages with one connection, closed when idle (P9)."""
     out = dict(env)
-    for app_class in {app for name in PROJECTION_NAMES for app in spec(name).applications}:
-        out[f"{app_class.name.upper()}_POSTGRES_POOL_SIZE"] = "0"
-        out[f"{app_class.name.upper()}_POSTGRES_MAX_OVERFLOW"] = "2"
+    for app_name in APPLICATIONS:
+        out[f"{app_name.upper()}_POSTGRES_POOL_SIZE"] = "0"
+        out[f"{app_name.upper()}_POSTGRES_MAX_OVERFLOW"] = "2"
     return out
