@@ -79,18 +79,31 @@ class SqliteView(SQLiteTrackingRecorder, View):
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *self.schema]
 
-    def _create_table(self, c: SQLiteCursor) -> None:
-        found = self._schema_found(c)
-        if found is not None and found < self.schema_version:
-            log.warning("view %s: schema version %d is older than %d; rebuilding it from the event store",
-                        "/".join(self.tables), found, self.schema_version)
-            for table in self.tables:
-                c.execute(f"DROP TABLE IF EXISTS {table}")
-            c.execute("DELETE FROM tracking WHERE application_name != ?", (self.table_migration_identifier,))
-        super()._create_table(c)
-        if found != self.schema_version:
-            # Written only when it changes: a write waits for the file's lock, which a runner may hold.
-            c.execute(f"PRAGMA user_version = {int(self.schema_version)}")
+    def create_table(self) -> None:
+        """Create the view's tables, rebuilding them when the file's are older; one transaction.
+
+        Our own, over public parts only (the create statements, the tracking insert): the library's
+        create_table() also migrates multi-row tracking tables, which no view of ours ever had.
+        """
+        # A deferred transaction: opening a view that exists takes no write lock, so a reader does
+        # not wait for a runner's page.
+        with self.datastore.transaction(commit=True) as c:
+            found = self._schema_found(c)
+            if found is not None and found < self.schema_version:
+                log.warning("view %s: schema version %d is older than %d; rebuilding it from the event store",
+                            "/".join(self.tables), found, self.schema_version)
+                for table in self.tables:
+                    c.execute(f"DROP TABLE IF EXISTS {table}")
+                c.execute("DELETE FROM tracking WHERE application_name != ?", (self.table_migration_identifier,))
+            for statement in self.create_table_statements:
+                c.execute(statement)
+            c.execute("SELECT 1 FROM tracking WHERE application_name = ?", (self.table_migration_identifier,))
+            if c.fetchone() is None:
+                # The library's mark of a single-row tracking table, as its own create_table() writes it.
+                self._insert_tracking(c, Tracking(self.table_migration_identifier, 1))
+            if found != self.schema_version:
+                # Written only when it changes: a write waits for the file's lock, which a runner may hold.
+                c.execute(f"PRAGMA user_version = {int(self.schema_version)}")
 
     def _schema_found(self, c: SQLiteCursor) -> int | None:
         """The schema version of the view's tables in this file; None when there are none yet."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -42,56 +42,66 @@ class BlobsView(View):
     follows = ("Registry", "Pulls")
 
     def process_page(self, c: Any, batch: Batch) -> None:
-        # Pulls commute (counts add, last_pulled takes the max), so a page's pulls are summed per
-        # manifest and written once each, after the page's other events.
-        pulls: dict[tuple[str, str, str], list] = {}
+        # Every update commutes (see the module's docstring), so a page's events are gathered per
+        # key first and written in a few statements: blobs cached, manifests cached, then pulls.
+        page = _Page()
         for event, tracking in batch:
-            if isinstance(event, Pull.Recorded):
-                if event.digest:
-                    seen = pulls.setdefault((event.org, event.repository, event.digest), [0, event.at])
-                    seen[0], seen[1] = seen[0] + 1, max(seen[1], event.at)
-            else:
-                self.process_event(c, event, tracking)
+            self.process_event(page, event, tracking)
+        self._write_page(c, page)
+
+    def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
+        # `c` is the page being gathered here: process_page writes it.
+        page = c
+        if isinstance(event, Pull.Recorded):
+            if event.digest:
+                seen = page.pulls.setdefault((event.org, event.repository, event.digest), [0, event.at])
+                seen[0], seen[1] = seen[0] + 1, max(seen[1], event.at)
+        elif isinstance(event, CachedBlob.Cached):
+            page.blobs[(event.org, event.digest)] = (event.repository, event.size, event.cached_at)  # last wins
+        elif isinstance(event, CachedManifest.Cached):
+            # Content-addressed: a second Cached of the same manifest is the same fact.
+            page.manifests.setdefault((event.org, event.repository, event.digest), list(event.blobs))
+
+    def _write_page(self, c: Any, page: _Page) -> None:
+        if page.blobs:
+            self.put_cached_blobs(c, [(*key, *value) for key, value in page.blobs.items()])
         counts: dict[tuple[str, str], list] = {}
-        for (org, repository, digest), (n, at) in pulls.items():
-            blobs = self.count_manifest_pulls(c, org, repository, digest, n, at)
-            if blobs is not None:  # else the manifest is not known yet: its Cached event adds these pulls
-                _add_blob_pulls(counts, org, blobs, n, at)
+        if page.manifests:
+            known = self.manifest_refs(c, list(page.manifests))
+            new = {key: blobs for key, blobs in page.manifests.items() if known.get(key, (None,))[0] is None}
+            if new:
+                self.set_manifest_blobs(c, [(*key, blobs) for key, blobs in new.items()])
+            for key, blobs in new.items():
+                _, pull_count, last_pulled = known.get(key, (None, 0, None))
+                if pull_count:  # pulls recorded before the manifest was known now count for its blobs
+                    _add_blob_pulls(counts, key[0], blobs, pull_count, last_pulled)
+        if page.pulls:
+            listed = self.count_manifest_pulls(c, [(*key, n, at) for key, (n, at) in page.pulls.items()])
+            for key, (n, at) in page.pulls.items():
+                blobs = listed.get(key)
+                if blobs is not None:  # else the manifest is not known yet: its Cached event adds these pulls
+                    _add_blob_pulls(counts, key[0], blobs, n, at)
         if counts:
             self.count_blob_pulls(c, [(org, digest, at, n) for (org, digest), (n, at) in counts.items()])
 
-    def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
-        if isinstance(event, Pull.Recorded):
-            self.process_page(c, [(event, tracking)])
-        elif isinstance(event, CachedBlob.Cached):
-            self.put_cached_blob(c, event.org, event.digest, event.repository, event.size, event.cached_at)
-        elif isinstance(event, CachedManifest.Cached):
-            known = self.manifest_ref(c, event.org, event.repository, event.digest)
-            if known is not None and known[0] is not None:
-                return  # already known: the same content-addressed fact
-            self.set_manifest_blobs(c, event.org, event.repository, event.digest, list(event.blobs))
-            if known is not None and known[1]:
-                # Pulls recorded before the manifest was known now count for its blobs.
-                counts: dict[tuple[str, str], list] = {}
-                _add_blob_pulls(counts, event.org, event.blobs, known[1], known[2])
-                self.count_blob_pulls(c, [(org, digest, at, n) for (org, digest), (n, at) in counts.items()])
-
-    # -- storage ---------------------------------------------------------------------------------------
+    # -- storage: each method takes distinct keys ------------------------------------------------------
     @abstractmethod
-    def put_cached_blob(self, c: Any, org: str, digest: str, repository: str, size: int, cached_at: float) -> None:
-        """Insert or complete the blob's row (it may exist already, holding pulls counted before)."""
+    def put_cached_blobs(self, c: Any, rows: list[tuple[str, str, str, int, float]]) -> None:
+        """Insert or complete (org, digest, repository, size, cached_at) rows (they may hold pulls already)."""
 
     @abstractmethod
-    def count_manifest_pulls(self, c: Any, org: str, repository: str, digest: str, n: int,
-                             at: float) -> list[str] | None:
-        """Add n pulls at `at` (latest) to the manifest's row; return its blobs, None while it is not cached."""
+    def manifest_refs(self, c: Any, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], tuple]:
+        """{(org, repository, digest): (blobs or None, pull count, last pulled)} of the keys that have a row."""
 
     @abstractmethod
-    def manifest_ref(self, c: Any, org: str, repository: str, digest: str) -> tuple | None:
-        """(blobs or None, pull count, last pulled) of a manifest's row, None without one."""
+    def set_manifest_blobs(self, c: Any, rows: list[tuple[str, str, str, list[str]]]) -> None:
+        """Set the blobs of (org, repository, digest, blobs) manifests, creating their rows if needed."""
 
     @abstractmethod
-    def set_manifest_blobs(self, c: Any, org: str, repository: str, digest: str, blobs: list[str]) -> None: ...
+    def count_manifest_pulls(self, c: Any, rows: list[tuple[str, str, str, int, float]]
+                             ) -> dict[tuple[str, str, str], list[str] | None]:
+        """Add (org, repository, digest, n, latest at) pulls to each manifest's row; return each
+        manifest's blobs, None while it is not cached."""
 
     @abstractmethod
     def count_blob_pulls(self, c: Any, rows: list[tuple[str, str, float | None, int]]) -> None:
@@ -105,6 +115,15 @@ class BlobsView(View):
     @abstractmethod
     def org_totals(self) -> dict[str, tuple[int, int]]:
         """{org: (cached blob count, their bytes)}: one grouped query, for the metrics scrape."""
+
+
+@dataclass
+class _Page:
+    """One page's events, gathered per key."""
+
+    blobs: dict[tuple[str, str], tuple] = field(default_factory=dict)              # (org, digest) -> repo, size, at
+    manifests: dict[tuple[str, str, str], list] = field(default_factory=dict)     # key -> blobs
+    pulls: dict[tuple[str, str, str], list] = field(default_factory=dict)         # key -> [n, latest at]
 
 
 def _add_blob_pulls(counts: dict, org: str, blobs: list, n: int, at: float | None) -> None:
@@ -137,32 +156,38 @@ class SqliteBlobsView(SqliteView, BlobsView):
         "last_pulled = max(coalesce(last_pulled, excluded.last_pulled), excluded.last_pulled)"
     )
 
-    def put_cached_blob(self, c: SQLiteCursor, org: str, digest: str, repository: str, size: int,
-                        cached_at: float) -> None:
-        c.execute("INSERT INTO blobs (org, digest, repository, size, cached_at) VALUES (?, ?, ?, ?, ?) "
-                  "ON CONFLICT (org, digest) DO UPDATE SET repository = excluded.repository, "
-                  "size = excluded.size, cached_at = excluded.cached_at", (org, digest, repository, size, cached_at))
+    def put_cached_blobs(self, c: SQLiteCursor, rows: list[tuple[str, str, str, int, float]]) -> None:
+        c.executemany("INSERT INTO blobs (org, digest, repository, size, cached_at) VALUES (?, ?, ?, ?, ?) "
+                      "ON CONFLICT (org, digest) DO UPDATE SET repository = excluded.repository, "
+                      "size = excluded.size, cached_at = excluded.cached_at", rows)
 
-    def count_manifest_pulls(self, c: SQLiteCursor, org: str, repository: str, digest: str, n: int,
-                             at: float) -> list[str] | None:
-        c.execute("INSERT INTO manifest_refs (org, repository, digest, last_pulled, pull_count) "
-                  "VALUES (?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET "
-                  "pull_count = pull_count + excluded.pull_count, "
-                  "last_pulled = max(coalesce(last_pulled, excluded.last_pulled), excluded.last_pulled) "
-                  "RETURNING blobs", (org, repository, digest, at, n))
-        blobs = c.fetchone()[0]
-        return None if blobs is None else json.loads(blobs)
+    def count_manifest_pulls(self, c: SQLiteCursor, rows: list[tuple[str, str, str, int, float]]
+                             ) -> dict[tuple[str, str, str], list[str] | None]:
+        known = {}
+        for org, repository, digest, n, at in rows:   # in-process SQLite: a statement each costs little
+            c.execute("INSERT INTO manifest_refs (org, repository, digest, last_pulled, pull_count) "
+                      "VALUES (?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET "
+                      "pull_count = pull_count + excluded.pull_count, "
+                      "last_pulled = max(coalesce(last_pulled, excluded.last_pulled), excluded.last_pulled) "
+                      "RETURNING blobs", (org, repository, digest, at, n))
+            blobs = c.fetchone()[0]
+            known[(org, repository, digest)] = None if blobs is None else json.loads(blobs)
+        return known
 
-    def manifest_ref(self, c: SQLiteCursor, org: str, repository: str, digest: str) -> tuple | None:
-        c.execute("SELECT blobs, pull_count, last_pulled FROM manifest_refs "
-                  "WHERE org = ? AND repository = ? AND digest = ?", (org, repository, digest))
-        row = c.fetchone()
-        return None if row is None else tuple(row)
+    def manifest_refs(self, c: SQLiteCursor, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], tuple]:
+        found = {}
+        for key in keys:
+            c.execute("SELECT blobs, pull_count, last_pulled FROM manifest_refs "
+                      "WHERE org = ? AND repository = ? AND digest = ?", key)
+            row = c.fetchone()
+            if row is not None:
+                found[key] = (None if row[0] is None else json.loads(row[0]), row[1], row[2])
+        return found
 
-    def set_manifest_blobs(self, c: SQLiteCursor, org: str, repository: str, digest: str, blobs: list[str]) -> None:
-        c.execute("INSERT INTO manifest_refs (org, repository, digest, blobs) VALUES (?, ?, ?, ?) "
-                  "ON CONFLICT (org, repository, digest) DO UPDATE SET blobs = excluded.blobs",
-                  (org, repository, digest, json.dumps(blobs)))
+    def set_manifest_blobs(self, c: SQLiteCursor, rows: list[tuple[str, str, str, list[str]]]) -> None:
+        c.executemany("INSERT INTO manifest_refs (org, repository, digest, blobs) VALUES (?, ?, ?, ?) "
+                      "ON CONFLICT (org, repository, digest) DO UPDATE SET blobs = excluded.blobs",
+                      [(org, repository, digest, json.dumps(blobs)) for org, repository, digest, blobs in rows])
 
     def count_blob_pulls(self, c: SQLiteCursor, rows: list[tuple[str, str, float | None, int]]) -> None:
         c.executemany(self._count_blob, rows)
@@ -194,38 +219,46 @@ class PostgresBlobsView(PostgresView, BlobsView):
         "PRIMARY KEY (org, repository, digest))",
     )
 
-    def put_cached_blob(self, c: Cursor, org: str, digest: str, repository: str, size: int,
-                        cached_at: float) -> None:
+    def put_cached_blobs(self, c: Cursor, rows: list[tuple[str, str, str, int, float]]) -> None:
         c.execute(self.sql("INSERT INTO {blobs} (org, digest, repository, size, cached_at) "
-                           "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (org, digest) DO UPDATE SET "
+                           "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], "
+                           "%s::double precision[]) ON CONFLICT (org, digest) DO UPDATE SET "
                            "repository = excluded.repository, size = excluded.size, cached_at = excluded.cached_at"),
-                  (org, digest, repository, size, cached_at))
+                  _columns(rows, 5), prepare=True)
 
-    def count_manifest_pulls(self, c: Cursor, org: str, repository: str, digest: str, n: int,
-                             at: float) -> list[str] | None:
-        c.execute(self.sql("INSERT INTO {manifest_refs} AS m (org, repository, digest, last_pulled, pull_count) "
-                           "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (org, repository, digest) DO UPDATE SET "
+    def count_manifest_pulls(self, c: Cursor, rows: list[tuple[str, str, str, int, float]]
+                             ) -> dict[tuple[str, str, str], list[str] | None]:
+        # One statement for the page (unnest of column arrays) instead of a round trip per manifest.
+        c.execute(self.sql("INSERT INTO {manifest_refs} AS m (org, repository, digest, pull_count, last_pulled) "
+                           "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], "
+                           "%s::double precision[]) ON CONFLICT (org, repository, digest) DO UPDATE SET "
                            "pull_count = m.pull_count + excluded.pull_count, "
-                           "last_pulled = GREATEST(m.last_pulled, excluded.last_pulled) RETURNING blobs"),
-                  (org, repository, digest, at, n), prepare=True)
-        return c.fetchone()["blobs"]
+                           "last_pulled = GREATEST(m.last_pulled, excluded.last_pulled) "
+                           "RETURNING org, repository, digest, blobs"),
+                  _columns(rows, 5), prepare=True)
+        return {(row["org"], row["repository"], row["digest"]): row["blobs"] for row in c.fetchall()}
 
-    def manifest_ref(self, c: Cursor, org: str, repository: str, digest: str) -> tuple | None:
-        c.execute(self.sql("SELECT blobs, pull_count, last_pulled FROM {manifest_refs} "
-                           "WHERE org = %s AND repository = %s AND digest = %s"), (org, repository, digest))
-        row = c.fetchone()
-        return None if row is None else (row["blobs"], row["pull_count"], row["last_pulled"])
+    def manifest_refs(self, c: Cursor, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], tuple]:
+        c.execute(self.sql("SELECT m.org, m.repository, m.digest, m.blobs, m.pull_count, m.last_pulled "
+                           "FROM {manifest_refs} AS m JOIN unnest(%s::text[], %s::text[], %s::text[]) "
+                           "AS k (org, repository, digest) USING (org, repository, digest)"),
+                  _columns(keys, 3), prepare=True)
+        return {(row["org"], row["repository"], row["digest"]): (row["blobs"], row["pull_count"], row["last_pulled"])
+                for row in c.fetchall()}
 
-    def set_manifest_blobs(self, c: Cursor, org: str, repository: str, digest: str, blobs: list[str]) -> None:
-        c.execute(self.sql("INSERT INTO {manifest_refs} (org, repository, digest, blobs) VALUES (%s, %s, %s, %s) "
-                           "ON CONFLICT (org, repository, digest) DO UPDATE SET blobs = excluded.blobs"),
-                  (org, repository, digest, Jsonb(blobs)))
+    def set_manifest_blobs(self, c: Cursor, rows: list[tuple[str, str, str, list[str]]]) -> None:
+        c.executemany(self.sql("INSERT INTO {manifest_refs} (org, repository, digest, blobs) VALUES (%s, %s, %s, %s) "
+                               "ON CONFLICT (org, repository, digest) DO UPDATE SET blobs = excluded.blobs"),
+                      [(org, repository, digest, Jsonb(blobs)) for org, repository, digest, blobs in rows])
 
     def count_blob_pulls(self, c: Cursor, rows: list[tuple[str, str, float | None, int]]) -> None:
-        c.executemany(self.sql("INSERT INTO {blobs} AS b (org, digest, last_pulled, pull_count) "
-                               "VALUES (%s, %s, %s, %s) ON CONFLICT (org, digest) DO UPDATE SET "
-                               "pull_count = b.pull_count + excluded.pull_count, "
-                               "last_pulled = GREATEST(b.last_pulled, excluded.last_pulled)"), rows)
+        # Keys are distinct (summed per page), so one statement may upsert them all.
+        c.execute(self.sql("INSERT INTO {blobs} AS b (org, digest, last_pulled, pull_count) "
+                           "SELECT * FROM unnest(%s::text[], %s::text[], %s::double precision[], %s::bigint[]) "
+                           "ON CONFLICT (org, digest) DO UPDATE SET "
+                           "pull_count = b.pull_count + excluded.pull_count, "
+                           "last_pulled = GREATEST(b.last_pulled, excluded.last_pulled)"),
+                  _columns(rows, 4), prepare=True)
 
     def list_blobs(self, org: str) -> list[BlobRow]:
         rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM {{blobs}} WHERE org = %s AND cached_at IS NOT NULL "
@@ -236,3 +269,8 @@ class PostgresBlobsView(PostgresView, BlobsView):
         rows = self._query("SELECT org, count(*), coalesce(sum(size), 0)::bigint FROM {blobs} "
                            "WHERE cached_at IS NOT NULL GROUP BY org")
         return {org: (count, size) for org, count, size in rows}
+
+
+def _columns(rows: list[tuple], width: int) -> tuple[list, ...]:
+    """Rows as column lists, for `unnest(%s, %s, ...)`: one statement for many rows."""
+    return tuple(list(column) for column in zip(*rows)) if rows else tuple([] for _ in range(width))

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import psycopg
-from eventsourcing.persistence import OperationalError
+from eventsourcing.persistence import OperationalError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import Connection, Cursor
 from psycopg.sql import SQL, Composed, Identifier
@@ -89,20 +89,27 @@ class PostgresView(PostgresTrackingRecorder, View):
         return statement
 
     # -- DDL -------------------------------------------------------------------------------------------
-    def _create_table(self, curs: Cursor) -> None:
+    def create_table(self) -> None:
+        """Create this version's tables (and the readers' names over them when it is live), under the DDL lock.
+
+        Our own, over public parts only (the create statements, the tracking insert): the library's
+        create_table() also migrates multi-row tracking tables, which no copy of ours ever had.
+        """
+        with self.datastore.transaction(commit=True) as curs:
+            self._create_copy(curs)
+
+    def _create_copy(self, curs: Cursor) -> None:
         curs.execute("SET LOCAL statement_timeout = 0")   # DDL may queue behind other views' DDL: not a read
         versions.ddl_lock(curs, self.datastore.schema)
-        # Look again under the lock: another process may have created this version since create_table() looked.
+        # Looked up under the lock: another process may be creating this version at the same moment.
         curs.execute("SELECT to_regclass(%s) IS NOT NULL AS present",
                      (f'"{self.datastore.schema}"."{self.tracking_table_name}"',))
         new_copy = not curs.fetchone()["present"]
-        if not new_copy:
-            self.tracking_table_exists = True
-            curs.execute(self.sql("SELECT MAX(notification_id) AS max FROM {tracking} WHERE application_name = %s"),
-                         (self.table_migration_identifier,))
-            self.tracking_migration_previous = curs.fetchone()["max"]
-        super()._create_table(curs)
+        for statement in self.sql_create_statements:
+            curs.execute(statement)
         if new_copy:  # an existing copy keeps the schema version it was made with
+            # The library's mark of a single-row tracking table, as its own create_table() writes it.
+            self._insert_tracking(curs, Tracking(self.table_migration_identifier, 1))
             versions.record_schema(curs, self.datastore.schema, self.projection, self.version, self.schema_version)
         stable = [f'"{self.datastore.schema}"."{versions.table(name, None)}"' for name in self.tables]
         stable.append(f'"{self.datastore.schema}"."{versions.tracking_table(self.projection, None)}"')
