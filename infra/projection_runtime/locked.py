@@ -4,7 +4,9 @@ Each process that wants to run projections keeps one session holding a session-l
 lock per projection it runs (`pg_try_advisory_lock`). A process that does not get a lock does
 not run that projection and tries again every `interval`; when the holder exits or loses its
 session, PostgreSQL releases the lock and another process takes over from the view's tracking
-position. The same session LISTENs for version switches, so a rebuild's new copy is followed at once.
+position. The same session LISTENs for version switches, so a rebuild's new copy is followed at once,
+and for the applications' own NOTIFY on every write, which wakes the workers of the views they feed
+(so a view trails a write by milliseconds, not by a worker's idle poll).
 A live copy made with an older schema is rebuilt (blue/green) by the process that takes its lock.
 """
 
@@ -50,6 +52,7 @@ class LockedRunners:
         self._errors: dict[tuple[str, str], BaseException] = {}
         self._lock = threading.Lock()           # guards _groups against status() from other threads
         self._conn: psycopg.Connection | None = None
+        self._listening: set[str] = set()       # the applications' NOTIFY channels the session listens to
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -92,15 +95,34 @@ class LockedRunners:
                 self._stopping.wait(self._interval)
 
     def _wait_for_switch(self, timeout: float) -> bool:
+        """Wait for a notification: True for a version switch; an application's write wakes its workers."""
         if self._conn is None:
             self._stopping.wait(timeout)
             return False
-        return any(True for _ in self._conn.notifies(timeout=timeout, stop_after=1))
+        switched = False
+        for note in self._conn.notifies(timeout=timeout, stop_after=1):
+            if note.channel == versions.SWITCH_CHANNEL:
+                switched = True
+            else:
+                with self._lock:
+                    groups = list(self._groups.values())
+                for group in groups:
+                    group.wake(note.channel)
+        return switched
+
+    def _listen_to_applications(self, conn: psycopg.Connection) -> None:
+        with self._lock:
+            channels = {worker.app.recorder.channel_name for group in self._groups.values()
+                        for worker in group.workers.values() if hasattr(worker.app.recorder, "channel_name")}
+        for channel in channels - self._listening:
+            conn.execute(SQL("LISTEN {}").format(Identifier(channel)))
+            self._listening.add(channel)
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None:
             self._conn = locks.connect(self._env)
             self._conn.execute(SQL("LISTEN {}").format(Identifier(versions.SWITCH_CHANNEL)))
+            self._listening = set()
         return self._conn
 
     def _tick(self) -> None:
@@ -118,6 +140,7 @@ class LockedRunners:
                 group = None
             if group is None:
                 self._take(conn, name)
+        self._listen_to_applications(conn)
 
     def _take(self, conn: psycopg.Connection, name: str) -> None:
         key = locks.runner_key(self._schema, name)

@@ -38,9 +38,11 @@ class RunnerGroup:
         self.errors[app_name] = error
         self.crashed_at = self.crashed_at or time.monotonic()
 
-    def wake(self) -> None:
+    def wake(self, channel: str) -> None:
+        """The application writing to NOTIFY `channel` recorded events: its worker polls now."""
         for worker in self.workers.values():
-            worker.wake()
+            if getattr(worker.app.recorder, "channel_name", None) == channel:
+                worker.wake()
 
     def stop(self) -> None:
         for app_name, worker in self.workers.items():
