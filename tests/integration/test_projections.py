@@ -13,7 +13,9 @@ from application.registry import Registry
 from domain.pull import Pull
 from infra.projection_runtime import (ProjectionCrashed, open_cache_view, open_view, projection_runners, rebuild, status,
                                      wait_caught_up)
+from infra.projection_runtime.progress import wait_for
 from infra.projection_runtime.replay import replay
+from infra.projection_runtime.workers import ProjectionWorker
 from projections import PROJECTION_NAMES
 from projections.audit import AuditView
 from tests.support.views import blob_row, manifest_pulls
@@ -294,3 +296,25 @@ def test_an_audit_view_of_the_older_schema_is_rebuilt_when_the_runners_start(env
             (3, "error", 404, "MANIFEST_UNKNOWN", "manifest gone is unknown upstream")]
     finally:
         audit.close()
+
+
+def test_a_worker_writes_a_backlog_one_view_transaction_per_page(env, apps):
+    _, pulls = apps
+    pulls.record(*(Pull(org=ORG, repository=REPO, reference="3.20", digest=M1, result="hit", client="10.1.2.3",
+                        user_agent="docker/27.0", at=float(i)) for i in range(1200)))
+    view = open_view("counters", env)
+    pages = []
+    process = view.process
+    view.process = lambda batch: (pages.append(len(batch)), process(batch))   # count the view's transactions
+    worker = ProjectionWorker("counters", view, Pulls, env, page_size=500).start()
+    try:
+        wait_for([(view, "Pulls", 1200)], timeout=20, interval=0.01)
+        assert worker.state == "running" and worker.error is None
+    finally:
+        worker.stop()
+    try:
+        assert pages == [500, 500, 200]
+        assert view.counts() == {ORG: {"hit": 1200}}
+        assert view.max_tracking_id("Pulls") == pulls.recorder.max_notification_id()
+    finally:
+        view.close()
