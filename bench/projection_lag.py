@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from application.pulls import Pulls  # noqa: E402
 from domain.pull import Pull  # noqa: E402
 from infra.persistence import postgres_env, prepare_database  # noqa: E402
-from projections import GuardedRunners, open_view, wait_caught_up  # noqa: E402
+from infra.projection_runtime import LockedRunners, open_view, wait_caught_up  # noqa: E402
 
 
 def measure(env: dict, count: int) -> list[float]:
@@ -70,7 +70,7 @@ def main() -> None:
                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
             runner.stdout.readline()   # "running projections: ..."
         else:
-            runner = GuardedRunners(env).start()
+            runner = LockedRunners(env).start()
         wait_caught_up(env, timeout=30)
         lags = measure(env, args.count)
         q = statistics.quantiles(lags, n=100)

@@ -19,6 +19,11 @@ class Pull(Aggregate):
     """A fresh id per pull and exactly one event: no version contention on the hot path."""
 
     class Recorded(Aggregate.Created):
+        # Version 1 had no note, 2 added it, 3 added status and error_code. Events stored before
+        # versions were recorded carry no version at all (the library reads that as 1), including
+        # some written with a note, so the upcasts only fill in what is missing.
+        class_version = 3
+
         org: str
         repository: str
         reference: str
@@ -27,11 +32,18 @@ class Pull(Aggregate):
         client: str
         user_agent: str
         at: float
-        # Fields added later have defaults: an event stored before them loads with the default
-        # (the mapper sets the stored state as the event's __dict__; missing names fall back to these).
-        note: str = ""        # a stale serve: the upstream problem behind it; an error: the message answered
-        status: int = 200     # the HTTP status answered; every pull recorded before errors were audited was a 200
-        error_code: str = ""  # the OCI error code answered (MANIFEST_UNKNOWN, TOOMANYREQUESTS, ...); "" unless an error
+        note: str         # a stale serve: the upstream problem behind it; an error: the message answered
+        status: int       # the HTTP status answered
+        error_code: str   # the OCI error code answered (MANIFEST_UNKNOWN, TOOMANYREQUESTS, ...); "" unless an error
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state.setdefault("note", "")
+
+        @staticmethod
+        def upcast_v2_v3(state: dict) -> None:
+            state.setdefault("status", 200)     # every pull recorded before errors were audited was a 200
+            state.setdefault("error_code", "")
 
     @event(Recorded)
     def __init__(self, org: str, repository: str, reference: str, digest: str, result: str,

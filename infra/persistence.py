@@ -20,7 +20,7 @@ from infra import bounded_postgres as bounds
 from infra.secrets import cipher_env, credentials_env, private_dir, private_file, secret_key
 from infra.settings import Settings, SettingsError
 from projections.catalog import PROJECTION_NAMES
-from projections.locks import advisory_key
+from projections.versions import advisory_key
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def postgres_env(url: str, schema: str) -> dict[str, str]:
         "POSTGRES_ENABLE_DB_FUNCTIONS": "no",
         "APPLICATION_RECORDER_TOPIC": LOCKED_RECORDER_TOPIC,
         # Every app has its own pool (P9): one idle connection each, more only under load, so that
-        # replicas fit max_connections. The views of a process share one pool (projections/datastores.py).
+        # replicas fit max_connections. The views of a process share one pool (infra/projection_runtime/datastores.py).
         "POSTGRES_POOL_SIZE": "1",
         "POSTGRES_MAX_OVERFLOW": "9",
         "VIEWS_POSTGRES_POOL_SIZE": "1",

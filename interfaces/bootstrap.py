@@ -27,8 +27,8 @@ from infra.settings import Settings, SettingsError
 from infra.coordination import build_coordination
 from infra.storage import build_blob_store
 from infra.upstream import HttpUpstream
-from projections import (GuardedRunners, is_postgres, open_cache_view, open_view, projection_runners, rebuild,
-                         status)
+from infra.projection_runtime import (LockedRunners, is_postgres, open_cache_view, open_view, projection_runners,
+                                     rebuild, status)
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +128,13 @@ def projection_status(settings: Settings) -> list[dict]:
     ]
 
 
-def separate_runners(settings: Settings) -> GuardedRunners:
+def separate_runners(settings: Settings) -> LockedRunners:
     """`entrepot projections run`: every projection no other process runs, until stopped (PostgreSQL only)."""
     env = event_store_env(settings)
     if not is_postgres(env):
         raise SettingsError("`projections run` needs [database] url (PostgreSQL); the embedded mode runs "
                             "the projections inside `entrepot serve`")
-    return GuardedRunners(env)
+    return LockedRunners(env)
 
 
 def rebuild_projection(settings: Settings, name: str) -> int:

@@ -10,7 +10,7 @@ import sys
 from infra.persistence import DatabaseUnavailable
 from infra.settings import SettingsError, load_settings
 from interfaces.cli_admin import add_admin_commands
-from projections import RebuildInProgress
+from infra.projection_runtime import RebuildInProgress
 
 
 def _settings(args: argparse.Namespace):

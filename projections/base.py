@@ -1,4 +1,4 @@
-"""What every view shares: a backend-neutral View, its SQLite base, and the projection that feeds it."""
+"""What every view shares: a backend-neutral View (its one event dispatch) and the SQLite base."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from eventsourcing.persistence import Tracking, TrackingRecorder
-from eventsourcing.projection import Projection
 from eventsourcing.sqlite import SQLiteCursor, SQLiteTrackingRecorder
 from eventsourcing.utils import get_topic
 
@@ -20,7 +19,16 @@ Batch = Sequence[tuple[Any, Tracking]]  # (domain event, its position) in notifi
 
 
 class View(TrackingRecorder, ABC):
-    """A read model that records its rows and its tracking position in one transaction."""
+    """A read model that records its rows and its tracking position in one transaction.
+
+    Each view's logic lives once, in its backend-neutral class: `process_event` dispatches on the
+    event's type and calls the view's storage methods, which the SQLite and PostgreSQL classes
+    implement with their SQL. A storage method takes the open transaction's cursor as `c`.
+    """
+
+    name: ClassVar[str] = ""                        # the projection's name (env prefix, tables, locks)
+    handles: ClassVar[tuple[type, ...]] = ()        # the event classes the view uses; others only move tracking
+    follows: ClassVar[tuple[str, ...]] = ()         # the applications whose notification logs feed it
 
     @abstractmethod
     def process(self, batch: Batch) -> None:
@@ -28,6 +36,21 @@ class View(TrackingRecorder, ABC):
 
         A position at or below the recorded one raises IntegrityError and changes nothing.
         """
+
+    def process_page(self, c: Any, batch: Batch) -> None:
+        """Write one page of events inside the page's transaction; views that can group a page's
+        events into fewer statements (counts, inserts) override this, still dispatching by type."""
+        for event, tracking in batch:
+            self.process_event(c, event, tracking)
+
+    @abstractmethod
+    def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
+        """Write the rows for one event; events the view does not use are ignored."""
+
+    @classmethod
+    def handled_topics(cls) -> list[str]:
+        """Topics for an offline replay, which need not visit unused events."""
+        return [get_topic(event_class) for event_class in cls.handles]
 
     @abstractmethod
     def clear(self) -> None:
@@ -56,18 +79,31 @@ class SqliteView(SQLiteTrackingRecorder, View):
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *self.schema]
 
-    def _create_table(self, c: SQLiteCursor) -> None:
-        found = self._schema_found(c)
-        if found is not None and found < self.schema_version:
-            log.warning("view %s: schema version %d is older than %d; rebuilding it from the event store",
-                        "/".join(self.tables), found, self.schema_version)
-            for table in self.tables:
-                c.execute(f"DROP TABLE IF EXISTS {table}")
-            c.execute("DELETE FROM tracking WHERE application_name != ?", (self.table_migration_identifier,))
-        super()._create_table(c)
-        if found != self.schema_version:
-            # Written only when it changes: a write waits for the file's lock, which a runner may hold.
-            c.execute(f"PRAGMA user_version = {int(self.schema_version)}")
+    def create_table(self) -> None:
+        """Create the view's tables, rebuilding them when the file's are older; one transaction.
+
+        Our own, over public parts only (the create statements, the tracking insert): the library's
+        create_table() also migrates multi-row tracking tables, which no view of ours ever had.
+        """
+        # A deferred transaction: opening a view that exists takes no write lock, so a reader does
+        # not wait for a runner's page.
+        with self.datastore.transaction(commit=True) as c:
+            found = self._schema_found(c)
+            if found is not None and found < self.schema_version:
+                log.warning("view %s: schema version %d is older than %d; rebuilding it from the event store",
+                            "/".join(self.tables), found, self.schema_version)
+                for table in self.tables:
+                    c.execute(f"DROP TABLE IF EXISTS {table}")
+                c.execute("DELETE FROM tracking WHERE application_name != ?", (self.table_migration_identifier,))
+            for statement in self.create_table_statements:
+                c.execute(statement)
+            c.execute("SELECT 1 FROM tracking WHERE application_name = ?", (self.table_migration_identifier,))
+            if c.fetchone() is None:
+                # The library's mark of a single-row tracking table, as its own create_table() writes it.
+                self._insert_tracking(c, Tracking(self.table_migration_identifier, 1))
+            if found != self.schema_version:
+                # Written only when it changes: a write waits for the file's lock, which a runner may hold.
+                c.execute(f"PRAGMA user_version = {int(self.schema_version)}")
 
     def _schema_found(self, c: SQLiteCursor) -> int | None:
         """The schema version of the view's tables in this file; None when there are none yet."""
@@ -80,18 +116,13 @@ class SqliteView(SQLiteTrackingRecorder, View):
         c.execute("PRAGMA user_version")
         return c.fetchone()[0] or 1   # 0: made before versions were recorded, all of which were version 1
 
-    @abstractmethod
-    def _apply(self, c: SQLiteCursor, event: Any, tracking: Tracking) -> None:
-        """Write the rows for one event; events the view does not use are ignored."""
-
     def process(self, batch: Batch) -> None:
         if not batch:
             return
         with self._writing() as c:
             # Tracking first: a replayed position fails before any row is touched.
             self._insert_tracking(c, batch[-1][1])
-            for event, tracking in batch:
-                self._apply(c, event, tracking)
+            self.process_page(c, batch)
 
     def clear(self) -> None:
         with self._writing() as c:
@@ -137,22 +168,3 @@ class SqliteView(SQLiteTrackingRecorder, View):
         with self.datastore.transaction(commit=False) as c:
             c.execute(sql, params)
             return c.fetchall()
-
-
-class ViewProjection(Projection[View]):
-    """Feeds each event to its view; `handles` lists the event classes the view uses.
-
-    `topics` stays empty on purpose: the runner then tracks every event of the application,
-    so a caught-up view's position equals the app's max notification id and lag is exact.
-    Events the view does not use only move its tracking row.
-    """
-
-    handles: ClassVar[tuple[type, ...]] = ()
-
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        self.view.process([(domain_event, tracking)])
-
-    @classmethod
-    def handled_topics(cls) -> list[str]:
-        """Topics for an offline replay, which need not visit unused events."""
-        return [get_topic(event_class) for event_class in cls.handles]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from domain.cache import CachedBlob, CachedManifest
 from domain.pull import Pull
-from projections.base import SqliteView, View, ViewProjection
+from projections.base import Batch, SqliteView, View
 from projections.postgres_view import PostgresView
 
 
@@ -37,26 +37,102 @@ class BlobRow:
 
 
 class BlobsView(View):
-    @abstractmethod
-    def get_blob(self, org: str, digest: str) -> BlobRow | None:
-        """A cached blob (one only referenced by pulled manifests is not returned)."""
+    name = "blobs"
+    handles = (CachedBlob.Cached, CachedManifest.Cached, Pull.Recorded)
+    follows = ("Registry", "Pulls")
 
+    def process_page(self, c: Any, batch: Batch) -> None:
+        # Every update commutes (see the module's docstring), so a page's events are gathered per
+        # key first and written in a few statements: blobs cached, manifests cached, then pulls.
+        page = _Page()
+        for event, tracking in batch:
+            self.process_event(page, event, tracking)
+        self._write_page(c, page)
+
+    def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
+        # `c` is the page being gathered here: process_page writes it.
+        page = c
+        if isinstance(event, Pull.Recorded):
+            if event.digest:
+                seen = page.pulls.setdefault((event.org, event.repository, event.digest), [0, event.at])
+                seen[0], seen[1] = seen[0] + 1, max(seen[1], event.at)
+        elif isinstance(event, CachedBlob.Cached):
+            page.blobs[(event.org, event.digest)] = (event.repository, event.size, event.cached_at)  # last wins
+        elif isinstance(event, CachedManifest.Cached):
+            # Content-addressed: a second Cached of the same manifest is the same fact.
+            page.manifests.setdefault((event.org, event.repository, event.digest), list(event.blobs))
+
+    def _write_page(self, c: Any, page: _Page) -> None:
+        if page.blobs:
+            self.put_cached_blobs(c, [(*key, *value) for key, value in page.blobs.items()])
+        counts: dict[tuple[str, str], list] = {}
+        if page.manifests:
+            known = self.manifest_refs(c, list(page.manifests))
+            new = {key: blobs for key, blobs in page.manifests.items() if known.get(key, (None,))[0] is None}
+            if new:
+                self.set_manifest_blobs(c, [(*key, blobs) for key, blobs in new.items()])
+            for key, blobs in new.items():
+                _, pull_count, last_pulled = known.get(key, (None, 0, None))
+                if pull_count:  # pulls recorded before the manifest was known now count for its blobs
+                    _add_blob_pulls(counts, key[0], blobs, pull_count, last_pulled)
+        if page.pulls:
+            listed = self.count_manifest_pulls(c, [(*key, n, at) for key, (n, at) in page.pulls.items()])
+            for key, (n, at) in page.pulls.items():
+                blobs = listed.get(key)
+                if blobs is not None:  # else the manifest is not known yet: its Cached event adds these pulls
+                    _add_blob_pulls(counts, key[0], blobs, n, at)
+        if counts:
+            self.count_blob_pulls(c, [(org, digest, at, n) for (org, digest), (n, at) in counts.items()])
+
+    # -- storage: each method takes distinct keys ------------------------------------------------------
+    @abstractmethod
+    def put_cached_blobs(self, c: Any, rows: list[tuple[str, str, str, int, float]]) -> None:
+        """Insert or complete (org, digest, repository, size, cached_at) rows (they may hold pulls already)."""
+
+    @abstractmethod
+    def manifest_refs(self, c: Any, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], tuple]:
+        """{(org, repository, digest): (blobs or None, pull count, last pulled)} of the keys that have a row."""
+
+    @abstractmethod
+    def set_manifest_blobs(self, c: Any, rows: list[tuple[str, str, str, list[str]]]) -> None:
+        """Set the blobs of (org, repository, digest, blobs) manifests, creating their rows if needed."""
+
+    @abstractmethod
+    def count_manifest_pulls(self, c: Any, rows: list[tuple[str, str, str, int, float]]
+                             ) -> dict[tuple[str, str, str], list[str] | None]:
+        """Add (org, repository, digest, n, latest at) pulls to each manifest's row; return each
+        manifest's blobs, None while it is not cached."""
+
+    @abstractmethod
+    def count_blob_pulls(self, c: Any, rows: list[tuple[str, str, float | None, int]]) -> None:
+        """Add (org, digest, last pulled, n) pulls to each blob's row."""
+
+    # -- queries ---------------------------------------------------------------------------------------
     @abstractmethod
     def list_blobs(self, org: str) -> list[BlobRow]:
         """The org's cached blobs, least recently pulled first (never pulled before all)."""
-
-    @abstractmethod
-    def manifest_pulls(self, org: str, repository: str, digest: str) -> tuple[int, float | None]:
-        """(pull count, last pulled) of one manifest or index digest."""
 
     @abstractmethod
     def org_totals(self) -> dict[str, tuple[int, int]]:
         """{org: (cached blob count, their bytes)}: one grouped query, for the metrics scrape."""
 
 
-class BlobsProjection(ViewProjection):
-    name = "blobs"
-    handles = (CachedBlob.Cached, CachedManifest.Cached, Pull.Recorded)
+@dataclass
+class _Page:
+    """One page's events, gathered per key."""
+
+    blobs: dict[tuple[str, str], tuple] = field(default_factory=dict)              # (org, digest) -> repo, size, at
+    manifests: dict[tuple[str, str, str], list] = field(default_factory=dict)     # key -> blobs
+    pulls: dict[tuple[str, str, str], list] = field(default_factory=dict)         # key -> [n, latest at]
+
+
+def _add_blob_pulls(counts: dict, org: str, blobs: list, n: int, at: float | None) -> None:
+    # dict.fromkeys: a layer listed twice in one manifest is still one pull of that blob.
+    for digest in dict.fromkeys(blobs):
+        seen = counts.setdefault((org, digest), [0, at])
+        seen[0] += n
+        if at is not None and (seen[1] is None or at > seen[1]):
+            seen[1] = at
 
 
 _BLOB_COLUMNS = "org, digest, repository, size, cached_at, last_pulled, pull_count"
@@ -80,61 +156,46 @@ class SqliteBlobsView(SqliteView, BlobsView):
         "last_pulled = max(coalesce(last_pulled, excluded.last_pulled), excluded.last_pulled)"
     )
 
-    def _apply(self, c: SQLiteCursor, event: Any, tracking: Tracking) -> None:
-        if isinstance(event, Pull.Recorded):
-            self._pulled(c, event)
-        elif isinstance(event, CachedBlob.Cached):
-            c.execute("INSERT INTO blobs (org, digest, repository, size, cached_at) VALUES (?, ?, ?, ?, ?) "
+    def put_cached_blobs(self, c: SQLiteCursor, rows: list[tuple[str, str, str, int, float]]) -> None:
+        c.executemany("INSERT INTO blobs (org, digest, repository, size, cached_at) VALUES (?, ?, ?, ?, ?) "
                       "ON CONFLICT (org, digest) DO UPDATE SET repository = excluded.repository, "
-                      "size = excluded.size, cached_at = excluded.cached_at",
-                      (event.org, event.digest, event.repository, event.size, event.cached_at))
-        elif isinstance(event, CachedManifest.Cached):
-            self._manifest_cached(c, event)
+                      "size = excluded.size, cached_at = excluded.cached_at", rows)
 
-    def _pulled(self, c: SQLiteCursor, event: Any) -> None:
-        if not event.digest:
-            return
-        key = (event.org, event.repository, event.digest)
-        c.execute("INSERT INTO manifest_refs (org, repository, digest, last_pulled, pull_count) "
-                  "VALUES (?, ?, ?, ?, 1) ON CONFLICT (org, repository, digest) DO UPDATE SET "
-                  "pull_count = pull_count + 1, last_pulled = max(coalesce(last_pulled, excluded.last_pulled), "
-                  "excluded.last_pulled) RETURNING blobs", (*key, event.at))
-        blobs = c.fetchone()[0]
-        if blobs is not None:  # else the manifest is not known yet: _manifest_cached adds these pulls later
-            self._count_blobs(c, event.org, json.loads(blobs), 1, event.at)
+    def count_manifest_pulls(self, c: SQLiteCursor, rows: list[tuple[str, str, str, int, float]]
+                             ) -> dict[tuple[str, str, str], list[str] | None]:
+        known = {}
+        for org, repository, digest, n, at in rows:   # in-process SQLite: a statement each costs little
+            c.execute("INSERT INTO manifest_refs (org, repository, digest, last_pulled, pull_count) "
+                      "VALUES (?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET "
+                      "pull_count = pull_count + excluded.pull_count, "
+                      "last_pulled = max(coalesce(last_pulled, excluded.last_pulled), excluded.last_pulled) "
+                      "RETURNING blobs", (org, repository, digest, at, n))
+            blobs = c.fetchone()[0]
+            known[(org, repository, digest)] = None if blobs is None else json.loads(blobs)
+        return known
 
-    def _manifest_cached(self, c: SQLiteCursor, event: Any) -> None:
-        key = (event.org, event.repository, event.digest)
-        c.execute("SELECT blobs, pull_count, last_pulled FROM manifest_refs "
-                  "WHERE org = ? AND repository = ? AND digest = ?", key)
-        row = c.fetchone()
-        if row is not None and row[0] is not None:
-            return  # already known: the same content-addressed fact
-        c.execute("INSERT INTO manifest_refs (org, repository, digest, blobs) VALUES (?, ?, ?, ?) "
-                  "ON CONFLICT (org, repository, digest) DO UPDATE SET blobs = excluded.blobs",
-                  (*key, json.dumps(list(event.blobs))))
-        if row is not None and row[1]:
-            # Pulls recorded before the manifest was known now count for its blobs.
-            self._count_blobs(c, event.org, event.blobs, row[1], row[2])
+    def manifest_refs(self, c: SQLiteCursor, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], tuple]:
+        found = {}
+        for key in keys:
+            c.execute("SELECT blobs, pull_count, last_pulled FROM manifest_refs "
+                      "WHERE org = ? AND repository = ? AND digest = ?", key)
+            row = c.fetchone()
+            if row is not None:
+                found[key] = (None if row[0] is None else json.loads(row[0]), row[1], row[2])
+        return found
 
-    def _count_blobs(self, c: SQLiteCursor, org: str, blobs: list, count: int, at: float | None) -> None:
-        # dict.fromkeys: a layer listed twice in one manifest is still one pull of that blob.
-        c.executemany(self._count_blob, [(org, digest, at, count) for digest in dict.fromkeys(blobs)])
+    def set_manifest_blobs(self, c: SQLiteCursor, rows: list[tuple[str, str, str, list[str]]]) -> None:
+        c.executemany("INSERT INTO manifest_refs (org, repository, digest, blobs) VALUES (?, ?, ?, ?) "
+                      "ON CONFLICT (org, repository, digest) DO UPDATE SET blobs = excluded.blobs",
+                      [(org, repository, digest, json.dumps(blobs)) for org, repository, digest, blobs in rows])
 
-    def get_blob(self, org: str, digest: str) -> BlobRow | None:
-        rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM blobs WHERE org = ? AND digest = ? "
-                           "AND cached_at IS NOT NULL", (org, digest))
-        return BlobRow(*rows[0]) if rows else None
+    def count_blob_pulls(self, c: SQLiteCursor, rows: list[tuple[str, str, float | None, int]]) -> None:
+        c.executemany(self._count_blob, rows)
 
     def list_blobs(self, org: str) -> list[BlobRow]:
         rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM blobs WHERE org = ? AND cached_at IS NOT NULL "
                            "ORDER BY coalesce(last_pulled, 0), digest", (org,))
         return [BlobRow(*row) for row in rows]
-
-    def manifest_pulls(self, org: str, repository: str, digest: str) -> tuple[int, float | None]:
-        rows = self._query("SELECT pull_count, last_pulled FROM manifest_refs "
-                           "WHERE org = ? AND repository = ? AND digest = ?", (org, repository, digest))
-        return (rows[0][0], rows[0][1]) if rows else (0, None)
 
     def org_totals(self) -> dict[str, tuple[int, int]]:
         rows = self._query("SELECT org, count(*), coalesce(sum(size), 0) FROM blobs WHERE cached_at IS NOT NULL "
@@ -158,67 +219,58 @@ class PostgresBlobsView(PostgresView, BlobsView):
         "PRIMARY KEY (org, repository, digest))",
     )
 
-    def _apply(self, c: Cursor, event: Any, tracking: Tracking) -> None:
-        if isinstance(event, Pull.Recorded):
-            self._pulled(c, event)
-        elif isinstance(event, CachedBlob.Cached):
-            c.execute(self.sql("INSERT INTO {blobs} (org, digest, repository, size, cached_at) "
-                               "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (org, digest) DO UPDATE SET "
-                               "repository = excluded.repository, size = excluded.size, "
-                               "cached_at = excluded.cached_at"),
-                      (event.org, event.digest, event.repository, event.size, event.cached_at))
-        elif isinstance(event, CachedManifest.Cached):
-            self._manifest_cached(c, event)
+    def put_cached_blobs(self, c: Cursor, rows: list[tuple[str, str, str, int, float]]) -> None:
+        c.execute(self.sql("INSERT INTO {blobs} (org, digest, repository, size, cached_at) "
+                           "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], "
+                           "%s::double precision[]) ON CONFLICT (org, digest) DO UPDATE SET "
+                           "repository = excluded.repository, size = excluded.size, cached_at = excluded.cached_at"),
+                  _columns(rows, 5), prepare=True)
 
-    def _pulled(self, c: Cursor, event: Any) -> None:
-        if not event.digest:
-            return
-        c.execute(self.sql("INSERT INTO {manifest_refs} AS m (org, repository, digest, last_pulled, pull_count) "
-                           "VALUES (%s, %s, %s, %s, 1) ON CONFLICT (org, repository, digest) DO UPDATE SET "
-                           "pull_count = m.pull_count + 1, last_pulled = GREATEST(m.last_pulled, excluded.last_pulled) "
-                           "RETURNING blobs"), (event.org, event.repository, event.digest, event.at))
-        blobs = c.fetchone()["blobs"]
-        if blobs is not None:  # else the manifest is not known yet: _manifest_cached adds these pulls later
-            self._count_blobs(c, event.org, blobs, 1, event.at)
+    def count_manifest_pulls(self, c: Cursor, rows: list[tuple[str, str, str, int, float]]
+                             ) -> dict[tuple[str, str, str], list[str] | None]:
+        # One statement for the page (unnest of column arrays) instead of a round trip per manifest.
+        c.execute(self.sql("INSERT INTO {manifest_refs} AS m (org, repository, digest, pull_count, last_pulled) "
+                           "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], "
+                           "%s::double precision[]) ON CONFLICT (org, repository, digest) DO UPDATE SET "
+                           "pull_count = m.pull_count + excluded.pull_count, "
+                           "last_pulled = GREATEST(m.last_pulled, excluded.last_pulled) "
+                           "RETURNING org, repository, digest, blobs"),
+                  _columns(rows, 5), prepare=True)
+        return {(row["org"], row["repository"], row["digest"]): row["blobs"] for row in c.fetchall()}
 
-    def _manifest_cached(self, c: Cursor, event: Any) -> None:
-        key = (event.org, event.repository, event.digest)
-        c.execute(self.sql("SELECT blobs, pull_count, last_pulled FROM {manifest_refs} "
-                           "WHERE org = %s AND repository = %s AND digest = %s"), key)
-        row = c.fetchone()
-        if row is not None and row["blobs"] is not None:
-            return  # already known: the same content-addressed fact
-        c.execute(self.sql("INSERT INTO {manifest_refs} (org, repository, digest, blobs) VALUES (%s, %s, %s, %s) "
-                           "ON CONFLICT (org, repository, digest) DO UPDATE SET blobs = excluded.blobs"),
-                  (*key, Jsonb(list(event.blobs))))
-        if row is not None and row["pull_count"]:
-            # Pulls recorded before the manifest was known now count for its blobs.
-            self._count_blobs(c, event.org, event.blobs, row["pull_count"], row["last_pulled"])
+    def manifest_refs(self, c: Cursor, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], tuple]:
+        c.execute(self.sql("SELECT m.org, m.repository, m.digest, m.blobs, m.pull_count, m.last_pulled "
+                           "FROM {manifest_refs} AS m JOIN unnest(%s::text[], %s::text[], %s::text[]) "
+                           "AS k (org, repository, digest) USING (org, repository, digest)"),
+                  _columns(keys, 3), prepare=True)
+        return {(row["org"], row["repository"], row["digest"]): (row["blobs"], row["pull_count"], row["last_pulled"])
+                for row in c.fetchall()}
 
-    def _count_blobs(self, c: Cursor, org: str, blobs: list, count: int, at: float | None) -> None:
-        # dict.fromkeys: a layer listed twice in one manifest is still one pull of that blob.
-        c.executemany(self.sql("INSERT INTO {blobs} AS b (org, digest, last_pulled, pull_count) "
-                               "VALUES (%s, %s, %s, %s) ON CONFLICT (org, digest) DO UPDATE SET "
-                               "pull_count = b.pull_count + excluded.pull_count, "
-                               "last_pulled = GREATEST(b.last_pulled, excluded.last_pulled)"),
-                      [(org, digest, at, count) for digest in dict.fromkeys(blobs)])
+    def set_manifest_blobs(self, c: Cursor, rows: list[tuple[str, str, str, list[str]]]) -> None:
+        c.executemany(self.sql("INSERT INTO {manifest_refs} (org, repository, digest, blobs) VALUES (%s, %s, %s, %s) "
+                               "ON CONFLICT (org, repository, digest) DO UPDATE SET blobs = excluded.blobs"),
+                      [(org, repository, digest, Jsonb(blobs)) for org, repository, digest, blobs in rows])
 
-    def get_blob(self, org: str, digest: str) -> BlobRow | None:
-        rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM {{blobs}} WHERE org = %s AND digest = %s "
-                           "AND cached_at IS NOT NULL", (org, digest))
-        return BlobRow(*rows[0]) if rows else None
+    def count_blob_pulls(self, c: Cursor, rows: list[tuple[str, str, float | None, int]]) -> None:
+        # Keys are distinct (summed per page), so one statement may upsert them all.
+        c.execute(self.sql("INSERT INTO {blobs} AS b (org, digest, last_pulled, pull_count) "
+                           "SELECT * FROM unnest(%s::text[], %s::text[], %s::double precision[], %s::bigint[]) "
+                           "ON CONFLICT (org, digest) DO UPDATE SET "
+                           "pull_count = b.pull_count + excluded.pull_count, "
+                           "last_pulled = GREATEST(b.last_pulled, excluded.last_pulled)"),
+                  _columns(rows, 4), prepare=True)
 
     def list_blobs(self, org: str) -> list[BlobRow]:
         rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM {{blobs}} WHERE org = %s AND cached_at IS NOT NULL "
                            'ORDER BY coalesce(last_pulled, 0), digest COLLATE "C"', (org,))
         return [BlobRow(*row) for row in rows]
 
-    def manifest_pulls(self, org: str, repository: str, digest: str) -> tuple[int, float | None]:
-        rows = self._query("SELECT pull_count, last_pulled FROM {manifest_refs} "
-                           "WHERE org = %s AND repository = %s AND digest = %s", (org, repository, digest))
-        return (rows[0][0], rows[0][1]) if rows else (0, None)
-
     def org_totals(self) -> dict[str, tuple[int, int]]:
         rows = self._query("SELECT org, count(*), coalesce(sum(size), 0)::bigint FROM {blobs} "
                            "WHERE cached_at IS NOT NULL GROUP BY org")
         return {org: (count, size) for org, count, size in rows}
+
+
+def _columns(rows: list[tuple], width: int) -> tuple[list, ...]:
+    """Rows as column lists, for `unnest(%s, %s, ...)`: one statement for many rows."""
+    return tuple(list(column) for column in zip(*rows)) if rows else tuple([] for _ in range(width))

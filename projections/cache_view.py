@@ -9,8 +9,7 @@ import threading
 from psycopg.sql import SQL, Identifier
 
 from application.ports import ManifestRow, TagRow
-from projections.catalog import is_postgres, open_view, projection_env
-from projections.postgres_view import PostgresView
+from projections.postgres_view import PostgresView, read_with_retry
 
 
 class SqliteCacheView:
@@ -27,15 +26,6 @@ class SqliteCacheView:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
-
-    @classmethod
-    def from_env(cls, env: dict) -> SqliteCacheView:
-        """Uses TAGS_SQLITE_DBNAME and MANIFESTS_SQLITE_DBNAME; creates the views' tables if missing."""
-        paths = []
-        for name in ("tags", "manifests"):
-            open_view(name, env).close()  # a reader must not fail on a view no runner has created yet
-            paths.append(projection_env(name, env).get("SQLITE_DBNAME"))
-        return cls(*paths)
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -96,16 +86,9 @@ class PostgresCacheView:
                                     "WHERE org = %s AND repository = %s AND digest = %s").format(
             Identifier(schema, "manifests"))
 
-    @classmethod
-    def from_env(cls, env: dict) -> PostgresCacheView:
-        open_view("manifests", env).close()  # a reader must not fail on a view no runner has created yet
-        tags = open_view("tags", env)
-        assert isinstance(tags, PostgresView)
-        return cls(tags)
-
     def _one(self, statement, params: tuple) -> dict | None:
-        with self._tags.datastore.get_connection() as conn:
-            return conn.execute(statement, params, prepare=True).fetchone()
+        return read_with_retry(self._tags.datastore,
+                               lambda conn: conn.execute(statement, params, prepare=True).fetchone())
 
     def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None:
         row = self._one(self._select_tag, (org, repository, tag))
@@ -118,13 +101,10 @@ class PostgresCacheView:
         return ManifestRow(row["digest"], row["media_type"], row["size"], row["blobs"], row["children"])
 
     def list_tags(self, org: str, repository: str) -> list[str]:
-        with self._tags.datastore.get_connection() as conn:
-            return [row["tag"] for row in conn.execute(self._list_tags, (org, repository), prepare=True)]
+        rows = read_with_retry(self._tags.datastore,
+                               lambda conn: conn.execute(self._list_tags, (org, repository), prepare=True).fetchall())
+        return [row["tag"] for row in rows]
 
     def close(self) -> None:
         self._tags.close()
 
-
-def open_cache_view(env: dict) -> SqliteCacheView | PostgresCacheView:
-    """The hot path's view for the configured backend; close() it."""
-    return PostgresCacheView.from_env(env) if is_postgres(env) else SqliteCacheView.from_env(env)

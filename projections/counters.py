@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections import Counter
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -10,19 +11,35 @@ from eventsourcing.sqlite import SQLiteCursor
 from psycopg import Cursor
 
 from domain.pull import Pull
-from projections.base import SqliteView, View, ViewProjection
+from projections.base import Batch, SqliteView, View
 from projections.postgres_view import PostgresView
 
 
 class CountersView(View):
+    name = "counters"
+    handles = (Pull.Recorded,)
+    follows = ("Pulls",)
+
+    def process_page(self, c: Any, batch: Batch) -> None:
+        # A page of pulls is a handful of (org, result) pairs: one upsert per pair, not per pull.
+        counts: Counter[tuple[str, str]] = Counter()
+        for event, tracking in batch:
+            self.process_event(counts, event, tracking)
+        if counts:
+            self.add_counts(c, [(org, result, n) for (org, result), n in counts.items()])
+
+    def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
+        # `c` is the page's Counter here: the counts reach the database in process_page.
+        if isinstance(event, Pull.Recorded):
+            c[(event.org, event.result)] += 1
+
+    @abstractmethod
+    def add_counts(self, c: Any, counts: list[tuple[str, str, int]]) -> None:
+        """Add n to each (org, result) counter."""
+
     @abstractmethod
     def counts(self, org: str | None = None) -> dict[str, dict[str, int]]:
         """{org: {result: n}}, for one org or all."""
-
-
-class CountersProjection(ViewProjection):
-    name = "counters"
-    handles = (Pull.Recorded,)
 
 
 class SqliteCountersView(SqliteView, CountersView):
@@ -32,10 +49,9 @@ class SqliteCountersView(SqliteView, CountersView):
         "PRIMARY KEY (org, result)) WITHOUT ROWID",
     )
 
-    def _apply(self, c: SQLiteCursor, event: Any, tracking: Tracking) -> None:
-        if isinstance(event, Pull.Recorded):
-            c.execute("INSERT INTO counters VALUES (?, ?, 1) ON CONFLICT (org, result) DO UPDATE SET n = n + 1",
-                      (event.org, event.result))
+    def add_counts(self, c: SQLiteCursor, counts: list[tuple[str, str, int]]) -> None:
+        c.executemany("INSERT INTO counters VALUES (?, ?, ?) ON CONFLICT (org, result) DO UPDATE SET n = n + excluded.n",
+                      counts)
 
     def counts(self, org: str | None = None) -> dict[str, dict[str, int]]:
         if org is None:
@@ -56,10 +72,9 @@ class PostgresCountersView(PostgresView, CountersView):
         "PRIMARY KEY (org, result))",
     )
 
-    def _apply(self, c: Cursor, event: Any, tracking: Tracking) -> None:
-        if isinstance(event, Pull.Recorded):
-            c.execute(self.sql("INSERT INTO {counters} AS t VALUES (%s, %s, 1) "
-                               "ON CONFLICT (org, result) DO UPDATE SET n = t.n + 1"), (event.org, event.result))
+    def add_counts(self, c: Cursor, counts: list[tuple[str, str, int]]) -> None:
+        c.executemany(self.sql("INSERT INTO {counters} AS t VALUES (%s, %s, %s) "
+                               "ON CONFLICT (org, result) DO UPDATE SET n = t.n + excluded.n"), counts)
 
     def counts(self, org: str | None = None) -> dict[str, dict[str, int]]:
         if org is None:

@@ -13,22 +13,32 @@ from psycopg.types.json import Jsonb
 
 from application.ports import ManifestRow
 from domain.cache import CachedManifest
-from projections.base import SqliteView, View, ViewProjection
+from projections.base import SqliteView, View
 from projections.postgres_view import PostgresView
 
 
 class ManifestsView(View):
+    name = "manifests"
+    handles = (CachedManifest.Cached,)
+    follows = ("Registry",)
+
+    def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
+        if isinstance(event, CachedManifest.Cached):
+            # Content-addressed: a second Cached for the same key (never expected) is the same fact.
+            self.add_manifest(c, event.org, event.repository, event.digest, event.media_type, event.size,
+                              event.cached_at, list(event.blobs), list(event.children))
+
+    @abstractmethod
+    def add_manifest(self, c: Any, org: str, repository: str, digest: str, media_type: str, size: int,
+                     cached_at: float, blobs: list[str], children: list[str]) -> None:
+        """Insert the row unless the key is there already."""
+
     @abstractmethod
     def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None: ...
 
     @abstractmethod
     def org_totals(self) -> dict[str, tuple[int, int]]:
         """{org: (cached manifests, their bytes)}: one grouped query, for the metrics scrape."""
-
-
-class ManifestsProjection(ViewProjection):
-    name = "manifests"
-    handles = (CachedManifest.Cached,)
 
 
 class SqliteManifestsView(SqliteView, ManifestsView):
@@ -40,12 +50,10 @@ class SqliteManifestsView(SqliteView, ManifestsView):
         "PRIMARY KEY (org, repository, digest)) WITHOUT ROWID",
     )
 
-    def _apply(self, c: SQLiteCursor, event: Any, tracking: Tracking) -> None:
-        if isinstance(event, CachedManifest.Cached):
-            # Content-addressed: a second Cached for the same key (never expected) is the same fact.
-            c.execute("INSERT INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                      (event.org, event.repository, event.digest, event.media_type, event.size, event.cached_at,
-                       json.dumps(list(event.blobs)), json.dumps(list(event.children))))
+    def add_manifest(self, c: SQLiteCursor, org: str, repository: str, digest: str, media_type: str, size: int,
+                     cached_at: float, blobs: list[str], children: list[str]) -> None:
+        c.execute("INSERT INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                  (org, repository, digest, media_type, size, cached_at, json.dumps(blobs), json.dumps(children)))
 
     def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None:
         rows = self._query("SELECT digest, media_type, size, blobs, children FROM manifests "
@@ -70,12 +78,10 @@ class PostgresManifestsView(PostgresView, ManifestsView):
         "PRIMARY KEY (org, repository, digest))",
     )
 
-    def _apply(self, c: Cursor, event: Any, tracking: Tracking) -> None:
-        if isinstance(event, CachedManifest.Cached):
-            c.execute(self.sql("INSERT INTO {manifests} VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-                               "ON CONFLICT DO NOTHING"),
-                      (event.org, event.repository, event.digest, event.media_type, event.size, event.cached_at,
-                       Jsonb(list(event.blobs)), Jsonb(list(event.children))))
+    def add_manifest(self, c: Cursor, org: str, repository: str, digest: str, media_type: str, size: int,
+                     cached_at: float, blobs: list[str], children: list[str]) -> None:
+        c.execute(self.sql("INSERT INTO {manifests} VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"),
+                  (org, repository, digest, media_type, size, cached_at, Jsonb(blobs), Jsonb(children)))
 
     def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None:
         rows = self._query("SELECT digest, media_type, size, blobs, children FROM {manifests} "

@@ -13,7 +13,7 @@ from psycopg import Cursor
 from psycopg.types.json import Jsonb
 
 from domain.org import CacheOrg
-from projections.base import SqliteView, View, ViewProjection
+from projections.base import SqliteView, View
 from projections.postgres_view import PostgresView
 
 
@@ -25,17 +25,35 @@ class OrgRow:
 
 
 class OrgsView(View):
+    name = "orgs"
+    handles = (CacheOrg.Registered, CacheOrg.Reconfigured, CacheOrg.Deleted)
+    follows = ("Registry",)
+
+    def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
+        if isinstance(event, CacheOrg.Registered):
+            self.put_org(c, event.name, event.settings)
+        elif isinstance(event, CacheOrg.Reconfigured):
+            # The event carries only the changed keys; like the aggregate, it also undeletes.
+            self.put_org(c, event.name, {**(self.org_settings(c, event.name) or {}), **event.changes})
+        elif isinstance(event, CacheOrg.Deleted):
+            self.mark_deleted(c, event.name)
+
+    @abstractmethod
+    def put_org(self, c: Any, name: str, settings: dict) -> None:
+        """Insert or replace the org's settings; the org is not deleted afterwards."""
+
+    @abstractmethod
+    def org_settings(self, c: Any, name: str) -> dict | None: ...
+
+    @abstractmethod
+    def mark_deleted(self, c: Any, name: str) -> None: ...
+
     @abstractmethod
     def list_orgs(self, include_deleted: bool = False) -> list[OrgRow]: ...
 
     @abstractmethod
     def get_org(self, name: str) -> OrgRow | None:
         """One org's row, deleted or not: application.ports.OrgsByName, which OrgDirectory reads."""
-
-
-class OrgsProjection(ViewProjection):
-    name = "orgs"
-    handles = (CacheOrg.Registered, CacheOrg.Reconfigured, CacheOrg.Deleted)
 
 
 class SqliteOrgsView(SqliteView, OrgsView):
@@ -47,17 +65,16 @@ class SqliteOrgsView(SqliteView, OrgsView):
     _upsert = ("INSERT INTO orgs VALUES (?, ?, 0) ON CONFLICT (name) DO UPDATE SET "
                "settings = excluded.settings, deleted = 0")
 
-    def _apply(self, c: SQLiteCursor, event: Any, tracking: Tracking) -> None:
-        if isinstance(event, CacheOrg.Registered):
-            c.execute(self._upsert, (event.name, json.dumps(event.settings, sort_keys=True)))
-        elif isinstance(event, CacheOrg.Reconfigured):
-            # The event carries only the changed keys; like the aggregate, it also undeletes.
-            c.execute("SELECT settings FROM orgs WHERE name = ?", (event.name,))
-            row = c.fetchone()
-            settings = {**(json.loads(row[0]) if row else {}), **event.changes}
-            c.execute(self._upsert, (event.name, json.dumps(settings, sort_keys=True)))
-        elif isinstance(event, CacheOrg.Deleted):
-            c.execute("UPDATE orgs SET deleted = 1 WHERE name = ?", (event.name,))
+    def put_org(self, c: SQLiteCursor, name: str, settings: dict) -> None:
+        c.execute(self._upsert, (name, json.dumps(settings, sort_keys=True)))
+
+    def org_settings(self, c: SQLiteCursor, name: str) -> dict | None:
+        c.execute("SELECT settings FROM orgs WHERE name = ?", (name,))
+        row = c.fetchone()
+        return json.loads(row[0]) if row else None
+
+    def mark_deleted(self, c: SQLiteCursor, name: str) -> None:
+        c.execute("UPDATE orgs SET deleted = 1 WHERE name = ?", (name,))
 
     def list_orgs(self, include_deleted: bool = False) -> list[OrgRow]:
         where = "" if include_deleted else "WHERE deleted = 0 "
@@ -78,18 +95,17 @@ class PostgresOrgsView(PostgresView, OrgsView):
     schema = ("CREATE TABLE IF NOT EXISTS {orgs} (name text PRIMARY KEY, settings jsonb NOT NULL, "
               "deleted boolean NOT NULL)",)
 
-    def _apply(self, c: Cursor, event: Any, tracking: Tracking) -> None:
-        upsert = self.sql("INSERT INTO {orgs} VALUES (%s, %s, false) ON CONFLICT (name) DO UPDATE SET "
-                          "settings = excluded.settings, deleted = false")
-        if isinstance(event, CacheOrg.Registered):
-            c.execute(upsert, (event.name, Jsonb(event.settings)))
-        elif isinstance(event, CacheOrg.Reconfigured):
-            # The event carries only the changed keys; like the aggregate, it also undeletes.
-            c.execute(self.sql("SELECT settings FROM {orgs} WHERE name = %s"), (event.name,))
-            row = c.fetchone()
-            c.execute(upsert, (event.name, Jsonb({**(row["settings"] if row else {}), **event.changes})))
-        elif isinstance(event, CacheOrg.Deleted):
-            c.execute(self.sql("UPDATE {orgs} SET deleted = true WHERE name = %s"), (event.name,))
+    def put_org(self, c: Cursor, name: str, settings: dict) -> None:
+        c.execute(self.sql("INSERT INTO {orgs} VALUES (%s, %s, false) ON CONFLICT (name) DO UPDATE SET "
+                           "settings = excluded.settings, deleted = false"), (name, Jsonb(settings)))
+
+    def org_settings(self, c: Cursor, name: str) -> dict | None:
+        c.execute(self.sql("SELECT settings FROM {orgs} WHERE name = %s"), (name,))
+        row = c.fetchone()
+        return row["settings"] if row else None
+
+    def mark_deleted(self, c: Cursor, name: str) -> None:
+        c.execute(self.sql("UPDATE {orgs} SET deleted = true WHERE name = %s"), (name,))
 
     def list_orgs(self, include_deleted: bool = False) -> list[OrgRow]:
         where = "" if include_deleted else "WHERE NOT deleted "

@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
 
-from eventsourcing.persistence import Tracking
+import psycopg
+from eventsourcing.persistence import OperationalError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
-from psycopg import Cursor
+from psycopg import Connection, Cursor
 from psycopg.sql import SQL, Composed, Identifier
 
-from projections import datastores, versions
+from projections import versions
 from projections.base import Batch, View
-from projections.locks import advisory_key
+from projections.versions import advisory_key
+
+T = TypeVar("T")
+
+
+def read_with_retry(datastore: PostgresDatastore, read: Callable[[Connection], T]) -> T:
+    """Run a read on a pooled connection, once more on a fresh one if the first was dead.
+
+    A connection whose backend was terminated (pg_terminate_backend, a PostgreSQL restart, a
+    failover) fails on first use; the pool checks connections when they are handed out, but one
+    can die between the check and the query. A read that timed out is not retried: the database
+    is slow, and waiting twice would not help.
+    """
+    try:
+        with datastore.get_connection() as conn:
+            return read(conn)
+    except OperationalError as error:
+        if isinstance(error.__cause__, psycopg.errors.QueryCanceled):
+            raise
+    with datastore.get_connection() as conn:
+        return read(conn)
 
 
 class PostgresView(PostgresTrackingRecorder, View):
@@ -28,10 +48,12 @@ class PostgresView(PostgresTrackingRecorder, View):
     indexes: ClassVar[tuple[str, ...]] = ()      # index names used as {placeholders} in `schema`
     schema: ClassVar[tuple[str, ...]] = ()       # CREATE TABLE / INDEX IF NOT EXISTS with {table} placeholders
     serialise_writes: ClassVar[bool] = False     # several runners write this view: one writer at a time
-    schema_version: ClassVar[int] = 1            # raise it with any change to `schema`; see GuardedRunners
+    schema_version: ClassVar[int] = 1            # raise it with any change to `schema`; see LockedRunners (infra)
 
     def __init__(self, datastore: PostgresDatastore, *, version: int | None = None, follow_live: bool = True,
-                 **_factory_kwargs: Any) -> None:
+                 release: Callable[[PostgresDatastore], None] | None = None, **_factory_kwargs: Any) -> None:
+        # `release`: how close() lets go of a datastore shared with other views (the runtime's pool)
+        self._release = release or PostgresDatastore.close
         if version is None:
             version = versions.live_version(datastore, self.projection)
         self.version, self.follow_live = version, follow_live
@@ -67,19 +89,27 @@ class PostgresView(PostgresTrackingRecorder, View):
         return statement
 
     # -- DDL -------------------------------------------------------------------------------------------
-    def _create_table(self, curs: Cursor) -> None:
+    def create_table(self) -> None:
+        """Create this version's tables (and the readers' names over them when it is live), under the DDL lock.
+
+        Our own, over public parts only (the create statements, the tracking insert): the library's
+        create_table() also migrates multi-row tracking tables, which no copy of ours ever had.
+        """
+        with self.datastore.transaction(commit=True) as curs:
+            self._create_copy(curs)
+
+    def _create_copy(self, curs: Cursor) -> None:
+        curs.execute("SET LOCAL statement_timeout = 0")   # DDL may queue behind other views' DDL: not a read
         versions.ddl_lock(curs, self.datastore.schema)
-        # Look again under the lock: another process may have created this version since create_table() looked.
+        # Looked up under the lock: another process may be creating this version at the same moment.
         curs.execute("SELECT to_regclass(%s) IS NOT NULL AS present",
                      (f'"{self.datastore.schema}"."{self.tracking_table_name}"',))
         new_copy = not curs.fetchone()["present"]
-        if not new_copy:
-            self.tracking_table_exists = True
-            curs.execute(self.sql("SELECT MAX(notification_id) AS max FROM {tracking} WHERE application_name = %s"),
-                         (self.table_migration_identifier,))
-            self.tracking_migration_previous = curs.fetchone()["max"]
-        super()._create_table(curs)
+        for statement in self.sql_create_statements:
+            curs.execute(statement)
         if new_copy:  # an existing copy keeps the schema version it was made with
+            # The library's mark of a single-row tracking table, as its own create_table() writes it.
+            self._insert_tracking(curs, Tracking(self.table_migration_identifier, 1))
             versions.record_schema(curs, self.datastore.schema, self.projection, self.version, self.schema_version)
         stable = [f'"{self.datastore.schema}"."{versions.table(name, None)}"' for name in self.tables]
         stable.append(f'"{self.datastore.schema}"."{versions.tracking_table(self.projection, None)}"')
@@ -89,10 +119,6 @@ class PostgresView(PostgresTrackingRecorder, View):
             versions.point_readers(curs, self.datastore.schema, self.projection, self.tables, self.version)
 
     # -- writing ---------------------------------------------------------------------------------------
-    @abstractmethod
-    def _apply(self, c: Cursor, event: Any, tracking: Tracking) -> None:
-        """Write the rows for one event; events the view does not use are ignored."""
-
     def process(self, batch: Batch) -> None:
         if not batch:
             return
@@ -102,15 +128,16 @@ class PostgresView(PostgresTrackingRecorder, View):
     def _process(self, c: Cursor, batch: Batch) -> None:
         # No wait for the WAL flush: a crash can only lose rows together with their tracking
         # position, which the runner then replays, so the view stays exactly-once (STACK-NOTES §2.3).
-        c.execute("SET LOCAL synchronous_commit = off")
+        # The views' connections have a short statement timeout for reads; a page of writes is not bounded by it.
+        c.execute("SELECT set_config('synchronous_commit', 'off', true), set_config('statement_timeout', '0', true)",
+                  prepare=True)
         if self.serialise_writes:
             # Read-modify-write across rows that another runner of this view may touch at the same
             # moment: without this, READ COMMITTED could lose an update (SQLite gets it from BEGIN IMMEDIATE).
             c.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,), prepare=True)
         # Tracking first: a replayed position fails before any row is touched.
         self._insert_tracking(c, batch[-1][1])
-        for event, tracking in batch:
-            self._apply(c, event, tracking)
+        self.process_page(c, batch)
 
     def clear(self) -> None:
         with self.datastore.transaction(commit=True) as c:
@@ -130,9 +157,9 @@ class PostgresView(PostgresTrackingRecorder, View):
 
     def _query(self, text: str, params: Sequence[Any] = ()) -> list[tuple]:
         """Rows as tuples, from a read statement with {table} placeholders; prepared after a few uses."""
-        with self.datastore.get_connection() as conn:
-            rows = conn.execute(self.read_sql(text), params, prepare=True).fetchall()
+        statement = self.read_sql(text)
+        rows = read_with_retry(self.datastore, lambda conn: conn.execute(statement, params, prepare=True).fetchall())
         return [tuple(row.values()) for row in rows]
 
     def close(self) -> None:
-        datastores.release(self.datastore)   # shared by the process's views: closed with the last one
+        self._release(self.datastore)

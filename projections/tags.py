@@ -12,7 +12,7 @@ from psycopg import Cursor
 
 from application.ports import TagRow
 from domain.cache import TagResolution
-from projections.base import SqliteView, View, ViewProjection
+from projections.base import SqliteView, View
 from projections.postgres_view import PostgresView
 
 
@@ -26,6 +26,24 @@ class OrgTagRow:
 
 
 class TagsView(View):
+    name = "tags"
+    handles = (TagResolution.Resolved, TagResolution.Revalidated, TagResolution.Retargeted)
+    follows = ("Registry",)
+
+    def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
+        if isinstance(event, (TagResolution.Resolved, TagResolution.Retargeted)):
+            self.put_tag(c, event.org, event.repository, event.tag, event.digest, event.media_type, event.checked_at)
+        elif isinstance(event, TagResolution.Revalidated):
+            # Same digest by definition; Revalidated carries no media type, so the row keeps its own.
+            self.confirm_tag(c, event.org, event.repository, event.tag, event.checked_at)
+
+    @abstractmethod
+    def put_tag(self, c: Any, org: str, repository: str, tag: str, digest: str, media_type: str,
+                checked_at: float) -> None: ...
+
+    @abstractmethod
+    def confirm_tag(self, c: Any, org: str, repository: str, tag: str, checked_at: float) -> None: ...
+
     @abstractmethod
     def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None: ...
 
@@ -41,11 +59,6 @@ class TagsView(View):
         """{org: cached tags}: one grouped query, for the metrics scrape."""
 
 
-class TagsProjection(ViewProjection):
-    name = "tags"
-    handles = (TagResolution.Resolved, TagResolution.Revalidated, TagResolution.Retargeted)
-
-
 class SqliteTagsView(SqliteView, TagsView):
     tables = ("tags",)
     schema = (
@@ -58,14 +71,13 @@ class SqliteTagsView(SqliteView, TagsView):
         "digest = excluded.digest, media_type = excluded.media_type, checked_at = excluded.checked_at"
     )
 
-    def _apply(self, c: SQLiteCursor, event: Any, tracking: Tracking) -> None:
-        if isinstance(event, (TagResolution.Resolved, TagResolution.Retargeted)):
-            c.execute(self._upsert, (event.org, event.repository, event.tag, event.digest, event.media_type,
-                                     event.checked_at))
-        elif isinstance(event, TagResolution.Revalidated):
-            # Same digest by definition; Revalidated carries no media type, so keep the row's.
-            c.execute("UPDATE tags SET checked_at = ? WHERE org = ? AND repository = ? AND tag = ?",
-                      (event.checked_at, event.org, event.repository, event.tag))
+    def put_tag(self, c: SQLiteCursor, org: str, repository: str, tag: str, digest: str, media_type: str,
+                checked_at: float) -> None:
+        c.execute(self._upsert, (org, repository, tag, digest, media_type, checked_at))
+
+    def confirm_tag(self, c: SQLiteCursor, org: str, repository: str, tag: str, checked_at: float) -> None:
+        c.execute("UPDATE tags SET checked_at = ? WHERE org = ? AND repository = ? AND tag = ?",
+                  (checked_at, org, repository, tag))
 
     def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None:
         rows = self._query("SELECT digest, media_type, checked_at FROM tags "
@@ -94,15 +106,16 @@ class PostgresTagsView(PostgresView, TagsView):
         "PRIMARY KEY (org, repository, tag))",
     )
 
-    def _apply(self, c: Cursor, event: Any, tracking: Tracking) -> None:
-        if isinstance(event, (TagResolution.Resolved, TagResolution.Retargeted)):
-            c.execute(self.sql("INSERT INTO {tags} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (org, repository, tag) "
-                               "DO UPDATE SET digest = excluded.digest, media_type = excluded.media_type, "
-                               "checked_at = excluded.checked_at"),
-                      (event.org, event.repository, event.tag, event.digest, event.media_type, event.checked_at))
-        elif isinstance(event, TagResolution.Revalidated):
-            c.execute(self.sql("UPDATE {tags} SET checked_at = %s WHERE org = %s AND repository = %s AND tag = %s"),
-                      (event.checked_at, event.org, event.repository, event.tag))
+    def put_tag(self, c: Cursor, org: str, repository: str, tag: str, digest: str, media_type: str,
+                checked_at: float) -> None:
+        c.execute(self.sql("INSERT INTO {tags} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (org, repository, tag) "
+                           "DO UPDATE SET digest = excluded.digest, media_type = excluded.media_type, "
+                           "checked_at = excluded.checked_at"),
+                  (org, repository, tag, digest, media_type, checked_at), prepare=True)
+
+    def confirm_tag(self, c: Cursor, org: str, repository: str, tag: str, checked_at: float) -> None:
+        c.execute(self.sql("UPDATE {tags} SET checked_at = %s WHERE org = %s AND repository = %s AND tag = %s"),
+                  (checked_at, org, repository, tag), prepare=True)
 
     def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None:
         rows = self._query("SELECT digest, media_type, checked_at FROM {tags} "

@@ -11,6 +11,7 @@ by older code (fewer columns) is known and rebuilt into a new copy rather than w
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 
@@ -18,11 +19,16 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg import Cursor
 from psycopg.sql import SQL, Identifier
 
-from projections.locks import advisory_key
 
 VERSIONS_TABLE = "view_versions"
 SCHEMAS_TABLE = "view_schemas"
 SWITCH_CHANNEL = "entrepot_view_versions"   # NOTIFY on a switch, so runners follow at once
+
+
+def advisory_key(*parts: str) -> int:
+    """A stable, non-negative bigint for pg_advisory_lock, from names (schema first: one key per schema)."""
+    digest = hashlib.blake2b("\x1f".join(("entrepot", *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def ddl_lock(curs: Cursor, schema: str) -> None:

@@ -17,7 +17,7 @@ from application.registry import Registry
 from domain.pull import Pull
 from infra.persistence import event_store_env
 from infra.settings import DatabaseSettings, Settings
-from projections import open_view, projection_runners
+from infra.projection_runtime import open_view, projection_runners
 
 pytestmark = pytest.mark.integration
 

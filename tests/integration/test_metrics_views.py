@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from application.registry import Registry
-from projections import open_view, rebuild
+from infra.projection_runtime import open_view, rebuild
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from litestar.testing import TestClient
 from infra.settings import OrgSettings, Settings
 from interfaces.bootstrap import Container
 from interfaces.http.app import create_app
-from projections import open_view
+from infra.projection_runtime import open_view
 from tests.support.httpserver import LocalHTTPServer, Reply
 from tests.support.images import build_image, build_index, push_image, put_manifest, sha256
 from tests.support.views import wait_for_rows

@@ -9,7 +9,7 @@ from litestar.testing import TestClient
 from infra.settings import DatabaseSettings, OrgSettings, Settings
 from interfaces.bootstrap import Container, projection_status
 from interfaces.http.app import create_app
-from projections import open_view
+from infra.projection_runtime import open_view
 from tests.support.images import build_image, push_image
 from tests.support.views import wait_for_rows
 

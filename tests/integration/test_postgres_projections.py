@@ -15,8 +15,8 @@ import pytest
 from application.pulls import Pulls
 from application.registry import Registry
 from domain.pull import Pull
-from projections import (GuardedRunners, RebuildInProgress, locks, open_cache_view, open_view, rebuild, status,
-                         wait_caught_up)
+from infra.projection_runtime import (LockedRunners, RebuildInProgress, locks, open_cache_view, open_view, rebuild,
+                                     status, wait_caught_up)
 from tests.support.server import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -79,8 +79,8 @@ def tables(env) -> set[str]:
 def test_only_one_process_runs_each_projection_and_another_takes_over(env, apps):
     registry, pulls = apps
     populate(registry)
-    first = GuardedRunners(env, interval=0.2).start()
-    second = GuardedRunners(env, interval=0.2).start()   # another replica: its own session, so its own locks
+    first = LockedRunners(env, interval=0.2).start()
+    second = LockedRunners(env, interval=0.2).start()   # another replica: its own session, so its own locks
     try:
         assert set(first.running) == {"tags", "manifests", "blobs", "audit", "counters", "orgs"}
         assert second.running == {} and second.status() == []
@@ -136,7 +136,7 @@ def test_a_rebuild_while_serving_switches_readers_without_a_gap(env, apps):
     for i in range(50):
         pull(pulls, float(i))
         recorded += 1
-    runners = GuardedRunners(env, interval=0.2).start()
+    runners = LockedRunners(env, interval=0.2).start()
     cache = open_cache_view(env)
     counters = open_view("counters", env)          # a long-lived reader, as the admin API keeps one
     seen, errors, stop = [], [], threading.Event()
@@ -182,7 +182,7 @@ def test_a_rebuild_while_serving_switches_readers_without_a_gap(env, apps):
 def test_a_crashed_projection_is_restarted_from_its_position_after_a_delay(env, apps):
     registry, pulls = apps
     populate(registry)
-    runners = GuardedRunners(env, interval=0.1, restart_delay=0.5).start()
+    runners = LockedRunners(env, interval=0.1, restart_delay=0.5).start()
     try:
         pull(pulls, 1.0)
         runners.wait_caught_up(timeout=15)
@@ -204,7 +204,7 @@ def test_a_crashed_projection_is_restarted_from_its_position_after_a_delay(env, 
 def test_a_runner_that_loses_its_session_stops_and_takes_over_again(env, apps):
     registry, pulls = apps
     populate(registry)
-    runners = GuardedRunners(env, interval=0.1).start()
+    runners = LockedRunners(env, interval=0.1).start()
     try:
         before = locks_held(env)
         assert set(before) == set(runners.running) and len(set(before.values())) == 1   # one session holds them all

@@ -11,10 +11,14 @@ import pytest
 from application.pulls import Pulls
 from application.registry import Registry
 from domain.pull import Pull
-from projections import (PROJECTION_NAMES, ProjectionCrashed, open_cache_view, open_view, projection_runners, rebuild,
-                         status, wait_caught_up)
-from projections.audit import AuditProjection
-from projections.replay import replay
+from infra.projection_runtime import (ProjectionCrashed, open_cache_view, open_view, projection_runners, rebuild, status,
+                                     wait_caught_up)
+from infra.projection_runtime.progress import wait_for
+from infra.projection_runtime.replay import replay
+from infra.projection_runtime.workers import ProjectionWorker
+from projections import PROJECTION_NAMES
+from projections.audit import AuditView
+from tests.support.views import blob_row, manifest_pulls
 
 pytestmark = pytest.mark.integration
 
@@ -111,10 +115,10 @@ def test_runners_build_every_view_and_report_zero_lag(env, apps, runners):
     blobs, audit, counters, orgs = (open_view(n, env) for n in ("blobs", "audit", "counters", "orgs"))
     try:
         # M1 pulled twice, M2 once; the index pull counts for the index only.
-        assert (blobs.get_blob(ORG, CONFIG).pull_count, blobs.get_blob(ORG, CONFIG).last_pulled) == (3, 41.0)
-        assert (blobs.get_blob(ORG, L1).pull_count, blobs.get_blob(ORG, L1).last_pulled) == (2, 40.0)
-        assert blobs.get_blob(ORG, L2) is None                        # pulled, never cached
-        assert blobs.manifest_pulls(ORG, REPO, IDX) == (1, 10.0)
+        assert (blob_row(blobs, ORG, CONFIG).pull_count, blob_row(blobs, ORG, CONFIG).last_pulled) == (3, 41.0)
+        assert (blob_row(blobs, ORG, L1).pull_count, blob_row(blobs, ORG, L1).last_pulled) == (2, 40.0)
+        assert blob_row(blobs, ORG, L2) is None                        # pulled, never cached
+        assert manifest_pulls(blobs, ORG, REPO, IDX) == (1, 10.0)
         assert [r.result for r in audit.query(org=ORG)] == ["miss", "miss", "hit", "stale"]
         assert counters.counts() == {ORG: {"miss": 2, "hit": 1, "stale": 1}}
         assert [o.name for o in orgs.list_orgs()] == ["ghcr", ORG]
@@ -147,7 +151,7 @@ def test_restart_catches_up_without_double_counting(env, apps, runners):
     counters, blobs, audit = (open_view(n, env) for n in ("counters", "blobs", "audit"))
     try:
         assert counters.counts() == {ORG: {"miss": 2, "hit": 2, "stale": 1, "revalidated": 1}}
-        assert blobs.get_blob(ORG, L1).pull_count == 4 and blobs.get_blob(ORG, L1).last_pulled == 61.0
+        assert blob_row(blobs, ORG, L1).pull_count == 4 and blob_row(blobs, ORG, L1).last_pulled == 61.0
         assert [r.id for r in audit.query()] == [1, 2, 3, 4, 5, 6]
     finally:
         for view in (counters, blobs, audit):
@@ -244,7 +248,7 @@ def make_audit_view_old(env, pulls) -> None:
     with no record of a schema version (the older release kept none)."""
     view = open_view("audit", env)
     try:
-        replay(view, pulls, AuditProjection.handled_topics(), page_size=100)
+        replay(view, pulls, AuditView.handled_topics(), page_size=100)
     finally:
         view.close()
     if "AUDIT_SQLITE_DBNAME" in env:
@@ -292,3 +296,25 @@ def test_an_audit_view_of_the_older_schema_is_rebuilt_when_the_runners_start(env
             (3, "error", 404, "MANIFEST_UNKNOWN", "manifest gone is unknown upstream")]
     finally:
         audit.close()
+
+
+def test_a_worker_writes_a_backlog_one_view_transaction_per_page(env, apps):
+    _, pulls = apps
+    pulls.record(*(Pull(org=ORG, repository=REPO, reference="3.20", digest=M1, result="hit", client="10.1.2.3",
+                        user_agent="docker/27.0", at=float(i)) for i in range(1200)))
+    view = open_view("counters", env)
+    pages = []
+    process = view.process
+    view.process = lambda batch: (pages.append(len(batch)), process(batch))   # count the view's transactions
+    worker = ProjectionWorker("counters", view, Pulls, env, page_size=500).start()
+    try:
+        wait_for([(view, "Pulls", 1200)], timeout=20, interval=0.01)
+        assert worker.state == "running" and worker.error is None
+    finally:
+        worker.stop()
+    try:
+        assert pages == [500, 500, 200]
+        assert view.counts() == {ORG: {"hit": 1200}}
+        assert view.max_tracking_id("Pulls") == pulls.recorder.max_notification_id()
+    finally:
+        view.close()

@@ -13,3 +13,16 @@ def wait_for_rows(view, count: int, timeout: float = 10.0) -> list:
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
         time.sleep(0.02)
+
+
+def blob_row(blobs, org: str, digest: str):
+    """The blobs view's row of one cached blob (what BlobsView.get_blob answered), or None."""
+    return next((row for row in blobs.list_blobs(org) if row.digest == digest), None)
+
+
+def manifest_pulls(blobs, org: str, repository: str, digest: str) -> tuple[int, float | None]:
+    """(pull count, last pulled) of one manifest or index digest, read from the blobs view's manifest_refs rows."""
+    for row in blobs.dump()["manifest_refs"]:   # org, repository, digest, blobs, last_pulled, pull_count
+        if tuple(row[:3]) == (org, repository, digest):
+            return row[5], row[4]
+    return 0, None

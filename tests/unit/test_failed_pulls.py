@@ -115,6 +115,7 @@ def test_a_pull_event_stored_before_status_error_code_and_note_loads_with_their_
     state = pulls.mapper.transcoder.decode(stored.state)
     for added_later in ("note", "status", "error_code"):
         del state[added_later]
+    del state["class_version"]   # events from before these fields were stored without a version
     old = StoredEvent(stored.originator_id, stored.originator_version, stored.topic,
                       pulls.mapper.transcoder.encode(state))
     loaded = pulls.mapper.to_domain_event(old)

@@ -11,8 +11,9 @@ from application.ports import ManifestRow, TagRow
 from domain.cache import CachedBlob, CachedManifest, TagResolution
 from domain.org import CacheOrg
 from domain.pull import Pull
-from projections import open_cache_view, open_view
+from infra.projection_runtime import open_cache_view, open_view
 from projections.blobs import BlobRow
+from tests.support.views import blob_row, manifest_pulls
 
 ORG, REPO = "hub", "library/alpine"
 IMAGE, INDEX = "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json"
@@ -90,7 +91,7 @@ def test_replayed_position_raises_and_changes_nothing(view):
         assert v.dump() == before
     assert counters.counts() == {ORG: {"miss": 2, "hit": 1, "stale": 1}}
     assert counters.max_tracking_id("Pulls") == 4
-    assert blobs.get_blob(ORG, LAYER).pull_count == 3
+    assert blob_row(blobs, ORG, LAYER).pull_count == 3
 
 
 def test_blob_pulls_do_not_depend_on_how_the_two_apps_interleave(view, env_factory):
@@ -109,10 +110,10 @@ def test_blob_pulls_do_not_depend_on_how_the_two_apps_interleave(view, env_facto
     finally:
         other.close()
     # Three pulls of M1 count for each of its blobs once (LAYER is listed twice); the index pull does not.
-    assert first.get_blob(ORG, LAYER) == BlobRow(ORG, LAYER, REPO, 70, 11.0, 50.0, 3)
-    assert first.get_blob(ORG, CONFIG).pull_count == 3
-    assert first.manifest_pulls(ORG, REPO, IDX) == (1, 20.0)
-    assert first.manifest_pulls(ORG, REPO, M1) == (3, 50.0)
+    assert blob_row(first, ORG, LAYER) == BlobRow(ORG, LAYER, REPO, 70, 11.0, 50.0, 3)
+    assert blob_row(first, ORG, CONFIG).pull_count == 3
+    assert manifest_pulls(first, ORG, REPO, IDX) == (1, 20.0)
+    assert manifest_pulls(first, ORG, REPO, M1) == (3, 50.0)
     assert [b.digest for b in first.list_blobs(ORG)] == sorted([CONFIG, LAYER])  # same last_pulled: by digest
 
 
@@ -120,10 +121,10 @@ def test_a_blob_pulled_but_not_cached_is_not_listed(view):
     blobs = view("blobs")
     blobs.process(tracked("Registry", registry_events()[:1]))   # the manifest only
     blobs.process(tracked("Pulls", events(pull(M1))))
-    assert blobs.get_blob(ORG, LAYER) is None
+    assert blob_row(blobs, ORG, LAYER) is None
     assert blobs.list_blobs(ORG) == []
     blobs.process(tracked("Registry", registry_events()[2:], start=2))
-    assert blobs.get_blob(ORG, LAYER).pull_count == 1
+    assert blob_row(blobs, ORG, LAYER).pull_count == 1
 
 
 def test_audit_query_filters_and_pages(view):

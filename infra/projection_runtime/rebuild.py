@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from projections.bluegreen import RebuildInProgress, rebuild_blue_green
-from projections.catalog import is_postgres, open_view, spec
-from projections.replay import replay
+from infra.projection_runtime.bluegreen import RebuildInProgress, rebuild_blue_green
+from infra.projection_runtime.opening import application_classes, is_postgres, open_view
+from infra.projection_runtime.replay import replay
+from infra.projection_runtime.workers import PAGE_SIZE
+from projections.catalog import spec
 
 log = logging.getLogger(__name__)
-
-PAGE_SIZE = 500
 
 __all__ = ["PAGE_SIZE", "RebuildInProgress", "rebuild"]
 
@@ -30,10 +30,10 @@ def rebuild(name: str, env: dict, page_size: int = PAGE_SIZE) -> dict[str, int]:
     replayed: dict[str, int] = {}
     try:
         view.clear()  # rows and tracking in one transaction: a failed rebuild restarts from scratch
-        for app_class in projection_spec.applications:
+        for app_class in application_classes(name):
             app = app_class(env=env)
             try:
-                replayed[app.name] = replay(view, app, projection_spec.projection.handled_topics(), page_size)
+                replayed[app.name] = replay(view, app, projection_spec.handled_topics(), page_size)
             finally:
                 app.close()
     finally:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import psycopg
 from eventsourcing.utils import Environment
 
+from projections.versions import advisory_key
 
-def advisory_key(*parts: str) -> int:
-    """A stable, non-negative bigint for pg_advisory_lock, from names (schema first: one key per schema)."""
-    digest = hashlib.blake2b("\x1f".join(("entrepot", *parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+__all__ = ["advisory_key", "connect", "holders", "runner_key", "schema_of", "try_lock", "unlock"]
 
 
 def runner_key(schema: str, projection: str) -> int:

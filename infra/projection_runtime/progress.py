@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from eventsourcing.application import Application
 from eventsourcing.persistence import ApplicationRecorder, TrackingRecorder
 
+from infra.projection_runtime import locks
+from infra.projection_runtime.opening import application_classes, is_postgres, open_view
 from projections.base import View
-from projections import locks
-from projections.catalog import PROJECTION_NAMES, is_postgres, open_view, spec
+from projections.catalog import PROJECTION_NAMES
 
 
 class ProjectionCrashed(RuntimeError):
@@ -71,7 +72,7 @@ def _opened(env: dict, names: Iterable[str]) -> Iterator[list[tuple[str, View, A
         for name in names:
             view = open_view(name, env)
             stack.callback(view.close)
-            for app_class in spec(name).applications:
+            for app_class in application_classes(name):
                 if app_class not in apps:
                     apps[app_class] = app_class(env=env)
                     stack.callback(apps[app_class].close)

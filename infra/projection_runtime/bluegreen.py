@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack, closing
 
-from projections import locks, versions
-from projections.catalog import open_view, spec
+from infra.projection_runtime import locks
+from infra.projection_runtime.opening import application_classes, open_view
+from infra.projection_runtime.replay import replay
+from projections import versions
+from projections.catalog import spec
 from projections.postgres_view import PostgresView
-from projections.replay import replay
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +44,10 @@ def rebuild_blue_green(name: str, env: dict, page_size: int) -> dict[str, int]:
         stack.callback(view.close)
         assert isinstance(view, PostgresView)
         apps = []
-        for app_class in projection_spec.applications:
+        for app_class in application_classes(name):
             apps.append(app_class(env=env))
             stack.callback(apps[-1].close)
-        topics = projection_spec.projection.handled_topics()
+        topics = projection_spec.handled_topics()
         replayed = {app.name: 0 for app in apps}
         for _ in range(CATCH_UP_PASSES):  # events keep arriving while we replay: chase the head
             counts = {app.name: replay(view, app, topics, page_size, view.max_tracking_id(app.name) or 0)

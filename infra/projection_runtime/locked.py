@@ -1,10 +1,12 @@
-"""Projection runners on PostgreSQL: one runner per projection across every process, following blue/green switches.
+"""Projection workers on PostgreSQL: one runner per projection across every process, following blue/green switches.
 
 Each process that wants to run projections keeps one session holding a session-level advisory
 lock per projection it runs (`pg_try_advisory_lock`). A process that does not get a lock does
 not run that projection and tries again every `interval`; when the holder exits or loses its
 session, PostgreSQL releases the lock and another process takes over from the view's tracking
-position. The same session LISTENs for version switches, so a rebuild's new copy is followed at once.
+position. The same session LISTENs for version switches, so a rebuild's new copy is followed at once,
+and for the applications' own NOTIFY on every write, which wakes the workers of the views they feed
+(so a view trails a write by milliseconds, not by a worker's idle poll).
 A live copy made with an older schema is rebuilt (blue/green) by the process that takes its lock.
 """
 
@@ -18,17 +20,19 @@ from collections.abc import Iterable
 import psycopg
 from psycopg.sql import SQL, Identifier
 
-from projections import locks, versions
-from projections.bluegreen import rebuild_blue_green
-from projections.rebuild import PAGE_SIZE
+from infra.projection_runtime import locks
+from infra.projection_runtime.bluegreen import rebuild_blue_green
+from infra.projection_runtime.opening import APPLICATIONS
+from infra.projection_runtime.progress import ProjectionCrashed, ProjectionStatus, wait_for
+from infra.projection_runtime.runner_group import RunnerGroup
+from infra.projection_runtime.workers import PAGE_SIZE
+from projections import versions
 from projections.catalog import PROJECTION_NAMES, spec
-from projections.progress import ProjectionCrashed, ProjectionStatus, wait_for
-from projections.runner_group import RunnerGroup
 
 log = logging.getLogger(__name__)
 
 
-class GuardedRunners:
+class LockedRunners:
     """Runs whichever of `names` no other process runs; same interface as ProjectionRunners.
 
     A crashed projection is reported for `restart_delay` seconds, then its runners stop and its
@@ -48,10 +52,11 @@ class GuardedRunners:
         self._errors: dict[tuple[str, str], BaseException] = {}
         self._lock = threading.Lock()           # guards _groups against status() from other threads
         self._conn: psycopg.Connection | None = None
+        self._listening: set[str] = set()       # the applications' NOTIFY channels the session listens to
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> GuardedRunners:
+    def start(self) -> LockedRunners:
         """Takes what it can at once (so a single process runs everything on return), then keeps trying."""
         if not self._names:
             return self
@@ -68,7 +73,7 @@ class GuardedRunners:
             self._thread = None
         self._release_all()
 
-    def __enter__(self) -> GuardedRunners:
+    def __enter__(self) -> LockedRunners:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -90,15 +95,34 @@ class GuardedRunners:
                 self._stopping.wait(self._interval)
 
     def _wait_for_switch(self, timeout: float) -> bool:
+        """Wait for a notification: True for a version switch; an application's write wakes its workers."""
         if self._conn is None:
             self._stopping.wait(timeout)
             return False
-        return any(True for _ in self._conn.notifies(timeout=timeout, stop_after=1))
+        switched = False
+        for note in self._conn.notifies(timeout=timeout, stop_after=1):
+            if note.channel == versions.SWITCH_CHANNEL:
+                switched = True
+            else:
+                with self._lock:
+                    groups = list(self._groups.values())
+                for group in groups:
+                    group.wake(note.channel)
+        return switched
+
+    def _listen_to_applications(self, conn: psycopg.Connection) -> None:
+        with self._lock:
+            channels = {worker.app.recorder.channel_name for group in self._groups.values()
+                        for worker in group.workers.values() if hasattr(worker.app.recorder, "channel_name")}
+        for channel in channels - self._listening:
+            conn.execute(SQL("LISTEN {}").format(Identifier(channel)))
+            self._listening.add(channel)
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None:
             self._conn = locks.connect(self._env)
             self._conn.execute(SQL("LISTEN {}").format(Identifier(versions.SWITCH_CHANNEL)))
+            self._listening = set()
         return self._conn
 
     def _tick(self) -> None:
@@ -116,6 +140,7 @@ class GuardedRunners:
                 group = None
             if group is None:
                 self._take(conn, name)
+        self._listen_to_applications(conn)
 
     def _take(self, conn: psycopg.Connection, name: str) -> None:
         key = locks.runner_key(self._schema, name)
@@ -210,15 +235,14 @@ class GuardedRunners:
                 raise ProjectionCrashed(f"projection {name} crashed following {app}: {error!r}") from error
 
         with self._lock:
-            targets = [(g.view, app, runner.app.recorder.max_notification_id() or 0)
-                       for g in self._groups.values() for app, runner in g.runners.items()]
+            targets = [(g.view, app, worker.head()) for g in self._groups.values() for app, worker in g.workers.items()]
         wait_for(targets, timeout, interval, check)
 
 
 def _runner_env(env: dict[str, str]) -> dict[str, str]:
-    """Each runner's own app instance holds its LISTEN connection and reads pages with one more (P9)."""
+    """Each worker's own app instance reads pages with one connection, closed when idle (P9)."""
     out = dict(env)
-    for app_class in {app for name in PROJECTION_NAMES for app in spec(name).applications}:
-        out[f"{app_class.name.upper()}_POSTGRES_POOL_SIZE"] = "0"
-        out[f"{app_class.name.upper()}_POSTGRES_MAX_OVERFLOW"] = "2"
+    for app_name in APPLICATIONS:
+        out[f"{app_name.upper()}_POSTGRES_POOL_SIZE"] = "0"
+        out[f"{app_name.upper()}_POSTGRES_MAX_OVERFLOW"] = "2"
     return out

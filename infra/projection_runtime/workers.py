@@ -1,0 +1,92 @@
+"""A projection worker: one thread that follows one application's notification log into one view.
+
+Our own small loop over the recorder's public methods (select_notifications, mapper.to_domain_event,
+the view's max_tracking_id) instead of eventsourcing's ProjectionRunner, whose batching and error
+reporting we could only reach through private attributes. Each page of notifications (up to
+PAGE_SIZE) is written in one view transaction, tracked at the page's last notification id, so the
+view stays exactly-once and keeps up with bursts: a backlog is drained a full page at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import Tracking
+
+from projections.base import View
+
+log = logging.getLogger("projections.runners")
+
+PAGE_SIZE = 500
+IDLE_MIN, IDLE_MAX = 0.002, 0.05   # seconds between polls of an idle log: doubles up to IDLE_MAX
+
+
+class ProjectionWorker:
+    """Follows `app_class`'s events (every one, so that a caught-up view's position is the app's head) into `view`.
+
+    The worker builds its own application instance (its own connections) and closes it when stopped.
+    A crash is logged and then reported to `crashed`, in that order: whoever sees the error in a
+    status may rely on the log line existing (a CI flake taught us).
+    """
+
+    def __init__(self, name: str, view: View, app_class: type[Application], env: dict, *,
+                 crashed: Callable[[BaseException], None] | None = None, page_size: int = PAGE_SIZE) -> None:
+        self.name, self.view, self.page_size = name, view, page_size
+        self.app = app_class(env=env)
+        self.app_name = self.app.name
+        self.error: BaseException | None = None
+        self._crashed = crashed
+        self._stopping = threading.Event()
+        self._wakeup = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"projection-{name}-{self.app_name}")
+
+    def start(self) -> ProjectionWorker:
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """New events were recorded: poll now instead of after the idle delay."""
+        self._wakeup.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the page in hand, stop, and close the worker's application."""
+        self._stopping.set()
+        self._wakeup.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self.app.close()
+
+    @property
+    def state(self) -> str:
+        return "crashed" if self.error else "stopping" if self._stopping.is_set() else "running"
+
+    def head(self) -> int:
+        """The application's last notification id (0: none yet)."""
+        return self.app.recorder.max_notification_id() or 0
+
+    def _run(self) -> None:
+        try:
+            self._follow()
+        except BaseException as error:
+            log.error("projection %s crashed following %s; its status reports it", self.name, self.app_name,
+                      exc_info=error)
+            self.error = error
+            if self._crashed is not None:
+                self._crashed(error)
+
+    def _follow(self) -> None:
+        recorder, to_event = self.app.recorder, self.app.mapper.to_domain_event
+        position = self.view.max_tracking_id(self.app_name) or 0
+        delay = IDLE_MIN
+        while not self._stopping.is_set():
+            self._wakeup.clear()
+            page = recorder.select_notifications(start=position, limit=self.page_size, inclusive_of_start=False)
+            if page:
+                self.view.process([(to_event(n), Tracking(self.app_name, n.id)) for n in page])
+                position, delay = page[-1].id, IDLE_MIN
+                continue
+            self._wakeup.wait(delay)
+            delay = min(delay * 2, IDLE_MAX)

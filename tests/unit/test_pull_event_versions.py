@@ -1,0 +1,60 @@
+"""Pull.Recorded changed shape over time: events stored in an older shape load with the newer fields' defaults."""
+
+from __future__ import annotations
+
+from eventsourcing.persistence import StoredEvent
+
+from application.pulls import Pulls
+from domain.pull import Pull
+
+
+def _store_in_old_shape(pulls: Pulls, pull: Pull, drop: tuple[str, ...], version: int | None) -> None:
+    """Store the pull's event as code of an older version would have: without `drop`, with `version` (None: none)."""
+    stored = pulls.mapper.to_stored_event(pull.collect_events()[0])
+    state = pulls.mapper.transcoder.decode(stored.state)
+    for name in (*drop, "class_version"):
+        state.pop(name, None)
+    if version is not None:
+        state["class_version"] = version
+    pulls.recorder.insert_events([StoredEvent(stored.originator_id, stored.originator_version, stored.topic,
+                                              pulls.mapper.transcoder.encode(state))])
+
+
+def _pull(**extra) -> Pull:
+    return Pull(org="hub", repository="library/alpine", reference="3.19", digest="sha256:" + "1" * 64,
+                result="stale", client="10.0.0.7", user_agent="containerd/2.0", at=10.0, **extra)
+
+
+def test_a_pull_stored_before_notes_and_statuses_loads_with_their_defaults():
+    pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    pull = _pull()
+    _store_in_old_shape(pulls, pull, drop=("note", "status", "error_code"), version=None)
+    loaded = pulls.repository.get(pull.id)
+    assert (loaded.note, loaded.status, loaded.error_code) == ("", 200, "")
+    assert (loaded.org, loaded.result, loaded.at) == ("hub", "stale", 10.0)
+
+
+def test_a_pull_stored_with_a_note_but_no_version_keeps_its_note():
+    pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    pull = _pull(note="upstream answered 503")
+    _store_in_old_shape(pulls, pull, drop=("status", "error_code"), version=None)
+    event = pulls.mapper.to_domain_event(pulls.recorder.select_notifications(start=None, limit=10)[0])
+    assert (event.note, event.status, event.error_code) == ("upstream answered 503", 200, "")
+
+
+def test_a_pull_stored_in_version_two_gains_status_and_error_code():
+    pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    pull = _pull(note="timeout")
+    _store_in_old_shape(pulls, pull, drop=("status", "error_code"), version=2)
+    event = pulls.mapper.to_domain_event(pulls.recorder.select_notifications(start=None, limit=10)[0])
+    assert (event.note, event.status, event.error_code) == ("timeout", 200, "")
+
+
+def test_a_new_pull_is_stored_with_its_class_version_and_reads_back_unchanged():
+    pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    pull = _pull(note="x", status=503, error_code="UNAVAILABLE")
+    pulls.record(pull)
+    stored = pulls.recorder.select_notifications(start=None, limit=10)[0]
+    assert pulls.mapper.transcoder.decode(stored.state)["class_version"] == 3
+    event = pulls.mapper.to_domain_event(stored)
+    assert (event.note, event.status, event.error_code) == ("x", 503, "UNAVAILABLE")
