@@ -83,3 +83,7 @@ class BlobTruncated(UpstreamBadContent):
 
 class BlobCorrupt(UpstreamBadContent):
     """Upstream's bytes do not match the blob's digest."""
+
+
+class ReadModelUnavailable(EntrepotError):
+    """The read model or the event store did not answer in time (the database is down or slow)."""

@@ -32,6 +32,7 @@ ERROR_TABLE: list[tuple[type[Exception], str, int]] = [
     (app.UpstreamBadContent, "DIGEST_INVALID", 502),
     (app.UpstreamUnavailable, "UNAVAILABLE", 503),
     (BlobStorageUnavailable, "UNAVAILABLE", 503),
+    (app.ReadModelUnavailable, "UNAVAILABLE", 503),
     (app.UpstreamError, "UNAVAILABLE", 502),
 ]
 

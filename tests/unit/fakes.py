@@ -10,9 +10,10 @@ from eventsourcing.application import AggregateNotFoundError
 from application.errors import UpstreamNotFound, UpstreamUnavailable
 from application.ports import (BlobNotFound, ManifestRow, RateLimit, TagRow, UpstreamManifest,
                                UpstreamManifestHead, UpstreamTarget)
+from application.pull_through import pull_through
 from application.registry import Registry
 from domain.cache import CachedManifest, TagResolution
-from domain.names import Digest
+from domain.names import Digest, parse_reference
 
 
 class FakeClock:
@@ -274,3 +275,54 @@ def run_scenario(make_world, test):
         finally:
             await world.group.stop()
     return asyncio.run(main())
+
+
+class RecordingLedger:
+    """The Ledger port, remembering every record: `records == [("blob_cached", "hub", ...)]`."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple] = []
+
+    async def manifest_cached(self, org, repository, digest, media_type, size, blobs, children, at, tag=None):
+        self.records.append(("manifest_cached", org, repository, digest, tag))
+
+    async def tag_checked(self, org, repository, tag, digest, media_type, at):
+        self.records.append(("tag_checked", org, repository, tag, digest))
+
+    async def blob_cached(self, org, repository, digest, size, at):
+        self.records.append(("blob_cached", org, repository, digest, size))
+
+    async def blob_corrupt(self, org, repository, digest, reason, at):
+        self.records.append(("blob_corrupt", org, repository, digest))
+
+
+class AsTheEdgeAsks:
+    """A PullThrough called the way interfaces/http/oci.py calls it (one org lookup per request,
+    the reference parsed once), so scenarios read as pulls by name."""
+
+    def __init__(self, pull) -> None:
+        self.pull = pull
+        self.rate_limits = pull.rate_limits
+        self.fills = pull.fills
+
+    async def manifest(self, org: str, repository: str, reference: str, accept: list[str], client=None,
+                       record: bool = True):
+        ref = parse_reference(reference)
+        return await self.pull.manifests.manifest(await self.pull.org(org), repository, ref, accept, client,
+                                                  record=record)
+
+    async def blob(self, org: str, repository: str, digest: str):
+        found = await self.pull.org(org)
+        return await self.pull.blobs.blob(found, repository, Digest.parse(digest))
+
+    async def blob_head(self, org: str, repository: str, digest: str):
+        found = await self.pull.org(org)
+        return await self.pull.blobs.blob_head(found, repository, Digest.parse(digest))
+
+    async def tags(self, org: str, repository: str) -> list[str]:
+        return await self.pull.tag_list.tags(await self.pull.org(org), repository)
+
+
+def edge_cache(**wiring) -> AsTheEdgeAsks:
+    """pull_through(**wiring), called as the HTTP edge calls it."""
+    return AsTheEdgeAsks(pull_through(**wiring))

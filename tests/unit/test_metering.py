@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from application.breaker import GuardedUpstream
-from application.cache import Client, PullThroughCache
+from application.pull_through import Client
 from application.credentials import Credentials
 from application import errors
 from application.metering import MeteredUpstream, fill_failure, upstream_outcome
@@ -18,7 +18,7 @@ from application.pulls import GroupCommit, Pulls
 from application.registry import Registry
 from domain.manifest import DOCKER_MANIFEST
 from infra.upstream.errors import transport_errors
-from tests.unit.fakes import FakeClock, FakeMetrics, FakeUpstream, MemoryBlobStore, RegistryView, run_scenario
+from tests.unit.fakes import FakeClock, FakeMetrics, FakeUpstream, MemoryBlobStore, RegistryView, edge_cache, run_scenario
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 LAYER = b"layer-bytes-" * 10
@@ -37,7 +37,7 @@ class World:
                                 "max_stale_seconds": 3600, **org_settings})
         self.group = GroupCommit(Pulls(env=POPO), metrics=self.metrics)
         guarded = GuardedUpstream(MeteredUpstream(self.upstream, self.metrics), self.clock, failures=2)
-        self.cache = PullThroughCache(registry=self.registry, orgs=self.orgs, view=RegistryView(self.registry),
+        self.cache = edge_cache(registry=self.registry, orgs=self.orgs, view=RegistryView(self.registry),
                                       store=MemoryBlobStore(), upstream=guarded, pulls=self.group, clock=self.clock,
                                       metrics=self.metrics)
         self.layer = self.upstream.put_blob(LAYER)

@@ -1,0 +1,74 @@
+"""The pull-through cache assembled: a manifest cache (audited), a blob cache and the tag list, sharing
+one bounded view reader, one ledger and the org lookup every request starts with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from application.blobs import BlobAnswer, BlobCache
+from application.bounded_reads import BoundedReads
+from application.errors import OrgUnknown
+from application.fills import BlobFills
+from application.manifest_bytes import ManifestBytes
+from application.manifests import ManifestAnswer, ManifestCache
+from application.orgs import OrgConfig, OrgDirectory
+from application.ports import BlobStore, CacheView, Clock, FillCoordinator, Ledger, Metrics, SharedTags, Upstream
+from application.pull_audit import Client, PullAudit
+from application.pulls import GroupCommit
+from application.ratelimits import RateLimits
+from application.registry import Registry
+from application.registry_ledger import RegistryLedger
+from application.singleflight import AcrossReplicas, InProcessOnly
+from application.tag_list import TagList
+from application.tag_lookup import TagLookup
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The in-process bounds and the longest wait on the database, set at the composition root."""
+    read_timeout: float = 3.0          # seconds a view / event-store read may take before a 503
+    tag_row_seconds: float = 1.0       # how long a tag row read from the view is trusted
+    max_rows: int = 50_000             # tag rows, recent tag writes, manifest rows, negative-cache entries
+    max_holdings: int = 100_000        # (org, blob) pairs known held
+    manifest_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PullThrough:
+    manifests: PullAudit
+    blobs: BlobCache
+    tag_list: TagList
+    rate_limits: RateLimits
+    orgs: OrgDirectory
+
+    async def org(self, name: str) -> OrgConfig:
+        """The one org lookup of a request (switch to `await self.orgs.lookup(name)` once it exists)."""
+        org = self.orgs.get(name)
+        if org is None:
+            raise OrgUnknown(f"no cache organization named {name!r}", org=name)
+        return org
+
+    @property
+    def fills(self) -> BlobFills:
+        return self.blobs.fills
+
+
+def pull_through(*, registry: Registry, orgs: OrgDirectory, view: CacheView, store: BlobStore, upstream: Upstream,
+                 pulls: GroupCommit, clock: Clock, fill_coordinator: FillCoordinator | None = None,
+                 shared_tags: SharedTags | None = None, metrics: Metrics | None = None,
+                 ledger: Ledger | None = None, limits: Limits = Limits()) -> PullThrough:
+    ledger = ledger or RegistryLedger(registry)
+    reads = BoundedReads(view, registry.holds_blob, timeout=limits.read_timeout)
+    rate_limits = RateLimits()
+    tags = TagLookup(reads, shared_tags, max_tags=limits.max_rows, row_seconds=limits.tag_row_seconds)
+    manifests = ManifestCache(reads=reads, tags=tags, content=ManifestBytes(store, limits.manifest_bytes),
+                              upstream=upstream, ledger=ledger, clock=clock,
+                              replicas=AcrossReplicas(fill_coordinator or InProcessOnly()),
+                              rate_limits=rate_limits, max_entries=limits.max_rows)
+    fills = BlobFills(store, upstream, ledger, clock, fill_coordinator, metrics)
+    blobs = BlobCache(store=store, upstream=upstream, fills=fills, reads=reads, ledger=ledger, clock=clock,
+                      max_holdings=limits.max_holdings)
+    return PullThrough(PullAudit(manifests, pulls, clock), blobs, TagList(upstream, reads), rate_limits, orgs)
+
+
+__all__ = ["BlobAnswer", "Client", "Limits", "ManifestAnswer", "PullThrough", "pull_through"]
