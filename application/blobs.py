@@ -32,13 +32,48 @@ async def no_body(start: int, end: int | None) -> AsyncIterator[bytes]:
     yield b""  # an async generator that yields nothing
 
 
+class Holdings:
+    """(org, digest) pairs known to be held for that org, in-process: bounded, and re-read from the
+    event store when pushed out."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._known: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=max_entries)
+
+    def note(self, org: str, digest: str) -> None:
+        self._known[(org, digest)] = True
+
+    def knows(self, org: str, digest: str) -> bool:
+        return self._known.get((org, digest), False)
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+class NotingLedger:
+    """What BlobFills reports to: the Ledger, plus noting that a blob recorded for an org is known held
+    in-process (so its next pull costs no event-store read)."""
+
+    def __init__(self, ledger: Ledger, holdings: Holdings) -> None:
+        self._ledger = ledger
+        self._holdings = holdings
+
+    async def blob_cached(self, org: str, repository: str, digest: str, size: int, at: float) -> None:
+        await self._ledger.blob_cached(org, repository, digest, size, at)
+        self._holdings.note(org, digest)
+
+    async def blob_corrupt(self, org: str, repository: str, digest: str, reason: str, at: float) -> None:
+        await self._ledger.blob_corrupt(org, repository, digest, reason, at)
+
+
 class BlobCache:
     def __init__(self, *, store: BlobStore, upstream: Upstream, fills: BlobFills, reads: BoundedReads,
-                 ledger: Ledger, clock: Clock, max_holdings: int = 100_000) -> None:
+                 ledger: Ledger, clock: Clock, holdings: Holdings) -> None:
         self._store, self._upstream, self.fills = store, upstream, fills
         self._reads, self._ledger, self._clock = reads, ledger, clock
-        # (org, digest) pairs known to be held for that org: bounded, re-read from the event store if pushed out.
-        self._holdings: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=max_holdings)
+        self._holdings = holdings
+
+    def held(self) -> dict[str, int]:
+        return {"holdings": len(self._holdings)}
 
     async def blob(self, org: OrgConfig, repository: str, digest: Digest) -> BlobAnswer:
         """A blob by digest: from storage when published, else joined to (or starting) its fill."""
@@ -81,8 +116,7 @@ class BlobCache:
     async def _check_org_holds(self, org: OrgConfig, repository: str, digest: str, size: int | None) -> None:
         """Storage is shared by every org: a blob another org brought in is served to this one only
         once this org's upstream confirms it has the blob (a HEAD), which is then recorded for it."""
-        key = (org.name, digest)
-        if self._holdings.get(key) or self.fills.just_published_for(digest) == org.name:
+        if self._holdings.knows(org.name, digest) or self.fills.just_published_for(digest) == org.name:
             return
         if not await self._reads.holds_blob(org.name, digest):
             target = org.target(repository)
@@ -95,7 +129,7 @@ class BlobCache:
                 return  # known once the fill that brings it in has its size and records it
             # recorded under the upstream repository name, as a fill records it
             await self._ledger.blob_cached(org.name, target.repository, digest, size, self._clock.now())
-        self._holdings[key] = True
+        self._holdings.note(org.name, digest)
 
     def _stored(self, digest: str, size: int, redirect: str | None = None) -> BlobAnswer:
         return BlobAnswer(digest, size, PullResult.HIT, lambda start, end: self._store.read(digest, start, end),

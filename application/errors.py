@@ -87,3 +87,7 @@ class BlobCorrupt(UpstreamBadContent):
 
 class ReadModelUnavailable(EntrepotError):
     """The read model or the event store did not answer in time (the database is down or slow)."""
+
+
+class PullNotRecorded(EntrepotError):
+    """The pull could not be recorded in the audit log in time (the database is down or slow)."""

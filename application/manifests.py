@@ -50,6 +50,10 @@ class ManifestCache:
         self._missing: TLRUCache[RepoKey, float] = TLRUCache(
             maxsize=max_entries, ttu=lambda _key, until, _now: until, timer=clock.now)
 
+    def held(self) -> dict[str, int]:
+        """How many entries each in-process cache holds now (each has a bound)."""
+        return {"manifest_rows": len(self._rows), "missing": len(self._missing), **self._tags.held()}
+
     async def manifest(self, org: OrgConfig, repository: str, reference: Reference,
                        accept: list[str]) -> ManifestAnswer:
         if isinstance(reference, Digest):

@@ -33,6 +33,7 @@ ERROR_TABLE: list[tuple[type[Exception], str, int]] = [
     (app.UpstreamUnavailable, "UNAVAILABLE", 503),
     (BlobStorageUnavailable, "UNAVAILABLE", 503),
     (app.ReadModelUnavailable, "UNAVAILABLE", 503),
+    (app.PullNotRecorded, "UNAVAILABLE", 503),
     (app.UpstreamError, "UNAVAILABLE", 502),
 ]
 

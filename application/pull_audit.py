@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
-from application.errors import OrgUnknown
+from application.errors import OrgUnknown, PullNotRecorded
 from application.manifests import ManifestAnswer, ManifestCache
 from application.oci_errors import INTERNAL_ERROR, oci_answer
 from application.orgs import OrgConfig
@@ -36,10 +37,11 @@ class PullAudit:
     """Wraps the ManifestCache: the outcome of each manifest GET becomes a Pull, durable (group commit)
     before the answer goes out."""
 
-    def __init__(self, manifests: ManifestCache, pulls: GroupCommit, clock: Clock) -> None:
+    def __init__(self, manifests: ManifestCache, pulls: GroupCommit, clock: Clock, timeout: float = 5.0) -> None:
         self._manifests = manifests
         self._pulls = pulls
         self._clock = clock
+        self._timeout = timeout  # the longest a client waits for its pull to be recorded
 
     async def manifest(self, org: OrgConfig, repository: str, reference: Reference, accept: list[str],
                        client: Client | None = None, record: bool = True) -> ManifestAnswer:
@@ -51,10 +53,26 @@ class PullAudit:
             if record:
                 await self._failed(org.name, repository, str(reference), client, error)
             raise
-        if record:  # a failure to record reaches the caller: the pull must be in the audit log
-            await self._pulls.record(self._pull(org.name, repository, str(reference), client, digest=answer.digest,
-                                                result=answer.result.value, note=answer.warning or ""))
+        if record:
+            await self._served(self._pull(org.name, repository, str(reference), client, digest=answer.digest,
+                                          result=answer.result.value, note=answer.warning or ""))
         return answer
+
+    async def _served(self, pull: Pull) -> None:
+        """Durable before the answer goes out: a pull that cannot be recorded is not answered, and
+        the client learns so as a 503 within the bounded wait, not as a 500 or a hang."""
+        try:
+            await self._record(pull)
+        except Exception as error:
+            log.warning("could not record the pull of %s/%s:%s: %s", pull.org, pull.repository, pull.reference,
+                        error)
+            raise PullNotRecorded("the pull could not be recorded in the audit log; try again") from error
+
+    async def _record(self, pull: Pull) -> None:
+        try:
+            await asyncio.wait_for(self._pulls.record(pull), self._timeout)
+        except TimeoutError:
+            raise TimeoutError(f"recording took longer than {self._timeout:g}s") from None
 
     async def _failed(self, org: str, repository: str, reference: str, client: Client | None,
                       error: Exception) -> None:
@@ -66,7 +84,7 @@ class PullAudit:
         pull = self._pull(org, repository, reference, client, digest="", result=PullResult.ERROR.value,
                           note=answer.message, status=answer.status, error_code=answer.code)
         try:
-            await self._pulls.record(pull)
+            await self._record(pull)
         except Exception:
             log.exception("could not record the failed pull of %s/%s:%s (%d %s); answering its error anyway",
                           org, repository, reference, answer.status, answer.code)

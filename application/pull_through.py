@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from application.blobs import BlobAnswer, BlobCache
+from application.blobs import BlobAnswer, BlobCache, Holdings, NotingLedger
 from application.bounded_reads import BoundedReads
 from application.errors import OrgUnknown
 from application.fills import BlobFills
@@ -27,6 +27,7 @@ from application.tag_lookup import TagLookup
 class Limits:
     """The in-process bounds and the longest wait on the database, set at the composition root."""
     read_timeout: float = 3.0          # seconds a view / event-store read may take before a 503
+    record_timeout: float = 5.0        # seconds a pull may wait for its audit record before a 503
     tag_row_seconds: float = 1.0       # how long a tag row read from the view is trusted
     max_rows: int = 50_000             # tag rows, recent tag writes, manifest rows, negative-cache entries
     max_holdings: int = 100_000        # (org, blob) pairs known held
@@ -65,10 +66,11 @@ def pull_through(*, registry: Registry, orgs: OrgDirectory, view: CacheView, sto
                               upstream=upstream, ledger=ledger, clock=clock,
                               replicas=AcrossReplicas(fill_coordinator or InProcessOnly()),
                               rate_limits=rate_limits, max_entries=limits.max_rows)
-    fills = BlobFills(store, upstream, ledger, clock, fill_coordinator, metrics)
+    holdings = Holdings(limits.max_holdings)
+    fills = BlobFills(store, upstream, NotingLedger(ledger, holdings), clock, fill_coordinator, metrics)
     blobs = BlobCache(store=store, upstream=upstream, fills=fills, reads=reads, ledger=ledger, clock=clock,
-                      max_holdings=limits.max_holdings)
-    return PullThrough(PullAudit(manifests, pulls, clock), blobs, TagList(upstream, reads), rate_limits, orgs)
+                      holdings=holdings)
+    return PullThrough(PullAudit(manifests, pulls, clock, limits.record_timeout), blobs, TagList(upstream, reads), rate_limits, orgs)
 
 
 __all__ = ["BlobAnswer", "Client", "Limits", "ManifestAnswer", "PullThrough", "pull_through"]

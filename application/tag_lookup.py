@@ -27,6 +27,9 @@ class TagLookup:
         # Our own tag writes, read before the projection catches up with them.
         self._recent: LRUCache[TagKey, TagRow] = LRUCache(maxsize=max_tags)
 
+    def held(self) -> dict[str, int]:
+        return {"tag_rows": len(self._rows), "recent_tags": len(self._recent)}
+
     async def get(self, org: str, repository: str, tag: str) -> TagRow | None:
         key = (org, repository, tag)
         recent = self._recent.get(key)

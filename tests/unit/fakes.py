@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 
 from eventsourcing.application import AggregateNotFoundError
@@ -217,6 +218,42 @@ class RegistryView:
 
     def list_tags(self, org: str, repository: str) -> list[str]:
         return []
+
+
+class OutageView:
+    """A CacheView (and holds-blob check) that can go down: `down = "raise"` fails every read as a
+    refused connection would; `down = "block"` hangs every read until `release()`, as a database
+    that accepts connections but never answers."""
+
+    def __init__(self, view, holds_blob=None) -> None:
+        self._view = view
+        self._holds_blob = holds_blob
+        self.down: str | None = None
+        self.reads = 0
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _read(self, read, *args):
+        self.reads += 1
+        if self.down == "raise":
+            raise ConnectionRefusedError("connection refused (the database is down)")
+        if self.down == "block":
+            self._released.wait(10)
+        return read(*args)
+
+    def get_tag(self, org, repository, tag):
+        return self._read(self._view.get_tag, org, repository, tag)
+
+    def get_manifest(self, org, repository, digest):
+        return self._read(self._view.get_manifest, org, repository, digest)
+
+    def list_tags(self, org, repository):
+        return self._read(self._view.list_tags, org, repository)
+
+    def holds_blob(self, org, digest):
+        return self._read(self._holds_blob, org, digest)
 
 
 class FakeMetrics:
