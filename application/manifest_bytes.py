@@ -24,10 +24,6 @@ class ManifestBytes:
         self._hold(digest, content)
         return content
 
-    def held(self, digest: str) -> bytes | None:
-        """The bytes if held in memory, without touching storage."""
-        return self._held.get(digest)
-
     async def put(self, digest: str, content: bytes) -> None:
         if await self._store.stat(digest) is None:
             await self._store.put_bytes(digest, content)

@@ -49,10 +49,6 @@ class PullThrough:
             raise OrgUnknown(f"no cache organization named {name!r}", org=name)
         return org
 
-    @property
-    def fills(self) -> BlobFills:
-        return self.blobs.fills
-
 
 def pull_through(*, registry: Registry, orgs: OrgDirectory, view: CacheView, store: BlobStore, upstream: Upstream,
                  pulls: GroupCommit, clock: Clock, fill_coordinator: FillCoordinator | None = None,

@@ -340,7 +340,6 @@ class AsTheEdgeAsks:
     def __init__(self, pull) -> None:
         self.pull = pull
         self.rate_limits = pull.rate_limits
-        self.fills = pull.fills
 
     async def manifest(self, org: str, repository: str, reference: str, accept: list[str], client=None,
                        record: bool = True):
