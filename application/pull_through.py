@@ -12,8 +12,10 @@ from application.fills import BlobFills
 from application.manifest_bytes import ManifestBytes
 from application.manifests import ManifestAnswer, ManifestCache
 from application.orgs import OrgConfig, OrgDirectory
-from application.ports import BlobStore, CacheView, Clock, FillCoordinator, Ledger, Metrics, SharedTags, Upstream
+from application.ports import (BlobStore, CacheView, Clock, FillCoordinator, Ledger, Metrics, NoMetrics, SharedTags,
+                               Upstream)
 from application.pull_audit import Client, PullAudit
+from application.pull_metrics import CountedBlobs, CountedManifests
 from application.pulls import GroupCommit
 from application.ratelimits import RateLimits
 from application.registry import Registry
@@ -36,8 +38,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class PullThrough:
-    manifests: PullAudit
-    blobs: BlobCache
+    manifests: CountedManifests
+    blobs: CountedBlobs
     tag_list: TagList
     rate_limits: RateLimits
     orgs: OrgDirectory
@@ -55,6 +57,7 @@ def pull_through(*, registry: Registry, orgs: OrgDirectory, view: CacheView, sto
                  shared_tags: SharedTags | None = None, metrics: Metrics | None = None,
                  ledger: Ledger | None = None, limits: Limits = Limits()) -> PullThrough:
     ledger = ledger or RegistryLedger(registry)
+    metrics = metrics or NoMetrics()
     reads = BoundedReads(view, registry.holds_blob, timeout=limits.read_timeout)
     rate_limits = RateLimits()
     tags = TagLookup(reads, shared_tags, max_tags=limits.max_rows, row_seconds=limits.tag_row_seconds)
@@ -66,7 +69,8 @@ def pull_through(*, registry: Registry, orgs: OrgDirectory, view: CacheView, sto
     fills = BlobFills(store, upstream, NotingLedger(ledger, holdings), clock, fill_coordinator, metrics)
     blobs = BlobCache(store=store, upstream=upstream, fills=fills, reads=reads, ledger=ledger, clock=clock,
                       holdings=holdings)
-    return PullThrough(PullAudit(manifests, pulls, clock, limits.record_timeout), blobs, TagList(upstream, reads), rate_limits, orgs)
+    return PullThrough(CountedManifests(PullAudit(manifests, pulls, clock, limits.record_timeout), metrics),
+                       CountedBlobs(blobs, metrics), TagList(upstream, reads), rate_limits, orgs)
 
 
 __all__ = ["BlobAnswer", "Client", "Limits", "ManifestAnswer", "PullThrough", "pull_through"]

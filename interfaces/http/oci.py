@@ -15,7 +15,6 @@ from application.pull_through import Client, PullThrough
 from application.ports import Metrics
 from application.routing import OrgRouter
 from domain.names import NAME_PATTERN, Digest, InvalidName, parse_reference
-from domain.pull import PullResult
 from interfaces.http.errors import API_VERSION, OciError
 from interfaces.http.pathsend import PathSend, offers_pathsend
 from interfaces.http.ranges import parse_range
@@ -126,8 +125,6 @@ async def manifest(request: Request, cache: PullThrough, target: Target, metrics
                "Content-Length": str(len(answer.content)), **namespace_header(target)}
     if answer.warning:
         headers["Warning"] = f'110 entrepot "{answer.warning}"'
-    if answer.result is PullResult.STALE:
-        metrics.stale_served(target.org)
     if not head:
         metrics.bytes_served(target.org, "manifest", len(answer.content))
     return Response(None if head else answer.content, media_type=answer.media_type, headers=headers)
@@ -140,7 +137,6 @@ async def blob(request: Request, cache: PullThrough, target: Target, metrics: Me
         answer = await cache.blobs.blob_head(org, target.repository, digest)
     else:
         answer = await cache.blobs.blob(org, target.repository, digest)
-        metrics.blob_pulled(target.org, answer.result.value)
     headers = {**API_VERSION, "Docker-Content-Digest": answer.digest, "X-Cache": answer.result.name,
                "Accept-Ranges": "bytes", **namespace_header(target)}
     if answer.redirect and request.method == "GET":  # the object store sends the bytes (and honours Range)

@@ -93,6 +93,16 @@ def test_a_stale_serve_is_counted_with_the_failed_revalidation():
         await w.get()
         assert w.metrics.of("manifest_pulled")[-1] == ("hub", "stale")
         assert w.metrics.of("upstream_answered")[-1] == ("hub", "head", "connect")
+        assert w.metrics.of("stale_served") == [("hub",)]   # counted by the application, not the edge
+    run(scenario)
+
+
+def test_a_blob_get_is_counted_as_a_pull_by_its_result_and_a_head_is_not():
+    async def scenario(w: World):
+        await w.read_blob(w.layer)
+        await w.cache.blob_head("hub", "library/alpine", w.layer)
+        await w.read_blob(w.layer)
+        assert w.metrics.of("blob_pulled") == [("hub", "miss"), ("hub", "hit")]
     run(scenario)
 
 
