@@ -70,7 +70,8 @@ class PullAudit:
 
     async def _record(self, pull: Pull) -> None:
         try:
-            await asyncio.wait_for(self._pulls.record(pull), self._timeout)
+            async with asyncio.timeout(self._timeout):  # not wait_for: no extra task per pull
+                await self._pulls.record(pull)
         except TimeoutError:
             raise TimeoutError(f"recording took longer than {self._timeout:g}s") from None
 

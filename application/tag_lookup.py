@@ -41,8 +41,10 @@ class TagLookup:
                 self._recent.pop(key, None)  # the projection has caught up
             else:
                 row = recent
+        if self._shared is None:
+            return row
         # Another replica's write that the read model has not caught up with yet: the newest wins.
-        shared = await self.shared(org, repository, tag)
+        shared = await self._shared.get(org, repository, tag)
         return shared if shared is not None and (row is None or shared.checked_at > row.checked_at) else row
 
     async def _from_view(self, key: TagKey, recent: TagRow | None) -> TagRow | None:
