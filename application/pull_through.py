@@ -30,6 +30,7 @@ class Limits:
     """The in-process bounds and the longest wait on the database, set at the composition root."""
     read_timeout: float = 3.0          # seconds a view / event-store read may take before a 503
     record_timeout: float = 5.0        # seconds a pull may wait for its audit record before a 503
+    max_reads_in_flight: int = 32      # database reads still running (a hung database) before new ones fail fast
     tag_row_seconds: float = 1.0       # how long a tag row read from the view is trusted
     max_rows: int = 50_000             # tag rows, recent tag writes, manifest rows, negative-cache entries
     max_holdings: int = 100_000        # (org, blob) pairs known held
@@ -58,7 +59,8 @@ def pull_through(*, registry: Registry, orgs: OrgDirectory, view: CacheView, sto
                  ledger: Ledger | None = None, limits: Limits = Limits()) -> PullThrough:
     ledger = ledger or RegistryLedger(registry)
     metrics = metrics or NoMetrics()
-    reads = BoundedReads(view, registry.holds_blob, timeout=limits.read_timeout)
+    reads = BoundedReads(view, registry.holds_blob, timeout=limits.read_timeout,
+                         max_in_flight=limits.max_reads_in_flight)
     rate_limits = RateLimits()
     tags = TagLookup(reads, shared_tags, max_tags=limits.max_rows, row_seconds=limits.tag_row_seconds)
     manifests = ManifestCache(reads=reads, tags=tags, content=ManifestBytes(store, limits.manifest_bytes),

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from application.breaker import GuardedUpstream
+from application.bounded_reads import BoundedReads
 from application.errors import PullNotRecorded, ReadModelUnavailable
 from application.oci_errors import oci_answer
 from application.pull_through import Limits
@@ -145,4 +146,30 @@ def test_a_pull_whose_audit_record_hangs_answers_503_within_the_bounded_wait():
         with pytest.raises(PullNotRecorded):
             await cache.manifest("hub", "library/alpine", "3.19", [])
         assert time.monotonic() - started < 2.0
+    run(scenario)
+
+
+def test_reads_left_hanging_on_a_dead_database_are_bounded_and_past_the_bound_new_ones_fail_at_once():
+    async def scenario(w: World):
+        view = OutageView(RegistryView(w.registry), w.registry.holds_blob)
+        reads = BoundedReads(view, view.holds_blob, timeout=0.05, max_in_flight=2)
+        view.down = "block"
+        try:
+            for _ in range(2):  # each times out, its thread still waiting on the database
+                with pytest.raises(ReadModelUnavailable, match="within"):
+                    await reads.tag("hub", "library/alpine", "3.19")
+            started = time.monotonic()
+            with pytest.raises(ReadModelUnavailable, match="still unanswered"):
+                await reads.tag("hub", "library/alpine", "3.19")
+            assert time.monotonic() - started < 0.05 and view.reads == 2  # no third thread was started
+        finally:
+            view.down = None
+            view.release()
+        for _ in range(100):    # the database answers again: the hung reads finish, new ones run
+            try:
+                assert await reads.tag("hub", "library/alpine", "3.19") is None
+                break
+            except ReadModelUnavailable:
+                await asyncio.sleep(0.01)
+        assert view.reads == 3
     run(scenario)
