@@ -91,3 +91,7 @@ class ReadModelUnavailable(EntrepotError):
 
 class PullNotRecorded(EntrepotError):
     """The pull could not be recorded in the audit log in time (the database is down or slow)."""
+
+
+class EventStoreUnavailable(EntrepotError):
+    """The event store could not record what the cache did in time (the database is down or slow)."""

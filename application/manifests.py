@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from cachetools import LRUCache, TLRUCache
 
 from application.bounded_reads import BoundedReads
-from application.errors import ManifestUnknown, UpstreamBadContent, UpstreamError, UpstreamNotFound
+from application.errors import (EventStoreUnavailable, ManifestUnknown, UpstreamBadContent, UpstreamError,
+                                UpstreamNotFound)
 from application.manifest_bytes import ManifestBytes
 from application.orgs import OrgConfig
 from application.ports import Clock, Ledger, ManifestRow, TagRow, Upstream
@@ -117,7 +118,12 @@ class ManifestCache:
             self.rate_limits.check_floor(org.name, org.rate_limit_floor)
             return await self._fetch(org, repository, tag, accept, tag=tag)
         now = self._clock.now()
-        await self._ledger.tag_checked(org.name, repository, tag, row.digest, row.media_type, now)
+        try:
+            await self._ledger.tag_checked(org.name, repository, tag, row.digest, row.media_type, now)
+        except EventStoreUnavailable as error:
+            # Upstream confirmed the bytes we hold: serve them; this process remembers the check, and
+            # the next one after the outage records it.
+            log.warning("revalidated %s/%s:%s but could not record it: %s", org.name, repository, tag, error.message)
         await self._tags.remember(org.name, repository, tag, TagRow(row.digest, row.media_type, now))
         return ManifestAnswer(content, row.media_type, row.digest, PullResult.REVALIDATED)
 

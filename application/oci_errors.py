@@ -34,6 +34,7 @@ ERROR_TABLE: list[tuple[type[Exception], str, int]] = [
     (BlobStorageUnavailable, "UNAVAILABLE", 503),
     (app.ReadModelUnavailable, "UNAVAILABLE", 503),
     (app.PullNotRecorded, "UNAVAILABLE", 503),
+    (app.EventStoreUnavailable, "UNAVAILABLE", 503),
     (app.UpstreamError, "UNAVAILABLE", 502),
 ]
 

@@ -29,7 +29,7 @@ from application.tag_lookup import TagLookup
 class Limits:
     """The in-process bounds and the longest wait on the database, set at the composition root."""
     read_timeout: float = 3.0          # seconds a view / event-store read may take before a 503
-    record_timeout: float = 5.0        # seconds a pull may wait for its audit record before a 503
+    record_timeout: float = 5.0        # seconds a pull may wait for its audit (or ledger) record before a 503
     max_reads_in_flight: int = 32      # database reads still running (a hung database) before new ones fail fast
     tag_row_seconds: float = 1.0       # how long a tag row read from the view is trusted
     max_rows: int = 50_000             # tag rows, recent tag writes, manifest rows, negative-cache entries
@@ -57,7 +57,7 @@ def pull_through(*, registry: Registry, orgs: OrgDirectory, view: CacheView, sto
                  pulls: GroupCommit, clock: Clock, fill_coordinator: FillCoordinator | None = None,
                  shared_tags: SharedTags | None = None, metrics: Metrics | None = None,
                  ledger: Ledger | None = None, limits: Limits = Limits()) -> PullThrough:
-    ledger = ledger or RegistryLedger(registry)
+    ledger = ledger or RegistryLedger(registry, timeout=limits.record_timeout)
     metrics = metrics or NoMetrics()
     reads = BoundedReads(view, registry.holds_blob, timeout=limits.read_timeout,
                          max_in_flight=limits.max_reads_in_flight)

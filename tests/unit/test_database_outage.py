@@ -10,7 +10,7 @@ import pytest
 
 from application.breaker import GuardedUpstream
 from application.bounded_reads import BoundedReads
-from application.errors import PullNotRecorded, ReadModelUnavailable
+from application.errors import EventStoreUnavailable, PullNotRecorded, ReadModelUnavailable
 from application.oci_errors import oci_answer
 from application.pull_through import Limits
 from domain.pull import PullResult
@@ -172,4 +172,29 @@ def test_reads_left_hanging_on_a_dead_database_are_bounded_and_past_the_bound_ne
             except ReadModelUnavailable:
                 await asyncio.sleep(0.01)
         assert view.reads == 3
+    run(scenario)
+
+
+def refuse(*_args, **_kwargs):
+    raise ConnectionRefusedError("connection refused (the database is down)")
+
+
+def test_a_revalidated_tag_is_served_when_the_event_store_cannot_record_the_check():
+    async def scenario(w: World):
+        await w.get()
+        w.clock.advance(301)
+        w.registry.record_tag = refuse
+        answer = await w.get()
+        assert answer.result is PullResult.REVALIDATED and answer.content == w.manifest
+        assert (await w.get()).result is PullResult.HIT   # this process remembers the check
+    run(scenario)
+
+
+def test_a_miss_the_event_store_cannot_record_answers_503_unavailable_not_500():
+    async def scenario(w: World):
+        w.registry.record_manifest = refuse
+        with pytest.raises(EventStoreUnavailable) as raised:
+            await w.get()
+        assert is_503_unavailable(raised.value)
+        assert w.pulls_recorded()[-1].status == 503
     run(scenario)
