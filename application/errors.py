@@ -89,3 +89,15 @@ class BlobTruncated(UpstreamBadContent):
 
 class BlobCorrupt(UpstreamBadContent):
     """Upstream's bytes do not match the blob's digest."""
+
+
+class ReadModelUnavailable(EntrepotError):
+    """The read model or the event store did not answer in time (the database is down or slow)."""
+
+
+class PullNotRecorded(EntrepotError):
+    """The pull could not be recorded in the audit log in time (the database is down or slow)."""
+
+
+class EventStoreUnavailable(EntrepotError):
+    """The event store could not record what the cache did in time (the database is down or slow)."""

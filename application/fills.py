@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
-from application.errors import BlobCorrupt, BlobTruncated, BlobUnknown, UpstreamNotFound
+from application.errors import BlobCorrupt, BlobTruncated, BlobUnknown, UpstreamBadContent, UpstreamNotFound
 from application.metering import fill_failure
-from application.ports import BlobStore, FillCoordinator, FillLock, Metrics, NoMetrics, Spool, Upstream, UpstreamTarget
+from application.ports import (BlobStore, Clock, FillCoordinator, FillLock, Ledger, Metrics, NoMetrics, Spool, Upstream,
+                               UpstreamTarget)
 from application.singleflight import InProcessOnly
 from domain.names import Digest
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 256 * 1024
 ADVANCE_STEP = 1024 * 1024
-
-BlobCached = Callable[[UpstreamTarget, str, int], Awaitable[None]]
-FillFailed = Callable[[UpstreamTarget, str, Exception], Awaitable[None]]
 
 
 class Fill:
@@ -84,17 +82,17 @@ class Fill:
 
 class BlobFills:
     """Keeps at most one running fill per digest in this process, and (through the coordinator)
-    one per cluster of replicas sharing blob storage."""
+    one per cluster of replicas sharing blob storage. What a fill brings in (or finds corrupt) is
+    reported to the ledger."""
 
-    def __init__(self, store: BlobStore, upstream: Upstream, on_cached: BlobCached,
-                 on_failed: FillFailed | None = None, coordinator: FillCoordinator | None = None,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(self, store: BlobStore, upstream: Upstream, ledger: Ledger, clock: Clock,
+                 coordinator: FillCoordinator | None = None, metrics: Metrics | None = None) -> None:
         self._coordinator = coordinator or InProcessOnly()
         self._metrics = metrics or NoMetrics()
         self._store = store
         self._upstream = upstream
-        self._on_cached = on_cached
-        self._on_failed = on_failed
+        self._ledger = ledger
+        self._clock = clock
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -143,9 +141,10 @@ class BlobFills:
             log.info("fill %s: %s", fill.digest, error.message)
         except Exception as error:  # every failure reaches the readers; the fill never dies silently
             log.warning("fill %s failed: %s", fill.digest, error)
-            if self._on_failed is not None:
+            if isinstance(error, UpstreamBadContent):
                 try:  # recorded before the readers learn of it, so the audit trail never lags the client
-                    await self._on_failed(target, fill.digest, error)
+                    await self._ledger.blob_corrupt(target.org, target.repository, fill.digest, error.message,
+                                                    self._clock.now())
                 except Exception:
                     log.exception("recording the failed fill of %s failed", fill.digest)
             fill.fail(error)
@@ -218,7 +217,7 @@ class BlobFills:
             await self._store.publish(fill.digest, spool)
             published = True
             fill.finish(written)
-            await self._on_cached(target, fill.digest, written)
+            await self._ledger.blob_cached(target.org, target.repository, fill.digest, written, self._clock.now())
         finally:
             await blob.aclose()
             if not published:

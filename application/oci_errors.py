@@ -36,6 +36,8 @@ ERROR_TABLE: list[tuple[type[Exception], str, int]] = [
     (app.UpstreamUnavailable, "UNAVAILABLE", 503),
     (BlobStorageUnavailable, "UNAVAILABLE", 503),
     (app.EventStoreUnavailable, "UNAVAILABLE", 503),
+    (app.ReadModelUnavailable, "UNAVAILABLE", 503),
+    (app.PullNotRecorded, "UNAVAILABLE", 503),
     # A database failure that reached the edge untranslated (a view read): unavailable, not a bug.
     (PersistenceOperationalError, "UNAVAILABLE", 503),
     (PersistenceInterfaceError, "UNAVAILABLE", 503),

@@ -249,3 +249,19 @@ class NoMetrics:
     def fill_completed(self, org: str) -> None: pass
 
     def fill_failed(self, org: str, reason: str) -> None: pass
+
+
+class Ledger(Protocol):
+    """Where the cache records what it holds and what went wrong (the event store, in production).
+    Fills and caches report here; nothing calls back into the cache."""
+
+    async def manifest_cached(self, org: str, repository: str, digest: str, media_type: str, size: int,
+                              blobs: list[str], children: list[str], at: float, tag: str | None = None) -> None:
+        """A fetched manifest, and the tag it was fetched by, recorded together."""
+
+    async def tag_checked(self, org: str, repository: str, tag: str, digest: str, media_type: str,
+                          at: float) -> None: ...
+
+    async def blob_cached(self, org: str, repository: str, digest: str, size: int, at: float) -> None: ...
+
+    async def blob_corrupt(self, org: str, repository: str, digest: str, reason: str, at: float) -> None: ...

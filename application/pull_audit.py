@@ -1,15 +1,18 @@
-"""Recording manifest pulls for the audit log: each one served, and each one that failed after valid input."""
+"""The audit as a decorator around manifest answers: each pull served, and each one that failed after valid input, recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
-from application.errors import OrgUnknown
+from application.errors import OrgUnknown, PullNotRecorded
+from application.manifests import ManifestAnswer, ManifestCache
 from application.oci_errors import INTERNAL_ERROR, oci_answer
+from application.orgs import OrgConfig
 from application.ports import Clock
 from application.pulls import GroupCommit
-from domain.names import InvalidName, InvalidReference
+from domain.names import InvalidName, InvalidReference, Reference
 from domain.pull import Pull, PullResult
 
 log = logging.getLogger(__name__)
@@ -31,20 +34,49 @@ def is_audited_failure(error: Exception) -> bool:
 
 
 class PullAudit:
-    """Turns the outcome of one manifest GET into a Pull and awaits its group commit."""
+    """Wraps the ManifestCache: the outcome of each manifest GET becomes a Pull, durable (group commit)
+    before the answer goes out."""
 
-    def __init__(self, pulls: GroupCommit, clock: Clock) -> None:
+    def __init__(self, manifests: ManifestCache, pulls: GroupCommit, clock: Clock, timeout: float = 5.0) -> None:
+        self._manifests = manifests
         self._pulls = pulls
         self._clock = clock
+        self._timeout = timeout  # the longest a client waits for its pull to be recorded
 
-    async def served(self, org: str, repository: str, reference: str, client: Client | None, digest: str,
-                     result: PullResult, note: str = "") -> None:
-        """Durable before the answer goes out; a failure to record reaches the caller."""
-        await self._pulls.record(self._pull(org, repository, reference, client, digest=digest,
-                                            result=result.value, note=note))
+    async def manifest(self, org: OrgConfig, repository: str, reference: Reference, accept: list[str],
+                       client: Client | None = None, record: bool = True) -> ManifestAnswer:
+        """`record` is False for HEAD, which is not a pull. A pull that fails is recorded too
+        (result `error`), unless its input was bad."""
+        try:
+            answer = await self._manifests.manifest(org, repository, reference, accept)
+        except Exception as error:
+            if record:
+                await self._failed(org.name, repository, str(reference), client, error)
+            raise
+        if record:
+            await self._served(self._pull(org.name, repository, str(reference), client, digest=answer.digest,
+                                          result=answer.result.value, note=answer.warning or ""))
+        return answer
 
-    async def failed(self, org: str, repository: str, reference: str, client: Client | None,
-                     error: Exception) -> None:
+    async def _served(self, pull: Pull) -> None:
+        """Durable before the answer goes out: a pull that cannot be recorded is not answered, and
+        the client learns so as a 503 within the bounded wait, not as a 500 or a hang."""
+        try:
+            await self._record(pull)
+        except Exception as error:
+            log.warning("could not record the pull of %s/%s:%s: %s", pull.org, pull.repository, pull.reference,
+                        error)
+            raise PullNotRecorded("the pull could not be recorded in the audit log; try again") from error
+
+    async def _record(self, pull: Pull) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):  # not wait_for: no extra task per pull
+                await self._pulls.record(pull)
+        except TimeoutError:
+            raise TimeoutError(f"recording took longer than {self._timeout:g}s") from None
+
+    async def _failed(self, org: str, repository: str, reference: str, client: Client | None,
+                      error: Exception) -> None:
         """Records a failed pull with what the client is answered; never raises, so that a
         recording problem cannot turn the original error answer into a 500."""
         if not is_audited_failure(error):
@@ -53,7 +85,7 @@ class PullAudit:
         pull = self._pull(org, repository, reference, client, digest="", result=PullResult.ERROR.value,
                           note=answer.message, status=answer.status, error_code=answer.code)
         try:
-            await self._pulls.record(pull)
+            await self._record(pull)
         except Exception:
             log.exception("could not record the failed pull of %s/%s:%s (%d %s); answering its error anyway",
                           org, repository, reference, answer.status, answer.code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from application.errors import UpstreamRateLimited
 from application.ports import RateLimit
 
 
@@ -33,3 +34,10 @@ class RateLimits:
         """True when spending another counted pull would go below the org's floor."""
         reading = self._latest.get(org)
         return floor > 0 and reading is not None and reading.remaining is not None and reading.remaining <= floor
+
+    def check_floor(self, org: str, floor: int) -> None:
+        """Raises UpstreamRateLimited when a counted pull would spend below the org's floor."""
+        if self.at_floor(org, floor):
+            reading = self._latest[org]
+            raise UpstreamRateLimited(f"upstream pulls remaining ({reading.remaining}) reached the org's floor "
+                                      f"({floor}); the moved tag is not fetched")

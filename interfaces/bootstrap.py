@@ -10,7 +10,7 @@ import anyio.to_thread
 from application.breaker import BackoffPolicy, UpstreamBackoff
 from application.admin import AdminViews, OrgAdmin
 from application.audit import AuditLog
-from application.cache import PullThroughCache
+from application.pull_through import pull_through
 from application.metering import MeteredUpstream
 from application.credentials import Credentials
 from application.orgs import OrgDirectory
@@ -70,10 +70,10 @@ class Container:
         self.view = open_cache_view(self.env)
         self.runners = projection_runners(self.env, in_process=settings.database.run_projections)
         self.group_commit = GroupCommit(self.pulls, metrics=self.metrics)
-        self.cache = PullThroughCache(registry=self.registry, orgs=self.orgs, view=self.view, store=self.store,
-                                      upstream=self.upstream, pulls=self.group_commit, clock=self.clock,
-                                      fill_coordinator=self.coordination, shared_tags=self.coordination,
-                                      metrics=self.metrics)
+        self.cache = pull_through(registry=self.registry, orgs=self.orgs, view=self.view, store=self.store,
+                                  upstream=self.upstream, pulls=self.group_commit, clock=self.clock,
+                                  fill_coordinator=self.coordination, shared_tags=self.coordination,
+                                  metrics=self.metrics)
         # Client-mode routing, the admin surface and /metrics read the views directly (our own readers).
         views = self.read_views = {"orgs": orgs_view, **{name: open_view(name, self.env)
                                                          for name in ("tags", "manifests", "blobs", "counters", "audit")}}

@@ -36,10 +36,6 @@ class S3Spool:
     def size(self) -> int:
         return self.local.size
 
-    @property
-    def parts_shipped(self) -> int:
-        return len(self._parts)
-
     async def append(self, chunk: bytes) -> None:
         self.local.write(chunk)
         if self.local.size - self._shipped < self.store.part_size:

@@ -12,11 +12,10 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 from litestar.response import Stream
 
-from application.cache import Client, PullThroughCache
+from application.pull_through import Client, PullThrough
 from application.ports import Metrics
 from application.routing import OrgRouter
-from domain.names import NAME_PATTERN, InvalidName, parse_reference
-from domain.pull import PullResult
+from domain.names import NAME_PATTERN, Digest, InvalidName, parse_reference
 from interfaces.http.errors import API_VERSION, OciError
 from interfaces.http.pathsend import PathSend, offers_pathsend
 from interfaces.http.ranges import parse_range
@@ -104,7 +103,7 @@ def accept_values(request: Request) -> list[str]:
     return values
 
 
-def cache_of(state: State) -> PullThroughCache:
+def cache_of(state: State) -> PullThrough:
     return state.cache
 
 
@@ -154,30 +153,30 @@ async def oci(request: Request, rest: FromPath[str], state: State) -> Response:
     return await tags(request, cache, target)
 
 
-async def manifest(request: Request, cache: PullThroughCache, target: Target, metrics: Metrics) -> Response:
-    reference = str(parse_reference(target.reference))
+async def manifest(request: Request, cache: PullThrough, target: Target, metrics: Metrics) -> Response:
+    reference = parse_reference(target.reference)
     head = request.method == "HEAD"
     client = Client(address=request.client.host if request.client else "",
                     user_agent=header(request, b"user-agent", ""))
-    answer = await cache.manifest(target.org, target.repository, reference, accept_values(request), client,
-                                  record=not head)
+    org = await cache.org(target.org)
+    answer = await cache.manifests.manifest(org, target.repository, reference, accept_values(request), client,
+                                            record=not head)
     headers = {**API_VERSION, "Docker-Content-Digest": answer.digest, "X-Cache": answer.result.name,
                "Content-Length": str(len(answer.content)), **namespace_header(target)}
     if answer.warning:
         headers["Warning"] = f'110 entrepot "{answer.warning}"'
-    if answer.result is PullResult.STALE:
-        metrics.stale_served(target.org)
     if not head:
         metrics.bytes_served(target.org, "manifest", len(answer.content))
     return Response(None if head else answer.content, media_type=answer.media_type, headers=headers)
 
 
-async def blob(request: Request, cache: PullThroughCache, target: Target, metrics: Metrics) -> Response:
+async def blob(request: Request, cache: PullThrough, target: Target, metrics: Metrics) -> Response:
+    org = await cache.org(target.org)
+    digest = Digest.parse(target.reference)
     if request.method == "HEAD":
-        answer = await cache.blob_head(target.org, target.repository, target.reference)
+        answer = await cache.blobs.blob_head(org, target.repository, digest)
     else:
-        answer = await cache.blob(target.org, target.repository, target.reference)
-        metrics.blob_pulled(target.org, answer.result.value)
+        answer = await cache.blobs.blob(org, target.repository, digest)
     headers = {**API_VERSION, "Docker-Content-Digest": answer.digest, "X-Cache": answer.result.name,
                "Accept-Ranges": "bytes", **namespace_header(target)}
     if answer.redirect and request.method == "GET":  # the object store sends the bytes (and honours Range)
@@ -231,7 +230,7 @@ async def counted(chunks: AsyncIterator[bytes], sent: Callable[[int], None]) -> 
         yield chunk
 
 
-async def tags(request: Request, cache: PullThroughCache, target: Target) -> Response:
+async def tags(request: Request, cache: PullThrough, target: Target) -> Response:
     n_param, last = request.query_params.get("n"), request.query_params.get("last")
     try:
         n = None if n_param is None else int(n_param)
@@ -239,7 +238,7 @@ async def tags(request: Request, cache: PullThroughCache, target: Target) -> Res
         n = -1
     if n is not None and n < 0:
         raise OciError("PAGINATION_NUMBER_INVALID", 400, f"n must be a non-negative integer, got {n_param!r}")
-    all_tags = await cache.tags(target.org, target.repository)
+    all_tags = await cache.tag_list.tags(await cache.org(target.org), target.repository)
     if last:
         all_tags = [tag for tag in all_tags if tag > last]
     page = all_tags if n is None else all_tags[:n]

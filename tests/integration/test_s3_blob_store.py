@@ -14,6 +14,7 @@ from litestar.testing import TestClient
 from application.errors import UpstreamBadContent
 from application.fills import BlobFills
 from application.ports import UpstreamTarget
+from infra.clock import SystemClock
 from infra.settings import OrgSettings, Settings, StorageSettings
 from infra.storage import FilesystemBlobStore, S3BlobStore, build_blob_store
 from infra.storage.s3 import MIN_PART_SIZE
@@ -50,8 +51,14 @@ def s3_store(moto, bucket: str, tmp_path) -> S3BlobStore:
                        part_size=MIN_PART_SIZE)
 
 
-async def no_op(*_args) -> None:
-    pass
+class NoLedger:
+    """These tests look at storage only: what the fills report is not kept (as the no-op callback did)."""
+
+    async def blob_cached(self, *_args) -> None:
+        pass
+
+    async def blob_corrupt(self, *_args) -> None:
+        pass
 
 
 async def eventually(check, timeout: float = 10.0):
@@ -72,7 +79,7 @@ def test_a_cold_blob_streams_to_clients_while_its_parts_upload_and_completes_onl
 
     async def scenario():
         upstream = HttpUpstream()
-        fills = BlobFills(store, upstream, no_op)
+        fills = BlobFills(store, upstream, NoLedger(), SystemClock())
         try:
             fill = await fills.join(UpstreamTarget("hub", upstream_server.url, "library/big"), digest)
             received = bytearray()
@@ -120,7 +127,7 @@ def test_a_blob_that_fails_verification_aborts_its_upload_and_leaves_nothing(mot
 
     async def scenario():
         upstream = HttpUpstream()
-        fills = BlobFills(store, upstream, no_op)
+        fills = BlobFills(store, upstream, NoLedger(), SystemClock())
         received = bytearray()
         try:
             with pytest.raises(UpstreamBadContent):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 
 from eventsourcing.application import AggregateNotFoundError
@@ -10,9 +11,10 @@ from eventsourcing.application import AggregateNotFoundError
 from application.errors import UpstreamNotFound, UpstreamUnavailable
 from application.ports import (BlobNotFound, ManifestRow, RateLimit, TagRow, UpstreamManifest,
                                UpstreamManifestHead, UpstreamTarget)
+from application.pull_through import pull_through
 from application.registry import Registry
 from domain.cache import CachedManifest, TagResolution
-from domain.names import Digest
+from domain.names import Digest, parse_reference
 
 
 class FakeClock:
@@ -218,6 +220,42 @@ class RegistryView:
         return []
 
 
+class OutageView:
+    """A CacheView (and holds-blob check) that can go down: `down = "raise"` fails every read as a
+    refused connection would; `down = "block"` hangs every read until `release()`, as a database
+    that accepts connections but never answers."""
+
+    def __init__(self, view, holds_blob=None) -> None:
+        self._view = view
+        self._holds_blob = holds_blob
+        self.down: str | None = None
+        self.reads = 0
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _read(self, read, *args):
+        self.reads += 1
+        if self.down == "raise":
+            raise ConnectionRefusedError("connection refused (the database is down)")
+        if self.down == "block":
+            self._released.wait(10)
+        return read(*args)
+
+    def get_tag(self, org, repository, tag):
+        return self._read(self._view.get_tag, org, repository, tag)
+
+    def get_manifest(self, org, repository, digest):
+        return self._read(self._view.get_manifest, org, repository, digest)
+
+    def list_tags(self, org, repository):
+        return self._read(self._view.list_tags, org, repository)
+
+    def holds_blob(self, org, digest):
+        return self._read(self._holds_blob, org, digest)
+
+
 class FakeMetrics:
     """The Metrics port, remembering every call: `calls["fill_failed"] == [("hub", "corrupt")]`."""
 
@@ -274,3 +312,53 @@ def run_scenario(make_world, test):
         finally:
             await world.group.stop()
     return asyncio.run(main())
+
+
+class RecordingLedger:
+    """The Ledger port, remembering every record: `records == [("blob_cached", "hub", ...)]`."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple] = []
+
+    async def manifest_cached(self, org, repository, digest, media_type, size, blobs, children, at, tag=None):
+        self.records.append(("manifest_cached", org, repository, digest, tag))
+
+    async def tag_checked(self, org, repository, tag, digest, media_type, at):
+        self.records.append(("tag_checked", org, repository, tag, digest))
+
+    async def blob_cached(self, org, repository, digest, size, at):
+        self.records.append(("blob_cached", org, repository, digest, size))
+
+    async def blob_corrupt(self, org, repository, digest, reason, at):
+        self.records.append(("blob_corrupt", org, repository, digest))
+
+
+class AsTheEdgeAsks:
+    """A PullThrough called the way interfaces/http/oci.py calls it (one org lookup per request,
+    the reference parsed once), so scenarios read as pulls by name."""
+
+    def __init__(self, pull) -> None:
+        self.pull = pull
+        self.rate_limits = pull.rate_limits
+
+    async def manifest(self, org: str, repository: str, reference: str, accept: list[str], client=None,
+                       record: bool = True):
+        ref = parse_reference(reference)
+        return await self.pull.manifests.manifest(await self.pull.org(org), repository, ref, accept, client,
+                                                  record=record)
+
+    async def blob(self, org: str, repository: str, digest: str):
+        found = await self.pull.org(org)
+        return await self.pull.blobs.blob(found, repository, Digest.parse(digest))
+
+    async def blob_head(self, org: str, repository: str, digest: str):
+        found = await self.pull.org(org)
+        return await self.pull.blobs.blob_head(found, repository, Digest.parse(digest))
+
+    async def tags(self, org: str, repository: str) -> list[str]:
+        return await self.pull.tag_list.tags(await self.pull.org(org), repository)
+
+
+def edge_cache(**wiring) -> AsTheEdgeAsks:
+    """pull_through(**wiring), called as the HTTP edge calls it."""
+    return AsTheEdgeAsks(pull_through(**wiring))

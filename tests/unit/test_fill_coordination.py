@@ -6,7 +6,7 @@ import asyncio
 
 from application.fills import BlobFills
 from application.ports import UpstreamTarget
-from tests.unit.fakes import FakeUpstream, MemoryBlobStore
+from tests.unit.fakes import FakeClock, FakeUpstream, MemoryBlobStore, RecordingLedger
 
 TARGET = UpstreamTarget("hub", "http://up.example", "library/alpine")
 DATA = b"layer-bytes-" * 10
@@ -45,10 +45,8 @@ class Replica:
         self.upstream = FakeUpstream()
         self.digest = self.upstream.put_blob(DATA)
         self.store = store or MemoryBlobStore()
-        self.fills = BlobFills(self.store, self.upstream, self._cached, coordinator=coordinator)
-
-    async def _cached(self, *_args) -> None:
-        pass
+        self.ledger = RecordingLedger()
+        self.fills = BlobFills(self.store, self.upstream, self.ledger, FakeClock(), coordinator=coordinator)
 
     async def pull(self) -> bytes:
         fill = await self.fills.join(TARGET, self.digest)

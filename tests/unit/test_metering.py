@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from application.breaker import BackoffPolicy, UpstreamBackoff
-from application.cache import Client, PullThroughCache
+from application.pull_through import Client
 from application.credentials import Credentials
 from application import errors
 from application.metering import MeteredUpstream, fill_failure, upstream_outcome
@@ -18,7 +18,7 @@ from application.pulls import GroupCommit, Pulls
 from application.registry import Registry
 from domain.manifest import DOCKER_MANIFEST
 from infra.upstream.errors import transport_errors
-from tests.unit.fakes import FakeClock, FakeMetrics, FakeUpstream, MemoryBlobStore, RegistryView, run_scenario
+from tests.unit.fakes import FakeClock, FakeMetrics, FakeUpstream, MemoryBlobStore, RegistryView, edge_cache, run_scenario
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 LAYER = b"layer-bytes-" * 10
@@ -38,8 +38,8 @@ class World:
         self.group = GroupCommit(Pulls(env=POPO), metrics=self.metrics)
         backoff = UpstreamBackoff(MeteredUpstream(self.upstream, self.metrics), self.clock,
                                   BackoffPolicy(failures=2, repositories=1))
-        self.cache = PullThroughCache(registry=self.registry, orgs=self.orgs, view=RegistryView(self.registry),
-                                      store=MemoryBlobStore(), upstream=backoff, pulls=self.group, clock=self.clock,
+        self.cache = edge_cache(registry=self.registry, orgs=self.orgs, view=RegistryView(self.registry),
+                                store=MemoryBlobStore(), upstream=backoff, pulls=self.group, clock=self.clock,
                                       metrics=self.metrics)
         self.layer = self.upstream.put_blob(LAYER)
         self.manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
@@ -94,6 +94,16 @@ def test_a_stale_serve_is_counted_with_the_failed_revalidation():
         await w.get()
         assert w.metrics.of("manifest_pulled")[-1] == ("hub", "stale")
         assert w.metrics.of("upstream_answered")[-1] == ("hub", "head", "connect")
+        assert w.metrics.of("stale_served") == [("hub",)]   # counted by the application, not the edge
+    run(scenario)
+
+
+def test_a_blob_get_is_counted_as_a_pull_by_its_result_and_a_head_is_not():
+    async def scenario(w: World):
+        await w.read_blob(w.layer)
+        await w.cache.blob_head("hub", "library/alpine", w.layer)
+        await w.read_blob(w.layer)
+        assert w.metrics.of("blob_pulled") == [("hub", "miss"), ("hub", "hit")]
     run(scenario)
 
 

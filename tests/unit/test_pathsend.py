@@ -8,7 +8,7 @@ import pytest
 from litestar import Litestar, Request, get
 from litestar.response import Stream
 
-from application.cache import BlobAnswer
+from application.blobs import BlobAnswer
 from domain.pull import PullResult
 from interfaces.http.oci import Target, blob
 from interfaces.http.pathsend import PATHSEND, PathSend, offers_pathsend
@@ -29,15 +29,19 @@ def http_scope(method: str = "GET", headers: dict[str, str] | None = None, paths
 
 
 class OneBlob:
-    """The part of PullThroughCache blob() uses: a published blob with a local file."""
+    """The part of PullThrough blob() uses: the org lookup and a published blob with a local file."""
 
     def __init__(self, path: str | None) -> None:
         self.path = path
+        self.blobs = self
 
-    async def blob(self, org: str, repository: str, digest: str) -> BlobAnswer:
+    async def org(self, name: str) -> str:
+        return name
+
+    async def blob(self, org: str, repository: str, digest) -> BlobAnswer:
         async def read(start: int, end: int | None):
             yield DATA[start:end]
-        return BlobAnswer(digest, len(DATA), PullResult.HIT, read, self.path)
+        return BlobAnswer(str(digest), len(DATA), PullResult.HIT, read, self.path)
 
 
 def answer_to(scope: dict, path: str | None = "/data/blobs/sha256/ab/abab", metrics: FakeMetrics | None = None):

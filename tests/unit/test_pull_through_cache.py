@@ -8,7 +8,7 @@ import json
 import pytest
 
 from application.breaker import BackoffPolicy, UpstreamBackoff
-from application.cache import Client, PullThroughCache
+from application.pull_through import Client
 from application.credentials import Credentials
 from application.errors import BlobUnknown, ManifestUnknown, OrgUnknown, UpstreamBadContent, UpstreamUnavailable
 from application.orgs import OrgDirectory
@@ -17,7 +17,7 @@ from application.registry import Registry
 from domain.manifest import DOCKER_MANIFEST
 from domain.pull import Pull, PullResult
 from domain.names import Digest
-from tests.unit.fakes import FakeClock, FakeUpstream, MemoryBlobStore, RegistryView, run_scenario
+from tests.unit.fakes import AsTheEdgeAsks, FakeClock, FakeUpstream, MemoryBlobStore, RegistryView, edge_cache, run_scenario
 
 # These worlds pull one repository: its repeated failures put the upstream into back-off, as the
 # back-off tests (test_upstream_trouble) expect; test_upstream_backoff covers the distinct-repository rule.
@@ -37,10 +37,8 @@ class World:
         self.orgs.apply("hub", {"upstream": "http://up.example", "staleness_seconds": 300,
                                 "max_stale_seconds": 3600, **org_settings})
         self.group = GroupCommit(self.pulls)
-        self.cache = PullThroughCache(registry=self.registry, orgs=self.orgs, view=RegistryView(self.registry),
-                                      store=self.store,
-                                      upstream=UpstreamBackoff(self.upstream, self.clock, ONE_REPOSITORY),
-                                      pulls=self.group, clock=self.clock)
+        self.cache = edge_cache(registry=self.registry, orgs=self.orgs, view=RegistryView(self.registry),
+                                      store=self.store, upstream=UpstreamBackoff(self.upstream, self.clock, ONE_REPOSITORY), pulls=self.group, clock=self.clock)
         self.layer = self.upstream.put_blob(b"layer-bytes-" * 10)
         self.config = self.upstream.put_blob(b'{"config": true}')
         self.manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
@@ -242,7 +240,8 @@ class LaggingView(RegistryView):
 
 def test_a_pull_by_digest_right_after_the_miss_is_a_hit_while_the_read_model_lags():
     async def scenario(w: World):
-        w.cache._view = LaggingView(w.registry)
+        w.cache = edge_cache(registry=w.registry, orgs=w.orgs, view=LaggingView(w.registry), store=w.store,
+                             upstream=UpstreamBackoff(w.upstream, w.clock, ONE_REPOSITORY), pulls=w.group, clock=w.clock)
         first = await w.get()
         calls = list(w.upstream.calls)
         by_digest = await w.get(w.digest)
@@ -295,10 +294,9 @@ def test_replicas_fetch_a_cold_manifest_once_and_the_waiting_one_serves_what_the
         w.upstream.manifest_gate = asyncio.Event()
         coordinator, shared = EventCoordinator(), SharedTagsInMemory()
 
-        def replica() -> PullThroughCache:  # shares event store, storage, locks and tags; its own memory
-            return PullThroughCache(registry=w.registry, orgs=w.orgs, view=LaggingView(w.registry), store=w.store,
-                                    upstream=UpstreamBackoff(w.upstream, w.clock, ONE_REPOSITORY), pulls=w.group,
-                                    clock=w.clock,
+        def replica() -> AsTheEdgeAsks:  # shares event store, storage, locks and tags; its own memory
+            return edge_cache(registry=w.registry, orgs=w.orgs, view=LaggingView(w.registry), store=w.store,
+                                    upstream=UpstreamBackoff(w.upstream, w.clock, ONE_REPOSITORY), pulls=w.group, clock=w.clock,
                                     fill_coordinator=coordinator, shared_tags=shared)
         a, b = replica(), replica()
         pull = lambda cache, ref="3.19": cache.manifest("hub", "library/alpine", ref, [DOCKER_MANIFEST],  # noqa: E731
@@ -325,9 +323,8 @@ def test_a_replica_whose_peer_failed_the_fetch_fetches_it_itself():
         async def give_up() -> None:  # lets go a moment later, with nothing stored
             await asyncio.sleep(0.01)
             coordinator.locks.pop("manifest:hub/library/alpine@3.19").set()
-        w.cache = PullThroughCache(registry=w.registry, orgs=w.orgs, view=LaggingView(w.registry), store=w.store,
-                                   upstream=UpstreamBackoff(w.upstream, w.clock, ONE_REPOSITORY), pulls=w.group,
-                                   clock=w.clock,
+        w.cache = edge_cache(registry=w.registry, orgs=w.orgs, view=LaggingView(w.registry), store=w.store,
+                                   upstream=UpstreamBackoff(w.upstream, w.clock, ONE_REPOSITORY), pulls=w.group, clock=w.clock,
                                    fill_coordinator=coordinator, shared_tags=shared)
         peer = asyncio.create_task(give_up())
         answer = await w.get()

@@ -1,0 +1,71 @@
+"""Read-model and event-store reads of the request path, each in a worker thread with a bounded wait."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+
+from application.errors import ReadModelUnavailable
+from application.ports import CacheView, ManifestRow, TagRow
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class BoundedReads:
+    """The view (and the event store's holds-blob check) as the event loop may use them: never waited
+    on in the loop itself, never longer than `timeout` seconds, and any failure is ReadModelUnavailable
+    (503), not a 500 — so with PostgreSQL down, liveness and in-process answers carry on."""
+
+    def __init__(self, view: CacheView, holds_blob: Callable[[str, str], bool], timeout: float = 3.0,
+                 max_in_flight: int = 32) -> None:
+        self._view = view
+        self._holds_blob = holds_blob
+        self.timeout = timeout
+        # Threads still reading, including those we stopped waiting for: with a hung database each
+        # would hold a worker thread until its connection gives up, so past the bound we fail fast.
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    async def tag(self, org: str, repository: str, tag: str) -> TagRow | None:
+        return await self._read("a tag", self._view.get_tag, org, repository, tag)
+
+    async def manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None:
+        return await self._read("a manifest", self._view.get_manifest, org, repository, digest)
+
+    async def tags(self, org: str, repository: str) -> list[str]:
+        return await self._read("the tag list", self._view.list_tags, org, repository)
+
+    async def holds_blob(self, org: str, digest: str) -> bool:
+        return await self._read("which blobs the org holds", self._holds_blob, org, digest)
+
+    async def _read(self, what: str, read: Callable[..., T], *args) -> T:
+        with self._lock:
+            if self._in_flight >= self._max_in_flight:
+                raise ReadModelUnavailable(f"{self._in_flight} database reads are still unanswered; "
+                                           f"not starting another ({what})")
+            self._in_flight += 1
+
+        def counted() -> T:
+            try:
+                return read(*args)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+        try:
+            with anyio.fail_after(self.timeout):
+                # abandon_on_cancel: at the deadline we answer; the thread finishes (or fails) on its own.
+                return await anyio.to_thread.run_sync(counted, abandon_on_cancel=True)
+        except TimeoutError:
+            raise ReadModelUnavailable(f"the database did not answer reading {what} within "
+                                       f"{self.timeout:g}s") from None
+        except Exception as error:
+            log.warning("reading %s failed: %s", what, error)
+            raise ReadModelUnavailable(f"the database could not be read ({what}): "
+                                       f"{type(error).__name__}") from error

@@ -1,0 +1,78 @@
+"""The pull-through cache assembled: a manifest cache (audited), a blob cache and the tag list, sharing
+one bounded view reader, one ledger and the org lookup every request starts with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from application.blobs import BlobAnswer, BlobCache, Holdings, NotingLedger
+from application.bounded_reads import BoundedReads
+from application.errors import OrgUnknown
+from application.fills import BlobFills
+from application.manifest_bytes import ManifestBytes
+from application.manifests import ManifestAnswer, ManifestCache
+from application.orgs import OrgConfig, OrgDirectory
+from application.ports import (BlobStore, CacheView, Clock, FillCoordinator, Ledger, Metrics, NoMetrics, SharedTags,
+                               Upstream)
+from application.pull_audit import Client, PullAudit
+from application.pull_metrics import CountedBlobs, CountedManifests
+from application.pulls import GroupCommit
+from application.ratelimits import RateLimits
+from application.registry import Registry
+from application.registry_ledger import RegistryLedger
+from application.singleflight import AcrossReplicas, InProcessOnly
+from application.tag_list import TagList
+from application.tag_lookup import TagLookup
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The in-process bounds and the longest wait on the database, set at the composition root."""
+    read_timeout: float = 3.0          # seconds a view / event-store read may take before a 503
+    record_timeout: float = 5.0        # seconds a pull may wait for its audit (or ledger) record before a 503
+    max_reads_in_flight: int = 32      # database reads still running (a hung database) before new ones fail fast
+    tag_row_seconds: float = 1.0       # how long a tag row read from the view is trusted
+    max_rows: int = 50_000             # tag rows, recent tag writes, manifest rows, negative-cache entries
+    max_holdings: int = 100_000        # (org, blob) pairs known held
+    manifest_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PullThrough:
+    manifests: CountedManifests
+    blobs: CountedBlobs
+    tag_list: TagList
+    rate_limits: RateLimits
+    orgs: OrgDirectory
+
+    async def org(self, name: str) -> OrgConfig:
+        """The one org lookup of a request (switch to `await self.orgs.lookup(name)` once it exists)."""
+        org = self.orgs.get(name)
+        if org is None:
+            raise OrgUnknown(f"no cache organization named {name!r}", org=name)
+        return org
+
+
+def pull_through(*, registry: Registry, orgs: OrgDirectory, view: CacheView, store: BlobStore, upstream: Upstream,
+                 pulls: GroupCommit, clock: Clock, fill_coordinator: FillCoordinator | None = None,
+                 shared_tags: SharedTags | None = None, metrics: Metrics | None = None,
+                 ledger: Ledger | None = None, limits: Limits = Limits()) -> PullThrough:
+    ledger = ledger or RegistryLedger(registry, timeout=limits.record_timeout)
+    metrics = metrics or NoMetrics()
+    reads = BoundedReads(view, registry.holds_blob, timeout=limits.read_timeout,
+                         max_in_flight=limits.max_reads_in_flight)
+    rate_limits = RateLimits()
+    tags = TagLookup(reads, shared_tags, max_tags=limits.max_rows, row_seconds=limits.tag_row_seconds)
+    manifests = ManifestCache(reads=reads, tags=tags, content=ManifestBytes(store, limits.manifest_bytes),
+                              upstream=upstream, ledger=ledger, clock=clock,
+                              replicas=AcrossReplicas(fill_coordinator or InProcessOnly()),
+                              rate_limits=rate_limits, max_entries=limits.max_rows)
+    holdings = Holdings(limits.max_holdings)
+    fills = BlobFills(store, upstream, NotingLedger(ledger, holdings), clock, fill_coordinator, metrics)
+    blobs = BlobCache(store=store, upstream=upstream, fills=fills, reads=reads, ledger=ledger, clock=clock,
+                      holdings=holdings)
+    return PullThrough(CountedManifests(PullAudit(manifests, pulls, clock, limits.record_timeout), metrics),
+                       CountedBlobs(blobs, metrics), TagList(upstream, reads), rate_limits, orgs)
+
+
+__all__ = ["BlobAnswer", "Client", "Limits", "ManifestAnswer", "PullThrough", "pull_through"]

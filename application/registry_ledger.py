@@ -1,0 +1,51 @@
+"""The Ledger port on the Registry (the event store): each record written in a worker thread, with a bounded wait."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+import anyio.to_thread
+
+from application.errors import EntrepotError, EventStoreUnavailable
+from application.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class RegistryLedger:
+    def __init__(self, registry: Registry, timeout: float = 5.0) -> None:
+        self._registry = registry
+        self._timeout = timeout
+
+    async def manifest_cached(self, org: str, repository: str, digest: str, media_type: str, size: int,
+                              blobs: list[str], children: list[str], at: float, tag: str | None = None) -> None:
+        await self._write("a cached manifest", lambda: self._registry.record_manifest(
+            org, repository, digest, media_type, size, list(blobs), list(children), at, tag=tag))
+
+    async def tag_checked(self, org: str, repository: str, tag: str, digest: str, media_type: str,
+                          at: float) -> None:
+        await self._write("a checked tag",
+                          lambda: self._registry.record_tag(org, repository, tag, digest, media_type, at))
+
+    async def blob_cached(self, org: str, repository: str, digest: str, size: int, at: float) -> None:
+        await self._write("a cached blob", lambda: self._registry.record_blob(org, repository, digest, size, at))
+
+    async def blob_corrupt(self, org: str, repository: str, digest: str, reason: str, at: float) -> None:
+        await self._write("a corrupt blob",
+                          lambda: self._registry.record_corruption(org, repository, digest, reason, at))
+
+    async def _write(self, what: str, write: Callable[[], None]) -> None:
+        try:
+            with anyio.fail_after(self._timeout):
+                # abandon_on_cancel: past the deadline the client is answered; the write ends on its own.
+                await anyio.to_thread.run_sync(write, abandon_on_cancel=True)
+        except TimeoutError:
+            raise EventStoreUnavailable(f"the event store did not record {what} within {self._timeout:g}s") from None
+        except EntrepotError:
+            raise
+        except Exception as error:
+            log.warning("recording %s failed: %s", what, error)
+            raise EventStoreUnavailable(f"the event store could not record {what}: "
+                                        f"{type(error).__name__}") from error
