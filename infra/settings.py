@@ -82,7 +82,7 @@ class RedisSettings(_Section, frozen=True):
 
 class ServerSettings(_Section, frozen=True):
     host: Text = "127.0.0.1"
-    port: Annotated[int, Meta(ge=1, le=65535)] = DEFAULT_PORT
+    port: Annotated[int, Meta(ge=0, le=65535)] = DEFAULT_PORT  # 0: any free port (serve prints it)
     data_dir: Text = "entrepot-data"
     secret_key: Text = ""
     log_level: Literal["debug", "info", "warning", "error", "critical", "DEBUG", "INFO", "WARNING", "ERROR",
@@ -208,11 +208,11 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         raise SettingsError(f"{source}: [server] engine must be one of {', '.join(ENGINES)}, got {server.engine!r}")
     if config.storage.backend == "s3" and not config.storage.bucket:
         raise SettingsError(f"{source}: [storage] backend 's3' needs a bucket")
-    if port is not None and not 0 < port < 65536:
-        raise SettingsError(f"--port: must be between 1 and 65535, got {port}")
+    if port is not None and not 0 <= port < 65536:
+        raise SettingsError(f"--port: must be between 0 (any free port) and 65535, got {port}")
     return Settings(
         host=host or server.host,
-        port=port or server.port,
+        port=server.port if port is None else port,
         data_dir=data_dir or server.data_dir,
         secret_key=os.environ.get("ENTREPOT_SECRET_KEY") or server.secret_key,
         organizations=_organizations(config, source),

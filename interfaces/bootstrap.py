@@ -15,6 +15,7 @@ from application.metering import MeteredUpstream
 from application.credentials import Credentials
 from application.orgs import OrgDirectory
 from application.pulls import GroupCommit, Pulls
+from application.ports import BlobStore, Clock, Upstream
 from application.registry import Registry
 from application.routing import OrgRouter
 from infra.clock import SystemClock
@@ -24,36 +25,54 @@ from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
 from infra.secrets import admin_token, private_dir
 from infra.settings import Settings, SettingsError
-from infra.coordination import build_coordination
+from infra.coordination import InProcessCoordination, RedisCoordination, build_coordination
 from infra.storage import build_blob_store
 from infra.upstream import HttpUpstream
 from infra.projection_runtime import (LockedRunners, is_postgres, open_cache_view, open_view, projection_runners,
                                      rebuild, status)
+from interfaces.http.health import (Probe, blob_storage_check, coordination_check, event_store_check,
+                                    read_model_check)
 
 log = logging.getLogger(__name__)
+
+# Fill coordination and shared tag lookups in one object, with check() for /readyz and aclose().
+Coordination = InProcessCoordination | RedisCoordination
 
 
 def event_store_env(settings: Settings) -> dict[str, str]:
     return persistence.event_store_env(settings)  # SQLite or PostgreSQL, chosen in one place
 
 
-class Container:
-    """Everything `entrepot serve` runs, built from settings; start() and stop() bracket serving."""
+def bootstrap(settings: Settings, *, clock: Clock | None = None, upstream: Upstream | None = None,
+              store: BlobStore | None = None, coordination: Coordination | None = None) -> Container:
+    """Build everything `entrepot serve` runs from settings; what is passed in replaces what settings would build.
 
-    def __init__(self, settings: Settings) -> None:
+    `clock`: the time every staleness, back-off and fill deadline is measured by (tests advance one).
+    `upstream`: the bottom of the upstream chain, in place of the HTTP client (metering and back-off
+    still wrap it). `store`: the blob store ([storage]). `coordination`: fills and shared tags ([redis]).
+    """
+    return Container(settings, clock=clock, upstream=upstream, store=store, coordination=coordination)
+
+
+class Container:
+    """Everything `entrepot serve` runs (see bootstrap()); start() and stop() bracket serving."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, upstream: Upstream | None = None,
+                 store: BlobStore | None = None, coordination: Coordination | None = None) -> None:
         self.settings = settings
         self.data_dir = os.path.abspath(settings.data_dir)
         private_dir(self.data_dir)   # 0700: it holds the audit (client addresses), keys and tokens
         self.env = event_store_env(settings)
-        self.clock = SystemClock()
+        self.clock = clock or SystemClock()
         self.registry = Registry(env=self.env)
         self.pulls = Pulls(env=self.env)
         self.credentials = Credentials(env=self.env)
         # Orgs are read from the orgs view (plus this process's own writes), not from the event store.
         orgs_view = open_view("orgs", self.env)
         self.orgs = OrgDirectory(self.registry, self.credentials, orgs_view)
-        self.store = build_blob_store(settings)
-        self.coordination = build_coordination(settings.redis)  # Redis, or in-process when no [redis] url
+        self.store = store or build_blob_store(settings)
+        # Redis, or in-process when no [redis] url
+        self.coordination = coordination or build_coordination(settings.redis)
         # This app's own registry: several apps in one process (tests) must not share series.
         self.metrics_registry = new_registry()
         self.metrics = PrometheusMetrics(self.metrics_registry)
@@ -61,8 +80,8 @@ class Container:
         # Back-off wraps the client: an upstream that keeps failing is not waited on again for a while.
         # Metering sits between them, so it counts the requests really sent upstream.
         self.upstream = UpstreamBackoff(
-            MeteredUpstream(HttpUpstream(connect_timeout=limits.connect_timeout, read_timeout=limits.read_timeout),
-                            self.metrics),
+            MeteredUpstream(upstream or HttpUpstream(connect_timeout=limits.connect_timeout,
+                                                     read_timeout=limits.read_timeout), self.metrics),
             self.clock, BackoffPolicy(
                 failures=limits.failures_before_backoff, failure_ratio=limits.backoff_failure_ratio,
                 repositories=limits.backoff_repositories, window_seconds=limits.backoff_window_seconds,
@@ -87,6 +106,14 @@ class Container:
                               on_change=self.router.forget)
         self.audit_log = AuditLog(views["audit"])
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
+        # What /readyz asks, in its answer's order; without a required one a replica cannot serve correctly
+        # (without Redis it serves, uncoordinated).
+        self.probes = [
+            Probe("event_store", event_store_check(self.env, self.registry)),
+            Probe("read_model", read_model_check(self.runners)),
+            Probe("blob_storage", blob_storage_check(self.store)),
+            Probe("redis", coordination_check(self.coordination), required=False),
+        ]
 
     def apply_configured_orgs(self) -> None:
         for org in self.settings.organizations:

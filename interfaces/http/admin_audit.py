@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 import msgspec
 from litestar import Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import FromQuery as Query
 from litestar.params import QueryParameter
 from litestar.response import Stream
@@ -119,7 +119,7 @@ async def in_thread(chunks: Iterator[str]) -> AsyncIterator[bytes]:
 
 @get("/audit", tags=["audit"])
 async def audit(
-    state: State,
+    audit_log: NamedDependency[AuditLog],
     org: Query[str | None] = None,
     repository: Query[str | None] = None,
     result: Annotated[str | None, QueryParameter(description="hit, miss, stale, revalidated or error")] = None,
@@ -140,7 +140,6 @@ async def audit(
                        "user_agent": user_agent, "since": since, "until": until}, cursor, limit)
     filters = AuditFilter(q["org"], q["repository"], q["result"], q["client"], q["user_agent"],
                           parse_time(q["since"], "since", now), parse_time(q["until"], "until", now))
-    audit_log: AuditLog = state.audit_log
     if format == "json":
         page = await anyio.to_thread.run_sync(
             lambda: audit_log.page(filters, cursor, 100 if limit is None else limit))

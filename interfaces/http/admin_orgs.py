@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post, put
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from application.admin import OrgAdmin, OrgDetails, OrgSummary
@@ -16,9 +16,6 @@ class OrgList(msgspec.Struct):
     organizations: list[OrgSummary]
 
 
-def admin_of(state: State) -> OrgAdmin:
-    return state.admin
-
 
 # The use cases do blocking event-store and view I/O: read handlers run in a thread, and writers
 # read their body here (strictly, see admin_bodies) and then call the use case in a thread.
@@ -27,33 +24,33 @@ class OrganizationsController(Controller):
     tags = ["organizations"]
 
     @get("/", sync_to_thread=True)
-    def list_organizations(self, state: State) -> OrgList:
-        return OrgList(admin_of(state).list())
+    def list_organizations(self, admin: NamedDependency[OrgAdmin]) -> OrgList:
+        return OrgList(admin.list())
 
     @post("/")
-    async def create_organization(self, state: State, request: Request) -> OrgSummary:
+    async def create_organization(self, admin: NamedDependency[OrgAdmin], request: Request) -> OrgSummary:
         """Body: `{"name", "upstream", ...settings, "password"?}` (JSON, at most 64 KiB)."""
         settings = fields_of(await read_body(request, OrgCreateBody))
         name = settings.pop("name")
-        return await anyio.to_thread.run_sync(lambda: admin_of(state).create(name, settings))
+        return await anyio.to_thread.run_sync(lambda: admin.create(name, settings))
 
     @get("/{name:str}", sync_to_thread=True)
-    def show_organization(self, state: State, name: FromPath[str]) -> OrgDetails:
+    def show_organization(self, admin: NamedDependency[OrgAdmin], name: FromPath[str]) -> OrgDetails:
         """Settings, cached repositories and tags, bytes stored, pulls by result, last upstream rate limit."""
-        return admin_of(state).show(name)
+        return admin.show(name)
 
     @put("/{name:str}")
-    async def replace_organization(self, state: State, request: Request, name: FromPath[str]) -> OrgSummary:
+    async def replace_organization(self, admin: NamedDependency[OrgAdmin], request: Request, name: FromPath[str]) -> OrgSummary:
         """Body: every setting (absent ones go back to their defaults); an absent password keeps the stored one."""
         settings = fields_of(await read_body(request, OrgSettingsBody))
-        return await anyio.to_thread.run_sync(lambda: admin_of(state).update(name, settings, replace=True))
+        return await anyio.to_thread.run_sync(lambda: admin.update(name, settings, replace=True))
 
     @patch("/{name:str}")
-    async def update_organization(self, state: State, request: Request, name: FromPath[str]) -> OrgSummary:
+    async def update_organization(self, admin: NamedDependency[OrgAdmin], request: Request, name: FromPath[str]) -> OrgSummary:
         """Body: only the settings to change."""
         changes = fields_of(await read_body(request, OrgChangesBody))
-        return await anyio.to_thread.run_sync(lambda: admin_of(state).update(name, changes))
+        return await anyio.to_thread.run_sync(lambda: admin.update(name, changes))
 
     @delete("/{name:str}", sync_to_thread=True)
-    def delete_organization(self, state: State, name: FromPath[str]) -> None:
-        admin_of(state).delete(name)
+    def delete_organization(self, admin: NamedDependency[OrgAdmin], name: FromPath[str]) -> None:
+        admin.delete(name)

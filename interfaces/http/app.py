@@ -6,13 +6,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Request, Response
+from litestar.di import Provide
+from prometheus_client import CollectorRegistry
 
+from application.admin import OrgAdmin
+from application.audit import AuditLog
 from interfaces.http.admin import ADMIN_PREFIX, admin_router, openapi_config
 from interfaces.http.admin_errors import admin_error_response
 from interfaces.http.errors import error_response
-from interfaces.http.health import healthz, readyz
+from interfaces.http.health import Probe, healthz, readyz
 from interfaces.http.metrics import http_metrics, metrics
-from interfaces.http.oci import api_version, oci
+from interfaces.http.oci import OciServices, api_version, oci
 
 
 def any_error(request: Request, error: Exception) -> Response:
@@ -23,26 +27,46 @@ def any_error(request: Request, error: Exception) -> Response:
 
 
 def create_app(container) -> Litestar:
-    """`container` (interfaces.bootstrap.Container) owns every long-lived object and its start/stop."""
+    """`container` (interfaces.bootstrap.Container) owns every long-lived object and its start/stop.
+
+    Handlers get what they use through Litestar's dependency injection, from the providers below;
+    the objects exist from bootstrap() on, so each provider's answer is resolved once and kept.
+    """
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await container.start()
-        app.state.cache = container.cache
-        app.state.container = container  # /readyz probes its components
-        app.state.router = container.router
-        app.state.admin = container.admin
-        app.state.audit_log = container.audit_log
+        # Read outside any handler: the admin guard and the HTTP metrics middleware.
         app.state.admin_token = container.admin_token
         app.state.metrics = container.metrics
-        app.state.metrics_registry = container.metrics_registry
         try:
             yield
         finally:
             await container.stop()
 
+    def provide_oci() -> OciServices:
+        return OciServices(cache=container.cache, router=container.router, metrics=container.metrics)
+
+    def provide_admin() -> OrgAdmin:
+        return container.admin
+
+    def provide_audit_log() -> AuditLog:
+        return container.audit_log
+
+    def provide_metrics_registry() -> CollectorRegistry:
+        return container.metrics_registry
+
+    def provide_probes() -> list[Probe]:
+        return container.probes
+
+    def once(provider) -> Provide:
+        return Provide(provider, sync_to_thread=False, use_cache=True)
+
     return Litestar(
         route_handlers=[api_version, oci, admin_router(), healthz, readyz, metrics],
+        dependencies={"oci_services": once(provide_oci), "admin": once(provide_admin),
+                      "audit_log": once(provide_audit_log), "metrics_registry": once(provide_metrics_registry),
+                      "probes": once(provide_probes)},
         lifespan=[lifespan],
         middleware=[http_metrics],
         exception_handlers={Exception: any_error},

@@ -6,20 +6,22 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import anyio
 import anyio.to_thread
 from litestar import Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 
+from application.ports import BlobStore
 from infra.persistence import check_event_store
 
 log = logging.getLogger(__name__)
 
 CHECK_SECONDS = 2.0          # a probe answers in time even when a component hangs
 LAGGING = 1000               # notifications behind: worth saying, not worth taking the replica out
-# A replica without these cannot serve correctly; without Redis it serves, uncoordinated.
-REQUIRED = ("event_store", "read_model", "blob_storage")
+# A state, or a state and more keys for the answer (the read model's lag).
+Check = Callable[[], Awaitable["str | tuple[str, dict]"]]
 PROBE_THREADS = 8
 # Probes run on threads of their own (per event loop): when database calls hang on anyio's shared 40,
 # a probe must not queue behind them (it would time out and blame the wrong component).
@@ -38,52 +40,78 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
+class Unavailable(Exception):
+    """A component that answered, but cannot serve; `details` still go into the report."""
+
+    def __init__(self, message: str, details: dict) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One component /readyz asks about: `check` answers its state ("ok", "lagging", ...) or raises."""
+
+    name: str
+    check: Check
+    required: bool = True   # unavailable: the replica is unavailable (else only degraded)
+
+
 @get("/readyz", exclude_from_auth=True)
-async def readyz(state: State) -> Response:
-    report = await readiness(state.container)
+async def readyz(probes: NamedDependency[list[Probe]]) -> Response:
+    report = await readiness(probes)
     return Response(report, status_code=503 if report["status"] == "unavailable" else 200)
 
 
-async def readiness(container) -> dict:
+async def readiness(probes: NamedDependency[list[Probe]]) -> dict:
     """{"status": ready | degraded | unavailable, one state per component, "errors": {...}}."""
     report: dict = {}
     errors: dict[str, str] = {}
-
-    async def probe(name: str, check: Callable[[], Awaitable[str]]) -> None:
+    status = "ready"
+    for probe in probes:
         try:
             with anyio.fail_after(CHECK_SECONDS):
-                report[name] = await check()
+                answer = await probe.check()
         except Exception as error:  # a probe reports failures, it never raises them
-            report[name] = "unavailable"
-            errors[name] = str(error) or type(error).__name__
-            log.warning("readiness: %s unavailable: %s", name, errors[name])
+            answer = "unavailable", getattr(error, "details", {})
+            errors[probe.name] = str(error) or type(error).__name__
+            log.warning("readiness: %s unavailable: %s", probe.name, errors[probe.name])
+        state, details = (answer, {}) if isinstance(answer, str) else answer
+        report[probe.name] = state
+        report.update(details)
+        if state == "unavailable" and probe.required:
+            status = "unavailable"
+        elif (state == "unavailable" or state == "lagging") and status == "ready":
+            status = "degraded"
+    return {"status": status, **report, **({"errors": errors} if errors else {})}
 
+
+def event_store_check(env: dict[str, str], registry) -> Check:
     async def event_store() -> str:
-        await _in_thread(check_event_store, container.env, container.registry)
+        await _in_thread(check_event_store, env, registry)
         return "ok"
+    return event_store
 
-    async def read_model() -> str:
-        statuses = await _in_thread(container.runners.status)
+
+def read_model_check(runners) -> Check:
+    async def read_model() -> tuple[str, dict]:
+        statuses = await _in_thread(runners.status)
         if not statuses:
-            return "external"  # runners in another process (`entrepot projections run`)
-        report["read_model_lag"] = max(s.lag for s in statuses)
+            return "external", {}  # runners in another process (`entrepot projections run`)
+        lag = max(s.lag for s in statuses)
         crashed = [f"{s.projection} ({s.application}): {s.error}" for s in statuses if s.state == "crashed"]
         if crashed:
-            raise RuntimeError("crashed projection(s): " + "; ".join(crashed))
-        return "lagging" if report["read_model_lag"] > LAGGING else "ok"
+            raise Unavailable("crashed projection(s): " + "; ".join(crashed), {"read_model_lag": lag})
+        return ("lagging" if lag > LAGGING else "ok"), {"read_model_lag": lag}
+    return read_model
 
+
+def blob_storage_check(store: BlobStore) -> Check:
     async def blob_storage() -> str:
-        await container.store.check()
+        await store.check()
         return "ok"
+    return blob_storage
 
-    await probe("event_store", event_store)
-    await probe("read_model", read_model)
-    await probe("blob_storage", blob_storage)
-    await probe("redis", container.coordination.check)
-    if any(report[name] == "unavailable" for name in REQUIRED):
-        status = "unavailable"
-    elif report["redis"] == "unavailable" or report["read_model"] == "lagging":
-        status = "degraded"
-    else:
-        status = "ready"
-    return {"status": status, **report, **({"errors": errors} if errors else {})}
+
+def coordination_check(coordination) -> Check:
+    return coordination.check   # "ok" or "not configured" (in-process only)

@@ -13,7 +13,7 @@ import time
 from typing import Protocol
 
 from litestar import Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -74,6 +74,5 @@ def http_metrics(app: ASGIApp) -> ASGIApp:
 
 # sync_to_thread: a scrape may query the read model (infra/read_model_metrics.py), off the event loop.
 @get("/metrics", exclude_from_auth=True, sync_to_thread=True, include_in_schema=False)
-def metrics(state: State) -> Response:
-    registry: CollectorRegistry = state.metrics_registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE)
+def metrics(metrics_registry: NamedDependency[CollectorRegistry]) -> Response:
+    return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE)

@@ -9,6 +9,7 @@ from urllib.parse import quote, unquote
 
 from litestar import Request, Response, route
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Stream
 
@@ -103,16 +104,26 @@ def accept_values(request: Request) -> list[str]:
     return values
 
 
-def cache_of(state: State) -> PullThrough:
-    return state.cache
+@dataclass(frozen=True)
+class OciServices:
+    """What the pull API uses, injected as one dependency: one provider keeps the warm pull's cost down."""
+
+    cache: PullThrough
+    router: OrgRouter
+    metrics: Metrics
 
 
-def router_of(state: State) -> OrgRouter:
-    return state.router
+# `resolve()` above still names its argument `state` (it is being changed elsewhere); it is an OciServices.
+def cache_of(services: OciServices) -> PullThrough:
+    return services.cache
 
 
-def metrics_of(state: State) -> Metrics:
-    return state.metrics
+def router_of(services: OciServices) -> OrgRouter:
+    return services.router
+
+
+def metrics_of(services: OciServices) -> Metrics:
+    return services.metrics
 
 
 # Every method is routed to our handlers, OPTIONS included: Litestar's automatic OPTIONS answer would
@@ -140,16 +151,16 @@ def api_version(request: Request) -> Response:
 
 
 @route("/v2/{rest:path}", http_method=EVERY_METHOD, status_code=200, include_in_schema=False)
-async def oci(request: Request, rest: FromPath[str], state: State) -> Response:
+async def oci(request: Request, rest: FromPath[str], oci_services: NamedDependency[OciServices]) -> Response:
     refuse_writes(request)
     if rest in ("", "/"):
         return version_check(request)
-    target = resolve(request, state, rest)
-    cache = cache_of(state)
+    target = resolve(request, oci_services, rest)
+    cache = cache_of(oci_services)
     if target.kind == "manifests":
-        return await manifest(request, cache, target, metrics_of(state))
+        return await manifest(request, cache, target, metrics_of(oci_services))
     if target.kind == "blobs":
-        return await blob(request, cache, target, metrics_of(state))
+        return await blob(request, cache, target, metrics_of(oci_services))
     return await tags(request, cache, target)
 
 
