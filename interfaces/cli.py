@@ -10,6 +10,7 @@ import sys
 from infra.persistence import DatabaseUnavailable
 from infra.settings import SettingsError, load_settings
 from interfaces.cli_admin import add_admin_commands
+from interfaces.serving import CannotListen
 from infra.projection_runtime import RebuildInProgress
 
 
@@ -19,26 +20,37 @@ def _settings(args: argparse.Namespace):
 
 
 def serve(args: argparse.Namespace) -> int:
-    from interfaces.bootstrap import Container
+    from interfaces.bootstrap import bootstrap
     from interfaces.http.access_log import with_access_log
     from interfaces.http.app import create_app
-    from interfaces.serving import run_granian, run_uvicorn
+    from interfaces.serving import bind_listener, bound_port, run_granian, run_uvicorn
 
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is noise
-    container = Container(settings)
-    app = create_app(container)
+    # Bound first: a port in use fails the start before anything is opened or printed.
+    listener = bind_listener(settings.host, settings.port)
+    port = bound_port(listener)
+    container = bootstrap(settings)
+
+    def started() -> None:
+        # Once serving: the line gives the real port (also when 0 was asked for); tests read it.
+        print(f"Entrepôt serving on http://{display_host(settings.host)}:{port} (data in {container.data_dir}; "
+              f"organizations: {', '.join(o.name for o in settings.organizations)})", flush=True)
+
+    app = create_app(container, started=started)
     if container.admin_token_generated:
         # Printed this once only; it stays in data_dir/admin.token (mode 0600).
         print(f"Admin API token (generated, kept in {container.data_dir}/admin.token): {container.admin_token}",
               flush=True)
-    print(f"Entrepôt serving on http://{settings.host}:{settings.port} (data in {container.data_dir}; "
-          f"organizations: {', '.join(o.name for o in settings.organizations)})", flush=True)
     if args.access_log:  # ours, not the server's: one format whichever engine serves
         app = with_access_log(app)
     run = run_granian if settings.engine == "granian" else run_uvicorn
-    return run(app, settings)
+    return run(app, settings, listener)
+
+
+def display_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def projections_status(args: argparse.Namespace) -> int:
@@ -92,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
 
     serve_p = with_config(commands.add_parser("serve", help="run the cache"))
     serve_p.add_argument("--host", help="listen address (default 127.0.0.1)")
-    serve_p.add_argument("--port", type=int, help="listen port (default 5000)")
+    serve_p.add_argument("--port", type=int, help="listen port (default 5000; 0: any free port, printed at start)")
     serve_p.add_argument("--access-log", action="store_true", help="log every request")
     serve_p.set_defaults(func=serve)
 
@@ -118,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"entrepot: {error}", file=sys.stderr)
         return 2
-    except (DatabaseUnavailable, RebuildInProgress) as error:
+    except (DatabaseUnavailable, RebuildInProgress, CannotListen) as error:
         print(f"entrepot: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -6,7 +6,9 @@ group commit live in it), so a SIGKILL of `entrepot serve` leaves nothing behind
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 
 from infra.settings import Settings
 from interfaces.shutdown import ShutdownDeadline
@@ -34,10 +36,45 @@ def listen_backlog() -> int:
     return LISTEN_BACKLOG
 
 
-def run_uvicorn(app, settings: Settings) -> int:
+class CannotListen(Exception):
+    """The address cannot be listened on (in use, not ours); the message is the one line `serve` prints."""
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free one), or CannotListen.
+
+    Bound here rather than by the engine so that a port another process listens on is refused, whatever
+    the engine: without SO_REUSEPORT the kernel refuses a second listener (granian's own sockets set it,
+    so two servers would silently split the traffic). SO_REUSEADDR only lets a restart bind while the
+    last run's connections are in TIME_WAIT; it never admits a second listener.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as error:
+        raise CannotListen(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(listen_backlog())
+    except OSError as error:
+        listener.close()
+        reason = "address already in use (is another server running?)" if error.errno == errno.EADDRINUSE \
+            else (error.strerror or str(error)).lower()
+        raise CannotListen(f"cannot listen on {host}:{port}: {reason}") from None
+    return listener
+
+
+def bound_port(listener: socket.socket) -> int:
+    return listener.getsockname()[1]
+
+
+def run_uvicorn(app, settings: Settings, listener: socket.socket) -> int:
+    """uvicorn serves on our listening socket (bound by bind_listener)."""
     import uvicorn
 
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+    config = uvicorn.Config(app, host=settings.host, port=bound_port(listener), log_level=settings.log_level,
                             access_log=False, lifespan="on", timeout_graceful_shutdown=5, backlog=listen_backlog())
     server = uvicorn.Server(config)
     deadline, handle_exit = ShutdownDeadline(), server.handle_exit
@@ -46,12 +83,16 @@ def run_uvicorn(app, settings: Settings) -> int:
         deadline.arm()   # the process ends even if the lifespan shutdown hangs on a database call
         handle_exit(sig, frame)
     server.handle_exit = stop
-    server.run()
+    server.run(sockets=[listener])
     return 0
 
 
-def run_granian(app, settings: Settings) -> int:
+def run_granian(app, settings: Settings, listener: socket.socket) -> int:
     """granian's embedded server: its worker runs on our event loop, in this process.
+
+    Its public API takes an address, not a socket, and binds with SO_REUSEPORT. So `listener` is our
+    check that the port is free (and the port 0 resolved to): it is closed and granian binds that
+    port. Another process binding the port in the microseconds between is not guarded against.
 
     Not granian's usual `Granian(...).serve()`: that spawns worker processes, which outlive a
     SIGKILLed parent and keep the port. The embedded server installs no signal handlers, so we
@@ -69,7 +110,9 @@ def run_granian(app, settings: Settings) -> int:
     # One worker, one Rust runtime thread (granian's defaults): with 2 runtime threads the
     # 4-stream blob and manifest numbers were no better on 2 cores (bench/engines.py).
     # backpressure (connections handled at once) follows the backlog: the kernel queues the rest.
-    server = Server(app, address=settings.host, port=settings.port, interface=Interfaces.ASGI,
+    port = bound_port(listener)
+    listener.close()
+    server = Server(app, address=settings.host, port=port, interface=Interfaces.ASGI,
                     backlog=listen_backlog(), log_access=False, log_level=LogLevels(settings.log_level.lower()))
 
     deadline = ShutdownDeadline()
@@ -93,7 +136,7 @@ def run_granian(app, settings: Settings) -> int:
         if server.wrks:
             raise
         # Nothing started yet: the listening socket could not be made (granian reports it so).
-        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, str(error).splitlines()[0])
+        log.error("cannot listen on %s:%s: %s", settings.host, port, str(error).splitlines()[0])
         return 1
     # A worker that ended on its own (not by our stop()) makes serve() return as well.
     return 1 if server.interrupt_children else 0

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Request, Response
@@ -26,11 +27,12 @@ def any_error(request: Request, error: Exception) -> Response:
     return error_response(request, error)
 
 
-def create_app(container) -> Litestar:
+def create_app(container, started: Callable[[], None] | None = None) -> Litestar:
     """`container` (interfaces.bootstrap.Container) owns every long-lived object and its start/stop.
 
     Handlers get what they use through Litestar's dependency injection, from the providers below;
     the objects exist from bootstrap() on, so each provider's answer is resolved once and kept.
+    `started` is called once the container has started and the server listens.
     """
 
     @asynccontextmanager
@@ -39,6 +41,9 @@ def create_app(container) -> Litestar:
         # Read outside any handler: the admin guard and the HTTP metrics middleware.
         app.state.admin_token = container.admin_token
         app.state.metrics = container.metrics
+        if started is not None:
+            # On the loop's next turn: the engine goes on to serve the socket without awaiting in between.
+            asyncio.get_running_loop().call_soon(started)
         try:
             yield
         finally:

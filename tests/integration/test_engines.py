@@ -121,3 +121,23 @@ def test_sigterm_stops_cleanly_and_sigkill_leaves_no_listener(served):
     server.start()
     again = httpx.get(url, timeout=30)
     assert again.status_code == 200 and sha256(again.content) == layer.digest
+
+
+@pytest.mark.parametrize("engine", ["granian", "uvicorn"])
+def test_a_second_server_on_a_bound_port_fails_at_start_with_one_line(engine, tmp_path, entrepot_server_factory):
+    first = entrepot_server_factory([], server={"engine": engine})
+    # The same config (so the same port), another data dir: once, granian silently shared the port.
+    second = first.cli("serve", "--data-dir", str(tmp_path / "other"), timeout=30)
+    assert second.returncode == 1
+    assert second.stdout == ""   # in particular no "serving on" line
+    assert second.stderr == f"entrepot: cannot listen on 127.0.0.1:{first.port}: address already in use " \
+                             "(is another server running?)\n"
+    assert not (tmp_path / "other").exists()   # refused before anything was opened
+    assert httpx.get(f"{first.url}/v2/").status_code == 200
+
+
+def test_a_server_asked_for_port_0_says_the_port_it_got(entrepot_server_factory):
+    server = entrepot_server_factory([])   # tests/support/server.py starts on port 0 and reads the line
+    assert server.port != 0
+    assert f"Entrepôt serving on http://127.0.0.1:{server.port} " in server.log_tail()
+    assert httpx.get(f"{server.url}/v2/").status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,8 +12,6 @@ import time
 from pathlib import Path
 
 import httpx
-
-from tests.support.registry import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,8 +49,16 @@ def render_config(host: str, port: int, data_dir: Path, organizations: list[dict
     return "\n".join(lines)
 
 
+# What serve prints once it listens, with the port it got (port 0 asks for any free one).
+SERVING_LINE = re.compile(r"Entrepôt serving on http://[^\s]+:(\d+) ")
+
+
 class EntrepotServer:
-    """One `python -m interfaces.cli serve` process; stop()/kill() and start() again keep port and data dir."""
+    """One `python -m interfaces.cli serve` process; stop()/kill() and start() again keep port and data dir.
+
+    Without a port it starts on port 0 and learns the port from serve's "serving on" line: no free
+    port is guessed beforehand (another process could take it between the guess and the bind).
+    """
 
     def __init__(self, directory: Path | str, organizations: list[dict], port: int | None = None,
                  startup_timeout: float = 20.0, access_log: bool = False, env: dict | None = None,
@@ -59,7 +66,7 @@ class EntrepotServer:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.organizations = [dict(org) for org in organizations]
-        self.port = port or free_port()
+        self.port = port or 0     # the real port once started
         self.data_dir = self.directory / "data"
         self.config_path = self.directory / "entrepot.toml"
         self.log_path = self.directory / "entrepot.log"
@@ -107,27 +114,39 @@ class EntrepotServer:
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== starting: {' '.join(command)}\n".encode())
             log.flush()
+            started_at = log.tell()
             self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, env=self._env())
-        self._wait_until_up()
+        self._wait_until_up(started_at)
         return self
 
-    def _wait_until_up(self) -> None:
+    def _wait_until_up(self, log_offset: int) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 code = self.process.returncode
                 self.process = None
                 raise RuntimeError(f"entrepot serve exited with {code} before answering:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
+            port = self._serving_port(log_offset)
+            if port is not None:
+                if port != self.port:
+                    self.port = port
+                    self.write_config()   # a restart (and the CLI) uses the port this run got
+                try:
+                    if httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
             time.sleep(0.05)
         self.kill()
-        raise RuntimeError(f"entrepot serve did not answer 200 on {self.url}/v2/ within "
+        raise RuntimeError(f"entrepot serve did not say it serves (and answer 200 on /v2/) within "
                            f"{self.startup_timeout}s:\n{self.log_tail()}")
+
+    def _serving_port(self, log_offset: int) -> int | None:
+        with open(self.log_path, "rb") as log:
+            log.seek(log_offset)
+            match = SERVING_LINE.search(log.read().decode(errors="replace"))
+        return int(match[1]) if match else None
 
     @property
     def running(self) -> bool:
