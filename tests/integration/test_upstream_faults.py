@@ -9,8 +9,11 @@ import time
 import httpx
 import pytest
 
+from infra.settings import OrgSettings, Settings, UpstreamSettings
+from tests.support.clock import ManualClock
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import build_image, push_image
+from tests.support.inprocess import InProcessServer
 from tests.support.registry import free_port
 
 pytestmark = pytest.mark.integration
@@ -26,8 +29,8 @@ SETTINGS = {
 class Lanes:
     """One org per test, each behind its own proxy, so a fault or a back-off stays in its test."""
 
-    def __init__(self, upstream, server, proxies) -> None:
-        self.upstream, self.server, self.proxies = upstream, server, proxies
+    def __init__(self, upstream, server, proxies, clock: ManualClock) -> None:
+        self.upstream, self.server, self.proxies, self.clock = upstream, server, proxies, clock
 
     def push(self, lane: str, seed: str, tag: str = "1", **options):
         image = build_image(f"{lane}-{seed}", **options)
@@ -42,14 +45,16 @@ class Lanes:
 
 
 @pytest.fixture(scope="module")
-def lanes(module_upstream_registry_factory, module_entrepot_server_factory):
+def lanes(module_upstream_registry_factory, tmp_path_factory):
     upstream = module_upstream_registry_factory()
     proxies = {lane: FaultProxy(upstream.url).start() for lane in LANES}
-    orgs = [{"name": lane, "upstream": proxies[lane].url, "staleness_seconds": 0, "max_stale_seconds": 3600,
-             **SETTINGS.get(lane, {})} for lane in LANES]
-    server = module_entrepot_server_factory(
-        orgs, sections={"upstream": {"read_timeout": 1.0, "failures_before_backoff": 1000}})
-    yield Lanes(upstream, server, proxies)
+    orgs = tuple(OrgSettings(**{"name": lane, "upstream": proxies[lane].url, "staleness_seconds": 0,
+                                "max_stale_seconds": 3600, **SETTINGS.get(lane, {})}) for lane in LANES)
+    settings = Settings(data_dir=str(tmp_path_factory.mktemp("entrepot") / "data"), organizations=orgs,
+                        upstream=UpstreamSettings(read_timeout=1.0, failures_before_backoff=1000))
+    clock = ManualClock()   # staleness passes when a test advances it, not after a sleep
+    with InProcessServer(settings, clock=clock) as server:
+        yield Lanes(upstream, server, proxies, clock)
     for proxy in proxies.values():
         proxy.stop()
 
@@ -224,7 +229,7 @@ def test_a_tag_moved_upstream_while_its_old_digest_streams_completes_with_the_ol
     reader = threading.Thread(target=lambda: result.update(r=lanes.get("moved", "blobs", layer.digest)))
     reader.start()
     new = lanes.push("moved", "a", revision=1)
-    time.sleep(2.1)  # past staleness: the tag is revalidated and retargeted while the old layer streams
+    lanes.clock.advance(2.1)  # past staleness: the tag is revalidated and retargeted while the old layer streams
     moved = lanes.get("moved", "manifests", "1")
     assert moved.content == new.manifest_bytes
     reader.join(30)
@@ -237,7 +242,7 @@ def test_a_tag_overwritten_upstream_is_served_old_within_staleness_and_new_after
     assert lanes.get("moved", "manifests", "2").content == old.manifest_bytes
     new = lanes.push("moved", "b", tag="2", revision=1)
     assert lanes.get("moved", "manifests", "2").content == old.manifest_bytes
-    time.sleep(2.1)
+    lanes.clock.advance(2.1)
     after = lanes.get("moved", "manifests", "2")
     assert after.content == new.manifest_bytes and after.headers["docker-content-digest"] == new.manifest_digest
     with sqlite3.connect(lanes.server.data_dir / "registry.db") as db:
@@ -252,21 +257,22 @@ def test_a_missing_tag_is_remembered_by_the_negative_cache(lanes):
     assert lanes.proxy_requests("negative", "GET", "/manifests/nope") == 1
 
 
-def test_after_repeated_failures_upstream_is_in_back_off_then_recovers(upstream_registry, entrepot_server_factory):
+def test_after_repeated_failures_upstream_is_in_back_off_then_recovers(upstream_registry, tmp_path):
     image = build_image("backoff")
     push_image(upstream_registry.url, "team/app", "1", image)
-    with FaultProxy(upstream_registry.url) as proxy:
+    clock = ManualClock()
+    with FaultProxy(upstream_registry.url) as proxy, InProcessServer(Settings(
+            data_dir=str(tmp_path / "data"), organizations=(OrgSettings(name="org", upstream=proxy.url),),
+            upstream=UpstreamSettings(failures_before_backoff=2, backoff_seconds=2, backoff_repositories=1)),
+            clock=clock) as server:
         proxy.add(Fault(r"/manifests/", status=503, times=2))
-        server = entrepot_server_factory([{"name": "org", "upstream": proxy.url}],
-                                         sections={"upstream": {"failures_before_backoff": 2, "backoff_seconds": 2,
-                                                                     "backoff_repositories": 1}})
         url = f"{server.url}/v2/org/team/app/manifests/1"
         assert [httpx.get(url).status_code for _ in range(2)] == [503, 503]
         seen = len(proxy.requests)
         during = httpx.get(url)
         assert during.status_code == 503 and "treated as unavailable" in during.json()["errors"][0]["message"]
         assert len(proxy.requests) == seen  # answered without waiting on the upstream
-        time.sleep(2.2)
+        clock.advance(2.2)
         assert httpx.get(url).content == image.manifest_bytes
 
 
