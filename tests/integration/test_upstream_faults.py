@@ -14,7 +14,6 @@ from tests.support.clock import ManualClock
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import build_image, push_image
 from tests.support.inprocess import InProcessServer
-from tests.support.registry import free_port
 
 pytestmark = pytest.mark.integration
 LANES = ("stale429", "stale503", "refused", "denied", "strict", "nocache", "ratelimit", "revalidate", "truncate",

@@ -15,6 +15,7 @@ from infra.projection_runtime import open_cache_view, open_view
 from projections.blobs import BlobRow
 from tests.support.views import blob_row, manifest_pulls
 
+pytestmark = pytest.mark.integration   # SQLite files and PostgreSQL (moved from tests/unit)
 ORG, REPO = "hub", "library/alpine"
 IMAGE, INDEX = "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json"
 M1, IDX = "sha256:" + "1" * 64, "sha256:" + "9" * 64
