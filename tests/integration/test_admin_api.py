@@ -13,7 +13,7 @@ import pytest
 from litestar.testing import TestClient
 
 from infra.settings import OrgSettings, Settings
-from interfaces.bootstrap import Container
+from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from tests.support.images import build_image, push_image
 
@@ -37,7 +37,7 @@ def api(tmp_path, upstream):
     settings = Settings(data_dir=str(tmp_path / "data"), admin_token=TOKEN,
                         organizations=(OrgSettings(name="hub", upstream=upstream.url, password="hunter2",
                                                    username="bob"),))
-    container = Container(settings)
+    container = bootstrap(settings)
     with TestClient(create_app(container)) as client:
         client.headers.update(AUTH)
         client.container = container
@@ -96,8 +96,8 @@ def test_every_admin_endpoint_refuses_a_request_without_the_admin_token(api, hea
 
 def test_a_generated_admin_token_is_kept_in_the_data_dir_readable_only_by_its_owner(tmp_path):
     settings = Settings(data_dir=str(tmp_path / "data"), admin_token="")
-    first = Container(settings)
-    second = Container(settings)
+    first = bootstrap(settings)
+    second = bootstrap(settings)
     path = tmp_path / "data" / "admin.token"
 
     assert first.admin_token_generated and not second.admin_token_generated

@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 
 from domain.org import RESERVED_ORG_NAMES
 from infra.settings import DatabaseSettings, OrgSettings, Settings
-from interfaces.bootstrap import Container
+from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ def api(request, event_store_backend, tmp_path):
     settings = Settings(data_dir=str(tmp_path / "data"), admin_token=TOKEN, database=database,
                         organizations=(OrgSettings(name="hub", upstream="http://127.0.0.1:1", username="bob",
                                                    password="hunter2"),))
-    container = Container(settings)
+    container = bootstrap(settings)
     with TestClient(create_app(container)) as client:
         client.headers.update({"Authorization": f"Bearer {TOKEN}"})
         client.container = container

@@ -15,7 +15,7 @@ import pytest
 from litestar.testing import TestClient
 
 from infra.settings import DatabaseSettings, OrgSettings, Settings, UpstreamSettings
-from interfaces.bootstrap import Container
+from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import build_image, push_image
@@ -46,7 +46,7 @@ def api(request, event_store_backend, proxy, tmp_path):
         upstream=UpstreamSettings(failures_before_backoff=1000),   # every pull asks upstream: no back-off
         organizations=(OrgSettings(name="hub", upstream=proxy.url, staleness_seconds=0, max_stale_seconds=3600),
                        OrgSettings(name="down", upstream=f"http://127.0.0.1:{free_port()}")))
-    container = Container(settings)
+    container = bootstrap(settings)
     with TestClient(create_app(container)) as client:
         client.headers.update({"Authorization": f"Bearer {TOKEN}"})
         client.container = container

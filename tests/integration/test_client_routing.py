@@ -6,7 +6,7 @@ import pytest
 from litestar.testing import TestClient
 
 from infra.settings import OrgSettings, Settings
-from interfaces.bootstrap import Container
+from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from tests.support.images import build_image, push_image
 
@@ -23,7 +23,7 @@ def upstream(upstream_registry):
 
 
 def serve(tmp_path, *orgs: OrgSettings) -> TestClient:
-    return TestClient(create_app(Container(Settings(data_dir=str(tmp_path / "data"), organizations=orgs))))
+    return TestClient(create_app(bootstrap(Settings(data_dir=str(tmp_path / "data"), organizations=orgs))))
 
 
 def code_of(response) -> str:

@@ -6,14 +6,14 @@ import pytest
 from litestar.testing import TestClient
 
 from infra.settings import RedisSettings, Settings, StorageSettings
-from interfaces.bootstrap import Container
+from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 
 pytestmark = pytest.mark.integration
 
 
 def serve(tmp_path, **settings) -> TestClient:
-    return TestClient(create_app(Container(Settings(data_dir=str(tmp_path / "data"), organizations=(), **settings))))
+    return TestClient(create_app(bootstrap(Settings(data_dir=str(tmp_path / "data"), organizations=(), **settings))))
 
 
 def test_an_embedded_replica_is_alive_and_ready_without_credentials(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from litestar.testing import TestClient
 
 from infra.settings import OrgSettings, Settings
-from interfaces.bootstrap import Container
+from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from infra.projection_runtime import open_view
 from tests.support.httpserver import LocalHTTPServer, Reply
@@ -29,7 +29,7 @@ def image(upstream_registry):
 
 
 def serve(tmp_path, *orgs: OrgSettings):
-    container = Container(Settings(data_dir=str(tmp_path / "data"), organizations=orgs))
+    container = bootstrap(Settings(data_dir=str(tmp_path / "data"), organizations=orgs))
     return container, TestClient(create_app(container))
 
 

@@ -7,7 +7,7 @@ import pytest
 from litestar.testing import TestClient
 
 from infra.settings import DatabaseSettings, OrgSettings, Settings
-from interfaces.bootstrap import Container, projection_status
+from interfaces.bootstrap import Container, bootstrap, projection_status
 from interfaces.http.app import create_app
 from infra.projection_runtime import open_view
 from tests.support.images import build_image, push_image
@@ -24,7 +24,7 @@ def test_pulls_through_the_app_on_postgresql_are_served_recorded_and_projected(p
     settings = Settings(data_dir=str(tmp_path / "data"), secret_key="",
                         organizations=(OrgSettings(name="hub", upstream=upstream_registry.url),),
                         database=DatabaseSettings(url=postgres_url, schema="app"))
-    container = Container(settings)
+    container = bootstrap(settings)
     assert container.env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
     with TestClient(create_app(container)) as client:
         first = client.get("/v2/hub/library/alpine/manifests/3.19", headers={"Accept": ACCEPT})

@@ -9,7 +9,7 @@ import pytest
 from litestar.testing import TestClient
 
 from infra.settings import Settings
-from interfaces.bootstrap import Container
+from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ def test_an_embedded_replica_creates_its_data_directory_0700_and_every_file_in_i
     data = tmp_path / "data"
     old_umask = os.umask(0o022)   # the usual umask, under which SQLite made its files 0644
     try:
-        with TestClient(create_app(Container(Settings(data_dir=str(data), organizations=())))) as api:
+        with TestClient(create_app(bootstrap(Settings(data_dir=str(data), organizations=())))) as api:
             assert api.get("/v2/").status_code == 200
             assert api.get("/readyz").status_code == 200
             files = [p for p in data.rglob("*") if p.is_file()]   # while running: SQLite's -wal and -shm exist
@@ -41,7 +41,7 @@ def test_an_existing_data_directory_readable_by_others_is_made_private(tmp_path)
     os.chmod(data, 0o755)
     (data / "registry.db").touch(mode=0o644)
     os.chmod(data / "registry.db", 0o644)
-    container = Container(Settings(data_dir=str(data), organizations=()))
+    container = bootstrap(Settings(data_dir=str(data), organizations=()))
     try:
         assert (mode(data), mode(data / "registry.db")) == (0o700, 0o600)
     finally:

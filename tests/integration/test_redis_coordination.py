@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 from application.ports import TagRow
 from infra.coordination import RedisCoordination
 from infra.settings import OrgSettings, RedisSettings, Settings, StorageSettings
-from interfaces.bootstrap import Container
+from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from tests.support.images import build_image, push_image
 from tests.support.processes import concurrently
@@ -27,7 +27,7 @@ def replica(tmp_path, name: str, upstream_registry, moto, bucket: str, redis_set
                         organizations=(OrgSettings(name="hub", upstream=upstream_registry.url),),
                         storage=StorageSettings(backend="s3", bucket=bucket, endpoint_url=moto.endpoint_url),
                         redis=redis_settings)
-    return TestClient(create_app(Container(settings)))
+    return TestClient(create_app(bootstrap(settings)))
 
 
 def blob_path(digest: str) -> str:

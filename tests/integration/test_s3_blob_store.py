@@ -19,7 +19,7 @@ from infra.settings import OrgSettings, Settings, StorageSettings
 from infra.storage import FilesystemBlobStore, S3BlobStore, build_blob_store
 from infra.storage.s3 import MIN_PART_SIZE
 from infra.upstream import HttpUpstream
-from interfaces.bootstrap import Container
+from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from tests.support.httpserver import LocalHTTPServer, Reply
 from tests.support.images import build_image, push_image, sha256
@@ -169,7 +169,7 @@ def serve_on_s3(tmp_path, upstream_registry, moto, bucket: str, redirect: bool) 
                         organizations=(OrgSettings(name="hub", upstream=upstream_registry.url),),
                         storage=StorageSettings(backend="s3", bucket=bucket, endpoint_url=moto.endpoint_url,
                                                 redirect=redirect))
-    return TestClient(create_app(Container(settings)))
+    return TestClient(create_app(bootstrap(settings)))
 
 
 def test_a_warm_blob_is_a_307_to_a_presigned_url_that_serves_its_bytes(tmp_path, upstream_registry, image,
