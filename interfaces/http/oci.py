@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from litestar import Request, Response, route
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Stream
 
 from application.pull_through import Client, PullThrough
 from application.ports import Metrics
+from application.orgs import OrgConfig
 from application.routing import OrgRouter
 from domain.names import NAME_PATTERN, Digest, InvalidName, parse_reference
 from interfaces.http.errors import API_VERSION, OciError
@@ -35,6 +35,7 @@ class Target:
     reference: str
     name: str = ""   # the repository name as the client sent it (answers name it so)
     ns: str = ""     # the ?ns= the route honoured, echoed as OCI-Namespace
+    config: OrgConfig | None = None   # the org's settings, looked up once by the router
 
 
 def parse_path(rest: str) -> tuple[str, str, str]:
@@ -72,10 +73,10 @@ def path_as_sent(request: Request, rest: str) -> str:
     return "/".join(segments)
 
 
-def resolve(request: Request, state: State, rest: str) -> Target:
+async def resolve(request: Request, services: OciServices, rest: str) -> Target:
     name, kind, reference = parse_path(path_as_sent(request, rest))
-    route = router_of(state).route(name, request.query_params.get("ns"))
-    return Target(route.org, route.repository, kind, reference, name, route.ns)
+    route = await router_of(services).route(name, request.query_params.get("ns"))
+    return Target(route.org, route.repository, kind, reference, name, route.ns, route.config)
 
 
 def namespace_header(target: Target) -> dict[str, str]:
@@ -113,7 +114,6 @@ class OciServices:
     metrics: Metrics
 
 
-# `resolve()` above still names its argument `state` (it is being changed elsewhere); it is an OciServices.
 def cache_of(services: OciServices) -> PullThrough:
     return services.cache
 
@@ -155,7 +155,7 @@ async def oci(request: Request, rest: FromPath[str], oci_services: NamedDependen
     refuse_writes(request)
     if rest in ("", "/"):
         return version_check(request)
-    target = resolve(request, oci_services, rest)
+    target = await resolve(request, oci_services, rest)
     cache = cache_of(oci_services)
     if target.kind == "manifests":
         return await manifest(request, cache, target, metrics_of(oci_services))
@@ -169,7 +169,7 @@ async def manifest(request: Request, cache: PullThrough, target: Target, metrics
     head = request.method == "HEAD"
     client = Client(address=request.client.host if request.client else "",
                     user_agent=header(request, b"user-agent", ""))
-    org = await cache.org(target.org)
+    org = target.config
     answer = await cache.manifests.manifest(org, target.repository, reference, accept_values(request), client,
                                             record=not head)
     headers = {**API_VERSION, "Docker-Content-Digest": answer.digest, "X-Cache": answer.result.name,
@@ -182,7 +182,7 @@ async def manifest(request: Request, cache: PullThrough, target: Target, metrics
 
 
 async def blob(request: Request, cache: PullThrough, target: Target, metrics: Metrics) -> Response:
-    org = await cache.org(target.org)
+    org = target.config
     digest = Digest.parse(target.reference)
     if request.method == "HEAD":
         answer = await cache.blobs.blob_head(org, target.repository, digest)
@@ -249,7 +249,7 @@ async def tags(request: Request, cache: PullThrough, target: Target) -> Response
         n = -1
     if n is not None and n < 0:
         raise OciError("PAGINATION_NUMBER_INVALID", 400, f"n must be a non-negative integer, got {n_param!r}")
-    all_tags = await cache.tag_list.tags(await cache.org(target.org), target.repository)
+    all_tags = await cache.tag_list.tags(target.config, target.repository)
     if last:
         all_tags = [tag for tag in all_tags if tag > last]
     page = all_tags if n is None else all_tags[:n]
