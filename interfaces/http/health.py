@@ -63,7 +63,7 @@ async def readyz(probes: NamedDependency[list[Probe]]) -> Response:
     return Response(report, status_code=503 if report["status"] == "unavailable" else 200)
 
 
-async def readiness(probes: NamedDependency[list[Probe]]) -> dict:
+async def readiness(probes: list[Probe]) -> dict:
     """{"status": ready | degraded | unavailable, one state per component, "errors": {...}}."""
     report: dict = {}
     errors: dict[str, str] = {}

@@ -6,7 +6,7 @@ import pytest
 from litestar.testing import TestClient
 
 from infra.settings import OrgSettings, Settings, StorageSettings
-from interfaces.bootstrap import Container
+from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from tests.support.components import require
 from tests.support.images import build_image, push_image
@@ -29,7 +29,7 @@ def test_while_s3_is_down_blobs_answer_503_and_after_it_is_back_pulls_work_again
         accept = {"Accept": image.media_type}
         manifest = "/v2/hub/library/alpine/manifests/3.19"
         blobs = {digest: f"/v2/hub/library/alpine/blobs/{digest}" for digest in image.blobs}
-        with TestClient(create_app(Container(settings))) as api:
+        with TestClient(create_app(bootstrap(settings))) as api:
             assert api.get(manifest, headers=accept).content == image.manifest_bytes
             for digest, path in blobs.items():
                 assert api.get(path).content == image.blobs[digest]
