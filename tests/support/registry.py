@@ -24,14 +24,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# docker-registry logs the address it really listens on, so port 0 (any free port) can be read back.
+LISTENING = re.compile(r'msg="listening on 127\.0\.0\.1:(\d+)"')
+
+
 class UpstreamRegistry:
-    """One registry process in `directory`; stop() and start() again keep its port and storage."""
+    """One registry process in `directory`; stop() and start() again keep its port and storage.
+
+    Without a port it listens on port 0 and the port is read from its log: no free port is guessed
+    beforehand (another process could take it between the guess and the bind).
+    """
 
     def __init__(self, directory: Path | str, auth: tuple[str, str] | None = None, port: int | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.auth = auth
-        self.port = port or free_port()
+        self.port = port or 0   # the real port once started
         self.log_path = self.directory / "registry.log"
         self.config_path = self.directory / "config.yml"
         self.process: subprocess.Popen | None = None
@@ -66,18 +74,26 @@ class UpstreamRegistry:
         if self.running:
             return self
         with open(self.log_path, "ab") as log:
+            started_at = log.tell()
             self.process = subprocess.Popen(
                 [REGISTRY_BINARY, "serve", str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.directory,
             )
-        self._wait_until_up(timeout)
+        self._wait_until_up(timeout, started_at)
         return self
 
-    def _wait_until_up(self, timeout: float) -> None:
+    def _wait_until_up(self, timeout: float, log_offset: int) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"docker-registry exited with {self.process.returncode}:\n{self.log_tail()}")
+            port = self._listening_port(log_offset)
+            if port is None:
+                time.sleep(0.05)
+                continue
+            if port != self.port:
+                self.port = port
+                self._write_config()   # a restart keeps the port this run got
             try:
                 # With htpasswd auth on, a 401 means the server is up and answering.
                 if httpx.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
@@ -87,6 +103,12 @@ class UpstreamRegistry:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"docker-registry did not answer on {self.url} within {timeout}s:\n{self.log_tail()}")
+
+    def _listening_port(self, log_offset: int) -> int | None:
+        with open(self.log_path, "rb") as log:
+            log.seek(log_offset)
+            match = LISTENING.search(log.read().decode(errors="replace"))
+        return int(match[1]) if match else None
 
     @property
     def running(self) -> bool:

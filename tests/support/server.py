@@ -134,6 +134,7 @@ class EntrepotServer:
                     self.write_config()   # a restart (and the CLI) uses the port this run got
                 try:
                     if httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                        self._wait_for_access_line(log_offset)
                         return
                 except httpx.TransportError:
                     pass
@@ -141,6 +142,17 @@ class EntrepotServer:
         self.kill()
         raise RuntimeError(f"entrepot serve did not say it serves (and answer 200 on /v2/) within "
                            f"{self.startup_timeout}s:\n{self.log_tail()}")
+
+    def _wait_for_access_line(self, log_offset: int, timeout: float = 5.0) -> None:
+        """With --access-log, the line of our own GET /v2/ is written just after its reply: wait for it,
+        so that a test reading the log from now on does not see it as one of its own requests."""
+        deadline = time.monotonic() + timeout
+        while self.access_log and time.monotonic() < deadline:
+            with open(self.log_path, "rb") as log:
+                log.seek(log_offset)
+                if b'"GET /v2/ HTTP/1.1" 200' in log.read():
+                    return
+            time.sleep(0.01)
 
     def _serving_port(self, log_offset: int) -> int | None:
         with open(self.log_path, "rb") as log:
