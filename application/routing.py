@@ -70,7 +70,7 @@ def upstream_host(upstream: str) -> str:
 class OrgRouter:
     """Precedence: a first path component naming an org wins; else `ns`; else the default org.
 
-    `is_org` is authoritative (the Registry, through OrgDirectory), so an org created through the
+    `is_org` is authoritative (the CacheRecords, through OrgDirectory), so an org created through the
     admin API is routable at once by name. The list behind `ns` and the default org comes from the
     orgs view and is kept `ttl` seconds; admin writes call forget().
     """
