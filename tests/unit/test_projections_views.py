@@ -174,7 +174,7 @@ def test_orgs_register_reconfigure_delete(view):
     assert orgs.get_org("tmp").deleted and [o.name for o in orgs.list_orgs(include_deleted=True)] == ["ghcr", "tmp"]
 
 
-def test_cache_view_reads_from_many_threads(view, env):
+def test_tag_and_manifest_lookups_read_from_many_threads(view, env):
     cache = open_tags_and_manifests(env)               # before any row or runner: tables are created
     try:
         assert cache.get_tag(ORG, REPO, "3") is None
