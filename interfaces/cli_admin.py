@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated, Literal, get_args, get_origin
 
 import msgspec
@@ -56,30 +57,29 @@ def _settings(args: argparse.Namespace) -> dict:
     return settings
 
 
-def _print_org_change(args: argparse.Namespace, org: dict, verb: str) -> None:
+def _print(args: argparse.Namespace, answer, as_table: Callable[[], None]) -> None:
+    """The API's answer as JSON with --json, else as the readable table."""
     if args.json:
-        print(json.dumps(org, indent=2))
+        print(json.dumps(answer, indent=2))
     else:
-        print_orgs([org], f"{verb} organization {args.name}")
+        as_table()
+
+
+def _print_org_change(args: argparse.Namespace, org: dict, verb: str) -> None:
+    _print(args, org, lambda: print_orgs([org], f"{verb} organization {args.name}"))
 
 
 def org_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         orgs = client.list_orgs()
-    if args.json:
-        print(json.dumps(orgs, indent=2))
-    else:
-        print_orgs(orgs)
+    _print(args, orgs, lambda: print_orgs(orgs))
     return 0
 
 
 def org_show(args: argparse.Namespace) -> int:
     with _client(args) as client:
         details = client.show_org(args.name)
-    if args.json:
-        print(json.dumps(details, indent=2))
-    else:
-        print_org(details)
+    _print(args, details, lambda: print_org(details))
     return 0
 
 
