@@ -143,7 +143,7 @@ class ManifestRow:
     children: list[str] = field(default_factory=list)
 
 
-class CacheView(Protocol):
+class TagsAndManifests(Protocol):
     """The read model the hot path consults (projections/)."""
 
     def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None: ...

@@ -16,7 +16,7 @@ UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 HTTP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
-def new_registry() -> CollectorRegistry:
+def new_collector_registry() -> CollectorRegistry:
     """A registry per app (not prometheus_client's global one), with the usual process_* series."""
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)

@@ -59,7 +59,7 @@ async def readiness(container) -> dict:
             log.warning("readiness: %s unavailable: %s", name, errors[name])
 
     async def event_store() -> str:
-        await _in_thread(check_event_store, container.env, container.registry)
+        await _in_thread(check_event_store, container.env, container.records)
         return "ok"
 
     async def read_model() -> str:
