@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -68,6 +69,20 @@ def spool_files(server: EntrepotServer) -> list[str]:
         time.sleep(0.05)
 
 
+def deleted_files_held_open(server: EntrepotServer) -> list[str]:
+    """Files the server holds open that were deleted: their space is not given back until closed."""
+    fds = f"/proc/{server.process.pid}/fd"
+    held = []
+    for fd in os.listdir(fds):
+        try:
+            target = os.readlink(f"{fds}/{fd}")
+        except FileNotFoundError:
+            continue   # closed meanwhile
+        if target.endswith("(deleted)") and str(server.data_dir) in target:
+            held.append(target)
+    return held
+
+
 def test_a_60_mib_image_pulled_into_a_40_mib_disk_is_served_whole_and_the_disk_is_reported(full_disk_server, image):
     server = full_disk_server
     manifest = get(server, "/v2/hub/library/big/manifests/v1",
@@ -84,6 +99,7 @@ def test_a_60_mib_image_pulled_into_a_40_mib_disk_is_served_whole_and_the_disk_i
         [(digest, 200, digest) for digest in digests + digests]
 
     assert spool_files(server) == []   # failed fills gave their space back at once
+    assert deleted_files_held_open(server) == []
     assert free_bytes(server.data_dir) < STORAGE["low_free_bytes"]
     ready = get(server, "/readyz")
     assert (ready.status_code, ready.json()["status"], ready.json()["blob_storage"]) == (200, "degraded", "low")
@@ -119,6 +135,7 @@ def test_a_disk_with_no_room_at_all_answers_507_or_503_never_500_and_readyz_says
         # Blobs storage cannot keep are served straight from upstream, whole and verified.
         digests = [image.config.digest] + [blob.digest for blob in image.layers]
         assert [pull_blob(server, digest) for digest in digests] == [(200, digest) for digest in digests]
+        assert deleted_files_held_open(server) == []
         assert spool_files(server) == []
     finally:
         filler.unlink()
