@@ -12,6 +12,8 @@ from application.fills import ADVANCE_STEP, BlobFills
 from application.manifest_bytes import ManifestBytes
 from application.oci_errors import oci_answer
 from application.ports import BlobStorageFull, UpstreamTarget
+from infra.settings import SettingsError, load_settings
+from infra.storage import build_blob_store
 from tests.unit.fakes import FakeClock, FakeMetrics, FakeUpstream, MemoryBlobStore, MemorySpool, RecordingLedger
 
 TARGET = UpstreamTarget("hub", "http://up.example", "library/alpine")
@@ -192,3 +194,22 @@ def test_storage_full_is_a_507_with_a_clear_message_never_a_500():
     assert answer is not None
     assert (answer.status, answer.code) == (507, "UNAVAILABLE")
     assert answer.message.startswith("storage full:")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[storage]\nmin_free_bytes = -1\n", "[storage] min_free_bytes: expected an integer >= 0"),
+    ('[storage]\nlow_free_bytes = "1GiB"\n', '[storage] low_free_bytes: expected an integer, got "1GiB"'),
+])
+def test_free_space_settings_are_byte_counts_with_bounds(tmp_path, text, message):
+    path = tmp_path / "entrepot.toml"
+    path.write_text(text)
+    with pytest.raises(SettingsError) as raised:
+        load_settings(str(path))
+    assert message in str(raised.value), str(raised.value)
+
+
+def test_free_space_settings_reach_the_store(tmp_path):
+    path = tmp_path / "entrepot.toml"
+    path.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n[storage]\nmin_free_bytes = 5\nlow_free_bytes = 7\n')
+    store = build_blob_store(load_settings(str(path)))
+    assert (store.floor.min_free_bytes, store.floor.low_free_bytes) == (5, 7)
