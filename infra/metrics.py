@@ -59,7 +59,7 @@ class PrometheusMetrics:
             "entrepot_fills_completed", "Blob fills verified and published.", ("org",))
         self._fills_failed = counter(
             "entrepot_fills_failed", "Blob fills that failed, by reason (corrupt, truncated, not_found, upstream, "
-            "cancelled, other).", ("org", "reason"))
+            "cancelled, storage, other).", ("org", "reason"))
         self._http_requests = counter(
             "entrepot_http_requests", "HTTP requests answered, by method, route kind and status.",
             ("method", "route", "status"))
