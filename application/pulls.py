@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class Pulls(Application[UUID]):
-    """Pull events live in their own application so they never serialise with Registry writes."""
+    """Pull events live in their own application so they never serialise with CacheRecords writes."""
 
     name = "Pulls"
 

@@ -22,6 +22,8 @@ CHECK_SECONDS = 2.0          # a probe answers in time even when a component han
 LAGGING = 1000               # notifications behind: worth saying, not worth taking the replica out
 # A state, or a state and more keys for the answer (the read model's lag).
 Check = Callable[[], Awaitable["str | tuple[str, dict]"]]
+# A component in one of these states still serves, but worse (a lagging read model, storage running short).
+DEGRADED = ("lagging", "low")
 PROBE_THREADS = 8
 # Probes run on threads of their own (per event loop): when database calls hang on anyio's shared 40,
 # a probe must not queue behind them (it would time out and blame the wrong component).
@@ -81,14 +83,14 @@ async def readiness(probes: list[Probe]) -> dict:
         report.update(details)
         if state == "unavailable" and probe.required:
             status = "unavailable"
-        elif (state == "unavailable" or state == "lagging") and status == "ready":
+        elif (state == "unavailable" or state in DEGRADED) and status == "ready":
             status = "degraded"
     return {"status": status, **report, **({"errors": errors} if errors else {})}
 
 
-def event_store_check(env: dict[str, str], registry) -> Check:
+def event_store_check(env: dict[str, str], records) -> Check:
     async def event_store() -> str:
-        await _in_thread(check_event_store, env, registry)
+        await _in_thread(check_event_store, env, records)
         return "ok"
     return event_store
 
@@ -108,8 +110,7 @@ def read_model_check(runners) -> Check:
 
 def blob_storage_check(store: BlobStore) -> Check:
     async def blob_storage() -> str:
-        await store.check()
-        return "ok"
+        return await store.check() or "ok"   # "low" when free space runs short; raises when full
     return blob_storage
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
-from tests.support.processes import stop_process
+from tests.support.processes import OnLoopback, stop_process
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 
@@ -28,7 +28,7 @@ def free_port() -> int:
 LISTENING = re.compile(r'msg="listening on 127\.0\.0\.1:(\d+)"')
 
 
-class UpstreamRegistry:
+class UpstreamRegistry(OnLoopback):
     """One registry process in `directory`; stop() and start() again keep its port and storage.
 
     Without a port it listens on port 0 and the port is read from its log: no free port is guessed
@@ -45,15 +45,6 @@ class UpstreamRegistry:
         self.process: subprocess.Popen | None = None
         self._mark = 0
         self._write_config()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def host(self) -> str:
-        """`127.0.0.1:PORT`, as image references and skopeo want it."""
-        return f"127.0.0.1:{self.port}"
 
     def _write_config(self) -> None:
         auth = ""

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.processes import OnLoopback
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 ORG_KEYS = ("name", "upstream", "namespace", "staleness_seconds", "max_stale_seconds", "negative_cache_seconds",
@@ -53,7 +55,7 @@ def render_config(host: str, port: int, data_dir: Path, organizations: list[dict
 SERVING_LINE = re.compile(r"Entrepôt serving on http://[^\s]+:(\d+) ")
 
 
-class EntrepotServer:
+class EntrepotServer(OnLoopback):
     """One `python -m interfaces.cli serve` process; stop()/kill() and start() again keep port and data dir.
 
     Without a port it starts on port 0 and learns the port from serve's "serving on" line: no free
@@ -77,15 +79,6 @@ class EntrepotServer:
         self.server = server or {}    # more [server] keys, e.g. {"engine": "granian"}
         self.process: subprocess.Popen | None = None
         self.write_config()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def host(self) -> str:
-        """`127.0.0.1:PORT`, as image references and registries.conf want it."""
-        return f"127.0.0.1:{self.port}"
 
     def write_config(self) -> None:
         self.config_path.write_text(render_config("127.0.0.1", self.port, self.data_dir, self.organizations,
