@@ -24,6 +24,8 @@ class DockerRegistry(UpstreamRegistry):
     read the same files, each with its own access log, so every target's upstream traffic is counted
     apart. `proxy` makes it the distribution pull-through peer."""
 
+    port_from_log = False   # it logs at level error: no "listening on" line to read a port 0 from
+
     def __init__(self, directory: Path, storage: Path, access_log: bool, proxy: str | None = None) -> None:
         self.storage, self.access_log, self.proxy = storage, access_log, proxy
         super().__init__(directory)

@@ -35,11 +35,14 @@ class UpstreamRegistry(OnLoopback):
     beforehand (another process could take it between the guess and the bind).
     """
 
+    port_from_log = True   # False for a subclass whose config logs below info (no "listening on" line)
+
     def __init__(self, directory: Path | str, auth: tuple[str, str] | None = None, port: int | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.auth = auth
-        self.port = port or 0   # the real port once started
+        # 0: the real port once started (read from the log); a config without info logging cannot say it
+        self.port = port or (0 if self.port_from_log else free_port())
         self.log_path = self.directory / "registry.log"
         self.config_path = self.directory / "config.yml"
         self.process: subprocess.Popen | None = None
@@ -78,7 +81,7 @@ class UpstreamRegistry(OnLoopback):
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"docker-registry exited with {self.process.returncode}:\n{self.log_tail()}")
-            port = self._listening_port(log_offset)
+            port = self._listening_port(log_offset) if self.port_from_log else self.port
             if port is None:
                 time.sleep(0.05)
                 continue
