@@ -101,3 +101,8 @@ class PullNotRecorded(EntrepotError):
 
 class EventStoreUnavailable(EntrepotError):
     """The event store could not record what the cache did in time (the database is down or slow)."""
+
+
+class PullKept(EventStoreUnavailable):
+    """The event store did not take the pull now; this process keeps it and records it once the event store takes
+    writes again (a bounded backlog: application/pull_backlog.py)."""
