@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from application.errors import OrgUnknown
+import anyio
+import anyio.to_thread
+
+from application.errors import OrgUnknown, ReadModelUnavailable
 from domain.names import MAX_NAME_LENGTH, InvalidName, repository_name
 from domain.org import InvalidOrgSettings, normalize_upstream, upstream_repository
 
 RELOAD_AFTER = 0.25   # seconds; bounds how often unroutable requests re-read the orgs view
+LISTING_TIMEOUT = 3.0  # seconds a read of the orgs view may take before routing gives up on it
+log = logging.getLogger(__name__)
 
 # containerd's ?ns= is a registry host: DNS labels or a bracketed IPv6 address, and an optional port.
 # Anything else is refused, not echoed (it goes back out in OCI-Namespace and the tags/list Link).
@@ -49,6 +55,8 @@ class Route:
     org: str
     repository: str        # the repository inside the org (what OrgConfig.target() expects)
     ns: str = ""           # the ?ns= value the route honoured; the edge echoes it as OCI-Namespace
+    # The org's settings as the lookup found them: the request's one org lookup, used by the cache.
+    config: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -70,13 +78,15 @@ def upstream_host(upstream: str) -> str:
 class OrgRouter:
     """Precedence: a first path component naming an org wins; else `ns`; else the default org.
 
-    `is_org` is authoritative (the Registry, through OrgDirectory), so an org created through the
-    admin API is routable at once by name. The list behind `ns` and the default org comes from the
-    orgs view and is kept `ttl` seconds; admin writes call forget().
+    `lookup` is authoritative (OrgDirectory.lookup: the orgs view plus this process's own writes, cached),
+    so an org created through the admin API is routable at once by name; it answers the org's settings,
+    which the route carries on. The list behind `ns` and the default org comes from the orgs view, read
+    in a thread, and is kept `ttl` seconds; admin writes call forget(). Nothing here waits on the
+    database on the event loop: when the view cannot be read, the last list read is used.
     """
 
-    def __init__(self, is_org: Callable[[str], bool], listing: OrgListing, ttl: float = 2.0) -> None:
-        self._is_org = is_org
+    def __init__(self, lookup: Callable[[str], Awaitable[Any]], listing: OrgListing, ttl: float = 2.0) -> None:
+        self._lookup = lookup
         self._listing = listing
         self._ttl = ttl
         self._mirrors: list[_Mirror] = []
@@ -85,7 +95,7 @@ class OrgRouter:
     def forget(self) -> None:
         self._expires = 0.0
 
-    def route(self, name: str, ns: str | None = None) -> Route:
+    async def route(self, name: str, ns: str | None = None) -> Route:
         """The org and repository `name` means. Raises InvalidName for a name the distribution spec
         refuses, or one the upstream would refuse once its namespace is prefixed: such a request
         must never reach the upstream (distribution answers 500 to a name over 255 characters)."""
@@ -93,26 +103,35 @@ class OrgRouter:
         if ns is not None:
             registry_host(ns)
         first, _, rest = name.partition("/")
-        if self._is_org(first):
+        config = await self._lookup(first)
+        if config is not None:
             if not rest:
                 raise InvalidName(f"repository name {name!r} needs an organization and a path, "
                                   "as in <org>/<repository>")
-            route = Route(first, rest)
+            route = Route(first, rest, config=config)
         elif ns:
-            route = self._by_namespace(name, ns)
+            route = await self._by_namespace(name, ns)
         else:
-            default = self._default()
+            default = await self._default()
             if default is None:
                 raise OrgUnknown(f"no cache organization named {first!r}, and no default organization for "
                                  "root paths", org=first)
             route = Route(default.name, name)
-        self._check_upstream_length(route)
+        if route.config is None:
+            config = await self._lookup(route.org)
+            if config is None:  # listed by a view that lags a deletion
+                raise OrgUnknown(f"no cache organization named {route.org!r}", org=route.org)
+            route = Route(route.org, route.repository, route.ns, config=config)
+        await self._check_upstream_length(route)
         return route
 
-    def _check_upstream_length(self, route: Route) -> None:
-        # The org's namespace (and Docker Hub's library/) lengthen the name upstream. An org created a
-        # moment ago may not be listed yet: then only the client's name was checked.
-        mirror = next((m for m in self.mirrors() if m.name == route.org), None)
+    async def _check_upstream_length(self, route: Route) -> None:
+        # The org's namespace (and Docker Hub's library/) lengthen the name upstream. The looked-up
+        # settings say how; without them (a bare lookup), the listed org does, or only the client's name
+        # was checked (an org created a moment ago, not listed yet).
+        config = route.config
+        mirror = config if hasattr(config, "namespace") and hasattr(config, "upstream") else \
+            next((m for m in await self.mirrors() if m.name == route.org), None)
         if mirror is None:
             return
         upstream_name = upstream_repository(mirror.upstream, mirror.namespace, route.repository)
@@ -120,17 +139,17 @@ class OrgRouter:
             raise InvalidName(f"repository name {upstream_name[:60]!r}... is {len(upstream_name)} characters "
                               f"upstream (org {route.org}), more than {MAX_NAME_LENGTH}")
 
-    def _by_namespace(self, name: str, ns: str) -> Route:
+    async def _by_namespace(self, name: str, ns: str) -> Route:
         """The org mirroring host `ns`: the longest matching namespace, else a whole-registry org."""
         try:
             host = upstream_host(ns)
         except InvalidOrgSettings:
             raise InvalidNamespace(f"invalid ns parameter {ns!r}: expected a registry host") from None
-        def matching() -> list[_Mirror]:
-            return [m for m in self.mirrors() if m.host == host
+        def matching(mirrors: list[_Mirror]) -> list[_Mirror]:
+            return [m for m in mirrors if m.host == host
                     and (not m.namespace or name.startswith(m.namespace + "/"))]
 
-        candidates = matching() or self._reloaded(matching)
+        candidates = matching(await self.mirrors()) or matching(await self._reloaded())
         if not candidates:
             raise OrgUnknown(f"no cache organization mirrors {ns}", ns=ns)
         # Most specific namespace first; among equals the default org, then by name (deterministic).
@@ -138,27 +157,39 @@ class OrgRouter:
         repository = name[len(best.namespace) + 1:] if best.namespace else name
         return Route(best.name, repository, ns=ns)
 
-    def _default(self) -> _Mirror | None:
-        def defaults() -> list[_Mirror]:
-            return [m for m in self.mirrors() if m.default]
+    async def _default(self) -> _Mirror | None:
+        def defaults(mirrors: list[_Mirror]) -> list[_Mirror]:
+            return [m for m in mirrors if m.default]
 
-        found = defaults() or self._reloaded(defaults)
+        found = defaults(await self.mirrors()) or defaults(await self._reloaded())
         return min(found, key=lambda m: m.name) if found else None
 
-    def mirrors(self) -> list[_Mirror]:
+    async def mirrors(self) -> list[_Mirror]:
         now = time.monotonic()
         if now >= self._expires:
-            self._mirrors = [_mirror(row) for row in self._listing.list_orgs()]
+            try:
+                with anyio.fail_after(LISTING_TIMEOUT):
+                    rows = await anyio.to_thread.run_sync(lambda: list(self._listing.list_orgs()),
+                                                          abandon_on_cancel=True)
+            except Exception as error:
+                if not self._loaded_at:
+                    raise ReadModelUnavailable(f"cannot read the organizations: {type(error).__name__}") from None
+                # The database is away: route by the last list read, and try again after one ttl.
+                log.warning("routing by the organizations read %.0f s ago: the orgs view is unavailable (%s)",
+                            now - self._loaded_at, type(error).__name__)
+                self._expires = now + self._ttl
+                return self._mirrors
+            self._mirrors = [_mirror(row) for row in rows]
             self._loaded_at, self._expires = now, now + self._ttl
         return self._mirrors
 
-    def _reloaded(self, find: Callable[[], list[_Mirror]]) -> list[_Mirror]:
+    async def _reloaded(self) -> list[_Mirror]:
         """A miss on a list older than RELOAD_AFTER reads it again: the view may just have caught up
         (first start, or an org created moments ago), and a miss would otherwise last the whole ttl."""
         if time.monotonic() - self._loaded_at < RELOAD_AFTER:
             return []
         self.forget()
-        return find()
+        return await self.mirrors()
 
 
 def _mirror(row: OrgRowLike) -> _Mirror:

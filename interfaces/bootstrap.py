@@ -80,7 +80,7 @@ class Container:
         self.metrics_registry.register(
             ReadModelCollector(views["blobs"], views["manifests"], views["tags"], views["counters"]))
         self.metrics_registry.register(RateLimitCollector(self.cache.rate_limits.all))
-        self.router = OrgRouter(lambda name: self.orgs.get(name) is not None, views["orgs"])
+        self.router = OrgRouter(self.orgs.lookup, views["orgs"])
         self.admin = OrgAdmin(self.orgs, self.registry,
                               AdminViews(views["orgs"], views["tags"], views["blobs"], views["counters"]),
                               rate_limits=self.cache.rate_limits,  # the latest upstream ratelimit-* reading

@@ -14,6 +14,7 @@ from litestar.response import Stream
 
 from application.pull_through import Client, PullThrough
 from application.ports import Metrics
+from application.orgs import OrgConfig
 from application.routing import OrgRouter
 from domain.names import NAME_PATTERN, Digest, InvalidName, parse_reference
 from interfaces.http.errors import API_VERSION, OciError
@@ -34,6 +35,7 @@ class Target:
     reference: str
     name: str = ""   # the repository name as the client sent it (answers name it so)
     ns: str = ""     # the ?ns= the route honoured, echoed as OCI-Namespace
+    config: OrgConfig | None = None   # the org's settings, looked up once by the router
 
 
 def parse_path(rest: str) -> tuple[str, str, str]:
@@ -71,10 +73,10 @@ def path_as_sent(request: Request, rest: str) -> str:
     return "/".join(segments)
 
 
-def resolve(request: Request, state: State, rest: str) -> Target:
+async def resolve(request: Request, state: State, rest: str) -> Target:
     name, kind, reference = parse_path(path_as_sent(request, rest))
-    route = router_of(state).route(name, request.query_params.get("ns"))
-    return Target(route.org, route.repository, kind, reference, name, route.ns)
+    route = await router_of(state).route(name, request.query_params.get("ns"))
+    return Target(route.org, route.repository, kind, reference, name, route.ns, route.config)
 
 
 def namespace_header(target: Target) -> dict[str, str]:
@@ -144,7 +146,7 @@ async def oci(request: Request, rest: FromPath[str], state: State) -> Response:
     refuse_writes(request)
     if rest in ("", "/"):
         return version_check(request)
-    target = resolve(request, state, rest)
+    target = await resolve(request, state, rest)
     cache = cache_of(state)
     if target.kind == "manifests":
         return await manifest(request, cache, target, metrics_of(state))
@@ -158,7 +160,7 @@ async def manifest(request: Request, cache: PullThrough, target: Target, metrics
     head = request.method == "HEAD"
     client = Client(address=request.client.host if request.client else "",
                     user_agent=header(request, b"user-agent", ""))
-    org = await cache.org(target.org)
+    org = target.config
     answer = await cache.manifests.manifest(org, target.repository, reference, accept_values(request), client,
                                             record=not head)
     headers = {**API_VERSION, "Docker-Content-Digest": answer.digest, "X-Cache": answer.result.name,
@@ -171,7 +173,7 @@ async def manifest(request: Request, cache: PullThrough, target: Target, metrics
 
 
 async def blob(request: Request, cache: PullThrough, target: Target, metrics: Metrics) -> Response:
-    org = await cache.org(target.org)
+    org = target.config
     digest = Digest.parse(target.reference)
     if request.method == "HEAD":
         answer = await cache.blobs.blob_head(org, target.repository, digest)
@@ -238,7 +240,7 @@ async def tags(request: Request, cache: PullThrough, target: Target) -> Response
         n = -1
     if n is not None and n < 0:
         raise OciError("PAGINATION_NUMBER_INVALID", 400, f"n must be a non-negative integer, got {n_param!r}")
-    all_tags = await cache.tag_list.tags(await cache.org(target.org), target.repository)
+    all_tags = await cache.tag_list.tags(target.config, target.repository)
     if last:
         all_tags = [tag for tag in all_tags if tag > last]
     page = all_tags if n is None else all_tags[:n]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
 
 from application.credentials import Credentials
-from application.errors import OrgUnknown
+from application.errors import OrgUnknown, ReadModelUnavailable
 from application.orgs import OrgDirectory
 from application.registry import Registry
 from application.routing import OrgRouter, Route, registry_host, upstream_host
@@ -34,9 +36,28 @@ class Listing:
         return list(self.rows)
 
 
-def router(**orgs: dict) -> OrgRouter:
+class SyncRouter:
+    """The router as these tests call it: one route() at a time, outside any event loop."""
+
+    def __init__(self, router: OrgRouter) -> None:
+        self.router = router
+
+    def route(self, name: str, ns: str | None = None) -> Route:
+        return asyncio.run(self.router.route(name, ns))
+
+    def forget(self) -> None:
+        self.router.forget()
+
+
+def lookup_in(names) -> Callable[[str], Awaitable[str | None]]:
+    async def lookup(name: str) -> str | None:
+        return name if name in names else None
+    return lookup
+
+
+def router(**orgs: dict) -> SyncRouter:
     listing = Listing(**orgs)
-    return OrgRouter(lambda name: name in orgs, listing)
+    return SyncRouter(OrgRouter(lookup_in(orgs), listing))
 
 
 HUB = {"upstream": "https://registry-1.docker.io"}
@@ -100,7 +121,7 @@ def test_an_org_name_without_a_repository_is_an_invalid_name():
 
 def test_the_org_list_is_read_once_per_ttl_but_again_after_forget():
     listing = Listing(hub={**HUB, "default": True})
-    routes = OrgRouter(lambda name: False, listing, ttl=60)
+    routes = SyncRouter(OrgRouter(lookup_in(("hub",)), listing, ttl=60))  # library is no org; hub is
     for _ in range(3):
         routes.route("library/alpine")
     assert listing.reads == 1
@@ -119,7 +140,7 @@ def test_upstream_hosts_compare_without_scheme_or_default_port():
 def test_a_one_word_name_through_a_docker_hub_org_means_library():
     orgs = OrgDirectory(Registry(env=POPO), Credentials(env=POPO), ttl=0)
     orgs.apply("hub", {"upstream": "docker.io"})
-    routes = OrgRouter(lambda name: orgs.get(name) is not None, Listing())
+    routes = SyncRouter(OrgRouter(orgs.lookup, Listing()))
 
     route = routes.route("hub/postgres")
 
@@ -144,7 +165,11 @@ def test_registry_hosts_are_accepted_as_ns(ns):
 
 def test_a_name_longer_than_255_characters_is_invalid_before_any_org_is_looked_up():
     asked = []
-    routes = OrgRouter(lambda name: asked.append(name) or True, Listing(hub=HUB))
+
+    async def lookup(name: str) -> str:
+        asked.append(name)
+        return name
+    routes = SyncRouter(OrgRouter(lookup, Listing(hub=HUB)))
     with pytest.raises(InvalidName):
         routes.route("hub/" + "a" * 252)
     assert asked == []
@@ -158,3 +183,43 @@ def test_a_name_that_is_too_long_once_the_org_namespace_is_prefixed_is_invalid()
         router(hub=HUB).route("hub/" + "a" * 250)
     with pytest.raises(InvalidName, match="upstream"):
         routes.route("lib/" + "a" * 150)
+
+
+@dataclass(frozen=True)
+class Org:
+    upstream: str
+    namespace: str
+
+
+class FailingListing(Listing):
+    """The orgs view of a database that went away after the first read."""
+
+    def __init__(self, **orgs: dict) -> None:
+        super().__init__(**orgs)
+        self.down = False
+
+    def list_orgs(self) -> list[Row]:
+        if self.down:
+            raise ConnectionError("database unavailable")
+        return super().list_orgs()
+
+
+def test_root_paths_route_by_the_last_org_list_read_while_the_orgs_view_is_unavailable():
+    listing = FailingListing(hub={**HUB, "default": True})
+    routes = SyncRouter(OrgRouter(lookup_in(("hub",)), listing, ttl=0))
+    assert routes.route("library/alpine") == Route("hub", "library/alpine")
+    listing.down = True
+    assert routes.route("library/alpine") == Route("hub", "library/alpine")
+    assert routes.route("library/alpine", ns="docker.io") == Route("hub", "library/alpine", "docker.io")
+
+
+def test_routing_without_any_org_list_read_is_unavailable_not_a_crash():
+    listing = FailingListing(hub={**HUB, "default": True})
+    listing.down = True
+
+    async def lookup(name: str) -> Org | None:  # the looked-up settings, as OrgDirectory answers them
+        return Org(HUB["upstream"], "") if name == "hub" else None
+    routes = SyncRouter(OrgRouter(lookup, listing))
+    with pytest.raises(ReadModelUnavailable):
+        routes.route("library/alpine")
+    assert routes.route("hub/library/alpine") == Route("hub", "library/alpine")  # a named org needs no list
