@@ -20,6 +20,8 @@ from eventsourcing.utils import Environment, strtobool
 from psycopg import Connection
 from psycopg.sql import SQL, Literal
 
+from infra.bounded_postgres import bound_pool
+
 VIEWS_ENV_NAME = "views"   # keys: VIEWS_POSTGRES_POOL_SIZE, VIEWS_POSTGRES_MAX_OVERFLOW, VIEWS_STATEMENT_TIMEOUT, ...
 STATEMENT_TIMEOUT = 5.0    # seconds, for a view read; VIEWS_STATEMENT_TIMEOUT overrides it
 
@@ -54,7 +56,7 @@ def _construct(env: Environment) -> ViewsDatastore:
     def number(key: str, default: str) -> float:
         return float(env.get(key) or default)
 
-    return ViewsDatastore(
+    datastore = ViewsDatastore(
         dbname=env.get("POSTGRES_DBNAME") or "", host=env.get("POSTGRES_HOST") or "",
         port=env.get("POSTGRES_PORT") or "5432", user=env.get("POSTGRES_USER") or "",
         password=env.get("POSTGRES_PASSWORD") or "", schema=env.get("POSTGRES_SCHEMA") or "",
@@ -65,6 +67,10 @@ def _construct(env: Environment) -> ViewsDatastore:
         pre_ping=strtobool(env.get("POSTGRES_PRE_PING") or "yes"),
         statement_timeout=number("STATEMENT_TIMEOUT", str(STATEMENT_TIMEOUT)),
     )
+    # Like the apps' pools: fail fast while the database is unreachable, and reconnect within a
+    # second of it coming back (psycopg_pool's own back-off kept the views down for minutes).
+    bound_pool(datastore.pool)
+    return datastore
 
 
 def acquire(env: dict) -> PostgresDatastore:
