@@ -18,7 +18,8 @@ from domain.pull import Pull, PullResult
 log = logging.getLogger(__name__)
 
 # What the pulls port (GroupCommit) raises, or a wait it outlived, when the event store is unavailable:
-# the pull stays with it and is recorded once the event store takes writes again.
+# the pull stays with it and is recorded once the event store takes writes again (or, past its
+# bounds, is counted as unrecorded: Metrics.pulls_unrecorded). Either way the answer goes out.
 RECORDED_LATER = OUTAGE_ERRORS
 
 # The request itself was wrong: not a pull of anything, and nothing stored changes on bad input.
