@@ -67,8 +67,8 @@ def _construct(env: Environment) -> ViewsDatastore:
         pre_ping=strtobool(env.get("POSTGRES_PRE_PING") or "yes"),
         statement_timeout=number("STATEMENT_TIMEOUT", str(STATEMENT_TIMEOUT)),
     )
-    # Like the apps' pools: fail fast while the database is unreachable, and reconnect within a
-    # second of it coming back (psycopg_pool's own back-off kept the views down for minutes).
+    # The same bounds as the apps' pools: a read fails fast while the database refuses connections,
+    # and the pool reconnects within a second of it coming back (infra/bounded_postgres.py).
     bound_pool(datastore.pool)
     return datastore
 
