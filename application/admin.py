@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from application.errors import EntrepotError, OrgUnknown
 from application.orgs import OrgConfig, OrgDirectory
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from application.routing import OrgRowLike
 from domain.org import InvalidOrgSettings, OrgSettings, validate_org_name
 from domain.org_settings import MAX_PASSWORD
@@ -116,10 +116,10 @@ def invalid_settings(error: InvalidOrgSettings) -> InvalidRequest:
 
 
 class OrgAdmin:
-    def __init__(self, directory: OrgDirectory, registry: Registry, views: AdminViews,
+    def __init__(self, directory: OrgDirectory, records: CacheRecords, views: AdminViews,
                  rate_limits: RateLimitReadings | None = None, on_change: Callable[[], None] = lambda: None) -> None:
         self._directory = directory
-        self._registry = registry
+        self._records = records
         self._views = views
         self.rate_limits = rate_limits        # wired by the composition root once readings exist
         self._on_change = on_change           # e.g. OrgRouter.forget
@@ -148,7 +148,7 @@ class OrgAdmin:
             raise InvalidRequest(str(error), {"name": str(error)}) from None
         if not isinstance(password, str) or len(password) > MAX_PASSWORD:
             raise InvalidRequest("password is too long", {"password": f"at most {MAX_PASSWORD} characters"})
-        if self._registry.get_org(name) is not None:
+        if self._records.get_org(name) is not None:
             raise OrgExists(f"organization {name!r} already exists", org=name)
         settings = dict(settings)
         password = settings.pop("password", None) or ""
@@ -199,9 +199,9 @@ class OrgAdmin:
 
     def _settle(self) -> None:
         """Wait (briefly) until the orgs view has our write, so list and routing agree with it."""
-        position = self._registry.recorder.max_notification_id()
+        position = self._records.recorder.max_notification_id()
         try:
-            self._views.orgs.wait(self._registry.name, position, timeout=SETTLE_TIMEOUT)
+            self._views.orgs.wait(self._records.name, position, timeout=SETTLE_TIMEOUT)
         except TimeoutError:
             log.warning("the orgs view has not caught up after %ss; listings may lag", SETTLE_TIMEOUT)
         self._on_change()

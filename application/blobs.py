@@ -92,7 +92,7 @@ class BlobCache:
                 await fill.started.wait()
                 if fill.org != org.name:
                     await self._check_org_holds(org, repository, name, fill.size)
-                if fill.error is not None and fill.readable == 0:
+                if fill.refused:
                     raise fill.error
             # A verified fill that storage is still publishing already holds the whole blob: a hit.
             return BlobAnswer(name, fill.size, PullResult.HIT if fill.verified else PullResult.MISS, fill.read)

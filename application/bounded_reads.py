@@ -11,7 +11,7 @@ import anyio
 import anyio.to_thread
 
 from application.errors import ReadModelUnavailable
-from application.ports import CacheView, ManifestRow, TagRow
+from application.ports import TagsAndManifests, ManifestRow, TagRow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -22,7 +22,7 @@ class BoundedReads:
     on in the loop itself, never longer than `timeout` seconds, and any failure is ReadModelUnavailable
     (503), not a 500 — so with PostgreSQL down, liveness and in-process answers carry on."""
 
-    def __init__(self, view: CacheView, holds_blob: Callable[[str, str], bool], timeout: float = 3.0,
+    def __init__(self, view: TagsAndManifests, holds_blob: Callable[[str, str], bool], timeout: float = 3.0,
                  max_in_flight: int = 32) -> None:
         self._view = view
         self._holds_blob = holds_blob

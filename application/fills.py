@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from application.errors import BlobCorrupt, BlobTruncated, BlobUnknown, UpstreamBadContent, UpstreamNotFound
 from application.metering import fill_failure
-from application.ports import (BlobStore, Clock, FillCoordinator, FillLock, Ledger, Metrics, NoMetrics, Spool, Upstream,
-                               UpstreamTarget)
+from application.ports import (BlobStorageUnavailable, BlobStore, Clock, FillCoordinator, FillLock, Ledger, Metrics,
+                               NoMetrics, Spool, Upstream, UpstreamTarget)
 from application.singleflight import InProcessOnly
 from domain.names import Digest
 
@@ -18,29 +19,74 @@ READ_CHUNK = 256 * 1024
 ADVANCE_STEP = 1024 * 1024
 
 
+PassThrough = Callable[[int, "int | None", Any], AsyncIterator[bytes]]
+
+
+class NoSpool:
+    """The spool of a fill whose spool file could not even be created (no room, no fds): the first
+    append fails, so the fill's readers are served from upstream."""
+
+    def __init__(self, error: BlobStorageUnavailable) -> None:
+        self._error = error
+
+    async def append(self, chunk: bytes) -> None:
+        raise self._error
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        raise self._error
+
+    async def discard(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class Fill:
     """One blob being fetched into a spool. Readers follow `readable`, which trails `written` by the
-    last chunk until the digest is verified: a corrupt blob can never be received complete."""
+    last chunk until the digest is verified: a corrupt blob can never be received complete.
 
-    def __init__(self, digest: str, spool: Spool) -> None:
+    When storage cannot take the blob (full, or failing), the fill stops at once and its spool file is
+    removed; each reader drains the bytes already readable from the still-open file, then goes on from
+    upstream on its own (`pass_through`), checked against `hashed` so that it never sends a wrong
+    byte. Chosen over keeping the unread bytes in memory: nothing is buffered beyond one chunk per
+    reader, a slow reader holds back no one, and a reader arriving later needs no bytes that are gone.
+    """
+
+    def __init__(self, digest: str, spool: Spool, pass_through: PassThrough | None = None) -> None:
         self.digest = digest
         self.spool = spool
         self.size: int | None = None
         self.readable = 0
+        self.hashed: Any = None  # the digest's hash object over bytes [0, readable)
         self.done = False
         self.verified = False  # every byte is in the spool and matched the digest
         self.org = ""          # the org whose pull started the fill
         self.error: Exception | None = None
-        self.stored: BlobStore | None = None  # set when another replica published the blob first
+        self.stored: BlobStore | None = None     # set when another replica published the blob first
+        self.published: BlobStore | None = None  # set once this fill published the blob
         self.started = asyncio.Event()
         self._changed = asyncio.Event()
+        self._pass_through = pass_through
+        self._readers = 0
+        self._spool_open = True
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    def advance(self, readable: int) -> None:
-        self.readable = readable
+    @property
+    def unstored(self) -> bool:
+        """Storage could not keep the blob: readers are served past `readable` straight from upstream."""
+        return isinstance(self.error, BlobStorageUnavailable) and self._pass_through is not None
+
+    @property
+    def refused(self) -> bool:
+        """Failed before a byte was readable, for a reason no reader can get around."""
+        return self.error is not None and self.readable == 0 and not self.unstored
+
+    def advance(self, readable: int, hashed: Any = None) -> None:
+        self.readable, self.hashed = readable, hashed
         self._notify()
 
     def finish(self, readable: int) -> None:
@@ -58,26 +104,51 @@ class Fill:
         self.started.set()
         self._notify()
 
+    def release_spool_if_idle(self) -> None:
+        """Close the spool (its read fd: the space of a removed file comes back only then) once the
+        fill has ended and no reader is reading it. A reader starting later reads the published blob,
+        goes on from upstream, or gets the fill's error, never the closed file."""
+        if self._spool_open and self._readers == 0 and (self.done or self.error is not None):
+            self._spool_open = False
+            self.spool.close()
+
     async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Bytes [start, end) as they arrive; raises the fill's error if it fails before `end`."""
         if self.stored is not None:
             async for chunk in self.stored.read(self.digest, start, end):
                 yield chunk
             return
-        offset = start
-        while end is None or offset < end:
-            if offset < self.readable:
-                limit = self.readable if end is None else min(end, self.readable)
-                size = min(READ_CHUNK, limit - offset)
-                chunk = self.spool.read_at(offset, size)
-                offset += len(chunk)
-                yield chunk
-                continue
-            if self.error is not None:
-                raise self.error
-            if self.done:
-                return
-            await self._changed.wait()
+        self._readers += 1
+        try:
+            offset = start
+            while end is None or offset < end:
+                if offset < self.readable and self._spool_open:
+                    limit = self.readable if end is None else min(end, self.readable)
+                    size = min(READ_CHUNK, limit - offset)
+                    chunk = self.spool.read_at(offset, size)
+                    offset += len(chunk)
+                    yield chunk
+                    continue
+                if self.done and offset >= self.readable:
+                    return
+                if self.published is not None:  # the spool was released: the store has every byte
+                    async for chunk in self.published.read(self.digest, offset, end):
+                        yield chunk
+                    return
+                if self.unstored and self._pass_through is not None:
+                    # Bytes already sent came from the spool: the upstream stream must agree on them.
+                    resume = self.hashed if offset > start else None
+                    async for chunk in self._pass_through(offset, end, resume):
+                        yield chunk
+                    return
+                if self.error is not None:
+                    raise self.error
+                if self.done:
+                    return
+                await self._changed.wait()
+        finally:
+            self._readers -= 1
+            self.release_spool_if_idle()
 
 
 class BlobFills:
@@ -114,7 +185,11 @@ class BlobFills:
                 return None
             fill = self.running(digest)  # another request may have started one during the await
         if fill is None:
-            fill = Fill(digest, self._store.new_spool(digest))
+            try:
+                spool: Spool = self._store.new_spool(digest)
+            except BlobStorageUnavailable as error:
+                spool = NoSpool(error)
+            fill = Fill(digest, spool, lambda start, end, resume: self._pass_through(target, digest, start, end, resume))
             fill.org = target.org
             self._fills[digest] = fill
             task = asyncio.create_task(self._run(fill, target), name=f"fill {digest[:19]}")
@@ -123,7 +198,7 @@ class BlobFills:
         await fill.started.wait()
         if fill.stored is not None:
             return None
-        if fill.error is not None and fill.readable == 0:
+        if fill.refused:
             raise fill.error
         return fill
 
@@ -139,6 +214,10 @@ class BlobFills:
         except UpstreamNotFound as error:
             fill.fail(BlobUnknown(f"blob {fill.digest} is unknown upstream", digest=fill.digest))
             log.info("fill %s: %s", fill.digest, error.message)
+        except BlobStorageUnavailable as error:
+            log.warning("fill %s: storage cannot keep it (%s); its clients are served straight from upstream",
+                        fill.digest, error)
+            fill.fail(error)
         except Exception as error:  # every failure reaches the readers; the fill never dies silently
             log.warning("fill %s failed: %s", fill.digest, error)
             if isinstance(error, UpstreamBadContent):
@@ -151,6 +230,7 @@ class BlobFills:
         finally:
             if fill.stored is not None or not fill.done:  # unless published from it, no spool stays behind
                 await fill.spool.discard()
+            fill.release_spool_if_idle()
             if self._fills.get(fill.digest) is fill:
                 del self._fills[fill.digest]
 
@@ -180,13 +260,18 @@ class BlobFills:
         """_fetch, counted: every fill started here ends counted once, as completed or as failed (and why)."""
         self._metrics.fill_started(target.org)
         try:
-            await self._fetch(fill, target)
+            stored = await self._fetch(fill, target)
         except BaseException as error:  # a cancelled fill is counted too, so started = completed + failed
             self._metrics.fill_failed(target.org, fill_failure(error))
             raise
-        self._metrics.fill_completed(target.org)
+        if stored:
+            self._metrics.fill_completed(target.org)
+        else:
+            self._metrics.fill_failed(target.org, fill_failure(fill.error or BlobStorageUnavailable()))
 
-    async def _fetch(self, fill: Fill, target: UpstreamTarget) -> None:
+    async def _fetch(self, fill: Fill, target: UpstreamTarget) -> bool:
+        """Fetch, verify and publish; False when the blob was verified but storage could not publish it
+        (its readers then finish from the spool, which holds every byte)."""
         expected = Digest.parse(fill.digest)
         spool = fill.spool
         blob = await self._upstream.open_blob(target, fill.digest)
@@ -199,12 +284,13 @@ class BlobFills:
             async for chunk in blob:
                 if not chunk:
                     continue
-                hasher.update(chunk)
-                await spool.append(chunk)
                 # The previous chunks become readable; this one waits for the digest check. Readers
                 # are woken per ADVANCE_STEP, not per network chunk: waking them costs more than it buys.
+                # The hash so far goes with them: a reader that must go on from upstream checks it.
                 if written - fill.readable >= ADVANCE_STEP:
-                    fill.advance(written)
+                    fill.advance(written, hasher.copy())
+                hasher.update(chunk)
+                await spool.append(chunk)
                 written += len(chunk)
             if fill.size is not None and written != fill.size:
                 raise BlobTruncated(f"upstream sent {written} of {fill.size} bytes of {fill.digest}")
@@ -214,11 +300,62 @@ class BlobFills:
             fill.verified = True
             # The last bytes are released only once the blob is published: a client that received a
             # whole blob can rely on the cache holding it (and on every replica finding it).
-            await self._store.publish(fill.digest, spool)
+            try:
+                await self._store.publish(fill.digest, spool)
+            except BlobStorageUnavailable as error:
+                log.warning("fill %s: storage cannot keep it (%s); its clients are served from the spool",
+                            fill.digest, error)
+                fill.error = error  # not published: a reader arriving after the spool is released goes upstream
+                fill.finish(written)
+                return False
             published = True
+            fill.published = self._store
             fill.finish(written)
             await self._ledger.blob_cached(target.org, target.repository, fill.digest, written, self._clock.now())
+            return True
         finally:
             await blob.aclose()
             if not published:
                 await spool.discard()
+
+    async def _pass_through(self, target: UpstreamTarget, digest: str, start: int, end: int | None,
+                            resume: Any) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of `digest` straight from upstream, kept nowhere: what a reader of a fill
+        that storage could not keep gets past the spool. The Upstream port has no ranges, so the blob
+        comes from its first byte and is hashed whole; as in a fill, the last bytes are held back until
+        the digest matches. `resume`, when the reader already sent bytes up to `start` from the spool,
+        is the fill's hash of [0, start): this stream's must equal it, or those bytes were not the blob's.
+        At most one chunk per reader is held in memory."""
+        log.info("serving %s from byte %d straight from upstream: storage could not keep it", digest, start)
+        expected = Digest.parse(digest)
+        blob = await self._upstream.open_blob(target, digest)
+        try:
+            hasher = expected.hasher()
+            position = 0
+            held = b""  # the latest bytes for the client: sent when more arrive, or once the digest matches
+            agreed = resume is None
+            async for chunk in blob:
+                if not chunk:
+                    continue
+                if resume is not None and position <= start < position + len(chunk):
+                    hasher.update(chunk[:start - position])
+                    if hasher.hexdigest() != resume.hexdigest():
+                        raise BlobCorrupt(f"upstream sent other bytes of {digest} the second time", digest=digest)
+                    agreed = True
+                    hasher.update(chunk[start - position:])
+                else:
+                    hasher.update(chunk)
+                wanted = chunk[max(0, start - position):None if end is None else max(0, end - position)]
+                position += len(chunk)
+                if wanted:
+                    if held:
+                        yield held
+                    held = wanted
+            if blob.size is not None and position != blob.size:
+                raise BlobTruncated(f"upstream sent {position} of {blob.size} bytes of {digest}")
+            if not agreed or not expected.matches(hasher.hexdigest()):
+                raise BlobCorrupt(f"upstream bytes do not match digest {digest}", digest=digest)
+            if held:
+                yield held
+        finally:
+            await blob.aclose()

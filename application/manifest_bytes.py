@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from cachetools import LRUCache
 
-from application.ports import BlobNotFound, BlobStore
+from application.ports import BlobNotFound, BlobStorageUnavailable, BlobStore
+
+log = logging.getLogger(__name__)
 
 
 class ManifestBytes:
@@ -25,8 +29,14 @@ class ManifestBytes:
         return content
 
     async def put(self, digest: str, content: bytes) -> None:
-        if await self._store.stat(digest) is None:
-            await self._store.put_bytes(digest, content)
+        """Store and hold `content`. Storage that cannot take it (full, failing) does not fail the pull
+        that fetched it: the bytes in hand are answered and held, and a later pull that finds them
+        neither held nor stored fetches them again."""
+        try:
+            if await self._store.stat(digest) is None:
+                await self._store.put_bytes(digest, content)
+        except BlobStorageUnavailable as error:
+            log.warning("manifest %s not stored: %s", digest, error)
         self._hold(digest, content)
 
     def _hold(self, digest: str, content: bytes) -> None:

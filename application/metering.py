@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from application import errors
-from application.ports import (Metrics, Upstream, UpstreamBlob, UpstreamManifest, UpstreamManifestHead,
-                               UpstreamTarget)
+from application.ports import (BlobStorageUnavailable, Metrics, Upstream, UpstreamBlob, UpstreamManifest,
+                               UpstreamManifestHead, UpstreamTarget)
 
 T = TypeVar("T")
 
@@ -41,7 +41,9 @@ def fill_failure(error: BaseException) -> str:
         return "upstream"
     if isinstance(error, asyncio.CancelledError):
         return "cancelled"
-    return "other"            # e.g. blob storage or the event store failed
+    if isinstance(error, BlobStorageUnavailable):
+        return "storage"      # storage could not keep it (full, or failing); the clients were still served
+    return "other"            # e.g. the event store failed
 
 
 class MeteredUpstream:

@@ -8,7 +8,7 @@ from eventsourcing.persistence import InterfaceError as PersistenceInterfaceErro
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
 from application import errors as app
-from application.ports import BlobStorageUnavailable
+from application.ports import BlobStorageFull, BlobStorageUnavailable
 from domain.names import InvalidDigest, InvalidName, InvalidReference
 
 
@@ -34,6 +34,8 @@ ERROR_TABLE: list[tuple[type[Exception], str, int]] = [
     (app.UpstreamUnauthorized, "DENIED", 502),
     (app.UpstreamBadContent, "DIGEST_INVALID", 502),
     (app.UpstreamUnavailable, "UNAVAILABLE", 503),
+    # 507 Insufficient Storage: the operator must free space; a retry elsewhere may succeed meanwhile.
+    (BlobStorageFull, "UNAVAILABLE", 507),
     (BlobStorageUnavailable, "UNAVAILABLE", 503),
     (app.EventStoreUnavailable, "UNAVAILABLE", 503),
     (app.ReadModelUnavailable, "UNAVAILABLE", 503),

@@ -11,7 +11,7 @@ from cachetools import LRUCache, TTLCache
 
 from application.credentials import Credentials
 from application.ports import OrgRecord, OrgsByName, UpstreamTarget
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from domain.org import OrgSettings, is_org_name, upstream_repository
 
 log = logging.getLogger(__name__)
@@ -43,14 +43,14 @@ class _Row:
     deleted: bool
 
 
-class RegistryOrgs:
+class RecordedOrgs:
     """OrgsByName read from the event store's aggregates: for tools and unit tests that run no orgs view."""
 
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
+    def __init__(self, records: CacheRecords) -> None:
+        self._records = records
 
     def get_org(self, name: str) -> OrgRecord | None:
-        org = self._registry.get_org(name)
+        org = self._records.get_org(name)
         return None if org is None else _Row(name, org.settings, False)
 
 
@@ -65,11 +65,11 @@ class OrgDirectory:
     separate bounded caches, so a flood of unknown first path segments cannot evict real orgs.
     """
 
-    def __init__(self, registry: Registry, credentials: Credentials, view: OrgsByName | None = None,
+    def __init__(self, records: CacheRecords, credentials: Credentials, view: OrgsByName | None = None,
                  ttl: float = 5.0, written_ttl: float = 60.0, size: int = 1024, unknown_size: int = 4096) -> None:
-        self._registry = registry
+        self._records = records
         self._credentials = credentials
-        self._view = view if view is not None else RegistryOrgs(registry)
+        self._view = view if view is not None else RecordedOrgs(records)
         self._lock = threading.Lock()   # get() runs on the event loop's threads and in worker threads
         self._found: TTLCache = TTLCache(size, ttl) if ttl > 0 else None
         self._unknown: TTLCache = TTLCache(unknown_size, ttl) if ttl > 0 else None
@@ -116,17 +116,17 @@ class OrgDirectory:
         """Create or update an org with its credentials; True when anything changed."""
         settings = dict(settings)  # the caller's dict stays as it was
         password = settings.pop("password", "") or ""
-        changed = self._registry.apply_org(name, settings)
+        changed = self._records.apply_org(name, settings)
         before = self._credentials.get(name)
         username = settings.get("username", "") or ""
         self._credentials.set(name, username, password)
-        recorded = self._registry.get_org(name)
+        recorded = self._records.get_org(name)
         self._wrote(name, None if recorded is None else self._config(name, recorded.settings, (username, password)))
         return changed or before != (username, password)
 
     def delete(self, name: str) -> bool:
         """Delete an org; its upstream credentials go too, so a re-created org never inherits them."""
-        deleted = self._registry.delete_org(name)
+        deleted = self._records.delete_org(name)
         if deleted:
             self._credentials.set(name, "", "")
             self._wrote(name, None)

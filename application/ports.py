@@ -91,6 +91,9 @@ class Spool(Protocol):
 
     async def discard(self) -> None: ...
 
+    def close(self) -> None:
+        """Release what readers read through (the read fd) once none needs it."""
+
 
 class BlobNotFound(Exception):
     """Raised by every BlobStore backend for a digest it does not hold."""
@@ -98,6 +101,11 @@ class BlobNotFound(Exception):
 
 class BlobStorageUnavailable(Exception):
     """Raised by every BlobStore backend when storage fails for another reason than a missing blob."""
+
+
+class BlobStorageFull(BlobStorageUnavailable):
+    """Raised by every BlobStore backend when storage has no room left (ENOSPC, a quota): nothing new is
+    kept until space is freed, though what is stored can still be read."""
 
 
 class BlobStore(Protocol):
@@ -143,7 +151,7 @@ class ManifestRow:
     children: list[str] = field(default_factory=list)
 
 
-class CacheView(Protocol):
+class TagsAndManifests(Protocol):
     """The read model the hot path consults (projections/)."""
 
     def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None: ...

@@ -12,14 +12,14 @@ from application.fills import BlobFills
 from application.manifest_bytes import ManifestBytes
 from application.manifests import ManifestAnswer, ManifestCache
 from application.orgs import OrgConfig, OrgDirectory
-from application.ports import (BlobStore, CacheView, Clock, FillCoordinator, Ledger, Metrics, NoMetrics, SharedTags,
+from application.ports import (BlobStore, TagsAndManifests, Clock, FillCoordinator, Ledger, Metrics, NoMetrics, SharedTags,
                                Upstream)
 from application.pull_audit import Client, PullAudit
 from application.pull_metrics import CountedBlobs, CountedManifests
 from application.pulls import GroupCommit
 from application.ratelimits import RateLimits
-from application.registry import Registry
-from application.registry_ledger import RegistryLedger
+from application.cache_records import CacheRecords
+from application.records_ledger import RecordsLedger
 from application.singleflight import AcrossReplicas, InProcessOnly
 from application.tag_list import TagList
 from application.tag_lookup import TagLookup
@@ -53,13 +53,13 @@ class PullThrough:
         return org
 
 
-def pull_through(*, registry: Registry, orgs: OrgDirectory, view: CacheView, store: BlobStore, upstream: Upstream,
+def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndManifests, store: BlobStore, upstream: Upstream,
                  pulls: GroupCommit, clock: Clock, fill_coordinator: FillCoordinator | None = None,
                  shared_tags: SharedTags | None = None, metrics: Metrics | None = None,
                  ledger: Ledger | None = None, limits: Limits = Limits()) -> PullThrough:
-    ledger = ledger or RegistryLedger(registry, timeout=limits.record_timeout)
+    ledger = ledger or RecordsLedger(records, timeout=limits.record_timeout)
     metrics = metrics or NoMetrics()
-    reads = BoundedReads(view, registry.holds_blob, timeout=limits.read_timeout,
+    reads = BoundedReads(view, records.holds_blob, timeout=limits.read_timeout,
                          max_in_flight=limits.max_reads_in_flight)
     rate_limits = RateLimits()
     tags = TagLookup(reads, shared_tags, max_tags=limits.max_rows, row_seconds=limits.tag_row_seconds)

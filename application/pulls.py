@@ -25,7 +25,7 @@ OUTAGE_ERRORS = (EventStoreUnavailable, OperationalError, InterfaceError, Timeou
 
 
 class Pulls(Application[UUID]):
-    """Pull events live in their own application so they never serialise with Registry writes."""
+    """Pull events live in their own application so they never serialise with CacheRecords writes."""
 
     name = "Pulls"
 

@@ -11,7 +11,7 @@ from cachetools import LRUCache
 from application.bounded_reads import BoundedReads
 from application.errors import ReadModelUnavailable
 from application.ports import SharedTags, TagRow
-from application.row_cache import RowCache
+from application.held_rows import HeldRows
 
 TagKey = tuple[str, str, str]  # (org, repository, tag)
 
@@ -23,7 +23,7 @@ class TagLookup:
         self._shared = shared  # None: one replica, nothing to share
         # View rows for a second: the warm path then costs no query, and another replica's move of
         # a tag is seen here at most that late.
-        self._rows: RowCache[TagKey, TagRow] = RowCache(max_tags, ttl=row_seconds, timer=timer)
+        self._rows: HeldRows[TagKey, TagRow] = HeldRows(max_tags, ttl=row_seconds, timer=timer)
         # Our own tag writes, read before the projection catches up with them.
         self._recent: LRUCache[TagKey, TagRow] = LRUCache(maxsize=max_tags)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from bench import machine, measure
 from bench.images import Pusher, push_image
 from bench.scenario import MIB
-from bench.targets import ORG, Registry, Target
+from bench.targets import ORG, DockerRegistry, Target
 from tests.support.server import EntrepotServer
 
 
@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with ExitStack() as stack:
             storage = work / "upstream-storage"
-            direct = stack.enter_context(Registry(work / "up-direct", storage, access_log=False))
+            direct = stack.enter_context(DockerRegistry(work / "up-direct", storage, access_log=False))
             pusher = Pusher(direct.url)
             stack.callback(pusher.close)
-            peer = stack.enter_context(Registry(work / "peer", work / "peer" / "storage", access_log=False,
+            peer = stack.enter_context(DockerRegistry(work / "peer", work / "peer" / "storage", access_log=False,
                                                 proxy=direct.url))
             targets = [Target("peer", peer.url, pid=peer.pid)]
             for engine in ("uvicorn", "granian"):

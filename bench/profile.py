@@ -20,7 +20,7 @@ from pathlib import Path
 from bench import measure
 from bench.images import Pusher, push_image
 from bench.postgres import FreshDatabase
-from bench.targets import ORG, AccessLog, Registry, Target, entrepot_server
+from bench.targets import ORG, AccessLog, DockerRegistry, Target, entrepot_server
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="entrepot-profile-"))
     database = FreshDatabase(args.postgres).create() if args.postgres else None
     try:
-        with Registry(work / "up", work / "storage", access_log=True) as upstream, \
+        with DockerRegistry(work / "up", work / "storage", access_log=True) as upstream, \
                 entrepot_server(work / "entrepot", upstream.url, database.url if database else None) as server:
             pusher = Pusher(upstream.url)
             sizes = [args.blob_mib * 2**20] if args.kind == "blob" else [64 * 1024] * 5

@@ -5,7 +5,7 @@
         [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres] [--json bench/results/<file>.json]
 
 Pulls are written through the application's own write path (Pulls.record, many pulls per transaction,
-as the group commit does), with the Registry events of `--images` cached images (5 layers each). Then
+as the group commit does), with the CacheRecords events of `--images` cached images (5 layers each). Then
 each projection runs alone, from an empty view, and is timed until it has processed every event of
 the applications it follows (it tracks every event, so the count is the apps' notification count).
 The target (issue 12): at least 3x the warm pull rate, 3 x 1,200 = 3,600 events/s, on both backends.
@@ -24,7 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from application.pulls import Pulls
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from bench.postgres import FreshDatabase, reachable
 from domain.pull import Pull
 from infra.persistence import embedded_env, postgres_env, prepare_database
@@ -37,19 +37,19 @@ RESULTS = ("hit", "hit", "hit", "hit", "miss", "revalidated", "stale")
 
 
 def write_events(env: dict, pulls_count: int, images: int, batch: int = 1000) -> dict[str, int]:
-    """Registry events for `images` cached images, then `pulls_count` pulls of them; the apps' heads."""
-    registry, pulls = Registry(env=env), Pulls(env=env)
+    """CacheRecords events for `images` cached images, then `pulls_count` pulls of them; the apps' heads."""
+    records, pulls = CacheRecords(env=env), Pulls(env=env)
     try:
-        registry.apply_org("hub", {"upstream": "docker.io"})
+        records.apply_org("hub", {"upstream": "docker.io"})
         digests = []
         for i in range(images):
             digest = f"sha256:{i:064x}"
             layers = [f"sha256:{i:032x}{j:032x}" for j in range(5)]
-            registry.record_manifest("hub", f"library/image{i}", digest,
+            records.record_manifest("hub", f"library/image{i}", digest,
                                      "application/vnd.oci.image.manifest.v1+json", 900, layers, [], 1.0)
             for layer in layers:
-                registry.record_blob("hub", f"library/image{i}", layer, 1000, 2.0)
-            registry.record_tag("hub", f"library/image{i}", "latest", digest,
+                records.record_blob("hub", f"library/image{i}", layer, 1000, 2.0)
+            records.record_tag("hub", f"library/image{i}", "latest", digest,
                                 "application/vnd.oci.image.manifest.v1+json", 3.0)
             digests.append(digest)
         for start in range(0, pulls_count, batch):
@@ -57,10 +57,10 @@ def write_events(env: dict, pulls_count: int, images: int, batch: int = 1000) ->
                                 digest=digests[n % images], result=RESULTS[n % len(RESULTS)],
                                 client=f"10.0.{n % 7}.{n % 250}", user_agent="containerd/2.0", at=10.0 + n)
                            for n in range(start, min(start + batch, pulls_count))))
-        return {"Registry": registry.recorder.max_notification_id() or 0,
+        return {"Registry": records.recorder.max_notification_id() or 0,
                 "Pulls": pulls.recorder.max_notification_id() or 0}
     finally:
-        registry.close()
+        records.close()
         pulls.close()
 
 
@@ -92,7 +92,7 @@ def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> lis
     started = time.perf_counter()
     heads = write_events(env, args.pulls, args.images)
     written = time.perf_counter() - started
-    print(f"{backend}: wrote {heads['Pulls']} pull and {heads['Registry']} registry events in {written:.1f} s",
+    print(f"{backend}: wrote {heads['Pulls']} pull and {heads['Registry']} cache-record events in {written:.1f} s",
           flush=True)
     rows = []
     for name in args.projection or PROJECTION_NAMES:

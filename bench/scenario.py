@@ -16,7 +16,7 @@ import httpx
 from bench import machine, measure, memory, report
 from bench.images import DOCKER_MANIFEST, BenchImage, Pusher, push_image
 from bench.postgres import FreshDatabase, reachable
-from bench.targets import (ORG, AccessLog, Registry, Target, database_url_supported, entrepot_server,
+from bench.targets import (ORG, AccessLog, DockerRegistry, Target, database_url_supported, entrepot_server,
                            projection_runner)
 
 MIB = 2**20
@@ -92,17 +92,17 @@ class Bench:
 
     def _start(self, work: Path, stack: ExitStack) -> None:
         storage = work / "upstream-storage"  # one copy of the images, read by one registry per target
-        direct = stack.enter_context(Registry(work / "up-direct", storage, access_log=False))
+        direct = stack.enter_context(DockerRegistry(work / "up-direct", storage, access_log=False))
         self.pusher = Pusher(direct.url)
         stack.callback(self.pusher.close)
         self.targets.append(Target("upstream", direct.url, pid=direct.pid))
 
-        behind_peer = stack.enter_context(Registry(work / "up-peer", storage, access_log=True))
-        peer = stack.enter_context(Registry(work / "peer", work / "peer" / "storage", access_log=False,
+        behind_peer = stack.enter_context(DockerRegistry(work / "up-peer", storage, access_log=True))
+        peer = stack.enter_context(DockerRegistry(work / "peer", work / "peer" / "storage", access_log=False,
                                             proxy=behind_peer.url))
         self.targets.append(Target("peer", peer.url, pid=peer.pid, upstream=AccessLog(behind_peer)))
 
-        behind_ours = stack.enter_context(Registry(work / "up-entrepot", storage, access_log=True))
+        behind_ours = stack.enter_context(DockerRegistry(work / "up-entrepot", storage, access_log=True))
         ours = stack.enter_context(entrepot_server(work / "entrepot", behind_ours.url, engine=self.options.engine))
         self.targets.append(Target("entrepot", ours.url, f"{ORG}/", ours.process.pid, AccessLog(behind_ours)))
         self.asgi_server = _asgi_server(ours.log_tail(200))
@@ -110,7 +110,7 @@ class Bench:
 
         database = self._database(stack)
         if database is not None:
-            behind_pg = stack.enter_context(Registry(work / "up-entrepot-pg", storage, access_log=True))
+            behind_pg = stack.enter_context(DockerRegistry(work / "up-entrepot-pg", storage, access_log=True))
             try:
                 on_pg = stack.enter_context(entrepot_server(work / "entrepot-pg", behind_pg.url, database.url,
                                                             engine=self.options.engine))

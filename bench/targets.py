@@ -19,7 +19,7 @@ ORG = "bench"
 _ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<uri>\S+) [^"]*" (?P<status>\d{3}) (?P<bytes>\d+|-) ')
 
 
-class Registry(UpstreamRegistry):
+class DockerRegistry(UpstreamRegistry):
     """docker-registry with a storage root that may be shared: one process takes the pushes, others
     read the same files, each with its own access log, so every target's upstream traffic is counted
     apart. `proxy` makes it the distribution pull-through peer."""
@@ -46,7 +46,7 @@ class Registry(UpstreamRegistry):
 class AccessLog:
     """Bytes a registry sent since a mark, from its combined-format access log."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: DockerRegistry) -> None:
         self.path = registry.log_path
         self.offset = 0
 

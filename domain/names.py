@@ -92,6 +92,3 @@ def parse_reference(value: str) -> Reference:
     """A manifest reference is a digest when it contains ':', otherwise a tag."""
     return Digest.parse(value) if ":" in value else Tag.parse(value)
 
-
-def is_digest(value: str) -> bool:
-    return ":" in value

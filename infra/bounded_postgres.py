@@ -78,10 +78,6 @@ class FailFastPool(ConnectionPool):
                 if self._unreachable_since is not None or remaining <= DOWN_WAIT:
                     raise
 
-    @property
-    def unreachable(self) -> bool:
-        return self._unreachable_since is not None
-
 
 def bound_pool(pool: ConnectionPool) -> None:
     """Apply the bounds to a pool eventsourcing built (before it is opened)."""

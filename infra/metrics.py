@@ -16,7 +16,7 @@ UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 HTTP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
-def new_registry() -> CollectorRegistry:
+def new_collector_registry() -> CollectorRegistry:
     """A registry per app (not prometheus_client's global one), with the usual process_* series."""
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)
@@ -59,7 +59,7 @@ class PrometheusMetrics:
             "entrepot_fills_completed", "Blob fills verified and published.", ("org",))
         self._fills_failed = counter(
             "entrepot_fills_failed", "Blob fills that failed, by reason (corrupt, truncated, not_found, upstream, "
-            "cancelled, other).", ("org", "reason"))
+            "cancelled, storage, other).", ("org", "reason"))
         self._pulls_unrecorded = counter(
             "entrepot_pulls_unrecorded", "Manifest pulls served but never recorded in the audit log, by reason: "
             "backlog_full (the oldest pulls kept during an event store outage made room), queue_full, shutdown "

@@ -33,7 +33,7 @@ class DatabaseUnavailable(RuntimeError):
 
 
 def event_store_env(settings: Settings) -> dict[str, str]:
-    """The environment of Registry, Pulls, Credentials and every view, for the configured backend.
+    """The environment of CacheRecords, Pulls, Credentials and every view, for the configured backend.
 
     On PostgreSQL it also creates the database (when the user may) and the schema if missing.
     """
@@ -163,13 +163,13 @@ def _create_database(env: dict[str, str]) -> None:
     log.info("created PostgreSQL database %s", dbname)
 
 
-def check_event_store(env: dict[str, str], registry) -> None:
+def check_event_store(env: dict[str, str], records) -> None:
     """Raise unless the event store answers now. On PostgreSQL a new connection is opened: a pooled one
     can outlive the database's willingness to accept connections (a blocked or full database)."""
     if env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
         bounds.check_connection(env)
     else:
-        registry.recorder.max_notification_id()
+        records.recorder.max_notification_id()
 
 
 # -- embedded SQLite -------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ ENGINES = ("uvicorn", "granian")
 DEFAULT_ENGINE = "granian"
 Text = Annotated[str, Meta(max_length=4096)]
 Seconds = Annotated[float, Meta(ge=0, le=86400 * 365)]
+MiB = 1024 * 1024
+Bytes = Annotated[int, Meta(ge=0, le=2**60)]
 
 
 class SettingsError(ValueError):
@@ -63,6 +65,10 @@ class StorageSettings(_Section, frozen=True):
     region: Text = "us-east-1"
     prefix: Text = ""                  # key prefix inside the bucket
     redirect: bool = False             # True: 307 to presigned URLs for warm blobs
+    # Free space under data_dir (blobs, or the S3 spool) as /readyz judges it: below min_free_bytes it
+    # says storage `full` (unavailable), below low_free_bytes `low` (degraded). Pulls are served either way.
+    min_free_bytes: Bytes = 32 * MiB
+    low_free_bytes: Bytes = 1024 * MiB
 
 
 class UpstreamSettings(_Section, frozen=True):

@@ -15,11 +15,11 @@ from application.metering import MeteredUpstream
 from application.credentials import Credentials
 from application.orgs import OrgDirectory
 from application.pulls import GroupCommit, Pulls
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from application.routing import OrgRouter
 from infra.clock import SystemClock
 from infra import persistence
-from infra.metrics import PrometheusMetrics, new_registry
+from infra.metrics import PrometheusMetrics, new_collector_registry
 from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
 from infra.secrets import admin_token, private_dir
@@ -27,7 +27,7 @@ from infra.settings import Settings, SettingsError
 from infra.coordination import build_coordination
 from infra.storage import build_blob_store
 from infra.upstream import HttpUpstream
-from infra.projection_runtime import (LockedRunners, is_postgres, open_cache_view, open_view, projection_runners,
+from infra.projection_runtime import (LockedRunners, is_postgres, open_tags_and_manifests, open_view, projection_runners,
                                      rebuild, status)
 
 log = logging.getLogger(__name__)
@@ -46,16 +46,16 @@ class Container:
         private_dir(self.data_dir)   # 0700: it holds the audit (client addresses), keys and tokens
         self.env = event_store_env(settings)
         self.clock = SystemClock()
-        self.registry = Registry(env=self.env)
+        self.records = CacheRecords(env=self.env)
         self.pulls = Pulls(env=self.env)
         self.credentials = Credentials(env=self.env)
         # Orgs are read from the orgs view (plus this process's own writes), not from the event store.
         orgs_view = open_view("orgs", self.env)
-        self.orgs = OrgDirectory(self.registry, self.credentials, orgs_view)
+        self.orgs = OrgDirectory(self.records, self.credentials, orgs_view)
         self.store = build_blob_store(settings)
         self.coordination = build_coordination(settings.redis)  # Redis, or in-process when no [redis] url
         # This app's own registry: several apps in one process (tests) must not share series.
-        self.metrics_registry = new_registry()
+        self.metrics_registry = new_collector_registry()
         self.metrics = PrometheusMetrics(self.metrics_registry)
         limits = settings.upstream
         # Back-off wraps the client: an upstream that keeps failing is not waited on again for a while.
@@ -67,10 +67,10 @@ class Container:
                 failures=limits.failures_before_backoff, failure_ratio=limits.backoff_failure_ratio,
                 repositories=limits.backoff_repositories, window_seconds=limits.backoff_window_seconds,
                 backoff_seconds=limits.backoff_seconds))
-        self.view = open_cache_view(self.env)
+        self.view = open_tags_and_manifests(self.env)
         self.runners = projection_runners(self.env, in_process=settings.database.run_projections)
         self.group_commit = GroupCommit(self.pulls, metrics=self.metrics, max_backlog=settings.database.pull_backlog)
-        self.cache = pull_through(registry=self.registry, orgs=self.orgs, view=self.view, store=self.store,
+        self.cache = pull_through(records=self.records, orgs=self.orgs, view=self.view, store=self.store,
                                   upstream=self.upstream, pulls=self.group_commit, clock=self.clock,
                                   fill_coordinator=self.coordination, shared_tags=self.coordination,
                                   metrics=self.metrics)
@@ -81,7 +81,7 @@ class Container:
             ReadModelCollector(views["blobs"], views["manifests"], views["tags"], views["counters"]))
         self.metrics_registry.register(RateLimitCollector(self.cache.rate_limits.all))
         self.router = OrgRouter(self.orgs.lookup, views["orgs"])
-        self.admin = OrgAdmin(self.orgs, self.registry,
+        self.admin = OrgAdmin(self.orgs, self.records,
                               AdminViews(views["orgs"], views["tags"], views["blobs"], views["counters"]),
                               rate_limits=self.cache.rate_limits,  # the latest upstream ratelimit-* reading
                               on_change=self.router.forget)
@@ -116,7 +116,7 @@ class Container:
         self.view.close()
         for view in self.read_views.values():
             view.close()
-        for app in (self.registry, self.pulls, self.credentials):
+        for app in (self.records, self.pulls, self.credentials):
             app.close()
 
 

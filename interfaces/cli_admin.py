@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated, Literal, get_args, get_origin
 
 import msgspec
@@ -56,30 +57,29 @@ def _settings(args: argparse.Namespace) -> dict:
     return settings
 
 
-def _print_org_change(args: argparse.Namespace, org: dict, verb: str) -> None:
+def _print(args: argparse.Namespace, answer, as_table: Callable[[], None]) -> None:
+    """The API's answer as JSON with --json, else as the readable table."""
     if args.json:
-        print(json.dumps(org, indent=2))
+        print(json.dumps(answer, indent=2))
     else:
-        print_orgs([org], f"{verb} organization {args.name}")
+        as_table()
+
+
+def _print_org_change(args: argparse.Namespace, org: dict, verb: str) -> None:
+    _print(args, org, lambda: print_orgs([org], f"{verb} organization {args.name}"))
 
 
 def org_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         orgs = client.list_orgs()
-    if args.json:
-        print(json.dumps(orgs, indent=2))
-    else:
-        print_orgs(orgs)
+    _print(args, orgs, lambda: print_orgs(orgs))
     return 0
 
 
 def org_show(args: argparse.Namespace) -> int:
     with _client(args) as client:
         details = client.show_org(args.name)
-    if args.json:
-        print(json.dumps(details, indent=2))
-    else:
-        print_org(details)
+    _print(args, details, lambda: print_org(details))
     return 0
 
 
@@ -120,7 +120,7 @@ def audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guarded(command):
+def _reporting_api_errors(command):
     def run(args: argparse.Namespace) -> int:
         try:
             return command(args)
@@ -151,19 +151,19 @@ def _org_settings(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def add_admin_commands(commands) -> None:
     org = commands.add_parser("org", help="manage the cache organizations of a running server")
     sub = org.add_subparsers(dest="action", required=True)
-    _common(sub.add_parser("list", help="every organization")).set_defaults(func=_guarded(org_list))
+    _common(sub.add_parser("list", help="every organization")).set_defaults(func=_reporting_api_errors(org_list))
     for action, func, text in (("show", org_show, "settings, cached repositories and tags, bytes stored"),
                                ("delete", org_delete, "delete an organization")):
         p = _common(sub.add_parser(action, help=text))
         p.add_argument("name")
-        p.set_defaults(func=_guarded(func))
+        p.set_defaults(func=_reporting_api_errors(func))
     create = _org_settings(_common(sub.add_parser("create", help="register a new organization")))
     create.add_argument("name")
-    create.set_defaults(func=_guarded(org_create))
+    create.set_defaults(func=_reporting_api_errors(org_create))
     update = _org_settings(_common(sub.add_parser("update", help="change the given settings of an organization")))
     update.add_argument("name")
     update.add_argument("--replace", action="store_true", help="unset settings go back to their defaults")
-    update.set_defaults(func=_guarded(org_update))
+    update.set_defaults(func=_reporting_api_errors(org_update))
 
     log = _common(commands.add_parser("audit", help="who pulled what: the audit log of a running server"))
     for flag, text in (("--org", None), ("--repository", None), ("--client", "the client's address"),
@@ -174,4 +174,4 @@ def add_admin_commands(commands) -> None:
     log.add_argument("--limit", type=int, help="at most this many rows")
     log.add_argument("--page-size", type=int, default=PAGE, metavar="N", help=f"rows per request (default {PAGE})")
     log.add_argument("--format", choices=("table", "jsonl", "csv"), default="table")
-    log.set_defaults(func=_guarded(audit))
+    log.set_defaults(func=_reporting_api_errors(audit))

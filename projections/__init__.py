@@ -3,8 +3,8 @@
 The machinery that runs the views (workers, locks, rebuilds, status) is in infra/projection_runtime.
 """
 
-from projections.cache_view import PostgresCacheView, SqliteCacheView
+from projections.tags_and_manifests import PostgresTagsAndManifests, SqliteTagsAndManifests
 from projections.catalog import CATALOG, PROJECTION_NAMES, UnknownProjection, spec, view_class
 
-__all__ = ["CATALOG", "PROJECTION_NAMES", "PostgresCacheView", "SqliteCacheView", "UnknownProjection", "spec",
+__all__ = ["CATALOG", "PROJECTION_NAMES", "PostgresTagsAndManifests", "SqliteTagsAndManifests", "UnknownProjection", "spec",
            "view_class"]

@@ -1,6 +1,6 @@
 """The blobs view: (org, digest) -> repository, size, when cached, when last pulled and how often.
 
-It follows both applications: CachedBlob/CachedManifest from Registry and Pull.Recorded from Pulls.
+It follows both applications: CachedBlob/CachedManifest from CacheRecords and Pull.Recorded from Pulls.
 The two runners interleave in any order (a miss's Pull usually lands before its blobs are cached),
 so every update here commutes: counts add, last_pulled takes the max, and a row may exist
 before its Cached event (cached_at NULL). The final rows therefore do not depend on the
@@ -204,7 +204,7 @@ class SqliteBlobsView(SqliteView, BlobsView):
 
 
 class PostgresBlobsView(PostgresView, BlobsView):
-    """As SqliteBlobsView; its two runners (Registry, Pulls) take turns through serialise_writes."""
+    """As SqliteBlobsView; its two runners (CacheRecords, Pulls) take turns through serialise_writes."""
 
     projection = "blobs"
     tables = ("blobs", "manifest_refs")

@@ -9,14 +9,14 @@ from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
 
 from application.pulls import Pulls
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from infra.projection_runtime import datastores
-from projections.cache_view import PostgresCacheView, SqliteCacheView
+from projections.tags_and_manifests import PostgresTagsAndManifests, SqliteTagsAndManifests
 from projections.catalog import POSTGRES, spec, view_class
 from projections.postgres_view import PostgresView
 from projections.base import View
 
-APPLICATIONS: dict[str, type[Application]] = {app.name: app for app in (Registry, Pulls)}
+APPLICATIONS: dict[str, type[Application]] = {app.name: app for app in (CacheRecords, Pulls)}
 
 
 def application_classes(name: str) -> tuple[type[Application], ...]:
@@ -57,16 +57,16 @@ def open_view(name: str, env: dict | None, version: int | None = None, follow_li
     return view
 
 
-def open_cache_view(env: dict) -> SqliteCacheView | PostgresCacheView:
+def open_tags_and_manifests(env: dict) -> SqliteTagsAndManifests | PostgresTagsAndManifests:
     """The hot path's view for the configured backend; close() it."""
     # Both views' tables are created first: a reader must not fail on a view no runner has created yet.
     if is_postgres(env):
         open_view("manifests", env).close()
         tags = open_view("tags", env)
         assert isinstance(tags, PostgresView)
-        return PostgresCacheView(tags)
+        return PostgresTagsAndManifests(tags)
     paths = []
     for name in ("tags", "manifests"):
         open_view(name, env).close()
         paths.append(projection_env(name, env).get("SQLITE_DBNAME"))
-    return SqliteCacheView(*paths)
+    return SqliteTagsAndManifests(*paths)

@@ -6,6 +6,7 @@ import os
 
 from infra.settings import Settings, SettingsError
 from infra.storage.filesystem import FilesystemBlobStore
+from infra.storage.free_space import FreeSpaceFloor
 from infra.storage.s3 import S3BlobStore
 
 
@@ -13,11 +14,13 @@ def build_blob_store(settings: Settings) -> FilesystemBlobStore | S3BlobStore:
     """The backend `[storage] backend` names. Both keep their spool (fills in progress) under data_dir."""
     root = os.path.join(os.path.abspath(settings.data_dir), "storage")
     storage = settings.storage
+    floor = FreeSpaceFloor(storage.min_free_bytes, storage.low_free_bytes)
     if storage.backend == "filesystem":
-        return FilesystemBlobStore(root)
+        return FilesystemBlobStore(root, floor)
     if storage.backend == "s3":
         return S3BlobStore(bucket=storage.bucket, endpoint_url=storage.endpoint_url, region=storage.region,
-                           prefix=storage.prefix, redirect=storage.redirect, spool_dir=os.path.join(root, "spool"))
+                           prefix=storage.prefix, redirect=storage.redirect, spool_dir=os.path.join(root, "spool"),
+                           floor=floor)
     raise SettingsError(f"[storage] backend must be 'filesystem' or 's3', got {storage.backend!r}")
 
 

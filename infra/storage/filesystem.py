@@ -9,7 +9,8 @@ import anyio.to_thread
 
 from application.ports import BlobNotFound, BlobStorageUnavailable
 from domain.names import Digest
-from infra.storage.spool import FileSpool, remove_leftovers
+from infra.storage.free_space import FreeSpaceFloor
+from infra.storage.spool import FileSpool, remove_leftovers, translated
 
 CHUNK = 4 * 1024 * 1024  # one thread hop per 4 MiB: the hop, not the read, was the cost at 1 MiB
 
@@ -21,8 +22,9 @@ class FilesystemBlobStore:
     spool file, so a partial or unverified blob is never visible, also after a crash.
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, floor: FreeSpaceFloor | None = None) -> None:
         self.root = os.path.abspath(root)
+        self.floor = floor or FreeSpaceFloor()
         self.blobs_dir = os.path.join(self.root, "blobs")
         self.spool_dir = os.path.join(self.root, "spool")
         os.makedirs(self.blobs_dir, exist_ok=True)
@@ -76,10 +78,14 @@ class FilesystemBlobStore:
 
     async def put_bytes(self, digest: str, data: bytes) -> None:
         spool = self.new_spool(digest)
+        published = False
         try:
             spool.write(data)
             await self.publish(digest, spool)
+            published = True
         finally:
+            if not published:
+                spool.remove()  # a failed write leaves no partial file taking space
             spool.close()
 
     def new_spool(self, digest: str) -> FileSpool:
@@ -88,14 +94,16 @@ class FilesystemBlobStore:
     async def redirect_url(self, digest: str) -> str | None:
         return None  # a local file has no URL of its own: the HTTP edge sends it
 
-    async def check(self) -> None:
-        """Raise BlobStorageUnavailable unless blobs can be written here (readiness)."""
+    async def check(self) -> str:
+        """"ok", or "low" below the free-space watermark; raises BlobStorageFull below the floor and
+        BlobStorageUnavailable when blobs cannot be written here (readiness)."""
         for directory in (self.blobs_dir, self.spool_dir):
             if not os.access(directory, os.W_OK | os.X_OK):
                 raise BlobStorageUnavailable(f"{directory} is not writable")
+        return await self.floor.judge(self.root)
 
     async def publish(self, digest: str, spool: FileSpool) -> None:
         dest = self._path(digest)
         await anyio.to_thread.run_sync(spool.finish)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        os.replace(spool.path, dest)
+        translated(f"storing {digest}", os.makedirs, os.path.dirname(dest), 0o777, True)
+        translated(f"storing {digest}", os.replace, spool.path, dest)

@@ -15,6 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from application.ports import BlobNotFound, BlobStorageUnavailable
 from domain.names import Digest
+from infra.storage.free_space import FreeSpaceFloor
 from infra.storage.s3_spool import S3Spool
 from infra.storage.spool import FileSpool, remove_leftovers
 
@@ -53,7 +54,7 @@ class S3BlobStore:
 
     def __init__(self, *, bucket: str, spool_dir: str, endpoint_url: str = "", region: str = "us-east-1",
                  prefix: str = "", redirect: bool = False, part_size: int = PART_SIZE,
-                 abandoned_after: float = ABANDONED_AFTER, client=None) -> None:
+                 abandoned_after: float = ABANDONED_AFTER, client=None, floor: FreeSpaceFloor | None = None) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"S3 parts must be at least {MIN_PART_SIZE} bytes")
         self.bucket = bucket
@@ -62,6 +63,7 @@ class S3BlobStore:
         self.part_size = part_size
         self.abandoned_after = abandoned_after
         self.spool_dir = os.path.abspath(spool_dir)
+        self.floor = floor or FreeSpaceFloor()
         os.makedirs(self.spool_dir, exist_ok=True)
         self.client = client or s3_client(endpoint_url, region)
 
@@ -143,12 +145,14 @@ class S3BlobStore:
         return await anyio.to_thread.run_sync(lambda: self.client.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=PRESIGNED_SECONDS))
 
-    async def check(self) -> None:
-        """Raise BlobStorageUnavailable unless the bucket answers (readiness)."""
+    async def check(self) -> str:
+        """"ok" or "low" (the local spool's free space); raises BlobStorageUnavailable unless the bucket
+        answers, BlobStorageFull when the spool's filesystem is below the floor (readiness)."""
         try:
             await self.call(self.client.head_bucket, Bucket=self.bucket)
         except BlobNotFound:
             raise BlobStorageUnavailable(f"bucket {self.bucket!r} does not exist") from None
+        return await self.floor.judge(self.spool_dir)
 
     def clean_spool(self, older_than: float = 0.0) -> int:
         """Remove what killed processes left: local spool files, and multipart uploads older than

@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from application.ports import BlobStorageFull, BlobStorageUnavailable
+
+T = TypeVar("T")
+# A full filesystem, or the quota of the user we run as: no room, as opposed to a broken disk.
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT}
+
+
+def storage_error(action: str, error: OSError) -> BlobStorageUnavailable:
+    """An OSError as the storage error every backend raises: 'storage full' when there is no room."""
+    if error.errno in _NO_ROOM:
+        return BlobStorageFull(f"storage full: {action}: {error.strerror}")
+    return BlobStorageUnavailable(f"storage failed: {action}: {error}")
+
+
+def translated(action: str, call: Callable[..., T], *args) -> T:
+    """call(*args), raising storage_error() instead of an OSError."""
+    try:
+        return call(*args)
+    except OSError as error:
+        raise storage_error(action, error) from None
 
 
 class FileSpool:
@@ -15,9 +39,13 @@ class FileSpool:
     """
 
     def __init__(self, directory: str) -> None:
-        fd, self.path = tempfile.mkstemp(dir=directory, prefix="fill-", suffix=".part")
+        fd, self.path = translated("creating a spool file", tempfile.mkstemp, ".part", "fill-", directory)
         self._write_fd = fd
-        self._read_fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self._read_fd = translated("opening a spool file", os.open, self.path, os.O_RDONLY)
+        except BlobStorageUnavailable:
+            self.remove()
+            raise
         self.size = 0
         self._closed = False
 
@@ -29,9 +57,11 @@ class FileSpool:
         self.remove()
 
     def write(self, chunk: bytes) -> None:
+        """Append `chunk` whole, or raise BlobStorageFull / BlobStorageUnavailable (`size` counts only
+        whole chunks, so the first `size` bytes are always good)."""
         view = memoryview(chunk)
         while view:
-            written = os.write(self._write_fd, view)
+            written = translated("writing a spool file", os.write, self._write_fd, view)
             view = view[written:]
         self.size += len(chunk)
 
@@ -40,7 +70,7 @@ class FileSpool:
 
     def finish(self) -> None:
         """Flush the bytes to disk before the file is published under its digest."""
-        os.fsync(self._write_fd)
+        translated("flushing a spool file", os.fsync, self._write_fd)
         os.close(self._write_fd)
         self._write_fd = -1
 

@@ -189,7 +189,7 @@ class HttpUpstream:
             except (ValueError, AttributeError):
                 raise UpstreamBadContent(f"tag list of {target.repository} is not JSON") from None
             tags.extend(str(tag) for tag in page)
-            link = headers.next_link(response.headers)
+            link = headers.next_link(response)
             if not link:
                 return tags
             with transport_errors(response.url.netloc.decode()):

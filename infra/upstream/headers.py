@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from email.utils import parsedate_to_datetime
 
@@ -19,7 +18,6 @@ MANIFEST_MEDIA_TYPES = (
 )
 # Content types some registries put on manifests instead of the real media type.
 GENERIC_TYPES = {"", "application/json", "text/plain", "application/octet-stream"}
-NEXT_LINK = re.compile(r'<([^>]*)>\s*;[^,]*\brel="?next"?', re.IGNORECASE)
 
 
 def accept_header(accept: list[str]) -> str:
@@ -75,9 +73,12 @@ def retry_after(headers: httpx.Headers) -> int | None:
         return None
 
 
-def next_link(headers: httpx.Headers) -> str | None:
-    match = NEXT_LINK.search(headers.get("Link", ""))
-    return match[1] if match else None
+def next_link(response: httpx.Response) -> str | None:
+    """The URL of the next page of a paged answer: the `Link` entry whose rel is next (httpx parses it)."""
+    for link in response.links.values():
+        if link.get("rel", "").lower() == "next":   # relation types are case-insensitive (RFC 8288)
+            return link.get("url") or None
+    return None
 
 
 def oci_error_code(body: bytes) -> str | None:

@@ -59,7 +59,7 @@ async def readiness(container) -> dict:
             log.warning("readiness: %s unavailable: %s", name, errors[name])
 
     async def event_store() -> str:
-        await _in_thread(check_event_store, container.env, container.registry)
+        await _in_thread(check_event_store, container.env, container.records)
         return "ok"
 
     async def read_model() -> str:
@@ -73,8 +73,7 @@ async def readiness(container) -> dict:
         return "lagging" if report["read_model_lag"] > LAGGING else "ok"
 
     async def blob_storage() -> str:
-        await container.store.check()
-        return "ok"
+        return await container.store.check() or "ok"   # "low" when free space runs short; raises when full
 
     await probe("event_store", event_store)
     await probe("read_model", read_model)
@@ -82,7 +81,7 @@ async def readiness(container) -> dict:
     await probe("redis", container.coordination.check)
     if any(report[name] == "unavailable" for name in REQUIRED):
         status = "unavailable"
-    elif report["redis"] == "unavailable" or report["read_model"] == "lagging":
+    elif report["redis"] == "unavailable" or report["read_model"] == "lagging" or report["blob_storage"] == "low":
         status = "degraded"
     else:
         status = "ready"

@@ -50,7 +50,7 @@ def error_of(response) -> dict:
 
 
 def events(api) -> tuple:
-    return (api.container.registry.recorder.max_notification_id(),
+    return (api.container.records.recorder.max_notification_id(),
             api.container.credentials.recorder.max_notification_id())
 
 

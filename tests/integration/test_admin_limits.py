@@ -42,7 +42,7 @@ def api(request, event_store_backend, tmp_path):
 def stored(api) -> tuple:
     """Every notification count that a write would move, and the orgs as the view shows them."""
     c = api.container
-    return (c.registry.recorder.max_notification_id(), c.credentials.recorder.max_notification_id(),
+    return (c.records.recorder.max_notification_id(), c.credentials.recorder.max_notification_id(),
             c.pulls.recorder.max_notification_id(), [(o.name, o.settings) for o in c.read_views["orgs"].list_orgs()])
 
 

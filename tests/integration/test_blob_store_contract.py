@@ -9,9 +9,10 @@ import random
 
 import pytest
 
-from application.ports import BlobNotFound
+from application.ports import BlobNotFound, BlobStorageFull
 from domain.names import InvalidDigest
 from infra.storage.filesystem import FilesystemBlobStore
+from infra.storage.free_space import FreeSpaceFloor
 from infra.storage.s3 import MIN_PART_SIZE, S3BlobStore
 from tests.support.images import sha256
 
@@ -186,3 +187,14 @@ def test_only_a_backend_with_urls_of_its_own_offers_redirects(backend):
     digest, data = blob(100, seed=8)
     run(backend.store.put_bytes(digest, data))
     assert run(backend.store.redirect_url(digest)) is None  # redirect is off unless configured
+
+
+def test_the_storage_probe_says_low_below_the_watermark_and_storage_full_below_the_floor(backend):
+    free = os.statvfs(backend.store.spool_dir).f_bavail * os.statvfs(backend.store.spool_dir).f_frsize
+    backend.store.floor = FreeSpaceFloor(min_free_bytes=0, low_free_bytes=0)
+    assert run(backend.store.check()) == "ok"
+    backend.store.floor = FreeSpaceFloor(min_free_bytes=0, low_free_bytes=free * 2)
+    assert run(backend.store.check()) == "low"
+    backend.store.floor = FreeSpaceFloor(min_free_bytes=free * 2, low_free_bytes=free * 4)
+    with pytest.raises(BlobStorageFull, match="^storage full: .* below min_free_bytes"):
+        run(backend.store.check())

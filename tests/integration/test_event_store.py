@@ -1,4 +1,4 @@
-"""The applications on both event stores, wired from Settings: Registry, Pulls, group commit, Credentials."""
+"""The applications on both event stores, wired from Settings: CacheRecords, Pulls, group commit, Credentials."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from eventsourcing.persistence import MapperDeserialisationError
 from application.credentials import Credentials, UpstreamCredentials
 from application.orgs import OrgDirectory
 from application.pulls import GroupCommit, Pulls
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from domain.pull import Pull
 from infra.persistence import event_store_env
 from infra.settings import DatabaseSettings, Settings
@@ -41,9 +41,9 @@ def env(settings):
 
 @pytest.fixture
 def apps(env):
-    registry, pulls, credentials = Registry(env=env), Pulls(env=env), Credentials(env=env)
-    yield registry, pulls, credentials
-    for app in (registry, pulls, credentials):
+    records, pulls, credentials = CacheRecords(env=env), Pulls(env=env), Credentials(env=env)
+    yield records, pulls, credentials
+    for app in (records, pulls, credentials):
         app.close()
 
 
@@ -53,25 +53,25 @@ def pull(at: float, result: str = "hit") -> Pull:
 
 
 def test_orgs_are_applied_once_and_reconfigured_only_on_change(apps):
-    registry, _, credentials = apps
-    orgs = OrgDirectory(registry, credentials, ttl=0)
+    records, _, credentials = apps
+    orgs = OrgDirectory(records, credentials, ttl=0)
     assert orgs.apply(ORG, {"upstream": "docker.io", "staleness_seconds": 60})
     assert not orgs.apply(ORG, {"upstream": "docker.io", "staleness_seconds": 60})
     assert orgs.apply(ORG, {"upstream": "docker.io", "staleness_seconds": 120})
     assert orgs.get(ORG).staleness_seconds == 120
-    assert registry.delete_org(ORG) and orgs.get(ORG) is None
+    assert records.delete_org(ORG) and orgs.get(ORG) is None
 
 
 def test_a_tag_resolved_twice_concurrently_keeps_one_history(apps, env):
-    registry, _, _ = apps
-    other = Registry(env=env)   # a second writer, as a second replica would be
+    records, _, _ = apps
+    other = CacheRecords(env=env)   # a second writer, as a second replica would be
     try:
-        registry.record_tag(ORG, REPO, "3.20", M1, "application/vnd.oci.image.manifest.v1+json", 1.0)
+        records.record_tag(ORG, REPO, "3.20", M1, "application/vnd.oci.image.manifest.v1+json", 1.0)
         other.record_tag(ORG, REPO, "3.20", "sha256:" + "2" * 64, "application/vnd.oci.image.manifest.v1+json", 2.0)
-        registry.record_tag(ORG, REPO, "3.20", "sha256:" + "3" * 64, "application/vnd.oci.image.manifest.v1+json", 3.0)
+        records.record_tag(ORG, REPO, "3.20", "sha256:" + "3" * 64, "application/vnd.oci.image.manifest.v1+json", 3.0)
     finally:
         other.close()
-    events = registry.recorder.select_notifications(start=1, limit=10)
+    events = records.recorder.select_notifications(start=1, limit=10)
     assert len(events) == 3 and [n.originator_version for n in events] == [1, 2, 3]
 
 
@@ -117,7 +117,7 @@ def test_concurrent_pulls_through_group_commit_are_each_recorded_once(apps, env)
 def test_postgres_tables_are_named_after_the_pinned_application_names(postgres_url, tmp_path):
     database = DatabaseSettings(url=postgres_url, schema="pinned")
     env = event_store_env(Settings(data_dir=str(tmp_path / "data"), database=database))
-    apps = Registry(env=env), Pulls(env=env), Credentials(env=env)
+    apps = CacheRecords(env=env), Pulls(env=env), Credentials(env=env)
     try:
         apps[0].apply_org(ORG, {"upstream": "docker.io"})
         apps[1].record(pull(1.0))
@@ -136,9 +136,9 @@ def test_a_missing_database_and_schema_are_created(postgres_url, tmp_path):
     missing = postgres_url + "_new"   # the URL ends with the module's database name
     env = event_store_env(Settings(data_dir=str(tmp_path / "data"), database=DatabaseSettings(url=missing)))
     try:
-        registry = Registry(env=env)
-        registry.apply_org(ORG, {"upstream": "docker.io"})
-        registry.close()
+        records = CacheRecords(env=env)
+        records.apply_org(ORG, {"upstream": "docker.io"})
+        records.close()
         assert env["POSTGRES_SCHEMA"] == "entrepot" and env["POSTGRES_DBNAME"].endswith("_new")
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as conn:

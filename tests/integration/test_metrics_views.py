@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from infra.projection_runtime import open_view, rebuild
 
 pytestmark = pytest.mark.integration
@@ -16,17 +16,17 @@ LAYERS = [f"sha256:{i:064x}" for i in range(1, 4)]
 
 def test_per_org_totals_count_cached_blobs_manifests_and_tags_in_one_query_each(env_factory):
     env = env_factory("main")
-    registry = Registry(env=env)
+    records = CacheRecords(env=env)
     try:
         for org in ("hub", "quay"):
-            registry.apply_org(org, {"upstream": "docker.io"})
-        registry.record_manifest("hub", "library/alpine", M1, IMAGE, 900, LAYERS, [], 1.0, tag="3.20")
-        registry.record_manifest("hub", "library/debian", M2, IMAGE, 100, LAYERS[:1], [], 1.0, tag="12")
+            records.apply_org(org, {"upstream": "docker.io"})
+        records.record_manifest("hub", "library/alpine", M1, IMAGE, 900, LAYERS, [], 1.0, tag="3.20")
+        records.record_manifest("hub", "library/debian", M2, IMAGE, 100, LAYERS[:1], [], 1.0, tag="12")
         for size, layer in enumerate(LAYERS, start=1):
-            registry.record_blob("hub", "library/alpine", layer, size * 10, 2.0)
-        registry.record_blob("quay", "coreos/etcd", LAYERS[0], 10, 2.0)   # a shared blob counts for each org
+            records.record_blob("hub", "library/alpine", layer, size * 10, 2.0)
+        records.record_blob("quay", "coreos/etcd", LAYERS[0], 10, 2.0)   # a shared blob counts for each org
     finally:
-        registry.close()
+        records.close()
     for name in ("blobs", "manifests", "tags"):
         rebuild(name, env)
     views = {name: open_view(name, env) for name in ("blobs", "manifests", "tags")}

@@ -161,18 +161,18 @@ def test_writes_are_unsupported_on_a_read_only_cache(api, method, image):
     ("/v2/hub/manifests/3.19", 400, "NAME_INVALID"),
 ])
 def test_bad_requests_get_an_oci_error_and_change_nothing(api, path, status, code):
-    head_before = api.container.registry.recorder.max_notification_id()
+    head_before = api.container.records.recorder.max_notification_id()
     response = api.get(path)
     assert (response.status_code, error_code(response)) == (status, code)
-    assert api.container.registry.recorder.max_notification_id() == head_before
+    assert api.container.records.recorder.max_notification_id() == head_before
     assert api.container.pulls.recorder.max_notification_id() is None
 
 
 def test_a_missing_tag_gets_manifest_unknown_caches_nothing_and_is_recorded_as_a_failed_pull(api):
-    head_before = api.container.registry.recorder.max_notification_id()
+    head_before = api.container.records.recorder.max_notification_id()
     response = api.get("/v2/hub/library/alpine/manifests/nosuchtag")
     assert (response.status_code, error_code(response)) == (404, "MANIFEST_UNKNOWN")
-    assert api.container.registry.recorder.max_notification_id() == head_before
+    assert api.container.records.recorder.max_notification_id() == head_before
     [recorded] = [api.container.pulls.mapper.to_domain_event(n)
                   for n in api.container.pulls.recorder.select_notifications(start=1, limit=10)]
     assert (recorded.reference, recorded.result, recorded.status, recorded.error_code) == (
@@ -191,7 +191,7 @@ def test_a_manifest_over_4_mib_is_refused_and_not_stored(tmp_path, image):
             response = client.get("/v2/hub/library/big/manifests/1")
             assert response.status_code == 502 and error_code(response) == "MANIFEST_INVALID"
             assert container.store.local_path(sha256(data)) is None
-            assert container.registry.recorder.max_notification_id() == 1  # only the org's registration
+            assert container.records.recorder.max_notification_id() == 1  # only the org's registration
 
 
 def test_an_upstream_with_basic_auth_is_pulled_with_the_orgs_credentials(tmp_path, upstream_registry_with_auth):
@@ -233,4 +233,4 @@ def test_a_blob_cached_through_one_org_is_not_served_through_an_org_whose_upstre
         shared = client.get(f"/v2/c/team/app/blobs/{layer.digest}")
         assert shared.content == layer.data and shared.headers["x-cache"] == "HIT"
         assert holder.count("HEAD", layer.digest) == 1 and holder.count("GET", layer.digest) == 0
-        assert container.registry.holds_blob("c", layer.digest)
+        assert container.records.holds_blob("c", layer.digest)

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from application.errors import EventStoreUnavailable
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from infra import bounded_postgres as bounds
 
 pytestmark = pytest.mark.integration
@@ -48,62 +48,62 @@ def in_thread(call, timeout: float):
 
 def test_a_9_mb_event_is_saved_and_leaves_no_lock_behind_so_the_next_writer_is_not_blocked(postgres_env_factory):
     env = postgres_env_factory("wedge")
-    registry = Registry(env=env)
+    records = CacheRecords(env=env)
     try:
         # The admin API refuses such a username now (bounded fields); the event store itself must still
         # take a 9 MB event without wedging, whatever brings one (here a corruption report's detail).
-        head = registry.recorder.max_notification_id() or 0
+        head = records.recorder.max_notification_id() or 0
         finished, result, _ = in_thread(
-            lambda: registry.record_corruption("big", "library/big", "sha256:" + "b" * 64, "u" * BIG, 1.0), 30)
+            lambda: records.record_corruption("big", "library/big", "sha256:" + "b" * 64, "u" * BIG, 1.0), 30)
         assert finished, f"saving a 9 MB event hung; locks on registry_events: {events_table_locks(env)}"
         assert not isinstance(result, Exception), result
-        finished, result, took = in_thread(lambda: registry.apply_org("small", {"upstream": "http://127.0.0.1:1"}),
+        finished, result, took = in_thread(lambda: records.apply_org("small", {"upstream": "http://127.0.0.1:1"}),
                                            10)
         assert finished and result is True and took < 5
         assert events_table_locks(env) == []
-        saved = registry.recorder.select_notifications(head + 1, 1)
-        assert len(registry.mapper.to_domain_event(saved[0]).detail) == BIG
+        saved = records.recorder.select_notifications(head + 1, 1)
+        assert len(records.mapper.to_domain_event(saved[0]).detail) == BIG
     finally:
-        registry.close()
+        records.close()
 
 
 def test_a_writer_waiting_for_the_table_lock_gives_up_after_the_lock_timeout(postgres_env_factory):
     env = postgres_env_factory("locked")
-    registry = Registry(env=env)
+    records = CacheRecords(env=env)
     try:
-        registry.apply_org("first", {"upstream": "http://127.0.0.1:1"})   # creates the tables
+        records.apply_org("first", {"upstream": "http://127.0.0.1:1"})   # creates the tables
         with connect(env) as holder:
             with holder.transaction():
                 holder.execute(f'LOCK TABLE "{env["POSTGRES_SCHEMA"]}".registry_events IN EXCLUSIVE MODE')
                 finished, result, took = in_thread(
-                    lambda: registry.apply_org("second", {"upstream": "http://127.0.0.1:1"}), 20)
+                    lambda: records.apply_org("second", {"upstream": "http://127.0.0.1:1"}), 20)
         assert finished, "a writer queued behind a held table lock for good"
         assert isinstance(result, EventStoreUnavailable)
         assert bounds.LOCK_TIMEOUT <= took < bounds.LOCK_TIMEOUT + 3
-        registry.apply_org("second", {"upstream": "http://127.0.0.1:1"})   # the lock is gone: it works again
+        records.apply_org("second", {"upstream": "http://127.0.0.1:1"})   # the lock is gone: it works again
     finally:
-        registry.close()
+        records.close()
 
 
 def test_a_session_idle_inside_a_transaction_is_ended_by_the_server(postgres_env_factory):
     env = postgres_env_factory("idle")
-    registry = Registry(env=env)
+    records = CacheRecords(env=env)
     try:
-        registry.apply_org("first", {"upstream": "http://127.0.0.1:1"})
-        with registry.recorder.datastore.get_connection() as conn:
+        records.apply_org("first", {"upstream": "http://127.0.0.1:1"})
+        with records.recorder.datastore.get_connection() as conn:
             timeout = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
         assert list(timeout.values()) == [f"{bounds.IDLE_IN_TRANSACTION}s"]
     finally:
-        registry.close()
+        records.close()
 
 
 def test_calls_fail_fast_while_the_database_refuses_connections_and_work_again_once_it_is_back(
         postgres_env_factory, postgres_url):
     env = postgres_env_factory("blocked")
-    registry = Registry(env=env)
+    records = CacheRecords(env=env)
     dbname = env["POSTGRES_DBNAME"]
     try:
-        registry.apply_org("first", {"upstream": "http://127.0.0.1:1"})
+        records.apply_org("first", {"upstream": "http://127.0.0.1:1"})
         with psycopg.connect(postgres_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
@@ -111,7 +111,7 @@ def test_calls_fail_fast_while_the_database_refuses_connections_and_work_again_o
                 took = []
                 for name in ("a", "b", "c"):
                     finished, result, seconds = in_thread(
-                        lambda: registry.apply_org(name, {"upstream": "http://127.0.0.1:1"}), 20)
+                        lambda: records.apply_org(name, {"upstream": "http://127.0.0.1:1"}), 20)
                     assert finished and isinstance(result, EventStoreUnavailable), result
                     took.append(seconds)
                 # The first call waits up to the connect timeout; once the pool saw the database
@@ -124,7 +124,7 @@ def test_calls_fail_fast_while_the_database_refuses_connections_and_work_again_o
         started = time.monotonic()
         while True:
             try:
-                registry.apply_org("back", {"upstream": "http://127.0.0.1:1"})
+                records.apply_org("back", {"upstream": "http://127.0.0.1:1"})
                 break
             except EventStoreUnavailable:
                 assert time.monotonic() - started < 5, "the event store did not come back within 5 s"
@@ -132,4 +132,4 @@ def test_calls_fail_fast_while_the_database_refuses_connections_and_work_again_o
         assert time.monotonic() - started < 3
         bounds.check_connection(env)
     finally:
-        registry.close()
+        records.close()

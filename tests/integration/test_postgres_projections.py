@@ -13,9 +13,9 @@ import psycopg
 import pytest
 
 from application.pulls import Pulls
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from domain.pull import Pull
-from infra.projection_runtime import (LockedRunners, RebuildInProgress, locks, open_cache_view, open_view, rebuild,
+from infra.projection_runtime import (LockedRunners, RebuildInProgress, locks, open_tags_and_manifests, open_view, rebuild,
                                      status, wait_caught_up)
 from tests.support.server import REPO_ROOT
 
@@ -34,9 +34,9 @@ def env(postgres_env_factory):
 
 @pytest.fixture
 def apps(env):
-    registry, pulls = Registry(env=env), Pulls(env=env)
-    yield registry, pulls
-    registry.close()
+    records, pulls = CacheRecords(env=env), Pulls(env=env)
+    yield records, pulls
+    records.close()
     pulls.close()
 
 
@@ -45,12 +45,12 @@ def pull(pulls: Pulls, at: float, digest: str = M1) -> None:
                       user_agent="podman/4.3", at=at))
 
 
-def populate(registry: Registry) -> None:
-    registry.apply_org(ORG, {"upstream": "docker.io"})
-    registry.record_manifest(ORG, REPO, M1, IMAGE, 900, LAYERS, [], 1.0)
+def populate(records: CacheRecords) -> None:
+    records.apply_org(ORG, {"upstream": "docker.io"})
+    records.record_manifest(ORG, REPO, M1, IMAGE, 900, LAYERS, [], 1.0)
     for layer in LAYERS:
-        registry.record_blob(ORG, REPO, layer, 10, 2.0)
-    registry.record_tag(ORG, REPO, "3.20", M1, IMAGE, 3.0)
+        records.record_blob(ORG, REPO, layer, 10, 2.0)
+    records.record_tag(ORG, REPO, "3.20", M1, IMAGE, 3.0)
 
 
 def counts(env) -> dict:
@@ -77,8 +77,8 @@ def tables(env) -> set[str]:
 
 
 def test_only_one_process_runs_each_projection_and_another_takes_over(env, apps):
-    registry, pulls = apps
-    populate(registry)
+    records, pulls = apps
+    populate(records)
     first = LockedRunners(env, interval=0.2).start()
     second = LockedRunners(env, interval=0.2).start()   # another replica: its own session, so its own locks
     try:
@@ -102,7 +102,7 @@ def test_only_one_process_runs_each_projection_and_another_takes_over(env, apps)
 
 
 def test_projections_run_serves_until_sigterm(env, apps, tmp_path):
-    registry, pulls = apps
+    records, pulls = apps
     config = tmp_path / "entrepot.toml"
     url = f"postgresql://{env['POSTGRES_USER']}@{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}/{env['POSTGRES_DBNAME']}"
     config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n\n'
@@ -115,7 +115,7 @@ def test_projections_run_serves_until_sigterm(env, apps, tmp_path):
             if line.startswith("running projections:"):
                 break
         assert "counters" in line and "tags" in line
-        populate(registry)
+        populate(records)
         pull(pulls, 1.0)
         wait_caught_up(env, timeout=15)
         assert counts(env) == {ORG: {"hit": 1}}
@@ -130,14 +130,14 @@ def test_projections_run_serves_until_sigterm(env, apps, tmp_path):
 
 
 def test_a_rebuild_while_serving_switches_readers_without_a_gap(env, apps):
-    registry, pulls = apps
-    populate(registry)
+    records, pulls = apps
+    populate(records)
     recorded = 0
     for i in range(50):
         pull(pulls, float(i))
         recorded += 1
     runners = LockedRunners(env, interval=0.2).start()
-    cache = open_cache_view(env)
+    cache = open_tags_and_manifests(env)
     counters = open_view("counters", env)          # a long-lived reader, as the admin API keeps one
     seen, errors, stop = [], [], threading.Event()
 
@@ -157,7 +157,7 @@ def test_a_rebuild_while_serving_switches_readers_without_a_gap(env, apps):
             pull(pulls, 100.0)                         # recorded while the new copies are built
             recorded += 1
             assert rebuild(name, env, page_size=7)
-        registry.record_tag(ORG, REPO, "3.20", M2, IMAGE, 4.0)   # retargeted after the switch
+        records.record_tag(ORG, REPO, "3.20", M2, IMAGE, 4.0)   # retargeted after the switch
         until(lambda: {name: runners.running.get(name) for name in ("tags", "manifests", "counters")}
               == {"tags": 2, "manifests": 2, "counters": 2})     # the runners followed each switch
         runners.wait_caught_up(timeout=15)
@@ -180,8 +180,8 @@ def test_a_rebuild_while_serving_switches_readers_without_a_gap(env, apps):
 
 
 def test_a_crashed_projection_is_restarted_from_its_position_after_a_delay(env, apps):
-    registry, pulls = apps
-    populate(registry)
+    records, pulls = apps
+    populate(records)
     runners = LockedRunners(env, interval=0.1, restart_delay=0.5).start()
     try:
         pull(pulls, 1.0)
@@ -202,8 +202,8 @@ def test_a_crashed_projection_is_restarted_from_its_position_after_a_delay(env, 
 
 
 def test_a_runner_that_loses_its_session_stops_and_takes_over_again(env, apps):
-    registry, pulls = apps
-    populate(registry)
+    records, pulls = apps
+    populate(records)
     runners = LockedRunners(env, interval=0.1).start()
     try:
         before = locks_held(env)
@@ -226,8 +226,8 @@ def locks_held(env) -> dict[str, int]:
 
 
 def test_a_second_rebuild_at_once_is_refused_and_a_failed_one_leaves_nothing_behind(env, apps):
-    registry, _ = apps
-    populate(registry)
+    records, _ = apps
+    populate(records)
     schema = env["POSTGRES_SCHEMA"]
     open_view("tags", env).close()
     with psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],

@@ -45,5 +45,5 @@ def test_an_existing_data_directory_readable_by_others_is_made_private(tmp_path)
     try:
         assert (mode(data), mode(data / "registry.db")) == (0o700, 0o600)
     finally:
-        for app in (container.registry, container.pulls, container.credentials):
+        for app in (container.records, container.pulls, container.credentials):
             app.close()

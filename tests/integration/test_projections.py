@@ -1,4 +1,4 @@
-"""The read model end to end on SQLite and PostgreSQL: real Registry and Pulls apps, runners, restart, rebuild."""
+"""The read model end to end on SQLite and PostgreSQL: real CacheRecords and Pulls apps, runners, restart, rebuild."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import psycopg
 import pytest
 
 from application.pulls import Pulls
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from domain.pull import Pull
-from infra.projection_runtime import (ProjectionCrashed, open_cache_view, open_view, projection_runners, rebuild, status,
+from infra.projection_runtime import (ProjectionCrashed, open_tags_and_manifests, open_view, projection_runners, rebuild, status,
                                      wait_caught_up)
 from infra.projection_runtime.progress import wait_for
 from infra.projection_runtime.replay import replay
@@ -35,9 +35,9 @@ def env(env_factory):
 
 @pytest.fixture
 def apps(env):
-    registry, pulls = Registry(env=env), Pulls(env=env)
-    yield registry, pulls
-    registry.close()
+    records, pulls = CacheRecords(env=env), Pulls(env=env)
+    yield records, pulls
+    records.close()
     pulls.close()
 
 
@@ -59,24 +59,24 @@ def pull(pulls, digest, result, at, reference="3.20"):
                       client="10.1.2.3", user_agent="docker/27.0", at=at))
 
 
-def populate(registry, pulls):
-    registry.apply_org(ORG, {"upstream": "docker.io"})
-    registry.apply_org("ghcr", {"upstream": "ghcr.io", "staleness_seconds": 60})
-    registry.apply_org("ghcr", {"upstream": "ghcr.io", "staleness_seconds": 120})
-    registry.apply_org("old", {"upstream": "quay.io"})
-    registry.delete_org("old")
+def populate(records, pulls):
+    records.apply_org(ORG, {"upstream": "docker.io"})
+    records.apply_org("ghcr", {"upstream": "ghcr.io", "staleness_seconds": 60})
+    records.apply_org("ghcr", {"upstream": "ghcr.io", "staleness_seconds": 120})
+    records.apply_org("old", {"upstream": "quay.io"})
+    records.delete_org("old")
     # A cold pull of an index: its manifests and tag first, the pulls, then the blobs as the client fetches them.
-    registry.record_manifest(ORG, REPO, IDX, INDEX, 300, [], [M1], 10.0)
-    registry.record_manifest(ORG, REPO, M1, IMAGE, 900, [CONFIG, L1], [], 10.0)
-    registry.record_tag(ORG, REPO, "3.20", IDX, INDEX, 10.0)
-    registry.record_tag(ORG, REPO, "latest", M1, IMAGE, 10.0)
+    records.record_manifest(ORG, REPO, IDX, INDEX, 300, [], [M1], 10.0)
+    records.record_manifest(ORG, REPO, M1, IMAGE, 900, [CONFIG, L1], [], 10.0)
+    records.record_tag(ORG, REPO, "3.20", IDX, INDEX, 10.0)
+    records.record_tag(ORG, REPO, "latest", M1, IMAGE, 10.0)
     pull(pulls, IDX, "miss", 10.0)
     pull(pulls, M1, "miss", 10.5, reference=M1)
-    registry.record_blob(ORG, REPO, CONFIG, 5, 11.0)
-    registry.record_blob(ORG, REPO, L1, 70, 12.0)
-    registry.record_tag(ORG, REPO, "3.20", IDX, INDEX, 20.0)                 # revalidated
-    registry.record_manifest(ORG, REPO, M2, IMAGE, 800, [CONFIG, L2], [], 30.0)
-    registry.record_tag(ORG, REPO, "latest", M2, IMAGE, 30.0)               # retargeted
+    records.record_blob(ORG, REPO, CONFIG, 5, 11.0)
+    records.record_blob(ORG, REPO, L1, 70, 12.0)
+    records.record_tag(ORG, REPO, "3.20", IDX, INDEX, 20.0)                 # revalidated
+    records.record_manifest(ORG, REPO, M2, IMAGE, 800, [CONFIG, L2], [], 30.0)
+    records.record_tag(ORG, REPO, "latest", M2, IMAGE, 30.0)               # retargeted
     pull(pulls, M1, "hit", 40.0, reference=M1)
     pull(pulls, M2, "stale", 41.0, reference="latest")
 
@@ -91,8 +91,8 @@ def dumps(env):
 
 
 def test_runners_build_every_view_and_report_zero_lag(env, apps, runners):
-    registry, pulls = apps
-    populate(registry, pulls)
+    records, pulls = apps
+    populate(records, pulls)
     live = runners()
     live.wait_caught_up(timeout=10)
     assert {(s.projection, s.application) for s in live.status()} == {
@@ -102,7 +102,7 @@ def test_runners_build_every_view_and_report_zero_lag(env, apps, runners):
         assert (s.lag, s.state, s.error) == (0, "running", None)
         assert s.position == s.max_notification_id > 0
 
-    cache = open_cache_view(env)
+    cache = open_tags_and_manifests(env)
     try:
         assert cache.get_tag(ORG, REPO, "3.20").checked_at == 20.0
         assert cache.get_tag(ORG, REPO, "latest").digest == M2
@@ -137,8 +137,8 @@ def test_runners_build_every_view_and_report_zero_lag(env, apps, runners):
 
 
 def test_restart_catches_up_without_double_counting(env, apps, runners):
-    registry, pulls = apps
-    populate(registry, pulls)
+    records, pulls = apps
+    populate(records, pulls)
     first = runners()
     first.wait_caught_up(timeout=10)
     first.stop()
@@ -159,8 +159,8 @@ def test_restart_catches_up_without_double_counting(env, apps, runners):
 
 
 def test_rebuild_yields_the_same_rows_as_the_live_projection(env, apps, runners):
-    registry, pulls = apps
-    populate(registry, pulls)
+    records, pulls = apps
+    populate(records, pulls)
     live = runners()
     live.wait_caught_up(timeout=10)
     live.stop()
@@ -177,8 +177,8 @@ def test_rebuild_yields_the_same_rows_as_the_live_projection(env, apps, runners)
 
 
 def test_wait_caught_up_for_views_run_elsewhere(env, apps, runners):
-    registry, pulls = apps
-    populate(registry, pulls)
+    records, pulls = apps
+    populate(records, pulls)
     runners()
     wait_caught_up(env, timeout=10)
     assert all(s.lag == 0 for s in status(env))
@@ -197,8 +197,8 @@ def drop_counters_table(env) -> str:
 
 
 def test_a_crashed_projection_is_logged_and_reported(env, apps, runners, caplog):
-    registry, pulls = apps
-    populate(registry, pulls)
+    records, pulls = apps
+    populate(records, pulls)
     live = runners()
     live.wait_caught_up(timeout=10)
     message = drop_counters_table(env)                  # the next pull cannot be counted
@@ -216,12 +216,12 @@ def test_a_crashed_projection_is_logged_and_reported(env, apps, runners, caplog)
 
 
 def test_blobs_view_under_concurrent_writes_to_both_apps_matches_a_rebuild(env, apps, runners):
-    registry, pulls = apps
+    records, pulls = apps
     live = runners()
     layers = [f"sha256:{i:064x}" for i in range(40)]
-    registry.record_manifest(ORG, REPO, M1, IMAGE, 900, layers, [], 1.0)
+    records.record_manifest(ORG, REPO, M1, IMAGE, 900, layers, [], 1.0)
     for i, layer in enumerate(layers):      # both apps written while both blobs runners run
-        registry.record_blob(ORG, REPO, layer, i, 2.0)
+        records.record_blob(ORG, REPO, layer, i, 2.0)
         pulls.record(*(Pull(org=ORG, repository=REPO, reference="3.20", digest=M1, result="hit", client="c",
                             user_agent="u", at=3.0 + i + j / 10) for j in range(5)))
     live.wait_caught_up(timeout=20)

@@ -165,13 +165,14 @@ def test_without_redis_every_call_degrades_to_in_process_and_it_is_logged_once(c
 def test_a_fill_lock_is_held_while_renewed_and_a_lapsed_holder_never_releases_its_successor(
         shared_redis_url, redis_prefix):
     async def scenario():
-        one = RedisCoordination(shared_redis_url, key_prefix=redis_prefix, lock_ttl_seconds=0.3)
-        two = RedisCoordination(shared_redis_url, key_prefix=redis_prefix, lock_ttl_seconds=0.3)
+        # A TTL long enough that a loaded 2-core machine still renews in time (every TTL/3).
+        one = RedisCoordination(shared_redis_url, key_prefix=redis_prefix, lock_ttl_seconds=1.5)
+        two = RedisCoordination(shared_redis_url, key_prefix=redis_prefix, lock_ttl_seconds=1.5)
         digest = "sha256:" + "e" * 64
         try:
             first = await one.claim(digest)
             assert first is not None
-            await asyncio.sleep(0.7)                     # past the TTL: renewals keep it
+            await asyncio.sleep(3.2)                     # past twice the TTL: renewals keep it
             assert await two.claim(digest) is None
             await first.release()
             assert await two.wait_released(digest)

@@ -9,9 +9,9 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from application.pulls import Pulls
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from domain.pull import Pull
-from infra.projection_runtime import ProjectionRunners, open_cache_view, open_view, rebuild
+from infra.projection_runtime import ProjectionRunners, open_tags_and_manifests, open_view, rebuild
 from projections import PROJECTION_NAMES
 
 pytestmark = pytest.mark.integration
@@ -25,16 +25,16 @@ LAYER = "sha256:" + "a" * 64
 @pytest.fixture
 def env(postgres_env_factory):
     env = postgres_env_factory("main")
-    registry, pulls = Registry(env=env), Pulls(env=env)
+    records, pulls = CacheRecords(env=env), Pulls(env=env)
     try:
-        registry.apply_org(ORG, {"upstream": "docker.io"})
-        registry.record_manifest(ORG, REPO, M1, IMAGE, 900, [LAYER], [], 1.0)
-        registry.record_blob(ORG, REPO, LAYER, 10, 2.0)
-        registry.record_tag(ORG, REPO, "3.20", M1, IMAGE, 3.0)
+        records.apply_org(ORG, {"upstream": "docker.io"})
+        records.record_manifest(ORG, REPO, M1, IMAGE, 900, [LAYER], [], 1.0)
+        records.record_blob(ORG, REPO, LAYER, 10, 2.0)
+        records.record_tag(ORG, REPO, "3.20", M1, IMAGE, 3.0)
         pulls.record(Pull(org=ORG, repository=REPO, reference="3.20", digest=M1, result="hit", client="10.0.0.1",
                           user_agent="podman/4.3", at=5.0))
     finally:
-        registry.close()
+        records.close()
         pulls.close()
     for name in PROJECTION_NAMES:
         rebuild(name, env)
@@ -59,7 +59,7 @@ def _reads(cache, tags, counters, audit) -> tuple:
 
 
 def test_reads_after_the_views_backends_were_terminated_succeed(env):
-    cache, tags, counters, audit = (open_cache_view(env), open_view("tags", env), open_view("counters", env),
+    cache, tags, counters, audit = (open_tags_and_manifests(env), open_view("tags", env), open_view("counters", env),
                                     open_view("audit", env))
     try:
         before = _reads(cache, tags, counters, audit)   # the pool now holds open connections

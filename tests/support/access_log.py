@@ -20,12 +20,18 @@ class AccessLog:
         text = self.path.read_text(errors="replace") if self.path.exists() else ""
         return [(m["method"], unquote(m["target"]), int(m["status"])) for m in ACCESS_LINE.finditer(text)]
 
-    def mark(self) -> None:
-        """Later requests() only return requests answered after this call."""
-        self._mark = len(self._all())
+    def mark(self, settle: float = 0.3) -> None:
+        """Later requests() only return requests answered after this call (and after the lines of
+        requests answered before it are written: a line follows its reply)."""
+        self._mark = self._settled(settle)
 
     def requests(self, settle: float = 0.3) -> list[tuple[str, str, int]]:
         """(method, path with query, status) since mark(); waits until the log stops growing (lines follow replies)."""
+        self._settled(settle)
+        return self._all()[self._mark:]
+
+    def _settled(self, settle: float) -> int:
+        """The number of lines once the log has stopped growing for `settle` seconds (5 s at most)."""
         seen, deadline = -1, time.monotonic() + 5
         while time.monotonic() < deadline:
             current = len(self._all())
@@ -33,4 +39,4 @@ class AccessLog:
                 break
             seen = current
             time.sleep(settle)
-        return self._all()[self._mark:]
+        return seen

@@ -28,3 +28,18 @@ def concurrently(*calls):
         return call()
     with ThreadPoolExecutor(len(calls)) as pool:
         return list(pool.map(run, calls))
+
+
+class OnLoopback:
+    """A server the tests started on 127.0.0.1:`port`: its base URL and its host as references name it."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host(self) -> str:
+        """`127.0.0.1:PORT`, as image references, skopeo and registries.conf want it."""
+        return f"127.0.0.1:{self.port}"

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
-from tests.support.processes import stop_process
+from tests.support.processes import OnLoopback, stop_process
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 
@@ -24,7 +24,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class UpstreamRegistry:
+class UpstreamRegistry(OnLoopback):
     """One registry process in `directory`; stop() and start() again keep its port and storage."""
 
     def __init__(self, directory: Path | str, auth: tuple[str, str] | None = None, port: int | None = None) -> None:
@@ -37,15 +37,6 @@ class UpstreamRegistry:
         self.process: subprocess.Popen | None = None
         self._mark = 0
         self._write_config()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def host(self) -> str:
-        """`127.0.0.1:PORT`, as image references and skopeo want it."""
-        return f"127.0.0.1:{self.port}"
 
     def _write_config(self) -> None:
         auth = ""

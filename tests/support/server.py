@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.processes import OnLoopback
 from tests.support.registry import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ def render_config(host: str, port: int, data_dir: Path, organizations: list[dict
     return "\n".join(lines)
 
 
-class EntrepotServer:
+class EntrepotServer(OnLoopback):
     """One `python -m interfaces.cli serve` process; stop()/kill() and start() again keep port and data dir."""
 
     def __init__(self, directory: Path | str, organizations: list[dict], port: int | None = None,
@@ -70,15 +71,6 @@ class EntrepotServer:
         self.server = server or {}    # more [server] keys, e.g. {"engine": "granian"}
         self.process: subprocess.Popen | None = None
         self.write_config()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def host(self) -> str:
-        """`127.0.0.1:PORT`, as image references and registries.conf want it."""
-        return f"127.0.0.1:{self.port}"
 
     def write_config(self) -> None:
         self.config_path.write_text(render_config("127.0.0.1", self.port, self.data_dir, self.organizations,

@@ -12,7 +12,7 @@ from application.errors import UpstreamNotFound, UpstreamUnavailable
 from application.ports import (BlobNotFound, ManifestRow, RateLimit, TagRow, UpstreamManifest,
                                UpstreamManifestHead, UpstreamTarget)
 from application.pull_through import pull_through
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from domain.cache import CachedManifest, TagResolution
 from domain.names import Digest, parse_reference
 
@@ -108,7 +108,7 @@ class FakeBlob:
 
 
 class FakeUpstream:
-    """An upstream registry in memory: repository -> tags and manifests; blobs by digest."""
+    """An upstream records in memory: repository -> tags and manifests; blobs by digest."""
 
     def __init__(self) -> None:
         self.manifests: dict[tuple[str, str], tuple[bytes, str]] = {}   # (repo, ref) -> (bytes, media type)
@@ -196,22 +196,22 @@ class BrokenPullRecorder:
         raise RuntimeError("the event store is gone")
 
 
-class RegistryView:
-    """A CacheView read straight from the Registry's aggregates (the projections' job, faked)."""
+class RecordsView:
+    """A TagsAndManifests read straight from CacheRecords' aggregates (the projections' job, faked)."""
 
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+    def __init__(self, records: CacheRecords) -> None:
+        self.records = records
 
     def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None:
         try:
-            t = self.registry.repository.get(TagResolution.create_id(org, repository, tag))
+            t = self.records.repository.get(TagResolution.create_id(org, repository, tag))
         except AggregateNotFoundError:
             return None
         return TagRow(t.digest, t.media_type, t.checked_at)
 
     def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None:
         try:
-            m = self.registry.repository.get(CachedManifest.create_id(org, repository, digest))
+            m = self.records.repository.get(CachedManifest.create_id(org, repository, digest))
         except AggregateNotFoundError:
             return None
         return ManifestRow(m.digest, m.media_type, m.size, m.blobs, m.children)
@@ -221,7 +221,7 @@ class RegistryView:
 
 
 class OutageView:
-    """A CacheView (and holds-blob check) that can go down: `down = "raise"` fails every read as a
+    """A TagsAndManifests (and holds-blob check) that can go down: `down = "raise"` fails every read as a
     refused connection would; `down = "block"` hangs every read until `release()`, as a database
     that accepts connections but never answers."""
 

@@ -14,7 +14,7 @@ from application.manifest_bytes import ManifestBytes
 from application.manifests import ManifestCache
 from application.ports import TagRow
 from application.ratelimits import RateLimits
-from application.row_cache import RowCache
+from application.held_rows import HeldRows
 from application.singleflight import AcrossReplicas, InProcessOnly
 from application.tag_lookup import TagLookup
 from domain.names import Tag
@@ -67,9 +67,9 @@ def test_manifest_rows_tag_rows_and_recent_tag_writes_hold_at_most_their_bound()
     run_scenario(World, scenario)
 
 
-def test_a_row_cache_keeps_at_most_its_bound_and_serves_an_expired_row_only_when_asked_for_a_held_one():
+def test_held_rows_keep_at_most_their_bound_and_serve_an_expired_row_only_when_asked_for_a_held_one():
     now = [0.0]
-    rows: RowCache[int, str] = RowCache(max_entries=3, ttl=1.0, timer=lambda: now[0])
+    rows: HeldRows[int, str] = HeldRows(max_entries=3, ttl=1.0, timer=lambda: now[0])
     for n in range(10):
         rows.put(n, f"row {n}")
     assert len(rows) == 3 and rows.fresh(0) is None and rows.fresh(9) == "row 9"

@@ -14,16 +14,16 @@ from application.errors import EventStoreUnavailable, PullNotRecorded, ReadModel
 from application.oci_errors import oci_answer
 from application.pull_through import Limits
 from domain.pull import PullResult
-from tests.unit.fakes import BrokenPullRecorder, OutageView, RegistryView, edge_cache
+from tests.unit.fakes import BrokenPullRecorder, OutageView, RecordsView, edge_cache
 from tests.unit.test_pull_through_cache import World, run
 
 
 def with_outage_view(w: World, **limits) -> OutageView:
     """Rewires w.cache over a view that can go down; tag rows are trusted for 0 s unless told, so
     every lookup asks the view and the held (expired) row is what an outage falls back to."""
-    view = OutageView(RegistryView(w.registry), w.registry.holds_blob)
-    w.registry.holds_blob = view.holds_blob  # the event-store read of the cross-org check goes down too
-    w.cache = edge_cache(registry=w.registry, orgs=w.orgs, view=view, store=w.store,
+    view = OutageView(RecordsView(w.records), w.records.holds_blob)
+    w.records.holds_blob = view.holds_blob  # the event-store read of the cross-org check goes down too
+    w.cache = edge_cache(records=w.records, orgs=w.orgs, view=view, store=w.store,
                          upstream=UpstreamBackoff(w.upstream, w.clock), pulls=w.group, clock=w.clock,
                          limits=Limits(**{"tag_row_seconds": 0.0, "read_timeout": 0.2, **limits}))
     return view
@@ -124,7 +124,7 @@ def test_the_tag_list_answers_upstreams_error_not_the_databases_when_both_are_do
 
 def test_a_pull_whose_audit_record_fails_answers_503_not_500():
     async def scenario(w: World):
-        cache = edge_cache(registry=w.registry, orgs=w.orgs, view=RegistryView(w.registry), store=w.store,
+        cache = edge_cache(records=w.records, orgs=w.orgs, view=RecordsView(w.records), store=w.store,
                            upstream=w.upstream, pulls=BrokenPullRecorder(), clock=w.clock)
         with pytest.raises(PullNotRecorded) as raised:
             await cache.manifest("hub", "library/alpine", "3.19", [])
@@ -141,7 +141,7 @@ def test_a_pull_whose_audit_record_hangs_is_answered_within_the_bounded_wait():
     # It was a 503 before the backlog; a hang is an outage of the event store, and the pulls port
     # (GroupCommit) keeps a pull it did not record in time, so the answer goes out, still bounded.
     async def scenario(w: World):
-        cache = edge_cache(registry=w.registry, orgs=w.orgs, view=RegistryView(w.registry), store=w.store,
+        cache = edge_cache(records=w.records, orgs=w.orgs, view=RecordsView(w.records), store=w.store,
                            upstream=w.upstream, pulls=HangingRecorder(), clock=w.clock,
                            limits=Limits(record_timeout=0.1))
         started = time.monotonic()
@@ -206,7 +206,7 @@ def test_a_failed_pull_during_an_event_store_outage_keeps_its_error_answer_and_i
 
 def test_reads_left_hanging_on_a_dead_database_are_bounded_and_past_the_bound_new_ones_fail_at_once():
     async def scenario(w: World):
-        view = OutageView(RegistryView(w.registry), w.registry.holds_blob)
+        view = OutageView(RecordsView(w.records), w.records.holds_blob)
         reads = BoundedReads(view, view.holds_blob, timeout=0.05, max_in_flight=2)
         view.down = "block"
         try:
@@ -238,7 +238,7 @@ def test_a_revalidated_tag_is_served_when_the_event_store_cannot_record_the_chec
     async def scenario(w: World):
         await w.get()
         w.clock.advance(301)
-        w.registry.record_tag = refuse
+        w.records.record_tag = refuse
         answer = await w.get()
         assert answer.result is PullResult.REVALIDATED and answer.content == w.manifest
         assert (await w.get()).result is PullResult.HIT   # this process remembers the check
@@ -247,7 +247,7 @@ def test_a_revalidated_tag_is_served_when_the_event_store_cannot_record_the_chec
 
 def test_a_miss_the_event_store_cannot_record_answers_503_unavailable_not_500():
     async def scenario(w: World):
-        w.registry.record_manifest = refuse
+        w.records.record_manifest = refuse
         with pytest.raises(EventStoreUnavailable) as raised:
             await w.get()
         assert is_503_unavailable(raised.value)

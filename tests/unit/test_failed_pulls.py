@@ -11,7 +11,7 @@ from application.pulls import Pulls
 from domain.manifest import DOCKER_MANIFEST
 from domain.names import InvalidDigest
 from domain.pull import Pull, PullResult
-from tests.unit.fakes import BrokenPullRecorder, RegistryView, edge_cache
+from tests.unit.fakes import BrokenPullRecorder, RecordsView, edge_cache
 from tests.unit.test_pull_through_cache import POPO, World, run
 
 
@@ -99,7 +99,7 @@ def test_a_failed_head_is_not_a_pull():
 
 def test_when_recording_a_failed_pull_fails_the_client_still_gets_the_original_error(caplog):
     async def scenario(w: World):
-        cache = edge_cache(registry=w.registry, orgs=w.orgs, view=RegistryView(w.registry), store=w.store,
+        cache = edge_cache(records=w.records, orgs=w.orgs, view=RecordsView(w.records), store=w.store,
                                  upstream=w.upstream, pulls=BrokenPullRecorder(), clock=w.clock)
         with pytest.raises(ManifestUnknown):
             await cache.manifest("hub", "library/alpine", "no-such-tag", [DOCKER_MANIFEST], Client())

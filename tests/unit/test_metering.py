@@ -15,10 +15,10 @@ from application import errors
 from application.metering import MeteredUpstream, fill_failure, upstream_outcome
 from application.orgs import OrgDirectory
 from application.pulls import GroupCommit, Pulls
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from domain.manifest import DOCKER_MANIFEST
 from infra.upstream.errors import transport_errors
-from tests.unit.fakes import FakeClock, FakeMetrics, FakeUpstream, MemoryBlobStore, RegistryView, edge_cache, run_scenario
+from tests.unit.fakes import FakeClock, FakeMetrics, FakeUpstream, MemoryBlobStore, RecordsView, edge_cache, run_scenario
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 LAYER = b"layer-bytes-" * 10
@@ -30,15 +30,15 @@ class World:
     def __init__(self, **org_settings) -> None:
         self.clock = FakeClock()
         self.metrics = FakeMetrics()
-        self.registry = Registry(env=POPO)
+        self.records = CacheRecords(env=POPO)
         self.upstream = FakeUpstream()
-        self.orgs = OrgDirectory(self.registry, Credentials(env=POPO), ttl=0)
+        self.orgs = OrgDirectory(self.records, Credentials(env=POPO), ttl=0)
         self.orgs.apply("hub", {"upstream": "http://up.example", "staleness_seconds": 300,
                                 "max_stale_seconds": 3600, **org_settings})
         self.group = GroupCommit(Pulls(env=POPO), metrics=self.metrics)
         backoff = UpstreamBackoff(MeteredUpstream(self.upstream, self.metrics), self.clock,
                                   BackoffPolicy(failures=2, repositories=1))
-        self.cache = edge_cache(registry=self.registry, orgs=self.orgs, view=RegistryView(self.registry),
+        self.cache = edge_cache(records=self.records, orgs=self.orgs, view=RecordsView(self.records),
                                 store=MemoryBlobStore(), upstream=backoff, pulls=self.group, clock=self.clock,
                                       metrics=self.metrics)
         self.layer = self.upstream.put_blob(LAYER)

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from application.ports import RateLimit
 from application.ratelimits import RateLimits
-from infra.metrics import PrometheusMetrics, new_registry
+from infra.metrics import PrometheusMetrics, new_collector_registry
 from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
 from interfaces.http.metrics import method_label, route_kind
@@ -41,7 +41,7 @@ def test_unknown_http_methods_share_one_label():
 
 
 def test_two_apps_in_one_process_count_in_their_own_registries():
-    first, second = PrometheusMetrics(new_registry()), PrometheusMetrics(new_registry())
+    first, second = PrometheusMetrics(new_collector_registry()), PrometheusMetrics(new_collector_registry())
     first.manifest_pulled("hub", "miss")
     first.bytes_served("hub", "blob", 100)
     first.bytes_served("hub", "blob", 23)
@@ -85,7 +85,7 @@ def collector(views: Views, now: list[float]) -> ReadModelCollector:
 
 def test_read_model_gauges_name_each_org_and_are_read_once_per_ttl():
     views, now = Views(), [100.0]
-    registry = new_registry()
+    registry = new_collector_registry()
     registry.register(collector(views, now))
     assert views.queries == 0  # registering does not query
     values = samples(registry)
@@ -106,7 +106,7 @@ def test_read_model_gauges_name_each_org_and_are_read_once_per_ttl():
 def test_an_unreadable_read_model_leaves_out_its_gauges_but_not_the_scrape(caplog):
     views, now = Views(), [0.0]
     views.fail = True
-    metrics = PrometheusMetrics(new_registry())
+    metrics = PrometheusMetrics(new_collector_registry())
     metrics.registry.register(collector(views, now))
     metrics.manifest_pulled("hub", "hit")
     values = samples(metrics.registry)
@@ -117,7 +117,7 @@ def test_an_unreadable_read_model_leaves_out_its_gauges_but_not_the_scrape(caplo
 
 def test_the_latest_upstream_rate_limit_reading_of_each_org_is_a_gauge():
     readings = RateLimits()
-    registry = new_registry()
+    registry = new_collector_registry()
     registry.register(RateLimitCollector(readings.all))
     assert not any(name.startswith("entrepot_upstream_ratelimit") for name, _ in samples(registry))
     readings.observe("hub", RateLimit(limit=100, remaining=7, window_seconds=21600), at=1_700_000_000.0)

@@ -10,7 +10,7 @@ import pytest
 
 from application.credentials import Credentials
 from application.orgs import OrgDirectory
-from application.registry import Registry
+from application.cache_records import CacheRecords
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
@@ -36,16 +36,16 @@ class LaggingView:
         return self.rows.get(name)
 
 
-def directory(**options) -> tuple[OrgDirectory, LaggingView, Registry]:
-    view, registry = LaggingView(), Registry(env=POPO)
-    return OrgDirectory(registry, Credentials(env=POPO), view, **options), view, registry
+def directory(**options) -> tuple[OrgDirectory, LaggingView, CacheRecords]:
+    view, records = LaggingView(), CacheRecords(env=POPO)
+    return OrgDirectory(records, Credentials(env=POPO), view, **options), view, records
 
 
 def test_orgs_are_read_from_the_view_not_the_event_store():
-    orgs, view, registry = directory()
+    orgs, view, records = directory()
     view.rows["hub"] = Row("hub", {"upstream": "https://registry-1.docker.io", "staleness_seconds": 7})
     assert orgs.get("hub").staleness_seconds == 7
-    assert registry.recorder.max_notification_id() in (None, 0)   # nothing was ever written or needed
+    assert records.recorder.max_notification_id() in (None, 0)   # nothing was ever written or needed
 
 
 def test_this_process_reads_its_own_writes_while_the_view_lags():

@@ -11,7 +11,7 @@ import pytest
 from application.credentials import Credentials
 from application.errors import OrgUnknown, ReadModelUnavailable
 from application.orgs import OrgDirectory
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from application.routing import OrgRouter, Route, registry_host, upstream_host
 from domain.names import InvalidName
 
@@ -98,7 +98,7 @@ def test_an_ns_no_org_mirrors_is_unknown_even_when_a_default_org_exists():
 
     with pytest.raises(OrgUnknown, match="quay.io"):
         routes.route("coreos/etcd", ns="quay.io")
-    with pytest.raises(InvalidName):  # not a registry host at all: a 400, not an unknown org
+    with pytest.raises(InvalidName):  # not a records host at all: a 400, not an unknown org
         routes.route("coreos/etcd", ns="not a host/")
 
 
@@ -138,7 +138,7 @@ def test_upstream_hosts_compare_without_scheme_or_default_port():
 
 
 def test_a_one_word_name_through_a_docker_hub_org_means_library():
-    orgs = OrgDirectory(Registry(env=POPO), Credentials(env=POPO), ttl=0)
+    orgs = OrgDirectory(CacheRecords(env=POPO), Credentials(env=POPO), ttl=0)
     orgs.apply("hub", {"upstream": "docker.io"})
     routes = SyncRouter(OrgRouter(orgs.lookup, Listing()))
 

@@ -10,7 +10,7 @@ import pytest
 from application.admin import OrgSummary
 from application.credentials import Credentials
 from application.orgs import OrgConfig, OrgDirectory
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from domain.org import DEFAULTS, RESERVED_ORG_NAMES, CacheOrg, InvalidOrgSettings, OrgSettings, validate_org_name
 from domain.org_settings import MAX_SECONDS
 from infra.settings import OrgSettings as ConfiguredOrg
@@ -82,35 +82,35 @@ def test_the_partial_update_body_leaves_absent_settings_unset():
 
 def test_events_written_with_the_old_settings_shape_still_load():
     """The first release recorded six settings; later ones added three. Old streams must still load."""
-    registry = Registry(env=POPO)
+    records = CacheRecords(env=POPO)
     old = CacheOrg(name="hub", settings={"upstream": "https://registry-1.docker.io", "namespace": "",
                                          "staleness_seconds": 120, "max_stale_seconds": 10**30,
                                          "username": "", "default": True})
     old.reconfigure({"staleness_seconds": 60})
-    registry.save(old)
+    records.save(old)
 
-    config = OrgDirectory(registry, Credentials(env=POPO), ttl=0).get("hub")
+    config = OrgDirectory(records, Credentials(env=POPO), ttl=0).get("hub")
 
     assert (config.staleness_seconds, config.default) == (60, True)
     assert (config.negative_cache_seconds, config.on_upstream_denied, config.rate_limit_floor) == (30, "serve-stale", 0)
     assert config.max_stale_seconds == MAX_SECONDS   # accepted unbounded once, clamped on reading
-    assert registry.get_org("hub").current == config.settings
+    assert records.get_org("hub").current == config.settings
 
 
 def test_an_upstream_recorded_under_looser_rules_still_loads_as_recorded():
     assert OrgSettings.from_stored({"upstream": "https://h?x", "namespace": "Old"}).upstream == "https://h?x"
-    registry = Registry(env=POPO)
-    registry.save(CacheOrg(name="old", settings={"upstream": "https://h?x", "namespace": "", "staleness_seconds": 1,
+    records = CacheRecords(env=POPO)
+    records.save(CacheOrg(name="old", settings={"upstream": "https://h?x", "namespace": "", "staleness_seconds": 1,
                                                  "max_stale_seconds": 1, "username": "", "default": False}))
-    config = OrgDirectory(registry, Credentials(env=POPO), ttl=0).get("old")
+    config = OrgDirectory(records, Credentials(env=POPO), ttl=0).get("old")
     assert config.target("alpine").base_url == "https://h?x" and config.settings.upstream == "https://h?x"
 
 
 def test_org_events_carry_the_settings_dict_and_never_the_password():
-    registry = Registry(env=POPO)
-    orgs = OrgDirectory(registry, Credentials(env=POPO), ttl=0)
+    records = CacheRecords(env=POPO)
+    orgs = OrgDirectory(records, Credentials(env=POPO), ttl=0)
     orgs.apply("priv", {"upstream": "https://r.example", "username": "u", "password": "secret"})
     orgs.apply("priv", {"upstream": "https://r.example", "username": "v", "password": "secret2"})
-    recorded = [registry.mapper.to_domain_event(n) for n in registry.recorder.select_notifications(start=1, limit=9)]
+    recorded = [records.mapper.to_domain_event(n) for n in records.recorder.select_notifications(start=1, limit=9)]
     assert set(recorded[0].settings) == FIELDS and recorded[1].changes == {"username": "v"}
     assert "secret" not in repr([vars(event) for event in recorded])

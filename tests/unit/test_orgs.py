@@ -4,7 +4,7 @@ import pytest
 
 from application.credentials import Credentials
 from application.orgs import OrgDirectory
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from eventsourcing.application import AggregateNotFoundError
 
 from domain.org import (DOCKER_HUB_URL, CacheOrg, InvalidOrgSettings, normalize_settings, normalize_upstream,
@@ -13,39 +13,39 @@ from domain.org import (DOCKER_HUB_URL, CacheOrg, InvalidOrgSettings, normalize_
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
 
-def directory() -> tuple[OrgDirectory, Registry]:
-    registry = Registry(env=POPO)
-    return OrgDirectory(registry, Credentials(env=POPO), ttl=0), registry
+def directory() -> tuple[OrgDirectory, CacheRecords]:
+    records = CacheRecords(env=POPO)
+    return OrgDirectory(records, Credentials(env=POPO), ttl=0), records
 
 
-def events(registry: Registry) -> list[str]:
-    return [type(registry.mapper.to_domain_event(n)).__qualname__
-            for n in registry.recorder.select_notifications(start=1, limit=100)]
+def events(records: CacheRecords) -> list[str]:
+    return [type(records.mapper.to_domain_event(n)).__qualname__
+            for n in records.recorder.select_notifications(start=1, limit=100)]
 
 
 def test_applying_the_same_settings_twice_records_nothing_the_second_time():
-    orgs, registry = directory()
+    orgs, records = directory()
     assert orgs.apply("hub", {"upstream": "docker.io"}) is True
     assert orgs.apply("hub", {"upstream": "docker.io"}) is False
-    assert events(registry) == ["CacheOrg.Registered"]
+    assert events(records) == ["CacheOrg.Registered"]
 
 
 def test_changed_settings_record_one_reconfiguration_with_only_the_changes():
-    orgs, registry = directory()
+    orgs, records = directory()
     orgs.apply("hub", {"upstream": "docker.io"})
     orgs.apply("hub", {"upstream": "docker.io", "staleness_seconds": 60})
-    assert events(registry) == ["CacheOrg.Registered", "CacheOrg.Reconfigured"]
-    last = registry.mapper.to_domain_event(registry.recorder.select_notifications(start=2, limit=1)[0])
+    assert events(records) == ["CacheOrg.Registered", "CacheOrg.Reconfigured"]
+    last = records.mapper.to_domain_event(records.recorder.select_notifications(start=2, limit=1)[0])
     assert last.changes == {"staleness_seconds": 60}
     assert orgs.get("hub").staleness_seconds == 60
 
 
-def test_a_password_change_alone_is_a_change_but_never_an_event_of_the_registry():
-    orgs, registry = directory()
+def test_a_password_change_alone_is_a_change_but_never_an_event_of_the_cache_records():
+    orgs, records = directory()
     orgs.apply("priv", {"upstream": "https://r.example", "username": "u", "password": "one"})
     assert orgs.apply("priv", {"upstream": "https://r.example", "username": "u", "password": "two"}) is True
     assert orgs.get("priv").password == "two"
-    assert events(registry) == ["CacheOrg.Registered"]
+    assert events(records) == ["CacheOrg.Registered"]
 
 
 @pytest.mark.parametrize("settings", [
@@ -54,10 +54,10 @@ def test_a_password_change_alone_is_a_change_but_never_an_event_of_the_registry(
     {"upstream": "docker.io", "namespace": "Bad"}, {"upstream": "docker.io", "on_upstream_denied": "maybe"},
 ])
 def test_invalid_settings_are_refused_and_record_nothing(settings):
-    orgs, registry = directory()
+    orgs, records = directory()
     with pytest.raises(InvalidOrgSettings):
         orgs.apply("hub", settings)
-    assert events(registry) == []
+    assert events(records) == []
 
 
 @pytest.mark.parametrize("name", ["Hub", "a/b", "", "-x"])
@@ -83,18 +83,18 @@ def test_one_word_docker_hub_names_mean_library_and_namespaces_are_prefixed():
 
 
 def test_two_writers_registering_the_same_org_at_once_both_succeed_and_it_is_registered_once():
-    orgs, registry = directory()
-    original_get = registry.repository.get
+    orgs, records = directory()
+    original_get = records.repository.get
     raced = {"done": False}
 
     def get_racing_another_replica(aggregate_id, *args, **kwargs):
         if not raced["done"]:
             # Our read finds nothing; another replica registers the org before our write.
             raced["done"] = True
-            registry.save(CacheOrg(name="hub", settings=normalize_settings({"upstream": "docker.io"})))
+            records.save(CacheOrg(name="hub", settings=normalize_settings({"upstream": "docker.io"})))
             raise AggregateNotFoundError(aggregate_id)
         return original_get(aggregate_id, *args, **kwargs)
 
-    registry.repository.get = get_racing_another_replica
+    records.repository.get = get_racing_another_replica
     assert orgs.apply("hub", {"upstream": "docker.io"}) is False
-    assert events(registry) == ["CacheOrg.Registered"]
+    assert events(records) == ["CacheOrg.Registered"]

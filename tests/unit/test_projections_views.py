@@ -11,7 +11,7 @@ from application.ports import ManifestRow, TagRow
 from domain.cache import CachedBlob, CachedManifest, TagResolution
 from domain.org import CacheOrg
 from domain.pull import Pull
-from infra.projection_runtime import open_cache_view, open_view
+from infra.projection_runtime import open_tags_and_manifests, open_view
 from projections.blobs import BlobRow
 from tests.support.views import blob_row, manifest_pulls
 
@@ -52,7 +52,7 @@ def pull(digest, result="hit", at=100.0, reference="latest"):
                 client="10.0.0.7", user_agent="containerd/2.0", at=at)
 
 
-def registry_events():
+def records_events():
     manifest = CachedManifest(org=ORG, repository=REPO, digest=M1, media_type=IMAGE, size=900,
                               blobs=[CONFIG, LAYER, LAYER], children=[], cached_at=10.0)
     index = CachedManifest(org=ORG, repository=REPO, digest=IDX, media_type=INDEX, size=300,
@@ -79,7 +79,7 @@ def test_tags_resolve_revalidate_retarget(view):
 
 def test_replayed_position_raises_and_changes_nothing(view):
     counters, audit, blobs = view("counters"), view("audit"), view("blobs")
-    blobs.process(tracked("Registry", registry_events()))
+    blobs.process(tracked("Registry", records_events()))
     batch = tracked("Pulls", pulls_events())
     for v in (counters, audit, blobs):
         v.process(batch)
@@ -95,9 +95,9 @@ def test_replayed_position_raises_and_changes_nothing(view):
 
 
 def test_blob_pulls_do_not_depend_on_how_the_two_apps_interleave(view, env_factory):
-    registry, pulls = tracked("Registry", registry_events()), tracked("Pulls", pulls_events())
+    records, pulls = tracked("Registry", records_events()), tracked("Pulls", pulls_events())
     first = view("blobs")
-    for item in registry:          # manifests and blobs known before any pull
+    for item in records:          # manifests and blobs known before any pull
         first.process([item])
     for item in pulls:
         first.process([item])
@@ -105,7 +105,7 @@ def test_blob_pulls_do_not_depend_on_how_the_two_apps_interleave(view, env_facto
     try:
         for item in pulls:         # pulls first: the cold-pull order, blobs cached later
             other.process([item])
-        other.process(registry)
+        other.process(records)
         assert other.dump() == first.dump()
     finally:
         other.close()
@@ -119,11 +119,11 @@ def test_blob_pulls_do_not_depend_on_how_the_two_apps_interleave(view, env_facto
 
 def test_a_blob_pulled_but_not_cached_is_not_listed(view):
     blobs = view("blobs")
-    blobs.process(tracked("Registry", registry_events()[:1]))   # the manifest only
+    blobs.process(tracked("Registry", records_events()[:1]))   # the manifest only
     blobs.process(tracked("Pulls", events(pull(M1))))
     assert blob_row(blobs, ORG, LAYER) is None
     assert blobs.list_blobs(ORG) == []
-    blobs.process(tracked("Registry", registry_events()[2:], start=2))
+    blobs.process(tracked("Registry", records_events()[2:], start=2))
     assert blob_row(blobs, ORG, LAYER).pull_count == 1
 
 
@@ -174,11 +174,11 @@ def test_orgs_register_reconfigure_delete(view):
     assert orgs.get_org("tmp").deleted and [o.name for o in orgs.list_orgs(include_deleted=True)] == ["ghcr", "tmp"]
 
 
-def test_cache_view_reads_from_many_threads(view, env):
-    cache = open_cache_view(env)               # before any row or runner: tables are created
+def test_tag_and_manifest_lookups_read_from_many_threads(view, env):
+    cache = open_tags_and_manifests(env)               # before any row or runner: tables are created
     try:
         assert cache.get_tag(ORG, REPO, "3") is None
-        view("manifests").process(tracked("Registry", registry_events()))
+        view("manifests").process(tracked("Registry", records_events()))
         resolution = TagResolution(org=ORG, repository=REPO, tag="3", digest=M1, media_type=IMAGE, checked_at=1.0)
         view("tags").process(tracked("Registry", events(resolution)))
         results, errors = [], []

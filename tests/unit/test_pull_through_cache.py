@@ -13,11 +13,11 @@ from application.credentials import Credentials
 from application.errors import BlobUnknown, ManifestUnknown, OrgUnknown, UpstreamBadContent, UpstreamUnavailable
 from application.orgs import OrgDirectory
 from application.pulls import GroupCommit, Pulls
-from application.registry import Registry
+from application.cache_records import CacheRecords
 from domain.manifest import DOCKER_MANIFEST
 from domain.pull import Pull, PullResult
 from domain.names import Digest
-from tests.unit.fakes import AsTheEdgeAsks, FakeClock, FakeUpstream, MemoryBlobStore, RegistryView, edge_cache, run_scenario
+from tests.unit.fakes import AsTheEdgeAsks, FakeClock, FakeUpstream, MemoryBlobStore, RecordsView, edge_cache, run_scenario
 
 # These worlds pull one repository: its repeated failures put the upstream into back-off, as the
 # back-off tests (test_upstream_trouble) expect; test_upstream_backoff covers the distinct-repository rule.
@@ -29,15 +29,15 @@ POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 class World:
     def __init__(self, **org_settings) -> None:
         self.clock = FakeClock()
-        self.registry = Registry(env=POPO)
+        self.records = CacheRecords(env=POPO)
         self.pulls = Pulls(env=POPO)
         self.upstream = FakeUpstream()
         self.store = MemoryBlobStore()
-        self.orgs = OrgDirectory(self.registry, Credentials(env=POPO), ttl=0)
+        self.orgs = OrgDirectory(self.records, Credentials(env=POPO), ttl=0)
         self.orgs.apply("hub", {"upstream": "http://up.example", "staleness_seconds": 300,
                                 "max_stale_seconds": 3600, **org_settings})
         self.group = GroupCommit(self.pulls)
-        self.cache = edge_cache(registry=self.registry, orgs=self.orgs, view=RegistryView(self.registry),
+        self.cache = edge_cache(records=self.records, orgs=self.orgs, view=RecordsView(self.records),
                                       store=self.store, upstream=UpstreamBackoff(self.upstream, self.clock, ONE_REPOSITORY), pulls=self.group, clock=self.clock)
         self.layer = self.upstream.put_blob(b"layer-bytes-" * 10)
         self.config = self.upstream.put_blob(b'{"config": true}')
@@ -210,7 +210,7 @@ def test_a_blob_another_org_cached_is_served_only_once_this_orgs_upstream_confir
         answer = await w.cache.blob("mirror", "library/alpine", w.layer)
         assert answer.result is PullResult.HIT
         assert w.upstream.calls.count(("HEAD", "library/alpine", w.layer)) == 2
-        assert w.registry.holds_blob("mirror", w.layer) and not w.registry.holds_blob("elsewhere", w.layer)
+        assert w.records.holds_blob("mirror", w.layer) and not w.records.holds_blob("elsewhere", w.layer)
         await w.cache.blob("mirror", "library/alpine", w.layer)
         assert w.upstream.calls.count(("HEAD", "library/alpine", w.layer)) == 2  # confirmed once is enough
         await w.cache.blob("hub", "library/alpine", w.layer)
@@ -231,7 +231,7 @@ def test_a_head_of_a_cold_blob_asks_upstream_and_starts_no_download():
     run(scenario)
 
 
-class LaggingView(RegistryView):
+class LaggingView(RecordsView):
     """A read model that has not caught up yet: it shows no manifest at all."""
 
     def get_manifest(self, org: str, repository: str, digest: str):
@@ -240,7 +240,7 @@ class LaggingView(RegistryView):
 
 def test_a_pull_by_digest_right_after_the_miss_is_a_hit_while_the_read_model_lags():
     async def scenario(w: World):
-        w.cache = edge_cache(registry=w.registry, orgs=w.orgs, view=LaggingView(w.registry), store=w.store,
+        w.cache = edge_cache(records=w.records, orgs=w.orgs, view=LaggingView(w.records), store=w.store,
                              upstream=UpstreamBackoff(w.upstream, w.clock, ONE_REPOSITORY), pulls=w.group, clock=w.clock)
         first = await w.get()
         calls = list(w.upstream.calls)
@@ -295,7 +295,7 @@ def test_replicas_fetch_a_cold_manifest_once_and_the_waiting_one_serves_what_the
         coordinator, shared = EventCoordinator(), SharedTagsInMemory()
 
         def replica() -> AsTheEdgeAsks:  # shares event store, storage, locks and tags; its own memory
-            return edge_cache(registry=w.registry, orgs=w.orgs, view=LaggingView(w.registry), store=w.store,
+            return edge_cache(records=w.records, orgs=w.orgs, view=LaggingView(w.records), store=w.store,
                                     upstream=UpstreamBackoff(w.upstream, w.clock, ONE_REPOSITORY), pulls=w.group, clock=w.clock,
                                     fill_coordinator=coordinator, shared_tags=shared)
         a, b = replica(), replica()
@@ -323,7 +323,7 @@ def test_a_replica_whose_peer_failed_the_fetch_fetches_it_itself():
         async def give_up() -> None:  # lets go a moment later, with nothing stored
             await asyncio.sleep(0.01)
             coordinator.locks.pop("manifest:hub/library/alpine@3.19").set()
-        w.cache = edge_cache(registry=w.registry, orgs=w.orgs, view=LaggingView(w.registry), store=w.store,
+        w.cache = edge_cache(records=w.records, orgs=w.orgs, view=LaggingView(w.records), store=w.store,
                                    upstream=UpstreamBackoff(w.upstream, w.clock, ONE_REPOSITORY), pulls=w.group, clock=w.clock,
                                    fill_coordinator=coordinator, shared_tags=shared)
         peer = asyncio.create_task(give_up())

@@ -156,8 +156,8 @@ def test_a_corrupt_blob_from_upstream_is_recorded_as_an_event():
         w.upstream.corrupt.add(w.layer)
         with pytest.raises(UpstreamBadContent):
             await w.read_blob(w.layer)
-        events = [w.registry.mapper.to_domain_event(n)
-                  for n in w.registry.recorder.select_notifications(start=1, limit=100)]
+        events = [w.records.mapper.to_domain_event(n)
+                  for n in w.records.recorder.select_notifications(start=1, limit=100)]
         corrupt = [e for e in events if type(e).__name__ == "Detected"]
         assert [(e.org, e.digest) for e in corrupt] == [("hub", w.layer)]
     run(scenario)

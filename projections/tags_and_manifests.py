@@ -1,4 +1,4 @@
-"""The hot path's CacheView over the tags and manifests views: prepared primary-key lookups, SQLite or PostgreSQL."""
+"""The hot path's tag and manifest lookups: prepared primary-key reads of the tags and manifests views, SQLite or PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from application.ports import ManifestRow, TagRow
 from projections.postgres_view import PostgresView, read_with_retry
 
 
-class SqliteCacheView:
-    """Implements application.ports.CacheView; safe to share between threads.
+class SqliteTagsAndManifests:
+    """Implements application.ports.TagsAndManifests; safe to share between threads.
 
     Each thread gets its own read-only connection to tags.db with manifests.db attached,
     kept open so that sqlite3's statement cache keeps the lookups prepared. Autocommit
@@ -31,7 +31,7 @@ class SqliteCacheView:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             if self._closed:
-                raise RuntimeError("SqliteCacheView is closed")
+                raise RuntimeError("SqliteTagsAndManifests is closed")
             # check_same_thread=False only so that close() may close it from another thread.
             conn = sqlite3.connect(self._tags_db, uri=True, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA query_only = ON")
@@ -68,8 +68,8 @@ class SqliteCacheView:
             self._connections.clear()
 
 
-class PostgresCacheView:
-    """Implements application.ports.CacheView over the live tags and manifests tables; thread-safe.
+class PostgresTagsAndManifests:
+    """Implements application.ports.TagsAndManifests over the live tags and manifests tables; thread-safe.
 
     Reads go through the tags view's own small pool and the stable names, so a blue/green rebuild
     switches these lookups too; psycopg prepares each statement after a few uses per connection.

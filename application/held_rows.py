@@ -12,7 +12,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class RowCache(Generic[K, V]):
+class HeldRows(Generic[K, V]):
     """An LRU of rows, each fresh for `ttl` seconds (None: forever, for immutable rows).
 
     Not cachetools' TTLCache: an expired row is kept (until the LRU bound pushes it out) because it

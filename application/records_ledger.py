@@ -1,4 +1,4 @@
-"""The Ledger port on the Registry (the event store): each record written in a worker thread, with a bounded wait."""
+"""The Ledger port over CacheRecords (the event store): each record written in a worker thread, with a bounded wait."""
 
 from __future__ import annotations
 
@@ -9,32 +9,32 @@ import anyio
 import anyio.to_thread
 
 from application.errors import EntrepotError, EventStoreUnavailable
-from application.registry import Registry
+from application.cache_records import CacheRecords
 
 log = logging.getLogger(__name__)
 
 
-class RegistryLedger:
-    def __init__(self, registry: Registry, timeout: float = 5.0) -> None:
-        self._registry = registry
+class RecordsLedger:
+    def __init__(self, records: CacheRecords, timeout: float = 5.0) -> None:
+        self._records = records
         self._timeout = timeout
 
     async def manifest_cached(self, org: str, repository: str, digest: str, media_type: str, size: int,
                               blobs: list[str], children: list[str], at: float, tag: str | None = None) -> None:
-        await self._write("a cached manifest", lambda: self._registry.record_manifest(
+        await self._write("a cached manifest", lambda: self._records.record_manifest(
             org, repository, digest, media_type, size, list(blobs), list(children), at, tag=tag))
 
     async def tag_checked(self, org: str, repository: str, tag: str, digest: str, media_type: str,
                           at: float) -> None:
         await self._write("a checked tag",
-                          lambda: self._registry.record_tag(org, repository, tag, digest, media_type, at))
+                          lambda: self._records.record_tag(org, repository, tag, digest, media_type, at))
 
     async def blob_cached(self, org: str, repository: str, digest: str, size: int, at: float) -> None:
-        await self._write("a cached blob", lambda: self._registry.record_blob(org, repository, digest, size, at))
+        await self._write("a cached blob", lambda: self._records.record_blob(org, repository, digest, size, at))
 
     async def blob_corrupt(self, org: str, repository: str, digest: str, reason: str, at: float) -> None:
         await self._write("a corrupt blob",
-                          lambda: self._registry.record_corruption(org, repository, digest, reason, at))
+                          lambda: self._records.record_corruption(org, repository, digest, reason, at))
 
     async def _write(self, what: str, write: Callable[[], None]) -> None:
         try:

@@ -1,4 +1,4 @@
-"""The Registry application: organizations and what the cache holds (tags, manifests, blobs)."""
+"""The CacheRecords application: organizations and what the cache holds (tags, manifests, blobs)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from domain.cache import CachedBlob, CachedManifest, CorruptBlob, TagResolution
 from domain.org import CacheOrg, normalize_settings, validate_org_name
 
 
-class Registry(Application[UUID]):
+class CacheRecords(Application[UUID]):
     name = "Registry"  # pinned: table and env prefix must not follow a class rename
 
     # -- organizations ---------------------------------------------------------------------------
