@@ -193,7 +193,7 @@ def test_a_failed_pull_during_an_event_store_outage_keeps_its_error_answer_and_i
     async def scenario(w: World):
         event_store = refuse_writes(w)
         event_store["down"] = True
-        w.registry.record_manifest = refuse        # a miss needs the event store: it fails fast
+        w.records.record_manifest = refuse        # a miss needs the event store: it fails fast
         started = time.monotonic()
         with pytest.raises(EventStoreUnavailable) as raised:
             await w.get()

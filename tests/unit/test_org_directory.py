@@ -127,8 +127,8 @@ class DownView(LaggingView):
 
 
 def test_an_org_read_before_the_view_went_down_is_served_from_what_it_said_last():
-    view, registry = DownView(), Registry(env=POPO)
-    orgs = OrgDirectory(registry, Credentials(env=POPO), view)
+    view, records = DownView(), CacheRecords(env=POPO)
+    orgs = OrgDirectory(records, Credentials(env=POPO), view)
     view.rows["hub"] = Row("hub", {"upstream": "https://registry-1.docker.io", "staleness_seconds": 7})
     assert orgs.get("hub").staleness_seconds == 7 and orgs.get("library") is None
     view.down = True
