@@ -39,7 +39,8 @@ class RangeNotSatisfiable(EntrepotError):
 
 
 class EventStoreUnavailable(EntrepotError, OperationalError):
-    """The event store cannot be reached or did not answer in time (an eventsourcing OperationalError too)."""
+    """The event store cannot be reached or did not answer in time, or could not record what the cache did
+    (the database is down or slow); an eventsourcing OperationalError too."""
 
 
 class UpstreamError(EntrepotError):
@@ -97,10 +98,6 @@ class ReadModelUnavailable(EntrepotError):
 
 class PullNotRecorded(EntrepotError):
     """The pull could not be recorded in the audit log in time (the database is down or slow)."""
-
-
-class EventStoreUnavailable(EntrepotError):
-    """The event store could not record what the cache did in time (the database is down or slow)."""
 
 
 class PullKept(EventStoreUnavailable):
