@@ -39,7 +39,8 @@ class RangeNotSatisfiable(EntrepotError):
 
 
 class EventStoreUnavailable(EntrepotError, OperationalError):
-    """The event store cannot be reached or did not answer in time (an eventsourcing OperationalError too)."""
+    """The event store cannot be reached or did not answer in time, or could not record what the cache did
+    (the database is down or slow); an eventsourcing OperationalError too."""
 
 
 class UpstreamError(EntrepotError):
@@ -99,5 +100,6 @@ class PullNotRecorded(EntrepotError):
     """The pull could not be recorded in the audit log in time (the database is down or slow)."""
 
 
-class EventStoreUnavailable(EntrepotError):
-    """The event store could not record what the cache did in time (the database is down or slow)."""
+class PullKept(EventStoreUnavailable):
+    """The event store did not take the pull now; this process keeps it and records it once the event store takes
+    writes again (a bounded backlog: application/pull_backlog.py)."""

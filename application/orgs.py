@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
 import anyio.to_thread
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from application.credentials import Credentials
 from application.ports import OrgRecord, OrgsByName, UpstreamTarget
 from application.cache_records import CacheRecords
 from domain.org import OrgSettings, is_org_name, upstream_repository
+
+log = logging.getLogger(__name__)
 
 
 class OrgConfig(OrgSettings, frozen=True, kw_only=True):
@@ -71,6 +74,10 @@ class OrgDirectory:
         self._found: TTLCache = TTLCache(size, ttl) if ttl > 0 else None
         self._unknown: TTLCache = TTLCache(unknown_size, ttl) if ttl > 0 else None
         self._written: TTLCache = TTLCache(size, written_ttl)   # name -> OrgConfig, or None once deleted
+        # What the view said last, past the TTL: served while the view cannot be read (a database
+        # outage), so warm pulls of a known org go on. Bounded like the TTL caches.
+        self._last_found: LRUCache = LRUCache(size)
+        self._last_unknown: LRUCache = LRUCache(unknown_size)
 
     async def lookup(self, name: str) -> OrgConfig | None:
         """For the event loop: a cache hit answers at once; a miss reads the view in a thread."""
@@ -88,8 +95,15 @@ class OrgDirectory:
             return hit
         if not is_org_name(name):
             return None
-        config = self._load(name)
-        self._remember(name, config)
+        try:
+            config = self._load(name)
+        except Exception as error:   # the view or the event store is down: what it said last still holds
+            config = self._last_known(name)
+            if config is _MISSING:
+                raise
+            log.warning("organization %s: the orgs view cannot be read (%s); using its settings read last",
+                        name, str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+        self._remember(name, config)   # the view is tried again in `ttl` seconds, not on every request
         return config
 
     def forget(self, name: str) -> None:
@@ -132,6 +146,14 @@ class OrgDirectory:
         with self._lock:
             if self._found is not None:
                 (self._found if config is not None else self._unknown)[name] = config
+            (self._last_found if config is not None else self._last_unknown)[name] = config
+            (self._last_unknown if config is not None else self._last_found).pop(name, None)
+
+    def _last_known(self, name: str) -> OrgConfig | None | object:
+        with self._lock:
+            if name in self._last_found:
+                return self._last_found[name]
+            return None if name in self._last_unknown else _MISSING
 
     def _wrote(self, name: str, config: OrgConfig | None) -> None:
         with self._lock:

@@ -236,6 +236,13 @@ class Metrics(Protocol):
     def fill_failed(self, org: str, reason: str) -> None:
         """reason: corrupt | truncated | not_found | upstream | storage (application.metering.fill_failure)."""
 
+    def pulls_unrecorded(self, count: int, reason: str) -> None:
+        """Pulls served but never recorded: reason backlog_full (the oldest kept pulls made room),
+        queue_full (the writer hung with a full queue) or shutdown (the event store still down at exit)."""
+
+    def pull_backlog(self, size: int) -> None:
+        """How many served pulls are kept in memory until the event store takes writes again."""
+
 
 class NoMetrics:
     """The Metrics port doing nothing: the default wherever no registry is wired (unit tests, tools)."""
@@ -257,6 +264,10 @@ class NoMetrics:
     def fill_completed(self, org: str) -> None: pass
 
     def fill_failed(self, org: str, reason: str) -> None: pass
+
+    def pulls_unrecorded(self, count: int, reason: str) -> None: pass
+
+    def pull_backlog(self, size: int) -> None: pass
 
 
 class Ledger(Protocol):

@@ -11,11 +11,16 @@ from application.manifests import ManifestAnswer, ManifestCache
 from application.oci_errors import INTERNAL_ERROR, oci_answer
 from application.orgs import OrgConfig
 from application.ports import Clock
-from application.pulls import GroupCommit
+from application.pulls import OUTAGE_ERRORS, GroupCommit
 from domain.names import InvalidName, InvalidReference, Reference
 from domain.pull import Pull, PullResult
 
 log = logging.getLogger(__name__)
+
+# What the pulls port (GroupCommit) raises, or a wait it outlived, when the event store is unavailable:
+# the pull stays with it and is recorded once the event store takes writes again (or, past its
+# bounds, is counted as unrecorded: Metrics.pulls_unrecorded). Either way the answer goes out.
+RECORDED_LATER = OUTAGE_ERRORS
 
 # The request itself was wrong: not a pull of anything, and nothing stored changes on bad input.
 BAD_INPUT = (InvalidName, InvalidReference, OrgUnknown)
@@ -35,7 +40,7 @@ def is_audited_failure(error: Exception) -> bool:
 
 class PullAudit:
     """Wraps the ManifestCache: the outcome of each manifest GET becomes a Pull, durable (group commit)
-    before the answer goes out."""
+    before the answer goes out, or kept in the group commit's backlog during an event store outage."""
 
     def __init__(self, manifests: ManifestCache, pulls: GroupCommit, clock: Clock, timeout: float = 5.0) -> None:
         self._manifests = manifests
@@ -59,10 +64,14 @@ class PullAudit:
         return answer
 
     async def _served(self, pull: Pull) -> None:
-        """Durable before the answer goes out: a pull that cannot be recorded is not answered, and
-        the client learns so as a 503 within the bounded wait, not as a 500 or a hang."""
+        """Durable before the answer goes out, or kept: while the event store is unavailable (or does
+        not answer within the bounded wait) the group commit keeps the pull and records it once the
+        event store takes writes again, so the answer goes out. Any other failure to record is a
+        503, not a 500 or a hang: an answer that would not be audited is not sent."""
         try:
             await self._record(pull)
+        except RECORDED_LATER:
+            return   # the group commit logs the outage, once per batch, not once per pull
         except Exception as error:
             log.warning("could not record the pull of %s/%s:%s: %s", pull.org, pull.repository, pull.reference,
                         error)
@@ -86,6 +95,8 @@ class PullAudit:
                           note=answer.message, status=answer.status, error_code=answer.code)
         try:
             await self._record(pull)
+        except RECORDED_LATER:
+            pass
         except Exception:
             log.exception("could not record the failed pull of %s/%s:%s (%d %s); answering its error anyway",
                           org, repository, reference, answer.status, answer.code)

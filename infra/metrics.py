@@ -8,7 +8,7 @@ cluster-wide numbers read from the read model are in infra/read_model_metrics.py
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, ProcessCollector
 
 # Upstream answers range from a few ms (a local mirror) to the read timeout (30 s by default).
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -60,6 +60,13 @@ class PrometheusMetrics:
         self._fills_failed = counter(
             "entrepot_fills_failed", "Blob fills that failed, by reason (corrupt, truncated, not_found, upstream, "
             "cancelled, storage, other).", ("org", "reason"))
+        self._pulls_unrecorded = counter(
+            "entrepot_pulls_unrecorded", "Manifest pulls served but never recorded in the audit log, by reason: "
+            "backlog_full (the oldest pulls kept during an event store outage made room), queue_full, shutdown "
+            "(the event store still down when the process stopped).", ("reason",))
+        self._pull_backlog = Gauge(
+            "entrepot_pull_backlog", "Manifest pulls served while the event store was unavailable, kept in this "
+            "process until it takes writes again.", registry=registry)
         self._http_requests = counter(
             "entrepot_http_requests", "HTTP requests answered, by method, route kind and status.",
             ("method", "route", "status"))
@@ -95,6 +102,12 @@ class PrometheusMetrics:
 
     def fill_failed(self, org: str, reason: str) -> None:
         self._fills_failed.labels(org, reason).inc()
+
+    def pulls_unrecorded(self, count: int, reason: str) -> None:
+        self._pulls_unrecorded.labels(reason).inc(count)
+
+    def pull_backlog(self, size: int) -> None:
+        self._pull_backlog.set(size)
 
     # -- the HTTP edge ---------------------------------------------------------------------------
     def http_answered(self, method: str, route: str, status: int, seconds: float) -> None:

@@ -54,6 +54,8 @@ class DatabaseSettings(_Section, frozen=True):
     url: Text = ""                     # postgresql://...; empty: embedded SQLite under data_dir
     schema: Annotated[str, Meta(min_length=1, max_length=63)] = "entrepot"   # PostgreSQL schema; created if missing
     run_projections: bool = True       # PostgreSQL: serve runs the projections (one runner each across processes)
+    # Pulls served while the event store is down, kept in memory until it is back (~1 KiB each); beyond, the oldest are lost.
+    pull_backlog: Annotated[int, Meta(ge=0, le=10_000_000)] = 100_000
 
 
 class StorageSettings(_Section, frozen=True):

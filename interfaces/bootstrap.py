@@ -88,7 +88,7 @@ class Container:
                 backoff_seconds=limits.backoff_seconds))
         self.view = open_tags_and_manifests(self.env)
         self.runners = projection_runners(self.env, in_process=settings.database.run_projections)
-        self.group_commit = GroupCommit(self.pulls, metrics=self.metrics)
+        self.group_commit = GroupCommit(self.pulls, metrics=self.metrics, max_backlog=settings.database.pull_backlog)
         self.cache = pull_through(records=self.records, orgs=self.orgs, view=self.view, store=self.store,
                                   upstream=self.upstream, pulls=self.group_commit, clock=self.clock,
                                   fill_coordinator=self.coordination, shared_tags=self.coordination,

@@ -8,8 +8,11 @@ import re
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
+
 from application.admin import InvalidRequest, OrgConflict, OrgExists
-from application.errors import OrgUnknown
+from application.errors import EventStoreUnavailable, OrgUnknown, ReadModelUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +22,16 @@ ADMIN_ERRORS: list[tuple[type[Exception], str, int]] = [
     (OrgUnknown, "not_found", 404),
     (OrgExists, "conflict", 409),
     (OrgConflict, "conflict", 409),
+    (EventStoreUnavailable, "unavailable", 503),
+    (ReadModelUnavailable, "unavailable", 503),
 ]
+# The database down, refusing or timing out under an admin call that reached it without our bounds
+# (eventsourcing's or psycopg's own errors): a 503 the caller may retry, never a 500.
+DATABASE_DOWN = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+DATABASE_DOWN_MESSAGE = "the database is unavailable; try again shortly"
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-              422: "invalid"}
+              422: "invalid", 503: "unavailable"}
 _NAMED_FIELD = re.compile(r"field `([^`]+)`")
 
 
@@ -50,7 +59,13 @@ def admin_error_response(request: Request, error: Exception) -> Response:
     for kind, code, status in ADMIN_ERRORS:
         if isinstance(error, kind):
             message = getattr(error, "message", None) or str(error)
-            return Response(admin_body(code, message, getattr(error, "fields", None)), status_code=status)
+            return Response(admin_body(code, message, getattr(error, "fields", None)), status_code=status,
+                            headers={"Retry-After": "1"} if status == 503 else None)
+    if isinstance(error, DATABASE_DOWN):
+        log.warning("%s %s: the database is unavailable: %s", request.method, request.url.path,
+                    str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+        return Response(admin_body("unavailable", DATABASE_DOWN_MESSAGE), status_code=503,
+                        headers={"Retry-After": "1"})
     if isinstance(error, ValidationException):
         # Well-formed JSON (or query) with wrong fields or types: unprocessable, field by field.
         return Response(admin_body("invalid", "the request has invalid fields", validation_fields(error)),

@@ -123,3 +123,77 @@ def test_sigterm_stops_a_serve_on_postgresql_while_the_database_refuses_connecti
         database.unblock()
     assert codes == {503}
     assert code == 0 and took < 10, (code, took)
+
+
+TOKEN = "outage-admin-token"
+PROBE = "outage-probe/1.0"
+
+
+def audited(admin: httpx.Client, user_agent: str) -> list[dict]:
+    response = admin.get("/api/v1/audit", params={"user_agent": user_agent, "limit": 1000})
+    return response.json()["items"] if response.status_code == 200 else []
+
+
+def test_warm_pulls_are_served_while_the_database_refuses_connections_and_audited_once_each_when_it_is_back(
+        postgres_url, upstream_registry, entrepot_server_factory):
+    image = build_image("warm-outage", layers=2, layer_size=20_000)
+    cold = build_image("cold-outage", layers=1, layer_size=10_000)
+    push_image(upstream_registry.url, "library/warm", "1.0", image)
+    push_image(upstream_registry.url, "library/warm", "cold", cold)
+    server = entrepot_server_factory([{"name": "hub", "upstream": upstream_registry.url}],
+                                     sections={"database": {"url": postgres_url, "schema": "warm_outage"}},
+                                     env={"ENTREPOT_ADMIN_TOKEN": TOKEN})
+    client = httpx.Client(base_url=server.url, timeout=30, headers={"Accept": ACCEPT})
+    admin = httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"})
+    by_tag, by_digest = "/v2/hub/library/warm/manifests/1.0", f"/v2/hub/library/warm/manifests/{image.digest}"
+    blob = "/v2/hub/library/warm/blobs/{}".format
+    # Warm: the tag, the manifest by digest and every blob, each served once before the outage.
+    assert client.get(by_tag).content == image.manifest_bytes
+    assert client.get(by_digest).content == image.manifest_bytes
+    for digest, data in image.blobs.items():
+        assert client.get(blob(digest)).content == data
+    time.sleep(0.5)   # a fill records its blob after the client has the last byte
+    for digest, data in image.blobs.items():   # now known held for the org in this process
+        assert client.get(blob(digest)).content == data
+
+    database = BlockedDatabase(postgres_url)
+    served: list[tuple[str, int, bool | str]] = []
+    slowest = 0.0
+    database.block()
+    try:
+        for _ in range(5):
+            for path in (by_tag, by_digest):
+                took, answer = timed(lambda: client.get(path, headers={"User-Agent": PROBE}))
+                served.append((path, answer.status_code, answer.content == image.manifest_bytes
+                               or answer.text[:300]))
+                slowest = max(slowest, took)
+        blobs_ok = [(answer := client.get(blob(digest))).content == data or (answer.status_code, answer.text[:300])
+                    for digest, data in image.blobs.items()]
+        started = time.monotonic()
+        uncached = client.get("/v2/hub/library/warm/manifests/cold", headers={"User-Agent": "outage-cold/1.0"})
+        uncached_took = time.monotonic() - started
+        admin_answers = [admin.get("/api/v1/organizations"), admin.get("/api/v1/audit")]
+    finally:
+        database.unblock()
+
+    assert served == [(path, 200, True) for _ in range(5) for path in (by_tag, by_digest)], server.log_tail()
+    assert slowest < 5.0, slowest    # at most one bounded view read (a tag row past its lifetime), no hang
+    assert blobs_ok == [True] * len(image.blobs)
+    assert uncached.status_code == 503 and '"UNAVAILABLE"' in uncached.text and uncached_took < 5.0
+    assert [a.status_code for a in admin_answers] == [503, 503]
+    assert all(a.json()["error"]["code"] == "unavailable" for a in admin_answers), [a.text for a in admin_answers]
+
+    # Back: the pulls served during the outage reach the audit log within a few seconds, each once.
+    deadline = time.monotonic() + 15
+    rows: list[dict] = []
+    while time.monotonic() < deadline and len(rows) < len(served):
+        rows = audited(admin, PROBE)
+        time.sleep(0.2)
+    assert len(rows) == len(served), (rows, server.log_tail())
+    assert len({row["id"] for row in rows}) == len(served)
+    assert sorted(row["reference"] for row in rows) == sorted(["1.0", image.digest] * 5)
+    assert {(row["result"], row["status"]) for row in rows} == {("hit", 200)}
+    failed = audited(admin, "outage-cold")
+    assert [(row["result"], row["status"], row["error_code"]) for row in failed] == [("error", 503, "UNAVAILABLE")]
+    client.close()
+    admin.close()

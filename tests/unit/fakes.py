@@ -300,6 +300,12 @@ class FakeMetrics:
     def fill_failed(self, org: str, reason: str) -> None:
         self._record("fill_failed", org, reason)
 
+    def pulls_unrecorded(self, count: int, reason: str) -> None:
+        self._record("pulls_unrecorded", count, reason)
+
+    def pull_backlog(self, size: int) -> None:
+        self._record("pull_backlog", size)
+
 
 def run_scenario(make_world, test):
     """Build a world (a cache wired to fakes) in a fresh event loop and run `test(world)`, its group

@@ -113,3 +113,28 @@ def test_a_zero_ttl_reads_the_view_every_time(ttl):
     view.rows["hub"] = Row("hub", {"upstream": "docker.io"})
     orgs.get("hub"), orgs.get("hub")
     assert view.reads == 2
+
+
+class DownView(LaggingView):
+    """An orgs view whose database can refuse connections."""
+
+    down = False
+
+    def get_org(self, name: str) -> Row | None:
+        if self.down:
+            raise ConnectionRefusedError("connection refused (the database is down)")
+        return super().get_org(name)
+
+
+def test_an_org_read_before_the_view_went_down_is_served_from_what_it_said_last():
+    view, records = DownView(), CacheRecords(env=POPO)
+    orgs = OrgDirectory(records, Credentials(env=POPO), view)
+    view.rows["hub"] = Row("hub", {"upstream": "https://registry-1.docker.io", "staleness_seconds": 7})
+    assert orgs.get("hub").staleness_seconds == 7 and orgs.get("library") is None
+    view.down = True
+    orgs.forget("hub")
+    orgs.forget("library")     # past the short cache, as after `ttl` seconds
+    assert orgs.get("hub").staleness_seconds == 7
+    assert orgs.get("library") is None          # known unknown: a root path still finds no org here
+    with pytest.raises(ConnectionRefusedError):
+        orgs.get("never-seen")                  # nothing to fall back on: the caller answers 503
