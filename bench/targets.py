@@ -7,7 +7,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.registry import UpstreamRegistry
@@ -129,4 +129,4 @@ def projection_runner(server: EntrepotServer) -> Iterator[subprocess.Popen]:
 def database_url_supported() -> bool:
     """Whether this checkout's settings know `[database] url` (the server may still ignore it)."""
     from infra.settings import DatabaseSettings
-    return "url" in {f.name for f in fields(DatabaseSettings)}
+    return "url" in DatabaseSettings.__struct_fields__   # a msgspec Struct since the settings became one type
