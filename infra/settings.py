@@ -216,6 +216,9 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         raise SettingsError(f"{source}: [server] engine must be one of {', '.join(ENGINES)}, got {server.engine!r}")
     if config.storage.backend == "s3" and not config.storage.bucket:
         raise SettingsError(f"{source}: [storage] backend 's3' needs a bucket")
+    if config.storage.low_free_bytes < config.storage.min_free_bytes:   # `low` is the warning before `full`
+        raise SettingsError(f"{source}: [storage] low_free_bytes ({config.storage.low_free_bytes}) must be at least "
+                            f"min_free_bytes ({config.storage.min_free_bytes})")
     if port is not None and not 0 <= port < 65536:
         raise SettingsError(f"--port: must be between 0 (any free port) and 65535, got {port}")
     return Settings(

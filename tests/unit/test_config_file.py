@@ -23,6 +23,8 @@ def config(tmp_path, text: str) -> str:
     ('[upstream]\nread_timeout = -1\n', "[upstream] read_timeout: expected a number >= 0"),
     ('[storage]\nbackend = "gcs"\n', "[storage] backend"),
     ('[storage]\ncolour = "blue"\n', "[storage] unknown key 'colour'"),
+    ('[storage]\nmin_free_bytes = 2048\nlow_free_bytes = 1024\n',
+     "[storage] low_free_bytes (1024) must be at least min_free_bytes (2048)"),
     ('[cache]\nsize = 1\n', "unknown key 'cache'"),
     ('[[organizations]]\nname = "hub"\nupstream = "docker.io"\nstaleness_seconds = "5"\n',
      '[[organizations]] 0 (hub) staleness_seconds: expected an integer, got "5"'),
