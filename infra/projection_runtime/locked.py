@@ -24,6 +24,7 @@ from infra.projection_runtime import locks
 from infra.projection_runtime.bluegreen import rebuild_blue_green
 from infra.projection_runtime.opening import APPLICATIONS
 from infra.projection_runtime.progress import ProjectionCrashed, ProjectionStatus, wait_for
+from infra.projection_runtime.failures import log_failure
 from infra.projection_runtime.runner_group import RunnerGroup
 from infra.projection_runtime.workers import PAGE_SIZE
 from projections import versions
@@ -149,8 +150,8 @@ class LockedRunners:
         try:
             self._upgrade(conn, name)
             group = self._start_group(name, None)
-        except Exception:
-            log.exception("projection %s could not start; retrying", name)
+        except Exception as error:
+            log_failure(log, "projection %s could not start; retrying", name, error=error)
             locks.unlock(conn, key)
             return
         log.info("running projection %s (version %d)", name, group.version)

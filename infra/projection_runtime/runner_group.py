@@ -7,6 +7,7 @@ import time
 
 from infra.projection_runtime.opening import application_classes, open_view
 from infra.projection_runtime.progress import ProjectionStatus
+from infra.projection_runtime.failures import log_failure
 from infra.projection_runtime.workers import ProjectionWorker
 from projections.postgres_view import PostgresView
 
@@ -50,7 +51,7 @@ class RunnerGroup:
                 worker.stop()  # join its thread, close its app
             except BaseException as error:
                 self.errors.setdefault(app_name, error)
-                log.error("projection %s (%s) failed", self.name, app_name, exc_info=error)
+                log_failure(log, "projection %s (%s) failed", self.name, app_name, error=error)
         self.view.close()
 
     def status(self) -> list[ProjectionStatus]:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from infra.projection_runtime.locked import LockedRunners
 from infra.projection_runtime.opening import application_classes, is_postgres, open_view
 from infra.projection_runtime.progress import ProjectionCrashed, ProjectionStatus, wait_for
+from infra.projection_runtime.failures import log_failure
 from infra.projection_runtime.workers import ProjectionWorker
 from projections.catalog import PROJECTION_NAMES, spec
 
@@ -60,7 +61,7 @@ class ProjectionRunners:
                 worker.stop()
             except BaseException as error:
                 self._errors.setdefault(key, error)
-                log.error("projection %s (%s) failed", key[0], key[1], exc_info=error)
+                log_failure(log, "projection %s (%s) failed", key[0], key[1], error=error)
             finally:
                 worker.view.close()
         self._workers.clear()

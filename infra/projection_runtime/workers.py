@@ -16,9 +16,10 @@ from collections.abc import Callable
 from eventsourcing.application import Application
 from eventsourcing.persistence import Tracking
 
+from infra.projection_runtime.failures import log_failure
 from projections.base import View
 
-log = logging.getLogger("projections.runners")
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
 IDLE_MIN, IDLE_MAX = 0.002, 0.05   # seconds between polls of an idle log: doubles up to IDLE_MAX
@@ -71,8 +72,8 @@ class ProjectionWorker:
         try:
             self._follow()
         except BaseException as error:
-            log.error("projection %s crashed following %s; its status reports it", self.name, self.app_name,
-                      exc_info=error)
+            log_failure(log, "projection %s crashed following %s; its status reports it", self.name, self.app_name,
+                        error=error)
             self.error = error
             if self._crashed is not None:
                 self._crashed(error)

@@ -104,6 +104,8 @@ def test_a_serve_on_postgresql_stays_alive_fails_fast_and_recovers_when_the_data
                for status, body in ready[1:]), ready
     assert recovered is not None and recovered < 5.0, (recovered, server.log_tail())
     assert ready_after["event_store"] == "ok"
+    # An outage is expected and retried: one line per failure, not a traceback per projection worker.
+    assert "Traceback" not in server.log_path.read_text(), server.log_tail(80)
     client.close()
 
 
