@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from importlib import metadata
 
 from infra.persistence import DatabaseUnavailable
 from infra.settings import SettingsError, load_settings
@@ -93,8 +94,16 @@ def projections_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def installed_version() -> str:
+    try:
+        return metadata.version("entrepot")
+    except metadata.PackageNotFoundError:   # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="entrepot", description="A pull-through cache for OCI/Docker registries.")
+    root.add_argument("--version", action="version", version=f"entrepot {installed_version()}")
     commands = root.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
