@@ -19,7 +19,7 @@ from application.ports import BlobStore, Clock, Upstream
 from application.cache_records import CacheRecords
 from application.routing import OrgRouter
 from infra.clock import SystemClock
-from infra import persistence
+from infra import data_dir, persistence
 from infra.metrics import PrometheusMetrics, new_collector_registry
 from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
@@ -148,10 +148,14 @@ class Container:
 
 
 def projection_status(settings: Settings) -> list[dict]:
+    inspected_data_dir(settings)
+    env = event_store_env(settings)
+    # On SQLite the projections run inside `entrepot serve`: they run while a server holds the data dir.
+    serving = not is_postgres(env) and data_dir.in_use_by_a_server(settings.data_dir)
     return [
         {"projection": s.projection, "application": s.application, "position": s.position,
          "head": s.max_notification_id, "lag": s.lag, "state": s.state}
-        for s in status(event_store_env(settings))
+        for s in status(env, serving=serving)
     ]
 
 
@@ -165,4 +169,19 @@ def separate_runners(settings: Settings) -> LockedRunners:
 
 
 def rebuild_projection(settings: Settings, name: str) -> int:
-    return sum(rebuild(name, event_store_env(settings)).values())
+    inspected_data_dir(settings)
+    env = event_store_env(settings)
+    if is_postgres(env):
+        return sum(rebuild(name, env).values())   # blue/green: the server keeps serving the old copy
+    with data_dir.held_alone(settings.data_dir):   # in place: no server may read or write the view meanwhile
+        return sum(rebuild(name, env).values())
+
+
+def inspected_data_dir(settings: Settings) -> None:
+    """Commands that inspect or rebuild never create a data directory (with an empty database and a new key).
+
+    It is read on SQLite (databases) and whenever no secret_key is configured (the key file); a
+    PostgreSQL deployment with its key in the environment needs none (the projections pod).
+    """
+    if not settings.database.url or not settings.secret_key:
+        data_dir.existing(settings.data_dir)

@@ -8,6 +8,7 @@ import logging
 import sys
 from importlib import metadata
 
+from infra.data_dir import DataDirUnusable
 from infra.persistence import DatabaseUnavailable
 from infra.settings import SettingsError, load_settings
 from interfaces.cli_admin import add_admin_commands
@@ -21,6 +22,8 @@ def _settings(args: argparse.Namespace):
 
 
 def serve(args: argparse.Namespace) -> int:
+    from infra.data_dir import hold_for_serving
+    from infra.secrets import private_dir
     from interfaces.bootstrap import bootstrap
     from interfaces.http.access_log import with_access_log
     from interfaces.http.app import create_app
@@ -32,6 +35,8 @@ def serve(args: argparse.Namespace) -> int:
     # Bound first: a port in use fails the start before anything is opened or printed.
     listener = bind_listener(settings.host, settings.port)
     port = bound_port(listener)
+    # Held until this process ends: `projections status` sees the server, an in-place rebuild is refused.
+    data_dir_lock = hold_for_serving(private_dir(settings.data_dir))
     container = bootstrap(settings)
 
     def started() -> None:
@@ -139,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"entrepot: {error}", file=sys.stderr)
         return 2
-    except (DatabaseUnavailable, RebuildInProgress, CannotListen) as error:
+    except (DatabaseUnavailable, RebuildInProgress, CannotListen, DataDirUnusable) as error:
         print(f"entrepot: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
