@@ -34,6 +34,29 @@ class OrgConflict(EntrepotError):
     """The change contradicts another organization (e.g. a second default org)."""
 
 
+class OrgFromConfig(EntrepotError):
+    """The organization is defined by the configuration, which is applied again at every start."""
+
+
+@dataclass(frozen=True)
+class ConfiguredOrgs:
+    """The orgs the configuration defines, and where: the API may not change or delete them.
+
+    The configuration is applied at every start, so a change made through the API would be undone
+    without a word at the next one; it is refused instead, naming the file to edit.
+    """
+
+    names: frozenset[str] = frozenset()
+    source: str = ""   # the config file; empty: the built-in default org (no config file)
+
+    def refuse_change(self, name: str) -> None:
+        if name in self.names:
+            where = self.source or "the server's configuration (no config file: the built-in default org)"
+            raise OrgFromConfig(f"organization {name!r} is defined in {where}, which is applied at every start: "
+                                "change it there and restart (orgs created through the API can be changed here)",
+                                org=name)
+
+
 # -- the views the admin reads (projections/), as the application sees them ------------------------
 class OrgsReadModel(Protocol):
     def list_orgs(self) -> Iterable[OrgRowLike]: ...
@@ -117,8 +140,10 @@ def invalid_settings(error: InvalidOrgSettings) -> InvalidRequest:
 
 class OrgAdmin:
     def __init__(self, directory: OrgDirectory, records: CacheRecords, views: AdminViews,
-                 rate_limits: RateLimitReadings | None = None, on_change: Callable[[], None] = lambda: None) -> None:
+                 rate_limits: RateLimitReadings | None = None, on_change: Callable[[], None] = lambda: None,
+                 configured: ConfiguredOrgs = ConfiguredOrgs()) -> None:
         self._directory = directory
+        self._configured = configured
         self._records = records
         self._views = views
         self.rate_limits = rate_limits        # wired by the composition root once readings exist
@@ -161,6 +186,7 @@ class OrgAdmin:
         that read the org cannot send it back. An empty password clears it.
         """
         current = self._config(name)
+        self._configured.refuse_change(name)
         changes = dict(changes)
         password = changes.pop("password", None)
         base = {} if replace else current.settings.as_event()
@@ -169,6 +195,8 @@ class OrgAdmin:
         return self._apply(name, {**base, **changes}, current.password if password is None else password)
 
     def delete(self, name: str) -> None:
+        self._config(name)   # an unknown name is a 404 before anything else
+        self._configured.refuse_change(name)
         if not self._directory.delete(name):
             raise OrgUnknown(f"no cache organization named {name!r}", org=name)
         self._settle()

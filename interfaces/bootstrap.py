@@ -8,7 +8,7 @@ import os
 import anyio.to_thread
 
 from application.breaker import BackoffPolicy, UpstreamBackoff
-from application.admin import AdminViews, OrgAdmin
+from application.admin import AdminViews, ConfiguredOrgs, OrgAdmin
 from application.audit import AuditLog
 from application.pull_through import pull_through
 from application.metering import MeteredUpstream
@@ -103,7 +103,10 @@ class Container:
         self.admin = OrgAdmin(self.orgs, self.records,
                               AdminViews(views["orgs"], views["tags"], views["blobs"], views["counters"]),
                               rate_limits=self.cache.rate_limits,  # the latest upstream ratelimit-* reading
-                              on_change=self.router.forget)
+                              on_change=self.router.forget,
+                              # re-applied at every start, so not changed through the API
+                              configured=ConfiguredOrgs(frozenset(org.name for org in settings.organizations),
+                                                        settings.config_file and os.path.abspath(settings.config_file)))
         self.audit_log = AuditLog(views["audit"])
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
         # What /readyz asks, in its answer's order; without a required one a replica cannot serve correctly
