@@ -13,6 +13,7 @@ from application.audit import AuditLog
 from application.pull_through import pull_through
 from application.metering import MeteredUpstream
 from application.credentials import Credentials
+from application.ops_log import OpsLog
 from application.orgs import OrgDirectory
 from application.pulls import GroupCommit, Pulls
 from application.ports import BlobStore, Clock, Upstream
@@ -77,6 +78,8 @@ class Container:
         self.metrics_registry = new_collector_registry()
         self.metrics = PrometheusMetrics(self.metrics_registry)
         limits = settings.upstream
+        # INFO lines for the operator (upstream failures, back-off, stale serves, fills, refusals), rate-limited.
+        self.ops_log = OpsLog(self.clock)
         # Back-off wraps the client: an upstream that keeps failing is not waited on again for a while.
         # Metering sits between them, so it counts the requests really sent upstream.
         self.upstream = UpstreamBackoff(
@@ -85,14 +88,14 @@ class Container:
             self.clock, BackoffPolicy(
                 failures=limits.failures_before_backoff, failure_ratio=limits.backoff_failure_ratio,
                 repositories=limits.backoff_repositories, window_seconds=limits.backoff_window_seconds,
-                backoff_seconds=limits.backoff_seconds))
+                backoff_seconds=limits.backoff_seconds), ops=self.ops_log)
         self.view = open_tags_and_manifests(self.env)
         self.runners = projection_runners(self.env, in_process=settings.database.run_projections)
         self.group_commit = GroupCommit(self.pulls, metrics=self.metrics, max_backlog=settings.database.pull_backlog)
         self.cache = pull_through(records=self.records, orgs=self.orgs, view=self.view, store=self.store,
                                   upstream=self.upstream, pulls=self.group_commit, clock=self.clock,
                                   fill_coordinator=self.coordination, shared_tags=self.coordination,
-                                  metrics=self.metrics)
+                                  metrics=self.metrics, ops=self.ops_log)
         # Client-mode routing, the admin surface and /metrics read the views directly (our own readers).
         views = self.read_views = {"orgs": orgs_view, **{name: open_view(name, self.env)
                                                          for name in ("tags", "manifests", "blobs", "counters", "audit")}}
