@@ -175,6 +175,7 @@ class OrgAdmin:
             raise InvalidRequest("password is too long", {"password": f"at most {MAX_PASSWORD} characters"})
         if self._records.get_org(name) is not None:
             raise OrgExists(f"organization {name!r} already exists", org=name)
+        self._refuse_leftovers(name)
         settings = dict(settings)
         password = settings.pop("password", None) or ""
         return self._apply(name, settings, password)
@@ -200,6 +201,18 @@ class OrgAdmin:
         if not self._directory.delete(name):
             raise OrgUnknown(f"no cache organization named {name!r}", org=name)
         self._settle()
+
+    def _refuse_leftovers(self, name: str) -> None:
+        """Tags, holdings and pull counts are keyed by org name, and deleting an org keeps them (nothing is
+        flushed yet): a new org of a deleted one's name would inherit its cached tags, its blobs (served
+        without asking its own upstream) and its pull counts. Refused, rather than mixed without a word."""
+        tags = len(self._views.tags.org_tags(name))
+        blobs = len(self._views.blobs.list_blobs(name))
+        pulls = sum(self._views.counters.counts(name).get(name, {}).values())
+        if tags or blobs or pulls:
+            raise OrgConflict(f"a deleted organization {name!r} still has cached content under that name ({tags} "
+                              f"tags, {blobs} blobs, {pulls} pulls counted), which a new one would inherit; "
+                              "choose another name", org=name)
 
     def _apply(self, name: str, settings: dict, password: str) -> OrgSummary:
         # Everything is validated before the first write, so a refused request changes nothing.

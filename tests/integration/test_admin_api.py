@@ -266,6 +266,32 @@ def test_an_organization_of_the_config_file_is_not_changed_or_deleted_through_th
         assert api.delete("/api/v1/organizations/mine").status_code == 204
 
 
+def test_a_new_organization_never_inherits_what_a_deleted_one_of_that_name_cached(api):
+    # Refused while the old content is kept (no flush yet); a name whose org cached nothing is free again.
+    assert api.post("/api/v1/organizations", json={"name": "old", "upstream": api.upstream.url}).status_code == 201
+    pull(api, "old/library/alpine", "3.19")
+    assert api.get(f"/v2/old/library/alpine/blobs/{ALPINE.layers[0].digest}").status_code == 200
+    wait_for(lambda: api.get("/api/v1/organizations/old").json()["blob_count"])
+    assert api.delete("/api/v1/organizations/old").status_code == 204
+    before = events(api)
+    again = api.post("/api/v1/organizations", json={"name": "old", "upstream": "http://elsewhere.example"})
+    assert again.status_code == 409
+    assert error_of(again)["message"] == ("a deleted organization 'old' still has cached content under that name "
+                                          "(1 tags, 1 blobs, 1 pulls counted), which a new one would inherit; "
+                                          "choose another name")
+    assert events(api) == before and api.get("/api/v1/organizations/old").status_code == 404
+    pulled = api.get("/v2/old/library/alpine/manifests/3.19", headers=ACCEPT)
+    assert pulled.status_code == 404   # the old tag is not served under a new org either
+
+    assert api.post("/api/v1/organizations", json={"name": "empty", "upstream": api.upstream.url}).status_code == 201
+    assert api.delete("/api/v1/organizations/empty").status_code == 204
+    recreated = api.post("/api/v1/organizations", json={"name": "empty", "upstream": api.upstream.url,
+                                                        "staleness_seconds": 7})
+    assert recreated.status_code == 201 and recreated.json()["staleness_seconds"] == 7
+    shown = api.get("/api/v1/organizations/empty").json()
+    assert (shown["repositories"], shown["pulls"], shown["blob_count"]) == ([], {}, 0)
+
+
 def test_unknown_admin_paths_get_a_json_error_and_v2_errors_stay_oci(api):
     response = api.get("/api/v1/nothing-here")
     assert response.status_code == 404 and error_of(response)["code"] == "not_found"
