@@ -108,9 +108,9 @@ class UpstreamBackoff:
         if self._should_open(state):
             state.failures = sum(outcome.failed for outcome in state.outcomes)
             state.open_until, state.probing, state.rate_limited = now + self._policy.backoff_seconds, False, False
-            state.outcomes.clear()
+            state.outcomes.clear()  # after the back-off the window starts afresh
             self._ops.backoff_opened(target, self._policy.backoff_seconds,
-                                     f"{state.failures} failures, last: {state.reason}")  # after the back-off the window starts afresh
+                                     f"{state.failures} failures, last: {state.reason}")
 
     def _answered(self, state: _Upstream, target: UpstreamTarget) -> None:
         state.probing = False

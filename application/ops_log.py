@@ -68,8 +68,9 @@ class OpsLog:
                   f"asked for {seconds:g}s ({reason})")
 
     def served_stale(self, org: str, repository: str, reference: str, warning: str | None) -> None:
+        reason = warning or "upstream failed"
         self._say(("stale", org, repository, reference),
-                  f"served stale: org {org} repository {repository} reference {reference}: {warning or 'upstream failed'}")
+                  f"served stale: org {org} repository {repository} reference {reference}: {reason}")
 
     def refused(self, org: str, repository: str, reference: str, error: Exception) -> None:
         """An error answer other than a plain 404: the client learns only the status, the log says why."""

@@ -1,4 +1,4 @@
-"""What `entrepot serve` logs at INFO by default: fills, upstream failures and refusals, one line each; a hit nothing."""
+"""What `entrepot serve` logs at INFO by default: fills, upstream failures, refusals (one line each); a hit: nothing."""
 
 from __future__ import annotations
 

@@ -88,3 +88,13 @@ def test_an_error_answered_during_back_off_has_the_detail_of_the_failure_that_op
     assert seen[0] is failure and seen[1] is not failure   # the second one was not sent upstream
     assert seen[1].detail == failure.detail and failure.detail["upstream"] == "up.example"
     assert [line.split(":")[0] for line in lines()] == ["upstream failure", "upstream back-off"]
+
+
+def test_a_stale_serve_says_why_once_a_minute_per_tag(lines):
+    clock = ManualClock()
+    ops = OpsLog(clock)
+    for _ in range(4):
+        ops.served_stale("hub", "team/app", "1", '110 - "upstream up.example answered 503"')
+    ops.served_stale("hub", "team/app", "2", None)
+    assert lines() == ['served stale: org hub repository team/app reference 1: 110 - "upstream up.example answered '
+                       '503"', "served stale: org hub repository team/app reference 2: upstream failed"]
