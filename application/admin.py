@@ -34,6 +34,29 @@ class OrgConflict(EntrepotError):
     """The change contradicts another organization (e.g. a second default org)."""
 
 
+class OrgFromConfig(EntrepotError):
+    """The organization is defined by the configuration, which is applied again at every start."""
+
+
+@dataclass(frozen=True)
+class ConfiguredOrgs:
+    """The orgs the configuration defines, and where: the API may not change or delete them.
+
+    The configuration is applied at every start, so a change made through the API would be undone
+    without a word at the next one; it is refused instead, naming the file to edit.
+    """
+
+    names: frozenset[str] = frozenset()
+    source: str = ""   # the config file; empty: the built-in default org (no config file)
+
+    def refuse_change(self, name: str) -> None:
+        if name in self.names:
+            where = self.source or "the server's configuration (no config file: the built-in default org)"
+            raise OrgFromConfig(f"organization {name!r} is defined in {where}, which is applied at every start: "
+                                "change it there and restart (orgs created through the API can be changed here)",
+                                org=name)
+
+
 # -- the views the admin reads (projections/), as the application sees them ------------------------
 class OrgsReadModel(Protocol):
     def list_orgs(self) -> Iterable[OrgRowLike]: ...
@@ -117,8 +140,10 @@ def invalid_settings(error: InvalidOrgSettings) -> InvalidRequest:
 
 class OrgAdmin:
     def __init__(self, directory: OrgDirectory, records: CacheRecords, views: AdminViews,
-                 rate_limits: RateLimitReadings | None = None, on_change: Callable[[], None] = lambda: None) -> None:
+                 rate_limits: RateLimitReadings | None = None, on_change: Callable[[], None] = lambda: None,
+                 configured: ConfiguredOrgs = ConfiguredOrgs()) -> None:
         self._directory = directory
+        self._configured = configured
         self._records = records
         self._views = views
         self.rate_limits = rate_limits        # wired by the composition root once readings exist
@@ -150,6 +175,7 @@ class OrgAdmin:
             raise InvalidRequest("password is too long", {"password": f"at most {MAX_PASSWORD} characters"})
         if self._records.get_org(name) is not None:
             raise OrgExists(f"organization {name!r} already exists", org=name)
+        self._refuse_leftovers(name)
         settings = dict(settings)
         password = settings.pop("password", None) or ""
         return self._apply(name, settings, password)
@@ -161,6 +187,7 @@ class OrgAdmin:
         that read the org cannot send it back. An empty password clears it.
         """
         current = self._config(name)
+        self._configured.refuse_change(name)
         changes = dict(changes)
         password = changes.pop("password", None)
         base = {} if replace else current.settings.as_event()
@@ -169,9 +196,23 @@ class OrgAdmin:
         return self._apply(name, {**base, **changes}, current.password if password is None else password)
 
     def delete(self, name: str) -> None:
+        self._config(name)   # an unknown name is a 404 before anything else
+        self._configured.refuse_change(name)
         if not self._directory.delete(name):
             raise OrgUnknown(f"no cache organization named {name!r}", org=name)
         self._settle()
+
+    def _refuse_leftovers(self, name: str) -> None:
+        """Tags, holdings and pull counts are keyed by org name, and deleting an org keeps them (nothing is
+        flushed yet): a new org of a deleted one's name would inherit its cached tags, its blobs (served
+        without asking its own upstream) and its pull counts. Refused, rather than mixed without a word."""
+        tags = len(self._views.tags.org_tags(name))
+        blobs = len(self._views.blobs.list_blobs(name))
+        pulls = sum(self._views.counters.counts(name).get(name, {}).values())
+        if tags or blobs or pulls:
+            raise OrgConflict(f"a deleted organization {name!r} still has cached content under that name ({tags} "
+                              f"tags, {blobs} blobs, {pulls} pulls counted), which a new one would inherit; "
+                              "choose another name", org=name)
 
     def _apply(self, name: str, settings: dict, password: str) -> OrgSummary:
         # Everything is validated before the first write, so a refused request changes nothing.

@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from application.errors import UpstreamError, UpstreamRateLimited, UpstreamUnavailable
+from application.ops_log import NoOpsLog, OpsLog
 from application.ports import (Clock, Upstream, UpstreamBlob, UpstreamManifest, UpstreamManifestHead,
                                UpstreamTarget)
 
@@ -50,12 +51,14 @@ class _Upstream:
     reason: str = ""
     failures: int = 0               # the failures that opened it, for the message
     rate_limited: bool = False
+    detail: dict | None = None      # the failure's error detail: an answer during back-off has the same shape
 
 
 class UpstreamBackoff:
     def __init__(self, upstream: Upstream, clock: Clock, policy: BackoffPolicy | None = None,
-                 default_retry_after: int = 10) -> None:
+                 default_retry_after: int = 10, ops: OpsLog | None = None) -> None:
         self._upstream = upstream
+        self._ops = ops or NoOpsLog()
         self._clock = clock
         self._policy = policy or BackoffPolicy()
         self._default_retry_after = default_retry_after
@@ -68,9 +71,9 @@ class UpstreamBackoff:
             remaining = max(1, round(state.open_until - now))
             if state.rate_limited:
                 raise UpstreamRateLimited(f"{target.base_url} answered 429; not asked again for {remaining}s",
-                                          retry_after=remaining)
+                                          retry_after=remaining, **(state.detail or {}))
             raise UpstreamUnavailable(f"{target.base_url} is treated as unavailable for {remaining}s more after "
-                                      f"{state.failures} failures (last: {state.reason})")
+                                      f"{state.failures} failures (last: {state.reason})", **(state.detail or {}))
         if state.open_until:
             state.open_until, state.probing, state.rate_limited = 0.0, True, False
         return state
@@ -93,9 +96,12 @@ class UpstreamBackoff:
 
     def _failed(self, state: _Upstream, target: UpstreamTarget, error: UpstreamError) -> None:
         now = self._clock.now()
+        self._ops.upstream_failed(target, error)
+        state.detail = error.detail
         if isinstance(error, UpstreamRateLimited):
             wait = error.retry_after if error.retry_after is not None else self._default_retry_after
             state.open_until, state.rate_limited, state.reason = now + wait, True, "429"
+            self._ops.backoff_opened(target, wait, "it answered 429")
             return
         self._record(state, target.repository, failed=True)
         state.reason = getattr(error, "message", str(error))
@@ -103,6 +109,8 @@ class UpstreamBackoff:
             state.failures = sum(outcome.failed for outcome in state.outcomes)
             state.open_until, state.probing, state.rate_limited = now + self._policy.backoff_seconds, False, False
             state.outcomes.clear()  # after the back-off the window starts afresh
+            self._ops.backoff_opened(target, self._policy.backoff_seconds,
+                                     f"{state.failures} failures, last: {state.reason}")
 
     def _answered(self, state: _Upstream, target: UpstreamTarget) -> None:
         state.probing = False

@@ -9,6 +9,7 @@ from typing import Any
 
 from application.errors import BlobCorrupt, BlobTruncated, BlobUnknown, UpstreamBadContent, UpstreamNotFound
 from application.metering import fill_failure
+from application.ops_log import NoOpsLog, OpsLog
 from application.ports import (BlobStorageUnavailable, BlobStore, Clock, FillCoordinator, FillLock, Ledger, Metrics,
                                NoMetrics, Spool, Upstream, UpstreamTarget)
 from application.singleflight import InProcessOnly
@@ -157,8 +158,10 @@ class BlobFills:
     reported to the ledger."""
 
     def __init__(self, store: BlobStore, upstream: Upstream, ledger: Ledger, clock: Clock,
-                 coordinator: FillCoordinator | None = None, metrics: Metrics | None = None) -> None:
+                 coordinator: FillCoordinator | None = None, metrics: Metrics | None = None,
+                 ops: OpsLog | None = None) -> None:
         self._coordinator = coordinator or InProcessOnly()
+        self._ops = ops or NoOpsLog()
         self._metrics = metrics or NoMetrics()
         self._store = store
         self._upstream = upstream
@@ -259,6 +262,7 @@ class BlobFills:
     async def _counted_fetch(self, fill: Fill, target: UpstreamTarget) -> None:
         """_fetch, counted: every fill started here ends counted once, as completed or as failed (and why)."""
         self._metrics.fill_started(target.org)
+        started_at = self._clock.now()
         try:
             stored = await self._fetch(fill, target)
         except BaseException as error:  # a cancelled fill is counted too, so started = completed + failed
@@ -266,6 +270,7 @@ class BlobFills:
             raise
         if stored:
             self._metrics.fill_completed(target.org)
+            self._ops.fill_finished(target, fill.digest, fill.size or 0, self._clock.now() - started_at)
         else:
             self._metrics.fill_failed(target.org, fill_failure(fill.error or BlobStorageUnavailable()))
 
@@ -278,6 +283,7 @@ class BlobFills:
         published = False
         try:
             fill.size = blob.size
+            self._ops.fill_started(target, fill.digest, blob.size)
             fill.started.set()
             hasher = expected.hasher()
             written = 0

@@ -1,4 +1,4 @@
-"""Pull outcomes counted where they are decided: decorators over the manifest and blob caches.
+"""Pull outcomes counted (and the unusual ones logged) where they are decided: decorators over the caches.
 
 With GroupCommit (manifest_pulled, once durable), BlobFills (fills) and MeteredUpstream (upstream
 requests), every count of the Metrics port is made in the application; the HTTP edge counts only
@@ -11,31 +11,45 @@ from application.blobs import BlobAnswer, BlobCache
 from application.manifests import ManifestAnswer
 from application.orgs import OrgConfig
 from application.ports import Metrics
-from application.pull_audit import Client, PullAudit
+from application.ops_log import NoOpsLog, OpsLog
+from application.pull_audit import Client, PullAudit, is_audited_failure
 from domain.names import Digest, Reference
 from domain.pull import PullResult
 
 
 class CountedManifests:
-    def __init__(self, manifests: PullAudit, metrics: Metrics) -> None:
+    def __init__(self, manifests: PullAudit, metrics: Metrics, ops: OpsLog | None = None) -> None:
         self._manifests = manifests
         self._metrics = metrics
+        self._ops = ops or NoOpsLog()
 
     async def manifest(self, org: OrgConfig, repository: str, reference: Reference, accept: list[str],
                        client: Client | None = None, record: bool = True) -> ManifestAnswer:
-        answer = await self._manifests.manifest(org, repository, reference, accept, client, record=record)
+        try:
+            answer = await self._manifests.manifest(org, repository, reference, accept, client, record=record)
+        except Exception as error:
+            if is_audited_failure(error):   # bad input is the client's to fix, not the operator's
+                self._ops.refused(org.name, repository, str(reference), error)
+            raise
         if answer.result is PullResult.STALE:
             self._metrics.stale_served(org.name)
+            self._ops.served_stale(org.name, repository, str(reference), answer.warning)
         return answer
 
 
 class CountedBlobs:
-    def __init__(self, blobs: BlobCache, metrics: Metrics) -> None:
+    def __init__(self, blobs: BlobCache, metrics: Metrics, ops: OpsLog | None = None) -> None:
         self._blobs = blobs
         self._metrics = metrics
+        self._ops = ops or NoOpsLog()
 
     async def blob(self, org: OrgConfig, repository: str, digest: Digest) -> BlobAnswer:
-        answer = await self._blobs.blob(org, repository, digest)
+        try:
+            answer = await self._blobs.blob(org, repository, digest)
+        except Exception as error:
+            if is_audited_failure(error):
+                self._ops.refused(org.name, repository, str(digest), error)
+            raise
         self._metrics.blob_pulled(org.name, answer.result.value)
         return answer
 

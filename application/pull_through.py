@@ -9,6 +9,7 @@ from application.blobs import BlobAnswer, BlobCache, Holdings, NotingLedger
 from application.bounded_reads import BoundedReads
 from application.errors import OrgUnknown
 from application.fills import BlobFills
+from application.ops_log import NoOpsLog, OpsLog
 from application.manifest_bytes import ManifestBytes
 from application.manifests import ManifestAnswer, ManifestCache
 from application.orgs import OrgConfig, OrgDirectory
@@ -56,9 +57,10 @@ class PullThrough:
 def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndManifests, store: BlobStore, upstream: Upstream,
                  pulls: GroupCommit, clock: Clock, fill_coordinator: FillCoordinator | None = None,
                  shared_tags: SharedTags | None = None, metrics: Metrics | None = None,
-                 ledger: Ledger | None = None, limits: Limits = Limits()) -> PullThrough:
+                 ledger: Ledger | None = None, limits: Limits = Limits(), ops: OpsLog | None = None) -> PullThrough:
     ledger = ledger or RecordsLedger(records, timeout=limits.record_timeout)
     metrics = metrics or NoMetrics()
+    ops = ops or NoOpsLog()
     reads = BoundedReads(view, records.holds_blob, timeout=limits.read_timeout,
                          max_in_flight=limits.max_reads_in_flight)
     rate_limits = RateLimits()
@@ -68,11 +70,11 @@ def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndMani
                               replicas=AcrossReplicas(fill_coordinator or InProcessOnly()),
                               rate_limits=rate_limits, max_entries=limits.max_rows)
     holdings = Holdings(limits.max_holdings)
-    fills = BlobFills(store, upstream, NotingLedger(ledger, holdings), clock, fill_coordinator, metrics)
+    fills = BlobFills(store, upstream, NotingLedger(ledger, holdings), clock, fill_coordinator, metrics, ops)
     blobs = BlobCache(store=store, upstream=upstream, fills=fills, reads=reads, ledger=ledger, clock=clock,
                       holdings=holdings)
-    return PullThrough(CountedManifests(PullAudit(manifests, pulls, clock, limits.record_timeout), metrics),
-                       CountedBlobs(blobs, metrics), TagList(upstream, reads), rate_limits, orgs)
+    return PullThrough(CountedManifests(PullAudit(manifests, pulls, clock, limits.record_timeout), metrics, ops),
+                       CountedBlobs(blobs, metrics, ops), TagList(upstream, reads), rate_limits, orgs)
 
 
 __all__ = ["BlobAnswer", "Client", "Limits", "ManifestAnswer", "PullThrough", "pull_through"]

@@ -117,6 +117,7 @@ class Settings:
     data_dir: str = "entrepot-data"
     secret_key: str = ""              # AES key for upstream credentials; generated under data_dir when empty
     organizations: tuple[Any, ...] = DEFAULT_ORGS     # OrgSettings entries
+    config_file: str = ""             # where the settings (and so the organizations) came from; "": defaults
     log_level: str = "info"
     admin_token: str = ""             # admin API token ($ENTREPOT_ADMIN_TOKEN); generated when empty
     engine: str = DEFAULT_ENGINE      # the HTTP server: "granian" (sends warm blobs by pathsend) or "uvicorn"
@@ -227,6 +228,7 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         data_dir=data_dir or server.data_dir,
         secret_key=os.environ.get("ENTREPOT_SECRET_KEY") or server.secret_key,
         organizations=_organizations(config, source),
+        config_file=path or "",
         log_level=server.log_level,
         admin_token=os.environ.get("ENTREPOT_ADMIN_TOKEN") or server.admin_token,
         engine=server.engine,

@@ -8,18 +8,19 @@ import os
 import anyio.to_thread
 
 from application.breaker import BackoffPolicy, UpstreamBackoff
-from application.admin import AdminViews, OrgAdmin
+from application.admin import AdminViews, ConfiguredOrgs, OrgAdmin
 from application.audit import AuditLog
 from application.pull_through import pull_through
 from application.metering import MeteredUpstream
 from application.credentials import Credentials
+from application.ops_log import OpsLog
 from application.orgs import OrgDirectory
 from application.pulls import GroupCommit, Pulls
 from application.ports import BlobStore, Clock, Upstream
 from application.cache_records import CacheRecords
 from application.routing import OrgRouter
 from infra.clock import SystemClock
-from infra import persistence
+from infra import data_dir, persistence
 from infra.metrics import PrometheusMetrics, new_collector_registry
 from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
@@ -77,6 +78,8 @@ class Container:
         self.metrics_registry = new_collector_registry()
         self.metrics = PrometheusMetrics(self.metrics_registry)
         limits = settings.upstream
+        # INFO lines for the operator (upstream failures, back-off, stale serves, fills, refusals), rate-limited.
+        self.ops_log = OpsLog(self.clock)
         # Back-off wraps the client: an upstream that keeps failing is not waited on again for a while.
         # Metering sits between them, so it counts the requests really sent upstream.
         self.upstream = UpstreamBackoff(
@@ -85,14 +88,14 @@ class Container:
             self.clock, BackoffPolicy(
                 failures=limits.failures_before_backoff, failure_ratio=limits.backoff_failure_ratio,
                 repositories=limits.backoff_repositories, window_seconds=limits.backoff_window_seconds,
-                backoff_seconds=limits.backoff_seconds))
+                backoff_seconds=limits.backoff_seconds), ops=self.ops_log)
         self.view = open_tags_and_manifests(self.env)
         self.runners = projection_runners(self.env, in_process=settings.database.run_projections)
         self.group_commit = GroupCommit(self.pulls, metrics=self.metrics, max_backlog=settings.database.pull_backlog)
         self.cache = pull_through(records=self.records, orgs=self.orgs, view=self.view, store=self.store,
                                   upstream=self.upstream, pulls=self.group_commit, clock=self.clock,
                                   fill_coordinator=self.coordination, shared_tags=self.coordination,
-                                  metrics=self.metrics)
+                                  metrics=self.metrics, ops=self.ops_log)
         # Client-mode routing, the admin surface and /metrics read the views directly (our own readers).
         views = self.read_views = {"orgs": orgs_view, **{name: open_view(name, self.env)
                                                          for name in ("tags", "manifests", "blobs", "counters", "audit")}}
@@ -103,7 +106,10 @@ class Container:
         self.admin = OrgAdmin(self.orgs, self.records,
                               AdminViews(views["orgs"], views["tags"], views["blobs"], views["counters"]),
                               rate_limits=self.cache.rate_limits,  # the latest upstream ratelimit-* reading
-                              on_change=self.router.forget)
+                              on_change=self.router.forget,
+                              # re-applied at every start, so not changed through the API
+                              configured=ConfiguredOrgs(frozenset(org.name for org in settings.organizations),
+                                                        settings.config_file and os.path.abspath(settings.config_file)))
         self.audit_log = AuditLog(views["audit"])
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
         # What /readyz asks, in its answer's order; without a required one a replica cannot serve correctly
@@ -148,10 +154,14 @@ class Container:
 
 
 def projection_status(settings: Settings) -> list[dict]:
+    inspected_data_dir(settings)
+    env = event_store_env(settings)
+    # On SQLite the projections run inside `entrepot serve`: they run while a server holds the data dir.
+    serving = not is_postgres(env) and data_dir.in_use_by_a_server(settings.data_dir)
     return [
         {"projection": s.projection, "application": s.application, "position": s.position,
          "head": s.max_notification_id, "lag": s.lag, "state": s.state}
-        for s in status(event_store_env(settings))
+        for s in status(env, serving=serving)
     ]
 
 
@@ -165,4 +175,19 @@ def separate_runners(settings: Settings) -> LockedRunners:
 
 
 def rebuild_projection(settings: Settings, name: str) -> int:
-    return sum(rebuild(name, event_store_env(settings)).values())
+    inspected_data_dir(settings)
+    env = event_store_env(settings)
+    if is_postgres(env):
+        return sum(rebuild(name, env).values())   # blue/green: the server keeps serving the old copy
+    with data_dir.held_alone(settings.data_dir):   # in place: no server may read or write the view meanwhile
+        return sum(rebuild(name, env).values())
+
+
+def inspected_data_dir(settings: Settings) -> None:
+    """Commands that inspect or rebuild never create a data directory (with an empty database and a new key).
+
+    It is read on SQLite (databases) and whenever no secret_key is configured (the key file); a
+    PostgreSQL deployment with its key in the environment needs none (the projections pod).
+    """
+    if not settings.database.url or not settings.secret_key:
+        data_dir.existing(settings.data_dir)

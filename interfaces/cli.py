@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import sys
+from importlib import metadata
 
+from infra.data_dir import DataDirUnusable
 from infra.persistence import DatabaseUnavailable
 from infra.settings import SettingsError, load_settings
 from interfaces.cli_admin import add_admin_commands
@@ -20,6 +22,8 @@ def _settings(args: argparse.Namespace):
 
 
 def serve(args: argparse.Namespace) -> int:
+    from infra.data_dir import hold_for_serving
+    from infra.secrets import private_dir
     from interfaces.bootstrap import bootstrap
     from interfaces.http.access_log import with_access_log
     from interfaces.http.app import create_app
@@ -31,6 +35,8 @@ def serve(args: argparse.Namespace) -> int:
     # Bound first: a port in use fails the start before anything is opened or printed.
     listener = bind_listener(settings.host, settings.port)
     port = bound_port(listener)
+    # Held until this process ends: `projections status` sees the server, an in-place rebuild is refused.
+    data_dir_lock = hold_for_serving(private_dir(settings.data_dir))
     container = bootstrap(settings)
 
     def started() -> None:
@@ -93,8 +99,16 @@ def projections_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def installed_version() -> str:
+    try:
+        return metadata.version("entrepot")
+    except metadata.PackageNotFoundError:   # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="entrepot", description="A pull-through cache for OCI/Docker registries.")
+    root.add_argument("--version", action="version", version=f"entrepot {installed_version()}")
     commands = root.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -130,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"entrepot: {error}", file=sys.stderr)
         return 2
-    except (DatabaseUnavailable, RebuildInProgress, CannotListen) as error:
+    except (DatabaseUnavailable, RebuildInProgress, CannotListen, DataDirUnusable) as error:
         print(f"entrepot: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -6,6 +6,8 @@ import csv
 import json
 from typing import TextIO
 
+from domain.org_settings import SETTINGS
+
 AUDIT_COLUMNS = ("id", "at", "org", "repository", "reference", "digest", "result", "client", "user_agent", "status",
                  "error_code", "note")
 
@@ -28,29 +30,44 @@ def human_bytes(size: int) -> str:
     return f"{value:.1f} {unit}"
 
 
+def setting_text(key: str, value) -> str:
+    """One rendering of a setting wherever it is printed: `yes`/`no`, `300s`, `-` for an empty one."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key.endswith("_seconds"):
+        return f"{value}s"
+    if value in ("", None):
+        return "-"
+    return str(value)
+
+
+def _upstream_user(org: dict) -> str:
+    return setting_text("username", org["username"]) + (" (password set)" if org["password_set"] else "")
+
+
 def print_orgs(orgs: list[dict], title: str | None = None) -> None:
     if title:
         print(title)
     if not orgs:
         print("no organizations")
         return
-    rows = [[org["name"], org["upstream"], org["namespace"] or "-", "yes" if org["default"] else "",
-             f"{org['staleness_seconds']}s", f"{org['max_stale_seconds']}s",
-             (org["username"] or "-") + (" (password set)" if org["password_set"] else "")] for org in orgs]
+    columns = ("upstream", "namespace", "default", "staleness_seconds", "max_stale_seconds")
+    rows = [[org["name"], *(setting_text(key, org[key]) for key in columns), _upstream_user(org)] for org in orgs]
     print(table(rows, ["NAME", "UPSTREAM", "NAMESPACE", "DEFAULT", "STALENESS", "MAX STALE", "UPSTREAM USER"]))
 
 
 def print_org(details: dict) -> None:
     org = details["organization"]
-    print(f"organization  {org['name']}")
-    for key in ("upstream", "namespace", "default", "staleness_seconds", "max_stale_seconds",
-                "negative_cache_seconds", "on_upstream_denied", "rate_limit_floor", "username", "password_set"):
-        print(f"{key.replace('_', ' '):<22}{org[key]}")
-    print(f"{'bytes stored':<22}{human_bytes(details['bytes_stored'])} in {details['blob_count']} blobs")
+    lines = [("organization", org["name"])]
+    lines += [(key.replace("_", " "), setting_text(key, org[key])) for key in SETTINGS if key != "username"]
+    lines.append(("upstream user", _upstream_user(org)))
+    lines.append(("bytes stored", f"{human_bytes(details['bytes_stored'])} in {details['blob_count']} blobs"))
     pulls = details.get("pulls") or {}
-    print(f"{'pulls':<22}{', '.join(f'{n} {result}' for result, n in sorted(pulls.items())) or 'none'}")
-    reading = details.get("upstream_rate_limit")
-    print(f"{'upstream rate limit':<22}{_rate_limit(reading)}")
+    lines.append(("pulls", ", ".join(f"{n} {result}" for result, n in sorted(pulls.items())) or "none"))
+    lines.append(("upstream rate limit", _rate_limit(details.get("upstream_rate_limit"))))
+    width = max(len(label) for label, _ in lines) + 2   # a label never runs into its value
+    for label, value in lines:
+        print(f"{label:<{width}}{value}")
     rows = [[repository["name"], tag["tag"], tag["digest"][:19]] for repository in details["repositories"]
             for tag in repository["tags"]]
     print()

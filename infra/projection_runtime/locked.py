@@ -199,13 +199,18 @@ class LockedRunners:
     def _release_all(self) -> None:
         for name in list(self._groups):
             try:
-                self._stop_group(name, release=False)  # closing the session releases every lock
+                self._stop_group(name, release=False)  # their locks go below, all at once
             except Exception:
                 log.exception("stopping projection %s failed", name)
         if self._conn is not None:
             try:
-                self._conn.close()
+                # Closing the session would release the locks too, but only once its backend has ended,
+                # after close() returns: `projections status` right after a stop still said `running`.
+                locks.unlock_all(self._conn)
+            except psycopg.Error:
+                pass   # the session is gone already, and its locks with it
             finally:
+                self._conn.close()
                 self._conn = None
 
     # -- what ProjectionRunners also offers ------------------------------------------------------------

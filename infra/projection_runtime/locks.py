@@ -7,7 +7,7 @@ from eventsourcing.utils import Environment
 
 from projections.versions import advisory_key
 
-__all__ = ["advisory_key", "connect", "holders", "runner_key", "schema_of", "try_lock", "unlock"]
+__all__ = ["advisory_key", "connect", "holders", "runner_key", "schema_of", "try_lock", "unlock", "unlock_all"]
 
 
 def runner_key(schema: str, projection: str) -> int:
@@ -32,6 +32,11 @@ def try_lock(conn: psycopg.Connection, key: int) -> bool:
 
 def unlock(conn: psycopg.Connection, key: int) -> None:
     conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def unlock_all(conn: psycopg.Connection) -> None:
+    """Every session-level advisory lock of this session, released when this returns (not when it closes)."""
+    conn.execute("SELECT pg_advisory_unlock_all()")
 
 
 def holders(env: dict, names: tuple[str, ...]) -> dict[str, int]:

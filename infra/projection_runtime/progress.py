@@ -27,7 +27,7 @@ class ProjectionStatus:
     position: int               # the view's max tracking id for this application (0: nothing yet)
     max_notification_id: int    # the application's last notification (0: no events)
     lag: int                    # notifications not yet processed
-    state: str                  # running | stopping | crashed (runners) or unknown (offline)
+    state: str                  # running | stopping | crashed (runners); running | stopped (status())
     error: str | None = None
 
     @classmethod
@@ -80,19 +80,20 @@ def _opened(env: dict, names: Iterable[str]) -> Iterator[list[tuple[str, View, A
         yield pairs
 
 
-def status(env: dict, names: Iterable[str] = PROJECTION_NAMES) -> list[ProjectionStatus]:
-    """Positions and lag read from the views.
+def status(env: dict, names: Iterable[str] = PROJECTION_NAMES, serving: bool = False) -> list[ProjectionStatus]:
+    """Positions and lag read from the views, and whether some process runs each projection.
 
-    On PostgreSQL the state says whether some process runs the projection (holds its advisory
-    lock): running or stopped. SQLite cannot tell (unknown).
+    On PostgreSQL: running while a process holds the projection's advisory lock, else stopped.
+    On SQLite the projections run inside the server: `serving` (a server holds the data directory).
     """
     names = tuple(names)
-    states: dict[str, str] = {}
     if is_postgres(env):
         held = locks.holders(env, names)
         states = {name: "running" if name in held else "stopped" for name in names}
+    else:
+        states = dict.fromkeys(names, "running" if serving else "stopped")
     with _opened(env, names) as pairs:
-        return [ProjectionStatus.measure(name, app.name, view, app.recorder, states.get(name, "unknown"))
+        return [ProjectionStatus.measure(name, app.name, view, app.recorder, states[name])
                 for name, view, app in pairs]
 
 

@@ -11,7 +11,7 @@ from litestar.exceptions import HTTPException, ValidationException
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError
 
-from application.admin import InvalidRequest, OrgConflict, OrgExists
+from application.admin import InvalidRequest, OrgConflict, OrgExists, OrgFromConfig
 from application.errors import EventStoreUnavailable, OrgUnknown, ReadModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ ADMIN_ERRORS: list[tuple[type[Exception], str, int]] = [
     (OrgUnknown, "not_found", 404),
     (OrgExists, "conflict", 409),
     (OrgConflict, "conflict", 409),
+    (OrgFromConfig, "conflict", 409),
     (EventStoreUnavailable, "unavailable", 503),
     (ReadModelUnavailable, "unavailable", 503),
 ]

@@ -12,7 +12,7 @@ import time
 import pytest
 from litestar.testing import TestClient
 
-from infra.settings import OrgSettings, Settings
+from infra.settings import Settings, load_settings
 from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from tests.support.images import build_image, push_image
@@ -34,12 +34,14 @@ def upstream(upstream_registry):
 
 @pytest.fixture
 def api(tmp_path, upstream):
-    settings = Settings(data_dir=str(tmp_path / "data"), admin_token=TOKEN,
-                        organizations=(OrgSettings(name="hub", upstream=upstream.url, password="hunter2",
-                                                   username="bob"),))
+    # hub is created through the API: the API may change it (an org of the config file it may not).
+    settings = Settings(data_dir=str(tmp_path / "data"), admin_token=TOKEN, organizations=())
     container = bootstrap(settings)
     with TestClient(create_app(container)) as client:
         client.headers.update(AUTH)
+        created = client.post("/api/v1/organizations", json={"name": "hub", "upstream": upstream.url,
+                                                             "username": "bob", "password": "hunter2"})
+        assert created.status_code == 201, created.text
         client.container = container
         client.upstream = upstream
         yield client
@@ -237,6 +239,57 @@ def test_a_deleted_organization_is_no_longer_listed_or_pulled_through(api):
     pulled = api.get("/v2/hub/library/alpine/manifests/3.19", headers=ACCEPT)
     assert (pulled.status_code, pulled.json()["errors"][0]["code"]) == (404, "NAME_UNKNOWN")
     assert api.delete("/api/v1/organizations/hub").status_code == 404
+
+
+def test_an_organization_of_the_config_file_is_not_changed_or_deleted_through_the_api_409_names_the_file(
+        tmp_path, upstream):
+    config = tmp_path / "entrepot.toml"
+    config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\nadmin_token = "{TOKEN}"\n\n'
+                      f'[[organizations]]\nname = "fromfile"\nupstream = "{upstream.url}"\n')
+    container = bootstrap(load_settings(str(config)))
+    with TestClient(create_app(container)) as api:
+        api.headers.update(AUTH)
+        api.container = container
+        before = events(api)
+        for method, body in (("PATCH", {"staleness_seconds": 5}), ("PUT", {"upstream": upstream.url}),
+                             ("DELETE", None)):
+            response = api.request(method, "/api/v1/organizations/fromfile", json=body)
+            assert response.status_code == 409, (method, response.text)
+            assert error_of(response) == {"code": "conflict", "message": (
+                f"organization 'fromfile' is defined in {config}, which is applied at every start: change it "
+                "there and restart (orgs created through the API can be changed here)")}
+        assert events(api) == before
+        assert api.get("/api/v1/organizations/fromfile").json()["organization"]["staleness_seconds"] == 300
+        # Orgs the API created stay the API's to change, next to those of the file.
+        assert api.post("/api/v1/organizations", json={"name": "mine", "upstream": upstream.url}).status_code == 201
+        assert api.patch("/api/v1/organizations/mine", json={"staleness_seconds": 5}).status_code == 200
+        assert api.delete("/api/v1/organizations/mine").status_code == 204
+
+
+def test_a_new_organization_never_inherits_what_a_deleted_one_of_that_name_cached(api):
+    # Refused while the old content is kept (no flush yet); a name whose org cached nothing is free again.
+    assert api.post("/api/v1/organizations", json={"name": "old", "upstream": api.upstream.url}).status_code == 201
+    pull(api, "old/library/alpine", "3.19")
+    assert api.get(f"/v2/old/library/alpine/blobs/{ALPINE.layers[0].digest}").status_code == 200
+    wait_for(lambda: api.get("/api/v1/organizations/old").json()["blob_count"])
+    assert api.delete("/api/v1/organizations/old").status_code == 204
+    before = events(api)
+    again = api.post("/api/v1/organizations", json={"name": "old", "upstream": "http://elsewhere.example"})
+    assert again.status_code == 409
+    assert error_of(again)["message"] == ("a deleted organization 'old' still has cached content under that name "
+                                          "(1 tags, 1 blobs, 1 pulls counted), which a new one would inherit; "
+                                          "choose another name")
+    assert events(api) == before and api.get("/api/v1/organizations/old").status_code == 404
+    pulled = api.get("/v2/old/library/alpine/manifests/3.19", headers=ACCEPT)
+    assert pulled.status_code == 404   # the old tag is not served under a new org either
+
+    assert api.post("/api/v1/organizations", json={"name": "empty", "upstream": api.upstream.url}).status_code == 201
+    assert api.delete("/api/v1/organizations/empty").status_code == 204
+    recreated = api.post("/api/v1/organizations", json={"name": "empty", "upstream": api.upstream.url,
+                                                        "staleness_seconds": 7})
+    assert recreated.status_code == 201 and recreated.json()["staleness_seconds"] == 7
+    shown = api.get("/api/v1/organizations/empty").json()
+    assert (shown["repositories"], shown["pulls"], shown["blob_count"]) == ([], {}, 0)
 
 
 def test_unknown_admin_paths_get_a_json_error_and_v2_errors_stay_oci(api):

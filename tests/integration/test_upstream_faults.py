@@ -303,11 +303,16 @@ def test_sigkill_during_a_fill_leaves_no_partial_blob_and_the_next_pull_fetches_
 def test_stale_tag_is_served_when_the_upstream_host_name_does_not_resolve(upstream_registry, entrepot_server_factory):
     image = build_image("dns")
     push_image(upstream_registry.url, "team/app", "1", image)
-    server = entrepot_server_factory([{"name": "org", "upstream": upstream_registry.url, "staleness_seconds": 0}])
+    server = entrepot_server_factory([])
+    token = (server.data_dir / "admin.token").read_text().strip()
+    admin = {"Authorization": f"Bearer {token}"}
+    # Created through the API, so the API may move it (an org of the config file it may not).
+    created = httpx.post(f"{server.url}/api/v1/organizations", headers=admin,
+                         json={"name": "org", "upstream": upstream_registry.url, "staleness_seconds": 0})
+    assert created.status_code == 201, created.text
     url = f"{server.url}/v2/org/team/app/manifests"
     assert httpx.get(f"{url}/1").headers["x-cache"] == "MISS"
-    token = (server.data_dir / "admin.token").read_text().strip()
-    moved = httpx.patch(f"{server.url}/api/v1/organizations/org", headers={"Authorization": f"Bearer {token}"},
+    moved = httpx.patch(f"{server.url}/api/v1/organizations/org", headers=admin,
                         json={"upstream": "http://registry.no-such-host.invalid:5000"})  # .invalid never resolves
     assert moved.status_code == 200, moved.text
     response = httpx.get(f"{url}/1")
