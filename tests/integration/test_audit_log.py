@@ -27,10 +27,17 @@ ACCEPT = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
 IMAGE = build_image("audit/alpine", layers=1, layer_size=10_000)
 
 
+@pytest.fixture(scope="module")
+def upstream(module_upstream_registry_factory):
+    """One registry for the module, only pulled from; the faults go into each test's own proxy."""
+    registry = module_upstream_registry_factory()
+    push_image(registry.url, "library/alpine", "3.19", IMAGE)
+    return registry
+
+
 @pytest.fixture
-def proxy(upstream_registry):
-    push_image(upstream_registry.url, "library/alpine", "3.19", IMAGE)
-    proxy = FaultProxy(upstream_registry.url).start()
+def proxy(upstream):
+    proxy = FaultProxy(upstream.url).start()
     yield proxy
     proxy.stop()
 
