@@ -300,19 +300,20 @@ def test_sigkill_during_a_fill_leaves_no_partial_blob_and_the_next_pull_fetches_
         assert status.returncode == 0, status.stderr
 
 
-def test_stale_tag_is_served_when_the_upstream_host_name_does_not_resolve(upstream_registry, entrepot_server_factory):
+def test_stale_tag_is_served_when_the_upstream_host_name_does_not_resolve(upstream_registry, tmp_path):
     image = build_image("dns")
     push_image(upstream_registry.url, "team/app", "1", image)
-    server = entrepot_server_factory([{"name": "org", "upstream": upstream_registry.url, "staleness_seconds": 0}])
-    url = f"{server.url}/v2/org/team/app/manifests"
-    assert httpx.get(f"{url}/1").headers["x-cache"] == "MISS"
-    token = (server.data_dir / "admin.token").read_text().strip()
-    moved = httpx.patch(f"{server.url}/api/v1/organizations/org", headers={"Authorization": f"Bearer {token}"},
-                        json={"upstream": "http://registry.no-such-host.invalid:5000"})  # .invalid never resolves
-    assert moved.status_code == 200, moved.text
-    response = httpx.get(f"{url}/1")
-    assert response.content == image.manifest_bytes and response.headers["x-cache"] == "STALE"
-    assert "registry.no-such-host.invalid" in warning(response)
-    missing = httpx.get(f"{url}/never-cached")
-    assert missing.status_code == 503 and code(missing) == "UNAVAILABLE"
-    assert "registry.no-such-host.invalid" in missing.json()["errors"][0]["message"]
+    token = "dns-test-admin-token"
+    with InProcessServer(Settings(data_dir=str(tmp_path / "data"), admin_token=token, organizations=(
+            OrgSettings(name="org", upstream=upstream_registry.url, staleness_seconds=0),))) as server:
+        url = f"{server.url}/v2/org/team/app/manifests"
+        assert httpx.get(f"{url}/1").headers["x-cache"] == "MISS"
+        moved = httpx.patch(f"{server.url}/api/v1/organizations/org", headers={"Authorization": f"Bearer {token}"},
+                            json={"upstream": "http://registry.no-such-host.invalid:5000"})  # .invalid never resolves
+        assert moved.status_code == 200, moved.text
+        response = httpx.get(f"{url}/1")
+        assert response.content == image.manifest_bytes and response.headers["x-cache"] == "STALE"
+        assert "registry.no-such-host.invalid" in warning(response)
+        missing = httpx.get(f"{url}/never-cached")
+        assert missing.status_code == 503 and code(missing) == "UNAVAILABLE"
+        assert "registry.no-such-host.invalid" in missing.json()["errors"][0]["message"]
