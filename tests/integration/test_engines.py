@@ -131,8 +131,8 @@ def test_the_access_log_never_writes_a_credential_sent_in_the_query_string(lab):
     log = settled_log(server, "/v2/?access_token=")
     for secret in ("t0ken-value", "sig-value", "access-value", "pw-value"):
         assert secret not in log
-    assert f'"GET /v2/secret/team/secret/blobs/{layer.digest}?token=REDACTED&X-Amz-Signature=REDACTED&n=1 HTTP/1.1" 200 ' \
-        in log
+    assert (f'"GET /v2/secret/team/secret/blobs/{layer.digest}?token=REDACTED&X-Amz-Signature=REDACTED&n=1 '
+            'HTTP/1.1" 200 ') in log
     assert '"GET /v2/?access_token=REDACTED&password=REDACTED HTTP/1.1" 200 ' in log
 
 
