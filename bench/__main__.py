@@ -14,13 +14,18 @@ from bench.scenario import Bench, Options
 RESULTS = Path(__file__).with_name("results")
 
 # Every size is a flag too; a profile only sets the defaults. Full: about 10 minutes on 2 cores.
+# Tiny only checks that the run works (the test suite's smoke test): one blob transfer per blob
+# measurement and no warm-up wrk run, since its figures mean nothing anyway.
 PROFILES = {
     "full": dict(rounds=3, wrk_seconds=5, blob_seconds=3, blob_mib=100, small_layers=5, small_layer_kib=256,
-                 cold_layers=6, cold_layer_mib=4, cold_clients=20, memory_layer_mib=1024, memory_clients=4),
+                 cold_layers=6, cold_layer_mib=4, cold_clients=20, memory_layer_mib=1024, memory_clients=4,
+                 warmup_wrk_seconds=1),
     "quick": dict(rounds=2, wrk_seconds=3, blob_seconds=2, blob_mib=100, small_layers=5, small_layer_kib=64,
-                  cold_layers=4, cold_layer_mib=2, cold_clients=20, memory_layer_mib=128, memory_clients=4),
-    "tiny": dict(rounds=1, wrk_seconds=1, blob_seconds=1, blob_mib=2, small_layers=3, small_layer_kib=16,
-                 cold_layers=2, cold_layer_mib=0.25, cold_clients=3, memory_layer_mib=4, memory_clients=4),
+                  cold_layers=4, cold_layer_mib=2, cold_clients=20, memory_layer_mib=128, memory_clients=4,
+                  warmup_wrk_seconds=1),
+    "tiny": dict(rounds=1, wrk_seconds=1, blob_seconds=0.1, blob_mib=2, small_layers=3, small_layer_kib=16,
+                 cold_layers=2, cold_layer_mib=0.25, cold_clients=3, memory_layer_mib=4, memory_clients=4,
+                 warmup_wrk_seconds=0),
 }
 
 
@@ -34,7 +39,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(profile="full")
     p.add_argument("--rounds", type=int, help="rounds; every target is measured once per round, medians reported")
     p.add_argument("--wrk-seconds", type=float, help="duration of each wrk run")
-    p.add_argument("--blob-seconds", type=float, help="duration of each blob throughput run")
+    p.add_argument("--blob-seconds", type=float, help="duration of each blob throughput run (at least one transfer)")
+    p.add_argument("--warmup-wrk-seconds", type=float, help="wrk run per target before the rounds (0: none)")
     p.add_argument("--blob-mib", type=float, help="size of the warm blob (the issue: 100)")
     p.add_argument("--small-layers", type=int, help="layers of the image whose manifest wrk fetches")
     p.add_argument("--small-layer-kib", type=int)

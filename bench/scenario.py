@@ -6,6 +6,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,6 +43,7 @@ class Options:
     work_dir: Path | None
     keep: bool
     engine: str                      # [server] engine of both Entrepôt targets: "uvicorn" or "granian"
+    warmup_wrk_seconds: float = 1    # 0: no wrk run before the rounds
 
 
 class Bench:
@@ -92,18 +94,17 @@ class Bench:
 
     def _start(self, work: Path, stack: ExitStack) -> None:
         storage = work / "upstream-storage"  # one copy of the images, read by one registry per target
-        direct = stack.enter_context(DockerRegistry(work / "up-direct", storage, access_log=False))
+        direct = DockerRegistry(work / "up-direct", storage, access_log=False)
+        behind_peer = DockerRegistry(work / "up-peer", storage, access_log=True)
+        peer = DockerRegistry(work / "peer", work / "peer" / "storage", access_log=False, proxy=behind_peer.url)
+        behind_ours = DockerRegistry(work / "up-entrepot", storage, access_log=True)
+        ours = entrepot_server(work / "entrepot", behind_ours.url, engine=self.options.engine)
+        # The peer starts after its remote (it may ask the remote as it starts); the rest at once.
+        _start_together(stack, [[direct], [behind_peer, peer], [behind_ours], [ours]])
         self.pusher = Pusher(direct.url)
         stack.callback(self.pusher.close)
         self.targets.append(Target("upstream", direct.url, pid=direct.pid))
-
-        behind_peer = stack.enter_context(DockerRegistry(work / "up-peer", storage, access_log=True))
-        peer = stack.enter_context(DockerRegistry(work / "peer", work / "peer" / "storage", access_log=False,
-                                            proxy=behind_peer.url))
         self.targets.append(Target("peer", peer.url, pid=peer.pid, upstream=AccessLog(behind_peer)))
-
-        behind_ours = stack.enter_context(DockerRegistry(work / "up-entrepot", storage, access_log=True))
-        ours = stack.enter_context(entrepot_server(work / "entrepot", behind_ours.url, engine=self.options.engine))
         self.targets.append(Target("entrepot", ours.url, f"{ORG}/", ours.process.pid, AccessLog(behind_ours)))
         self.asgi_server = _asgi_server(ours.log_tail(200))
         self.say(f"started upstream {direct.url}, peer {peer.url}, entrepot {ours.url}")
@@ -223,8 +224,10 @@ class Bench:
                 if t.name.startswith("entrepot") and answer.headers.get("x-cache") != "HIT":
                     self.failures.append(f"warm-up on {t.name}: a second pull by tag answered "
                                          f"X-Cache {answer.headers.get('x-cache')}, not HIT")
-            try:
-                measure.wrk(t.manifest_url(small.repository, small.tag), 1)  # connections, caches, allocator
+            if self.options.warmup_wrk_seconds <= 0:
+                continue
+            try:  # connections, caches, allocator
+                measure.wrk(t.manifest_url(small.repository, small.tag), self.options.warmup_wrk_seconds)
             except measure.MeasurementFailed as error:
                 self.failures.append(f"warm-up on {t.name}: {error}")
         self._check_postgres()
@@ -244,6 +247,21 @@ class Bench:
             self.servers["entrepot-pg"].stop()
             self.skipped["entrepot-pg"] = ("the server left the fresh PostgreSQL database empty: this checkout's "
                                            "serve ignores [database] url")
+
+
+def _start_together(stack: ExitStack, groups: list[list]) -> None:
+    """Start each group's servers in order, the groups at once (each start waits until its server
+    answers): start-up is mostly waiting, so this saves most of it. All stop when `stack` closes."""
+    for group in groups:
+        for server in group:
+            stack.callback(server.stop)   # a server that did not start has nothing to stop
+
+    def start(group: list) -> None:
+        for server in group:
+            server.start()
+    with ThreadPoolExecutor(len(groups)) as pool:
+        for started in [pool.submit(start, group) for group in groups]:
+            started.result()   # the first failure is raised, after every group has finished
 
 
 def _asgi_server(log: str) -> str:

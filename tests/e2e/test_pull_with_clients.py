@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.cli import run_in_process
 from tests.support.clients import DirImage, Podman, run, skopeo_copy, skopeo_copy_command, write_registries_conf
 from tests.support.components import require
 from tests.support.images import Image, Index, build_image, build_index, push_image
@@ -54,7 +55,8 @@ def platform_child(index: Index, architecture: str) -> Image:
 
 
 def projection_rows(server) -> list[dict]:
-    result = server.cli("projections", "status", "--json")
+    # In the test process: polled below, and an interpreter start per poll costs seconds under load.
+    result = run_in_process("projections", "status", "--json", "--config", str(server.config_path), env={})
     assert result.returncode == 0, f"projections status failed:\n{result.stdout}\n{result.stderr}"
     return json.loads(result.stdout)
 

@@ -25,11 +25,13 @@ ALPINE = build_image("admin/alpine", layers=2, layer_size=20_000)
 BUSYBOX = build_image("admin/busybox", layers=1, layer_size=20_000)
 
 
-@pytest.fixture
-def upstream(upstream_registry):
-    push_image(upstream_registry.url, "library/alpine", "3.19", ALPINE)
-    push_image(upstream_registry.url, "library/busybox", "1.36", BUSYBOX)
-    return upstream_registry
+@pytest.fixture(scope="module")
+def upstream(module_upstream_registry_factory):
+    """One registry for the module: the tests only pull from it, each through an app of its own."""
+    registry = module_upstream_registry_factory()
+    push_image(registry.url, "library/alpine", "3.19", ALPINE)
+    push_image(registry.url, "library/busybox", "1.36", BUSYBOX)
+    return registry
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""`entrepot org ...` and `entrepot audit ...`, run as real commands against a running `entrepot serve`."""
+"""`entrepot org ...` and `entrepot audit ...` against a running `entrepot serve`: run in the test process,
+and as real commands where the exit status is what is tested."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import time
 import httpx
 import pytest
 
+from tests.support.cli import run_in_process
 from tests.support.images import build_image, push_image
+from tests.support.processes import concurrently
 from tests.support.server import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -36,11 +39,17 @@ def server(upstream, module_entrepot_server_factory):
 
 
 def entrepot(server, *args: str, token: str | None = TOKEN, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """The command run in this process (see run_in_process); entrepot_process runs it as a real command."""
+    env = {"ENTREPOT_URL": server.url, **({"ENTREPOT_ADMIN_TOKEN": token} if token is not None else {})}
+    return run_in_process(*args, env=env, stdin=stdin)
+
+
+def entrepot_process(server, *args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if not key.startswith("ENTREPOT_")}
     env.update({"ENTREPOT_URL": server.url, "PYTHONUNBUFFERED": "1"})
     if token is not None:
         env["ENTREPOT_ADMIN_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "interfaces.cli", *args], cwd=REPO_ROOT, env=env, input=stdin,
+    return subprocess.run([sys.executable, "-m", "interfaces.cli", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -75,10 +84,13 @@ def test_org_commands_create_list_show_update_and_delete_an_organization(server,
 
 
 def test_org_commands_report_the_servers_refusal_and_exit_non_zero(server, upstream):
-    conflict = entrepot(server, "org", "create", "hub", "--upstream", upstream.url)
+    # Two real commands (a refusal by the server, one by the CLI itself): the exit status is what a
+    # shell sees. They change nothing, so they run at once.
+    conflict, no_token = concurrently(
+        lambda: entrepot_process(server, "org", "create", "hub", "--upstream", upstream.url),
+        lambda: entrepot_process(server, "org", "list", token=""))
     invalid = entrepot(server, "org", "create", "bad", "--upstream", upstream.url, "--staleness-seconds", "-1")
     missing = entrepot(server, "org", "show", "nosuch")
-    no_token = entrepot(server, "org", "list", token="")
     wrong_token = entrepot(server, "org", "list", token="wrong")
 
     assert conflict.returncode == 1 and "'hub' already exists" in conflict.stderr

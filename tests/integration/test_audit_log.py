@@ -10,6 +10,9 @@ import io
 import json
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from litestar.testing import TestClient
@@ -19,6 +22,7 @@ from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import build_image, push_image
+from tests.support.postgres import BACKENDS
 from tests.support.registry import free_port
 
 pytestmark = pytest.mark.integration
@@ -27,22 +31,37 @@ ACCEPT = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
 IMAGE = build_image("audit/alpine", layers=1, layer_size=10_000)
 
 
-@pytest.fixture
-def proxy(upstream_registry):
-    push_image(upstream_registry.url, "library/alpine", "3.19", IMAGE)
-    proxy = FaultProxy(upstream_registry.url).start()
-    yield proxy
-    proxy.stop()
+@pytest.fixture(scope="module")
+def upstream(module_upstream_registry_factory):
+    """One registry for the module, only pulled from; the faults go into each test's own proxy."""
+    registry = module_upstream_registry_factory()
+    push_image(registry.url, "library/alpine", "3.19", IMAGE)
+    return registry
+
+
+@contextmanager
+def started_proxy(upstream) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(upstream.url).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
 
 
 @pytest.fixture
-def api(request, event_store_backend, proxy, tmp_path):
-    """The app on the test's backend: `hub` behind the proxy, `down` whose upstream refuses connections."""
+def proxy(upstream):
+    with started_proxy(upstream) as proxy:
+        yield proxy
+
+
+@contextmanager
+def app_on(request, backend: str, proxy: FaultProxy, data_dir: Path) -> Iterator[TestClient]:
+    """The app on `backend`: `hub` behind the proxy, `down` whose upstream refuses connections."""
     database = DatabaseSettings()
-    if event_store_backend == "postgres":
+    if backend == "postgres":
         database = DatabaseSettings(url=request.getfixturevalue("postgres_url"), schema=f"a_{secrets.token_hex(3)}")
     settings = Settings(
-        data_dir=str(tmp_path / "data"), admin_token=TOKEN, database=database,
+        data_dir=str(data_dir), admin_token=TOKEN, database=database,
         upstream=UpstreamSettings(failures_before_backoff=1000),   # every pull asks upstream: no back-off
         organizations=(OrgSettings(name="hub", upstream=proxy.url, staleness_seconds=0, max_stale_seconds=3600),
                        OrgSettings(name="down", upstream=f"http://127.0.0.1:{free_port()}")))
@@ -50,6 +69,22 @@ def api(request, event_store_backend, proxy, tmp_path):
     with TestClient(create_app(container)) as client:
         client.headers.update({"Authorization": f"Bearer {TOKEN}"})
         client.container = container
+        yield client
+
+
+@pytest.fixture
+def api(request, event_store_backend, proxy, tmp_path):
+    """An app of the test's own on the test's backend."""
+    with app_on(request, event_store_backend, proxy, tmp_path / "data") as client:
+        yield client
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def unchanged_api(request, upstream, tmp_path_factory):
+    """One app per backend for the requests that must leave the audit log empty: each case checks
+    that it stays empty, so a case that recorded something still fails (and so would the next)."""
+    with started_proxy(upstream) as proxy, \
+            app_on(request, request.param, proxy, tmp_path_factory.mktemp("audit") / "data") as client:
         yield client
 
 
@@ -130,7 +165,8 @@ def test_a_stale_serve_shows_its_note_in_the_audit_log_and_its_exports(api, prox
     ("GET", "nobody/library/alpine/manifests/3.19", 404),       # no such org, and no default org
     ("HEAD", "hub/library/alpine/manifests/no-such-tag", 404),  # a HEAD is never a pull
 ])
-def test_bad_input_and_heads_leave_the_audit_log_unchanged(api, method, path, status):
+def test_bad_input_and_heads_leave_the_audit_log_unchanged(unchanged_api, method, path, status):
+    api = unchanged_api
     before = api.container.pulls.recorder.max_notification_id()
     assert pull(api, path, method).status_code == status
     assert api.container.pulls.recorder.max_notification_id() == before

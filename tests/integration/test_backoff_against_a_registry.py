@@ -6,19 +6,30 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from infra.settings import OrgSettings, Settings, UpstreamSettings
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import build_image, push_image
+from tests.support.inprocess import InProcessServer
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def proxied(upstream_registry, entrepot_server_factory):
+@pytest.fixture(scope="module")
+def upstream(module_upstream_registry_factory):
+    """One registry for the module, only pulled from; each test has its own proxy and app."""
+    registry = module_upstream_registry_factory()
     image = build_image("backoff-ratio")
-    push_image(upstream_registry.url, "team/app", "1", image)
-    with FaultProxy(upstream_registry.url) as proxy:
-        server = entrepot_server_factory([{"name": "org", "upstream": proxy.url}],
-                                         sections={"upstream": {"backoff_seconds": 60}})
+    push_image(registry.url, "team/app", "1", image)
+    return registry, image
+
+
+@pytest.fixture
+def proxied(upstream, tmp_path):
+    # The app in this process (no process behaviour is tested here): back-off is state of the app.
+    registry, image = upstream
+    with FaultProxy(registry.url) as proxy, InProcessServer(Settings(
+            data_dir=str(tmp_path / "data"), organizations=(OrgSettings(name="org", upstream=proxy.url),),
+            upstream=UpstreamSettings(backoff_seconds=60))) as server:
         yield server, proxy, image
 
 

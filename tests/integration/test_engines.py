@@ -17,18 +17,48 @@ from tests.support.images import build_image, push_image, sha256
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["granian", "uvicorn"])
-def served(request, upstream_registry, entrepot_server_factory):
-    image = build_image("granian", layers=1, layer_size=3_000_000)
-    push_image(upstream_registry.url, "team/app", "1", image)
-    server = entrepot_server_factory([{"name": "org", "upstream": upstream_registry.url}],
-                                     server={"engine": request.param}, access_log=True)
-    server.engine = request.param
+# One server per engine for the tests that only read (one org each, so a per-org counter sees one
+# test's requests only); the process-life test gets servers of its own, since it stops them.
+READING_TESTS = ("whole", "range", "head", "log", "secret")
+
+
+class Lab:
+    """An upstream and, per engine, one `entrepot serve` with an org per reading test."""
+
+    def __init__(self, upstream, server) -> None:
+        self.upstream, self.server = upstream, server
+
+    def warm(self, org: str):
+        """A blob of the org's own, pulled once (cold) through it: (server, layer, its URL)."""
+        return pull_cold(self.server, self.upstream, org)
+
+
+def pull_cold(server, upstream, org: str):
+    image = build_image(f"granian-{org}", layers=1, layer_size=3_000_000)
+    push_image(upstream.url, f"team/{org}", "1", image)
     layer = image.layers[0]
-    url = f"{server.url}/v2/org/team/app/blobs/{layer.digest}"
+    url = f"{server.url}/v2/{org}/team/{org}/blobs/{layer.digest}"
     cold = httpx.get(url, timeout=30)
     assert cold.status_code == 200 and cold.headers["x-cache"] == "MISS", cold.text
     return server, layer, url
+
+
+@pytest.fixture(scope="module", params=["granian", "uvicorn"])
+def lab(request, module_upstream_registry_factory, module_entrepot_server_factory) -> Lab:
+    upstream = module_upstream_registry_factory()
+    server = module_entrepot_server_factory([{"name": org, "upstream": upstream.url} for org in READING_TESTS],
+                                            server={"engine": request.param}, access_log=True)
+    server.engine = request.param
+    return Lab(upstream, server)
+
+
+@pytest.fixture(params=["granian", "uvicorn"])
+def served(request, upstream_registry, entrepot_server_factory):
+    """A server of this test's own (it may stop and restart it), with one blob pulled cold."""
+    server = entrepot_server_factory([{"name": "org", "upstream": upstream_registry.url}],
+                                     server={"engine": request.param}, access_log=True)
+    server.engine = request.param
+    return pull_cold(server, upstream_registry, "org")
 
 
 def listening(port: int) -> bool:
@@ -39,8 +69,8 @@ def listening(port: int) -> bool:
         return False
 
 
-def test_a_warm_blob_is_served_whole(served):
-    server, layer, url = served
+def test_a_warm_blob_is_served_whole(lab):
+    server, layer, url = lab.warm("whole")
     warm = httpx.get(url, timeout=30)
     assert warm.status_code == 200
     assert warm.headers["server"] == server.engine  # the engine setting took effect
@@ -52,12 +82,12 @@ def test_a_warm_blob_is_served_whole(served):
     assert "transfer-encoding" not in warm.headers
     scraped = httpx.get(f"{server.url}/metrics").text  # bytes the server sent itself still count
     served = [s.value for family in text_string_to_metric_families(scraped) for s in family.samples
-              if s.name == "entrepot_served_bytes_total" and s.labels == {"kind": "blob", "org": "org"}]
+              if s.name == "entrepot_served_bytes_total" and s.labels == {"kind": "blob", "org": "whole"}]
     assert served == [2 * layer.size]  # the cold pull and this one
 
 
-def test_a_range_of_a_warm_blob_is_served_in_chunks(served):
-    server, layer, url = served
+def test_a_range_of_a_warm_blob_is_served_in_chunks(lab):
+    server, layer, url = lab.warm("range")
     part = httpx.get(url, headers={"Range": "bytes=1000-2999999"}, timeout=30)
     assert part.status_code == 206
     assert part.headers["content-range"] == f"bytes 1000-2999999/{layer.size}"
@@ -67,8 +97,8 @@ def test_a_range_of_a_warm_blob_is_served_in_chunks(served):
     assert tail.status_code == 206 and tail.content == layer.data[-10:]
 
 
-def test_head_has_the_length_and_no_body(served):
-    server, layer, url = served
+def test_head_has_the_length_and_no_body(lab):
+    server, layer, url = lab.warm("head")
     with httpx.Client() as client:
         head = client.head(url)
         assert head.status_code == 200 and head.content == b""
@@ -84,25 +114,25 @@ def settled_log(server, last_line_part: str, timeout: float = 5.0) -> str:
     return log
 
 
-def test_the_access_log_has_a_line_per_request_with_its_query_and_size(served):
-    server, layer, url = served
+def test_the_access_log_has_a_line_per_request_with_its_query_and_size(lab):
+    server, layer, url = lab.warm("log")
     httpx.get(url, timeout=30)
-    httpx.get(f"{server.url}/v2/org/team/app/manifests/nope?ns=docker.io", timeout=30)
+    httpx.get(f"{server.url}/v2/log/team/log/manifests/nope?ns=docker.io", timeout=30)
     log = settled_log(server, "manifests/nope?ns=docker.io")
     # one format whichever engine serves: the app writes it (containerd's ?ns= must show)
-    assert f'"GET /v2/org/team/app/blobs/{layer.digest} HTTP/1.1" 200 {layer.size} ' in log
-    assert '"GET /v2/org/team/app/manifests/nope?ns=docker.io HTTP/1.1" 404 ' in log
+    assert f'"GET /v2/log/team/log/blobs/{layer.digest} HTTP/1.1" 200 {layer.size} ' in log
+    assert '"GET /v2/log/team/log/manifests/nope?ns=docker.io HTTP/1.1" 404 ' in log
 
 
-def test_the_access_log_never_writes_a_credential_sent_in_the_query_string(served):
-    server, layer, url = served
+def test_the_access_log_never_writes_a_credential_sent_in_the_query_string(lab):
+    server, layer, url = lab.warm("secret")
     httpx.get(f"{url}?token=t0ken-value&X-Amz-Signature=sig-value&n=1", timeout=30)
     httpx.get(f"{server.url}/v2/?access_token=access-value&password=pw-value", timeout=30)
     log = settled_log(server, "/v2/?access_token=")
     for secret in ("t0ken-value", "sig-value", "access-value", "pw-value"):
         assert secret not in log
-    assert f'"GET /v2/org/team/app/blobs/{layer.digest}?token=REDACTED&X-Amz-Signature=REDACTED&n=1 HTTP/1.1" 200 ' \
-        in log
+    assert (f'"GET /v2/secret/team/secret/blobs/{layer.digest}?token=REDACTED&X-Amz-Signature=REDACTED&n=1 '
+            'HTTP/1.1" 200 ') in log
     assert '"GET /v2/?access_token=REDACTED&password=REDACTED HTTP/1.1" 200 ' in log
 
 

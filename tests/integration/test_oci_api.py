@@ -21,10 +21,17 @@ ACCEPT = ", ".join([
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json"])
 
 
-@pytest.fixture
-def image(upstream_registry):
+@pytest.fixture(scope="module")
+def upstream(module_upstream_registry_factory):
+    """One registry for the module: each test pulls through an app of its own, and what a test
+    pushes goes to a repository or tag no other test reads."""
+    return module_upstream_registry_factory()
+
+
+@pytest.fixture(scope="module")
+def image(upstream):
     image = build_image("api", layers=2, layer_size=50_000)
-    push_image(upstream_registry.url, "library/alpine", "3.19", image)
+    push_image(upstream.url, "library/alpine", "3.19", image)
     return image
 
 
@@ -34,8 +41,8 @@ def serve(tmp_path, *orgs: OrgSettings):
 
 
 @pytest.fixture
-def api(tmp_path, upstream_registry, image):
-    container, client = serve(tmp_path, OrgSettings(name="hub", upstream=upstream_registry.url))
+def api(tmp_path, upstream, image):
+    container, client = serve(tmp_path, OrgSettings(name="hub", upstream=upstream.url))
     with client:
         client.container = container
         yield client
@@ -86,9 +93,9 @@ def test_head_of_a_manifest_has_the_headers_and_no_body_and_is_not_a_pull(api, i
     assert [r.reference for r in rows] == [image.manifest_digest]
 
 
-def test_a_multi_arch_index_and_its_platform_manifests_keep_their_digests(api, upstream_registry):
+def test_a_multi_arch_index_and_its_platform_manifests_keep_their_digests(api, upstream):
     index = build_index("api-multi")
-    push_image(upstream_registry.url, "library/multi", "1", index)
+    push_image(upstream.url, "library/multi", "1", index)
     top = api.get("/v2/hub/library/multi/manifests/1", headers={"Accept": ACCEPT})
     assert top.content == index.manifest_bytes and top.headers["content-type"] == index.media_type
     for child in index.children:
@@ -129,9 +136,9 @@ def test_a_range_on_a_cold_blob_is_served_from_the_fill(api, image):
     assert response.status_code == 206 and response.content == layer.data[5:15]
 
 
-def test_tag_list_pages_with_n_and_last(api, upstream_registry, image):
-    for tag in ("a", "b", "c"):
-        put_manifest(upstream_registry.url, "library/alpine", tag, image.manifest_bytes, image.media_type)
+def test_tag_list_pages_with_n_and_last(api, upstream, image):
+    for tag in ("a", "b", "c"):   # the only test that adds tags to library/alpine
+        put_manifest(upstream.url, "library/alpine", tag, image.manifest_bytes, image.media_type)
     everything = api.get("/v2/hub/library/alpine/tags/list").json()
     assert everything == {"name": "hub/library/alpine", "tags": ["3.19", "a", "b", "c"]}
     page = api.get("/v2/hub/library/alpine/tags/list?n=2")

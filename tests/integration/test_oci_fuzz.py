@@ -104,11 +104,14 @@ class Fuzzer:
         return method, path + ("?" + "&".join(query) if query else ""), headers
 
 
-@pytest.fixture
-def fuzz_target(upstream_registry, entrepot_server_factory):
+@pytest.fixture(scope="module")
+def fuzz_target(module_upstream_registry_factory, module_entrepot_server_factory):
+    # Shared by both tests, in either order: the malformed-request test compares the stored state
+    # and the upstream's requests from its own start (settled_state, mark()).
+    upstream_registry = module_upstream_registry_factory()
     image = build_image("fuzz", layers=1, layer_size=10_000)
     push_image(upstream_registry.url, "team/app", "1", image)
-    server = entrepot_server_factory([{"name": "hub", "upstream": upstream_registry.url, "default": True}])
+    server = module_entrepot_server_factory([{"name": "hub", "upstream": upstream_registry.url, "default": True}])
     base = f"{server.url}/v2/hub/team/app"
     assert httpx.get(f"{base}/manifests/1", timeout=30).status_code == 200
     assert httpx.get(f"{base}/blobs/{image.layers[0].digest}", timeout=30).status_code == 200

@@ -300,24 +300,24 @@ def test_sigkill_during_a_fill_leaves_no_partial_blob_and_the_next_pull_fetches_
         assert status.returncode == 0, status.stderr
 
 
-def test_stale_tag_is_served_when_the_upstream_host_name_does_not_resolve(upstream_registry, entrepot_server_factory):
+def test_stale_tag_is_served_when_the_upstream_host_name_does_not_resolve(upstream_registry, tmp_path):
     image = build_image("dns")
     push_image(upstream_registry.url, "team/app", "1", image)
-    server = entrepot_server_factory([])
-    token = (server.data_dir / "admin.token").read_text().strip()
+    token = "dns-test-admin-token"
     admin = {"Authorization": f"Bearer {token}"}
-    # Created through the API, so the API may move it (an org of the config file it may not).
-    created = httpx.post(f"{server.url}/api/v1/organizations", headers=admin,
-                         json={"name": "org", "upstream": upstream_registry.url, "staleness_seconds": 0})
-    assert created.status_code == 201, created.text
-    url = f"{server.url}/v2/org/team/app/manifests"
-    assert httpx.get(f"{url}/1").headers["x-cache"] == "MISS"
-    moved = httpx.patch(f"{server.url}/api/v1/organizations/org", headers=admin,
-                        json={"upstream": "http://registry.no-such-host.invalid:5000"})  # .invalid never resolves
-    assert moved.status_code == 200, moved.text
-    response = httpx.get(f"{url}/1")
-    assert response.content == image.manifest_bytes and response.headers["x-cache"] == "STALE"
-    assert "registry.no-such-host.invalid" in warning(response)
-    missing = httpx.get(f"{url}/never-cached")
-    assert missing.status_code == 503 and code(missing) == "UNAVAILABLE"
-    assert "registry.no-such-host.invalid" in missing.json()["errors"][0]["message"]
+    with InProcessServer(Settings(data_dir=str(tmp_path / "data"), admin_token=token, organizations=())) as server:
+        # Created through the API, so the API may move it (an org of the config file it may not).
+        created = httpx.post(f"{server.url}/api/v1/organizations", headers=admin,
+                             json={"name": "org", "upstream": upstream_registry.url, "staleness_seconds": 0})
+        assert created.status_code == 201, created.text
+        url = f"{server.url}/v2/org/team/app/manifests"
+        assert httpx.get(f"{url}/1").headers["x-cache"] == "MISS"
+        moved = httpx.patch(f"{server.url}/api/v1/organizations/org", headers=admin,
+                            json={"upstream": "http://registry.no-such-host.invalid:5000"})  # .invalid never resolves
+        assert moved.status_code == 200, moved.text
+        response = httpx.get(f"{url}/1")
+        assert response.content == image.manifest_bytes and response.headers["x-cache"] == "STALE"
+        assert "registry.no-such-host.invalid" in warning(response)
+        missing = httpx.get(f"{url}/never-cached")
+        assert missing.status_code == 503 and code(missing) == "UNAVAILABLE"
+        assert "registry.no-such-host.invalid" in missing.json()["errors"][0]["message"]
