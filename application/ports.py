@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from domain.referrers import Referrer
+
 
 class Clock(Protocol):
     def now(self) -> float:
@@ -275,8 +277,10 @@ class Ledger(Protocol):
     Fills and caches report here; nothing calls back into the cache."""
 
     async def manifest_cached(self, org: str, repository: str, digest: str, media_type: str, size: int,
-                              blobs: list[str], children: list[str], at: float, tag: str | None = None) -> None:
-        """A fetched manifest, and the tag it was fetched by, recorded together."""
+                              blobs: list[str], children: list[str], at: float, tag: str | None = None,
+                              referrer: Referrer | None = None) -> None:
+        """A fetched manifest, and the tag it was fetched by, recorded together; `referrer` when
+        the manifest has a subject (OCI 1.1)."""
 
     async def tag_checked(self, org: str, repository: str, tag: str, digest: str, media_type: str,
                           at: float) -> None: ...

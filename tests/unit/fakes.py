@@ -326,7 +326,8 @@ class RecordingLedger:
     def __init__(self) -> None:
         self.records: list[tuple] = []
 
-    async def manifest_cached(self, org, repository, digest, media_type, size, blobs, children, at, tag=None):
+    async def manifest_cached(self, org, repository, digest, media_type, size, blobs, children, at, tag=None,
+                              referrer=None):
         self.records.append(("manifest_cached", org, repository, digest, tag))
 
     async def tag_checked(self, org, repository, tag, digest, media_type, at):
