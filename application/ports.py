@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from domain.referrers import Referrer
+from domain.referrers import Descriptor, Referrer
 
 
 class Clock(Protocol):
@@ -53,6 +53,14 @@ class UpstreamManifestHead:
     rate_limit: RateLimit | None = None
 
 
+@dataclass(frozen=True)
+class UpstreamReferrers:
+    """An upstream's answer from its referrers API (OCI 1.1): every page, unfiltered."""
+
+    descriptors: list[Descriptor]
+    rate_limit: RateLimit | None = None
+
+
 class UpstreamBlob(Protocol):
     """An open upstream blob response. Iterate its raw bytes once, then aclose() it (always)."""
 
@@ -76,6 +84,9 @@ class Upstream(Protocol):
     async def open_blob(self, target: UpstreamTarget, digest: str) -> UpstreamBlob: ...
 
     async def list_tags(self, target: UpstreamTarget) -> list[str]: ...
+
+    async def get_referrers(self, target: UpstreamTarget, digest: str) -> UpstreamReferrers:
+        """The upstream's referrers API answer; UpstreamNotFound (or UpstreamBadContent) when it has none."""
 
     async def aclose(self) -> None: ...
 
@@ -270,6 +281,12 @@ class NoMetrics:
     def pulls_unrecorded(self, count: int, reason: str) -> None: pass
 
     def pull_backlog(self, size: int) -> None: pass
+
+
+class ReferrersRead(Protocol):
+    """The referrers view: the cached manifests whose subject is a digest (OCI 1.1)."""
+
+    def referrers(self, org: str, repository: str, subject: str) -> list[Descriptor]: ...
 
 
 class Ledger(Protocol):

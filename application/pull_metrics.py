@@ -12,6 +12,7 @@ from application.manifests import ManifestAnswer
 from application.orgs import OrgConfig
 from application.ports import Metrics
 from application.pull_audit import Client, PullAudit
+from application.referrers import ReferrersAnswer
 from domain.names import Digest, Reference
 from domain.pull import PullResult
 
@@ -24,6 +25,14 @@ class CountedManifests:
     async def manifest(self, org: OrgConfig, repository: str, reference: Reference, accept: list[str],
                        client: Client | None = None, record: bool = True) -> ManifestAnswer:
         answer = await self._manifests.manifest(org, repository, reference, accept, client, record=record)
+        if answer.result is PullResult.STALE:
+            self._metrics.stale_served(org.name)
+        return answer
+
+
+    async def referrers(self, org: OrgConfig, repository: str, subject: str, client: Client | None = None,
+                        record: bool = True) -> ReferrersAnswer:
+        answer = await self._manifests.referrers(org, repository, subject, client, record=record)
         if answer.result is PullResult.STALE:
             self._metrics.stale_served(org.name)
         return answer
