@@ -35,6 +35,7 @@ class Limits:
     tag_row_seconds: float = 1.0       # how long a tag row read from the view is trusted
     max_rows: int = 50_000             # tag rows, recent tag writes, manifest rows, negative-cache entries
     max_holdings: int = 100_000        # (org, blob) pairs known held
+    max_referrers: int = 200_000       # descriptors of upstream referrers lists held, over all subjects
     manifest_bytes: int = 64 * 1024 * 1024
 
 
@@ -74,7 +75,7 @@ def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndMani
     blobs = BlobCache(store=store, upstream=upstream, fills=fills, reads=reads, ledger=ledger, clock=clock,
                       holdings=holdings)
     referrers_cache = ReferrersCache(manifests=manifests, upstream=upstream, reads=reads, clock=clock,
-                                     rate_limits=rate_limits, max_entries=limits.max_rows)
+                                     rate_limits=rate_limits, max_descriptors=limits.max_referrers)
     audited = PullAudit(manifests, pulls, clock, limits.record_timeout, referrers=referrers_cache)
     return PullThrough(CountedManifests(audited, metrics),
                        CountedBlobs(blobs, metrics), TagList(upstream, reads), rate_limits, orgs)

@@ -54,11 +54,13 @@ class ReferrersCache:
     """
 
     def __init__(self, *, manifests: ManifestCache, upstream: Upstream, reads: BoundedReads, clock: Clock,
-                 rate_limits: RateLimits, max_entries: int = 50_000) -> None:
+                 rate_limits: RateLimits, max_descriptors: int = 200_000) -> None:
         self._manifests, self._upstream, self._reads = manifests, upstream, reads
         self._clock, self._rate_limits = clock, rate_limits
         self._flights: SingleFlight = SingleFlight()
-        self._held: LRUCache[SubjectKey, _Held] = LRUCache(maxsize=max_entries)
+        # Bounded by the descriptors held, not the subjects: one subject may have thousands.
+        self._held: LRUCache[SubjectKey, _Held] = LRUCache(
+            maxsize=max_descriptors, getsizeof=lambda held: len(held.descriptors) + 1)
         # Upstreams that answered the referrers API with 404: asked through the fallback tag until then.
         self._without_api: TLRUCache[str, float] = TLRUCache(
             maxsize=1024, ttu=lambda _key, until, _now: until, timer=clock.now)
@@ -93,7 +95,10 @@ class ReferrersCache:
                 return None
             raise
         if result is not PullResult.STALE:
-            self._held[key] = _Held(descriptors, self._clock.now())
+            try:
+                self._held[key] = _Held(descriptors, self._clock.now())
+            except ValueError:   # larger than the whole bound: answered, not held
+                self._held.pop(key, None)
         return descriptors, result, warning
 
     async def _ask(self, org: OrgConfig, repository: str, subject: str):

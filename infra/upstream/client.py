@@ -22,6 +22,7 @@ MAX_ERROR_BODY = 16 * 1024
 MAX_TAGS_PAGE_BYTES = 16 * 1024 * 1024
 MAX_TAG_PAGES = 10_000
 MAX_REFERRER_PAGES = 100     # of up to 4 MiB each: far past any real list, short of an endless one
+MAX_REFERRERS = 10_000       # descriptors read from one upstream list; paging stops there
 DIGEST = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 TIMEOUT = httpx.Timeout(connect=5, read=30, write=30, pool=10)
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=32, keepalive_expiry=30)
@@ -217,11 +218,11 @@ class HttpUpstream:
             except InvalidManifest as error:
                 raise UpstreamBadContent(f"upstream answered {what} with no referrers list: {error}") from None
             link = headers.next_link(response)
-            if not link:
+            if not link or len(descriptors) >= MAX_REFERRERS:
                 break
             with transport_errors(response.url.netloc.decode()):
                 url = response.url.join(link)
-        return UpstreamReferrers(descriptors, rate_limit)
+        return UpstreamReferrers(descriptors[:MAX_REFERRERS], rate_limit)
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -11,7 +11,7 @@ from application.breaker import BackoffPolicy, UpstreamBackoff
 from application.credentials import Credentials
 from application.errors import UpstreamUnavailable
 from application.orgs import OrgDirectory
-from application.pull_through import Client
+from application.pull_through import Client, Limits
 from application.pulls import GroupCommit, Pulls
 from application.cache_records import CacheRecords
 from domain.manifest import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST
@@ -25,7 +25,7 @@ SIG_TYPE, SBOM_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json", "appli
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits = Limits()) -> None:
         self.clock = FakeClock()
         self.records = CacheRecords(env=POPO)
         self.pulls = Pulls(env=POPO)
@@ -36,7 +36,7 @@ class World:
         self.cache = edge_cache(records=self.records, orgs=self.orgs, view=RecordsView(self.records),
                                 store=MemoryBlobStore(), pulls=self.group, clock=self.clock,
                                 upstream=UpstreamBackoff(self.upstream, self.clock, BackoffPolicy(failures=1000)),
-                                referrers=RecordsReferrers(self.records))
+                                referrers=RecordsReferrers(self.records), limits=limits)
         empty = self.upstream.put_blob(b"{}")
         self.image = self.upstream.put_manifest(REPO, "1", json.dumps(
             {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {"mediaType": OCI_EMPTY, "digest": empty, "size": 2},
@@ -137,3 +137,13 @@ def test_a_fallback_tag_that_is_not_an_index_means_no_referrers():
         w.upstream.put_manifest(REPO, fallback_tag(w.image), b'{"schemaVersion": 2, "layers": []}', OCI_MANIFEST)
         assert (await w.referrers()).descriptors == []
     run(scenario)
+
+
+def test_a_list_larger_than_the_in_process_bound_is_answered_whole_and_asked_again_next_time():
+    async def scenario(w: World):
+        w.fallback_index(*(w.artifact(SIG_TYPE, note=str(i)) for i in range(3)))
+        first, second = await w.referrers(), await w.referrers()
+        assert len(first.descriptors) == len(second.descriptors) == 3
+        assert (first.result, second.result) == (PullResult.MISS, PullResult.HIT)   # the fallback tag is stored
+        assert w.upstream.calls.count(("GET", REPO, f"referrers/{w.image}")) == 1     # no API: remembered
+    run_scenario(lambda: World(Limits(max_referrers=2)), scenario)
