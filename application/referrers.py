@@ -24,6 +24,8 @@ from domain.referrers import Descriptor, fallback_tag, merged, read_referrers_in
 
 log = logging.getLogger(__name__)
 SubjectKey = tuple[str, str, str]  # (org, repository, subject digest)
+UpstreamList = tuple[list[Descriptor], PullResult, "str | None"]   # descriptors, how they were had, warning
+ONLY_OURS = "upstream unavailable and its list not held: listing only the referrers this cache holds"
 
 
 @dataclass(frozen=True)
@@ -68,14 +70,14 @@ class ReferrersCache:
     async def referrers(self, org: OrgConfig, repository: str, subject: str) -> ReferrersAnswer:
         from_upstream = await self._upstream_list(org, repository, subject)
         held_here = await self._reads.referrers(org.name, repository, subject)
-        if from_upstream is None:   # upstream failed and nothing to serve stale: what the cache holds, if any
-            return ReferrersAnswer(held_here, PullResult.STALE, self._only_ours)
+        if from_upstream is None:   # upstream failed and nothing to serve stale: what the cache holds
+            return ReferrersAnswer(held_here, PullResult.STALE, ONLY_OURS)
         descriptors, result, warning = from_upstream
         return ReferrersAnswer(merged(descriptors, held_here), result, warning)
 
-    _only_ours = "upstream unavailable: listing only the referrers this cache holds"
-
-    async def _upstream_list(self, org: OrgConfig, repository: str, subject: str):
+    async def _upstream_list(self, org: OrgConfig, repository: str, subject: str) -> UpstreamList | None:
+        """The upstream's list (held, asked, or held and served stale); None when upstream failed,
+        nothing is held, and the cache itself holds referrers to answer with instead."""
         key = (org.name, repository, subject)
         held = self._held.get(key)
         freshness = Freshness.EXPIRED
@@ -101,7 +103,7 @@ class ReferrersCache:
                 self._held.pop(key, None)
         return descriptors, result, warning
 
-    async def _ask(self, org: OrgConfig, repository: str, subject: str):
+    async def _ask(self, org: OrgConfig, repository: str, subject: str) -> UpstreamList:
         target = org.target(repository)
         if org.upstream not in self._without_api:
             try:
@@ -114,7 +116,7 @@ class ReferrersCache:
                 return answer.descriptors, PullResult.MISS, None
         return await self._fallback_tag(org, repository, subject)
 
-    async def _fallback_tag(self, org: OrgConfig, repository: str, subject: str):
+    async def _fallback_tag(self, org: OrgConfig, repository: str, subject: str) -> UpstreamList:
         """The referrers tag schema: an index the pushing clients keep under `sha256-<hex>`."""
         try:
             answer = await self._manifests.manifest(org, repository, parse_reference(fallback_tag(subject)),
