@@ -128,9 +128,10 @@ def metrics_of(services: OciServices) -> Metrics:
     return services.metrics
 
 
+REFERRERS_PAGE = 500   # descriptors per referrers answer: far below the 4 MiB a client must accept of an index
+
 # Every method is routed to our handlers, OPTIONS included: Litestar's automatic OPTIONS answer would
 # advertise the methods below, and a read-only registry supports only GET and HEAD.
-REFERRERS_PAGE = 500   # descriptors per referrers answer: far below the 4 MiB a client must accept of an index
 EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
