@@ -11,7 +11,8 @@ import anyio
 import anyio.to_thread
 
 from application.errors import ReadModelUnavailable
-from application.ports import TagsAndManifests, ManifestRow, TagRow
+from application.ports import ManifestRow, ReferrersRead, TagRow, TagsAndManifests
+from domain.referrers import Descriptor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -23,9 +24,10 @@ class BoundedReads:
     (503), not a 500 — so with PostgreSQL down, liveness and in-process answers carry on."""
 
     def __init__(self, view: TagsAndManifests, holds_blob: Callable[[str, str], bool], timeout: float = 3.0,
-                 max_in_flight: int = 32) -> None:
+                 max_in_flight: int = 32, referrers: ReferrersRead | None = None) -> None:
         self._view = view
         self._holds_blob = holds_blob
+        self._referrers = referrers
         self.timeout = timeout
         # Threads still reading, including those we stopped waiting for: with a hung database each
         # would hold a worker thread until its connection gives up, so past the bound we fail fast.
@@ -41,6 +43,12 @@ class BoundedReads:
 
     async def tags(self, org: str, repository: str) -> list[str]:
         return await self._read("the tag list", self._view.list_tags, org, repository)
+
+    async def referrers(self, org: str, repository: str, subject: str) -> list[Descriptor]:
+        """The cached manifests whose subject is `subject` (none when no referrers view is wired)."""
+        if self._referrers is None:
+            return []
+        return await self._read("the referrers", self._referrers.referrers, org, repository, subject)
 
     async def holds_blob(self, org: str, digest: str) -> bool:
         return await self._read("which blobs the org holds", self._holds_blob, org, digest)

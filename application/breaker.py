@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from application.errors import UpstreamError, UpstreamRateLimited, UpstreamUnavailable
 from application.ops_log import NoOpsLog, OpsLog
-from application.ports import (Clock, Upstream, UpstreamBlob, UpstreamManifest, UpstreamManifestHead,
+from application.ports import (Clock, Upstream, UpstreamBlob, UpstreamManifest, UpstreamManifestHead, UpstreamReferrers,
                                UpstreamTarget)
 
 
@@ -143,6 +143,9 @@ class UpstreamBackoff:
 
     async def list_tags(self, target: UpstreamTarget) -> list[str]:
         return await self._call(target, lambda: self._upstream.list_tags(target))
+
+    async def get_referrers(self, target: UpstreamTarget, digest: str) -> UpstreamReferrers:
+        return await self._call(target, lambda: self._upstream.get_referrers(target, digest))
 
     async def aclose(self) -> None:
         await self._upstream.aclose()

@@ -8,6 +8,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
 from domain.cache import CachedBlob, CachedManifest, CorruptBlob, TagResolution
+from domain.referrers import Referrer
 from domain.org import CacheOrg, normalize_settings, validate_org_name
 
 
@@ -54,13 +55,17 @@ class CacheRecords(Application[UUID]):
         self._save_with_retry(lambda: [self._observed_tag(org, repository, tag, digest, media_type, checked_at)])
 
     def record_manifest(self, org: str, repository: str, digest: str, media_type: str, size: int,
-                        blobs: list[str], children: list[str], cached_at: float, tag: str | None = None) -> None:
+                        blobs: list[str], children: list[str], cached_at: float, tag: str | None = None,
+                        referrer: Referrer | None = None) -> None:
         """A fetched manifest, and the tag it was fetched by, in one transaction."""
+        referrer = referrer or Referrer()
         def changes() -> list:
             out = []
             if not self._exists(CachedManifest.create_id(org, repository, digest)):
                 out.append(CachedManifest(org=org, repository=repository, digest=digest, media_type=media_type,
-                                          size=size, blobs=blobs, children=children, cached_at=cached_at))
+                                          size=size, blobs=blobs, children=children, cached_at=cached_at,
+                                          subject=referrer.subject, artifact_type=referrer.artifact_type,
+                                          annotations=dict(referrer.annotations)))
             if tag is not None:
                 out.append(self._observed_tag(org, repository, tag, digest, media_type, cached_at))
             return out

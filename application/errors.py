@@ -33,8 +33,8 @@ class ManifestTooLarge(EntrepotError):
 class RangeNotSatisfiable(EntrepotError):
     """The requested byte range lies outside the blob."""
 
-    def __init__(self, size: int) -> None:
-        super().__init__(f"range not satisfiable for a blob of {size} bytes")
+    def __init__(self, size: int, message: str = "") -> None:
+        super().__init__(message or f"range not satisfiable for a blob of {size} bytes")
         self.size = size
 
 

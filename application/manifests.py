@@ -22,6 +22,7 @@ from domain.manifest import InvalidManifest, read_manifest
 from domain.names import Digest, Reference
 from domain.policy import Freshness, may_serve_stale, tag_freshness
 from domain.pull import PullResult
+from domain.referrers import referrer_of
 
 log = logging.getLogger(__name__)
 RepoKey = tuple[str, str, str]  # (org, repository, reference)
@@ -162,7 +163,8 @@ class ManifestCache:
         now = self._clock.now()
         # The manifest and its tag in one transaction: one commit on the cold path, not two.
         await self._ledger.manifest_cached(org.name, repository, fetched.digest, content.media_type,
-                                           len(fetched.content), content.blobs, content.children, now, tag=tag)
+                                           len(fetched.content), content.blobs, content.children, now, tag=tag,
+                                           referrer=referrer_of(content))
         # Read our own write: a pull by digest right after this one is a hit, not a second fetch
         # while the projection catches up (a client resolves a tag, then GETs it by digest).
         self._rows[(org.name, repository, fetched.digest)] = ManifestRow(

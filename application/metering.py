@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from application import errors
-from application.ports import (BlobStorageUnavailable, Metrics, Upstream, UpstreamBlob, UpstreamManifest,
+from application.ports import (BlobStorageUnavailable, Metrics, Upstream, UpstreamBlob, UpstreamManifest, UpstreamReferrers,
                                UpstreamManifestHead, UpstreamTarget)
 
 T = TypeVar("T")
@@ -85,6 +85,9 @@ class MeteredUpstream:
 
     async def list_tags(self, target: UpstreamTarget) -> list[str]:
         return await self._timed(target, "tags", lambda: self._upstream.list_tags(target))
+
+    async def get_referrers(self, target: UpstreamTarget, digest: str) -> UpstreamReferrers:
+        return await self._timed(target, "referrers", lambda: self._upstream.get_referrers(target, digest))
 
     async def aclose(self) -> None:
         await self._upstream.aclose()

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from domain.referrers import Descriptor, Referrer
+
 
 class Clock(Protocol):
     def now(self) -> float:
@@ -51,6 +53,14 @@ class UpstreamManifestHead:
     rate_limit: RateLimit | None = None
 
 
+@dataclass(frozen=True)
+class UpstreamReferrers:
+    """An upstream's answer from its referrers API (OCI 1.1): every page, unfiltered."""
+
+    descriptors: list[Descriptor]
+    rate_limit: RateLimit | None = None
+
+
 class UpstreamBlob(Protocol):
     """An open upstream blob response. Iterate its raw bytes once, then aclose() it (always)."""
 
@@ -74,6 +84,9 @@ class Upstream(Protocol):
     async def open_blob(self, target: UpstreamTarget, digest: str) -> UpstreamBlob: ...
 
     async def list_tags(self, target: UpstreamTarget) -> list[str]: ...
+
+    async def get_referrers(self, target: UpstreamTarget, digest: str) -> UpstreamReferrers:
+        """The upstream's referrers API answer; UpstreamNotFound (or UpstreamBadContent) when it has none."""
 
     async def aclose(self) -> None: ...
 
@@ -270,13 +283,21 @@ class NoMetrics:
     def pull_backlog(self, size: int) -> None: pass
 
 
+class ReferrersRead(Protocol):
+    """The referrers view: the cached manifests whose subject is a digest (OCI 1.1)."""
+
+    def referrers(self, org: str, repository: str, subject: str) -> list[Descriptor]: ...
+
+
 class Ledger(Protocol):
     """Where the cache records what it holds and what went wrong (the event store, in production).
     Fills and caches report here; nothing calls back into the cache."""
 
     async def manifest_cached(self, org: str, repository: str, digest: str, media_type: str, size: int,
-                              blobs: list[str], children: list[str], at: float, tag: str | None = None) -> None:
-        """A fetched manifest, and the tag it was fetched by, recorded together."""
+                              blobs: list[str], children: list[str], at: float, tag: str | None = None,
+                              referrer: Referrer | None = None) -> None:
+        """A fetched manifest, and the tag it was fetched by, recorded together; `referrer` when
+        the manifest has a subject (OCI 1.1)."""
 
     async def tag_checked(self, org: str, repository: str, tag: str, digest: str, media_type: str,
                           at: float) -> None: ...

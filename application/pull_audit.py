@@ -12,6 +12,7 @@ from application.oci_errors import INTERNAL_ERROR, oci_answer
 from application.orgs import OrgConfig
 from application.ports import Clock
 from application.pulls import OUTAGE_ERRORS, GroupCommit
+from application.referrers import ReferrersAnswer, ReferrersCache
 from domain.names import InvalidName, InvalidReference, Reference
 from domain.pull import Pull, PullResult
 
@@ -42,8 +43,10 @@ class PullAudit:
     """Wraps the ManifestCache: the outcome of each manifest GET becomes a Pull, durable (group commit)
     before the answer goes out, or kept in the group commit's backlog during an event store outage."""
 
-    def __init__(self, manifests: ManifestCache, pulls: GroupCommit, clock: Clock, timeout: float = 5.0) -> None:
+    def __init__(self, manifests: ManifestCache, pulls: GroupCommit, clock: Clock, timeout: float = 5.0,
+                 referrers: ReferrersCache | None = None) -> None:
         self._manifests = manifests
+        self._referrers = referrers
         self._pulls = pulls
         self._clock = clock
         self._timeout = timeout  # the longest a client waits for its pull to be recorded
@@ -60,6 +63,24 @@ class PullAudit:
             raise
         if record:
             await self._served(self._pull(org.name, repository, str(reference), client, digest=answer.digest,
+                                          result=answer.result.value, note=answer.warning or ""))
+        return answer
+
+    async def referrers(self, org: OrgConfig, repository: str, subject: str, client: Client | None = None,
+                        record: bool = True) -> ReferrersAnswer:
+        """A referrers list is a pull of its own kind: reference `referrers:<subject digest>`, digest
+        that of the whole list, result as for a tag (hit, miss, stale)."""
+        if self._referrers is None:
+            raise RuntimeError("no referrers cache wired")
+        reference = f"referrers:{subject}"
+        try:
+            answer = await self._referrers.referrers(org, repository, subject)
+        except Exception as error:
+            if record:
+                await self._failed(org.name, repository, reference, client, error)
+            raise
+        if record:
+            await self._served(self._pull(org.name, repository, reference, client, digest=answer.digest,
                                           result=answer.result.value, note=answer.warning or ""))
         return answer
 

@@ -13,6 +13,7 @@ from application.orgs import OrgConfig
 from application.ports import Metrics
 from application.ops_log import NoOpsLog, OpsLog
 from application.pull_audit import Client, PullAudit, is_audited_failure
+from application.referrers import ReferrersAnswer
 from domain.names import Digest, Reference
 from domain.pull import PullResult
 
@@ -34,6 +35,14 @@ class CountedManifests:
         if answer.result is PullResult.STALE:
             self._metrics.stale_served(org.name)
             self._ops.served_stale(org.name, repository, str(reference), answer.warning)
+        return answer
+
+    async def referrers(self, org: OrgConfig, repository: str, subject: str, client: Client | None = None,
+                        record: bool = True) -> ReferrersAnswer:
+        answer = await self._manifests.referrers(org, repository, subject, client, record=record)
+        if answer.result is PullResult.STALE:
+            self._metrics.stale_served(org.name)
+            self._ops.served_stale(org.name, repository, f"referrers:{subject}", answer.warning)
         return answer
 
 

@@ -13,14 +13,15 @@ from application.ops_log import NoOpsLog, OpsLog
 from application.manifest_bytes import ManifestBytes
 from application.manifests import ManifestAnswer, ManifestCache
 from application.orgs import OrgConfig, OrgDirectory
-from application.ports import (BlobStore, TagsAndManifests, Clock, FillCoordinator, Ledger, Metrics, NoMetrics, SharedTags,
-                               Upstream)
+from application.ports import (BlobStore, TagsAndManifests, Clock, FillCoordinator, Ledger, Metrics, NoMetrics,
+                               ReferrersRead, SharedTags, Upstream)
 from application.pull_audit import Client, PullAudit
 from application.pull_metrics import CountedBlobs, CountedManifests
 from application.pulls import GroupCommit
 from application.ratelimits import RateLimits
 from application.cache_records import CacheRecords
 from application.records_ledger import RecordsLedger
+from application.referrers import ReferrersCache
 from application.singleflight import AcrossReplicas, InProcessOnly
 from application.tag_list import TagList
 from application.tag_lookup import TagLookup
@@ -35,6 +36,7 @@ class Limits:
     tag_row_seconds: float = 1.0       # how long a tag row read from the view is trusted
     max_rows: int = 50_000             # tag rows, recent tag writes, manifest rows, negative-cache entries
     max_holdings: int = 100_000        # (org, blob) pairs known held
+    max_referrers: int = 200_000       # descriptors of upstream referrers lists held, over all subjects
     manifest_bytes: int = 64 * 1024 * 1024
 
 
@@ -57,12 +59,13 @@ class PullThrough:
 def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndManifests, store: BlobStore, upstream: Upstream,
                  pulls: GroupCommit, clock: Clock, fill_coordinator: FillCoordinator | None = None,
                  shared_tags: SharedTags | None = None, metrics: Metrics | None = None,
-                 ledger: Ledger | None = None, limits: Limits = Limits(), ops: OpsLog | None = None) -> PullThrough:
+                 ledger: Ledger | None = None, limits: Limits = Limits(), ops: OpsLog | None = None,
+                 referrers: ReferrersRead | None = None) -> PullThrough:
     ledger = ledger or RecordsLedger(records, timeout=limits.record_timeout)
     metrics = metrics or NoMetrics()
     ops = ops or NoOpsLog()
     reads = BoundedReads(view, records.holds_blob, timeout=limits.read_timeout,
-                         max_in_flight=limits.max_reads_in_flight)
+                         max_in_flight=limits.max_reads_in_flight, referrers=referrers)
     rate_limits = RateLimits()
     tags = TagLookup(reads, shared_tags, max_tags=limits.max_rows, row_seconds=limits.tag_row_seconds)
     manifests = ManifestCache(reads=reads, tags=tags, content=ManifestBytes(store, limits.manifest_bytes),
@@ -73,7 +76,10 @@ def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndMani
     fills = BlobFills(store, upstream, NotingLedger(ledger, holdings), clock, fill_coordinator, metrics, ops)
     blobs = BlobCache(store=store, upstream=upstream, fills=fills, reads=reads, ledger=ledger, clock=clock,
                       holdings=holdings)
-    return PullThrough(CountedManifests(PullAudit(manifests, pulls, clock, limits.record_timeout), metrics, ops),
+    referrers_cache = ReferrersCache(manifests=manifests, upstream=upstream, reads=reads, clock=clock,
+                                     rate_limits=rate_limits, max_descriptors=limits.max_referrers)
+    audited = PullAudit(manifests, pulls, clock, limits.record_timeout, referrers=referrers_cache)
+    return PullThrough(CountedManifests(audited, metrics, ops),
                        CountedBlobs(blobs, metrics, ops), TagList(upstream, reads), rate_limits, orgs)
 
 

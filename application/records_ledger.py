@@ -10,6 +10,7 @@ import anyio.to_thread
 
 from application.errors import EntrepotError, EventStoreUnavailable
 from application.cache_records import CacheRecords
+from domain.referrers import Referrer
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +21,10 @@ class RecordsLedger:
         self._timeout = timeout
 
     async def manifest_cached(self, org: str, repository: str, digest: str, media_type: str, size: int,
-                              blobs: list[str], children: list[str], at: float, tag: str | None = None) -> None:
+                              blobs: list[str], children: list[str], at: float, tag: str | None = None,
+                              referrer: Referrer | None = None) -> None:
         await self._write("a cached manifest", lambda: self._records.record_manifest(
-            org, repository, digest, media_type, size, list(blobs), list(children), at, tag=tag))
+            org, repository, digest, media_type, size, list(blobs), list(children), at, tag=tag, referrer=referrer))
 
     async def tag_checked(self, org: str, repository: str, tag: str, digest: str, media_type: str,
                           at: float) -> None:

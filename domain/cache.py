@@ -68,6 +68,9 @@ class CachedManifest(Aggregate):
     """A manifest (or index) stored by digest for one repository of an org."""
 
     class Cached(Aggregate.Created):
+        # Version 2 added subject, artifact_type and annotations (OCI 1.1 referrers).
+        class_version = 2
+
         org: str
         repository: str
         digest: str
@@ -76,6 +79,15 @@ class CachedManifest(Aggregate):
         blobs: list        # config and layer digests of an image manifest
         children: list     # platform manifest digests of an index
         cached_at: float
+        subject: str       # the digest of the manifest this one refers to; "" for an ordinary manifest
+        artifact_type: str   # what the referrers list shows (artifactType, else the config's media type)
+        annotations: dict    # the manifest's annotations, kept only when it has a subject
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state.setdefault("subject", "")
+            state.setdefault("artifact_type", "")
+            state.setdefault("annotations", {})
 
     @staticmethod
     def create_id(org: str, repository: str, digest: str) -> UUID:
@@ -83,10 +95,12 @@ class CachedManifest(Aggregate):
 
     @event(Cached)
     def __init__(self, org: str, repository: str, digest: str, media_type: str, size: int,
-                 blobs: list, children: list, cached_at: float) -> None:
+                 blobs: list, children: list, cached_at: float, subject: str = "", artifact_type: str = "",
+                 annotations: dict | None = None) -> None:
         self.org, self.repository, self.digest = org, repository, digest
         self.media_type, self.size = media_type, size
         self.blobs, self.children, self.cached_at = list(blobs), list(children), cached_at
+        self.subject, self.artifact_type, self.annotations = subject, artifact_type, dict(annotations or {})
 
 
 class CachedBlob(Aggregate):

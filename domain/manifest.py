@@ -13,6 +13,7 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"  # the config of an artifact that needs none: `{}`
 MANIFEST_MEDIA_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_MEDIA_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 
@@ -26,6 +27,11 @@ class ManifestContent:
     media_type: str
     blobs: list[str] = field(default_factory=list)     # config and layers
     children: list[str] = field(default_factory=list)  # platform manifests of an index
+    # OCI 1.1: the manifest this one refers to (a signature, SBOM or attestation of an image), and
+    # what its descriptor in a referrers list says about it. Empty for an ordinary image.
+    subject: str = ""
+    artifact_type: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 def read_manifest(content: bytes, declared_media_type: str = "") -> ManifestContent:
@@ -38,10 +44,33 @@ def read_manifest(content: bytes, declared_media_type: str = "") -> ManifestCont
         raise InvalidManifest("manifest is not a JSON object")
     media_type = document.get("mediaType") or declared_media_type or _guess(document)
     if media_type in INDEX_MEDIA_TYPES or "manifests" in document:
-        return ManifestContent(media_type, children=_digests(document.get("manifests", [])))
-    blobs = _digests([document["config"]] if isinstance(document.get("config"), dict) else [])
+        return ManifestContent(media_type, children=_digests(document.get("manifests", [])),
+                               **_referrer(document, config_type=""))
+    config = document.get("config")
+    blobs = _digests([config] if isinstance(config, dict) else [])
     blobs += _digests(document.get("layers", []))
-    return ManifestContent(media_type, blobs=blobs)
+    config_type = config.get("mediaType", "") if isinstance(config, dict) else ""
+    return ManifestContent(media_type, blobs=blobs, **_referrer(document, config_type=config_type))
+
+
+def _referrer(document: dict, config_type: str) -> dict:
+    """subject, artifact_type and annotations of a manifest that refers to another (OCI 1.1).
+
+    The artifact type is what a referrers list shows (distribution-spec, "Listing Referrers"): the
+    manifest's `artifactType`, else its config's media type; an index without one has none.
+    """
+    subject = document.get("subject")
+    if subject is None:
+        return {}
+    if not isinstance(subject, dict):
+        raise InvalidManifest("subject must be a descriptor")
+    [digest] = _digests([subject])
+    artifact_type = document.get("artifactType") or config_type
+    annotations = document.get("annotations") or {}
+    if not isinstance(artifact_type, str) or not isinstance(annotations, dict) \
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
+        raise InvalidManifest("artifactType must be a string and annotations a map of strings")
+    return {"subject": digest, "artifact_type": artifact_type, "annotations": dict(annotations)}
 
 
 def _guess(document: dict) -> str:

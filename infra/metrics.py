@@ -47,7 +47,7 @@ class PrometheusMetrics:
         self._fetched_bytes = counter(
             "entrepot_upstream_fetched_bytes", "Bytes received from upstream by this process.", ("org", "kind"))
         self._upstream_requests = counter(
-            "entrepot_upstream_requests", "Requests sent upstream, by kind (manifest, blob, head, tags) and "
+            "entrepot_upstream_requests", "Requests sent upstream, by kind (manifest, blob, head, tags, referrers) and "
             "outcome (status class, or timeout, connect, transport, bad_content).", ("org", "kind", "outcome"))
         self._upstream_seconds = Histogram(
             "entrepot_upstream_request_duration_seconds", "Time until upstream answered (for a blob: its headers).",

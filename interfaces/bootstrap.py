@@ -90,14 +90,15 @@ class Container:
                 repositories=limits.backoff_repositories, window_seconds=limits.backoff_window_seconds,
                 backoff_seconds=limits.backoff_seconds), ops=self.ops_log)
         self.view = open_tags_and_manifests(self.env)
+        referrers_view = open_view("referrers", self.env)
         self.runners = projection_runners(self.env, in_process=settings.database.run_projections)
         self.group_commit = GroupCommit(self.pulls, metrics=self.metrics, max_backlog=settings.database.pull_backlog)
         self.cache = pull_through(records=self.records, orgs=self.orgs, view=self.view, store=self.store,
                                   upstream=self.upstream, pulls=self.group_commit, clock=self.clock,
                                   fill_coordinator=self.coordination, shared_tags=self.coordination,
-                                  metrics=self.metrics, ops=self.ops_log)
+                                  metrics=self.metrics, ops=self.ops_log, referrers=referrers_view)
         # Client-mode routing, the admin surface and /metrics read the views directly (our own readers).
-        views = self.read_views = {"orgs": orgs_view, **{name: open_view(name, self.env)
+        views = self.read_views = {"orgs": orgs_view, "referrers": referrers_view, **{name: open_view(name, self.env)
                                                          for name in ("tags", "manifests", "blobs", "counters", "audit")}}
         self.metrics_registry.register(
             ReadModelCollector(views["blobs"], views["manifests"], views["tags"], views["counters"]))

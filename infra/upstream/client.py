@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 import httpx
 
 from application.errors import ManifestTooLarge, UpstreamBadContent
-from application.ports import UpstreamManifest, UpstreamManifestHead, UpstreamTarget
+from application.ports import UpstreamManifest, UpstreamManifestHead, UpstreamReferrers, UpstreamTarget
+from domain.manifest import OCI_INDEX, InvalidManifest
+from domain.referrers import Descriptor, read_referrers_index
 from infra.upstream import headers
 from infra.upstream.auth import RegistryAuth, TokenCache
 from infra.upstream.errors import error_for, transport_errors
@@ -19,6 +21,8 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024        # what the distribution spec says a 
 MAX_ERROR_BODY = 16 * 1024
 MAX_TAGS_PAGE_BYTES = 16 * 1024 * 1024
 MAX_TAG_PAGES = 10_000
+MAX_REFERRER_PAGES = 100     # of up to 4 MiB each: far past any real list, short of an endless one
+MAX_REFERRERS = 10_000       # descriptors read from one upstream list; paging stops there
 DIGEST = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 TIMEOUT = httpx.Timeout(connect=5, read=30, write=30, pool=10)
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=32, keepalive_expiry=30)
@@ -195,6 +199,30 @@ class HttpUpstream:
             with transport_errors(response.url.netloc.decode()):
                 url = response.url.join(link)  # the upstream's Link may be malformed
         return tags
+
+    async def get_referrers(self, target: UpstreamTarget, digest: str) -> UpstreamReferrers:
+        """Every page of the upstream's referrers list, unfiltered (the cache filters, so one answer
+        serves every artifactType). A registry without the API answers 404: UpstreamNotFound."""
+        what = f"referrers of {target.repository}@{digest}"
+        url = httpx.URL(self._url(target, "referrers", digest))
+        descriptors: list[Descriptor] = []
+        seen: set[httpx.URL] = set()
+        rate_limit = None
+        while url not in seen and len(seen) < MAX_REFERRER_PAGES:
+            seen.add(url)
+            response = await self._send(target, "GET", url, what, {"Accept": OCI_INDEX})
+            content = await self._read_and_close(response, self._max_manifest_bytes, what)
+            rate_limit = rate_limit or headers.rate_limit(response.headers)
+            try:
+                descriptors += read_referrers_index(content)
+            except InvalidManifest as error:
+                raise UpstreamBadContent(f"upstream answered {what} with no referrers list: {error}") from None
+            link = headers.next_link(response)
+            if not link or len(descriptors) >= MAX_REFERRERS:
+                break
+            with transport_errors(response.url.netloc.decode()):
+                url = response.url.join(link)
+        return UpstreamReferrers(descriptors[:MAX_REFERRERS], rate_limit)
 
     async def aclose(self) -> None:
         if self._owns_client:

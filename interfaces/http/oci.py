@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
 from litestar import Request, Response, route
 from litestar.di import NamedDependency
@@ -16,7 +16,9 @@ from application.pull_through import Client, PullThrough
 from application.ports import Metrics
 from application.orgs import OrgConfig
 from application.routing import OrgRouter
+from domain.manifest import OCI_INDEX
 from domain.names import NAME_PATTERN, Digest, InvalidName, parse_reference
+from domain.referrers import of_artifact_type, page, referrers_index
 from interfaces.http.errors import API_VERSION, OciError
 from interfaces.http.pathsend import PathSend, offers_pathsend
 from interfaces.http.ranges import parse_range
@@ -24,14 +26,14 @@ from interfaces.http.ranges import parse_range
 # The name grammar is anchored by what follows it: one regex for the whole path (Litestar's
 # `:path` parameter must be last, so /v2/{name:path}/manifests/{ref} cannot be routed directly).
 _OCI_PATH = re.compile(
-    rf"^/(?P<name>{NAME_PATTERN})/(?:(?P<kind>manifests|blobs)/(?P<ref>[^/]+)|(?P<tags>tags/list))$")
+    rf"^/(?P<name>{NAME_PATTERN})/(?:(?P<kind>manifests|blobs|referrers)/(?P<ref>[^/]+)|(?P<tags>tags/list))$")
 
 
 @dataclass(frozen=True)
 class Target:
     org: str
     repository: str
-    kind: str        # "manifests" | "blobs" | "tags"
+    kind: str        # "manifests" | "blobs" | "referrers" | "tags"
     reference: str
     name: str = ""   # the repository name as the client sent it (answers name it so)
     ns: str = ""     # the ?ns= the route honoured, echoed as OCI-Namespace
@@ -42,7 +44,7 @@ def parse_path(rest: str) -> tuple[str, str, str]:
     """(name, kind, reference) of a /v2/<name>/... path; which org it means is the router's business."""
     match = _OCI_PATH.match(rest)
     if not match:
-        if re.match(r"^/.+/(manifests|blobs)/[^/]+$|^/.+/tags/list$", rest):
+        if re.match(r"^/.+/(manifests|blobs|referrers)/[^/]+$|^/.+/tags/list$", rest):
             raise InvalidName(f"invalid repository name in {rest[:300]!r}")
         raise OciError("NAME_UNKNOWN", 404, f"no such endpoint: /v2{rest[:300]}")
     if match["tags"]:
@@ -126,6 +128,8 @@ def metrics_of(services: OciServices) -> Metrics:
     return services.metrics
 
 
+REFERRERS_PAGE = 500   # descriptors per referrers answer: far below the 4 MiB a client must accept of an index
+
 # Every method is routed to our handlers, OPTIONS included: Litestar's automatic OPTIONS answer would
 # advertise the methods below, and a read-only registry supports only GET and HEAD.
 EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -161,14 +165,19 @@ async def oci(request: Request, rest: FromPath[str], oci_services: NamedDependen
         return await manifest(request, cache, target, metrics_of(oci_services))
     if target.kind == "blobs":
         return await blob(request, cache, target, metrics_of(oci_services))
+    if target.kind == "referrers":
+        return await referrers(request, cache, target)
     return await tags(request, cache, target)
+
+
+def client_of(request: Request) -> Client:
+    return Client(address=request.client.host if request.client else "", user_agent=header(request, b"user-agent", ""))
 
 
 async def manifest(request: Request, cache: PullThrough, target: Target, metrics: Metrics) -> Response:
     reference = parse_reference(target.reference)
     head = request.method == "HEAD"
-    client = Client(address=request.client.host if request.client else "",
-                    user_agent=header(request, b"user-agent", ""))
+    client = client_of(request)
     org = target.config
     answer = await cache.manifests.manifest(org, target.repository, reference, accept_values(request), client,
                                             record=not head)
@@ -241,14 +250,20 @@ async def counted(chunks: AsyncIterator[bytes], sent: Callable[[int], None]) -> 
         yield chunk
 
 
-async def tags(request: Request, cache: PullThrough, target: Target) -> Response:
-    n_param, last = request.query_params.get("n"), request.query_params.get("last")
+def page_size(request: Request) -> int | None:
+    """The `n` of a paged list: None when absent, a 400 when not a non-negative integer."""
+    n_param = request.query_params.get("n")
     try:
         n = None if n_param is None else int(n_param)
     except ValueError:
         n = -1
     if n is not None and n < 0:
         raise OciError("PAGINATION_NUMBER_INVALID", 400, f"n must be a non-negative integer, got {n_param!r}")
+    return n
+
+
+async def tags(request: Request, cache: PullThrough, target: Target) -> Response:
+    n, last = page_size(request), request.query_params.get("last")
     all_tags = await cache.tag_list.tags(target.config, target.repository)
     if last:
         all_tags = [tag for tag in all_tags if tag > last]
@@ -260,3 +275,30 @@ async def tags(request: Request, cache: PullThrough, target: Target) -> Response
         ns = f"&ns={quote(target.ns, safe=':[]')}" if target.ns else ""
         headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={quote(page[-1], safe="")}{ns}>; rel="next"'
     return Response({"name": name, "tags": page}, headers=headers)
+
+
+async def referrers(request: Request, cache: PullThrough, target: Target) -> Response:
+    """OCI 1.1 `GET /v2/<name>/referrers/<digest>`: an image index of the manifests whose subject is
+    the digest, filtered by `?artifactType=`, paged with `Link` past `n` (at most REFERRERS_PAGE)."""
+    subject = str(Digest.parse(target.reference))
+    artifact_type = request.query_params.get("artifactType") or None
+    n = min(page_size(request) or REFERRERS_PAGE, REFERRERS_PAGE)
+    last = request.query_params.get("last")
+    head = request.method == "HEAD"
+    answer = await cache.manifests.referrers(target.config, target.repository, subject, client_of(request),
+                                             record=not head)
+    descriptors = answer.descriptors
+    headers = {**API_VERSION, "X-Cache": answer.result.name, **namespace_header(target)}
+    if artifact_type is not None:
+        descriptors = of_artifact_type(descriptors, artifact_type)
+        headers["OCI-Filters-Applied"] = "artifactType"
+    chunk, more = page(descriptors, n, last)
+    if more:
+        query = {"n": str(n), "last": chunk[-1].digest, **({"artifactType": artifact_type} if artifact_type else {}),
+                 **({"ns": target.ns} if target.ns else {})}
+        headers["Link"] = f'</v2/{target.name}/referrers/{subject}?{urlencode(query)}>; rel="next"'
+    if answer.warning:
+        headers["Warning"] = f'110 entrepot "{answer.warning}"'
+    body = referrers_index(chunk)
+    headers["Content-Length"] = str(len(body))
+    return Response(b"" if head else body, media_type=OCI_INDEX, headers=headers)

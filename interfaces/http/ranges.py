@@ -1,4 +1,4 @@
-"""HTTP Range for blobs: one `bytes=` range (a-b, a-, -n)."""
+"""HTTP Range for blobs: one `bytes=` range (a-b, a-, -n); any other Range is refused with 416."""
 
 from __future__ import annotations
 
@@ -19,14 +19,21 @@ def _position(digits: str) -> int:
 
 
 def parse_range(header: str | None, size: int | None) -> tuple[int, int] | None:
-    """[start, end) to serve, or None for the whole blob. Raises for ranges we cannot serve."""
+    """[start, end) to serve, or None for the whole blob. Raises for ranges we cannot serve.
+
+    RFC 9110 §14.2 lets a server reject a Range it cannot use, and rejecting is a 416 with
+    `Content-Range: bytes */<size>`, never a 400: the distribution-spec conformance suite asks
+    exactly that of `bytes=500-0` (end before start), and Go's http.ServeContent, which the
+    reference registry serves blobs with, answers every unusable Range so (other units, several
+    ranges, bad syntax). One shape for all of them keeps clients' retry logic simple.
+    """
     if header is None:
         return None
-    match = _RANGE.match(header.strip())
-    if not match or (not match[1] and not match[2]):
-        raise OciError("RANGE_INVALID", 400, f"unsupported Range header {header[:100]!r}: use one bytes=a-b range")
     if size is None:
         raise OciError("RANGE_INVALID", 416, "the blob's size is not known yet; retry without Range")
+    match = _RANGE.match(header.strip())
+    if not match or (not match[1] and not match[2]):
+        raise RangeNotSatisfiable(size, f"unsupported Range header {header[:100]!r}: use one bytes=a-b range")
     first, last = match[1], match[2]
     if not first:  # a suffix: the last n bytes
         length = _position(last)
@@ -34,9 +41,9 @@ def parse_range(header: str | None, size: int | None) -> tuple[int, int] | None:
             raise RangeNotSatisfiable(size)
         return max(0, size - length), size
     start = _position(first)
-    end = size if not last else min(_position(last) + 1, size)
-    if last and _position(last) < start:
-        raise OciError("RANGE_INVALID", 400, f"invalid Range header {header[:100]!r}")
+    if last and _position(last) < start:   # RFC 9110 §14.1.1: an invalid range-spec
+        raise RangeNotSatisfiable(size, f"invalid Range header {header[:100]!r}: it ends before it starts")
     if start >= size:
         raise RangeNotSatisfiable(size)
+    end = size if not last else min(_position(last) + 1, size)
     return start, end

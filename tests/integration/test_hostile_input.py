@@ -88,7 +88,7 @@ def test_an_ns_that_is_not_a_registry_host_is_refused_and_nothing_is_recorded(la
 
 
 @pytest.mark.parametrize("value, status", [("bytes=" + "9" * 5000 + "-", 416), ("bytes=0-" + "9" * 5000, 200),
-                                           ("bytes=" + "9" * 5000 + "-1", 400), ("bytes=-" + "9" * 5000, 200)])
+                                           ("bytes=" + "9" * 5000 + "-1", 416), ("bytes=-" + "9" * 5000, 200)])
 def test_range_values_with_thousands_of_digits_get_a_clear_answer(lab, value, status):
     digest = lab.image.layers[0].digest
     response = httpx.get(f"{lab.server.url}/v2/hub/team/app/blobs/{digest}", headers={"Range": value}, timeout=10)

@@ -11,6 +11,7 @@ import pytest
 from application.pulls import Pulls
 from application.cache_records import CacheRecords
 from domain.pull import Pull
+from domain.referrers import Referrer
 from infra.projection_runtime import (ProjectionCrashed, open_tags_and_manifests, open_view, projection_runners, rebuild, status,
                                      wait_caught_up)
 from infra.projection_runtime.progress import wait_for
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.integration
 ORG, REPO = "hub", "library/alpine"
 IMAGE, INDEX = "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json"
 M1, M2, IDX = ("sha256:" + c * 64 for c in "129")
+SIG = "sha256:" + "5" * 64
 CONFIG, L1, L2 = ("sha256:" + c * 64 for c in "cab")
 
 
@@ -79,6 +81,9 @@ def populate(records, pulls):
     records.record_tag(ORG, REPO, "latest", M2, IMAGE, 30.0)               # retargeted
     pull(pulls, M1, "hit", 40.0, reference=M1)
     pull(pulls, M2, "stale", 41.0, reference="latest")
+    # A signature of M1 (OCI 1.1: a manifest with a subject), pulled by digest.
+    records.record_manifest(ORG, REPO, SIG, IMAGE, 400, [CONFIG], [], 50.0,
+                            referrer=Referrer(M1, "application/vnd.dev.cosign.simplesigning.v1+json", {"a": "b"}))
 
 
 def dumps(env):
@@ -97,7 +102,7 @@ def test_runners_build_every_view_and_report_zero_lag(env, apps, runners):
     live.wait_caught_up(timeout=10)
     assert {(s.projection, s.application) for s in live.status()} == {
         ("tags", "Registry"), ("manifests", "Registry"), ("blobs", "Registry"), ("blobs", "Pulls"),
-        ("audit", "Pulls"), ("counters", "Pulls"), ("orgs", "Registry")}
+        ("audit", "Pulls"), ("counters", "Pulls"), ("orgs", "Registry"), ("referrers", "Registry")}
     for s in live.status():
         assert (s.lag, s.state, s.error) == (0, "running", None)
         assert s.position == s.max_notification_id > 0
@@ -111,6 +116,12 @@ def test_runners_build_every_view_and_report_zero_lag(env, apps, runners):
         assert cache.get_manifest(ORG, REPO, M2).blobs == [CONFIG, L2]
     finally:
         cache.close()
+    referrers = open_view("referrers", env)
+    try:
+        assert [(d.digest, d.artifact_type, dict(d.annotations)) for d in referrers.referrers(ORG, REPO, M1)] == [
+            (SIG, "application/vnd.dev.cosign.simplesigning.v1+json", {"a": "b"})]
+    finally:
+        referrers.close()
 
     blobs, audit, counters, orgs = (open_view(n, env) for n in ("blobs", "audit", "counters", "orgs"))
     try:

@@ -11,6 +11,7 @@ from application.ports import ManifestRow, TagRow
 from domain.cache import CachedBlob, CachedManifest, TagResolution
 from domain.org import CacheOrg
 from domain.pull import Pull
+from domain.referrers import Descriptor
 from infra.projection_runtime import open_tags_and_manifests, open_view
 from projections.blobs import BlobRow
 from tests.support.views import blob_row, manifest_pulls
@@ -219,3 +220,25 @@ def test_audit_rows_carry_status_error_code_and_note_and_counters_count_errors(v
         ("hit", 200, "", ""), ("stale", 200, "", stale.note), ("error", 404, "MANIFEST_UNKNOWN", failed.note)]
     assert [r.reference for r in audit.query(result="error")] == ["gone"]
     assert counters.counts(ORG) == {ORG: {"hit": 1, "stale": 1, "error": 1}}
+
+
+def test_referrers_lists_cached_manifests_by_subject_oldest_first_each_once(view):
+    referrers = view("referrers")
+    sbom_type, sig_type = "application/vnd.example.sbom.v1", "application/vnd.dev.cosign.simplesigning.v1+json"
+    signature = CachedManifest(org=ORG, repository=REPO, digest="sha256:" + "5" * 64, media_type=IMAGE, size=40,
+                               blobs=[], children=[], cached_at=30.0, subject=M1, artifact_type=sig_type,
+                               annotations={"dev.sigstore.cosign/bundle": "x"})
+    sbom = CachedManifest(org=ORG, repository=REPO, digest="sha256:" + "4" * 64, media_type=INDEX, size=50,
+                          blobs=[], children=[], cached_at=20.0, subject=M1, artifact_type=sbom_type, annotations={})
+    elsewhere = CachedManifest(org="other", repository=REPO, digest="sha256:" + "6" * 64, media_type=IMAGE, size=1,
+                               blobs=[], children=[], cached_at=1.0, subject=M1, artifact_type=sig_type, annotations={})
+    batch = tracked("Registry", records_events() + events(signature, sbom, elsewhere))
+    referrers.process(batch)
+    assert referrers.referrers(ORG, REPO, M1) == [
+        Descriptor(INDEX, sbom.digest, 50, sbom_type, {}),
+        Descriptor(IMAGE, signature.digest, 40, sig_type, {"dev.sigstore.cosign/bundle": "x"})]
+    assert referrers.referrers(ORG, REPO, IDX) == [] and referrers.referrers(ORG, "else", M1) == []
+    assert len(referrers.referrers("other", REPO, M1)) == 1
+    with pytest.raises(IntegrityError):
+        referrers.process(batch)            # exactly once: the same positions again change nothing
+    assert len(referrers.referrers(ORG, REPO, M1)) == 2

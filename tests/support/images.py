@@ -227,3 +227,38 @@ def push_image(base_url: str, repository: str, tag: str | None, image: Image | I
         put_manifest(base_url, repository, tag or image.manifest_digest, image.manifest_bytes, image.media_type,
                      client=client)
     return image.manifest_digest
+
+
+EMPTY_CONFIG = Blob(sha256(b"{}"), b"{}")   # application/vnd.oci.empty.v1+json: the config of an artifact
+
+
+def build_artifact(subject: Image | Index, artifact_type: str, payload: bytes, annotations: dict | None = None,
+                   payload_type: str = "application/octet-stream") -> Image:
+    """An OCI 1.1 artifact (a signature, SBOM or attestation) that refers to `subject`: an image manifest
+    with `artifactType`, the empty config, one payload layer and a `subject` descriptor."""
+    payload_blob = Blob(sha256(payload), payload)
+    empty = {"mediaType": "application/vnd.oci.empty.v1+json", "digest": EMPTY_CONFIG.digest, "size": 2}
+    document = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": artifact_type, "config": empty,
+                "layers": [{"mediaType": payload_type, "digest": payload_blob.digest, "size": payload_blob.size}],
+                "subject": {"mediaType": subject.media_type, "digest": subject.manifest_digest,
+                            "size": len(subject.manifest_bytes)}}
+    if annotations:
+        document["annotations"] = annotations
+    manifest = _json(document)
+    return Image(manifest, sha256(manifest), "application/vnd.oci.image.manifest.v1+json", EMPTY_CONFIG,
+                 [payload_blob], [], {})
+
+
+def referrers_index_of(*artifacts: Image) -> Index:
+    """The index a client without the referrers API keeps under the fallback tag `sha256-<hex>`."""
+    manifests = []
+    for artifact in artifacts:
+        document = json.loads(artifact.manifest_bytes)
+        entry = {"mediaType": artifact.media_type, "digest": artifact.manifest_digest,
+                 "size": len(artifact.manifest_bytes), "artifactType": document["artifactType"]}
+        if document.get("annotations"):
+            entry["annotations"] = document["annotations"]
+        manifests.append(entry)
+    body = _json({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests})
+    return Index(body, sha256(body), "application/vnd.oci.image.index.v1+json")

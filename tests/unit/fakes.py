@@ -10,7 +10,8 @@ from eventsourcing.application import AggregateNotFoundError
 
 from application.errors import UpstreamNotFound, UpstreamUnavailable
 from application.ports import (BlobNotFound, ManifestRow, RateLimit, TagRow, UpstreamManifest,
-                               UpstreamManifestHead, UpstreamTarget)
+                               UpstreamManifestHead, UpstreamReferrers, UpstreamTarget)
+from domain.referrers import Descriptor
 from application.pull_through import pull_through
 from application.cache_records import CacheRecords
 from domain.cache import CachedManifest, TagResolution
@@ -124,6 +125,8 @@ class FakeUpstream:
         self.error: Exception | None = None      # raised by every call while set
         self.blobless: set[str] = set()           # base URLs of upstreams that hold none of the blobs
         self.rate_limit: RateLimit | None = None  # sent with every manifest answer
+        self.referrers_api = False                # whether it answers the OCI 1.1 referrers API
+        self.referrers: dict[tuple[str, str], list] = {}   # (repo, subject) -> descriptors, when it does
 
     def put_manifest(self, repository: str, tag: str | None, content: bytes, media_type: str) -> str:
         digest = str(Digest.of(content))
@@ -185,8 +188,30 @@ class FakeUpstream:
         self._check()
         return [ref for (repo, ref) in self.manifests if repo == target.repository and ":" not in ref]
 
+    async def get_referrers(self, target: UpstreamTarget, digest: str) -> UpstreamReferrers:
+        """A registry without the referrers API (404) unless `referrers_api` is set; then its lists."""
+        self.calls.append(("GET", target.repository, f"referrers/{digest}"))
+        self._check()
+        if not self.referrers_api:
+            raise UpstreamNotFound("404 page not found", status=404)
+        return UpstreamReferrers(list(self.referrers.get((target.repository, digest), [])), self.rate_limit)
+
     async def aclose(self) -> None:
         pass
+
+
+class RecordsReferrers:
+    """The ReferrersRead port read straight from CacheRecords' events (the referrers view's job, faked)."""
+
+    def __init__(self, records: CacheRecords) -> None:
+        self.records = records
+
+    def referrers(self, org: str, repository: str, subject: str) -> list[Descriptor]:
+        events = (self.records.mapper.to_domain_event(n)
+                  for n in self.records.recorder.select_notifications(start=1, limit=100_000))
+        return [Descriptor(e.media_type, e.digest, e.size, e.artifact_type, dict(e.annotations))
+                for e in events if isinstance(e, CachedManifest.Cached)
+                and (e.org, e.repository, e.subject) == (org, repository, subject)]
 
 
 class BrokenPullRecorder:
@@ -326,7 +351,8 @@ class RecordingLedger:
     def __init__(self) -> None:
         self.records: list[tuple] = []
 
-    async def manifest_cached(self, org, repository, digest, media_type, size, blobs, children, at, tag=None):
+    async def manifest_cached(self, org, repository, digest, media_type, size, blobs, children, at, tag=None,
+                              referrer=None):
         self.records.append(("manifest_cached", org, repository, digest, tag))
 
     async def tag_checked(self, org, repository, tag, digest, media_type, at):
@@ -363,6 +389,10 @@ class AsTheEdgeAsks:
 
     async def tags(self, org: str, repository: str) -> list[str]:
         return await self.pull.tag_list.tags(await self.pull.org(org), repository)
+
+    async def referrers(self, org: str, repository: str, subject: str, client=None, record: bool = True):
+        return await self.pull.manifests.referrers(await self.pull.org(org), repository, subject, client,
+                                                   record=record)
 
 
 def edge_cache(**wiring) -> AsTheEdgeAsks:
