@@ -4,11 +4,12 @@
 
 Each revision runs as `entrepot serve` (embedded default, granian) from its own checkout and venv: the
 current checkout for `--after .` (the default, uncommitted changes included), otherwise a detached
-`git worktree` $TMPDIR/entrepot-ab-<commit> (made once and reused; its venv is set up by its own
-`bin/entrepot`). Both fetch from one local `docker-registry`. After a warm-up pull, `wrk -t2 -c32`
-runs against a manifest by tag, a manifest by digest and a small blob, alternating before and after
-(the order flips every round, so a neighbour's load hits both sides alike). Prints every sample with
-the load average, then medians and after/before ratios; writes everything as JSON.
+`git worktree` $TMPDIR/entrepot-ab-<commit> (made once and reused), run with this checkout's venv when
+its dependencies are the same, else with its own (set up by its `bin/entrepot`). Both fetch from one
+local `docker-registry`. After a warm-up pull, `wrk -t2 -c32` runs against a manifest by tag, a
+manifest by digest and a small blob, alternating before and after (the order flips every round, so
+a neighbour's load hits both sides alike). Prints every sample with the load average, then medians
+and after/before ratios; writes everything as JSON.
 """
 
 from __future__ import annotations
@@ -39,21 +40,28 @@ KINDS = ("tag", "digest", "blob")
 class Revision:
     side: str            # "before" | "after"
     checkout: Path
+    python: str          # the interpreter of a venv holding the revision's dependencies
     commit: str
     subject: str
     dirty: bool
-
-    @property
-    def python(self) -> str:
-        return str(self.checkout / ".venv" / "bin" / "python")
 
 
 def _git(*args: str, cwd: Path = REPO_ROOT) -> str:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
 
+def _python_for(path: Path) -> str:
+    """This checkout's venv when the revision has the same pyproject.toml (the venv's editable finder
+    comes after sys.path, so `python -m` in the revision's directory imports that revision's code);
+    otherwise the revision's own venv, set up by its bin/entrepot when missing or out of date."""
+    if path == REPO_ROOT or (path / "pyproject.toml").read_bytes() == (REPO_ROOT / "pyproject.toml").read_bytes():
+        return sys.executable
+    subprocess.run([str(path / "bin" / "entrepot"), "--help"], cwd=path, check=True, capture_output=True)
+    return str(path / ".venv" / "bin" / "python")
+
+
 def checkout(side: str, rev: str) -> Revision:
-    """The current checkout for ".", else a worktree of `rev` with its own venv (made on first use)."""
+    """The current checkout for ".", else a detached worktree of `rev` (made on first use)."""
     if rev == ".":
         path = REPO_ROOT
     else:
@@ -61,10 +69,13 @@ def checkout(side: str, rev: str) -> Revision:
         path = Path(tempfile.gettempdir()) / f"entrepot-ab-{commit[:7]}"
         if not path.exists():
             _git("worktree", "add", "--detach", str(path), commit)
-        # bin/entrepot creates and fills the checkout's .venv when missing or out of date
-        subprocess.run([str(path / "bin" / "entrepot"), "--help"], cwd=path, check=True, capture_output=True)
+    python = _python_for(path)
+    imported = subprocess.run([python, "-c", "import interfaces; print(interfaces.__file__)"], cwd=path,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(imported).resolve().is_relative_to(path.resolve()):
+        raise SystemExit(f"bench.ab: {python} in {path} imports {imported}, not that revision's code")
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no", cwd=path))
-    return Revision(side, path, _git("rev-parse", "--short", "HEAD", cwd=path),
+    return Revision(side, path, python, _git("rev-parse", "--short", "HEAD", cwd=path),
                     _git("log", "-1", "--format=%s", cwd=path), dirty)
 
 
