@@ -170,15 +170,17 @@ class GroupCommit:
             except TimeoutError:
                 return []
         batch = [first]
-        deadline = loop.time() + self._max_delay
-        while len(batch) < self._max_batch:
-            timeout = deadline - loop.time()
-            if timeout <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-            except TimeoutError:
-                break
+        # One timeout for the whole window, not wait_for per pull (a task and a timer each). A get()
+        # the timeout cancels takes no item: Queue.get() removes it only once it has woken.
+        try:
+            async with asyncio.timeout_at(loop.time() + self._max_delay):
+                while len(batch) < self._max_batch:
+                    while len(batch) < self._max_batch and not self._queue.empty():
+                        batch.append(self._queue.get_nowait())
+                    if len(batch) < self._max_batch:
+                        batch.append(await self._queue.get())
+        except TimeoutError:
+            pass
         return batch
 
     async def _write_fresh(self, batch: list[PendingPull]) -> None:
