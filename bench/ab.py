@@ -8,8 +8,10 @@ current checkout for `--after .` (the default, uncommitted changes included), ot
 its dependencies are the same, else with its own (set up by its `bin/entrepot`). Both fetch from one
 local `docker-registry`. After a warm-up pull, `wrk -t2 -c32` runs against a manifest by tag, a
 manifest by digest and a small blob, alternating before and after (the order flips every round, so
-a neighbour's load hits both sides alike). Prints every sample with the load average, then medians
-and after/before ratios; writes everything as JSON.
+a neighbour's load hits both sides alike). Each sample also takes the server's CPU time per request,
+counted until it is idle again (so the projections' work on the recorded pulls is in it): on a machine
+shared with other work that figure moves far less than requests/s. Prints every sample with the load
+average, then medians and ratios; writes everything as JSON.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -88,14 +91,23 @@ def server(revision: Revision, directory: Path, upstream_url: str, engine: str) 
                           checkout=revision.checkout, python=revision.python)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used: every thread, the projections' included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def summarize(samples: dict) -> dict:
-    """Medians per kind and side, and the after/before ratios."""
+    """Medians per kind and side, and the after/before ratios. On a shared machine CPU per request is the
+    steadier figure: requests/s follows what the neighbours do, CPU per request much less."""
     out = {}
     for kind, by_side in samples.items():
-        medians = {side: {key: statistics.median(s[key] for s in runs) for key in ("rps", "p50_ms", "p99_ms")}
+        medians = {side: {key: statistics.median(s[key] for s in runs) for key in ("rps", "p50_ms", "p99_ms", "cpu_us")}
                    for side, runs in by_side.items()}
         out[kind] = {"median": medians, "ratio_rps": medians["after"]["rps"] / medians["before"]["rps"],
-                     "ratio_p99": medians["after"]["p99_ms"] / medians["before"]["p99_ms"]}
+                     "ratio_p99": medians["after"]["p99_ms"] / medians["before"]["p99_ms"],
+                     # before/after: above 1 when the after side needs less CPU per request
+                     "ratio_cpu_efficiency": medians["before"]["cpu_us"] / medians["after"]["cpu_us"]}
     return out
 
 
@@ -147,12 +159,17 @@ def main(argv: list[str] | None = None) -> int:
                 for kind in kinds:
                     for side in order:
                         waited = machine.wait_idle(pids)
+                        cpu = cpu_seconds(targets[side].pid)
                         result = measure.wrk(urls[side][kind], o.seconds)
+                        # Until the server is idle again: the projections' work on the pulls it recorded counts too.
+                        machine.wait_idle([targets[side].pid])
+                        cpu = cpu_seconds(targets[side].pid) - cpu
                         sample = {"round": number, "rps": result["rps"], "p50_ms": result["p50_ms"],
-                                  "p99_ms": result["p99_ms"], "load": machine.load(), "idle_wait_s": round(waited, 2)}
+                                  "p99_ms": result["p99_ms"], "cpu_us": 1e6 * cpu / result["requests"],
+                                  "load": machine.load(), "idle_wait_s": round(waited, 2)}
                         samples[kind][side].append(sample)
                         say(f"round {number} {kind:<6} {side:<6} {result['rps']:9,.0f} req/s  p99 "
-                            f"{result['p99_ms']:6.1f} ms  load {sample['load']}")
+                            f"{result['p99_ms']:6.1f} ms  {sample['cpu_us']:6.0f} µs CPU/req  load {sample['load']}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -161,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     for kind, s in summary.items():
         m = s["median"]
         print(f"{kind:<7} before {m['before']['rps']:9,.0f}  after {m['after']['rps']:9,.0f} req/s  "
-              f"after/before {s['ratio_rps']:.2f}x  (p99 {m['before']['p99_ms']:.1f} -> {m['after']['p99_ms']:.1f} ms)")
+              f"after/before {s['ratio_rps']:.2f}x  (p99 {m['before']['p99_ms']:.1f} -> {m['after']['p99_ms']:.1f} ms)  "
+              f"CPU/req {m['before']['cpu_us']:.0f} -> {m['after']['cpu_us']:.0f} µs: {s['ratio_cpu_efficiency']:.2f}x")
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine.machine(), "load_before": load_before, "load_after": machine.load(),
               "params": {"rounds": o.rounds, "seconds": o.seconds, "engine": o.engine, "connections": 32,
