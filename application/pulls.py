@@ -13,6 +13,7 @@ import anyio.to_thread
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
+from application.deadlines import Deadlines
 from application.errors import EventStoreUnavailable, PullKept
 from application.ports import Metrics, NoMetrics
 from application.pull_backlog import PendingPull, PullBacklog
@@ -71,6 +72,9 @@ class GroupCommit:
         self._queue: asyncio.Queue[PendingPull] = asyncio.Queue()
         self._backlog = backlog or PullBacklog(max_backlog, self._metrics)
         self._task: asyncio.Task | None = None
+        self._deadlines = Deadlines(wait_timeout, lambda: PullKept(
+            "recording the pull timed out: the event store does not answer; the pull is kept and recorded "
+            "once it does"))
         # A writer thread that outlives its timeout keeps its slot until the database lets it go.
         self._slots = threading.BoundedSemaphore(writer_threads)
         self._threads = anyio.CapacityLimiter(writer_threads)
@@ -111,6 +115,7 @@ class GroupCommit:
             if len(self._backlog):
                 await asyncio.sleep(min(self._backlog.seconds_to_retry(), max(0.0, deadline - loop.time())))
         lost = self._backlog.lose_all("shutdown")
+        self._deadlines.close()
         if lost:
             log.error("stopping with %d pulls not recorded: the event store did not take them within %g s "
                       "(last error: %s)", lost, timeout, self._backlog.last_error)
@@ -129,13 +134,9 @@ class GroupCommit:
                            "and recorded once it takes writes again")
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(PendingPull.of(pull, future))
-        try:
-            # asyncio.timeout, not wait_for: no extra waiter and callbacks per pull on the hot path.
-            async with asyncio.timeout(self._wait_timeout):   # cancels the future: the writer still has the pull
-                await future
-        except TimeoutError:
-            raise PullKept("recording the pull timed out: the event store does not answer; the pull is kept "
-                           "and recorded once it does") from None
+        # Bounded by the shared timer (PullKept after wait_timeout); the writer still has the pull.
+        self._deadlines.add(future)
+        await future
 
     async def _run(self) -> None:
         while True:
