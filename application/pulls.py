@@ -120,7 +120,7 @@ class GroupCommit:
             log.error("stopping with %d pulls not recorded: the event store did not take them within %g s "
                       "(last error: %s)", lost, timeout, self._backlog.last_error)
 
-    async def record(self, pull: Pull) -> None:
+    async def record(self, pull: Pull | Pull.Recorded) -> None:
         """Returns once the pull is in the event store. Raises PullKept when it is not there yet but
         kept to be written later, and EventStoreUnavailable when it could not even be queued."""
         if self._queue.qsize() >= self._max_queued:
