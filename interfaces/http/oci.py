@@ -91,7 +91,9 @@ def parsed_path(request: Request, rest: str) -> tuple[str, str, str]:
 
 async def resolve(request: Request, services: OciServices, rest: str) -> Target:
     name, kind, reference = parsed_path(request, rest)
-    route = await router_of(services).route(name, request.query_params.get("ns"))
+    # Most pulls carry no query: Litestar's query_params would still build a MultiDict for each.
+    ns = request.query_params.get("ns") if request.scope.get("query_string") else None
+    route = await router_of(services).route(name, ns)
     return Target(route.org, route.repository, kind, reference, name, route.ns, route.config)
 
 
