@@ -9,16 +9,13 @@ view stays exactly-once and keeps up with bursts: a backlog is drained a full pa
 An idle worker sleeps until a writer in this process commits to the log it follows (the app
 recorders set a commit signal, infra/commit_signals.py; on PostgreSQL LISTEN/NOTIFY wakes it too).
 It polls on its own only every IDLE_POLL seconds, for what other processes write: polling every few
-milliseconds cost a warm pull 17 % of the server's CPU, most of it holding the GIL. A log whose last
-read found several events is busy: it is read again BUSY_GAP after that read, so that under load a
-view writes a transaction per few dozen pulls, not one per group commit; a lone commit is read at once.
+milliseconds cost a warm pull 17 % of the server's CPU, most of it holding the GIL.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from eventsourcing.application import Application
@@ -31,7 +28,6 @@ log = logging.getLogger("projections.runners")
 
 PAGE_SIZE = 500
 IDLE_POLL = 1.0   # seconds between polls of an idle log that no in-process commit signalled
-BUSY_GAP = 0.02   # seconds from one read of a busy log (several events at its last read) to the next
 
 
 class ProjectionWorker:
@@ -93,24 +89,16 @@ class ProjectionWorker:
         COMMITS.subscribe(log_name, self._wakeup)
         try:
             position = self.view.max_tracking_id(self.app_name) or 0
-            busy, last_read = False, 0.0
             while not self._stopping.is_set():
-                if busy:   # commits keep coming: read them in pages, not one view transaction per commit
-                    pause = last_read + BUSY_GAP - time.monotonic()
-                    if pause > 0 and self._stopping.wait(pause):
-                        break
                 # Cleared before the read: a commit after this point sets it again, so none is missed.
                 self._wakeup.clear()
-                last_read = time.monotonic()
                 page = recorder.select_notifications(start=position, limit=self.page_size,
                                                      inclusive_of_start=False)
                 if page:
                     self.view.process([(to_event(n), Tracking(self.app_name, n.id)) for n in page])
                     position = page[-1].id
                     if len(page) == self.page_size:
-                        busy = False
                         continue   # a backlog: the next page at once
-                busy = len(page) > 1
                 self._wakeup.wait(IDLE_POLL)
         finally:
             COMMITS.unsubscribe(log_name, self._wakeup)
