@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label", default="ab", help="names the output: bench/results/<date>-ab-<label>.json")
     p.add_argument("--output", type=Path, help="JSON output path (default from --label)")
     o = p.parse_args(argv)
+    # Stopped with SIGTERM: unwind, so the servers and the registry it started stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     kinds = tuple(k for k in o.kinds.split(",") if k)
     started = time.monotonic()
 
