@@ -84,7 +84,7 @@ class PullAudit:
                                           result=answer.result.value, note=answer.warning or ""))
         return answer
 
-    async def _served(self, pull: Pull) -> None:
+    async def _served(self, pull: Pull.Recorded) -> None:
         """Durable before the answer goes out, or kept: while the event store is unavailable (or does
         not answer within the bounded wait) the group commit keeps the pull and records it once the
         event store takes writes again, so the answer goes out. Any other failure to record is a
@@ -98,7 +98,7 @@ class PullAudit:
                         error)
             raise PullNotRecorded("the pull could not be recorded in the audit log; try again") from error
 
-    async def _record(self, pull: Pull) -> None:
+    async def _record(self, pull: Pull.Recorded) -> None:
         try:
             async with asyncio.timeout(self._timeout):  # not wait_for: no extra task per pull
                 await self._pulls.record(pull)
@@ -122,7 +122,7 @@ class PullAudit:
             log.exception("could not record the failed pull of %s/%s:%s (%d %s); answering its error anyway",
                           org, repository, reference, answer.status, answer.code)
 
-    def _pull(self, org: str, repository: str, reference: str, client: Client | None, **outcome) -> Pull:
+    def _pull(self, org: str, repository: str, reference: str, client: Client | None, **outcome) -> Pull.Recorded:
         client = client or Client()
-        return Pull(org=org, repository=repository, reference=reference, client=client.address,
-                    user_agent=client.user_agent, at=self._clock.now(), **outcome)
+        return Pull.recorded(org=org, repository=repository, reference=reference, client=client.address,
+                             user_agent=client.user_agent, at=self._clock.now(), **outcome)

@@ -22,13 +22,13 @@ class PendingPull:
     a second write of an event already stored then fails on its (originator_id, version) instead of
     storing it twice."""
 
-    pull: Pull
+    pull: Pull | Pull.Recorded   # the aggregate, or just its event (Pull.recorded): both say org, result, ...
     events: list = field(default_factory=list)
     future: asyncio.Future | None = None   # None: nobody waits (handed over during an outage)
 
     @classmethod
-    def of(cls, pull: Pull, future: asyncio.Future | None = None) -> PendingPull:
-        return cls(pull, pull.collect_events(), future)
+    def of(cls, pull: Pull | Pull.Recorded, future: asyncio.Future | None = None) -> PendingPull:
+        return cls(pull, [pull] if isinstance(pull, Pull.Recorded) else pull.collect_events(), future)
 
 
 class PullBacklog:

@@ -13,6 +13,7 @@ import anyio.to_thread
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
+from application.deadlines import Deadlines
 from application.errors import EventStoreUnavailable, PullKept
 from application.ports import Metrics, NoMetrics
 from application.pull_backlog import PendingPull, PullBacklog
@@ -71,6 +72,9 @@ class GroupCommit:
         self._queue: asyncio.Queue[PendingPull] = asyncio.Queue()
         self._backlog = backlog or PullBacklog(max_backlog, self._metrics)
         self._task: asyncio.Task | None = None
+        self._deadlines = Deadlines(wait_timeout, lambda: PullKept(
+            "recording the pull timed out: the event store does not answer; the pull is kept and recorded "
+            "once it does"))
         # A writer thread that outlives its timeout keeps its slot until the database lets it go.
         self._slots = threading.BoundedSemaphore(writer_threads)
         self._threads = anyio.CapacityLimiter(writer_threads)
@@ -111,11 +115,12 @@ class GroupCommit:
             if len(self._backlog):
                 await asyncio.sleep(min(self._backlog.seconds_to_retry(), max(0.0, deadline - loop.time())))
         lost = self._backlog.lose_all("shutdown")
+        self._deadlines.close()
         if lost:
             log.error("stopping with %d pulls not recorded: the event store did not take them within %g s "
                       "(last error: %s)", lost, timeout, self._backlog.last_error)
 
-    async def record(self, pull: Pull) -> None:
+    async def record(self, pull: Pull | Pull.Recorded) -> None:
         """Returns once the pull is in the event store. Raises PullKept when it is not there yet but
         kept to be written later, and EventStoreUnavailable when it could not even be queued."""
         if self._queue.qsize() >= self._max_queued:
@@ -129,13 +134,9 @@ class GroupCommit:
                            "and recorded once it takes writes again")
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(PendingPull.of(pull, future))
-        try:
-            # asyncio.timeout, not wait_for: no extra waiter and callbacks per pull on the hot path.
-            async with asyncio.timeout(self._wait_timeout):   # cancels the future: the writer still has the pull
-                await future
-        except TimeoutError:
-            raise PullKept("recording the pull timed out: the event store does not answer; the pull is kept "
-                           "and recorded once it does") from None
+        # Bounded by the shared timer (PullKept after wait_timeout); the writer still has the pull.
+        self._deadlines.add(future)
+        await future
 
     async def _run(self) -> None:
         while True:
@@ -170,15 +171,17 @@ class GroupCommit:
             except TimeoutError:
                 return []
         batch = [first]
-        deadline = loop.time() + self._max_delay
-        while len(batch) < self._max_batch:
-            timeout = deadline - loop.time()
-            if timeout <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-            except TimeoutError:
-                break
+        # One timeout for the whole window, not wait_for per pull (a task and a timer each). A get()
+        # the timeout cancels takes no item: Queue.get() removes it only once it has woken.
+        try:
+            async with asyncio.timeout_at(loop.time() + self._max_delay):
+                while len(batch) < self._max_batch:
+                    while len(batch) < self._max_batch and not self._queue.empty():
+                        batch.append(self._queue.get_nowait())
+                    if len(batch) < self._max_batch:
+                        batch.append(await self._queue.get())
+        except TimeoutError:
+            pass
         return batch
 
     async def _write_fresh(self, batch: list[PendingPull]) -> None:

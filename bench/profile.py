@@ -1,4 +1,4 @@
-"""`python -m bench.profile`: py-spy samples of Entrepôt under one warm load (manifest by tag/digest, or blob).
+"""`python -m bench.profile`: py-spy samples of Entrepôt under one warm load (manifest by tag/digest, a blob, a small blob).
 
 Starts an upstream registry and `entrepot serve` (embedded), warms one image, runs the load while
 `py-spy record` samples the server, then prints the functions with the most samples (own and
@@ -29,6 +29,8 @@ def _load(kind: str, target: Target, image, seconds: float) -> None:
     if kind == "blob":
         layer = image.largest_layer
         measure.blob_throughput(target.blob_url(image.repository, layer.digest), layer.size, 1, seconds)
+    elif kind == "small-blob":   # requests/s, as bench/ab.py measures a blob: wrk on a 64 KiB layer
+        measure.wrk(target.blob_url(image.repository, image.largest_layer.digest), seconds)
     else:
         reference = image.tag if kind == "manifest-by-tag" else image.manifest_digest
         measure.wrk(target.manifest_url(image.repository, reference), seconds)
@@ -61,7 +63,7 @@ def summarize(collapsed: Path, top: int = 25) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    p.add_argument("kind", choices=("manifest-by-tag", "manifest-by-digest", "blob"))
+    p.add_argument("kind", choices=("manifest-by-tag", "manifest-by-digest", "blob", "small-blob"))
     p.add_argument("--seconds", type=float, default=15)
     p.add_argument("--blob-mib", type=int, default=100)
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")

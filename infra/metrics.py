@@ -8,12 +8,30 @@ cluster-wide numbers read from the read model are in infra/read_model_metrics.py
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, ProcessCollector
 
 # Upstream answers range from a few ms (a local mirror) to the read timeout (30 s by default).
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # An HTTP request lasts until its body is sent: a blob download can take minutes.
 HTTP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Series:
+    """A labelled metric's series by label values, from a dict: prometheus_client's labels() checks and
+    converts the values and takes a lock on every call (a few % of a warm pull with three calls per
+    request). It holds the same children the metric holds, so it is bounded as the metric is."""
+
+    def __init__(self, metric: Counter | Histogram) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 def new_collector_registry() -> CollectorRegistry:
@@ -30,8 +48,8 @@ class PrometheusMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
 
-        def counter(name: str, documentation: str, labels: tuple[str, ...]) -> Counter:
-            return Counter(name, documentation, labels, registry=registry)
+        def counter(name: str, documentation: str, labels: tuple[str, ...]) -> Series:
+            return Series(Counter(name, documentation, labels, registry=registry))
 
         self._manifest_pulls = counter(
             "entrepot_manifest_pulls", "Manifest pulls (GET) recorded by this process, by result.", ("org", "result"))
@@ -49,9 +67,9 @@ class PrometheusMetrics:
         self._upstream_requests = counter(
             "entrepot_upstream_requests", "Requests sent upstream, by kind (manifest, blob, head, tags, referrers) and "
             "outcome (status class, or timeout, connect, transport, bad_content).", ("org", "kind", "outcome"))
-        self._upstream_seconds = Histogram(
+        self._upstream_seconds = Series(Histogram(
             "entrepot_upstream_request_duration_seconds", "Time until upstream answered (for a blob: its headers).",
-            ("org", "kind"), buckets=UPSTREAM_BUCKETS, registry=registry)
+            ("org", "kind"), buckets=UPSTREAM_BUCKETS, registry=registry))
         self._fills_started = counter(
             "entrepot_fills_started", "Blob fills (upstream downloads into storage) started by this process.",
             ("org",))
@@ -70,46 +88,46 @@ class PrometheusMetrics:
         self._http_requests = counter(
             "entrepot_http_requests", "HTTP requests answered, by method, route kind and status.",
             ("method", "route", "status"))
-        self._http_seconds = Histogram(
+        self._http_seconds = Series(Histogram(
             "entrepot_http_request_duration_seconds", "Time from request to the end of the response body.",
-            ("method", "route"), buckets=HTTP_BUCKETS, registry=registry)
+            ("method", "route"), buckets=HTTP_BUCKETS, registry=registry))
 
     # -- application.ports.Metrics ---------------------------------------------------------------
     def manifest_pulled(self, org: str, result: str) -> None:
-        self._manifest_pulls.labels(org, result).inc()
+        self._manifest_pulls(org, result).inc()
 
     def blob_pulled(self, org: str, result: str) -> None:
-        self._blob_pulls.labels(org, result).inc()
+        self._blob_pulls(org, result).inc()
 
     def stale_served(self, org: str) -> None:
-        self._stale_serves.labels(org).inc()
+        self._stale_serves(org).inc()
 
     def bytes_served(self, org: str, kind: str, size: int) -> None:
-        self._served_bytes.labels(org, kind).inc(size)
+        self._served_bytes(org, kind).inc(size)
 
     def bytes_fetched(self, org: str, kind: str, size: int) -> None:
-        self._fetched_bytes.labels(org, kind).inc(size)
+        self._fetched_bytes(org, kind).inc(size)
 
     def upstream_answered(self, org: str, kind: str, outcome: str, seconds: float) -> None:
-        self._upstream_requests.labels(org, kind, outcome).inc()
-        self._upstream_seconds.labels(org, kind).observe(seconds)
+        self._upstream_requests(org, kind, outcome).inc()
+        self._upstream_seconds(org, kind).observe(seconds)
 
     def fill_started(self, org: str) -> None:
-        self._fills_started.labels(org).inc()
+        self._fills_started(org).inc()
 
     def fill_completed(self, org: str) -> None:
-        self._fills_completed.labels(org).inc()
+        self._fills_completed(org).inc()
 
     def fill_failed(self, org: str, reason: str) -> None:
-        self._fills_failed.labels(org, reason).inc()
+        self._fills_failed(org, reason).inc()
 
     def pulls_unrecorded(self, count: int, reason: str) -> None:
-        self._pulls_unrecorded.labels(reason).inc(count)
+        self._pulls_unrecorded(reason).inc(count)
 
     def pull_backlog(self, size: int) -> None:
         self._pull_backlog.set(size)
 
     # -- the HTTP edge ---------------------------------------------------------------------------
     def http_answered(self, method: str, route: str, status: int, seconds: float) -> None:
-        self._http_requests.labels(method, route, str(status)).inc()
-        self._http_seconds.labels(method, route).observe(seconds)
+        self._http_requests(method, route, str(status)).inc()
+        self._http_seconds(method, route).observe(seconds)

@@ -9,14 +9,16 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg
-from eventsourcing.persistence import ApplicationRecorder, ListenNotifySubscription, Subscription
+from eventsourcing.persistence import ApplicationRecorder, ListenNotifySubscription, StoredEvent, Subscription
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from infra import bounded_postgres as bounds
+from infra.commit_signals import COMMITS, log_of
 from infra.secrets import cipher_env, credentials_env, private_dir, private_file, secret_key
 from infra.settings import Settings, SettingsError
 from projections.catalog import PROJECTION_NAMES
@@ -103,12 +105,18 @@ def postgres_env(url: str, schema: str) -> dict[str, str]:
 
 
 class SchemaLockedPostgresApplicationRecorder(bounds.BoundedPostgresApplicationRecorder):
-    """Creates its table, type and insert function under the schema's DDL lock.
+    """Creates its table, type and insert function under the schema's DDL lock; wakes this process's
+    projection workers after each commit (infra/commit_signals.py).
 
     Every Application instance runs CREATE OR REPLACE FUNCTION at construction (even with the
     functions off); two at once, e.g. two replicas starting or a runner restarting during a
     rebuild, fail with "tuple concurrently updated".
     """
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        ids = super().insert_events(stored_events, **kwargs)
+        COMMITS.committed(log_of(self))
+        return ids
 
     def create_table(self) -> None:
         key = advisory_key(self.datastore.schema, "ddl")
@@ -189,9 +197,18 @@ class _PollingSubscription(ListenNotifySubscription):
 
 
 class PollingSQLiteApplicationRecorder(SQLiteApplicationRecorder):
-    """The stock SQLite recorder raises NotImplementedError in subscribe(), so ProjectionRunner cannot follow it."""
+    """The stock SQLite recorder raises NotImplementedError in subscribe(), so ProjectionRunner cannot follow it.
+
+    SQLite has no NOTIFY either: after each commit it wakes this process's projection workers of the
+    same file (infra/commit_signals.py), which otherwise sleep.
+    """
 
     poll_interval = 0.05  # lag of the embedded views is about this much
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        ids = super().insert_events(stored_events, **kwargs)
+        COMMITS.committed(log_of(self))
+        return ids
 
     def subscribe(self, gt: int | None = None, topics: Sequence[str] = ()) -> Subscription[ApplicationRecorder]:
         return _PollingSubscription(self, gt=gt, topics=topics, interval=self.poll_interval)

@@ -16,6 +16,8 @@ from infra.projection_runtime import (ProjectionCrashed, open_tags_and_manifests
                                      wait_caught_up)
 from infra.projection_runtime.progress import wait_for
 from infra.projection_runtime.replay import replay
+from infra.commit_signals import COMMITS
+from infra.projection_runtime import workers
 from infra.projection_runtime.workers import ProjectionWorker
 from projections import PROJECTION_NAMES
 from projections.audit import AuditView
@@ -329,3 +331,38 @@ def test_a_worker_writes_a_backlog_one_view_transaction_per_page(env, apps):
         assert view.max_tracking_id("Pulls") == pulls.recorder.max_notification_id()
     finally:
         view.close()
+
+
+def test_idle_workers_wake_on_a_commit_of_this_process_not_on_a_poll(env, apps, monkeypatch):
+    """An idle worker sleeps until a writer of this process commits to its log: with the fallback poll
+    an hour away, the view still follows each new write."""
+    monkeypatch.setattr(workers, "IDLE_POLL", 3600.0)
+    records, pulls = apps
+    view = open_view("counters", env)
+    worker = ProjectionWorker("counters", view, Pulls, env).start()
+    try:
+        for number in range(1, 4):
+            pull(pulls, M1, "hit", float(number))
+            wait_for([(view, "Pulls", pulls.recorder.max_notification_id())], timeout=10, interval=0.01)
+            assert view.counts() == {ORG: {"hit": number}}
+        assert worker.state == "running" and worker.error is None
+    finally:
+        worker.stop()
+        view.close()
+
+
+def test_a_write_no_commit_signal_announces_is_found_by_the_fallback_poll(env, monkeypatch):
+    """Another process's writes wake no worker here: the worker's own poll finds them."""
+    monkeypatch.setattr(workers, "IDLE_POLL", 0.05)
+    view = open_view("counters", env)
+    worker = ProjectionWorker("counters", view, Pulls, env).start()
+    pulls = Pulls(env=env)
+    try:
+        monkeypatch.setattr(COMMITS, "committed", lambda log: None)   # as if written by another process
+        pull(pulls, M1, "hit", 1.0)
+        wait_for([(view, "Pulls", pulls.recorder.max_notification_id())], timeout=10, interval=0.01)
+        assert view.counts() == {ORG: {"hit": 1}}
+    finally:
+        worker.stop()
+        view.close()
+        pulls.close()

@@ -64,8 +64,12 @@ class EntrepotServer(OnLoopback):
 
     def __init__(self, directory: Path | str, organizations: list[dict], port: int | None = None,
                  startup_timeout: float = 20.0, access_log: bool = False, env: dict | None = None,
-                 sections: dict[str, dict] | None = None, server: dict | None = None) -> None:
+                 sections: dict[str, dict] | None = None, server: dict | None = None,
+                 checkout: Path | None = None, python: str | None = None) -> None:
         self.directory = Path(directory)
+        # Which code runs: this checkout by default; bench/ab.py runs another revision's worktree and venv.
+        self.checkout = Path(checkout) if checkout else REPO_ROOT
+        self.python = python or sys.executable
         self.directory.mkdir(parents=True, exist_ok=True)
         self.organizations = [dict(org) for org in organizations]
         self.port = port or 0     # the real port once started
@@ -86,10 +90,10 @@ class EntrepotServer(OnLoopback):
 
     def command(self, *args: str) -> list[str]:
         """An `entrepot` CLI command line against this server's config, e.g. command("projections", "status")."""
-        return [sys.executable, "-m", "interfaces.cli", *args, "--config", str(self.config_path)]
+        return [self.python, "-m", "interfaces.cli", *args, "--config", str(self.config_path)]
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command(*args), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+        return subprocess.run(self.command(*args), cwd=self.checkout, capture_output=True, text=True, timeout=timeout,
                               env=self._env())
 
     def _env(self) -> dict:
@@ -108,7 +112,7 @@ class EntrepotServer(OnLoopback):
             log.write(f"\n=== starting: {' '.join(command)}\n".encode())
             log.flush()
             started_at = log.tell()
-            self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen(command, cwd=self.checkout, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, env=self._env())
         self._wait_until_up(started_at)
         return self

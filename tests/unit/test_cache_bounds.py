@@ -4,6 +4,7 @@ names cannot grow memory without end."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -109,4 +110,24 @@ def test_recent_tag_writes_give_way_to_the_view_once_it_catches_up():
         view_rows[("hub", "r", "t")] = TagRow("sha256:" + "1" * 64, "m", 10.0)
         await tags.get("hub", "r", "t")
         assert tags.held()["recent_tags"] == 0
+    asyncio.run(scenario())
+
+
+def test_concurrent_pulls_of_a_tag_whose_row_expired_share_one_view_read():
+    async def scenario():
+        reads, gate = [], threading.Event()
+
+        class View(EmptyView):
+            def get_tag(self, org, repository, tag):
+                reads.append((org, repository, tag))
+                gate.wait(5)   # held until every pull has asked
+                return TagRow("sha256:" + "1" * 64, "m", 10.0)
+        tags = TagLookup(BoundedReads(View(), lambda org, digest: False), row_seconds=0.0)
+        pulls = [asyncio.ensure_future(tags.get("hub", "r", "t")) for _ in range(20)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        rows = await asyncio.gather(*pulls)
+        assert reads == [("hub", "r", "t")]
+        assert {row.checked_at for row in rows} == {10.0}
+        assert len(await asyncio.gather(tags.get("hub", "r", "t"))) == 1 and len(reads) == 2   # a later pull reads again
     asyncio.run(scenario())

@@ -58,3 +58,23 @@ def test_a_new_pull_is_stored_with_its_class_version_and_reads_back_unchanged():
     assert pulls.mapper.transcoder.decode(stored.state)["class_version"] == 3
     event = pulls.mapper.to_domain_event(stored)
     assert (event.note, event.status, event.error_code) == ("x", 503, "UNAVAILABLE")
+
+
+def test_the_event_of_a_new_pull_made_without_the_aggregate_is_the_one_the_aggregate_records():
+    fields = dict(org="hub", repository="library/alpine", reference="3.19", digest="sha256:" + "1" * 64,
+                  result="error", client="10.0.0.7", user_agent="containerd/2.0", at=10.0, note="gone",
+                  status=404, error_code="MANIFEST_UNKNOWN")
+    pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    by_aggregate, direct = Pull(**fields).collect_events()[0], Pull.recorded(**fields)
+    stored = [pulls.mapper.to_stored_event(e) for e in (by_aggregate, direct)]
+    states = [pulls.mapper.transcoder.decode(s.state) for s in stored]
+    for state in states:
+        state.pop("timestamp")
+    assert stored[0].topic == stored[1].topic and stored[0].originator_version == stored[1].originator_version == 1
+    assert states[0] == states[1]
+    assert Pull.recorded(**fields).originator_id != direct.originator_id   # a fresh id per pull
+
+    pulls.write([direct])
+    loaded = pulls.repository.get(direct.originator_id)
+    assert isinstance(loaded, Pull) and loaded.version == 1
+    assert {name: getattr(loaded, name) for name in fields} == fields
