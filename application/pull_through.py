@@ -9,6 +9,7 @@ from application.blobs import BlobAnswer, BlobCache, Holdings, NotingLedger
 from application.bounded_reads import BoundedReads
 from application.errors import OrgUnknown
 from application.fills import BlobFills
+from application.governance import AllowedBlobs, AllowedManifests, AllowedTags
 from application.manifest_bytes import ManifestBytes
 from application.manifests import ManifestAnswer, ManifestCache
 from application.orgs import OrgConfig, OrgDirectory
@@ -71,8 +72,12 @@ def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndMani
     fills = BlobFills(store, upstream, NotingLedger(ledger, holdings), clock, fill_coordinator, metrics)
     blobs = BlobCache(store=store, upstream=upstream, fills=fills, reads=reads, ledger=ledger, clock=clock,
                       holdings=holdings)
-    return PullThrough(CountedManifests(PullAudit(manifests, pulls, clock, limits.record_timeout), metrics),
-                       CountedBlobs(blobs, metrics), TagList(upstream, reads), rate_limits, orgs)
+    # The allow/deny lists sit inside the audit (a refusal is recorded as `denied`) and in front of
+    # every cache, so a refused repository never reaches the upstream.
+    return PullThrough(CountedManifests(PullAudit(AllowedManifests(manifests), pulls, clock, limits.record_timeout),
+                                        metrics),
+                       CountedBlobs(AllowedBlobs(blobs), metrics), AllowedTags(TagList(upstream, reads)),
+                       rate_limits, orgs)
 
 
 __all__ = ["BlobAnswer", "Client", "Limits", "ManifestAnswer", "PullThrough", "pull_through"]

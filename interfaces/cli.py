@@ -32,6 +32,7 @@ def serve(args: argparse.Namespace) -> int:
     listener = bind_listener(settings.host, settings.port)
     port = bound_port(listener)
     container = bootstrap(settings)
+    container.serving_on(settings.host, port)
 
     def started() -> None:
         # Once serving: the line gives the real port (also when 0 was asked for); tests read it.

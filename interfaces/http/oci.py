@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Stream
 
+from application.errors import LoopDetected
 from application.pull_through import Client, PullThrough
 from application.ports import Metrics
 from application.orgs import OrgConfig
@@ -74,6 +75,9 @@ def path_as_sent(request: Request, rest: str) -> str:
 
 
 async def resolve(request: Request, services: OciServices, rest: str) -> Target:
+    if services.via and services.via in header_values(request, b"entrepot-via"):
+        # Our own upstream request came back to us: an org's upstream leads to this cluster.
+        raise LoopDetected("request loop: an organization's upstream leads back to this server")
     name, kind, reference = parse_path(path_as_sent(request, rest))
     route = await router_of(services).route(name, request.query_params.get("ns"))
     return Target(route.org, route.repository, kind, reference, name, route.ns, route.config)
@@ -112,6 +116,7 @@ class OciServices:
     cache: PullThrough
     router: OrgRouter
     metrics: Metrics
+    via: str = ""        # the hop header value our upstream requests carry (infra/upstream/guard.py)
 
 
 def cache_of(services: OciServices) -> PullThrough:

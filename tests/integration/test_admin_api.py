@@ -12,7 +12,7 @@ import time
 import pytest
 from litestar.testing import TestClient
 
-from infra.settings import OrgSettings, Settings
+from infra.settings import OrgSettings, SecuritySettings, Settings
 from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from tests.support.images import build_image, push_image
@@ -34,9 +34,11 @@ def upstream(upstream_registry):
 
 @pytest.fixture
 def api(tmp_path, upstream):
+    # Orgs made through the API here use the loopback registry: the operator allows loopback for them.
     settings = Settings(data_dir=str(tmp_path / "data"), admin_token=TOKEN,
                         organizations=(OrgSettings(name="hub", upstream=upstream.url, password="hunter2",
-                                                   username="bob"),))
+                                                   username="bob"),),
+                        security=SecuritySettings(allowed_upstream_networks=("127.0.0.0/8",)))
     container = bootstrap(settings)
     with TestClient(create_app(container)) as client:
         client.headers.update(AUTH)
