@@ -92,7 +92,7 @@ class BlobCorrupt(UpstreamBadContent):
     """Upstream's bytes do not match the blob's digest."""
 
 
-class UpstreamRefused(UpstreamBadContent):
+class UpstreamRefused(UpstreamError):
     """The SSRF policy refused where upstream (or its redirect, token realm or Link) would take us."""
 
 

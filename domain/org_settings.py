@@ -143,6 +143,10 @@ def normalize_upstream(upstream: str) -> str:
             return DOCKER_HUB_URL
         value = "https://" + value
     scheme, _, rest = value.partition("://")
+    if "@" in rest.split("/")[0]:
+        # Never echoed: what precedes the @ is a password. Credentials go in username and password.
+        raise InvalidOrgSettings("upstream: must not contain user:password@; set username and password instead",
+                                 "upstream")
     if (scheme not in ("http", "https") or not rest or "/" in rest
             or any(c.isspace() or not c.isprintable() or c in "?#@\\" for c in rest)):
         raise InvalidOrgSettings(f"upstream: must be a registry base URL such as https://host[:port], "
@@ -162,6 +166,8 @@ def authority_problem(authority: str) -> str | None:
     """Why `host[:port]` is not a usable registry address (a hostname or IP and a real port), else None."""
     host, port = authority, ""
     if authority.startswith("["):
+        if "]" not in authority:
+            return "the host must be a hostname or an IP address"
         host, _, after = authority.partition("]")
         host += "]"
         if after and not after.startswith(":"):

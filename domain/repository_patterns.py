@@ -7,7 +7,7 @@ import re
 from functools import lru_cache
 
 # Lower-case name characters, `/`, and the wildcards `*` (any characters, `/` included) and `?` (one).
-PATTERN = r"^[a-z0-9._/*?-]+$"
+PATTERN = r"^[a-z0-9._/*?-]+\Z"   # \Z: `$` would let a trailing newline through
 MAX_PATTERNS = 256
 
 

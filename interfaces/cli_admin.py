@@ -35,6 +35,8 @@ def org_flags() -> list[tuple[str, str, dict]]:
         options: dict = {"dest": f.name, "default": None, "help": meta.description if meta else None}
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
+        elif get_origin(kind) is tuple:   # a list setting: the flag repeated; one empty value clears it
+            options.update(action="append", type=str, metavar="PATTERN")
         elif get_origin(kind) is Literal:
             options.update(choices=get_args(kind), metavar="|".join(get_args(kind)))
         else:
@@ -52,6 +54,9 @@ def _client(args: argparse.Namespace) -> AdminClient:
 
 def _settings(args: argparse.Namespace) -> dict:
     settings = {field: value for _, field, _ in org_flags() if (value := getattr(args, field)) is not None}
+    for field, value in settings.items():
+        if isinstance(value, list):
+            settings[field] = [item for item in value if item]
     if args.password_stdin:
         settings["password"] = sys.stdin.readline().rstrip("\r\n")
     return settings
@@ -103,6 +108,22 @@ def org_delete(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"deleted organization {args.name}")
     return 0
+
+
+def prewarm(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        results = client.prewarm(args.org, args.references)
+    failed = [result for result in results if result.get("error")]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            if result.get("error"):
+                print(f"{result['reference']}: failed: {result['error']}", file=sys.stderr)
+            else:
+                print(f"{result['reference']}: {result['digest']} ({result['manifests']} manifests, "
+                      f"{result['blobs']} blobs, {result['bytes']} bytes)")
+    return 1 if failed else 0
 
 
 def audit(args: argparse.Namespace) -> int:
@@ -165,9 +186,15 @@ def add_admin_commands(commands) -> None:
     update.add_argument("--replace", action="store_true", help="unset settings go back to their defaults")
     update.set_defaults(func=_reporting_api_errors(org_update))
 
+    warm = _common(commands.add_parser(
+        "prewarm", help="bring images into an org's cache now, whatever [server] pull_through says"))
+    warm.add_argument("org")
+    warm.add_argument("references", nargs="+", metavar="REPOSITORY:TAG", help="or REPOSITORY@DIGEST")
+    warm.set_defaults(func=_reporting_api_errors(prewarm))
+
     log = _common(commands.add_parser("audit", help="who pulled what: the audit log of a running server"))
     for flag, text in (("--org", None), ("--repository", None), ("--client", "the client's address"),
-                       ("--user-agent", "a substring of the User-Agent"), ("--result", "hit, miss, stale, revalidated, error"),
+                       ("--user-agent", "a substring of the User-Agent"), ("--result", "hit, miss, stale, revalidated, error, denied"),
                        ("--since", "ISO 8601, epoch seconds, or a duration ago: 90s, 15m, 2h, 7d"),
                        ("--until", "exclusive; as --since")):
         log.add_argument(flag, help=text)
