@@ -55,7 +55,7 @@ class GovernedUpstream:
             return
         why = ("pull-through is off" if self.mode == "off"
                else f"pull-through is allow-list and {target.repository!r} is not in the org's allow list")
-        raise UpstreamNotAsked(f"not cached, and {why}: an admin can prewarm it", upstream="")
+        raise UpstreamNotAsked(f"{why}: upstream is not asked for {target.repository}; an admin can prewarm it")
 
     async def get_manifest(self, target: UpstreamTarget, reference: str, accept: list[str]) -> UpstreamManifest:
         self._check(target)

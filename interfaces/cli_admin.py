@@ -17,6 +17,7 @@ from interfaces.admin_client import PAGE, AdminApiError, AdminClient
 from interfaces.cli_output import AuditWriter, print_org, print_orgs
 
 DEFAULT_URL = "http://127.0.0.1:5000"
+PREWARM_TIMEOUT = 3600.0
 
 
 def org_flags() -> list[tuple[str, str, dict]]:
@@ -45,11 +46,11 @@ def org_flags() -> list[tuple[str, str, dict]]:
     return flags
 
 
-def _client(args: argparse.Namespace) -> AdminClient:
+def _client(args: argparse.Namespace, timeout: float = 30.0) -> AdminClient:
     if not args.token:
         raise AdminApiError("no admin token: pass --token or set ENTREPOT_ADMIN_TOKEN (the server printed it at "
                             "first start and keeps it in <data_dir>/admin.token)")
-    return AdminClient(args.url, args.token)
+    return AdminClient(args.url, args.token, timeout=timeout)
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -111,7 +112,7 @@ def org_delete(args: argparse.Namespace) -> int:
 
 
 def prewarm(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with _client(args, timeout=PREWARM_TIMEOUT) as client:   # the answer comes once every blob is in
         results = client.prewarm(args.org, args.references)
     failed = [result for result in results if result.get("error")]
     if args.json:

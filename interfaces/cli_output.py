@@ -46,6 +46,8 @@ def print_org(details: dict) -> None:
     for key in ("upstream", "namespace", "default", "staleness_seconds", "max_stale_seconds",
                 "negative_cache_seconds", "on_upstream_denied", "rate_limit_floor", "username", "password_set"):
         print(f"{key.replace('_', ' '):<22}{org[key]}")
+    for key in ("allow", "deny"):
+        print(f"{key:<22}{', '.join(org.get(key) or []) or ('any' if key == 'allow' else 'none')}")
     print(f"{'bytes stored':<22}{human_bytes(details['bytes_stored'])} in {details['blob_count']} blobs")
     pulls = details.get("pulls") or {}
     print(f"{'pulls':<22}{', '.join(f'{n} {result}' for result, n in sorted(pulls.items())) or 'none'}")
