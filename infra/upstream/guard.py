@@ -40,6 +40,7 @@ class UpstreamGuard:
         self._admin = UpstreamPolicy(allowed_networks=allowed_networks)
         self._operator = UpstreamPolicy(allowed_networks=allowed_networks, internal_allowed=True)
         self.own_endpoints: set[tuple[Address, int]] = set()   # where this server listens (serving_on)
+        self.everywhere_ports: set[int] = set()                # ... and ports it listens on at every address
 
     def policy_for(self, org: str, base_url: str) -> UpstreamPolicy:
         if self._everyone_operator or (org, base_url) in self.operator_upstreams:
@@ -49,9 +50,8 @@ class UpstreamGuard:
     def serving_on(self, host: str, port: int) -> None:
         """This server's listening address: an upstream there is this server itself."""
         for address in _resolve_now(host, port) or ():
-            if address.is_unspecified:   # 0.0.0.0 / ::: every local address, loopback at least
-                self.own_endpoints.update({(ipaddress.ip_address("127.0.0.1"), port),
-                                           (ipaddress.ip_address("::1"), port)})
+            if address.is_unspecified:   # 0.0.0.0 / ::: every local address, all of loopback at least
+                self.everywhere_ports.add(port)
             else:
                 self.own_endpoints.add((address, port))
 
@@ -66,9 +66,7 @@ class UpstreamGuard:
         if refusal := policy.host_refusal(url.scheme, url.host):
             return refusal
         for address in _resolve_now(url.host, port) or ():
-            if (address, port) in self.own_endpoints or (
-                    address.is_loopback and any(own.is_unspecified or own.is_loopback
-                                                for own, own_port in self.own_endpoints if own_port == port)):
+            if (address, port) in self.own_endpoints or (address.is_loopback and port in self.everywhere_ports):
                 return "it is this server itself"
             if refusal := policy.address_refusal(address):
                 return refusal
