@@ -38,7 +38,8 @@ def proxy(upstream):
 
 
 def serve(factory, organizations: list[dict], mode: str = "on"):
-    return factory(organizations, env={"ENTREPOT_ADMIN_TOKEN": TOKEN}, server={"pull_through": mode})
+    return factory(organizations, env={"ENTREPOT_ADMIN_TOKEN": TOKEN}, server={"pull_through": mode},
+                   startup_timeout=60)   # a start takes 15-20 s on a loaded 2-core machine
 
 
 def asked(proxy, repository: str) -> list:
