@@ -141,9 +141,12 @@ def invalid_settings(error: InvalidOrgSettings) -> InvalidRequest:
 class OrgAdmin:
     def __init__(self, directory: OrgDirectory, records: CacheRecords, views: AdminViews,
                  rate_limits: RateLimitReadings | None = None, on_change: Callable[[], None] = lambda: None,
-                 configured: ConfiguredOrgs = ConfiguredOrgs()) -> None:
+                 configured: ConfiguredOrgs = ConfiguredOrgs(),
+                 upstream_refusal: Callable[[str, str], str | None] = lambda org, upstream: None) -> None:
+        """`upstream_refusal(org, upstream)`: why the SSRF policy refuses that upstream for that org, else None."""
         self._directory = directory
         self._configured = configured
+        self._upstream_refusal = upstream_refusal
         self._records = records
         self._views = views
         self.rate_limits = rate_limits        # wired by the composition root once readings exist
@@ -222,6 +225,11 @@ class OrgAdmin:
             normalized = OrgSettings.parse(settings).as_event()
         except InvalidOrgSettings as error:
             raise invalid_settings(error) from None
+        current = self._directory.get(name)
+        if current is None or current.upstream != normalized["upstream"]:
+            if refusal := self._upstream_refusal(name, normalized["upstream"]):
+                message = f"upstream: refused: {refusal}"
+                raise InvalidRequest(message, {"upstream": message})
         if normalized["default"]:
             other = next((row.name for row in self._views.orgs.list_orgs()
                           if row.settings.get("default") and row.name != name), None)

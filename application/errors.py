@@ -92,6 +92,22 @@ class BlobCorrupt(UpstreamBadContent):
     """Upstream's bytes do not match the blob's digest."""
 
 
+class UpstreamRefused(UpstreamError):
+    """The SSRF policy refused where upstream (or its redirect, token realm or Link) would take us."""
+
+
+class UpstreamNotAsked(UpstreamError):
+    """`[server] pull_through` does not let this miss be fetched (off, or allow-list without the repository)."""
+
+
+class RepositoryDenied(EntrepotError):
+    """The org's allow/deny lists or the pull-through mode refuse this repository; nothing was asked upstream."""
+
+
+class LoopDetected(EntrepotError):
+    """The request came from this Entrepôt cluster itself (its hop header): an org's upstream leads back here."""
+
+
 class ReadModelUnavailable(EntrepotError):
     """The read model or the event store did not answer in time (the database is down or slow)."""
 

@@ -25,6 +25,9 @@ ERROR_TABLE: list[tuple[type[Exception], str, int]] = [
     (InvalidDigest, "DIGEST_INVALID", 400),
     (InvalidReference, "TAG_INVALID", 400),
     (app.OrgUnknown, "NAME_UNKNOWN", 404),
+    (app.RepositoryDenied, "DENIED", 403),
+    (app.UpstreamNotAsked, "DENIED", 403),
+    (app.LoopDetected, "UNSUPPORTED", 508),
     (app.ManifestUnknown, "MANIFEST_UNKNOWN", 404),
     (app.BlobUnknown, "BLOB_UNKNOWN", 404),
     (app.UpstreamNotFound, "NAME_UNKNOWN", 404),
@@ -32,6 +35,7 @@ ERROR_TABLE: list[tuple[type[Exception], str, int]] = [
     (app.ManifestTooLarge, "MANIFEST_INVALID", 502),
     (app.UpstreamRateLimited, "TOOMANYREQUESTS", 429),
     (app.UpstreamUnauthorized, "DENIED", 502),
+    (app.UpstreamRefused, "UNAVAILABLE", 502),
     (app.UpstreamBadContent, "DIGEST_INVALID", 502),
     (app.UpstreamUnavailable, "UNAVAILABLE", 503),
     # 507 Insufficient Storage: the operator must free space; a retry elsewhere may succeed meanwhile.

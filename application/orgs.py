@@ -27,9 +27,14 @@ class OrgConfig(OrgSettings, frozen=True, kw_only=True):
         """Built from settings already checked (or recorded under older rules): nothing to normalise again."""
 
     def target(self, repository: str) -> UpstreamTarget:
-        return UpstreamTarget(org=self.name, base_url=self.upstream,
-                              repository=upstream_repository(self.upstream, self.namespace, repository),
-                              username=self.username, password=self.password)
+        path = upstream_repository(self.upstream, self.namespace, repository)
+        return UpstreamTarget(org=self.name, base_url=self.upstream, repository=path,
+                              username=self.username, password=self.password,
+                              allow_listed=self.access.allowed_explicitly(path))
+
+    def refusal(self, repository: str) -> str | None:
+        """Why the allow/deny lists refuse `repository` (as the client names it), else None."""
+        return self.access.refusal(upstream_repository(self.upstream, self.namespace, repository))
 
     @property
     def settings(self) -> OrgSettings:

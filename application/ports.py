@@ -26,6 +26,7 @@ class UpstreamTarget:
     repository: str          # the upstream repository path, namespace and library/ already applied
     username: str = ""
     password: str = ""
+    allow_listed: bool = False   # the org's allow list names this repository (`pull_through = "allow-list"`)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from application.errors import OrgUnknown, PullNotRecorded
+from application.errors import OrgUnknown, PullNotRecorded, RepositoryDenied, UpstreamNotAsked
 from application.manifests import ManifestAnswer, ManifestCache
 from application.oci_errors import INTERNAL_ERROR, oci_answer
 from application.orgs import OrgConfig
@@ -112,7 +112,8 @@ class PullAudit:
         if not is_audited_failure(error):
             return
         answer = oci_answer(error) or INTERNAL_ERROR
-        pull = self._pull(org, repository, reference, client, digest="", result=PullResult.ERROR.value,
+        result = PullResult.DENIED if isinstance(error, (RepositoryDenied, UpstreamNotAsked)) else PullResult.ERROR
+        pull = self._pull(org, repository, reference, client, digest="", result=result.value,
                           note=answer.message, status=answer.status, error_code=answer.code)
         try:
             await self._record(pull)

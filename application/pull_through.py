@@ -9,6 +9,7 @@ from application.blobs import BlobAnswer, BlobCache, Holdings, NotingLedger
 from application.bounded_reads import BoundedReads
 from application.errors import OrgUnknown
 from application.fills import BlobFills
+from application.governance import AllowedBlobs, AllowedManifests, AllowedReferrers, AllowedTags
 from application.ops_log import NoOpsLog, OpsLog
 from application.manifest_bytes import ManifestBytes
 from application.manifests import ManifestAnswer, ManifestCache
@@ -78,9 +79,12 @@ def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndMani
                       holdings=holdings)
     referrers_cache = ReferrersCache(manifests=manifests, upstream=upstream, reads=reads, clock=clock,
                                      rate_limits=rate_limits, max_descriptors=limits.max_referrers)
-    audited = PullAudit(manifests, pulls, clock, limits.record_timeout, referrers=referrers_cache)
-    return PullThrough(CountedManifests(audited, metrics, ops),
-                       CountedBlobs(blobs, metrics, ops), TagList(upstream, reads), rate_limits, orgs)
+    # The allow/deny lists sit inside the audit (a refusal is recorded as `denied`) and in front of
+    # every cache, so a refused repository never reaches the upstream.
+    audited = PullAudit(AllowedManifests(manifests), pulls, clock, limits.record_timeout,
+                        referrers=AllowedReferrers(referrers_cache))
+    return PullThrough(CountedManifests(audited, metrics, ops), CountedBlobs(AllowedBlobs(blobs), metrics, ops),
+                       AllowedTags(TagList(upstream, reads)), rate_limits, orgs)
 
 
 __all__ = ["BlobAnswer", "Client", "Limits", "ManifestAnswer", "PullThrough", "pull_through"]

@@ -51,6 +51,9 @@ def validate_org_name(name: str) -> str:
     return name
 
 
+_DEFAULT_EVENT = DEFAULTS.as_event()
+
+
 class CacheOrg(Aggregate):
     class Registered(Aggregate.Created):
         name: str
@@ -75,7 +78,9 @@ class CacheOrg(Aggregate):
 
     def reconfigure(self, settings: dict) -> None:
         """Record only what differs; re-applying the same settings records nothing (idempotent)."""
-        changes = {key: value for key, value in settings.items() if self.settings.get(key) != value}
+        # A setting added after this org's events were written reads as its default, not as a change.
+        changes = {key: value for key, value in settings.items()
+                   if self.settings.get(key, _DEFAULT_EVENT.get(key)) != value}
         if changes or self.deleted:
             self._reconfigured(name=self.name, changes=changes)
 

@@ -16,6 +16,7 @@ from msgspec.structs import fields as struct_fields
 from msgspec.structs import force_setattr
 
 from domain.names import NAME_PATTERN, InvalidName, repository_name
+from domain.repository_patterns import MAX_PATTERNS, PATTERN, RepositoryAccess, repository_access
 
 DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 DOCKER_HUB_URL = "https://registry-1.docker.io"
@@ -29,6 +30,7 @@ MAX_PASSWORD = 4096                          # registry tokens used as passwords
 
 _NAME = re.compile(NAME_PATTERN)
 Seconds = Annotated[int, Meta(ge=0, le=MAX_SECONDS)]
+Pattern = Annotated[str, Meta(min_length=1, max_length=MAX_NAMESPACE, pattern=PATTERN)]
 
 
 class InvalidOrgSettings(ValueError):
@@ -60,6 +62,10 @@ class OrgSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         "upstream user (its password is stored encrypted, apart)"))] = ""
     default: Annotated[bool, Meta(description=(
         "serve root paths (/v2/library/...) from this org; at most one"))] = False
+    allow: Annotated[tuple[Pattern, ...], Meta(max_length=MAX_PATTERNS, description=(
+        "only these upstream repositories may be pulled (glob: library/*, bitnami/redis); empty: any"))] = ()
+    deny: Annotated[tuple[Pattern, ...], Meta(max_length=MAX_PATTERNS, description=(
+        "these upstream repositories are refused (glob), before any upstream contact"))] = ()
 
     def __post_init__(self) -> None:
         # Normalised forms are what events record, so re-applying an equivalent setting records nothing.
@@ -97,8 +103,15 @@ class OrgSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             return settings
 
     def as_event(self) -> dict[str, Any]:
-        """The dict CacheOrg events carry (the shape stored since the first release)."""
-        return msgspec.structs.asdict(self)
+        """The dict CacheOrg events carry (the shape stored since the first release; lists as JSON has them)."""
+        values = msgspec.structs.asdict(self)
+        values["allow"], values["deny"] = list(self.allow), list(self.deny)
+        return values
+
+    @property
+    def access(self) -> RepositoryAccess:
+        """The allow and deny lists, compiled (once per distinct pair of lists)."""
+        return repository_access(self.allow, self.deny)
 
 
 SETTINGS: tuple[str, ...] = OrgSettings.__struct_fields__
@@ -130,13 +143,45 @@ def normalize_upstream(upstream: str) -> str:
             return DOCKER_HUB_URL
         value = "https://" + value
     scheme, _, rest = value.partition("://")
+    if "@" in rest.split("/")[0]:
+        # Never echoed: what precedes the @ is a password. Credentials go in username and password.
+        raise InvalidOrgSettings("upstream: must not contain user:password@; set username and password instead",
+                                 "upstream")
     if (scheme not in ("http", "https") or not rest or "/" in rest
             or any(c.isspace() or not c.isprintable() or c in "?#@\\" for c in rest)):
         raise InvalidOrgSettings(f"upstream: must be a registry base URL such as https://host[:port], "
                                  f"got {upstream[:100]!r}", "upstream")
+    if problem := authority_problem(rest):
+        raise InvalidOrgSettings(f"upstream: {problem}, got {upstream[:100]!r}", "upstream")
     if rest in DOCKER_HUB_ALIASES:
         return DOCKER_HUB_URL
     return f"{scheme}://{rest}"
+
+
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+_IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+\]")
+
+
+def authority_problem(authority: str) -> str | None:
+    """Why `host[:port]` is not a usable registry address (a hostname or IP and a real port), else None."""
+    host, port = authority, ""
+    if authority.startswith("["):
+        if "]" not in authority:
+            return "the host must be a hostname or an IP address"
+        host, _, after = authority.partition("]")
+        host += "]"
+        if after and not after.startswith(":"):
+            return "the host must be a hostname or an IP address"
+        port = after[1:] if after else None
+    elif ":" in authority:
+        host, _, port = authority.rpartition(":")
+    else:
+        port = None
+    if not (_HOSTNAME.fullmatch(host) or _IPV6.fullmatch(host)) or len(host) > 253:
+        return "the host must be a hostname or an IP address"
+    if port is not None and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return "the port must be a number from 1 to 65535"
+    return None
 
 
 def normalize_namespace(namespace: str) -> str:

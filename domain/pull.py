@@ -15,6 +15,7 @@ class PullResult(str, enum.Enum):
     STALE = "stale"              # served from the cache because upstream failed
     REVALIDATED = "revalidated"  # upstream confirmed the cached digest (HEAD)
     ERROR = "error"              # answered with an error: nothing was served
+    DENIED = "denied"            # refused by the org's allow/deny lists or the pull-through mode (note: why)
 
 
 class Pull(Aggregate):

@@ -11,12 +11,14 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
 
 from domain.org import InvalidOrgSettings, OrgSettings as DomainOrgSettings, validate_org_name
 from domain.org_settings import MAX_ORG_NAME, MAX_PASSWORD, derived_struct
+from domain.upstream_policy import OPERATOR, parse_networks
 
 DEFAULT_PORT = 5000
 ENGINES = ("uvicorn", "granian")
@@ -97,6 +99,13 @@ class ServerSettings(_Section, frozen=True):
                        "CRITICAL"] = "info"
     admin_token: Text = ""
     engine: str = DEFAULT_ENGINE       # checked below, so that the message lists the choices
+    pull_through: Literal["on", "allow-list", "off"] = "on"   # what a miss may fetch (README: pull-through modes)
+
+
+class SecuritySettings(_Section, frozen=True):
+    # Loopback and private networks (CIDR) that upstreams of orgs made through the admin API may reach.
+    # The config file's own orgs may always reach them; link-local and metadata addresses never.
+    allowed_upstream_networks: tuple[Annotated[str, Meta(max_length=64)], ...] = ()
 
 
 class ConfigFile(_Section, frozen=True):
@@ -108,6 +117,7 @@ class ConfigFile(_Section, frozen=True):
     storage: StorageSettings = StorageSettings()
     redis: RedisSettings = RedisSettings()
     upstream: UpstreamSettings = UpstreamSettings()
+    security: SecuritySettings = SecuritySettings()
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,9 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    # "on": fetch any miss; "allow-list": only repositories an org's `allow` names; "off": serve what is cached
+    pull_through: str = "on"
 
 
 _AT = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
@@ -190,7 +203,11 @@ def _organizations(config: ConfigFile, source: str) -> tuple:
     for index, org in enumerate(config.organizations):
         try:   # the same checks as the admin API: one settings type
             validate_org_name(org.name)
-            DomainOrgSettings.parse({k: v for k, v in org.as_command().items() if k != "password"})
+            parsed = DomainOrgSettings.parse({k: v for k, v in org.as_command().items() if k != "password"})
+            upstream = urlsplit(parsed.upstream)
+            # The operator's own orgs may reach internal networks, never link-local or metadata addresses.
+            if refusal := OPERATOR.host_refusal(upstream.scheme, upstream.hostname or ""):
+                raise InvalidOrgSettings(f"upstream: refused: {refusal}", "upstream")
         except InvalidOrgSettings as error:
             raise SettingsError(f"{source}: [[organizations]] {index} ({org.name}) {error}") from None
     names = [org.name for org in config.organizations]
@@ -220,6 +237,10 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
     if config.storage.low_free_bytes < config.storage.min_free_bytes:   # `low` is the warning before `full`
         raise SettingsError(f"{source}: [storage] low_free_bytes ({config.storage.low_free_bytes}) must be at least "
                             f"min_free_bytes ({config.storage.min_free_bytes})")
+    try:
+        parse_networks(config.security.allowed_upstream_networks)
+    except ValueError as error:
+        raise SettingsError(f"{source}: [security] allowed_upstream_networks: {error}") from None
     if port is not None and not 0 <= port < 65536:
         raise SettingsError(f"--port: must be between 0 (any free port) and 65535, got {port}")
     return Settings(
@@ -236,4 +257,6 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         storage=config.storage,
         redis=config.redis,
         upstream=config.upstream,
+        security=config.security,
+        pull_through=server.pull_through,
     )

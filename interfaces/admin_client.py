@@ -48,6 +48,9 @@ class AdminClient:
     def delete_org(self, name: str) -> None:
         self._call("DELETE", f"/organizations/{name}")
 
+    def prewarm(self, org: str, references: list[str]) -> list[dict]:
+        return self._call("POST", f"/organizations/{org}/prewarm", json={"references": references})["results"]
+
     # -- audit log ---------------------------------------------------------------------------------
     def audit_pages(self, filters: dict, limit: int | None = None, page_size: int = PAGE) -> Iterator[list[dict]]:
         """Every matching row (at most `limit`), a page per request, following next_cursor."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 
@@ -10,6 +11,8 @@ import anyio.to_thread
 from application.breaker import BackoffPolicy, UpstreamBackoff
 from application.admin import AdminViews, ConfiguredOrgs, OrgAdmin
 from application.audit import AuditLog
+from application.governance import GovernedUpstream
+from application.prewarm import Prewarm
 from application.pull_through import pull_through
 from application.metering import MeteredUpstream
 from application.credentials import Credentials
@@ -29,6 +32,9 @@ from infra.settings import Settings, SettingsError
 from infra.coordination import InProcessCoordination, RedisCoordination, build_coordination
 from infra.storage import build_blob_store
 from infra.upstream import HttpUpstream
+from infra.upstream.guard import UpstreamGuard
+from domain.org_settings import normalize_upstream
+from domain.upstream_policy import parse_networks
 from infra.projection_runtime import (LockedRunners, is_postgres, open_tags_and_manifests, open_view, projection_runners,
                                      rebuild, status)
 from interfaces.http.health import (Probe, blob_storage_check, coordination_check, event_store_check,
@@ -77,18 +83,27 @@ class Container:
         # This app's own registry: several apps in one process (tests) must not share series.
         self.metrics_registry = new_collector_registry()
         self.metrics = PrometheusMetrics(self.metrics_registry)
+        # The SSRF guard: the config file's orgs are the operator's own; admin-made ones reach internal
+        # networks only inside [security] allowed_upstream_networks. Via: a hop header every replica
+        # sharing the credentials key sends and recognises, so a loop back to the cluster is cut (508).
+        self.guard = UpstreamGuard(
+            parse_networks(settings.security.allowed_upstream_networks),
+            {(org.name, normalize_upstream(org.upstream)) for org in settings.organizations},
+            via=hashlib.sha256(b"entrepot-via\0" + self.env["CREDENTIALS_CIPHER_KEY"].encode()).hexdigest()[:16])
         limits = settings.upstream
         # INFO lines for the operator (upstream failures, back-off, stale serves, fills, refusals), rate-limited.
         self.ops_log = OpsLog(self.clock)
         # Back-off wraps the client: an upstream that keeps failing is not waited on again for a while.
         # Metering sits between them, so it counts the requests really sent upstream.
-        self.upstream = UpstreamBackoff(
+        # The pull-through mode on top: a miss it does not let through is never an upstream failure to back off from.
+        self.upstream = GovernedUpstream(UpstreamBackoff(
             MeteredUpstream(upstream or HttpUpstream(connect_timeout=limits.connect_timeout,
-                                                     read_timeout=limits.read_timeout), self.metrics),
+                                                     read_timeout=limits.read_timeout, guard=self.guard),
+                            self.metrics),
             self.clock, BackoffPolicy(
                 failures=limits.failures_before_backoff, failure_ratio=limits.backoff_failure_ratio,
                 repositories=limits.backoff_repositories, window_seconds=limits.backoff_window_seconds,
-                backoff_seconds=limits.backoff_seconds), ops=self.ops_log)
+                backoff_seconds=limits.backoff_seconds), ops=self.ops_log), settings.pull_through)
         self.view = open_tags_and_manifests(self.env)
         referrers_view = open_view("referrers", self.env)
         self.runners = projection_runners(self.env, in_process=settings.database.run_projections)
@@ -107,10 +122,11 @@ class Container:
         self.admin = OrgAdmin(self.orgs, self.records,
                               AdminViews(views["orgs"], views["tags"], views["blobs"], views["counters"]),
                               rate_limits=self.cache.rate_limits,  # the latest upstream ratelimit-* reading
-                              on_change=self.router.forget,
+                              on_change=self.router.forget, upstream_refusal=self.guard.upstream_refusal,
                               # re-applied at every start, so not changed through the API
                               configured=ConfiguredOrgs(frozenset(org.name for org in settings.organizations),
                                                         settings.config_file and os.path.abspath(settings.config_file)))
+        self.prewarm = Prewarm(self.cache)   # explicit fills, whatever [server] pull_through says
         self.audit_log = AuditLog(views["audit"])
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
         # What /readyz asks, in its answer's order; without a required one a replica cannot serve correctly
@@ -121,6 +137,10 @@ class Container:
             Probe("blob_storage", blob_storage_check(self.store)),
             Probe("redis", coordination_check(self.coordination), required=False),
         ]
+
+    def serving_on(self, host: str, port: int) -> None:
+        """Where this server listens, once bound: an org's upstream there is refused (a loop)."""
+        self.guard.serving_on(host, port)
 
     def apply_configured_orgs(self) -> None:
         for org in self.settings.organizations:

@@ -38,6 +38,7 @@ def serve(args: argparse.Namespace) -> int:
     # Held until this process ends: `projections status` sees the server, an in-place rebuild is refused.
     data_dir_lock = hold_for_serving(private_dir(settings.data_dir))
     container = bootstrap(settings)
+    container.serving_on(settings.host, port)
 
     def started() -> None:
         # Once serving: the line gives the real port (also when 0 was asked for); tests read it.

@@ -17,6 +17,7 @@ from interfaces.admin_client import PAGE, AdminApiError, AdminClient
 from interfaces.cli_output import AuditWriter, print_org, print_orgs
 
 DEFAULT_URL = "http://127.0.0.1:5000"
+PREWARM_TIMEOUT = 3600.0
 
 
 def org_flags() -> list[tuple[str, str, dict]]:
@@ -35,6 +36,8 @@ def org_flags() -> list[tuple[str, str, dict]]:
         options: dict = {"dest": f.name, "default": None, "help": meta.description if meta else None}
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
+        elif get_origin(kind) is tuple:   # a list setting: the flag repeated; one empty value clears it
+            options.update(action="append", type=str, metavar="PATTERN")
         elif get_origin(kind) is Literal:
             options.update(choices=get_args(kind), metavar="|".join(get_args(kind)))
         else:
@@ -43,15 +46,18 @@ def org_flags() -> list[tuple[str, str, dict]]:
     return flags
 
 
-def _client(args: argparse.Namespace) -> AdminClient:
+def _client(args: argparse.Namespace, timeout: float = 30.0) -> AdminClient:
     if not args.token:
         raise AdminApiError("no admin token: pass --token or set ENTREPOT_ADMIN_TOKEN (the server printed it at "
                             "first start and keeps it in <data_dir>/admin.token)")
-    return AdminClient(args.url, args.token)
+    return AdminClient(args.url, args.token, timeout=timeout)
 
 
 def _settings(args: argparse.Namespace) -> dict:
     settings = {field: value for _, field, _ in org_flags() if (value := getattr(args, field)) is not None}
+    for field, value in settings.items():
+        if isinstance(value, list):
+            settings[field] = [item for item in value if item]
     if args.password_stdin:
         settings["password"] = sys.stdin.readline().rstrip("\r\n")
     return settings
@@ -103,6 +109,22 @@ def org_delete(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"deleted organization {args.name}")
     return 0
+
+
+def prewarm(args: argparse.Namespace) -> int:
+    with _client(args, timeout=PREWARM_TIMEOUT) as client:   # the answer comes once every blob is in
+        results = client.prewarm(args.org, args.references)
+    failed = [result for result in results if result.get("error")]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            if result.get("error"):
+                print(f"{result['reference']}: failed: {result['error']}", file=sys.stderr)
+            else:
+                print(f"{result['reference']}: {result['digest']} ({result['manifests']} manifests, "
+                      f"{result['blobs']} blobs, {result['bytes']} bytes)")
+    return 1 if failed else 0
 
 
 def audit(args: argparse.Namespace) -> int:
@@ -165,9 +187,15 @@ def add_admin_commands(commands) -> None:
     update.add_argument("--replace", action="store_true", help="unset settings go back to their defaults")
     update.set_defaults(func=_reporting_api_errors(org_update))
 
+    warm = _common(commands.add_parser(
+        "prewarm", help="bring images into an org's cache now, whatever [server] pull_through says"))
+    warm.add_argument("org")
+    warm.add_argument("references", nargs="+", metavar="REPOSITORY:TAG", help="or REPOSITORY@DIGEST")
+    warm.set_defaults(func=_reporting_api_errors(prewarm))
+
     log = _common(commands.add_parser("audit", help="who pulled what: the audit log of a running server"))
     for flag, text in (("--org", None), ("--repository", None), ("--client", "the client's address"),
-                       ("--user-agent", "a substring of the User-Agent"), ("--result", "hit, miss, stale, revalidated, error"),
+                       ("--user-agent", "a substring of the User-Agent"), ("--result", "hit, miss, stale, revalidated, error, denied"),
                        ("--since", "ISO 8601, epoch seconds, or a duration ago: 90s, 15m, 2h, 7d"),
                        ("--until", "exclusive; as --since")):
         log.add_argument(flag, help=text)

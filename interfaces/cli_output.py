@@ -34,6 +34,8 @@ def setting_text(key: str, value) -> str:
     """One rendering of a setting wherever it is printed: `yes`/`no`, `300s`, `-` for an empty one."""
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):   # repository patterns: an empty allow list allows any repository
+        return ", ".join(value) or ("any" if key == "allow" else "none")
     if key.endswith("_seconds"):
         return f"{value}s"
     if value in ("", None):
@@ -59,7 +61,7 @@ def print_orgs(orgs: list[dict], title: str | None = None) -> None:
 def print_org(details: dict) -> None:
     org = details["organization"]
     lines = [("organization", org["name"])]
-    lines += [(key.replace("_", " "), setting_text(key, org[key])) for key in SETTINGS if key != "username"]
+    lines += [(key.replace("_", " "), setting_text(key, org.get(key))) for key in SETTINGS if key != "username"]
     lines.append(("upstream user", _upstream_user(org)))
     lines.append(("bytes stored", f"{human_bytes(details['bytes_stored'])} in {details['blob_count']} blobs"))
     pulls = details.get("pulls") or {}

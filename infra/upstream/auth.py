@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from application.errors import UpstreamBadContent, UpstreamRateLimited, UpstreamUnauthorized, UpstreamUnavailable
+from domain.upstream_policy import OPERATOR, UpstreamPolicy
+from infra.upstream.guard import POLICY
 
 REPOSITORY_PATH = re.compile(r"/v2/(.+)/(?:manifests|blobs|tags)/")
 CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
@@ -61,8 +63,13 @@ def request_scope(request: httpx.Request) -> str | None:
 class RegistryAuth(httpx.Auth):
     """Per-target credentials over a shared TokenCache; retries a request exactly once after a challenge."""
 
-    def __init__(self, cache: TokenCache, username: str = "", password: str = "") -> None:
+    def __init__(self, cache: TokenCache, username: str = "", password: str = "", *,
+                 policy: UpstreamPolicy = OPERATOR, upstream: httpx.URL | None = None) -> None:
+        """`policy`: the SSRF policy token requests obey too; `upstream`: the org's registry, the one
+        host besides https realms our credentials may be sent to in the clear."""
         self.cache = cache
+        self.policy = policy
+        self.upstream = upstream
         self.username = username
         self.password = password
         self.identity = hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()[:32] if username else ""
@@ -100,10 +107,16 @@ class RegistryAuth(httpx.Auth):
         query = [("service", params["service"])] if params.get("service") else []
         scopes = params.get("scope", request_scope or "")
         query += [("scope", scope) for scope in scopes.split()]
-        token_request = httpx.Request("GET", params["realm"], params=query)
-        if self.username:
+        token_request = httpx.Request("GET", params["realm"], params=query, extensions={POLICY: self.policy})
+        if self.username and self._may_send_credentials(token_request.url):
             token_request.headers["Authorization"] = self._basic_header()
         return token_request
+
+    def _may_send_credentials(self, realm: httpx.URL) -> bool:
+        """Over https, or to the upstream's own host; never in the clear to a host it merely names."""
+        if realm.scheme == "https":
+            return True
+        return self.upstream is not None and (realm.host, realm.port) == (self.upstream.host, self.upstream.port)
 
     def _read_token(self, response: httpx.Response) -> tuple[str, float]:
         realm = response.request.url.host

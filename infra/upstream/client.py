@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from application.errors import ManifestTooLarge, UpstreamBadContent
+from application.errors import ManifestTooLarge, UpstreamBadContent, UpstreamRefused
 from application.ports import UpstreamManifest, UpstreamManifestHead, UpstreamReferrers, UpstreamTarget
 from domain.manifest import OCI_INDEX, InvalidManifest
 from domain.referrers import Descriptor, read_referrers_index
 from infra.upstream import headers
 from infra.upstream.auth import RegistryAuth, TokenCache
 from infra.upstream.errors import error_for, transport_errors
+from infra.upstream.guard import POLICY, GuardedTransport, UpstreamGuard
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024        # what the distribution spec says a registry must accept
 MAX_ERROR_BODY = 16 * 1024
@@ -41,6 +42,10 @@ async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
         if size > limit:
             raise ManifestTooLarge(f"{what} is more than {limit} bytes")
     return b"".join(chunks)
+
+
+def same_origin(url: httpx.URL, base: httpx.URL) -> bool:
+    return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
 
 
 def verified_digest(content: bytes, reference: str, sent_digest: str, where: str) -> str:
@@ -84,13 +89,20 @@ class HttpUpstream:
 
     def __init__(self, client: httpx.AsyncClient | None = None, *, tag_page_size: int = 100,
                  max_manifest_bytes: int = MAX_MANIFEST_BYTES, tokens: TokenCache | None = None,
-                 connect_timeout: float | None = None, read_timeout: float | None = None) -> None:
+                 connect_timeout: float | None = None, read_timeout: float | None = None,
+                 guard: UpstreamGuard | None = None) -> None:
+        """`guard`: the SSRF policy per org (default: every org is the operator's own, so loopback and
+        private networks are reachable, link-local and metadata never). An injected `client` keeps its
+        own transport: the policy then travels with each request, but only a GuardedTransport enforces it."""
         self._owns_client = client is None
+        self._guard = guard or UpstreamGuard()
         timeout = TIMEOUT
         if connect_timeout is not None or read_timeout is not None:
             timeout = httpx.Timeout(connect=connect_timeout or TIMEOUT.connect, read=read_timeout or TIMEOUT.read,
                                     write=TIMEOUT.write, pool=TIMEOUT.pool)
-        self._client = client or httpx.AsyncClient(timeout=timeout, limits=LIMITS, headers={"User-Agent": USER_AGENT})
+        self._client = client or httpx.AsyncClient(
+            timeout=timeout, headers={"User-Agent": USER_AGENT},
+            transport=GuardedTransport(httpx.AsyncHTTPTransport(limits=LIMITS), via=self._guard.via))
         self._tokens = tokens or TokenCache()
         self._tag_page_size = tag_page_size
         self._max_manifest_bytes = max_manifest_bytes
@@ -100,9 +112,12 @@ class HttpUpstream:
         """A streamed 2xx response (the caller closes it), or the mapped error with the response closed."""
         with transport_errors(target.base_url[:200]):
             host = httpx.URL(target.base_url).netloc.decode()  # inside: a malformed upstream URL raises here
+        policy = self._guard.policy_for(target.org, target.base_url)
         with transport_errors(host):
-            request = self._client.build_request(method, url, headers=request_headers)
-            auth = RegistryAuth(self._tokens, target.username, target.password)
+            # The policy rides on the request, and on every redirect httpx builds from it.
+            request = self._client.build_request(method, url, headers=request_headers, extensions={POLICY: policy})
+            auth = RegistryAuth(self._tokens, target.username, target.password, policy=policy,
+                                upstream=httpx.URL(target.base_url))
             response = await self._client.send(request, auth=auth, stream=True, follow_redirects=True)
             if response.is_success:
                 return response
@@ -198,6 +213,9 @@ class HttpUpstream:
                 return tags
             with transport_errors(response.url.netloc.decode()):
                 url = response.url.join(link)  # the upstream's Link may be malformed
+            if not same_origin(url, httpx.URL(target.base_url)):
+                raise UpstreamRefused(f"tag list of {target.repository}: upstream's Link leads off its own host "
+                                      f"({url.scheme}://{url.netloc.decode(errors='replace')[:200]})")
         return tags
 
     async def get_referrers(self, target: UpstreamTarget, digest: str) -> UpstreamReferrers:
@@ -222,6 +240,9 @@ class HttpUpstream:
                 break
             with transport_errors(response.url.netloc.decode()):
                 url = response.url.join(link)
+            if not same_origin(url, httpx.URL(target.base_url)):
+                raise UpstreamRefused(f"{what}: upstream's Link leads off its own host "
+                                      f"({url.scheme}://{url.netloc.decode(errors='replace')[:200]})")
         return UpstreamReferrers(descriptors[:MAX_REFERRERS], rate_limit)
 
     async def aclose(self) -> None:

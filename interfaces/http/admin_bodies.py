@@ -10,6 +10,7 @@ from litestar import Request
 from litestar.exceptions import ClientException, HTTPException
 
 from application.admin import InvalidRequest
+from application.prewarm import MAX_REFERENCES
 from domain.org_settings import MAX_ORG_NAME, MAX_PASSWORD, derived_struct, invalid
 
 MAX_BODY = 64 * 1024   # an org's settings are a few hundred bytes; the bound keeps hostile bodies cheap
@@ -23,6 +24,14 @@ OrgCreateBody = derived_struct(
     last=[("password", Password, None)], **_STRUCT)
 OrgChangesBody = derived_struct("OrgChangesBody", last=[("password", Password | msgspec.UnsetType, msgspec.UNSET)],
                                 optional=True, **_STRUCT)
+
+
+
+class PrewarmBody(msgspec.Struct, forbid_unknown_fields=True):
+    """`{"references": ["library/alpine:3.20", "team/app@sha256:..."]}`"""
+
+    references: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=512)]],
+                          msgspec.Meta(min_length=1, max_length=MAX_REFERENCES)]
 
 
 class UnsupportedMediaType(HTTPException):

@@ -9,11 +9,17 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from application.admin import OrgAdmin, OrgDetails, OrgSummary
-from interfaces.http.admin_bodies import OrgChangesBody, OrgCreateBody, OrgSettingsBody, fields_of, read_body
+from application.prewarm import Prewarm, Prewarmed
+from interfaces.http.admin_bodies import (OrgChangesBody, OrgCreateBody, OrgSettingsBody, PrewarmBody, fields_of,
+                                          read_body)
 
 
 class OrgList(msgspec.Struct):
     organizations: list[OrgSummary]
+
+
+class PrewarmAnswer(msgspec.Struct):
+    results: list[Prewarmed]
 
 
 
@@ -54,3 +60,10 @@ class OrganizationsController(Controller):
     @delete("/{name:str}", sync_to_thread=True)
     def delete_organization(self, admin: NamedDependency[OrgAdmin], name: FromPath[str]) -> None:
         admin.delete(name)
+
+    @post("/{name:str}/prewarm", status_code=200)
+    async def prewarm(self, prewarm: NamedDependency[Prewarm], request: Request, name: FromPath[str]) -> PrewarmAnswer:
+        """Body: `{"references": ["REPOSITORY:TAG" | "REPOSITORY@DIGEST", ...]}`. Fetches each image (index,
+        platform manifests, blobs) whatever `[server] pull_through` says; one result per reference."""
+        body = await read_body(request, PrewarmBody)
+        return PrewarmAnswer(await prewarm.prewarm(name, body.references))

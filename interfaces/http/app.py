@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from application.admin import OrgAdmin
 from application.audit import AuditLog
+from application.prewarm import Prewarm
 from interfaces.http.admin import ADMIN_PREFIX, admin_router, openapi_config
 from interfaces.http.admin_errors import admin_error_response
 from interfaces.http.errors import error_response
@@ -50,10 +51,14 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
             await container.stop()
 
     def provide_oci() -> OciServices:
-        return OciServices(cache=container.cache, router=container.router, metrics=container.metrics)
+        return OciServices(cache=container.cache, router=container.router, metrics=container.metrics,
+                           via=container.guard.via)
 
     def provide_admin() -> OrgAdmin:
         return container.admin
+
+    def provide_prewarm() -> Prewarm:
+        return container.prewarm
 
     def provide_audit_log() -> AuditLog:
         return container.audit_log
@@ -69,7 +74,7 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
 
     return Litestar(
         route_handlers=[api_version, oci, admin_router(), healthz, readyz, metrics],
-        dependencies={"oci_services": once(provide_oci), "admin": once(provide_admin),
+        dependencies={"oci_services": once(provide_oci), "admin": once(provide_admin), "prewarm": once(provide_prewarm),
                       "audit_log": once(provide_audit_log), "metrics_registry": once(provide_metrics_registry),
                       "probes": once(provide_probes)},
         lifespan=[lifespan],

@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Stream
 
+from application.errors import LoopDetected
 from application.pull_through import Client, PullThrough
 from application.ports import Metrics
 from application.orgs import OrgConfig
@@ -92,6 +93,9 @@ def parsed_path(request: Request, rest: str) -> tuple[str, str, str]:
 
 
 async def resolve(request: Request, services: OciServices, rest: str) -> Target:
+    if services.via and services.via in header_values(request, b"entrepot-via"):
+        # Our own upstream request came back to us: an org's upstream leads to this cluster.
+        raise LoopDetected("request loop: an organization's upstream leads back to this server")
     name, kind, reference = parsed_path(request, rest)
     # Most pulls carry no query: Litestar's query_params would still build a MultiDict for each.
     ns = request.query_params.get("ns") if request.scope.get("query_string") else None
@@ -132,6 +136,7 @@ class OciServices:
     cache: PullThrough
     router: OrgRouter
     metrics: Metrics
+    via: str = ""        # the hop header value our upstream requests carry (infra/upstream/guard.py)
 
 
 def cache_of(services: OciServices) -> PullThrough:

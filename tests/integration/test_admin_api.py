@@ -12,7 +12,7 @@ import time
 import pytest
 from litestar.testing import TestClient
 
-from infra.settings import Settings, load_settings
+from infra.settings import SecuritySettings, Settings, load_settings
 from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from tests.support.images import build_image, push_image
@@ -37,7 +37,9 @@ def upstream(module_upstream_registry_factory):
 @pytest.fixture
 def api(tmp_path, upstream):
     # hub is created through the API: the API may change it (an org of the config file it may not).
-    settings = Settings(data_dir=str(tmp_path / "data"), admin_token=TOKEN, organizations=())
+    # It uses the loopback registry: the operator allows loopback for orgs made through the API.
+    settings = Settings(data_dir=str(tmp_path / "data"), admin_token=TOKEN, organizations=(),
+                        security=SecuritySettings(allowed_upstream_networks=("127.0.0.0/8",)))
     container = bootstrap(settings)
     with TestClient(create_app(container)) as client:
         client.headers.update(AUTH)

@@ -34,8 +34,10 @@ def upstream(module_upstream_registry_factory):
 
 @pytest.fixture(scope="module")
 def server(upstream, module_entrepot_server_factory):
+    # The orgs these tests create through the CLI use the loopback registry: the operator allows loopback.
     return module_entrepot_server_factory([{"name": "hub", "upstream": upstream.url}],
-                                          env={"ENTREPOT_ADMIN_TOKEN": TOKEN})
+                                          env={"ENTREPOT_ADMIN_TOKEN": TOKEN},
+                                          sections={"security": {"allowed_upstream_networks": ["127.0.0.0/8"]}})
 
 
 def entrepot(server, *args: str, token: str | None = TOKEN, stdin: str | None = None) -> subprocess.CompletedProcess:

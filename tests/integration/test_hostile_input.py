@@ -6,11 +6,24 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from application.cache_records import CacheRecords
+from domain.org import DEFAULTS, CacheOrg
+from infra.persistence import event_store_env
+from infra.settings import Settings
 from tests.support.hostile import raw_request, stored_state
 from tests.support.images import build_image, push_image
 
 pytestmark = pytest.mark.integration
 LONG = "a" * 260
+
+
+def record_legacy_org(data_dir, name: str, upstream: str) -> None:
+    """An org as an older release recorded it, past today's URL checks: its events outlive the rules."""
+    records = CacheRecords(env=event_store_env(Settings(data_dir=str(data_dir))))
+    try:
+        records.save(CacheOrg(name=name, settings={**DEFAULTS.as_event(), "upstream": upstream}))
+    finally:
+        records.close()
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +33,12 @@ def lab(module_upstream_registry_factory, module_entrepot_server_factory):
     image = build_image("hostile", layers=1, layer_size=20_000)
     push_image(upstream.url, "team/app", "1", image)
     server = module_entrepot_server_factory(
-        [{"name": "hub", "upstream": upstream.url}, {"name": "broken", "upstream": "http://upstream:port"}],
-        sections={"upstream": {"backoff_seconds": 15}})
+        [{"name": "hub", "upstream": upstream.url}], sections={"upstream": {"backoff_seconds": 15}},
+        startup_timeout=60)   # started twice: on a loaded machine one start takes 15-20 s
+    # Today's rules refuse "http://upstream:port" in the file and the API; an org recorded before them keeps it.
+    server.stop()
+    record_legacy_org(server.data_dir, "broken", "http://upstream:port")
+    server.start()
     warm = httpx.get(f"{server.url}/v2/hub/team/app/blobs/{image.layers[0].digest}", timeout=30)
     assert warm.status_code == 200
     assert httpx.get(f"{server.url}/v2/hub/team/app/manifests/1", timeout=30).status_code == 200

@@ -44,15 +44,17 @@ class _QuietServer(ThreadingHTTPServer):
 class LocalHTTPServer:
     """Answers every request with `handler(request, server)`; records requests in `.requests`."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, host: str = "127.0.0.1") -> None:
+        """`host`: another loopback address (127.0.0.2, ...) stands for a host the SSRF tests allow or not."""
         self.handler = handler
+        self.host = host
         self.requests: list[Request] = []
-        self._server = _QuietServer(("127.0.0.1", 0), self._request_handler_class())
+        self._server = _QuietServer((host, 0), self._request_handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{self.host}:{self._server.server_address[1]}"
 
     def _request_handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self

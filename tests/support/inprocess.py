@@ -27,6 +27,7 @@ class InProcessServer:
         self.startup_timeout = startup_timeout
         self._listener = bind_listener("127.0.0.1", 0)
         self.port = bound_port(self._listener)
+        self.container.serving_on("127.0.0.1", self.port)
         config = uvicorn.Config(create_app(self.container), log_level="warning", access_log=False, lifespan="on",
                                 timeout_graceful_shutdown=5)
         self._server = uvicorn.Server(config)   # off the main thread it installs no signal handlers

@@ -18,7 +18,7 @@ from tests.support.processes import OnLoopback
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 ORG_KEYS = ("name", "upstream", "namespace", "staleness_seconds", "max_stale_seconds", "negative_cache_seconds",
-            "on_upstream_denied", "rate_limit_floor", "username", "password", "default")
+            "on_upstream_denied", "rate_limit_floor", "username", "password", "default", "allow", "deny")
 
 
 def _toml_value(value: object) -> str:
@@ -28,6 +28,8 @@ def _toml_value(value: object) -> str:
         return str(value)
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string (ASCII-escaped) is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     raise TypeError(f"cannot write {value!r} as a TOML value")
 
 

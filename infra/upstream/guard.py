@@ -1,0 +1,135 @@
+"""The SSRF guard at the connection: every upstream request (redirects and token requests too) is resolved,
+every address checked against the org's UpstreamPolicy, and sent to the checked address only.
+
+Connecting to the address we checked, not to the name again, is what defeats DNS rebinding: the
+request's URL is rewritten to the IP, with the Host header and the TLS server name kept.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+
+import anyio
+import httpx
+
+from application.errors import UpstreamRefused
+from domain.upstream_policy import OPERATOR, STRICT, Address, Network, UpstreamPolicy, host_literal
+
+POLICY = "entrepot.upstream_policy"   # request extension: the UpstreamPolicy of the org asking
+VIA = "Entrepot-Via"                  # hop header: which Entrepôt cluster sent the request (loop cut, 508)
+
+
+class UpstreamGuard:
+    """Which policy each org's upstream requests get, and the checks made when an admin sets an upstream.
+
+    The config file's orgs are the operator's own: with the upstream the file gives them they may
+    reach loopback and private networks. Any other (org, upstream) — made or changed through the
+    admin API — may reach them only inside `allowed_networks`.
+    """
+
+    def __init__(self, allowed_networks: tuple[Network, ...] = (),
+                 operator_upstreams: Iterable[tuple[str, str]] | None = None, via: str = "") -> None:
+        """`operator_upstreams` None: every (org, upstream) is the operator's own (a library user's HttpUpstream)."""
+        self._everyone_operator = operator_upstreams is None
+        operator_upstreams = operator_upstreams or ()
+        self.allowed_networks = allowed_networks
+        self.operator_upstreams = frozenset(operator_upstreams)
+        self.via = via
+        self._admin = UpstreamPolicy(allowed_networks=allowed_networks)
+        self._operator = UpstreamPolicy(allowed_networks=allowed_networks, internal_allowed=True)
+        self.own_endpoints: set[tuple[Address, int]] = set()   # where this server listens (serving_on)
+        self.everywhere_ports: set[int] = set()                # ... and ports it listens on at every address
+
+    def policy_for(self, org: str, base_url: str) -> UpstreamPolicy:
+        if self._everyone_operator or (org, base_url) in self.operator_upstreams:
+            return self._operator
+        return self._admin
+
+    def serving_on(self, host: str, port: int) -> None:
+        """This server's listening address: an upstream there is this server itself."""
+        for address in _resolve_now(host, port) or ():
+            if address.is_unspecified:   # 0.0.0.0 / ::: every local address, all of loopback at least
+                self.everywhere_ports.add(port)
+            else:
+                self.own_endpoints.add((address, port))
+
+    def upstream_refusal(self, org: str, base_url: str) -> str | None:
+        """Why `base_url` may not be `org`'s upstream (checked when it is set), else None. Blocking (DNS).
+
+        A name that does not resolve now is accepted: every connection is checked again anyway.
+        """
+        url = httpx.URL(base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        policy = self.policy_for(org, base_url)
+        if refusal := policy.host_refusal(url.scheme, url.host):
+            return refusal
+        for address in _resolve_now(url.host, port) or ():
+            if (address, port) in self.own_endpoints or (address.is_loopback and port in self.everywhere_ports):
+                return "it is this server itself"
+            if refusal := policy.address_refusal(address):
+                return refusal
+        return None
+
+
+def _resolve_now(host: str, port: int) -> list[Address] | None:
+    literal = host_literal(host)
+    if literal is not None:
+        return [literal]
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None
+    return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that connects only to addresses the request's policy allows."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, via: str = "") -> None:
+        self._inner = inner
+        self._via = via
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        policy: UpstreamPolicy = request.extensions.get(POLICY, STRICT)
+        url = request.url
+        where = url.netloc.decode(errors="replace")[:200]
+        if refusal := policy.host_refusal(url.scheme, url.host):
+            raise UpstreamRefused(f"upstream {where} refused by the SSRF policy: {refusal}", upstream=where)
+        address = await self._checked_address(policy, request, where)
+        headers = httpx.Headers(request.headers)
+        if self._via:
+            headers[VIA] = self._via
+        extensions = dict(request.extensions)
+        if url.scheme == "https" and host_literal(url.host) is None:
+            extensions["sni_hostname"] = url.host   # TLS checks the certificate against the name, not the IP
+        pinned = httpx.Request(request.method, url.copy_with(host=str(address)), headers=headers,
+                               stream=request.stream, extensions=extensions)
+        return await self._inner.handle_async_request(pinned)
+
+    @staticmethod
+    async def _checked_address(policy: UpstreamPolicy, request: httpx.Request, where: str) -> Address:
+        url = request.url
+        literal = host_literal(url.host)
+        if literal is not None:
+            addresses = [literal]
+        else:
+            try:
+                infos = await anyio.getaddrinfo(url.host, url.port or 443, type=socket.SOCK_STREAM)
+            except (OSError, UnicodeError) as error:
+                raise httpx.ConnectError(f"cannot resolve {url.host}: {error}", request=request) from None
+            addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        # Every address must pass: a name answering one public and one internal address is refused.
+        for address in addresses:
+            if refusal := policy.address_refusal(address):
+                raise UpstreamRefused(f"upstream {where} refused by the SSRF policy: {refusal}", upstream=where)
+        if not addresses:
+            raise httpx.ConnectError(f"cannot resolve {url.host}", request=request)
+        return addresses[0]
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+__all__ = ["OPERATOR", "POLICY", "VIA", "GuardedTransport", "UpstreamGuard"]
