@@ -249,7 +249,8 @@ def test_an_organization_of_the_config_file_is_not_changed_or_deleted_through_th
         tmp_path, upstream):
     config = tmp_path / "entrepot.toml"
     config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\nadmin_token = "{TOKEN}"\n\n'
-                      f'[[organizations]]\nname = "fromfile"\nupstream = "{upstream.url}"\n')
+                      f'[[organizations]]\nname = "fromfile"\nupstream = "{upstream.url}"\n\n'
+                      '[security]\nallowed_upstream_networks = ["127.0.0.0/8"]\n')   # for "mine", made below
     container = bootstrap(load_settings(str(config)))
     with TestClient(create_app(container)) as api:
         api.headers.update(AUTH)
