@@ -65,7 +65,7 @@ class EntrepotServer(OnLoopback):
     """
 
     def __init__(self, directory: Path | str, organizations: list[dict], port: int | None = None,
-                 startup_timeout: float = 20.0, access_log: bool = False, env: dict | None = None,
+                 startup_timeout: float = 60.0, access_log: bool = False, env: dict | None = None,
                  sections: dict[str, dict] | None = None, server: dict | None = None,
                  checkout: Path | None = None, python: str | None = None) -> None:
         self.directory = Path(directory)
