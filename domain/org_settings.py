@@ -60,6 +60,10 @@ class OrgSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         "upstream user (its password is stored encrypted, apart)"))] = ""
     default: Annotated[bool, Meta(description=(
         "serve root paths (/v2/library/...) from this org; at most one"))] = False
+    # True by default, also for configured orgs: an upgrade must not lock existing clients out, and an org
+    # recorded before this setting existed reads as open. Protect an org by setting it to false.
+    anonymous_pull: Annotated[bool, Meta(description=(
+        "pull without credentials; false: only robots and admins of this org"))] = True
 
     def __post_init__(self) -> None:
         # Normalised forms are what events record, so re-applying an equivalent setting records nothing.

@@ -12,6 +12,9 @@ from application.admin import AdminViews, OrgAdmin
 from application.audit import AuditLog
 from application.pull_through import pull_through
 from application.metering import MeteredUpstream
+from application.access import Access
+from application.access_admin import AccessAdmin
+from application.authentication import Authenticator
 from application.credentials import Credentials
 from application.orgs import OrgDirectory
 from application.pulls import GroupCommit, Pulls
@@ -23,7 +26,8 @@ from infra import persistence
 from infra.metrics import PrometheusMetrics, new_collector_registry
 from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
-from infra.secrets import admin_token, private_dir
+from infra.secrets import admin_token, private_dir, secret_key
+from infra.tokens import JwtTokens
 from infra.settings import Settings, SettingsError
 from infra.coordination import InProcessCoordination, RedisCoordination, build_coordination
 from infra.storage import build_blob_store
@@ -67,6 +71,7 @@ class Container:
         self.records = CacheRecords(env=self.env)
         self.pulls = Pulls(env=self.env)
         self.credentials = Credentials(env=self.env)
+        self.access = Access(env=self.env)   # robots and org admins (token hashes), and the admin actions log
         # Orgs are read from the orgs view (plus this process's own writes), not from the event store.
         orgs_view = open_view("orgs", self.env)
         self.orgs = OrgDirectory(self.records, self.credentials, orgs_view)
@@ -106,6 +111,11 @@ class Container:
                               on_change=self.router.forget)
         self.audit_log = AuditLog(views["audit"])
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
+        # Pull tokens are signed with a key derived from the secret every replica shares (infra/tokens.py).
+        self.tokens = JwtTokens(secret_key(self.data_dir, settings.secret_key), self.clock)
+        self.authenticator = Authenticator(self.access, self.tokens, self.admin_token)
+        self.access_admin = AccessAdmin(self.access, lambda org: self.orgs.get(org) is not None, views["tags"],
+                                        self.clock, on_change=self.authenticator.forget)
         # What /readyz asks, in its answer's order; without a required one a replica cannot serve correctly
         # (without Redis it serves, uncoordinated).
         self.probes = [
@@ -143,7 +153,7 @@ class Container:
         self.view.close()
         for view in self.read_views.values():
             view.close()
-        for app in (self.records, self.pulls, self.credentials):
+        for app in (self.records, self.pulls, self.credentials, self.access):
             app.close()
 
 

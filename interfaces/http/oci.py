@@ -17,6 +17,7 @@ from application.ports import Metrics
 from application.orgs import OrgConfig
 from application.routing import OrgRouter
 from domain.names import NAME_PATTERN, Digest, InvalidName, parse_reference
+from interfaces.http.client_auth import ClientAccess, guard_pull, version_guard
 from interfaces.http.errors import API_VERSION, OciError
 from interfaces.http.pathsend import PathSend, offers_pathsend
 from interfaces.http.ranges import parse_range
@@ -112,6 +113,7 @@ class OciServices:
     cache: PullThrough
     router: OrgRouter
     metrics: Metrics
+    access: ClientAccess | None = None   # None: no access control (tools and tests that build no authenticator)
 
 
 def cache_of(services: OciServices) -> PullThrough:
@@ -144,9 +146,10 @@ def version_check(request: Request) -> Response:
     return Response({}, headers=API_VERSION)
 
 
-@route("/v2/", http_method=EVERY_METHOD, status_code=200, sync_to_thread=False, include_in_schema=False)
-def api_version(request: Request) -> Response:
+@route("/v2/", http_method=EVERY_METHOD, status_code=200, include_in_schema=False)
+async def api_version(request: Request, oci_services: NamedDependency[OciServices]) -> Response:
     refuse_writes(request)
+    await version_guard(request, oci_services.access)
     return version_check(request)
 
 
@@ -154,21 +157,30 @@ def api_version(request: Request) -> Response:
 async def oci(request: Request, rest: FromPath[str], oci_services: NamedDependency[OciServices]) -> Response:
     refuse_writes(request)
     if rest in ("", "/"):
+        await version_guard(request, oci_services.access)
         return version_check(request)
     target = await resolve(request, oci_services, rest)
     cache = cache_of(oci_services)
+    actor = "anonymous"
+    if oci_services.access is not None:
+        audited = target.kind == "manifests" and request.method == "GET"
+        if audited:
+            parse_reference(target.reference)   # bad input is a 400 before anything is recorded
+        actor = (await guard_pull(request, oci_services.access, target.config, target.repository, target.reference,
+                                  audited)).actor
     if target.kind == "manifests":
-        return await manifest(request, cache, target, metrics_of(oci_services))
+        return await manifest(request, cache, target, metrics_of(oci_services), actor)
     if target.kind == "blobs":
         return await blob(request, cache, target, metrics_of(oci_services))
     return await tags(request, cache, target)
 
 
-async def manifest(request: Request, cache: PullThrough, target: Target, metrics: Metrics) -> Response:
+async def manifest(request: Request, cache: PullThrough, target: Target, metrics: Metrics,
+                   actor: str = "anonymous") -> Response:
     reference = parse_reference(target.reference)
     head = request.method == "HEAD"
     client = Client(address=request.client.host if request.client else "",
-                    user_agent=header(request, b"user-agent", ""))
+                    user_agent=header(request, b"user-agent", ""), actor=actor)
     org = target.config
     answer = await cache.manifests.manifest(org, target.repository, reference, accept_values(request), client,
                                             record=not head)

@@ -50,11 +50,26 @@ def test_a_pull_stored_in_version_two_gains_status_and_error_code():
     assert (event.note, event.status, event.error_code) == ("timeout", 200, "")
 
 
+def test_a_pull_stored_in_version_three_was_anonymous():
+    pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    pull = _pull(note="timeout", status=503, error_code="UNAVAILABLE")
+    _store_in_old_shape(pulls, pull, drop=("actor",), version=3)
+    event = pulls.mapper.to_domain_event(pulls.recorder.select_notifications(start=None, limit=10)[0])
+    assert (event.actor, event.note, event.status, event.error_code) == ("anonymous", "timeout", 503, "UNAVAILABLE")
+
+
+def test_a_pull_stored_before_versions_was_anonymous_too():
+    pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    pull = _pull()
+    _store_in_old_shape(pulls, pull, drop=("note", "status", "error_code", "actor"), version=None)
+    assert pulls.repository.get(pull.id).actor == "anonymous"
+
+
 def test_a_new_pull_is_stored_with_its_class_version_and_reads_back_unchanged():
     pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    pull = _pull(note="x", status=503, error_code="UNAVAILABLE")
+    pull = _pull(note="x", status=503, error_code="UNAVAILABLE", actor="private+ci")
     pulls.record(pull)
     stored = pulls.recorder.select_notifications(start=None, limit=10)[0]
-    assert pulls.mapper.transcoder.decode(stored.state)["class_version"] == 3
+    assert pulls.mapper.transcoder.decode(stored.state)["class_version"] == 4
     event = pulls.mapper.to_domain_event(stored)
-    assert (event.note, event.status, event.error_code) == ("x", 503, "UNAVAILABLE")
+    assert (event.note, event.status, event.error_code, event.actor) == ("x", 503, "UNAVAILABLE", "private+ci")
