@@ -6,7 +6,7 @@ import csv
 import json
 from typing import TextIO
 
-AUDIT_COLUMNS = ("id", "at", "org", "repository", "reference", "digest", "result", "client", "user_agent", "status",
+AUDIT_COLUMNS = ("id", "at", "org", "repository", "reference", "digest", "result", "client", "actor", "user_agent", "status",
                  "error_code", "note")
 
 
@@ -44,7 +44,8 @@ def print_org(details: dict) -> None:
     org = details["organization"]
     print(f"organization  {org['name']}")
     for key in ("upstream", "namespace", "default", "staleness_seconds", "max_stale_seconds",
-                "negative_cache_seconds", "on_upstream_denied", "rate_limit_floor", "username", "password_set"):
+                "negative_cache_seconds", "on_upstream_denied", "rate_limit_floor", "username", "password_set",
+                "anonymous_pull"):
         print(f"{key.replace('_', ' '):<22}{org[key]}")
     print(f"{'bytes stored':<22}{human_bytes(details['bytes_stored'])} in {details['blob_count']} blobs")
     pulls = details.get("pulls") or {}
@@ -112,3 +113,22 @@ def _note(row: dict) -> str:
 
 def _fit(text: str, width: int) -> str:
     return text.ljust(width) if len(text) <= width else text[:width - 1] + "…"
+
+
+def print_robots(robots: list[dict], title: str | None = None) -> None:
+    if title:
+        print(title)
+    if not robots:
+        print("no robots")
+        return
+    rows = [[robot["username"], robot["role"], ", ".join(robot["repositories"]) or "-",
+             "disabled" if robot["disabled"] else "active"] for robot in robots]
+    print(table(rows, ["USERNAME", "ROLE", "REPOSITORIES", "STATE"]))
+
+
+def print_admin_log(items: list[dict]) -> None:
+    if not items:
+        print("no admin actions")
+        return
+    rows = [[item["at"], item["actor"], item["action"], item["target"], item["detail"]] for item in items]
+    print(table(rows, ["AT", "ACTOR", "ACTION", "TARGET", "DETAIL"]))

@@ -18,7 +18,7 @@ from tests.support.processes import OnLoopback
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 ORG_KEYS = ("name", "upstream", "namespace", "staleness_seconds", "max_stale_seconds", "negative_cache_seconds",
-            "on_upstream_denied", "rate_limit_floor", "username", "password", "default")
+            "on_upstream_denied", "rate_limit_floor", "username", "password", "default", "anonymous_pull")
 
 
 def _toml_value(value: object) -> str:
