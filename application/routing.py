@@ -165,9 +165,9 @@ class OrgRouter:
         found = defaults(await self.mirrors()) or defaults(await self._reloaded())
         return min(found, key=lambda m: m.name) if found else None
 
-    async def any_anonymous(self) -> bool:
-        """Whether some org lets anonymous clients pull (GET /v2/ then answers 200 without credentials)."""
-        return any(m.anonymous_pull for m in await self.mirrors())
+    async def all_open(self) -> bool:
+        """Whether every org lets anonymous clients pull (GET /v2/ then answers 200 without credentials)."""
+        return all(m.anonymous_pull for m in await self.mirrors())
 
     async def mirrors(self) -> list[_Mirror]:
         now = time.monotonic()

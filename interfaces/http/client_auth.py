@@ -145,8 +145,8 @@ def refusal(request: Request, org: str, repository: str, decision: Decision) -> 
     scope = pull_scope(org, repository)
     if decision.verdict is Verdict.DENY:
         return OciError("DENIED", 403, decision.reason or "requested access to the resource is denied")
-    if decision.verdict is Verdict.INSUFFICIENT_SCOPE:
-        return OciError("DENIED", 401, decision.reason,
+    if decision.verdict is Verdict.INSUFFICIENT_SCOPE:   # distribution: UNAUTHORIZED, error="insufficient_scope"
+        return OciError("UNAUTHORIZED", 401, decision.reason,
                         headers=challenge(request, scope, "insufficient_scope"))
     return OciError("UNAUTHORIZED", 401, "authentication required", headers=challenge(request, scope))
 
@@ -157,7 +157,13 @@ def client_of(request: Request, actor: str) -> Client:
 
 
 async def version_guard(request: Request, access: ClientAccess | None) -> None:
-    """GET /v2/: credentials sent must be valid; none sent is fine while some org is open (else a challenge)."""
+    """GET /v2/: credentials sent must be valid; none sent gets the challenge unless every org is open.
+
+    Not "unless some org is open": containers/image (skopeo, podman, CRI-O) learns whether and how to
+    authenticate from this ping only, and never sends credentials after a 200 here, so one protected org
+    means every anonymous ping is challenged. Anonymous clients of an open org then take an anonymous
+    token (GET /v2/token without credentials), as with Docker Hub.
+    """
     if access is None:
         return
     if authorization(request):
@@ -167,7 +173,7 @@ async def version_guard(request: Request, access: ClientAccess | None) -> None:
             raise OciError("UNAUTHORIZED", 401, "authentication required: the credentials are not valid",
                            headers=challenge(request)) from None
         return
-    if not await access.router.any_anonymous():
+    if not await access.router.all_open():
         raise OciError("UNAUTHORIZED", 401, "authentication required", headers=challenge(request))
 
 

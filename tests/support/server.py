@@ -126,7 +126,8 @@ class EntrepotServer(OnLoopback):
                     self.port = port
                     self.write_config()   # a restart (and the CLI) uses the port this run got
                 try:
-                    if httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                    # 401: the challenge of a server with a protected org (anonymous_pull = false) is an answer too
+                    if httpx.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
                         self._wait_for_access_line(log_offset)
                         return
                 except httpx.TransportError:
