@@ -74,7 +74,7 @@ class OrganizationsController(Controller):
     def delete_organization(self, admin: NamedDependency[OrgAdmin], access_admin: NamedDependency[AccessAdmin],
                             principal: NamedDependency[Principal], name: FromPath[str]) -> None:
         admin.delete(name)
-        access_admin.record(principal.actor, "org.delete", name, name)
+        access_admin.org_deleted(name, principal.actor)
 
 
 def described(settings: dict) -> str:

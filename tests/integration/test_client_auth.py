@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 from litestar.testing import TestClient
@@ -225,3 +226,26 @@ def test_the_version_check_answers_anonymous_clients_only_when_every_org_is_open
         username, token = robot(api)
         assert api.get("/v2/", headers=basic(username, token)).status_code == 200
         assert api.get("/v2/", headers=basic(username, "wrong")).status_code == 401
+
+
+def test_deleting_an_org_deletes_its_robots_and_exports_carry_the_actor(api):
+    username, token = robot(api)
+    assert manifest(api, "private/library/alpine", basic(username, token)).status_code == 200
+    audit(api.container, 1)
+    exported = api.get("/api/v1/audit", params={"format": "csv"}, headers=ADMIN_HEADERS).text.splitlines()
+    header = exported[0].split(",")
+    assert "actor" in header and exported[1].split(",")[header.index("actor")] == "private+ci"
+    lines = api.get("/api/v1/audit", params={"format": "jsonl", "actor": "private+ci"}, headers=ADMIN_HEADERS).text
+    assert [json.loads(line)["actor"] for line in lines.splitlines()] == ["private+ci"]
+    assert api.get("/api/v1/audit", params={"actor": "nobody"}, headers=ADMIN_HEADERS).json()["items"] == []
+
+    assert api.delete("/api/v1/organizations/private", headers=ADMIN_HEADERS).status_code == 204
+    created = api.post("/api/v1/organizations", headers=ADMIN_HEADERS,
+                       json={"name": "private", "upstream": api.container.settings.organizations[0].upstream,
+                             "anonymous_pull": False})
+    assert created.status_code == 201, created.text
+    assert api.get("/api/v1/organizations/private/robots", headers=ADMIN_HEADERS).json() == {"robots": []}
+    assert manifest(api, "private/library/alpine", basic(username, token)).status_code == 401
+    actions = [(i["action"], i["detail"]) for i in api.get("/api/v1/admin-log", headers=ADMIN_HEADERS).json()["items"]]
+    assert ("org.delete", "1 robots deleted with it") in actions
+    assert actions[-1][0] == "org.create" and "anonymous_pull=False" in actions[-1][1]
