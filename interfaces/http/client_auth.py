@@ -85,8 +85,10 @@ class Unauthenticated(Exception):
     """Credentials were sent and are wrong; `username` is what was claimed (never the secret)."""
 
     def __init__(self, username: str) -> None:
-        super().__init__(f"authentication failed for {username[:MAX_USERNAME]!r}")
-        self.username = username[:MAX_USERNAME]
+        # What a client claimed goes into the audit: bounded and printable.
+        username = "".join(c if c.isprintable() else "?" for c in username[:MAX_USERNAME])
+        super().__init__(f"authentication failed for {username!r}")
+        self.username = username
 
 
 async def principal_of(request: Request, authenticator: Authenticator) -> Principal:
@@ -205,7 +207,10 @@ async def token(request: Request, client_access: NamedDependency[ClientAccess]) 
     """The token endpoint: Basic credentials or none; answers a short-lived JWT granting what the account may pull."""
     scopes = await resolve_scopes(client_access.router, requested_scopes(request))
     try:
-        principal = await principal_of(request, client_access.authenticator)
+        # Basic or nothing: a token is never exchanged for another one, so a disabled account's last
+        # token cannot be refreshed past its expiry.
+        principal = ANONYMOUS_PRINCIPAL if authorization(request).lower().startswith("bearer ") else \
+            await principal_of(request, client_access.authenticator)
     except Unauthenticated as error:
         for scope in scopes:   # failed authentication is audited, once per repository it asked for
             await client_access.audit.denied(scope.org, scope.repository, "", client_of(request, error.username),

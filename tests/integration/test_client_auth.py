@@ -249,3 +249,13 @@ def test_deleting_an_org_deletes_its_robots_and_exports_carry_the_actor(api):
     actions = [(i["action"], i["detail"]) for i in api.get("/api/v1/admin-log", headers=ADMIN_HEADERS).json()["items"]]
     assert ("org.delete", "1 robots deleted with it") in actions
     assert actions[-1][0] == "org.create" and "anonymous_pull=False" in actions[-1][1]
+
+
+def test_a_token_is_not_exchanged_for_another_one(api):
+    username, token = robot(api)
+    issued = api.get("/v2/token", params={"scope": "repository:private/library/alpine:pull"},
+                     headers=basic(username, token)).json()["token"]
+    api.post("/api/v1/organizations/private/robots/ci/disable", headers=ADMIN_HEADERS)
+    refreshed = api.get("/v2/token", params={"scope": "repository:private/library/busybox:pull"},
+                        headers=bearer(issued)).json()["token"]
+    assert manifest(api, "private/library/busybox", bearer(refreshed)).status_code == 401
