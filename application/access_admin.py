@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from application.access import (MAX_LOG_PAGE, Access, AdminLogRow, NewCredentials, RobotInfo)
+from application.access import MAX_LOG_PAGE, Access, AdminLogRow, NewCredentials, RobotInfo
 from application.admin import InvalidRequest
 from application.errors import OrgUnknown
 from application.ports import Clock
