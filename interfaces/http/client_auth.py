@@ -26,7 +26,7 @@ from application.pull_audit import Client
 from application.pull_metrics import CountedManifests
 from application.routing import OrgRouter
 from domain.access import ANONYMOUS_PRINCIPAL, Decision, Principal, Verdict, may_pull
-from domain.names import InvalidName
+from domain.names import InvalidName, parse_reference
 from application.errors import OrgUnknown, ReadModelUnavailable
 from interfaces.http.errors import API_VERSION, OciError
 
@@ -118,7 +118,8 @@ async def guard_pull(request: Request, access: ClientAccess, org, repository: st
                      audited: bool) -> Principal:
     """The principal allowed to pull `repository` of `org` (an OrgConfig), else OciError 401/403.
 
-    `audited`: a manifest GET, whose refusal is recorded in the pull audit.
+    `audited`: a manifest GET, whose refusal is recorded in the pull audit (once its reference is
+    known valid: bad input is a 400 that records nothing).
     """
     if not authorization(request):                    # the warm path of an open org: one attribute read
         if org.anonymous_pull:
@@ -129,6 +130,7 @@ async def guard_pull(request: Request, access: ClientAccess, org, repository: st
         principal = await principal_of(request, access.authenticator)
     except Unauthenticated as error:
         if audited:
+            parse_reference(reference)
             await access.audit.denied(org.name, repository, reference, client_of(request, error.username),
                                       str(error), 401, "UNAUTHORIZED")
         raise OciError("UNAUTHORIZED", 401, "authentication required: the credentials are not valid",
@@ -138,6 +140,7 @@ async def guard_pull(request: Request, access: ClientAccess, org, repository: st
         return principal
     error = refusal(request, org.name, repository, decision)
     if audited:
+        parse_reference(reference)
         await access.audit.denied(org.name, repository, reference, client_of(request, principal.actor),
                                   decision.reason, error.status, error.code)
     raise error

@@ -164,8 +164,6 @@ async def oci(request: Request, rest: FromPath[str], oci_services: NamedDependen
     actor = "anonymous"
     if oci_services.access is not None:
         audited = target.kind == "manifests" and request.method == "GET"
-        if audited:
-            parse_reference(target.reference)   # bad input is a 400 before anything is recorded
         actor = (await guard_pull(request, oci_services.access, target.config, target.repository, target.reference,
                                   audited)).actor
     if target.kind == "manifests":

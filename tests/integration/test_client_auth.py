@@ -259,3 +259,12 @@ def test_a_token_is_not_exchanged_for_another_one(api):
     refreshed = api.get("/v2/token", params={"scope": "repository:private/library/busybox:pull"},
                         headers=bearer(issued)).json()["token"]
     assert manifest(api, "private/library/busybox", bearer(refreshed)).status_code == 401
+
+
+def test_bad_input_from_a_refused_client_is_a_400_and_records_nothing(api):
+    username, token = robot(api)
+    before = api.container.pulls.recorder.max_notification_id()
+    for headers in (basic(username, token), basic(username, "wrong")):
+        answer = api.get("/v2/private/other/tool/manifests/-bad-tag", headers=headers)
+        assert answer.status_code == 400 and answer.json()["errors"][0]["code"] == "TAG_INVALID"
+    assert api.container.pulls.recorder.max_notification_id() == before
