@@ -18,10 +18,12 @@ import anyio.to_thread
 from cachetools import TTLCache
 
 from application.access import Access
+from application.singleflight import SingleFlight
 from domain.access import GLOBAL_ADMIN, Principal, Role, Verdict, rights
 
 CREDENTIALS_TTL = 30.0     # seconds a verified robot credential is trusted without scrypt
 FAILURE_TTL = 5.0          # seconds a wrong one is refused without scrypt (a client retrying in a loop)
+VERIFIERS = 2              # scrypt verifications running at once
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Authenticator:
         self._verified: TTLCache = TTLCache(size, ttl)
         self._failed: TTLCache = TTLCache(size, FAILURE_TTL)
         self._lock = threading.Lock()
+        self._verifying: SingleFlight[Principal | None] = SingleFlight()
+        self._verifiers = anyio.CapacityLimiter(VERIFIERS)
 
     async def basic(self, username: str, secret: str) -> Principal | None:
         """A robot's (or org admin's) credentials, or `admin` with the admin token; None if wrong."""
@@ -64,7 +68,14 @@ class Authenticator:
                 return found
             if key in self._failed:
                 return None
-        principal = await anyio.to_thread.run_sync(self._access.verify, username, secret)
+        # One verification per credential at a time: when a cached one expires under load, the
+        # requests that find it gone wait for one scrypt instead of each running their own.
+        return await self._verifying.run(key, lambda: self._verify(key, username, secret))
+
+    async def _verify(self, key: str, username: str, secret: str) -> Principal | None:
+        # At most VERIFIERS scrypt runs at once (~16 MiB each): a flood of guesses queues here,
+        # and leaves the worker threads to the requests that need them.
+        principal = await anyio.to_thread.run_sync(self._access.verify, username, secret, limiter=self._verifiers)
         with self._lock:
             if principal is None:
                 self._failed[key] = True
