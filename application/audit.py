@@ -18,7 +18,8 @@ class AuditReadModel(Protocol):
 
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
-              limit: int = 100, client: str | None = None, user_agent: str | None = None) -> list[Any]:
+              limit: int = 100, client: str | None = None, user_agent: str | None = None,
+              actor: str | None = None) -> list[Any]:
         """Rows (dataclasses with an `id`) in id order."""
 
 
@@ -29,10 +30,11 @@ class AuditFilter:
     org: str | None = None
     repository: str | None = None
     result: str | None = None
-    client: str | None = None        # the actor: the client's address (robots come later)
+    client: str | None = None        # the client's address
     user_agent: str | None = None
     since: float | None = None       # seconds since the epoch, inclusive
     until: float | None = None       # exclusive
+    actor: str | None = None         # who pulled: anonymous, <org>+<robot>, admin
 
     def checked(self) -> AuditFilter:
         results = [r.value for r in PullResult]

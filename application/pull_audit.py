@@ -31,6 +31,7 @@ BAD_INPUT = (InvalidName, InvalidReference, OrgUnknown)
 class Client:
     address: str = ""
     user_agent: str = ""
+    actor: str = "anonymous"    # who, once authenticated (domain/access.py); never a secret
 
 
 def is_audited_failure(error: Exception) -> bool:
@@ -123,7 +124,20 @@ class PullAudit:
             log.exception("could not record the failed pull of %s/%s:%s (%d %s); answering its error anyway",
                           org, repository, reference, answer.status, answer.code)
 
+    async def denied(self, org: str, repository: str, reference: str, client: Client | None, reason: str,
+                     status: int, error_code: str) -> None:
+        """An attempt access control refused (failed authentication included): recorded, never raising."""
+        pull = self._pull(org, repository, reference, client, digest="", result=PullResult.DENIED.value,
+                          note=reason, status=status, error_code=error_code)
+        try:
+            await self._record(pull)
+        except RECORDED_LATER:
+            pass
+        except Exception:
+            log.exception("could not record the refused pull of %s/%s:%s; refusing it anyway", org, repository,
+                          reference)
+
     def _pull(self, org: str, repository: str, reference: str, client: Client | None, **outcome) -> Pull.Recorded:
         client = client or Client()
         return Pull.recorded(org=org, repository=repository, reference=reference, client=client.address,
-                             user_agent=client.user_agent, at=self._clock.now(), **outcome)
+                             user_agent=client.user_agent, actor=client.actor, at=self._clock.now(), **outcome)

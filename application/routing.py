@@ -66,6 +66,7 @@ class _Mirror:
     namespace: str
     default: bool
     upstream: str = ""
+    anonymous_pull: bool = True
 
 
 def upstream_host(upstream: str) -> str:
@@ -164,6 +165,10 @@ class OrgRouter:
         found = defaults(await self.mirrors()) or defaults(await self._reloaded())
         return min(found, key=lambda m: m.name) if found else None
 
+    async def all_open(self) -> bool:
+        """Whether every org lets anonymous clients pull (GET /v2/ then answers 200 without credentials)."""
+        return all(m.anonymous_pull for m in await self.mirrors())
+
     async def mirrors(self) -> list[_Mirror]:
         now = time.monotonic()
         if now >= self._expires:
@@ -200,4 +205,4 @@ def _mirror(row: OrgRowLike) -> _Mirror:
     except InvalidOrgSettings:
         upstream = host = ""  # cannot happen for a registered org (validated on apply); never matches an ns
     return _Mirror(row.name, host, settings.get("namespace", "") or "", bool(settings.get("default", False)),
-                   upstream)
+                   upstream, bool(settings.get("anonymous_pull", True)))

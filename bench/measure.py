@@ -24,10 +24,12 @@ class MeasurementFailed(RuntimeError):
 
 # -- warm manifests: wrk ---------------------------------------------------------------------------
 
-def wrk(url: str, seconds: float, connections: int = 32, threads: int = 2) -> dict:
+def wrk(url: str, seconds: float, connections: int = 32, threads: int = 2, headers: dict | None = None) -> dict:
     """Requests/s and latency percentiles (ms) of GET url at `connections` concurrent connections."""
     command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
                "--timeout", "10s", "-s", str(LUA), url]
+    for name, value in (headers or {}).items():   # e.g. Authorization: each request sends it
+        command[1:1] = ["-H", f"{name}: {value}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     line = next((l for l in done.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
     if done.returncode != 0 or line is None:

@@ -66,6 +66,10 @@ class OrgSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         "only these upstream repositories may be pulled (glob: library/*, bitnami/redis); empty: any"))] = ()
     deny: Annotated[tuple[Pattern, ...], Meta(max_length=MAX_PATTERNS, description=(
         "these upstream repositories are refused (glob), before any upstream contact"))] = ()
+    # True by default, also for configured orgs: an upgrade must not lock existing clients out, and an org
+    # recorded before this setting existed reads as open. Protect an org by setting it to false.
+    anonymous_pull: Annotated[bool, Meta(description=(
+        "pull without credentials; false: only robots and admins of this org"))] = True
 
     def __post_init__(self) -> None:
         # Normalised forms are what events record, so re-applying an equivalent setting records nothing.

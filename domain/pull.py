@@ -15,17 +15,18 @@ class PullResult(str, enum.Enum):
     STALE = "stale"              # served from the cache because upstream failed
     REVALIDATED = "revalidated"  # upstream confirmed the cached digest (HEAD)
     ERROR = "error"              # answered with an error: nothing was served
-    DENIED = "denied"            # refused by the org's allow/deny lists or the pull-through mode (note: why)
+    DENIED = "denied"            # refused: access control (failed authentication included), the org's
+                                 # allow/deny lists or the pull-through mode; `note` says why
 
 
 class Pull(Aggregate):
     """A fresh id per pull and exactly one event: no version contention on the hot path."""
 
     class Recorded(Aggregate.Created):
-        # Version 1 had no note, 2 added it, 3 added status and error_code. Events stored before
+        # Version 1 had no note, 2 added it, 3 added status and error_code, 4 the actor. Events stored before
         # versions were recorded carry no version at all (the library reads that as 1), including
         # some written with a note, so the upcasts only fill in what is missing.
-        class_version = 3
+        class_version = 4
 
         org: str
         repository: str
@@ -38,6 +39,7 @@ class Pull(Aggregate):
         note: str         # a stale serve: the upstream problem behind it; an error: the message answered
         status: int       # the HTTP status answered
         error_code: str   # the OCI error code answered (MANIFEST_UNKNOWN, TOOMANYREQUESTS, ...); "" unless an error
+        actor: str        # who pulled: "anonymous", a robot or org admin (<org>+<name>), "admin"; never a secret
 
         @staticmethod
         def upcast_v1_v2(state: dict) -> None:
@@ -48,24 +50,29 @@ class Pull(Aggregate):
             state.setdefault("status", 200)     # every pull recorded before errors were audited was a 200
             state.setdefault("error_code", "")
 
+        @staticmethod
+        def upcast_v3_v4(state: dict) -> None:
+            state.setdefault("actor", "anonymous")   # every pull before access control was anonymous
+
     @event(Recorded)
     def __init__(self, org: str, repository: str, reference: str, digest: str, result: str,
                  client: str, user_agent: str, at: float, note: str = "", status: int = 200,
-                 error_code: str = "") -> None:
+                 error_code: str = "", actor: str = "anonymous") -> None:
         self.org, self.repository, self.reference, self.digest = org, repository, reference, digest
         self.result, self.client, self.user_agent, self.at, self.note = result, client, user_agent, at, note
-        self.status, self.error_code = status, error_code
+        self.status, self.error_code, self.actor = status, error_code, actor
 
     @classmethod
     def recorded(cls, org: str, repository: str, reference: str, digest: str, result: str, client: str,
-                 user_agent: str, at: float, note: str = "", status: int = 200, error_code: str = "") -> Pull.Recorded:
+                 user_agent: str, at: float, note: str = "", status: int = 200, error_code: str = "",
+                 actor: str = "anonymous") -> Pull.Recorded:
         """The one event of a new Pull, made without building the aggregate: the event `Pull(...)` would
         collect (same topic, fresh id, version 1). The request path only writes pulls, and building each
         Pull to collect its event cost a warm pull ~8 % of its CPU; the repository still loads a Pull from it."""
         return cls.Recorded(originator_topic=_PULL_TOPIC, originator_id=uuid4(), originator_version=cls.INITIAL_VERSION,
                             timestamp=cls.Recorded.create_timestamp(), org=org, repository=repository,
                             reference=reference, digest=digest, result=result, client=client, user_agent=user_agent,
-                            at=at, note=note, status=status, error_code=error_code)
+                            at=at, note=note, status=status, error_code=error_code, actor=actor)
 
 
 _PULL_TOPIC = get_topic(Pull)

@@ -18,10 +18,13 @@ class AdminApiError(Exception):
 
 
 class AdminClient:
-    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+    """`token` alone: the global admin token (Bearer). With `user` (`<org>+<name>`): an org admin's credentials (Basic)."""
+
+    def __init__(self, url: str, token: str, timeout: float = 30.0, user: str | None = None) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=f"{self.url}/api/v1", timeout=timeout,
-                                  headers={"Authorization": f"Bearer {token}"})
+        auth = httpx.BasicAuth(user, token) if user else None
+        headers = {} if user else {"Authorization": f"Bearer {token}"}
+        self._http = httpx.Client(base_url=f"{self.url}/api/v1", timeout=timeout, headers=headers, auth=auth)
 
     def close(self) -> None:
         self._http.close()
@@ -50,6 +53,45 @@ class AdminClient:
 
     def prewarm(self, org: str, references: list[str]) -> list[dict]:
         return self._call("POST", f"/organizations/{org}/prewarm", json={"references": references})["results"]
+
+    # -- robots and org admins ---------------------------------------------------------------------
+    def create_robot(self, org: str, name: str, repositories: list[str], all_cached: bool = False) -> dict:
+        return self._call("POST", f"/organizations/{org}/robots",
+                          json={"name": name, "repositories": repositories, "all_cached": all_cached})
+
+    def create_org_admin(self, org: str, name: str) -> dict:
+        return self._call("POST", f"/organizations/{org}/admins", json={"name": name})
+
+    def list_robots(self, org: str) -> list[dict]:
+        return self._call("GET", f"/organizations/{org}/robots")["robots"]
+
+    def show_robot(self, org: str, name: str) -> dict:
+        return self._call("GET", f"/organizations/{org}/robots/{name}")
+
+    def robot_action(self, org: str, name: str, action: str) -> dict:
+        """action: rotate, disable or enable."""
+        return self._call("POST", f"/organizations/{org}/robots/{name}/{action}")
+
+    def set_robot_repositories(self, org: str, name: str, repositories: list[str], all_cached: bool = False) -> dict:
+        return self._call("PUT", f"/organizations/{org}/robots/{name}/repositories",
+                          json={"repositories": repositories, "all_cached": all_cached})
+
+    def delete_robot(self, org: str, name: str) -> None:
+        self._call("DELETE", f"/organizations/{org}/robots/{name}")
+
+    def admin_log(self, org: str | None = None, actor: str | None = None, limit: int | None = None) -> Iterator[dict]:
+        """Every admin action (at most `limit`), oldest first, following next_cursor."""
+        params = {key: value for key, value in (("org", org), ("actor", actor)) if value is not None}
+        left = limit
+        while left is None or left > 0:
+            params["limit"] = PAGE if left is None else min(PAGE, left)
+            page = self._call("GET", "/admin-log", params=params)
+            yield from page["items"]
+            if left is not None:
+                left -= len(page["items"])
+            if page["next_cursor"] is None:
+                return
+            params["cursor"] = page["next_cursor"]
 
     # -- audit log ---------------------------------------------------------------------------------
     def audit_pages(self, filters: dict, limit: int | None = None, page_size: int = PAGE) -> Iterator[list[dict]]:

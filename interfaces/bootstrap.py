@@ -15,6 +15,9 @@ from application.governance import GovernedUpstream
 from application.prewarm import Prewarm
 from application.pull_through import pull_through
 from application.metering import MeteredUpstream
+from application.access import Access
+from application.access_admin import AccessAdmin
+from application.authentication import Authenticator
 from application.credentials import Credentials
 from application.ops_log import OpsLog
 from application.orgs import OrgDirectory
@@ -27,7 +30,8 @@ from infra import data_dir, persistence
 from infra.metrics import PrometheusMetrics, new_collector_registry
 from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
-from infra.secrets import admin_token, private_dir
+from infra.secrets import admin_token, private_dir, secret_key
+from infra.tokens import JwtTokens
 from infra.settings import Settings, SettingsError
 from infra.coordination import InProcessCoordination, RedisCoordination, build_coordination
 from infra.storage import build_blob_store
@@ -74,6 +78,7 @@ class Container:
         self.records = CacheRecords(env=self.env)
         self.pulls = Pulls(env=self.env)
         self.credentials = Credentials(env=self.env)
+        self.access = Access(env=self.env)   # robots and org admins (token hashes), and the admin actions log
         # Orgs are read from the orgs view (plus this process's own writes), not from the event store.
         orgs_view = open_view("orgs", self.env)
         self.orgs = OrgDirectory(self.records, self.credentials, orgs_view)
@@ -129,6 +134,11 @@ class Container:
         self.prewarm = Prewarm(self.cache)   # explicit fills, whatever [server] pull_through says
         self.audit_log = AuditLog(views["audit"])
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
+        # Pull tokens are signed with a key derived from the secret every replica shares (infra/tokens.py).
+        self.tokens = JwtTokens(secret_key(self.data_dir, settings.secret_key), self.clock)
+        self.authenticator = Authenticator(self.access, self.tokens, self.admin_token)
+        self.access_admin = AccessAdmin(self.access, lambda org: self.orgs.get(org) is not None, views["tags"],
+                                        self.clock, on_change=self.authenticator.forget)
         # What /readyz asks, in its answer's order; without a required one a replica cannot serve correctly
         # (without Redis it serves, uncoordinated).
         self.probes = [
@@ -170,7 +180,7 @@ class Container:
         self.view.close()
         for view in self.read_views.values():
             view.close()
-        for app in (self.records, self.pulls, self.credentials):
+        for app in (self.records, self.pulls, self.credentials, self.access):
             app.close()
 
 

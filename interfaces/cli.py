@@ -11,6 +11,7 @@ from importlib import metadata
 from infra.data_dir import DataDirUnusable
 from infra.persistence import DatabaseUnavailable
 from infra.settings import SettingsError, load_settings
+from interfaces.cli_access import add_access_commands
 from interfaces.cli_admin import add_admin_commands
 from interfaces.serving import CannotListen
 from infra.projection_runtime import RebuildInProgress
@@ -135,6 +136,7 @@ def parser() -> argparse.ArgumentParser:
                                                    "one runner per projection across processes)"))
     run_p.set_defaults(func=projections_run)
     add_admin_commands(commands)   # org ..., audit ...: a running server's admin API
+    add_access_commands(commands)  # robot ..., org-admin create, admin-log
     return root
 
 

@@ -50,7 +50,7 @@ def _client(args: argparse.Namespace, timeout: float = 30.0) -> AdminClient:
     if not args.token:
         raise AdminApiError("no admin token: pass --token or set ENTREPOT_ADMIN_TOKEN (the server printed it at "
                             "first start and keeps it in <data_dir>/admin.token)")
-    return AdminClient(args.url, args.token, timeout=timeout)
+    return AdminClient(args.url, args.token, timeout=timeout, user=getattr(args, "user", None))
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -129,7 +129,7 @@ def prewarm(args: argparse.Namespace) -> int:
 
 def audit(args: argparse.Namespace) -> int:
     filters = {"org": args.org, "repository": args.repository, "result": args.result, "client": args.client,
-               "user_agent": args.user_agent, "since": args.since, "until": args.until}
+               "user_agent": args.user_agent, "since": args.since, "until": args.until, "actor": args.actor}
     writer = AuditWriter("jsonl" if args.json else args.format, sys.stdout)
     with _client(args) as client:
         for page in client.audit_pages(filters, args.limit, args.page_size):
@@ -158,7 +158,10 @@ def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--url", default=os.environ.get("ENTREPOT_URL") or DEFAULT_URL,
                    help=f"the server (default: $ENTREPOT_URL, else {DEFAULT_URL})")
     p.add_argument("--token", default=os.environ.get("ENTREPOT_ADMIN_TOKEN"),
-                   help="admin API token (default: $ENTREPOT_ADMIN_TOKEN)")
+                   help="admin API token, or an org admin's token with --user (default: $ENTREPOT_ADMIN_TOKEN)")
+    p.add_argument("--user", default=os.environ.get("ENTREPOT_ADMIN_USER") or None,
+                   help="an org admin's <org>+<name> (default: $ENTREPOT_ADMIN_USER); without it the token is "
+                        "the global admin token")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
@@ -195,7 +198,9 @@ def add_admin_commands(commands) -> None:
 
     log = _common(commands.add_parser("audit", help="who pulled what: the audit log of a running server"))
     for flag, text in (("--org", None), ("--repository", None), ("--client", "the client's address"),
-                       ("--user-agent", "a substring of the User-Agent"), ("--result", "hit, miss, stale, revalidated, error, denied"),
+                       ("--actor", "who pulled: anonymous, <org>+<robot>, admin"),
+                       ("--user-agent", "a substring of the User-Agent"),
+                       ("--result", "hit, miss, stale, revalidated, error, denied"),
                        ("--since", "ISO 8601, epoch seconds, or a duration ago: 90s, 15m, 2h, 7d"),
                        ("--until", "exclusive; as --since")):
         log.add_argument(flag, help=text)

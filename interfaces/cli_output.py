@@ -8,7 +8,7 @@ from typing import TextIO
 
 from domain.org_settings import SETTINGS
 
-AUDIT_COLUMNS = ("id", "at", "org", "repository", "reference", "digest", "result", "client", "user_agent", "status",
+AUDIT_COLUMNS = ("id", "at", "org", "repository", "reference", "digest", "result", "client", "actor", "user_agent", "status",
                  "error_code", "note")
 
 
@@ -131,3 +131,22 @@ def _note(row: dict) -> str:
 
 def _fit(text: str, width: int) -> str:
     return text.ljust(width) if len(text) <= width else text[:width - 1] + "…"
+
+
+def print_robots(robots: list[dict], title: str | None = None) -> None:
+    if title:
+        print(title)
+    if not robots:
+        print("no robots")
+        return
+    rows = [[robot["username"], robot["role"], ", ".join(robot["repositories"]) or "-",
+             "disabled" if robot["disabled"] else "active"] for robot in robots]
+    print(table(rows, ["USERNAME", "ROLE", "REPOSITORIES", "STATE"]))
+
+
+def print_admin_log(items: list[dict]) -> None:
+    if not items:
+        print("no admin actions")
+        return
+    rows = [[item["at"], item["actor"], item["action"], item["target"], item["detail"]] for item in items]
+    print(table(rows, ["AT", "ACTOR", "ACTION", "TARGET", "DETAIL"]))

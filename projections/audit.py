@@ -26,6 +26,7 @@ class AuditRow:
     digest: str
     result: str
     client: str
+    actor: str       # who pulled: "anonymous", a robot or org admin (<org>+<name>), "admin"
     user_agent: str
     at: float
     status: int      # the HTTP status answered
@@ -62,20 +63,21 @@ class AuditView(View):
     @abstractmethod
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
-              limit: int = 100, client: str | None = None, user_agent: str | None = None) -> list[AuditRow]:
+              limit: int = 100, client: str | None = None, user_agent: str | None = None,
+              actor: str | None = None) -> list[AuditRow]:
         """Rows in id order; `since` <= at < `until`; page on with after_id = the last row's id.
 
-        `client` matches the address exactly, `user_agent` any substring of it.
+        `client` matches the address exactly, `actor` exactly, `user_agent` any substring of it.
         """
 
 
 def audit_filters(placeholder: str, contains: str, org, repository, result, since, until, after_id, limit,
-                  client, user_agent) -> tuple[str, list]:
+                  client, user_agent, actor=None) -> tuple[str, list]:
     """The WHERE clause and parameters of a query, in either SQL dialect (`?` or `%s`)."""
     clauses, params = [], []
     for clause, value in (("org = ?", org), ("repository = ?", repository), ("result = ?", result),
                           ("at >= ?", since), ("at < ?", until), ("id > ?", after_id),
-                          ("client = ?", client), (contains, user_agent)):
+                          ("client = ?", client), ("actor = ?", actor), (contains, user_agent)):
         if value is not None:
             clauses.append(clause.replace("?", placeholder))
             params.append(value)
@@ -86,15 +88,15 @@ def audit_filters(placeholder: str, contains: str, org, repository, result, sinc
 def _values(event: Pull.Recorded, tracking: Tracking) -> tuple:
     """One audit row, in the tables' column order (AuditRow's)."""
     return (tracking.notification_id, event.org, event.repository, event.reference, event.digest, event.result,
-            event.client, event.user_agent, event.at, event.status, event.error_code, event.note)
+            event.client, event.actor, event.user_agent, event.at, event.status, event.error_code, event.note)
 
 
 class SqliteAuditView(SqliteView, AuditView):
     tables = ("audit",)
-    schema_version = 2   # 2: status, error_code and note
+    schema_version = 3   # 2: status, error_code and note; 3: actor
     schema = (
         "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, org TEXT NOT NULL, repository TEXT NOT NULL, "
-        "reference TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL, client TEXT NOT NULL, "
+        "reference TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL, client TEXT NOT NULL, actor TEXT NOT NULL, "
         "user_agent TEXT NOT NULL, at REAL NOT NULL, status INTEGER NOT NULL, error_code TEXT NOT NULL, "
         "note TEXT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS audit_org ON audit (org, repository, id)",
@@ -102,13 +104,14 @@ class SqliteAuditView(SqliteView, AuditView):
     )
 
     def add_rows(self, c: SQLiteCursor, rows: list[tuple]) -> None:
-        c.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        c.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
-              limit: int = 100, client: str | None = None, user_agent: str | None = None) -> list[AuditRow]:
+              limit: int = 100, client: str | None = None, user_agent: str | None = None,
+              actor: str | None = None) -> list[AuditRow]:
         where, params = audit_filters("?", "instr(user_agent, ?) > 0", org, repository, result, since, until,
-                                      after_id, limit, client, user_agent)
+                                      after_id, limit, client, user_agent, actor)
         rows = self._query(f"SELECT {COLUMNS} FROM audit {where}ORDER BY id LIMIT ?", params)
         return [AuditRow(*row) for row in rows]
 
@@ -116,11 +119,11 @@ class SqliteAuditView(SqliteView, AuditView):
 class PostgresAuditView(PostgresView, AuditView):
     projection = "audit"
     tables = ("audit",)
-    schema_version = 2   # 2: status, error_code and note
+    schema_version = 3   # 2: status, error_code and note; 3: actor
     indexes = ("audit_org", "audit_at")
     schema = (
         "CREATE TABLE IF NOT EXISTS {audit} (id bigint PRIMARY KEY, org text NOT NULL, repository text NOT NULL, "
-        "reference text NOT NULL, digest text NOT NULL, result text NOT NULL, client text NOT NULL, "
+        "reference text NOT NULL, digest text NOT NULL, result text NOT NULL, client text NOT NULL, actor text NOT NULL, "
         "user_agent text NOT NULL, at double precision NOT NULL, status integer NOT NULL, error_code text NOT NULL, "
         "note text NOT NULL)",
         "CREATE INDEX IF NOT EXISTS {audit_org} ON {audit} (org, repository, id)",
@@ -135,8 +138,9 @@ class PostgresAuditView(PostgresView, AuditView):
 
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
-              limit: int = 100, client: str | None = None, user_agent: str | None = None) -> list[AuditRow]:
+              limit: int = 100, client: str | None = None, user_agent: str | None = None,
+              actor: str | None = None) -> list[AuditRow]:
         where, params = audit_filters("%s", "strpos(user_agent, %s) > 0", org, repository, result, since, until,
-                                      after_id, limit, client, user_agent)
+                                      after_id, limit, client, user_agent, actor)
         rows = self._query(f"SELECT {COLUMNS} FROM {{audit}} {where}ORDER BY id LIMIT %s", params)
         return [AuditRow(*row) for row in rows]

@@ -10,13 +10,16 @@ from interfaces.http.admin_audit import audit
 from interfaces.http.admin_bodies import MAX_BODY
 from interfaces.http.admin_errors import admin_error_response
 from interfaces.http.admin_orgs import OrganizationsController
+from interfaces.http.admin_robots import RobotsController, admin_log
 from interfaces.http.auth import admin_guard
 
 ADMIN_PREFIX = "/api/"
 
 
 def admin_router() -> Router:
-    return Router("/api/v1", route_handlers=[OrganizationsController, audit], guards=[admin_guard],
+    # Each route says who besides the global admin may call it (interfaces/http/auth.py).
+    return Router("/api/v1", route_handlers=[OrganizationsController, RobotsController, audit, admin_log],
+                  guards=[admin_guard],
                   exception_handlers={Exception: admin_error_response}, security=[{"adminToken": []}],
                   request_max_body_size=MAX_BODY)
 
@@ -24,7 +27,9 @@ def admin_router() -> Router:
 def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="Entrepôt admin API", version="1", path="/schema",
-        description="Manage cache organizations and query the pull audit log. Every call needs "
-                    "`Authorization: Bearer <admin token>`. The OCI pull API under /v2 is not described here.",
+        description="Manage cache organizations, their robots and org admins, and query the pull audit and "
+                    "admin logs. Every call needs `Authorization: Bearer <admin token>`, or an org admin's "
+                    "`Basic <org>+<name>:<token>` for that org's routes. The OCI pull API under /v2 is not "
+                    "described here.",
         components=Components(security_schemes={"adminToken": SecurityScheme(type="http", scheme="bearer")}),
     )

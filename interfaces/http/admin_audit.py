@@ -21,6 +21,7 @@ from litestar.response import Stream
 
 from application.admin import InvalidRequest
 from application.audit import AuditFilter, AuditLog
+from interfaces.http.auth import global_admin_guard
 from projections.audit import AuditRow
 
 COLUMNS = [f.name for f in fields(AuditRow)]
@@ -117,13 +118,14 @@ async def in_thread(chunks: Iterator[str]) -> AsyncIterator[bytes]:
         yield chunk.encode()
 
 
-@get("/audit", tags=["audit"])
+@get("/audit", tags=["audit"], guards=[global_admin_guard])
 async def audit(
     audit_log: NamedDependency[AuditLog],
     org: Query[str | None] = None,
     repository: Query[str | None] = None,
-    result: Annotated[str | None, QueryParameter(description="hit, miss, stale, revalidated or error")] = None,
-    client: Annotated[str | None, QueryParameter(description="the actor: the client's address, exactly")] = None,
+    result: Annotated[str | None, QueryParameter(description="hit, miss, stale, revalidated, error or denied")] = None,
+    client: Annotated[str | None, QueryParameter(description="the client's address, exactly")] = None,
+    actor: Annotated[str | None, QueryParameter(description="who pulled, exactly: anonymous, <org>+<robot>, admin")] = None,
     user_agent: Annotated[str | None, QueryParameter(description="a substring of the client's User-Agent")] = None,
     since: Annotated[str | None, QueryParameter(
         description="inclusive: ISO 8601, epoch seconds, or a duration ago (90s, 15m, 2h, 7d, 1w)")] = None,
@@ -137,9 +139,9 @@ async def audit(
 ) -> Response:
     now = time.time()
     q = checked_query({"org": org, "repository": repository, "result": result, "client": client,
-                       "user_agent": user_agent, "since": since, "until": until}, cursor, limit)
+                       "user_agent": user_agent, "since": since, "until": until, "actor": actor}, cursor, limit)
     filters = AuditFilter(q["org"], q["repository"], q["result"], q["client"], q["user_agent"],
-                          parse_time(q["since"], "since", now), parse_time(q["until"], "until", now))
+                          parse_time(q["since"], "since", now), parse_time(q["until"], "until", now), q["actor"])
     if format == "json":
         page = await anyio.to_thread.run_sync(
             lambda: audit_log.page(filters, cursor, 100 if limit is None else limit))

@@ -11,6 +11,7 @@ from litestar.exceptions import HTTPException, ValidationException
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError
 
+from application.access import RobotExists, RobotUnknown
 from application.admin import InvalidRequest, OrgConflict, OrgExists, OrgFromConfig
 from application.errors import EventStoreUnavailable, OrgUnknown, ReadModelUnavailable
 
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 ADMIN_ERRORS: list[tuple[type[Exception], str, int]] = [
     (InvalidRequest, "invalid", 422),
     (OrgUnknown, "not_found", 404),
+    (RobotUnknown, "not_found", 404),
+    (RobotExists, "conflict", 409),
     (OrgExists, "conflict", 409),
     (OrgConflict, "conflict", 409),
     (OrgFromConfig, "conflict", 409),

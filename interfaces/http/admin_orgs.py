@@ -8,10 +8,13 @@ from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from application.access_admin import AccessAdmin
 from application.admin import OrgAdmin, OrgDetails, OrgSummary
 from application.prewarm import Prewarm, Prewarmed
+from domain.access import Principal
 from interfaces.http.admin_bodies import (OrgChangesBody, OrgCreateBody, OrgSettingsBody, PrewarmBody, fields_of,
                                           read_body)
+from interfaces.http.auth import global_admin_guard, org_admin_guard
 
 
 class OrgList(msgspec.Struct):
@@ -25,45 +28,74 @@ class PrewarmAnswer(msgspec.Struct):
 
 # The use cases do blocking event-store and view I/O: read handlers run in a thread, and writers
 # read their body here (strictly, see admin_bodies) and then call the use case in a thread.
+# Creating, listing and deleting orgs is the global admin's; an org's admins may show and change it.
+# Every change is recorded in the admin log with its actor (never the password: only that it was set).
 class OrganizationsController(Controller):
     path = "/organizations"
     tags = ["organizations"]
 
-    @get("/", sync_to_thread=True)
+    @get("/", sync_to_thread=True, guards=[global_admin_guard])
     def list_organizations(self, admin: NamedDependency[OrgAdmin]) -> OrgList:
         return OrgList(admin.list())
 
-    @post("/")
-    async def create_organization(self, admin: NamedDependency[OrgAdmin], request: Request) -> OrgSummary:
+    @post("/", guards=[global_admin_guard])
+    async def create_organization(self, admin: NamedDependency[OrgAdmin], access_admin: NamedDependency[AccessAdmin],
+                                  principal: NamedDependency[Principal], request: Request) -> OrgSummary:
         """Body: `{"name", "upstream", ...settings, "password"?}` (JSON, at most 64 KiB)."""
         settings = fields_of(await read_body(request, OrgCreateBody))
         name = settings.pop("name")
-        return await anyio.to_thread.run_sync(lambda: admin.create(name, settings))
+        created = await anyio.to_thread.run_sync(lambda: admin.create(name, settings))
+        await anyio.to_thread.run_sync(lambda: access_admin.record(principal.actor, "org.create", name, name,
+                                                                   described(settings)))
+        return created
 
-    @get("/{name:str}", sync_to_thread=True)
+    @get("/{name:str}", sync_to_thread=True, guards=[org_admin_guard])
     def show_organization(self, admin: NamedDependency[OrgAdmin], name: FromPath[str]) -> OrgDetails:
         """Settings, cached repositories and tags, bytes stored, pulls by result, last upstream rate limit."""
         return admin.show(name)
 
-    @put("/{name:str}")
-    async def replace_organization(self, admin: NamedDependency[OrgAdmin], request: Request, name: FromPath[str]) -> OrgSummary:
+    @put("/{name:str}", guards=[org_admin_guard])
+    async def replace_organization(self, admin: NamedDependency[OrgAdmin], access_admin: NamedDependency[AccessAdmin],
+                                   principal: NamedDependency[Principal], request: Request,
+                                   name: FromPath[str]) -> OrgSummary:
         """Body: every setting (absent ones go back to their defaults); an absent password keeps the stored one."""
         settings = fields_of(await read_body(request, OrgSettingsBody))
-        return await anyio.to_thread.run_sync(lambda: admin.update(name, settings, replace=True))
+        updated = await anyio.to_thread.run_sync(lambda: admin.update(name, settings, replace=True))
+        await anyio.to_thread.run_sync(lambda: access_admin.record(principal.actor, "org.replace", name, name,
+                                                                   described(settings)))
+        return updated
 
-    @patch("/{name:str}")
-    async def update_organization(self, admin: NamedDependency[OrgAdmin], request: Request, name: FromPath[str]) -> OrgSummary:
+    @patch("/{name:str}", guards=[org_admin_guard])
+    async def update_organization(self, admin: NamedDependency[OrgAdmin], access_admin: NamedDependency[AccessAdmin],
+                                  principal: NamedDependency[Principal], request: Request,
+                                  name: FromPath[str]) -> OrgSummary:
         """Body: only the settings to change."""
         changes = fields_of(await read_body(request, OrgChangesBody))
-        return await anyio.to_thread.run_sync(lambda: admin.update(name, changes))
+        updated = await anyio.to_thread.run_sync(lambda: admin.update(name, changes))
+        await anyio.to_thread.run_sync(lambda: access_admin.record(principal.actor, "org.update", name, name,
+                                                                   described(changes)))
+        return updated
 
-    @delete("/{name:str}", sync_to_thread=True)
-    def delete_organization(self, admin: NamedDependency[OrgAdmin], name: FromPath[str]) -> None:
+    @delete("/{name:str}", sync_to_thread=True, guards=[global_admin_guard])
+    def delete_organization(self, admin: NamedDependency[OrgAdmin], access_admin: NamedDependency[AccessAdmin],
+                            principal: NamedDependency[Principal], name: FromPath[str]) -> None:
         admin.delete(name)
+        access_admin.org_deleted(name, principal.actor)
 
-    @post("/{name:str}/prewarm", status_code=200)
-    async def prewarm(self, prewarm: NamedDependency[Prewarm], request: Request, name: FromPath[str]) -> PrewarmAnswer:
+    @post("/{name:str}/prewarm", status_code=200, guards=[org_admin_guard])
+    async def prewarm(self, prewarm: NamedDependency[Prewarm], access_admin: NamedDependency[AccessAdmin],
+                      principal: NamedDependency[Principal], request: Request, name: FromPath[str]) -> PrewarmAnswer:
         """Body: `{"references": ["REPOSITORY:TAG" | "REPOSITORY@DIGEST", ...]}`. Fetches each image (index,
         platform manifests, blobs) whatever `[server] pull_through` says; one result per reference."""
         body = await read_body(request, PrewarmBody)
+        await anyio.to_thread.run_sync(lambda: access_admin.record(principal.actor, "org.prewarm", name, name,
+                                                                   ", ".join(body.references)))
         return PrewarmAnswer(await prewarm.prewarm(name, body.references))
+
+
+def described(settings: dict) -> str:
+    """What an org change set, for the admin log: every setting by value, the password only as set or cleared."""
+    shown = {key: value for key, value in settings.items() if key != "password"}
+    if settings.get("password") is not None:
+        shown["password"] = "(set)" if settings["password"] else "(cleared)"
+    return ", ".join(f"{key}={value}" for key, value in sorted(shown.items()))

@@ -7,17 +7,20 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Request, Response
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from prometheus_client import CollectorRegistry
 
 from application.admin import OrgAdmin
+from application.access_admin import AccessAdmin
 from application.audit import AuditLog
 from application.prewarm import Prewarm
 from interfaces.http.admin import ADMIN_PREFIX, admin_router, openapi_config
 from interfaces.http.admin_errors import admin_error_response
+from interfaces.http.auth import caller
 from interfaces.http.errors import error_response
 from interfaces.http.health import Probe, healthz, readyz
 from interfaces.http.metrics import http_metrics, metrics
+from interfaces.http.client_auth import ClientAccess, token
 from interfaces.http.oci import OciServices, api_version, oci
 
 
@@ -41,6 +44,7 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
         await container.start()
         # Read outside any handler: the admin guard and the HTTP metrics middleware.
         app.state.admin_token = container.admin_token
+        app.state.authenticator = container.authenticator
         app.state.metrics = container.metrics
         if started is not None:
             # On the loop's next turn: the engine goes on to serve the socket without awaiting in between.
@@ -50,15 +54,21 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
         finally:
             await container.stop()
 
-    def provide_oci() -> OciServices:
+    def provide_client_access() -> ClientAccess:
+        return ClientAccess(container.authenticator, container.router, container.cache.manifests)
+
+    def provide_oci(client_access: NamedDependency[ClientAccess]) -> OciServices:
         return OciServices(cache=container.cache, router=container.router, metrics=container.metrics,
-                           via=container.guard.via)
+                           via=container.guard.via, access=client_access)
 
     def provide_admin() -> OrgAdmin:
         return container.admin
 
     def provide_prewarm() -> Prewarm:
         return container.prewarm
+
+    def provide_access_admin() -> AccessAdmin:
+        return container.access_admin
 
     def provide_audit_log() -> AuditLog:
         return container.audit_log
@@ -73,8 +83,11 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
         return Provide(provider, sync_to_thread=False, use_cache=True)
 
     return Litestar(
-        route_handlers=[api_version, oci, admin_router(), healthz, readyz, metrics],
-        dependencies={"oci_services": once(provide_oci), "admin": once(provide_admin), "prewarm": once(provide_prewarm),
+        route_handlers=[api_version, token, oci, admin_router(), healthz, readyz, metrics],
+        dependencies={"oci_services": once(provide_oci), "client_access": once(provide_client_access),
+                      "admin": once(provide_admin), "access_admin": once(provide_access_admin),
+                      "prewarm": once(provide_prewarm),
+                      "principal": Provide(caller, sync_to_thread=False),
                       "audit_log": once(provide_audit_log), "metrics_registry": once(provide_metrics_registry),
                       "probes": once(provide_probes)},
         lifespan=[lifespan],

@@ -21,6 +21,7 @@ from application.routing import OrgRouter
 from domain.manifest import OCI_INDEX
 from domain.names import NAME_PATTERN, Digest, InvalidName, parse_reference
 from domain.referrers import of_artifact_type, page, referrers_index
+from interfaces.http.client_auth import ClientAccess, guard_pull, version_guard
 from interfaces.http.errors import API_VERSION, OciError
 from interfaces.http.pathsend import PathSend, offers_pathsend
 from interfaces.http.ranges import parse_range
@@ -137,6 +138,7 @@ class OciServices:
     router: OrgRouter
     metrics: Metrics
     via: str = ""        # the hop header value our upstream requests carry (infra/upstream/guard.py)
+    access: ClientAccess | None = None   # None: no access control (tools and tests that build no authenticator)
 
 
 def cache_of(services: OciServices) -> PullThrough:
@@ -171,9 +173,10 @@ def version_check(request: Request) -> Response:
     return Response({}, headers=API_VERSION)
 
 
-@route("/v2/", http_method=EVERY_METHOD, status_code=200, sync_to_thread=False, include_in_schema=False)
-def api_version(request: Request) -> Response:
+@route("/v2/", http_method=EVERY_METHOD, status_code=200, include_in_schema=False)
+async def api_version(request: Request, oci_services: NamedDependency[OciServices]) -> Response:
     refuse_writes(request)
+    await version_guard(request, oci_services.access)
     return version_check(request)
 
 
@@ -181,26 +184,34 @@ def api_version(request: Request) -> Response:
 async def oci(request: Request, rest: FromPath[str], oci_services: NamedDependency[OciServices]) -> Response:
     refuse_writes(request)
     if rest in ("", "/"):
+        await version_guard(request, oci_services.access)
         return version_check(request)
     target = await resolve(request, oci_services, rest)
     cache = cache_of(oci_services)
+    actor = "anonymous"
+    if oci_services.access is not None:
+        audited = target.kind == "manifests" and request.method == "GET"
+        actor = (await guard_pull(request, oci_services.access, target.config, target.repository, target.reference,
+                                  audited)).actor
     if target.kind == "manifests":
-        return await manifest(request, cache, target, metrics_of(oci_services))
+        return await manifest(request, cache, target, metrics_of(oci_services), actor)
     if target.kind == "blobs":
         return await blob(request, cache, target, metrics_of(oci_services))
     if target.kind == "referrers":
-        return await referrers(request, cache, target)
+        return await referrers(request, cache, target, actor)
     return await tags(request, cache, target)
 
 
-def client_of(request: Request) -> Client:
-    return Client(address=request.client.host if request.client else "", user_agent=header(request, b"user-agent", ""))
+def client_of(request: Request, actor: str = "anonymous") -> Client:
+    return Client(address=request.client.host if request.client else "", user_agent=header(request, b"user-agent", ""),
+                  actor=actor)
 
 
-async def manifest(request: Request, cache: PullThrough, target: Target, metrics: Metrics) -> Response:
+async def manifest(request: Request, cache: PullThrough, target: Target, metrics: Metrics,
+                   actor: str = "anonymous") -> Response:
     reference = parse_reference(target.reference)
     head = request.method == "HEAD"
-    client = client_of(request)
+    client = client_of(request, actor)
     org = target.config
     answer = await cache.manifests.manifest(org, target.repository, reference, accept_values(request), client,
                                             record=not head)
@@ -300,7 +311,7 @@ async def tags(request: Request, cache: PullThrough, target: Target) -> Response
     return Response({"name": name, "tags": page}, headers=headers)
 
 
-async def referrers(request: Request, cache: PullThrough, target: Target) -> Response:
+async def referrers(request: Request, cache: PullThrough, target: Target, actor: str = "anonymous") -> Response:
     """OCI 1.1 `GET /v2/<name>/referrers/<digest>`: an image index of the manifests whose subject is
     the digest, filtered by `?artifactType=`, paged with `Link` past `n` (at most REFERRERS_PAGE)."""
     subject = str(Digest.parse(target.reference))
@@ -308,7 +319,7 @@ async def referrers(request: Request, cache: PullThrough, target: Target) -> Res
     n = min(page_size(request) or REFERRERS_PAGE, REFERRERS_PAGE)
     last = request.query_params.get("last")
     head = request.method == "HEAD"
-    answer = await cache.manifests.referrers(target.config, target.repository, subject, client_of(request),
+    answer = await cache.manifests.referrers(target.config, target.repository, subject, client_of(request, actor),
                                              record=not head)
     descriptors = answer.descriptors
     headers = {**API_VERSION, "X-Cache": answer.result.name, **namespace_header(target)}

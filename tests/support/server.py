@@ -18,7 +18,8 @@ from tests.support.processes import OnLoopback
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 ORG_KEYS = ("name", "upstream", "namespace", "staleness_seconds", "max_stale_seconds", "negative_cache_seconds",
-            "on_upstream_denied", "rate_limit_floor", "username", "password", "default", "allow", "deny")
+            "on_upstream_denied", "rate_limit_floor", "username", "password", "default", "allow", "deny",
+            "anonymous_pull")
 
 
 def _toml_value(value: object) -> str:
@@ -132,7 +133,8 @@ class EntrepotServer(OnLoopback):
                     self.port = port
                     self.write_config()   # a restart (and the CLI) uses the port this run got
                 try:
-                    if httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                    # 401: the challenge of a server with a protected org (anonymous_pull = false) is an answer too
+                    if httpx.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
                         self._wait_for_access_line(log_offset)
                         return
                 except httpx.TransportError:

@@ -50,20 +50,35 @@ def test_a_pull_stored_in_version_two_gains_status_and_error_code():
     assert (event.note, event.status, event.error_code) == ("timeout", 200, "")
 
 
+def test_a_pull_stored_in_version_three_was_anonymous():
+    pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    pull = _pull(note="timeout", status=503, error_code="UNAVAILABLE")
+    _store_in_old_shape(pulls, pull, drop=("actor",), version=3)
+    event = pulls.mapper.to_domain_event(pulls.recorder.select_notifications(start=None, limit=10)[0])
+    assert (event.actor, event.note, event.status, event.error_code) == ("anonymous", "timeout", 503, "UNAVAILABLE")
+
+
+def test_a_pull_stored_before_versions_was_anonymous_too():
+    pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    pull = _pull()
+    _store_in_old_shape(pulls, pull, drop=("note", "status", "error_code", "actor"), version=None)
+    assert pulls.repository.get(pull.id).actor == "anonymous"
+
+
 def test_a_new_pull_is_stored_with_its_class_version_and_reads_back_unchanged():
     pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    pull = _pull(note="x", status=503, error_code="UNAVAILABLE")
+    pull = _pull(note="x", status=503, error_code="UNAVAILABLE", actor="private+ci")
     pulls.record(pull)
     stored = pulls.recorder.select_notifications(start=None, limit=10)[0]
-    assert pulls.mapper.transcoder.decode(stored.state)["class_version"] == 3
+    assert pulls.mapper.transcoder.decode(stored.state)["class_version"] == 4
     event = pulls.mapper.to_domain_event(stored)
-    assert (event.note, event.status, event.error_code) == ("x", 503, "UNAVAILABLE")
+    assert (event.note, event.status, event.error_code, event.actor) == ("x", 503, "UNAVAILABLE", "private+ci")
 
 
 def test_the_event_of_a_new_pull_made_without_the_aggregate_is_the_one_the_aggregate_records():
     fields = dict(org="hub", repository="library/alpine", reference="3.19", digest="sha256:" + "1" * 64,
                   result="error", client="10.0.0.7", user_agent="containerd/2.0", at=10.0, note="gone",
-                  status=404, error_code="MANIFEST_UNKNOWN")
+                  status=404, error_code="MANIFEST_UNKNOWN", actor="hub+ci")
     pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     by_aggregate, direct = Pull(**fields).collect_events()[0], Pull.recorded(**fields)
     stored = [pulls.mapper.to_stored_event(e) for e in (by_aggregate, direct)]
