@@ -88,6 +88,11 @@ class RedisSettings(_Section, frozen=True):
     tag_cache_seconds: Seconds = 5.0   # life of a tag lookup shared by replicas
 
 
+class AnalyticsSettings(_Section, frozen=True):
+    # How often each process records its blob traffic (one event per org); a SIGKILL loses at most this much.
+    traffic_interval_seconds: Annotated[float, Meta(gt=0, le=3600)] = 5.0
+
+
 class ServerSettings(_Section, frozen=True):
     host: Text = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535)] = DEFAULT_PORT  # 0: any free port (serve prints it)
@@ -108,6 +113,7 @@ class ConfigFile(_Section, frozen=True):
     storage: StorageSettings = StorageSettings()
     redis: RedisSettings = RedisSettings()
     upstream: UpstreamSettings = UpstreamSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
 
 
 _AT = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
@@ -231,4 +238,5 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         storage=config.storage,
         redis=config.redis,
         upstream=config.upstream,
+        analytics=config.analytics,
     )

@@ -18,6 +18,7 @@ from application.pulls import GroupCommit, Pulls
 from application.ports import BlobStore, Clock, Upstream
 from application.cache_records import CacheRecords
 from application.routing import OrgRouter
+from application.traffic import TrafficMeter, TrafficRecorder
 from infra.clock import SystemClock
 from infra import persistence
 from infra.metrics import PrometheusMetrics, new_collector_registry
@@ -75,7 +76,8 @@ class Container:
         self.coordination = coordination or build_coordination(settings.redis)
         # This app's own registry: several apps in one process (tests) must not share series.
         self.metrics_registry = new_collector_registry()
-        self.metrics = PrometheusMetrics(self.metrics_registry)
+        # Prometheus, and the per-org traffic sums the recorder turns into TrafficReport events.
+        self.metrics = TrafficMeter(PrometheusMetrics(self.metrics_registry))
         limits = settings.upstream
         # Back-off wraps the client: an upstream that keeps failing is not waited on again for a while.
         # Metering sits between them, so it counts the requests really sent upstream.
@@ -88,6 +90,8 @@ class Container:
                 backoff_seconds=limits.backoff_seconds))
         self.view = open_tags_and_manifests(self.env)
         self.runners = projection_runners(self.env, in_process=settings.database.run_projections)
+        self.traffic = TrafficRecorder(self.pulls, self.metrics, self.clock,
+                                       interval=settings.analytics.traffic_interval_seconds)
         self.group_commit = GroupCommit(self.pulls, metrics=self.metrics, max_backlog=settings.database.pull_backlog)
         self.cache = pull_through(records=self.records, orgs=self.orgs, view=self.view, store=self.store,
                                   upstream=self.upstream, pulls=self.group_commit, clock=self.clock,
@@ -134,9 +138,11 @@ class Container:
         except Exception as error:
             log.warning("starting before the read model caught up: %s", error)
         await self.group_commit.start()
+        await self.traffic.start()
 
     async def stop(self) -> None:
         await self.group_commit.stop()
+        await self.traffic.stop()   # after the last requests: their traffic is in the final report
         await self.upstream.aclose()
         await self.coordination.aclose()
         await anyio.to_thread.run_sync(self.runners.stop)
