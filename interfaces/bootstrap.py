@@ -9,6 +9,7 @@ import anyio.to_thread
 
 from application.breaker import BackoffPolicy, UpstreamBackoff
 from application.admin import AdminViews, OrgAdmin
+from application.analytics import Analytics
 from application.audit import AuditLog
 from application.pull_through import pull_through
 from application.metering import MeteredUpstream
@@ -99,7 +100,8 @@ class Container:
                                   metrics=self.metrics)
         # Client-mode routing, the admin surface and /metrics read the views directly (our own readers).
         views = self.read_views = {"orgs": orgs_view, **{name: open_view(name, self.env)
-                                                         for name in ("tags", "manifests", "blobs", "counters", "audit")}}
+                                                         for name in ("tags", "manifests", "blobs", "counters", "audit",
+                                                                      "analytics")}}
         self.metrics_registry.register(
             ReadModelCollector(views["blobs"], views["manifests"], views["tags"], views["counters"]))
         self.metrics_registry.register(RateLimitCollector(self.cache.rate_limits.all))
@@ -109,6 +111,8 @@ class Container:
                               rate_limits=self.cache.rate_limits,  # the latest upstream ratelimit-* reading
                               on_change=self.router.forget)
         self.audit_log = AuditLog(views["audit"])
+        self.analytics = Analytics(views["analytics"], lambda: [row.name for row in views["orgs"].list_orgs()],
+                                   self.clock.now)
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
         # What /readyz asks, in its answer's order; without a required one a replica cannot serve correctly
         # (without Redis it serves, uncoordinated).

@@ -6,6 +6,7 @@ from litestar import Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from interfaces.http.admin_analytics import ANALYTICS_HANDLERS
 from interfaces.http.admin_audit import audit
 from interfaces.http.admin_bodies import MAX_BODY
 from interfaces.http.admin_errors import admin_error_response
@@ -16,7 +17,7 @@ ADMIN_PREFIX = "/api/"
 
 
 def admin_router() -> Router:
-    return Router("/api/v1", route_handlers=[OrganizationsController, audit], guards=[admin_guard],
+    return Router("/api/v1", route_handlers=[OrganizationsController, audit, *ANALYTICS_HANDLERS], guards=[admin_guard],
                   exception_handlers={Exception: admin_error_response}, security=[{"adminToken": []}],
                   request_max_body_size=MAX_BODY)
 
@@ -24,7 +25,7 @@ def admin_router() -> Router:
 def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="Entrepôt admin API", version="1", path="/schema",
-        description="Manage cache organizations and query the pull audit log. Every call needs "
+        description="Manage cache organizations, query the pull audit log and the cache-efficiency analytics. Every call needs "
                     "`Authorization: Bearer <admin token>`. The OCI pull API under /v2 is not described here.",
         components=Components(security_schemes={"adminToken": SecurityScheme(type="http", scheme="bearer")}),
     )

@@ -11,6 +11,7 @@ from litestar.di import Provide
 from prometheus_client import CollectorRegistry
 
 from application.admin import OrgAdmin
+from application.analytics import Analytics
 from application.audit import AuditLog
 from interfaces.http.admin import ADMIN_PREFIX, admin_router, openapi_config
 from interfaces.http.admin_errors import admin_error_response
@@ -58,6 +59,9 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
     def provide_audit_log() -> AuditLog:
         return container.audit_log
 
+    def provide_analytics() -> Analytics:
+        return container.analytics
+
     def provide_metrics_registry() -> CollectorRegistry:
         return container.metrics_registry
 
@@ -70,7 +74,8 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
     return Litestar(
         route_handlers=[api_version, oci, admin_router(), healthz, readyz, metrics],
         dependencies={"oci_services": once(provide_oci), "admin": once(provide_admin),
-                      "audit_log": once(provide_audit_log), "metrics_registry": once(provide_metrics_registry),
+                      "audit_log": once(provide_audit_log),
+                      "analytics": once(provide_analytics), "metrics_registry": once(provide_metrics_registry),
                       "probes": once(provide_probes)},
         lifespan=[lifespan],
         middleware=[http_metrics],
