@@ -75,6 +75,9 @@ class Analytics:
                  now: Callable[[], float]) -> None:
         self._view, self._known_orgs, self._now = view, known_orgs, now
 
+    def now(self) -> float:
+        return self._now()
+
     def _range(self, since: float | None, until: float | None, span: float) -> tuple[int, int]:
         until = self._now() if until is None else until
         since = until - span if since is None else since
@@ -104,10 +107,19 @@ class Analytics:
     def series(self, org: str, metric: str, bucket: str = "hour", since: float | None = None,
                until: float | None = None) -> dict:
         """One figure per bucket from since's bucket to until's, zeros (or null) where nothing happened."""
-        if bucket not in GRAINS:
-            raise InvalidRequest(f"bucket must be one of {', '.join(GRAINS)}", {"bucket": "minute, hour or day"})
         if metric not in FIGURES and not metric.startswith("pulls."):
             raise InvalidRequest("unknown metric", {"metric": f"one of {', '.join(FIGURES)}, or pulls.<result>"})
+        lo, hi, buckets = self.over_time(org, bucket, since, until)
+        points = [{"start": iso(start), "t": start,
+                   "value": numbers["pulls"].get(metric[6:], 0) if metric.startswith("pulls.") else numbers[metric]}
+                  for start, numbers in buckets]
+        return {"org": org, "metric": metric, "bucket": bucket, "since": iso(lo), "until": iso(hi), "points": points}
+
+    def over_time(self, org: str, bucket: str, since: float | None = None,
+                  until: float | None = None) -> tuple[int, int, list[tuple[int, dict]]]:
+        """(first start, end, [(bucket start, figures)]) for every bucket of the range: what the charts draw."""
+        if bucket not in GRAINS:
+            raise InvalidRequest(f"bucket must be one of {', '.join(GRAINS)}", {"bucket": "minute, hour or day"})
         grain = GRAINS[bucket]
         lo, hi = self._range(since, until, SERIES_SPAN[bucket])
         lo, hi = lo // grain * grain, -(-hi // grain) * grain
@@ -115,12 +127,7 @@ class Analytics:
             raise InvalidRequest("too many points", {"bucket": f"at most {MAX_POINTS} points; use a coarser bucket"})
         self._check_org(org)
         rows = self._view.totals([(grain, lo, hi)], org, by_start=True)
-        points = []
-        for start in range(lo, hi, grain):
-            numbers = figures(rows.get((org, start)))
-            value = numbers["pulls"].get(metric[6:], 0) if metric.startswith("pulls.") else numbers[metric]
-            points.append({"start": iso(start), "t": start, "value": value})
-        return {"org": org, "metric": metric, "bucket": bucket, "since": iso(lo), "until": iso(hi), "points": points}
+        return lo, hi, [(start, figures(rows.get((org, start)))) for start in range(lo, hi, grain)]
 
     def top(self, org: str, by: str = "pulls", since: float | None = None, until: float | None = None,
             limit: int = 10) -> dict:

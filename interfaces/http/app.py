@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar, Request, Response
 from litestar.di import Provide
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template.config import TemplateConfig
 from prometheus_client import CollectorRegistry
 
 from application.admin import OrgAdmin
@@ -19,6 +22,7 @@ from interfaces.http.errors import error_response
 from interfaces.http.health import Probe, healthz, readyz
 from interfaces.http.metrics import http_metrics, metrics
 from interfaces.http.oci import OciServices, api_version, oci
+from interfaces.http.ui_pages import ui_router
 
 
 def any_error(request: Request, error: Exception) -> Response:
@@ -72,7 +76,8 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
         return Provide(provider, sync_to_thread=False, use_cache=True)
 
     return Litestar(
-        route_handlers=[api_version, oci, admin_router(), healthz, readyz, metrics],
+        route_handlers=[api_version, oci, admin_router(), ui_router(), healthz, readyz, metrics],
+        template_config=TemplateConfig(directory=Path(__file__).parent / "templates", engine=JinjaTemplateEngine),
         dependencies={"oci_services": once(provide_oci), "admin": once(provide_admin),
                       "audit_log": once(provide_audit_log),
                       "analytics": once(provide_analytics), "metrics_registry": once(provide_metrics_registry),
