@@ -23,6 +23,7 @@ from application.traffic import TrafficMeter, TrafficRecorder
 from infra.clock import SystemClock
 from infra import persistence
 from infra.metrics import PrometheusMetrics, new_collector_registry
+from infra.analytics_metrics import AnalyticsCollector
 from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
 from infra.secrets import admin_token, private_dir
@@ -105,6 +106,7 @@ class Container:
         self.metrics_registry.register(
             ReadModelCollector(views["blobs"], views["manifests"], views["tags"], views["counters"]))
         self.metrics_registry.register(RateLimitCollector(self.cache.rate_limits.all))
+        self.metrics_registry.register(AnalyticsCollector(self.runners.status, views["analytics"]))
         self.router = OrgRouter(self.orgs.lookup, views["orgs"])
         self.admin = OrgAdmin(self.orgs, self.records,
                               AdminViews(views["orgs"], views["tags"], views["blobs"], views["counters"]),
