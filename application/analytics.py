@@ -26,7 +26,7 @@ class AnalyticsReadModel(Protocol):
     """The analytics view (projections/analytics.py)."""
 
     def totals(self, pieces: list[tuple[int, int, int]], org: str | None = None,
-               by_start: bool = False) -> dict[Any, Any]: ...
+               by_start: bool = False, distinct: bool = True) -> dict[Any, Any]: ...
 
     def top(self, org: str, since: int, until: int, by: str, limit: int) -> tuple[list[tuple], list[tuple]]: ...
 
@@ -109,15 +109,16 @@ class Analytics:
         """One figure per bucket from since's bucket to until's, zeros (or null) where nothing happened."""
         if metric not in FIGURES and not metric.startswith("pulls."):
             raise InvalidRequest("unknown metric", {"metric": f"one of {', '.join(FIGURES)}, or pulls.<result>"})
-        lo, hi, buckets = self.over_time(org, bucket, since, until)
+        lo, hi, buckets = self.over_time(org, bucket, since, until, distinct=metric in ("clients", "repositories"))
         points = [{"start": iso(start), "t": start,
                    "value": numbers["pulls"].get(metric[6:], 0) if metric.startswith("pulls.") else numbers[metric]}
                   for start, numbers in buckets]
         return {"org": org, "metric": metric, "bucket": bucket, "since": iso(lo), "until": iso(hi), "points": points}
 
-    def over_time(self, org: str, bucket: str, since: float | None = None,
-                  until: float | None = None) -> tuple[int, int, list[tuple[int, dict]]]:
-        """(first start, end, [(bucket start, figures)]) for every bucket of the range: what the charts draw."""
+    def over_time(self, org: str, bucket: str, since: float | None = None, until: float | None = None,
+                  distinct: bool = False) -> tuple[int, int, list[tuple[int, dict]]]:
+        """(first start, end, [(bucket start, figures)]) for every bucket of the range: what the charts draw.
+        Distinct clients and repositories (0 without `distinct`) cost a row read per member and bucket."""
         if bucket not in GRAINS:
             raise InvalidRequest(f"bucket must be one of {', '.join(GRAINS)}", {"bucket": "minute, hour or day"})
         grain = GRAINS[bucket]
@@ -126,7 +127,7 @@ class Analytics:
         if (hi - lo) // grain > MAX_POINTS:
             raise InvalidRequest("too many points", {"bucket": f"at most {MAX_POINTS} points; use a coarser bucket"})
         self._check_org(org)
-        rows = self._view.totals([(grain, lo, hi)], org, by_start=True)
+        rows = self._view.totals([(grain, lo, hi)], org, by_start=True, distinct=distinct)
         return lo, hi, [(start, figures(rows.get((org, start)))) for start in range(lo, hi, grain)]
 
     def top(self, org: str, by: str = "pulls", since: float | None = None, until: float | None = None,

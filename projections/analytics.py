@@ -134,9 +134,10 @@ class AnalyticsView(View):
         """Rows of a read statement written with {table} placeholders and %s parameters."""
 
     def totals(self, pieces: list[tuple[int, int, int]], org: str | None = None,
-               by_start: bool = False) -> dict[Any, Totals]:
+               by_start: bool = False, distinct: bool = True) -> dict[Any, Totals]:
         """Sums over the buckets (grain, first start, end) of `pieces` (domain.analytics.cover), per org,
-        or per (org, bucket start) with `by_start` (then give pieces of one grain)."""
+        or per (org, bucket start) with `by_start` (then give pieces of one grain). The distinct counts,
+        the one part that reads a row per member, only with `distinct`."""
         if not pieces:
             return {}
         where = " OR ".join("(grain = %s AND start >= %s AND start < %s)" for _ in pieces)
@@ -162,7 +163,7 @@ class AnalyticsView(View):
         for row in self._rows(f"SELECT {key}, bucket, SUM(n) AS n FROM {{analytics_fills}} WHERE {where} "
                               f"GROUP BY {key}, bucket", params):
             of(row).fill_seconds[int(row[width])] += int(row[width + 1])
-        for row in self._rows(f"SELECT {key}, kind, COUNT(DISTINCT member) AS n FROM {{analytics_members}} "
+        for row in [] if not distinct else self._rows(f"SELECT {key}, kind, COUNT(DISTINCT member) AS n FROM {{analytics_members}} "
                               f"WHERE {where} GROUP BY {key}, kind", params):
             setattr(of(row), "clients" if row[width] == "client" else "repositories", int(row[width + 1]))
         return out

@@ -65,7 +65,8 @@ def browser():
                      "--window-size=1280,1000"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver.set_page_load_timeout(60)
+    driver.implicitly_wait(10)   # elements of the next page: a click returns before it has loaded
     yield driver
     driver.quit()
 
@@ -85,11 +86,19 @@ def figure(driver, name: str) -> str:
     return element.get_attribute("data-value") or element.text
 
 
+def arrived(driver, part: str) -> None:
+    """Wait until the browser shows a page whose URL contains `part` (a click does not wait for it)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(driver, 30).until(lambda d: part in d.current_url)
+
+
 def log_in(driver, server, path: str) -> None:
     driver.get(f"{server.url}{path}")
     assert "/ui/login" in driver.current_url        # no session: redirected to the login form
     by_css(driver, "#token").send_keys(TOKEN)
     by_css(driver, "#login").click()
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(driver, 30).until(lambda d: "/ui/login" not in d.current_url)
 
 
 def test_an_administrator_logs_in_sees_the_numbers_the_api_and_metrics_report_and_logs_out(server, browser,
@@ -116,6 +125,7 @@ def test_an_administrator_logs_in_sees_the_numbers_the_api_and_metrics_report_an
     driver.save_screenshot(str(screenshots / "overview.png"))
 
     rows["hub"].find_element("css selector", "a").click()
+    arrived(driver, "/ui/orgs/hub")
     hub = api(server, "summary", org="hub")
     metrics = from_metrics(server.url, "hub")
     assert int(figure(driver, "pulls_total")) == hub["pulls_total"] == sum(metrics["pulls"].values()) == 4
@@ -141,6 +151,7 @@ def test_an_administrator_logs_in_sees_the_numbers_the_api_and_metrics_report_an
     Select(by_css(driver, "select[name=org]")).select_by_visible_text("hub")
     Select(by_css(driver, "select[name=result]")).select_by_visible_text("miss")
     by_css(driver, "#search").click()
+    arrived(driver, "result=miss")
     rows = all_css(driver, "#audit tbody tr")
     assert len(rows) == 2 and all("miss" in row.text and "hub" in row.text for row in rows)
     export = by_css(driver, "#export-csv").get_attribute("href")
@@ -151,7 +162,8 @@ def test_an_administrator_logs_in_sees_the_numbers_the_api_and_metrics_report_an
     driver.save_screenshot(str(screenshots / "audit.png"))
 
     by_css(driver, "#logout").click()
-    assert "/ui/login" in driver.current_url and driver.get_cookie("entrepot_session") is None
+    arrived(driver, "/ui/login")
+    assert driver.get_cookie("entrepot_session") is None
     driver.get(f"{server.url}/ui/orgs/hub")
     assert "/ui/login" in driver.current_url
     if os.environ.get("ENTREPOT_UPDATE_DOCS_SCREENSHOT") == "1":   # refresh the README's picture
