@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.analytics [--pulls 1000000] [--days 60] [--orgs 4] [--backend both|sqlite|postgres]
         [--queries 200] [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres] [--json bench/results/<f>.json]
 
-`--pulls` Pull events spread evenly over `--days` days (and one TrafficReport per org and minute) go
+`--pulls` Pull events spread evenly over `--days` days (and a TrafficReport per org every 10 minutes) go
 through the analytics view's own write path (view.process, pages of 500, as its runner writes them).
 Then each query is asked `--queries` times for the last 30 days (since and until off minute
 boundaries, so every rollup grain is read) and its p50/p99 reported. Target (issue 13): p99 < 50 ms
@@ -35,27 +35,30 @@ from infra.projection_runtime import open_view
 TARGET_MS = 50.0
 DAY = 86400
 RESULTS = ("hit", "hit", "hit", "hit", "miss", "revalidated", "stale")
+REPORT_EVERY = 600   # one traffic report per org every 10 minutes (a server writes one per 5 s of traffic)
+CLIENTS = 200        # distinct client addresses: a fleet of CI runners and nodes
 
 
 def events(pulls: int, days: int, orgs: int, end: float):
     """Pull and traffic events in time order, over `days` days up to `end`."""
     start = end - days * DAY
     step = days * DAY / pulls
-    next_report = start + 60
+    next_report = start + REPORT_EVERY
     fills = [0] * (len(FILL_SECONDS_BUCKETS) + 1)
     fills[3] = 1
     for n in range(pulls):
         at = start + n * step
         while next_report <= at:
             for o in range(orgs):
-                yield from TrafficReport(org=f"org{o}", process="bench:1", since=next_report - 60, until=next_report,
+                yield from TrafficReport(org=f"org{o}", process="bench:1", since=next_report - REPORT_EVERY,
+                                         until=next_report,
                                          bytes_served={"blob": 5_000_000}, bytes_fetched={"blob": 1_000_000},
                                          blob_pulls={"hit": 9, "miss": 1}, fills=1, fill_seconds=fills,
                                          fills_failed=0, repositories={f"library/image{n % 500}": 5_000_000}
                                          ).collect_events()
-            next_report += 60
+            next_report += REPORT_EVERY
         yield from Pull(org=f"org{n % orgs}", repository=f"library/image{n % 500}", reference=f"v{n % 7}",
-                        digest="sha256:x", result=RESULTS[n % len(RESULTS)], client=f"10.0.{n % 13}.{n % 251}",
+                        digest="sha256:x", result=RESULTS[n % len(RESULTS)], client=f"10.0.{n % CLIENTS // 250}.{n % CLIENTS % 250}",
                         user_agent="containerd/2.0", at=at).collect_events()
 
 
