@@ -131,6 +131,8 @@ class TrafficRecorder:
         self._kept: list = []     # recorded events not yet in the event store, oldest first
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        # One writer thread of its own: a write hung on a dead database holds it, not anyio's shared pool.
+        self._thread = anyio.CapacityLimiter(1)
 
     @property
     def kept(self) -> int:
@@ -140,7 +142,8 @@ class TrafficRecorder:
         self._since = self._clock.now()
         self._task = asyncio.create_task(self._run(), name="traffic-recorder")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 2.0) -> None:
+        """The last report, waited for at most `timeout` seconds: a dead database must not hold up a shutdown."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -148,7 +151,7 @@ class TrafficRecorder:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        await self.record()
+        await self.record(write_timeout=timeout)
         if self._kept:
             log.error("stopping with %d traffic reports not recorded: the event store did not take them", len(self._kept))
 
@@ -160,8 +163,9 @@ class TrafficRecorder:
             except Exception:   # the recorder must outlive any one failed write
                 log.exception("recording traffic failed")
 
-    async def record(self) -> None:
+    async def record(self, write_timeout: float | None = None) -> None:
         """Take the meter's counts and write them, with any kept earlier, in one transaction."""
+        timeout = write_timeout or self._write_timeout
         async with self._lock:
             now = self._clock.now()
             self._kept.extend(reports(self._meter.take(), self._since, now, self._process))
@@ -173,12 +177,12 @@ class TrafficRecorder:
             if not self._kept:
                 return
             try:
-                await self._write(self._kept)
+                await self._write(self._kept, timeout)
             except IntegrityError:
                 # An earlier write that timed out had committed some of them: the rest one at a time.
                 for one in list(self._kept):
                     try:
-                        await self._write([one])
+                        await self._write([one], timeout)
                     except IntegrityError:
                         pass
             except Exception as error:
@@ -186,6 +190,7 @@ class TrafficRecorder:
                 return
             self._kept = []
 
-    async def _write(self, events: list) -> None:
-        with anyio.fail_after(self._write_timeout):
-            await anyio.to_thread.run_sync(self._pulls.write, list(events), abandon_on_cancel=True)
+    async def _write(self, events: list, timeout: float) -> None:
+        with anyio.fail_after(timeout):
+            await anyio.to_thread.run_sync(self._pulls.write, list(events), abandon_on_cancel=True,
+                                           limiter=self._thread)
