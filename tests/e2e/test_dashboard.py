@@ -29,7 +29,8 @@ def server(module_upstream_registry_factory, module_entrepot_server_factory):
     push_image(upstream.url, "library/nginx", "1.27", NGINX)
     server = module_entrepot_server_factory(
         [{"name": "hub", "upstream": upstream.url}, {"name": "quay", "upstream": upstream.url}],
-        env={"ENTREPOT_ADMIN_TOKEN": TOKEN}, sections={"analytics": {"traffic_interval_seconds": 0.2}})
+        env={"ENTREPOT_ADMIN_TOKEN": TOKEN}, sections={"analytics": {"traffic_interval_seconds": 0.2}},
+        startup_timeout=60)
     for _ in range(3):   # 1 miss, 2 hits
         pull_image(server.url, "hub", "library/alpine", "3.19", ALPINE)
     pull_image(server.url, "hub", "library/nginx", "1.27", NGINX)      # a miss

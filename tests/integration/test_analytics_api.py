@@ -34,7 +34,8 @@ def upstream(module_upstream_registry_factory):
 def server(upstream, module_entrepot_server_factory):
     return module_entrepot_server_factory(
         [{"name": "hub", "upstream": upstream.url, "default": True}, {"name": "quiet", "upstream": upstream.url}],
-        env={"ENTREPOT_ADMIN_TOKEN": TOKEN}, sections={"analytics": {"traffic_interval_seconds": 0.2}})
+        env={"ENTREPOT_ADMIN_TOKEN": TOKEN}, sections={"analytics": {"traffic_interval_seconds": 0.2}},
+        startup_timeout=60)   # it is restarted for the rebuild: slow on a busy 2-core box
 
 
 @pytest.fixture(scope="module")
