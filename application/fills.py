@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -263,13 +264,14 @@ class BlobFills:
         """_fetch, counted: every fill started here ends counted once, as completed or as failed (and why)."""
         self._metrics.fill_started(target.org)
         started_at = self._clock.now()
+        start = time.perf_counter()   # a duration: monotonic, not the Clock port's time of day
         try:
             stored = await self._fetch(fill, target)
         except BaseException as error:  # a cancelled fill is counted too, so started = completed + failed
             self._metrics.fill_failed(target.org, fill_failure(error))
             raise
         if stored:
-            self._metrics.fill_completed(target.org)
+            self._metrics.fill_completed(target.org, time.perf_counter() - start)
             self._ops.fill_finished(target, fill.digest, fill.size or 0, self._clock.now() - started_at)
         else:
             self._metrics.fill_failed(target.org, fill_failure(fill.error or BlobStorageUnavailable()))

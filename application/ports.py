@@ -233,8 +233,9 @@ class Metrics(Protocol):
     def stale_served(self, org: str) -> None:
         """A manifest (GET or HEAD) served from the cache because upstream failed."""
 
-    def bytes_served(self, org: str, kind: str, size: int) -> None:
-        """Bytes sent to clients; kind is "manifest" or "blob"."""
+    def bytes_served(self, org: str, kind: str, size: int, repository: str = "") -> None:
+        """Bytes sent to clients; kind is "manifest" or "blob". `repository` (the client's) only feeds
+        the analytics' top lists (application/traffic.py), never a Prometheus label."""
 
     def bytes_fetched(self, org: str, kind: str, size: int) -> None:
         """Bytes received from upstream; kind is "manifest" or "blob"."""
@@ -245,7 +246,8 @@ class Metrics(Protocol):
 
     def fill_started(self, org: str) -> None: ...
 
-    def fill_completed(self, org: str) -> None: ...
+    def fill_completed(self, org: str, seconds: float = 0.0) -> None:
+        """A fill verified and published, `seconds` after it started."""
 
     def fill_failed(self, org: str, reason: str) -> None:
         """reason: corrupt | truncated | not_found | upstream | storage (application.metering.fill_failure)."""
@@ -267,7 +269,7 @@ class NoMetrics:
 
     def stale_served(self, org: str) -> None: pass
 
-    def bytes_served(self, org: str, kind: str, size: int) -> None: pass
+    def bytes_served(self, org: str, kind: str, size: int, repository: str = "") -> None: pass
 
     def bytes_fetched(self, org: str, kind: str, size: int) -> None: pass
 
@@ -275,7 +277,7 @@ class NoMetrics:
 
     def fill_started(self, org: str) -> None: pass
 
-    def fill_completed(self, org: str) -> None: pass
+    def fill_completed(self, org: str, seconds: float = 0.0) -> None: pass
 
     def fill_failed(self, org: str, reason: str) -> None: pass
 

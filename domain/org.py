@@ -14,7 +14,7 @@ from domain.org_settings import (DEFAULTS, DENIED_POLICIES, DOCKER_HUB_ALIASES, 
 # First path segments the HTTP edge routes itself (or may): an org of that name would be shadowed
 # or would shadow them. tests/integration/test_admin_limits.py checks the app's routes are all here.
 RESERVED_ORG_NAMES = frozenset({"api", "v1", "v2", "metrics", "healthz", "readyz", "livez", "schema", "token",
-                                "docs", "static", "admin", "dashboard"})
+                                "docs", "static", "admin", "dashboard", "ui"})
 
 __all__ = ["DEFAULTS", "DENIED_POLICIES", "DOCKER_HUB_ALIASES", "DOCKER_HUB_URL", "SETTINGS", "CacheOrg",
            "InvalidOrgSettings", "OrgSettings", "is_org_name", "normalize_settings", "normalize_upstream",

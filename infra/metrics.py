@@ -12,6 +12,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, ProcessCollector
 
+from domain.traffic import FILL_SECONDS_BUCKETS
+
 # Upstream answers range from a few ms (a local mirror) to the read timeout (30 s by default).
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # An HTTP request lasts until its body is sent: a blob download can take minutes.
@@ -75,6 +77,9 @@ class PrometheusMetrics:
             ("org",))
         self._fills_completed = counter(
             "entrepot_fills_completed", "Blob fills verified and published.", ("org",))
+        self._fill_seconds = Series(Histogram(
+            "entrepot_fill_duration_seconds", "Time from a fill's start to its blob verified and published.",
+            ("org",), buckets=FILL_SECONDS_BUCKETS, registry=registry))
         self._fills_failed = counter(
             "entrepot_fills_failed", "Blob fills that failed, by reason (corrupt, truncated, not_found, upstream, "
             "cancelled, storage, other).", ("org", "reason"))
@@ -102,7 +107,7 @@ class PrometheusMetrics:
     def stale_served(self, org: str) -> None:
         self._stale_serves(org).inc()
 
-    def bytes_served(self, org: str, kind: str, size: int) -> None:
+    def bytes_served(self, org: str, kind: str, size: int, repository: str = "") -> None:
         self._served_bytes(org, kind).inc(size)
 
     def bytes_fetched(self, org: str, kind: str, size: int) -> None:
@@ -115,8 +120,9 @@ class PrometheusMetrics:
     def fill_started(self, org: str) -> None:
         self._fills_started(org).inc()
 
-    def fill_completed(self, org: str) -> None:
+    def fill_completed(self, org: str, seconds: float = 0.0) -> None:
         self._fills_completed(org).inc()
+        self._fill_seconds(org).observe(seconds)
 
     def fill_failed(self, org: str, reason: str) -> None:
         self._fills_failed(org, reason).inc()

@@ -90,6 +90,11 @@ class RedisSettings(_Section, frozen=True):
     tag_cache_seconds: Seconds = 5.0   # life of a tag lookup shared by replicas
 
 
+class AnalyticsSettings(_Section, frozen=True):
+    # How often each process records its blob traffic (one event per org); a SIGKILL loses at most this much.
+    traffic_interval_seconds: Annotated[float, Meta(gt=0, le=3600)] = 5.0
+
+
 class ServerSettings(_Section, frozen=True):
     host: Text = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535)] = DEFAULT_PORT  # 0: any free port (serve prints it)
@@ -118,6 +123,7 @@ class ConfigFile(_Section, frozen=True):
     redis: RedisSettings = RedisSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     security: SecuritySettings = SecuritySettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,7 @@ class Settings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     # "on": fetch any miss; "allow-list": only repositories an org's `allow` names; "off": serve what is cached
     pull_through: str = "on"
+    analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
 
 
 _AT = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
@@ -259,4 +266,5 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         upstream=config.upstream,
         security=config.security,
         pull_through=server.pull_through,
+        analytics=config.analytics,
     )

@@ -109,6 +109,11 @@ class AdminClient:
                 return
             params["cursor"] = page["next_cursor"]
 
+    # -- analytics -----------------------------------------------------------------------------------
+    def analytics(self, kind: str, **params) -> dict:
+        """/analytics/<kind> (summary, series, top) with the given query parameters (None: left out)."""
+        return self._call("GET", f"/analytics/{kind}", params={k: v for k, v in params.items() if v is not None})
+
     def _call(self, method: str, path: str, **kwargs) -> dict:
         try:
             response = self._http.request(method, path, **kwargs)

@@ -10,6 +10,7 @@ import anyio.to_thread
 
 from application.breaker import BackoffPolicy, UpstreamBackoff
 from application.admin import AdminViews, ConfiguredOrgs, OrgAdmin
+from application.analytics import Analytics
 from application.audit import AuditLog
 from application.governance import GovernedUpstream
 from application.prewarm import Prewarm
@@ -25,9 +26,11 @@ from application.pulls import GroupCommit, Pulls
 from application.ports import BlobStore, Clock, Upstream
 from application.cache_records import CacheRecords
 from application.routing import OrgRouter
+from application.traffic import TrafficMeter, TrafficRecorder
 from infra.clock import SystemClock
 from infra import data_dir, persistence
 from infra.metrics import PrometheusMetrics, new_collector_registry
+from infra.analytics_metrics import AnalyticsCollector
 from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
 from infra.secrets import admin_token, private_dir, secret_key
@@ -87,7 +90,8 @@ class Container:
         self.coordination = coordination or build_coordination(settings.redis)
         # This app's own registry: several apps in one process (tests) must not share series.
         self.metrics_registry = new_collector_registry()
-        self.metrics = PrometheusMetrics(self.metrics_registry)
+        # Prometheus, and the per-org traffic sums the recorder turns into TrafficReport events.
+        self.metrics = TrafficMeter(PrometheusMetrics(self.metrics_registry))
         # The SSRF guard: the config file's orgs are the operator's own; admin-made ones reach internal
         # networks only inside [security] allowed_upstream_networks. Via: a hop header every replica
         # sharing the credentials key sends and recognises, so a loop back to the cluster is cut (508).
@@ -112,6 +116,8 @@ class Container:
         self.view = open_tags_and_manifests(self.env)
         referrers_view = open_view("referrers", self.env)
         self.runners = projection_runners(self.env, in_process=settings.database.run_projections)
+        self.traffic = TrafficRecorder(self.pulls, self.metrics, self.clock,
+                                       interval=settings.analytics.traffic_interval_seconds)
         self.group_commit = GroupCommit(self.pulls, metrics=self.metrics, max_backlog=settings.database.pull_backlog)
         self.cache = pull_through(records=self.records, orgs=self.orgs, view=self.view, store=self.store,
                                   upstream=self.upstream, pulls=self.group_commit, clock=self.clock,
@@ -119,10 +125,12 @@ class Container:
                                   metrics=self.metrics, ops=self.ops_log, referrers=referrers_view)
         # Client-mode routing, the admin surface and /metrics read the views directly (our own readers).
         views = self.read_views = {"orgs": orgs_view, "referrers": referrers_view, **{name: open_view(name, self.env)
-                                                         for name in ("tags", "manifests", "blobs", "counters", "audit")}}
+                                                         for name in ("tags", "manifests", "blobs", "counters", "audit",
+                                                                      "analytics")}}
         self.metrics_registry.register(
             ReadModelCollector(views["blobs"], views["manifests"], views["tags"], views["counters"]))
         self.metrics_registry.register(RateLimitCollector(self.cache.rate_limits.all))
+        self.metrics_registry.register(AnalyticsCollector(self.runners.status, views["analytics"]))
         self.router = OrgRouter(self.orgs.lookup, views["orgs"])
         self.admin = OrgAdmin(self.orgs, self.records,
                               AdminViews(views["orgs"], views["tags"], views["blobs"], views["counters"]),
@@ -133,6 +141,8 @@ class Container:
                                                         settings.config_file and os.path.abspath(settings.config_file)))
         self.prewarm = Prewarm(self.cache)   # explicit fills, whatever [server] pull_through says
         self.audit_log = AuditLog(views["audit"])
+        self.analytics = Analytics(views["analytics"], lambda: [row.name for row in views["orgs"].list_orgs()],
+                                   self.clock.now)
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
         # Pull tokens are signed with a key derived from the secret every replica shares (infra/tokens.py).
         self.tokens = JwtTokens(secret_key(self.data_dir, settings.secret_key), self.clock)
@@ -171,9 +181,11 @@ class Container:
         except Exception as error:
             log.warning("starting before the read model caught up: %s", error)
         await self.group_commit.start()
+        await self.traffic.start()
 
     async def stop(self) -> None:
         await self.group_commit.stop()
+        await self.traffic.stop()   # after the last requests: their traffic is in the final report
         await self.upstream.aclose()
         await self.coordination.aclose()
         await anyio.to_thread.run_sync(self.runners.stop)

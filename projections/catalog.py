@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from projections.analytics_backends import PostgresAnalyticsView, SqliteAnalyticsView
 from projections.audit import PostgresAuditView, SqliteAuditView
 from projections.base import SqliteView, View
 from projections.blobs import PostgresBlobsView, SqliteBlobsView
@@ -43,6 +44,7 @@ CATALOG: dict[str, ProjectionSpec] = {spec.name: spec for spec in (
     ProjectionSpec(SqliteCountersView, PostgresCountersView),
     ProjectionSpec(SqliteOrgsView, PostgresOrgsView),
     ProjectionSpec(SqliteReferrersView, PostgresReferrersView),
+    ProjectionSpec(SqliteAnalyticsView, PostgresAnalyticsView),
 )}
 PROJECTION_NAMES = tuple(CATALOG)
 

@@ -6,6 +6,7 @@ from litestar import Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from interfaces.http.admin_analytics import ANALYTICS_HANDLERS
 from interfaces.http.admin_audit import audit
 from interfaces.http.admin_bodies import MAX_BODY
 from interfaces.http.admin_errors import admin_error_response
@@ -18,7 +19,8 @@ ADMIN_PREFIX = "/api/"
 
 def admin_router() -> Router:
     # Each route says who besides the global admin may call it (interfaces/http/auth.py).
-    return Router("/api/v1", route_handlers=[OrganizationsController, RobotsController, audit, admin_log],
+    return Router("/api/v1", route_handlers=[OrganizationsController, RobotsController, audit, admin_log,
+                                             *ANALYTICS_HANDLERS],
                   guards=[admin_guard],
                   exception_handlers={Exception: admin_error_response}, security=[{"adminToken": []}],
                   request_max_body_size=MAX_BODY)
@@ -28,8 +30,8 @@ def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="Entrepôt admin API", version="1", path="/schema",
         description="Manage cache organizations, their robots and org admins, and query the pull audit and "
-                    "admin logs. Every call needs `Authorization: Bearer <admin token>`, or an org admin's "
-                    "`Basic <org>+<name>:<token>` for that org's routes. The OCI pull API under /v2 is not "
-                    "described here.",
+                    "admin logs and the cache-efficiency analytics. Every call needs `Authorization: Bearer <admin "
+                    "token>`, or an org admin's `Basic <org>+<name>:<token>` for that org's routes. The OCI pull API "
+                    "under /v2 is not described here.",
         components=Components(security_schemes={"adminToken": SecurityScheme(type="http", scheme="bearer")}),
     )

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar, Request, Response
 from litestar.di import NamedDependency, Provide
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template.config import TemplateConfig
 from prometheus_client import CollectorRegistry
 
 from application.admin import OrgAdmin
 from application.access_admin import AccessAdmin
+from application.analytics import Analytics
 from application.audit import AuditLog
 from application.prewarm import Prewarm
 from interfaces.http.admin import ADMIN_PREFIX, admin_router, openapi_config
@@ -22,6 +26,7 @@ from interfaces.http.health import Probe, healthz, readyz
 from interfaces.http.metrics import http_metrics, metrics
 from interfaces.http.client_auth import ClientAccess, token
 from interfaces.http.oci import OciServices, api_version, oci
+from interfaces.http.ui_pages import ui_router
 
 
 def any_error(request: Request, error: Exception) -> Response:
@@ -73,6 +78,9 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
     def provide_audit_log() -> AuditLog:
         return container.audit_log
 
+    def provide_analytics() -> Analytics:
+        return container.analytics
+
     def provide_metrics_registry() -> CollectorRegistry:
         return container.metrics_registry
 
@@ -83,12 +91,14 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
         return Provide(provider, sync_to_thread=False, use_cache=True)
 
     return Litestar(
-        route_handlers=[api_version, token, oci, admin_router(), healthz, readyz, metrics],
+        route_handlers=[api_version, token, oci, admin_router(), ui_router(), healthz, readyz, metrics],
+        template_config=TemplateConfig(directory=Path(__file__).parent / "templates", engine=JinjaTemplateEngine),
         dependencies={"oci_services": once(provide_oci), "client_access": once(provide_client_access),
                       "admin": once(provide_admin), "access_admin": once(provide_access_admin),
                       "prewarm": once(provide_prewarm),
                       "principal": Provide(caller, sync_to_thread=False),
-                      "audit_log": once(provide_audit_log), "metrics_registry": once(provide_metrics_registry),
+                      "audit_log": once(provide_audit_log),
+                      "analytics": once(provide_analytics), "metrics_registry": once(provide_metrics_registry),
                       "probes": once(provide_probes)},
         lifespan=[lifespan],
         middleware=[http_metrics],

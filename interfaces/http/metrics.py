@@ -29,6 +29,7 @@ _ROUTES = (  # first match wins; the OCI name grammar is the router's business, 
     (re.compile(r"^/(api|schema)(/|$)"), "admin"),
     (re.compile(r"^/(healthz|readyz)$"), "health"),
     (re.compile(r"^/metrics$"), "metrics"),
+    (re.compile(r"^/ui(/|$)"), "ui"),
 )
 
 

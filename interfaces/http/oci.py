@@ -220,7 +220,7 @@ async def manifest(request: Request, cache: PullThrough, target: Target, metrics
     if answer.warning:
         headers["Warning"] = f'110 entrepot "{answer.warning}"'
     if not head:
-        metrics.bytes_served(target.org, "manifest", len(answer.content))
+        metrics.bytes_served(target.org, "manifest", len(answer.content), target.repository)
     return Response(None if head else answer.content, media_type=answer.media_type, headers=headers)
 
 
@@ -250,10 +250,10 @@ async def blob(request: Request, cache: PullThrough, target: Target, metrics: Me
     if answer.path and byte_range is None and offers_pathsend(request.scope):
         # A published file, whole: the server (granian) sends it without the bytes entering Python.
         # Counted as sent in full: the server does not tell us if the client hangs up midway.
-        metrics.bytes_served(target.org, "blob", answer.size)
+        metrics.bytes_served(target.org, "blob", answer.size, target.repository)
         return PathSend(answer.path, headers=headers)
     body = await started(answer.open(start, end))
-    sent = counted(body, lambda size: metrics.bytes_served(target.org, "blob", size))
+    sent = counted(body, lambda size: metrics.bytes_served(target.org, "blob", size, target.repository))
     return Stream(sent, status_code=status, media_type="application/octet-stream", headers=headers)
 
 

@@ -17,6 +17,7 @@ from application.cache_records import CacheRecords
 from domain.pull import Pull
 from infra.projection_runtime import (LockedRunners, RebuildInProgress, locks, open_tags_and_manifests, open_view, rebuild,
                                      status, wait_caught_up)
+from projections import PROJECTION_NAMES
 from tests.support.server import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -82,7 +83,8 @@ def test_only_one_process_runs_each_projection_and_another_takes_over(env, apps)
     first = LockedRunners(env, interval=0.2).start()
     second = LockedRunners(env, interval=0.2).start()   # another replica: its own session, so its own locks
     try:
-        assert set(first.running) == {"tags", "manifests", "blobs", "audit", "counters", "orgs", "referrers"}
+        assert set(first.running) == {"tags", "manifests", "blobs", "audit", "counters", "orgs", "referrers",
+                                      "analytics"}
         assert second.running == {} and second.status() == []
         assert {s.state for s in status(env)} == {"running"}
         for i in range(5):
@@ -211,10 +213,11 @@ def test_a_runner_that_loses_its_session_stops_and_takes_over_again(env, apps):
         with psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
                              dbname=env["POSTGRES_DBNAME"], autocommit=True) as conn:
             conn.execute("SELECT pg_terminate_backend(%s)", (next(iter(before.values())),))
-        until(lambda: set(locks_held(env).values()) - set(before.values()) and len(locks_held(env)) == 7)
+        until(lambda: set(locks_held(env).values()) - set(before.values())
+              and len(locks_held(env)) == len(PROJECTION_NAMES))
         for i in range(3):
             pull(pulls, float(i))
-        until(lambda: len(runners.running) == 7)
+        until(lambda: len(runners.running) == len(PROJECTION_NAMES))
         runners.wait_caught_up(timeout=15)
     finally:
         runners.stop()
@@ -222,7 +225,7 @@ def test_a_runner_that_loses_its_session_stops_and_takes_over_again(env, apps):
 
 
 def locks_held(env) -> dict[str, int]:
-    return locks.holders(env, ("tags", "manifests", "blobs", "audit", "counters", "orgs", "referrers"))
+    return locks.holders(env, PROJECTION_NAMES)
 
 
 def test_a_second_rebuild_at_once_is_refused_and_a_failed_one_leaves_nothing_behind(env, apps):

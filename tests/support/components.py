@@ -18,6 +18,8 @@ PACKAGES = {
     "containerd": "containerd",
     "ctr": "containerd",
     "umoci": "umoci",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
 }
 
 

@@ -306,8 +306,8 @@ class FakeMetrics:
     def stale_served(self, org: str) -> None:
         self._record("stale_served", org)
 
-    def bytes_served(self, org: str, kind: str, size: int) -> None:
-        self._record("bytes_served", org, kind, size)
+    def bytes_served(self, org: str, kind: str, size: int, repository: str = "") -> None:
+        self._record("bytes_served", org, kind, size)   # the repository feeds analytics only
 
     def bytes_fetched(self, org: str, kind: str, size: int) -> None:
         self._record("bytes_fetched", org, kind, size)
@@ -319,7 +319,8 @@ class FakeMetrics:
     def fill_started(self, org: str) -> None:
         self._record("fill_started", org)
 
-    def fill_completed(self, org: str) -> None:
+    def fill_completed(self, org: str, seconds: float = 0.0) -> None:
+        assert seconds >= 0
         self._record("fill_completed", org)
 
     def fill_failed(self, org: str, reason: str) -> None:

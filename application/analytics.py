@@ -1,0 +1,147 @@
+"""Analytics queries: summary, series and top lists per org over a time range, read from the analytics view."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from application.admin import InvalidRequest
+from application.errors import OrgUnknown
+from domain.analytics import GRAINS, cover, minute_range
+from domain.traffic import quantile
+
+BASE_RESULTS = ("hit", "miss", "stale", "revalidated", "error")   # always reported, 0 when none
+SERVED_FROM_CACHE = ("hit", "stale", "revalidated")                # answered without fetching the manifest
+FIGURES = ("pulls_total", "hit_ratio", "bytes_served", "bytes_from_upstream", "bytes_saved", "clients",
+           "repositories", "blob_hits", "blob_misses", "fills", "fills_failed", "fill_seconds_p50",
+           "fill_seconds_p95", "stale", "denied", "evictions")
+MAX_POINTS = 1500          # a series longer than this asks for a coarser bucket
+MAX_TOP = 1000
+DEFAULT_SPAN = 86400       # summary and top without `since`: the last 24 hours
+SERIES_SPAN = {"minute": 3600, "hour": 2 * 86400, "day": 30 * 86400}
+
+
+class AnalyticsReadModel(Protocol):
+    """The analytics view (projections/analytics.py)."""
+
+    def totals(self, pieces: list[tuple[int, int, int]], org: str | None = None,
+               by_start: bool = False, distinct: bool = True) -> dict[Any, Any]: ...
+
+    def top(self, org: str, since: int, until: int, by: str, limit: int) -> tuple[list[tuple], list[tuple]]: ...
+
+    def orgs(self) -> list[str]: ...
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def figures(totals: Any | None) -> dict[str, Any]:
+    """The numbers of one org over some buckets, named as the API and the dashboard show them."""
+    pulls = {result: 0 for result in BASE_RESULTS}
+    traffic: dict = {}
+    fill_counts: list[int] = []
+    clients = repositories = 0
+    if totals is not None:
+        pulls.update(totals.pulls)
+        traffic = totals.traffic
+        if totals.fill_seconds:
+            fill_counts = [totals.fill_seconds.get(i, 0) for i in range(max(totals.fill_seconds) + 1)]
+        clients, repositories = totals.clients, totals.repositories
+    cached = sum(pulls.get(result, 0) for result in SERVED_FROM_CACHE)
+    answered = cached + pulls.get("miss", 0)
+    served, fetched = traffic.get("bytes_served", 0), traffic.get("bytes_from_upstream", 0)
+    return {
+        "pulls": pulls, "pulls_total": sum(pulls.values()),
+        # Manifest pulls answered from the cache (hit, stale, revalidated) over those answered with content.
+        "hit_ratio": round(cached / answered, 4) if answered else None,
+        "bytes_served": served, "bytes_from_upstream": fetched,
+        # Bytes clients received that upstream did not send: what the cache saved upstream and the link.
+        "bytes_saved": max(0, served - fetched),
+        "clients": clients, "repositories": repositories,
+        "blob_hits": traffic.get("blob_hits", 0), "blob_misses": traffic.get("blob_misses", 0),
+        "fills": traffic.get("fills", 0), "fills_failed": traffic.get("fills_failed", 0),
+        "fill_seconds_p50": quantile(fill_counts, 0.5), "fill_seconds_p95": quantile(fill_counts, 0.95),
+        "stale": pulls.get("stale", 0), "denied": pulls.get("denied", 0),
+        "evictions": traffic.get("evictions", 0),
+    }
+
+
+class Analytics:
+    """The use cases behind /api/v1/analytics, `entrepot stats` and the dashboard."""
+
+    def __init__(self, view: AnalyticsReadModel, known_orgs: Callable[[], list[str]],
+                 now: Callable[[], float]) -> None:
+        self._view, self._known_orgs, self._now = view, known_orgs, now
+
+    def now(self) -> float:
+        return self._now()
+
+    def _range(self, since: float | None, until: float | None, span: float) -> tuple[int, int]:
+        until = self._now() if until is None else until
+        since = until - span if since is None else since
+        if since >= until:
+            raise InvalidRequest("since must be before until", {"since": "must be before until"})
+        return minute_range(since, until)
+
+    def _check_org(self, org: str) -> None:
+        if org not in self._known_orgs() and org not in self._view.orgs():
+            raise OrgUnknown(f"no cache organization named {org!r}", org=org)
+
+    def orgs(self) -> list[str]:
+        return sorted(set(self._known_orgs()) | set(self._view.orgs()))
+
+    def summary(self, org: str | None = None, since: float | None = None, until: float | None = None) -> dict:
+        """One org's figures over [since, until) (whole minutes), or every org's under "orgs"."""
+        lo, hi = self._range(since, until, DEFAULT_SPAN)
+        if org is not None:
+            self._check_org(org)
+            totals = self._view.totals(cover(lo, hi), org)
+        else:   # org by org: each an index range read, where one query for all would scan the table
+            totals = {name: found for name in self.orgs() for found in self._view.totals(cover(lo, hi), name).values()}
+        if org is not None:
+            return {"org": org, "since": iso(lo), "until": iso(hi), **figures(totals.get(org))}
+        return {"since": iso(lo), "until": iso(hi),
+                "orgs": [{"org": name, "since": iso(lo), "until": iso(hi), **figures(totals.get(name))}
+                         for name in self.orgs()]}
+
+    def series(self, org: str, metric: str, bucket: str = "hour", since: float | None = None,
+               until: float | None = None) -> dict:
+        """One figure per bucket from since's bucket to until's, zeros (or null) where nothing happened."""
+        if metric not in FIGURES and not metric.startswith("pulls."):
+            raise InvalidRequest("unknown metric", {"metric": f"one of {', '.join(FIGURES)}, or pulls.<result>"})
+        lo, hi, buckets = self.over_time(org, bucket, since, until, distinct=metric in ("clients", "repositories"))
+        points = [{"start": iso(start), "t": start,
+                   "value": numbers["pulls"].get(metric[6:], 0) if metric.startswith("pulls.") else numbers[metric]}
+                  for start, numbers in buckets]
+        return {"org": org, "metric": metric, "bucket": bucket, "since": iso(lo), "until": iso(hi), "points": points}
+
+    def over_time(self, org: str, bucket: str, since: float | None = None, until: float | None = None,
+                  distinct: bool = False) -> tuple[int, int, list[tuple[int, dict]]]:
+        """(first start, end, [(bucket start, figures)]) for every bucket of the range: what the charts draw.
+        Distinct clients and repositories (0 without `distinct`) cost a row read per member and bucket."""
+        if bucket not in GRAINS:
+            raise InvalidRequest(f"bucket must be one of {', '.join(GRAINS)}", {"bucket": "minute, hour or day"})
+        grain = GRAINS[bucket]
+        lo, hi = self._range(since, until, SERIES_SPAN[bucket])
+        lo, hi = lo // grain * grain, -(-hi // grain) * grain
+        if (hi - lo) // grain > MAX_POINTS:
+            raise InvalidRequest("too many points", {"bucket": f"at most {MAX_POINTS} points; use a coarser bucket"})
+        self._check_org(org)
+        rows = self._view.totals([(grain, lo, hi)], org, by_start=True, distinct=distinct)
+        return lo, hi, [(start, figures(rows.get((org, start)))) for start in range(lo, hi, grain)]
+
+    def top(self, org: str, by: str = "pulls", since: float | None = None, until: float | None = None,
+            limit: int = 10) -> dict:
+        """The repositories and images (repository:reference) pulled most, on the UTC days the range touches."""
+        if by not in ("pulls", "bytes"):
+            raise InvalidRequest("by must be pulls or bytes", {"by": "pulls or bytes"})
+        if not 1 <= limit <= MAX_TOP:
+            raise InvalidRequest("limit out of range", {"limit": f"between 1 and {MAX_TOP}"})
+        lo, hi = self._range(since, until, DEFAULT_SPAN)
+        self._check_org(org)
+        repositories, images = self._view.top(org, lo, hi, by, limit)
+        return {"org": org, "by": by, "since": iso(lo), "until": iso(hi),
+                "repositories": [{"repository": r, "pulls": p, "bytes_served": b} for r, p, b in repositories],
+                "images": [{"repository": r, "reference": ref, "pulls": p} for r, ref, p in images]}

@@ -1,0 +1,32 @@
+"""Time buckets for analytics: the minute, hour and day rollups, and which buckets cover a time range."""
+
+from __future__ import annotations
+
+MINUTE, HOUR, DAY = 60, 3600, 86400
+GRAINS = {"minute": MINUTE, "hour": HOUR, "day": DAY}     # by name, as the API spells them
+ROLLUPS = (MINUTE, HOUR, DAY)                               # every event is added to one bucket of each
+
+
+def bucket_start(at: float, grain: int) -> int:
+    """The start (seconds since the epoch, UTC) of the bucket of `grain` seconds holding `at`."""
+    return int(at // grain) * grain
+
+
+def minute_range(since: float, until: float) -> tuple[int, int]:
+    """[since, until) widened to whole minutes: the finest resolution the rollups answer at."""
+    return bucket_start(since, MINUTE), -bucket_start(-until, MINUTE)
+
+
+def cover(since: int, until: int, grains: tuple[int, ...] = (DAY, HOUR, MINUTE)) -> list[tuple[int, int, int]]:
+    """The fewest buckets that tile [since, until) exactly: (grain, first start, end) pieces, coarsest
+    in the middle. A 30-day range is about 30 day rows plus at most 46 hour and 118 minute rows per org,
+    however much history there is. `since` and `until` are whole minutes."""
+    if since >= until:
+        return []
+    grain, finer = grains[0], grains[1:]
+    first, last = -bucket_start(-since, grain), bucket_start(until, grain)
+    if not finer:
+        return [(grain, since, until)]
+    if first >= last:
+        return cover(since, until, finer)
+    return [*cover(since, first, finer), (grain, first, last), *cover(last, until, finer)]

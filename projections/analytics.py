@@ -1,0 +1,190 @@
+"""The analytics view: per org and minute/hour/day bucket, pulls by result, traffic, fill latency,
+distinct clients and repositories, and the top repositories and images per day.
+
+Fed by Pull.Recorded and TrafficReport.Recorded (both in Pulls) and, once the quota work records
+them, image evictions. Every write adds to a row (or inserts a member once), so a page is a handful
+of upserts and two runners could interleave. Distinct clients and repositories are exact per bucket:
+each bucket keeps its set of members, and a range counts the distinct members of its buckets.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+
+import domain.cache
+from domain.analytics import DAY, ROLLUPS, bucket_start
+from domain.pull import Pull
+from domain.traffic import TrafficReport
+from projections.base import Batch, View
+
+# The hook for the quota work (issue 10): once domain.cache defines ImageEvicted (with an `org`), the
+# view follows Registry too and counts each one in its buckets. Until then it follows Pulls only.
+ImageEvicted = getattr(domain.cache, "ImageEvicted", None)
+EVICTION_EVENTS: tuple[type, ...] = (ImageEvicted.Evicted,) if hasattr(ImageEvicted, "Evicted") else \
+    ((ImageEvicted,) if isinstance(ImageEvicted, type) else ())
+
+# The traffic columns, added up per bucket; their order is the rows' order.
+TRAFFIC = ("bytes_served", "bytes_from_upstream", "blob_hits", "blob_misses", "fills", "fills_failed", "evictions")
+
+
+@dataclass
+class Totals:
+    """What the view adds up over some buckets of one org."""
+    pulls: Counter = field(default_factory=Counter)              # result -> n
+    traffic: Counter = field(default_factory=Counter)            # TRAFFIC column -> sum
+    fill_seconds: Counter = field(default_factory=Counter)       # FILL_SECONDS_BUCKETS index -> n
+    clients: int = 0
+    repositories: int = 0
+
+
+@dataclass
+class Page:
+    """One page of events, added up before it reaches the database."""
+    pulls: Counter = field(default_factory=Counter)       # (org, grain, start, result)
+    traffic: dict = field(default_factory=dict)           # (org, grain, start) -> Counter of TRAFFIC
+    fills: Counter = field(default_factory=Counter)       # (org, grain, start, bucket)
+    members: set = field(default_factory=set)             # (org, grain, start, kind, member)
+    images: Counter = field(default_factory=Counter)      # (org, day, repository, reference) -> pulls
+    repositories: dict = field(default_factory=dict)      # (org, day, repository) -> [pulls, bytes served]
+
+    def add_traffic(self, org: str, at: float, **values: int) -> None:
+        for grain in ROLLUPS:
+            row = self.traffic.setdefault((org, grain, bucket_start(at, grain)), Counter())
+            row.update(values)
+
+    def repository(self, org: str, at: float, repository: str) -> list[int]:
+        return self.repositories.setdefault((org, bucket_start(at, DAY), repository), [0, 0])
+
+
+class AnalyticsView(View):
+    name = "analytics"
+    handles = (Pull.Recorded, TrafficReport.Recorded, *EVICTION_EVENTS)
+    follows = ("Pulls", "Registry") if EVICTION_EVENTS else ("Pulls",)
+
+    def process_page(self, c: Any, batch: Batch) -> None:
+        page = Page()
+        for event, tracking in batch:
+            self.process_event(page, event, tracking)
+        # Sorted: two runners (once evictions come from Registry) take row locks in the same order.
+        if page.pulls:
+            self.add_pulls(c, sorted((*key, n) for key, n in page.pulls.items()))
+        if page.traffic:
+            self.add_traffic(c, sorted((*key, *(row[name] for name in TRAFFIC)) for key, row in page.traffic.items()))
+        if page.fills:
+            self.add_fills(c, sorted((*key, n) for key, n in page.fills.items()))
+        if page.members:
+            self.add_members(c, sorted(page.members))
+        if page.images:
+            self.add_images(c, sorted((*key, n) for key, n in page.images.items()))
+        if page.repositories:
+            self.add_repositories(c, sorted((*key, *values) for key, values in page.repositories.items()))
+
+    def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
+        # `c` is the page (Page) here: the sums reach the database in process_page.
+        if isinstance(event, Pull.Recorded):
+            for grain in ROLLUPS:
+                start = bucket_start(event.at, grain)
+                c.pulls[(event.org, grain, start, event.result)] += 1
+                if event.client:
+                    c.members.add((event.org, grain, start, "client", event.client))
+                c.members.add((event.org, grain, start, "repository", event.repository))
+            c.images[(event.org, bucket_start(event.at, DAY), event.repository, event.reference)] += 1
+            c.repository(event.org, event.at, event.repository)[0] += 1
+        elif isinstance(event, TrafficReport.Recorded):
+            c.add_traffic(event.org, event.until, bytes_served=sum(event.bytes_served.values()),
+                          bytes_from_upstream=sum(event.bytes_fetched.values()),
+                          blob_hits=event.blob_pulls.get("hit", 0), blob_misses=event.blob_pulls.get("miss", 0),
+                          fills=event.fills, fills_failed=event.fills_failed)
+            for grain in ROLLUPS:
+                for index, n in enumerate(event.fill_seconds):
+                    if n:
+                        c.fills[(event.org, grain, bucket_start(event.until, grain), index)] += n
+            for repository, size in event.repositories.items():
+                c.repository(event.org, event.until, repository)[1] += size
+        elif EVICTION_EVENTS and isinstance(event, EVICTION_EVENTS):
+            c.add_traffic(event.org, event.timestamp.timestamp(), evictions=1)
+
+    # -- storage (one transaction's cursor `c`) -------------------------------------------------------
+    @abstractmethod
+    def add_pulls(self, c: Any, rows: list[tuple]) -> None: """(org, grain, start, result, n): add n."""
+
+    @abstractmethod
+    def add_traffic(self, c: Any, rows: list[tuple]) -> None: """(org, grain, start, *TRAFFIC): add each."""
+
+    @abstractmethod
+    def add_fills(self, c: Any, rows: list[tuple]) -> None: """(org, grain, start, bucket, n): add n."""
+
+    @abstractmethod
+    def add_members(self, c: Any, rows: list[tuple]) -> None: """(org, grain, start, kind, member): once."""
+
+    @abstractmethod
+    def add_images(self, c: Any, rows: list[tuple]) -> None: """(org, day, repository, reference, pulls)."""
+
+    @abstractmethod
+    def add_repositories(self, c: Any, rows: list[tuple]) -> None: """(org, day, repository, pulls, bytes)."""
+
+    # -- queries ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def _rows(self, text: str, params: list) -> list[tuple]:
+        """Rows of a read statement written with {table} placeholders and %s parameters."""
+
+    def totals(self, pieces: list[tuple[int, int, int]], org: str | None = None,
+               by_start: bool = False, distinct: bool = True) -> dict[Any, Totals]:
+        """Sums over the buckets (grain, first start, end) of `pieces` (domain.analytics.cover), per org,
+        or per (org, bucket start) with `by_start` (then give pieces of one grain). The distinct counts,
+        the one part that reads a row per member, only with `distinct`."""
+        if not pieces:
+            return {}
+        key = "org, start" if by_start else "org"
+        out: dict[Any, Totals] = {}
+
+        def rows(table: str, columns: str, select: str, group: str) -> list[tuple]:
+            # One index range read per piece, glued with UNION ALL: an OR of the ranges in one WHERE
+            # would have the databases scan every row of the org instead.
+            where = ("org = %s AND " if org is not None else "") + "grain = %s AND start >= %s AND start < %s"
+            source = " UNION ALL ".join(f"SELECT org, start, {columns} FROM {{{table}}} WHERE {where}" for _ in pieces)
+            params = [value for piece in pieces for value in ((org, *piece) if org is not None else piece)]
+            return self._rows(f"SELECT {key}, {select} FROM ({source}) AS piece GROUP BY {key}{group}", params)
+
+        def of(row: tuple) -> Totals:
+            k = (row[0], row[1]) if by_start else row[0]
+            totals = out.get(k)
+            if totals is None:   # not setdefault: a Totals per row read would cost more than the query
+                totals = out[k] = Totals()
+            return totals
+        width = 2 if by_start else 1
+        for row in rows("analytics_pulls", "result, n", "result, SUM(n) AS n", ", result"):
+            of(row).pulls[row[width]] += int(row[width + 1])
+        # Named columns: PostgreSQL rows come as dicts, where unnamed SUMs would share one key.
+        for row in rows("analytics_traffic", ", ".join(TRAFFIC), ", ".join(f"SUM({n}) AS {n}" for n in TRAFFIC), ""):
+            of(row).traffic.update({name: int(value) for name, value in zip(TRAFFIC, row[width:])})
+        for row in rows("analytics_fills", "bucket, n", "bucket, SUM(n) AS n", ", bucket"):
+            of(row).fill_seconds[int(row[width])] += int(row[width + 1])
+        if distinct:
+            for row in rows("analytics_members", "kind, member", "kind, COUNT(DISTINCT member) AS n", ", kind"):
+                setattr(of(row), "clients" if row[width] == "client" else "repositories", int(row[width + 1]))
+        return out
+
+    def top(self, org: str, since: int, until: int, by: str, limit: int) -> tuple[list[tuple], list[tuple]]:
+        """Repositories (repository, pulls, bytes served) and images (repository, reference, pulls) with
+        the most pulls (or bytes served) on the UTC days from since's to until's."""
+        first, params = bucket_start(since, DAY), [org]
+        order = "2 DESC" if by == "pulls" else "3 DESC"
+        repositories = self._rows(
+            "SELECT repository, SUM(pulls) AS pulls, SUM(bytes) AS bytes FROM {analytics_repositories} WHERE org = %s AND day >= %s "
+            f"AND day < %s GROUP BY repository ORDER BY {order}, 1 LIMIT %s", [*params, first, until, limit])
+        images = self._rows(
+            "SELECT repository, reference, SUM(pulls) AS pulls FROM {analytics_images} WHERE org = %s AND day >= %s "
+            "AND day < %s GROUP BY repository, reference ORDER BY 3 DESC, 1, 2 LIMIT %s",
+            [*params, first, until, limit])
+        return ([(r, int(p), int(b)) for r, p, b in repositories], [(r, ref, int(p)) for r, ref, p in images])
+
+    def orgs(self) -> list[str]:
+        """Every org with any analytics row."""
+        return [row[0] for row in self._rows("SELECT DISTINCT org FROM {analytics_pulls} UNION "
+                                             "SELECT DISTINCT org FROM {analytics_traffic} ORDER BY 1", [])]

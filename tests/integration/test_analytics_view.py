@@ -1,0 +1,126 @@
+"""The analytics view on SQLite and PostgreSQL: rollups per bucket, exact distinct counts, top lists,
+exactly-once pages, and the same rows after a replay."""
+
+from __future__ import annotations
+
+import pytest
+from eventsourcing.persistence import IntegrityError, Tracking
+
+from application.admin import InvalidRequest
+from application.analytics import Analytics
+from application.errors import OrgUnknown
+from domain.analytics import DAY, HOUR
+from domain.pull import Pull
+from domain.traffic import FILL_SECONDS_BUCKETS, TrafficReport, fill_bucket
+from infra.projection_runtime import open_view
+
+pytestmark = pytest.mark.integration
+T0 = 1_764_460_800          # 2025-11-30T00:00:00Z, a day boundary
+
+
+@pytest.fixture
+def view(env_factory):
+    opened = open_view("analytics", env_factory("main"))
+    yield opened
+    opened.close()
+
+
+def pull(result, at, client="10.0.0.1", repository="library/alpine", reference="3.19", org="hub"):
+    return Pull(org=org, repository=repository, reference=reference, digest="" if result == "error" else "sha256:x",
+                result=result, client=client, user_agent="skopeo", at=at)
+
+
+def report(at, served=0, fetched=0, fills=(), org="hub", repositories=None):
+    counts = [0] * (len(FILL_SECONDS_BUCKETS) + 1)
+    for seconds in fills:
+        counts[fill_bucket(seconds)] += 1
+    return TrafficReport(org=org, process="test:1", since=at - 5, until=at, bytes_served={"blob": served},
+                         bytes_fetched={"blob": fetched}, blob_pulls={"hit": 1}, fills=len(fills),
+                         fill_seconds=counts, fills_failed=0, repositories=repositories or {})
+
+
+def workload():
+    aggregates = [
+        pull("miss", T0 + 10), pull("hit", T0 + 70, client="10.0.0.2"), pull("hit", T0 + HOUR + 5),
+        pull("stale", T0 + 2 * HOUR), pull("denied", T0 + 2 * HOUR + 1, client="10.0.0.3"),
+        pull("hit", T0 + DAY + 30, repository="library/nginx", reference="1.27"),
+        pull("hit", T0 + 100, org="quay", repository="coreos/etcd"),
+        report(T0 + 15, served=1000, fetched=1000, fills=(0.2,), repositories={"library/alpine": 1000}),
+        report(T0 + HOUR + 10, served=1000, repositories={"library/alpine": 1000}),
+        report(T0 + DAY + 40, served=400, fetched=300, fills=(3.0,), repositories={"library/nginx": 400}),
+    ]
+    return [event for aggregate in aggregates for event in aggregate.collect_events()]
+
+
+def tracked(events, start=1):
+    return [(event, Tracking("Pulls", start + i)) for i, event in enumerate(events)]
+
+
+def analytics(view, now=T0 + 2 * DAY):
+    return Analytics(view, lambda: ["hub", "quay", "idle"], lambda: now)
+
+
+def test_a_summary_adds_up_pulls_bytes_clients_and_fill_latency_over_any_range(view):
+    view.process(tracked(workload()))
+    whole = analytics(view).summary("hub", since=T0, until=T0 + 2 * DAY)
+    assert whole["pulls"] == {"hit": 3, "miss": 1, "stale": 1, "revalidated": 0, "error": 0, "denied": 1}
+    assert whole["hit_ratio"] == 0.8        # hit 3 + stale 1 of 5 answered with content
+    assert (whole["bytes_served"], whole["bytes_from_upstream"], whole["bytes_saved"]) == (2400, 1300, 1100)
+    assert (whole["clients"], whole["repositories"], whole["fills"]) == (3, 2, 2)
+    assert whole["fill_seconds_p50"] == 0.25 and whole["fill_seconds_p95"] == 5.0
+    assert (whole["stale"], whole["denied"], whole["since"]) == (1, 1, "2025-11-30T00:00:00Z")
+    # A range cut at minutes: only the first day's first hour and a half.
+    first = analytics(view).summary("hub", since=T0, until=T0 + HOUR + 30 * 60)
+    assert first["pulls"]["hit"] == 2 and first["pulls"]["miss"] == 1 and first["bytes_served"] == 2000
+    assert first["clients"] == 2
+
+
+def test_without_an_org_the_summary_has_every_org_even_one_without_pulls(view):
+    view.process(tracked(workload()))
+    orgs = {entry["org"]: entry for entry in analytics(view).summary(since=T0, until=T0 + 2 * DAY)["orgs"]}
+    assert set(orgs) == {"hub", "quay", "idle"}
+    assert orgs["quay"]["pulls"]["hit"] == 1 and orgs["idle"]["pulls_total"] == 0 and orgs["idle"]["hit_ratio"] is None
+
+
+def test_a_series_has_one_point_per_bucket_with_zeros_between(view):
+    view.process(tracked(workload()))
+    series = analytics(view).series("hub", "pulls_total", "hour", since=T0, until=T0 + 3 * HOUR)
+    assert [point["value"] for point in series["points"]] == [2, 1, 2]
+    daily = analytics(view).series("hub", "bytes_served", "day", since=T0, until=T0 + 2 * DAY)
+    assert [point["value"] for point in daily["points"]] == [2000, 400]
+    assert [p["value"] for p in analytics(view).series("hub", "pulls.hit", "day", since=T0,
+                                                       until=T0 + 2 * DAY)["points"]] == [2, 1]
+
+
+def test_top_lists_rank_repositories_and_images_by_pulls_or_bytes(view):
+    view.process(tracked(workload()))
+    top = analytics(view).top("hub", "pulls", since=T0, until=T0 + 2 * DAY)
+    assert top["repositories"][0] == {"repository": "library/alpine", "pulls": 5, "bytes_served": 2000}
+    assert top["images"][0] == {"repository": "library/alpine", "reference": "3.19", "pulls": 5}
+    by_bytes = analytics(view).top("hub", "bytes", since=T0 + DAY, until=T0 + 2 * DAY)
+    assert by_bytes["repositories"] == [{"repository": "library/nginx", "pulls": 1, "bytes_served": 400}]
+
+
+def test_bad_queries_and_unknown_orgs_are_refused(view):
+    with pytest.raises(InvalidRequest):
+        analytics(view).series("hub", "nonsense", "hour")
+    with pytest.raises(InvalidRequest):
+        analytics(view).series("hub", "pulls_total", "week")
+    with pytest.raises(InvalidRequest):
+        analytics(view).series("hub", "pulls_total", "minute", since=T0, until=T0 + 30 * DAY)
+    with pytest.raises(InvalidRequest):
+        analytics(view).summary("hub", since=T0 + 10, until=T0)
+    with pytest.raises(OrgUnknown):
+        analytics(view).summary("nobody")
+
+
+def test_a_page_counts_once_and_a_replay_rebuilds_the_same_rows(view):
+    events = workload()
+    view.process(tracked(events[:5]))
+    view.process(tracked(events[5:], start=6))
+    with pytest.raises(IntegrityError):
+        view.process(tracked(events[5:], start=6))     # the same page again changes nothing
+    live = view.dump()
+    view.clear()
+    view.process(tracked(events))
+    assert view.dump() == live
