@@ -9,9 +9,10 @@ from eventsourcing.persistence import IntegrityError
 
 from domain.cache import CachedBlob, CachedManifest, CorruptBlob, TagResolution
 from domain.org import CacheOrg, normalize_settings, validate_org_name
+from application.retention_records import RetentionCommands
 
 
-class CacheRecords(Application[UUID]):
+class CacheRecords(RetentionCommands, Application[UUID]):
     name = "Registry"  # pinned: table and env prefix must not follow a class rename
 
     # -- organizations ---------------------------------------------------------------------------
@@ -58,7 +59,12 @@ class CacheRecords(Application[UUID]):
         """A fetched manifest, and the tag it was fetched by, in one transaction."""
         def changes() -> list:
             out = []
-            if not self._exists(CachedManifest.create_id(org, repository, digest)):
+            try:   # evicted before: pulled again, so cached again
+                manifest = self.repository.get(CachedManifest.create_id(org, repository, digest))
+                manifest.recache(media_type, size, blobs, children, cached_at)
+                if manifest.pending_events:
+                    out.append(manifest)
+            except AggregateNotFoundError:
                 out.append(CachedManifest(org=org, repository=repository, digest=digest, media_type=media_type,
                                           size=size, blobs=blobs, children=children, cached_at=cached_at))
             if tag is not None:

@@ -11,6 +11,7 @@ from projections.counters import PostgresCountersView, SqliteCountersView
 from projections.manifests import PostgresManifestsView, SqliteManifestsView
 from projections.orgs import PostgresOrgsView, SqliteOrgsView
 from projections.postgres_view import PostgresView
+from projections.retention_sql import PostgresRetentionView, SqliteRetentionView
 from projections.tags import PostgresTagsView, SqliteTagsView
 
 SQLITE, POSTGRES = "eventsourcing.sqlite", "eventsourcing.postgres"
@@ -41,6 +42,7 @@ CATALOG: dict[str, ProjectionSpec] = {spec.name: spec for spec in (
     ProjectionSpec(SqliteAuditView, PostgresAuditView),
     ProjectionSpec(SqliteCountersView, PostgresCountersView),
     ProjectionSpec(SqliteOrgsView, PostgresOrgsView),
+    ProjectionSpec(SqliteRetentionView, PostgresRetentionView),
 )}
 PROJECTION_NAMES = tuple(CATALOG)
 

@@ -82,14 +82,14 @@ def test_only_one_process_runs_each_projection_and_another_takes_over(env, apps)
     first = LockedRunners(env, interval=0.2).start()
     second = LockedRunners(env, interval=0.2).start()   # another replica: its own session, so its own locks
     try:
-        assert set(first.running) == {"tags", "manifests", "blobs", "audit", "counters", "orgs"}
+        assert set(first.running) == {"tags", "manifests", "blobs", "audit", "counters", "orgs", "retention"}
         assert second.running == {} and second.status() == []
         assert {s.state for s in status(env)} == {"running"}
         for i in range(5):
             pull(pulls, float(i))
         wait_caught_up(env, timeout=15)
         first.stop()                                     # the replica goes away: its session's locks go with it
-        until(lambda: len(second.running) == 6)
+        until(lambda: len(second.running) == 7)
         for i in range(5, 8):
             pull(pulls, float(i))
         second.wait_caught_up(timeout=15)
@@ -211,10 +211,10 @@ def test_a_runner_that_loses_its_session_stops_and_takes_over_again(env, apps):
         with psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
                              dbname=env["POSTGRES_DBNAME"], autocommit=True) as conn:
             conn.execute("SELECT pg_terminate_backend(%s)", (next(iter(before.values())),))
-        until(lambda: set(locks_held(env).values()) - set(before.values()) and len(locks_held(env)) == 6)
+        until(lambda: set(locks_held(env).values()) - set(before.values()) and len(locks_held(env)) == 7)
         for i in range(3):
             pull(pulls, float(i))
-        until(lambda: len(runners.running) == 6)
+        until(lambda: len(runners.running) == 7)
         runners.wait_caught_up(timeout=15)
     finally:
         runners.stop()
@@ -222,7 +222,7 @@ def test_a_runner_that_loses_its_session_stops_and_takes_over_again(env, apps):
 
 
 def locks_held(env) -> dict[str, int]:
-    return locks.holders(env, ("tags", "manifests", "blobs", "audit", "counters", "orgs"))
+    return locks.holders(env, ("tags", "manifests", "blobs", "audit", "counters", "orgs", "retention"))
 
 
 def test_a_second_rebuild_at_once_is_refused_and_a_failed_one_leaves_nothing_behind(env, apps):
