@@ -55,18 +55,20 @@ class CacheRecords(RetentionCommands, Application[UUID]):
         self._save_with_retry(lambda: [self._observed_tag(org, repository, tag, digest, media_type, checked_at)])
 
     def record_manifest(self, org: str, repository: str, digest: str, media_type: str, size: int,
-                        blobs: list[str], children: list[str], cached_at: float, tag: str | None = None) -> None:
+                        blobs: list[str], children: list[str], cached_at: float, tag: str | None = None,
+                        sizes: dict[str, int] | None = None) -> None:
         """A fetched manifest, and the tag it was fetched by, in one transaction."""
         def changes() -> list:
             out = []
             try:   # evicted before: pulled again, so cached again
                 manifest = self.repository.get(CachedManifest.create_id(org, repository, digest))
-                manifest.recache(media_type, size, blobs, children, cached_at)
+                manifest.recache(media_type, size, blobs, children, cached_at, sizes)
                 if manifest.pending_events:
                     out.append(manifest)
             except AggregateNotFoundError:
                 out.append(CachedManifest(org=org, repository=repository, digest=digest, media_type=media_type,
-                                          size=size, blobs=blobs, children=children, cached_at=cached_at))
+                                          size=size, blobs=blobs, children=children, cached_at=cached_at,
+                                          sizes=dict(sizes or {})))
             if tag is not None:
                 out.append(self._observed_tag(org, repository, tag, digest, media_type, cached_at))
             return out

@@ -162,7 +162,8 @@ class ManifestCache:
         now = self._clock.now()
         # The manifest and its tag in one transaction: one commit on the cold path, not two.
         await self._ledger.manifest_cached(org.name, repository, fetched.digest, content.media_type,
-                                           len(fetched.content), content.blobs, content.children, now, tag=tag)
+                                           len(fetched.content), content.blobs, content.children, now, tag=tag,
+                                           sizes=content.sizes)
         # Read our own write: a pull by digest right after this one is a hit, not a second fetch
         # while the projection catches up (a client resolves a tag, then GETs it by digest).
         self._rows[(org.name, repository, fetched.digest)] = ManifestRow(

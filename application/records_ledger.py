@@ -20,9 +20,10 @@ class RecordsLedger:
         self._timeout = timeout
 
     async def manifest_cached(self, org: str, repository: str, digest: str, media_type: str, size: int,
-                              blobs: list[str], children: list[str], at: float, tag: str | None = None) -> None:
+                              blobs: list[str], children: list[str], at: float, tag: str | None = None,
+                              sizes: dict[str, int] | None = None) -> None:
         await self._write("a cached manifest", lambda: self._records.record_manifest(
-            org, repository, digest, media_type, size, list(blobs), list(children), at, tag=tag))
+            org, repository, digest, media_type, size, list(blobs), list(children), at, tag=tag, sizes=sizes))
 
     async def tag_checked(self, org: str, repository: str, tag: str, digest: str, media_type: str,
                           at: float) -> None:

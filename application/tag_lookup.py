@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from cachetools import LRUCache
+from cachetools import TTLCache
 
 from application.bounded_reads import BoundedReads
 from application.errors import ReadModelUnavailable
@@ -18,14 +18,16 @@ TagKey = tuple[str, str, str]  # (org, repository, tag)
 
 class TagLookup:
     def __init__(self, reads: BoundedReads, shared: SharedTags | None = None, *, max_tags: int = 50_000,
-                 row_seconds: float = 1.0, timer: Callable[[], float] = time.monotonic) -> None:
+                 row_seconds: float = 1.0, recent_seconds: float = 5.0, timer: Callable[[], float] = time.monotonic) -> None:
         self._reads = reads
         self._shared = shared  # None: one replica, nothing to share
         # View rows for a second: the warm path then costs no query, and another replica's move of
         # a tag is seen here at most that late.
         self._rows: HeldRows[TagKey, TagRow] = HeldRows(max_tags, ttl=row_seconds, timer=timer)
-        # Our own tag writes, read before the projection catches up with them.
-        self._recent: LRUCache[TagKey, TagRow] = LRUCache(maxsize=max_tags)
+        # Our own tag writes, read before the projection catches up with them. Bounded in time too:
+        # a tag whose image was evicted has no view row to replace it, and must stop answering
+        # well within the blob deletion grace period.
+        self._recent: TTLCache[TagKey, TagRow] = TTLCache(maxsize=max_tags, ttl=recent_seconds, timer=timer)
 
     def held(self) -> dict[str, int]:
         return {"tag_rows": len(self._rows), "recent_tags": len(self._recent)}

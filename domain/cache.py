@@ -101,6 +101,13 @@ class CachedManifest(Aggregate):
         blobs: list        # config and layer digests of an image manifest
         children: list     # platform manifest digests of an index
         cached_at: float
+        sizes: dict        # digest -> size the descriptors declare (blobs and children)
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state["sizes"] = {}
 
     @staticmethod
     def create_id(org: str, repository: str, digest: str) -> UUID:
@@ -132,10 +139,11 @@ class CachedManifest(Aggregate):
         blobs: list
         children: list
         cached_at: float
+        sizes: dict
 
     @event(Cached)
     def __init__(self, org: str, repository: str, digest: str, media_type: str, size: int,
-                 blobs: list, children: list, cached_at: float) -> None:
+                 blobs: list, children: list, cached_at: float, sizes: dict | None = None) -> None:
         self.org, self.repository, self.digest = org, repository, digest
         self.media_type, self.size = media_type, size
         self.blobs, self.children, self.cached_at = list(blobs), list(children), cached_at
@@ -150,13 +158,15 @@ class CachedManifest(Aggregate):
     def _evicted(self, org, repository, digest, image, tags, bytes, reason, policy, actor, at) -> None:
         self.held = False
 
-    def recache(self, media_type: str, size: int, blobs: list, children: list, cached_at: float) -> None:
+    def recache(self, media_type: str, size: int, blobs: list, children: list, cached_at: float,
+                sizes: dict | None = None) -> None:
         if not self.held:
             self._recached(org=self.org, repository=self.repository, digest=self.digest, media_type=media_type,
-                           size=size, blobs=list(blobs), children=list(children), cached_at=cached_at)
+                           size=size, blobs=list(blobs), children=list(children), cached_at=cached_at,
+                           sizes=dict(sizes or {}))
 
     @event(Recached)
-    def _recached(self, org, repository, digest, media_type, size, blobs, children, cached_at) -> None:
+    def _recached(self, org, repository, digest, media_type, size, blobs, children, cached_at, sizes) -> None:
         self.held, self.cached_at = True, cached_at
 
 

@@ -26,6 +26,7 @@ class ManifestContent:
     media_type: str
     blobs: list[str] = field(default_factory=list)     # config and layers
     children: list[str] = field(default_factory=list)  # platform manifests of an index
+    sizes: dict[str, int] = field(default_factory=dict)  # digest -> size its descriptor declares
 
 
 def read_manifest(content: bytes, declared_media_type: str = "") -> ManifestContent:
@@ -38,10 +39,19 @@ def read_manifest(content: bytes, declared_media_type: str = "") -> ManifestCont
         raise InvalidManifest("manifest is not a JSON object")
     media_type = document.get("mediaType") or declared_media_type or _guess(document)
     if media_type in INDEX_MEDIA_TYPES or "manifests" in document:
-        return ManifestContent(media_type, children=_digests(document.get("manifests", [])))
-    blobs = _digests([document["config"]] if isinstance(document.get("config"), dict) else [])
-    blobs += _digests(document.get("layers", []))
-    return ManifestContent(media_type, blobs=blobs)
+        children = document.get("manifests", [])
+        return ManifestContent(media_type, children=_digests(children), sizes=_sizes(children))
+    descriptors = [document["config"]] if isinstance(document.get("config"), dict) else []
+    descriptors += document.get("layers", []) if isinstance(document.get("layers"), list) else []
+    blobs = _digests(descriptors)
+    return ManifestContent(media_type, blobs=blobs, sizes=_sizes(descriptors))
+
+
+def _sizes(descriptors: list) -> dict[str, int]:
+    """Declared sizes (a quota counts an image whole before its layers arrive); odd ones are left out."""
+    return {str(descriptor["digest"]): descriptor["size"] for descriptor in descriptors
+            if isinstance(descriptor.get("size"), int) and not isinstance(descriptor["size"], bool)
+            and 0 <= descriptor["size"] < 2**62}
 
 
 def _guess(document: dict) -> str:

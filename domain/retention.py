@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from itertools import chain
 from dataclasses import dataclass, field
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -173,14 +174,23 @@ class Victim:
     freed_digests: list[str]
 
 
-def plan_eviction(usage: int, target: int, candidates: Iterable[Candidate]) -> list[Victim]:
-    """Take candidates in order until usage is at or under target; a digest frees its bytes only
-    when the last image in scope referencing it goes (a shared layer counts once)."""
+def plan_eviction(usage: int, target: int, candidates: Iterable[Candidate],
+                  forced: Iterable[Candidate] = ()) -> tuple[list[Victim], int]:
+    """Take the forced candidates, then candidates in order until usage is at or under target.
+
+    A digest frees its bytes only when the last image in scope referencing it goes (a shared
+    layer counts once). Returns the victims and the usage they leave.
+    """
     victims: list[Victim] = []
     gone: dict[str, int] = {}
-    for candidate in candidates:
-        if usage <= target:
+    chosen: set[tuple[str, str, str]] = set()
+    for is_forced, candidate in chain(((True, c) for c in forced), ((False, c) for c in candidates)):
+        key = (candidate.org, candidate.repository, candidate.digest)
+        if key in chosen:
+            continue
+        if not is_forced and usage <= target:
             break
+        chosen.add(key)
         freed, digests = 0, []
         for digest, (size, refs) in candidate.members.items():
             gone[digest] = gone.get(digest, 0) + 1
@@ -189,7 +199,7 @@ def plan_eviction(usage: int, target: int, candidates: Iterable[Candidate]) -> l
                 digests.append(digest)
         usage -= freed
         victims.append(Victim(candidate, freed, digests))
-    return victims
+    return victims, usage
 
 
 def low_watermark(limit: int) -> int:

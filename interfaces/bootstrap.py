@@ -10,7 +10,11 @@ import anyio.to_thread
 from application.breaker import BackoffPolicy, UpstreamBackoff
 from application.admin import AdminViews, OrgAdmin
 from application.audit import AuditLog
-from application.pull_through import pull_through
+from application.pull_through import Limits, pull_through
+from application.eviction import Evictor
+from application.eviction_service import EvictionService, NudgingLedger
+from application.records_ledger import RecordsLedger
+from domain.org_settings import OrgSettings
 from application.metering import MeteredUpstream
 from application.credentials import Credentials
 from application.orgs import OrgDirectory
@@ -25,6 +29,8 @@ from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
 from infra.secrets import admin_token, private_dir
 from infra.settings import Settings, SettingsError
+from infra.evictor_lock import InProcessEvictorLock, PostgresEvictorLock
+from infra.retention_metrics import RetentionCollector
 from infra.coordination import InProcessCoordination, RedisCoordination, build_coordination
 from infra.storage import build_blob_store
 from infra.upstream import HttpUpstream
@@ -89,15 +95,27 @@ class Container:
         self.view = open_tags_and_manifests(self.env)
         self.runners = projection_runners(self.env, in_process=settings.database.run_projections)
         self.group_commit = GroupCommit(self.pulls, metrics=self.metrics, max_backlog=settings.database.pull_backlog)
+        # Client-mode routing, the admin surface, the evictor and /metrics read the views directly (our own readers).
+        views = self.read_views = {"orgs": orgs_view, **{name: open_view(name, self.env) for name in (
+            "tags", "manifests", "blobs", "counters", "audit", "retention")}}
+        self.evictor = Evictor(self.records, views["retention"], self.store, self.clock,
+                               lambda: [(row.name, OrgSettings.from_stored(row.settings))
+                                        for row in orgs_view.list_orgs()], pulls=self.pulls,
+                               max_bytes=settings.storage.max_bytes, grace_seconds=settings.storage.delete_grace_seconds)
+        # One evictor in the cluster: PostgreSQL's advisory lock; SQLite means one process.
+        self.evictions = EvictionService(
+            self.evictor, PostgresEvictorLock(self.env) if is_postgres(self.env) else InProcessEvictorLock(),
+            interval=min(max(settings.storage.delete_grace_seconds / 4, 1.0), 15.0))
+        limits = Limits()
+        # A completed fill nudges the evictor; the request never waits for it.
+        ledger = NudgingLedger(RecordsLedger(self.records, timeout=limits.record_timeout), self.evictions.nudge)
         self.cache = pull_through(records=self.records, orgs=self.orgs, view=self.view, store=self.store,
                                   upstream=self.upstream, pulls=self.group_commit, clock=self.clock,
                                   fill_coordinator=self.coordination, shared_tags=self.coordination,
-                                  metrics=self.metrics)
-        # Client-mode routing, the admin surface and /metrics read the views directly (our own readers).
-        views = self.read_views = {"orgs": orgs_view, **{name: open_view(name, self.env)
-                                                         for name in ("tags", "manifests", "blobs", "counters", "audit")}}
+                                  metrics=self.metrics, ledger=ledger, limits=limits)
         self.metrics_registry.register(
             ReadModelCollector(views["blobs"], views["manifests"], views["tags"], views["counters"]))
+        self.metrics_registry.register(RetentionCollector(views["retention"], orgs_view))
         self.metrics_registry.register(RateLimitCollector(self.cache.rate_limits.all))
         self.router = OrgRouter(self.orgs.lookup, views["orgs"])
         self.admin = OrgAdmin(self.orgs, self.records,
@@ -134,8 +152,10 @@ class Container:
         except Exception as error:
             log.warning("starting before the read model caught up: %s", error)
         await self.group_commit.start()
+        await self.evictions.start()   # also finishes deletions a killed process left half done
 
     async def stop(self) -> None:
+        await self.evictions.stop()
         await self.group_commit.stop()
         await self.upstream.aclose()
         await self.coordination.aclose()

@@ -122,6 +122,8 @@ class RetentionView(View):
 
     def _cached(self, c: Any, e: Any) -> None:
         self._sized(c, e.digest, e.size)
+        for digest, size in (e.sizes or {}).items():   # declared: the image counts whole before its layers arrive
+            self._sized(c, digest, size)
         parents = self.run(c, "SELECT image FROM {children} WHERE org = ? AND repository = ? AND child = ?",
                            (e.org, e.repository, e.digest))
         if parents:   # a platform manifest of a cached index: it belongs to that image
@@ -276,6 +278,17 @@ class RetentionView(View):
         return self.read("SELECT o.digest, coalesce(s.size, 0), o.since, o.state FROM {orphans} o "
                          "LEFT JOIN {sizes} s ON s.digest = o.digest WHERE o.state = 'deleting' OR o.since <= ? "
                          "ORDER BY o.since, o.digest{C} LIMIT ?", (cutoff, limit))
+
+    def all_eviction_totals(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """{(org, reason): (evictions, bytes)}: one small table, for the metrics scrape."""
+        return {(org, reason): (n, size) for org, reason, n, size in self.read(
+            "SELECT org, reason, evictions, bytes FROM {eviction_totals}")}
+
+    def org_usages(self) -> dict[str, int]:
+        """{org: bytes of the distinct digests its images reference}, for the metrics scrape."""
+        return {org: int(size) for org, size in self.read(
+            "SELECT d.org, coalesce(sum(s.size), 0) FROM (SELECT DISTINCT org, digest FROM {members}) d "
+            "JOIN {sizes} s ON s.digest = d.digest GROUP BY d.org")}
 
     def eviction_totals(self, org: str) -> dict[str, tuple[int, int]]:
         return {reason: (n, size) for reason, n, size in self.read(

@@ -1,0 +1,188 @@
+"""Quotas against a real upstream registry, pulled with skopeo: LRU and LFU victims, pins, an image
+larger than the quota, and the bytes leaving storage after the grace period (ManualClock, no sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from domain.manifest import DOCKER_MANIFEST, OCI_MANIFEST
+from infra.settings import OrgSettings, Settings, StorageSettings
+from tests.support.clients import DirImage, skopeo_copy
+from tests.support.clock import ManualClock
+from tests.support.components import require
+from tests.support.images import Image, build_image, push_image
+from tests.support.inprocess import InProcessServer
+
+pytestmark = pytest.mark.integration
+REPO = "library/app"
+GRACE = 60.0
+
+
+def image_bytes(image: Image) -> int:
+    return len(image.manifest_bytes) + sum(len(data) for data in image.blobs.values())
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, Image]:
+    built = {tag: build_image(f"quota-{tag}", layers=2, layer_size=60_000) for tag in ("1", "2", "3")}
+    built["big"] = build_image("quota-big", layers=3, layer_size=150_000)
+    return built
+
+
+class Cache:
+    """An in-process Entrepôt on a ManualClock in front of `upstream`, with the org(s) under test."""
+
+    def __init__(self, server: InProcessServer, clock: ManualClock, workdir: Path) -> None:
+        self.server, self.clock, self.workdir = server, clock, workdir
+        self.container = server.container
+        self.retention = self.container.read_views["retention"]
+        self._pulls = 0
+
+    def pull(self, tag: str, org: str = "hub") -> DirImage:
+        self._pulls += 1
+        destination = self.workdir / f"pull-{self._pulls}"
+        skopeo_copy(f"docker://127.0.0.1:{self.server.port}/{org}/{REPO}:{tag}", destination)
+        return DirImage.read(destination)
+
+    def x_cache(self, tag: str, org: str = "hub") -> str:
+        response = httpx.get(f"{self.server.url}/v2/{org}/{REPO}/manifests/{tag}", timeout=30,
+                             headers={"Accept": f"{DOCKER_MANIFEST}, {OCI_MANIFEST}"})
+        assert response.status_code == 200, response.text
+        return response.headers["X-Cache"]
+
+    def settle(self) -> None:
+        """Evictor rounds until one has nothing left to do (what the background task does after each fill)."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            lock = self.container.evictions.lock
+            if lock.acquire():
+                try:
+                    report = asyncio.run(self.container.evictor.run_once())
+                finally:
+                    lock.release()
+                if not report.skipped and not report.evicted and not report.deleted:
+                    return
+            time.sleep(0.05)
+        raise AssertionError("the evictor did not settle")
+
+    def held(self, org: str = "hub") -> set[str]:
+        return {image.digest for image in self.retention.ranking(org, "lru", limit=100, victims_only=False)}
+
+    def stored(self, digest: str) -> bool:
+        return asyncio.run(self.container.store.stat(digest)) is not None
+
+
+@pytest.fixture
+def cache_factory(upstream_registry, images, tmp_path):
+    require("skopeo")
+    for tag, image in images.items():
+        push_image(upstream_registry.url, REPO, tag, image)
+    opened = []
+
+    def make(*, quota: int, policy: str = "lru", other_org: bool = False) -> Cache:
+        orgs = [OrgSettings(name="hub", upstream=upstream_registry.url, quota_bytes=quota, eviction_policy=policy)]
+        if other_org:
+            orgs.append(OrgSettings(name="other", upstream=upstream_registry.url))
+        settings = Settings(data_dir=str(tmp_path / "data"), organizations=tuple(orgs),
+                            storage=StorageSettings(delete_grace_seconds=GRACE))
+        clock = ManualClock()
+        server = InProcessServer(settings, clock=clock).__enter__()
+        opened.append(server)
+        return Cache(server, clock, tmp_path)
+
+    yield make
+    for server in opened:
+        server.__exit__()
+
+
+def two_and_a_half(images) -> int:
+    """Room for two of the three images, and a low watermark (90 %) that one eviction reaches."""
+    sizes = [image_bytes(images[tag]) for tag in ("1", "2", "3")]
+    quota = int(2.5 * max(sizes))
+    assert 3 * min(sizes) > quota and 2 * max(sizes) <= 0.9 * quota
+    return quota
+
+
+def pull_sequence(cache: Cache) -> None:
+    """1 three times long ago, then 2 once, then 3 once: LRU and LFU disagree on the victim."""
+    for _ in range(3):
+        cache.pull("1")
+    cache.pull("2")
+    cache.pull("3")
+    cache.settle()
+
+
+def test_lru_evicts_the_least_recently_pulled_image_and_the_others_stay_hits(cache_factory, images):
+    cache = cache_factory(quota=two_and_a_half(images), policy="lru")
+    pull_sequence(cache)
+    assert cache.held() == {images["2"].digest, images["3"].digest}
+    assert cache.retention.usage("hub") <= two_and_a_half(images)
+    assert cache.x_cache("2") == "HIT" and cache.x_cache("3") == "HIT"
+    [entry] = cache.retention.log(org="hub", kind="eviction")
+    assert (entry.digest, entry.tags, entry.reason, entry.policy, entry.actor) == (
+        images["1"].digest, "1", "quota", "lru", "system:evictor")
+
+
+def test_lfu_evicts_the_least_often_pulled_image_instead(cache_factory, images):
+    cache = cache_factory(quota=two_and_a_half(images), policy="lfu")
+    pull_sequence(cache)
+    assert cache.held() == {images["1"].digest, images["3"].digest}   # 2: as few pulls as 3, and older
+    assert cache.x_cache("1") == "HIT" and cache.x_cache("3") == "HIT"
+
+
+def test_a_pinned_image_survives_though_least_recently_pulled(cache_factory, images):
+    cache = cache_factory(quota=two_and_a_half(images), policy="lru")
+    cache.pull("1")
+    cache.container.records.set_pin("hub", REPO, images["1"].digest, pinned=True, tag="1", actor="admin",
+                                     at=cache.clock.now())
+    cache.pull("2")
+    cache.pull("3")
+    cache.settle()
+    assert cache.held() == {images["1"].digest, images["3"].digest}
+
+
+def test_an_image_larger_than_the_quota_is_pulled_whole_and_not_kept(cache_factory, images):
+    cache = cache_factory(quota=two_and_a_half(images))
+    cache.pull("1")
+    big = images["big"]
+    assert image_bytes(big) > two_and_a_half(images)
+    pulled = cache.pull("big")
+    assert pulled.manifest == big.manifest_bytes and pulled.blobs == big.blobs
+    cache.settle()
+    assert cache.held() == {images["1"].digest}          # only the oversized image went
+    assert cache.retention.usage("hub") <= two_and_a_half(images)
+    [entry] = cache.retention.log(org="hub", kind="eviction")
+    assert (entry.digest, entry.reason) == (big.digest, "oversize")
+
+
+def test_after_the_grace_period_evicted_bytes_leave_storage_but_a_blob_another_org_holds_stays(
+        cache_factory, images):
+    cache = cache_factory(quota=two_and_a_half(images), other_org=True)
+    cache.pull("1", org="other")          # the same content, cached for another org
+    pull_sequence(cache)
+    first = images["1"]
+    assert first.digest not in cache.held()
+    assert all(cache.stored(digest) for digest in first.blobs)     # within the grace period
+    cache.clock.advance(GRACE + 1)
+    cache.settle()
+    assert all(cache.stored(digest) for digest in first.blobs)     # "other" still references them
+    assert cache.held("other") == {first.digest}
+    assert cache.x_cache("1", org="other") == "HIT"
+
+
+def test_after_the_grace_period_an_evicted_image_is_gone_from_storage_and_pulled_again_whole(
+        cache_factory, images):
+    cache = cache_factory(quota=two_and_a_half(images))
+    pull_sequence(cache)
+    first = images["1"]
+    cache.clock.advance(GRACE + 1)
+    cache.settle()
+    assert not any(cache.stored(digest) for digest in [first.digest, *first.blobs])
+    assert cache.retention.orphans_due(cutoff=cache.clock.now()) == []
+    pulled = cache.pull("1")                               # a fresh fetch from upstream, whole
+    assert pulled.manifest == first.manifest_bytes and pulled.blobs == first.blobs
