@@ -44,6 +44,13 @@ class PullThrough:
     tag_list: TagList
     rate_limits: RateLimits
     orgs: OrgDirectory
+    tags: TagLookup | None = None
+
+    def forget(self, org: str, repository: str | None = None) -> None:
+        """Flushed: this process's tag entries of the org (or repository) stop answering now; other
+        replicas' within their bounds (tag rows 1 s, own writes and Redis entries 5 s)."""
+        if self.tags is not None:
+            self.tags.forget(org, repository)
 
     async def org(self, name: str) -> OrgConfig:
         """An org by name, for callers that were not routed (the router's lookup gives the edge its org)."""
@@ -72,7 +79,7 @@ def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndMani
     blobs = BlobCache(store=store, upstream=upstream, fills=fills, reads=reads, ledger=ledger, clock=clock,
                       holdings=holdings)
     return PullThrough(CountedManifests(PullAudit(manifests, pulls, clock, limits.record_timeout), metrics),
-                       CountedBlobs(blobs, metrics), TagList(upstream, reads), rate_limits, orgs)
+                       CountedBlobs(blobs, metrics), TagList(upstream, reads), rate_limits, orgs, tags)
 
 
 __all__ = ["BlobAnswer", "Client", "Limits", "ManifestAnswer", "PullThrough", "pull_through"]

@@ -63,6 +63,16 @@ class TagLookup:
             self._rows.put(key, row)
         return row
 
+    def forget(self, org: str, repository: str | None = None) -> None:
+        """An admin flushed the org (or one repository): its tags are asked of the view again at once."""
+        def flushed(key: TagKey) -> bool:
+            return key[0] == org and (repository is None or key[1] == repository)
+
+        for key in [key for key in list(self._recent.keys()) if flushed(key)]:
+            self._recent.pop(key, None)
+        for key in [key for key in self._rows.keys() if flushed(key)]:
+            self._rows.forget(key)
+
     async def shared(self, org: str, repository: str, tag: str) -> TagRow | None:
         return await self._shared.get(org, repository, tag) if self._shared else None
 

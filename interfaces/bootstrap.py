@@ -21,6 +21,7 @@ from application.orgs import OrgDirectory
 from application.pulls import GroupCommit, Pulls
 from application.ports import BlobStore, Clock, Upstream
 from application.cache_records import CacheRecords
+from application.retention_admin import CacheRetention
 from application.routing import OrgRouter
 from infra.clock import SystemClock
 from infra import persistence
@@ -122,6 +123,11 @@ class Container:
                               AdminViews(views["orgs"], views["tags"], views["blobs"], views["counters"]),
                               rate_limits=self.cache.rate_limits,  # the latest upstream ratelimit-* reading
                               on_change=self.router.forget)
+        self.retention = CacheRetention(
+            self.records, views["retention"],
+            lambda name: (config.settings if (config := self.orgs.get(name)) is not None else None),
+            self.clock, settled=self._views_settled, forget=self.cache.forget)
+        self.admin.retention_usage = self.retention.usage
         self.audit_log = AuditLog(views["audit"])
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
         # What /readyz asks, in its answer's order; without a required one a replica cannot serve correctly
@@ -132,6 +138,15 @@ class Container:
             Probe("blob_storage", blob_storage_check(self.store)),
             Probe("redis", coordination_check(self.coordination), required=False),
         ]
+
+    def _views_settled(self, timeout: float = 2.0) -> None:
+        """After an admin's flush or pin: the hot path's views (and the retention view) show it."""
+        position = self.records.recorder.max_notification_id()
+        for name in ("tags", "manifests", "retention"):
+            try:
+                self.read_views[name].wait(self.records.name, position, timeout=timeout)
+            except TimeoutError:
+                log.warning("the %s view has not caught up after %ss", name, timeout)
 
     def apply_configured_orgs(self) -> None:
         for org in self.settings.organizations:

@@ -10,6 +10,7 @@ import sys
 from infra.persistence import DatabaseUnavailable
 from infra.settings import SettingsError, load_settings
 from interfaces.cli_admin import add_admin_commands
+from interfaces.cli_retention import add_retention_commands
 from interfaces.serving import CannotListen
 from infra.projection_runtime import RebuildInProgress
 
@@ -120,6 +121,7 @@ def parser() -> argparse.ArgumentParser:
                                                    "one runner per projection across processes)"))
     run_p.set_defaults(func=projections_run)
     add_admin_commands(commands)   # org ..., audit ...: a running server's admin API
+    add_retention_commands(commands)   # flush, pin, unpin, images
     return root
 
 

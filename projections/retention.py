@@ -273,6 +273,11 @@ class RetentionView(View):
                          f"FROM {{images}} WHERE {where} ORDER BY repository{{C}}, digest{{C}}", tuple(params))
         return [ImageRank(*row[:8], bool(row[8]), self.tags_of(*row[:3])) for row in rows]
 
+    def pinned(self, org: str) -> list[ImageRank]:
+        rows = self.read("SELECT org, repository, digest, media_type, bytes, last_used, pull_count, score, pinned "
+                         "FROM {images} WHERE org = ? AND pinned = 1 ORDER BY repository{C}, digest{C}", (org,))
+        return [ImageRank(*row[:8], True, self.tags_of(*row[:3])) for row in rows]
+
     def orphans_due(self, cutoff: float, limit: int = 500) -> list[tuple[str, int, float, str]]:
         """(digest, size, unreferenced since, state): a deletion under way, or unreferenced since before cutoff."""
         return self.read("SELECT o.digest, coalesce(s.size, 0), o.since, o.state FROM {orphans} o "

@@ -10,13 +10,14 @@ from interfaces.http.admin_audit import audit
 from interfaces.http.admin_bodies import MAX_BODY
 from interfaces.http.admin_errors import admin_error_response
 from interfaces.http.admin_orgs import OrganizationsController
+from interfaces.http.admin_retention import RetentionController, evictions
 from interfaces.http.auth import admin_guard
 
 ADMIN_PREFIX = "/api/"
 
 
 def admin_router() -> Router:
-    return Router("/api/v1", route_handlers=[OrganizationsController, audit], guards=[admin_guard],
+    return Router("/api/v1", route_handlers=[OrganizationsController, RetentionController, audit, evictions], guards=[admin_guard],
                   exception_handlers={Exception: admin_error_response}, security=[{"adminToken": []}],
                   request_max_body_size=MAX_BODY)
 

@@ -12,6 +12,7 @@ import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError
 
 from application.admin import InvalidRequest, OrgConflict, OrgExists
+from application.retention_admin import ImageUnknown
 from application.errors import EventStoreUnavailable, OrgUnknown, ReadModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 ADMIN_ERRORS: list[tuple[type[Exception], str, int]] = [
     (InvalidRequest, "invalid", 422),
     (OrgUnknown, "not_found", 404),
+    (ImageUnknown, "not_found", 404),
     (OrgExists, "conflict", 409),
     (OrgConflict, "conflict", 409),
     (EventStoreUnavailable, "unavailable", 503),

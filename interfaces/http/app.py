@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from application.admin import OrgAdmin
 from application.audit import AuditLog
+from application.retention_admin import CacheRetention
 from interfaces.http.admin import ADMIN_PREFIX, admin_router, openapi_config
 from interfaces.http.admin_errors import admin_error_response
 from interfaces.http.errors import error_response
@@ -55,6 +56,9 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
     def provide_admin() -> OrgAdmin:
         return container.admin
 
+    def provide_retention() -> CacheRetention:
+        return container.retention
+
     def provide_audit_log() -> AuditLog:
         return container.audit_log
 
@@ -70,7 +74,7 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
     return Litestar(
         route_handlers=[api_version, oci, admin_router(), healthz, readyz, metrics],
         dependencies={"oci_services": once(provide_oci), "admin": once(provide_admin),
-                      "audit_log": once(provide_audit_log), "metrics_registry": once(provide_metrics_registry),
+                      "audit_log": once(provide_audit_log), "retention": once(provide_retention), "metrics_registry": once(provide_metrics_registry),
                       "probes": once(provide_probes)},
         lifespan=[lifespan],
         middleware=[http_metrics],

@@ -3,28 +3,17 @@ larger than the quota, and the bytes leaving storage after the grace period (Man
 
 from __future__ import annotations
 
-import asyncio
-import time
-from pathlib import Path
-
-import httpx
 import pytest
 
-from domain.manifest import DOCKER_MANIFEST, OCI_MANIFEST
 from infra.settings import OrgSettings, Settings, StorageSettings
-from tests.support.clients import DirImage, skopeo_copy
 from tests.support.clock import ManualClock
 from tests.support.components import require
 from tests.support.images import Image, build_image, push_image
 from tests.support.inprocess import InProcessServer
+from tests.support.retention import REPO, Cache, image_bytes
 
 pytestmark = pytest.mark.integration
-REPO = "library/app"
 GRACE = 60.0
-
-
-def image_bytes(image: Image) -> int:
-    return len(image.manifest_bytes) + sum(len(data) for data in image.blobs.values())
 
 
 @pytest.fixture(scope="module")
@@ -32,49 +21,6 @@ def images() -> dict[str, Image]:
     built = {tag: build_image(f"quota-{tag}", layers=2, layer_size=60_000) for tag in ("1", "2", "3")}
     built["big"] = build_image("quota-big", layers=3, layer_size=150_000)
     return built
-
-
-class Cache:
-    """An in-process Entrepôt on a ManualClock in front of `upstream`, with the org(s) under test."""
-
-    def __init__(self, server: InProcessServer, clock: ManualClock, workdir: Path) -> None:
-        self.server, self.clock, self.workdir = server, clock, workdir
-        self.container = server.container
-        self.retention = self.container.read_views["retention"]
-        self._pulls = 0
-
-    def pull(self, tag: str, org: str = "hub") -> DirImage:
-        self._pulls += 1
-        destination = self.workdir / f"pull-{self._pulls}"
-        skopeo_copy(f"docker://127.0.0.1:{self.server.port}/{org}/{REPO}:{tag}", destination)
-        return DirImage.read(destination)
-
-    def x_cache(self, tag: str, org: str = "hub") -> str:
-        response = httpx.get(f"{self.server.url}/v2/{org}/{REPO}/manifests/{tag}", timeout=30,
-                             headers={"Accept": f"{DOCKER_MANIFEST}, {OCI_MANIFEST}"})
-        assert response.status_code == 200, response.text
-        return response.headers["X-Cache"]
-
-    def settle(self) -> None:
-        """Evictor rounds until one has nothing left to do (what the background task does after each fill)."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            lock = self.container.evictions.lock
-            if lock.acquire():
-                try:
-                    report = asyncio.run(self.container.evictor.run_once())
-                finally:
-                    lock.release()
-                if not report.skipped and not report.evicted and not report.deleted:
-                    return
-            time.sleep(0.05)
-        raise AssertionError("the evictor did not settle")
-
-    def held(self, org: str = "hub") -> set[str]:
-        return {image.digest for image in self.retention.ranking(org, "lru", limit=100, victims_only=False)}
-
-    def stored(self, digest: str) -> bool:
-        return asyncio.run(self.container.store.stat(digest)) is not None
 
 
 @pytest.fixture
