@@ -38,7 +38,7 @@ from infra.upstream import HttpUpstream
 from infra.projection_runtime import (LockedRunners, is_postgres, open_tags_and_manifests, open_view, projection_runners,
                                      rebuild, status)
 from interfaces.http.health import (Probe, blob_storage_check, coordination_check, event_store_check,
-                                    read_model_check)
+                                    quota_check, read_model_check)
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class Container:
             Probe("read_model", read_model_check(self.runners)),
             Probe("blob_storage", blob_storage_check(self.store)),
             Probe("redis", coordination_check(self.coordination), required=False),
+            Probe("quota", quota_check(self.evictor), required=False),
         ]
 
     def _views_settled(self, timeout: float = 2.0) -> None:

@@ -3,6 +3,7 @@ larger than the quota, and the bytes leaving storage after the grace period (Man
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from infra.settings import OrgSettings, Settings, StorageSettings
@@ -90,6 +91,23 @@ def test_a_pinned_image_survives_though_least_recently_pulled(cache_factory, ima
     cache.pull("3")
     cache.settle()
     assert cache.held() == {images["1"].digest, images["3"].digest}
+
+
+def test_pinned_images_over_the_quota_are_reported_and_still_served(cache_factory, images):
+    cache = cache_factory(quota=0)
+    for tag in ("1", "2"):
+        cache.pull(tag)
+        assert cache.api("POST", "/organizations/hub/pins", json={"repository": REPO, "tag": tag}).status_code == 200
+    lowered = cache.api("PATCH", "/organizations/hub", json={"quota_bytes": image_bytes(images["1"])})
+    assert lowered.status_code == 200 and lowered.json()["quota_bytes"] == image_bytes(images["1"])
+    cache.settle()
+    assert cache.held() == {images["1"].digest, images["2"].digest}   # nothing evictable
+    ready = httpx.get(f"{cache.server.url}/readyz").json()
+    assert ready["status"] == "ready" and ready["quota"] == "pinned_over_quota"
+    assert ready["pinned_over_quota"]["hub"] == image_bytes(images["1"]) + image_bytes(images["2"])
+    shown = cache.api("GET", "/organizations/hub").json()
+    assert shown["pinned_over_quota"] is True and shown["pinned_bytes"] == shown["bytes_stored"]
+    assert cache.x_cache("1") == "HIT" and cache.x_cache("2") == "HIT"
 
 
 def test_an_image_larger_than_the_quota_is_pulled_whole_and_not_kept(cache_factory, images):
