@@ -34,6 +34,7 @@ class ManifestAnswer:
     digest: str
     result: PullResult
     warning: str | None = None
+    not_kept: str | None = None   # why the cache will not keep this image (it is served whole all the same)
 
 
 class ManifestCache:
@@ -170,7 +171,8 @@ class ManifestCache:
             fetched.digest, content.media_type, len(fetched.content), list(content.blobs), list(content.children))
         if tag is not None:
             await self._tags.remember(org.name, repository, tag, TagRow(fetched.digest, content.media_type, now))
-        return ManifestAnswer(fetched.content, content.media_type, fetched.digest, PullResult.MISS)
+        return ManifestAnswer(fetched.content, content.media_type, fetched.digest, PullResult.MISS,
+                              not_kept=_not_kept(org, len(fetched.content), content))
 
     async def _fetched_by_another_replica(self, org: OrgConfig, repository: str, reference: str,
                                           tag: str | None) -> ManifestAnswer | None:
@@ -189,3 +191,12 @@ class ManifestCache:
         self._rows[(org.name, repository, digest)] = ManifestRow(
             digest, manifest.media_type, len(content), list(manifest.blobs), list(manifest.children))
         return ManifestAnswer(content, manifest.media_type, digest, PullResult.HIT)
+
+
+def _not_kept(org: OrgConfig, size: int, content) -> str | None:
+    """An image whose declared bytes exceed the whole quota is streamed and then evicted at once."""
+    if org.quota_bytes and not content.children:
+        declared = size + sum(content.sizes.values())
+        if declared > org.quota_bytes:
+            return f"image of {declared} bytes is larger than the quota of {org.quota_bytes}: served, not kept"
+    return None

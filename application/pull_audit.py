@@ -60,7 +60,7 @@ class PullAudit:
             raise
         if record:
             await self._served(self._pull(org.name, repository, str(reference), client, digest=answer.digest,
-                                          result=answer.result.value, note=answer.warning or ""))
+                                          result=answer.result.value, note=answer.warning or answer.not_kept or ""))
         return answer
 
     async def _served(self, pull: Pull) -> None:

@@ -115,6 +115,9 @@ def test_an_image_larger_than_the_quota_is_pulled_whole_and_not_kept(cache_facto
     cache.pull("1")
     big = images["big"]
     assert image_bytes(big) > two_and_a_half(images)
+    response = httpx.get(f"{cache.server.url}/v2/hub/{REPO}/manifests/big", timeout=30,
+                         headers={"Accept": big.media_type})
+    assert "larger than the quota" in response.headers["X-Entrepot-Not-Kept"]
     pulled = cache.pull("big")
     assert pulled.manifest == big.manifest_bytes and pulled.blobs == big.blobs
     cache.settle()
@@ -122,6 +125,8 @@ def test_an_image_larger_than_the_quota_is_pulled_whole_and_not_kept(cache_facto
     assert cache.retention.usage("hub") <= two_and_a_half(images)
     [entry] = cache.retention.log(org="hub", kind="eviction")
     assert (entry.digest, entry.reason) == (big.digest, "oversize")
+    audited = cache.api("GET", "/audit?org=hub").json()["items"]
+    assert any("larger than the quota" in row["note"] for row in audited if row["reference"] == "big")
 
 
 def test_after_the_grace_period_evicted_bytes_leave_storage_but_a_blob_another_org_holds_stays(
