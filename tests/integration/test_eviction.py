@@ -155,3 +155,25 @@ def test_after_the_grace_period_an_evicted_image_is_gone_from_storage_and_pulled
     assert cache.retention.orphans_due(cutoff=cache.clock.now()) == []
     pulled = cache.pull("1")                               # a fresh fetch from upstream, whole
     assert pulled.manifest == first.manifest_bytes and pulled.blobs == first.blobs
+
+
+def test_a_pull_racing_an_eviction_gets_the_whole_image(cache_factory, images):
+    cache = cache_factory(quota=0)
+    first = images["1"]
+    cache.pull("1")
+    base = f"{cache.server.url}/v2/hub/{REPO}"
+    manifest = httpx.get(f"{base}/manifests/1", headers={"Accept": first.media_type}, timeout=30)
+    assert manifest.headers["X-Cache"] == "HIT"        # the client holds the manifest...
+    layer, rest = first.layers[0], [first.config, *first.layers[1:]]
+    with httpx.stream("GET", f"{base}/blobs/{layer.digest}", timeout=30) as streaming:
+        chunks = streaming.iter_raw(1024)
+        received = next(chunks)
+        assert cache.api("POST", "/organizations/hub/flush", json={}).json()["images"] == 1   # ...then it goes
+        cache.clock.advance(GRACE + 1)
+        cache.settle()
+        assert not cache.stored(layer.digest)
+        received += b"".join(chunks)
+    assert received == layer.data                       # a send already started completes whole
+    for blob in rest:                                    # blobs asked for after the deletion: upstream again
+        response = httpx.get(f"{base}/blobs/{blob.digest}", timeout=30)
+        assert (response.status_code, response.content, response.headers["X-Cache"]) == (200, blob.data, "MISS")

@@ -3,48 +3,18 @@ deleted it: the next start finishes the deletion, once, and the views agree with
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
-import time
 
 import httpx
 import pytest
 
-from tests.support.images import build_image, push_image
+from tests.support.images import push_image
 from tests.support.peers import S3_ENV
+from tests.support.retention import REPO, http_pull as pull, image_bytes, three_images, until
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
-REPO = "library/app"
-ACCEPT = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
-IMAGES = {tag: build_image(f"restart-{tag}", layers=2, layer_size=40_000) for tag in ("1", "2", "3")}
-
-
-def image_bytes(image) -> int:
-    return len(image.manifest_bytes) + sum(len(data) for data in image.blobs.values())
-
-
-def pull(base_url: str, tag: str) -> dict[str, str]:
-    """A client pull: the manifest by tag, then every blob; digest -> sha256 of what was received."""
-    with httpx.Client(base_url=f"{base_url}/v2/hub/{REPO}", timeout=60) as client:
-        manifest = client.get(f"/manifests/{tag}", headers=ACCEPT)
-        manifest.raise_for_status()
-        document = json.loads(manifest.content)
-        received = {}
-        for digest in [document["config"]["digest"], *[layer["digest"] for layer in document["layers"]]]:
-            response = client.get(f"/blobs/{digest}")
-            response.raise_for_status()
-            received[digest] = "sha256:" + hashlib.sha256(response.content).hexdigest()
-        return received
-
-
-def until(condition, timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+IMAGES = three_images("restart")
 
 
 def api(server, token: str, path: str) -> dict:

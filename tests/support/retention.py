@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -11,10 +13,37 @@ import httpx
 from domain.manifest import DOCKER_MANIFEST, OCI_MANIFEST
 from tests.support.clients import DirImage, skopeo_copy
 from tests.support.clock import ManualClock
-from tests.support.images import Image
+from tests.support.images import Image, build_image
 from tests.support.inprocess import InProcessServer
 
 REPO = "library/app"
+
+
+def three_images(seed: str) -> dict[str, Image]:
+    """Three images of about the same size, tags 1, 2, 3."""
+    return {tag: build_image(f"{seed}-{tag}", layers=2, layer_size=40_000) for tag in ("1", "2", "3")}
+
+
+def http_pull(base_url: str, tag: str) -> dict[str, str]:
+    """A client pull: the manifest by tag, then every blob; digest -> sha256 of what was received."""
+    with httpx.Client(base_url=f"{base_url}/v2/hub/{REPO}", timeout=60) as client:
+        manifest = client.get(f"/manifests/{tag}", headers={"Accept": DOCKER_MANIFEST})
+        manifest.raise_for_status()
+        document = json.loads(manifest.content)
+        received = {}
+        for digest in [document["config"]["digest"], *[layer["digest"] for layer in document["layers"]]]:
+            response = client.get(f"/blobs/{digest}")
+            response.raise_for_status()
+            received[digest] = "sha256:" + hashlib.sha256(response.content).hexdigest()
+        return received
+
+
+def until(condition, timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
 
 
 def image_bytes(image: Image) -> int:
