@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,6 +55,7 @@ class Evictor:
         self._orgs, self.max_bytes, self.grace_seconds = orgs, max_bytes, grace_seconds
         self._metrics = metrics
         self.over_quota: dict[str, int] = {}   # org -> pinned bytes, when pins alone exceed the quota
+        self.planning_seconds: deque[float] = deque(maxlen=1000)   # each over-quota plan's time (bench/quota.py)
 
     async def run_once(self) -> RoundReport:
         report = RoundReport()
@@ -89,8 +91,10 @@ class Evictor:
         if usage <= quota and not forced:
             self.over_quota.pop(org, None)
             return []
+        started = time.perf_counter()
         victims, left = plan_eviction(usage, low_watermark(quota), self._candidates(org, settings.eviction_policy),
                                       forced)
+        self.planning_seconds.append(time.perf_counter() - started)
         self._record(victims, settings.eviction_policy, forced)
         if left > quota:
             pinned = self._view.pinned_usage(org)

@@ -24,6 +24,9 @@ class ExclusiveLock(Protocol):
 
     def release(self) -> None: ...
 
+    def close(self) -> None:
+        """Let go for good (the process stops)."""
+
 
 class EvictionService:
     def __init__(self, evictor: Evictor, lock: ExclusiveLock, *, interval: float = 15.0) -> None:
@@ -44,7 +47,8 @@ class EvictionService:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await anyio.to_thread.run_sync(self.lock.release)
+        async with self._round:   # a round under way finishes first
+            await anyio.to_thread.run_sync(self.lock.close)
 
     async def run_round(self) -> RoundReport | None:
         """One round under the cluster lock; None when another process holds it."""

@@ -40,6 +40,10 @@ class PostgresEvictorLock:
                 self._drop()   # the session is gone, and the lock with it
         self._held = False
 
+    def close(self) -> None:
+        self.release()
+        self._drop()
+
     def _drop(self) -> None:
         if self._conn is not None:
             try:
@@ -59,3 +63,6 @@ class InProcessEvictorLock:
     def release(self) -> None:
         if self._lock.locked():
             self._lock.release()
+
+    def close(self) -> None:
+        pass

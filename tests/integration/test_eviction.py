@@ -73,6 +73,11 @@ def test_lru_evicts_the_least_recently_pulled_image_and_the_others_stay_hits(cac
     [entry] = cache.retention.log(org="hub", kind="eviction")
     assert (entry.digest, entry.tags, entry.reason, entry.policy, entry.actor) == (
         images["1"].digest, "1", "quota", "lru", "system:evictor")
+    metrics = httpx.get(f"{cache.server.url}/metrics", timeout=10).text
+    assert 'entrepot_evictions_total{org="hub",reason="quota"} 1.0' in metrics
+    assert f'entrepot_evicted_bytes_total{{org="hub",reason="quota"}} {float(entry.bytes)}' in metrics
+    assert f'entrepot_org_quota_bytes{{org="hub"}} {float(two_and_a_half(images))}' in metrics
+    assert f'entrepot_org_stored_bytes{{org="hub"}} {float(cache.retention.usage("hub"))}' in metrics
 
 
 def test_lfu_evicts_the_least_often_pulled_image_instead(cache_factory, images):
