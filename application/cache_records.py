@@ -95,6 +95,8 @@ class CacheRecords(RetentionCommands, Application[UUID]):
 
     def record_blob(self, org: str, repository: str, digest: str, size: int, cached_at: float) -> None:
         if self._exists(CachedBlob.create_id(org, digest)):
+            # Known to this org, yet fetched: storage had deleted it. The reaper must learn it is back.
+            self.blob_restored(digest, size, cached_at)
             return
         self._save_new(CachedBlob(org=org, repository=repository, digest=digest, size=size, cached_at=cached_at))
 

@@ -6,17 +6,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from cachetools import LRUCache, TLRUCache
+from cachetools import TLRUCache
 
 from application.bounded_reads import BoundedReads
-from application.errors import (EventStoreUnavailable, ManifestUnknown, UpstreamBadContent, UpstreamError,
-                                UpstreamNotFound)
+from application.errors import (EventStoreUnavailable, ManifestUnknown, ReadModelUnavailable, UpstreamBadContent,
+                                UpstreamError, UpstreamNotFound)
 from application.manifest_bytes import ManifestBytes
 from application.orgs import OrgConfig
 from application.ports import Clock, Ledger, ManifestRow, TagRow, Upstream
 from application.ratelimits import RateLimits
 from application.singleflight import AcrossReplicas, SingleFlight
 from application.stale import failure_kind, stale_reason
+from application.held_rows import HeldRows
 from application.tag_lookup import TagLookup
 from domain.manifest import InvalidManifest, read_manifest
 from domain.names import Digest, Reference
@@ -40,13 +41,15 @@ class ManifestAnswer:
 class ManifestCache:
     def __init__(self, *, reads: BoundedReads, tags: TagLookup, content: ManifestBytes, upstream: Upstream,
                  ledger: Ledger, clock: Clock, replicas: AcrossReplicas, rate_limits: RateLimits,
-                 max_entries: int = 50_000) -> None:
+                 max_entries: int = 50_000, row_seconds: float = 30.0) -> None:
         self._reads, self._tags, self._content = reads, tags, content
         self._upstream, self._ledger, self._clock = upstream, ledger, clock
         self._replicas, self.rate_limits = replicas, rate_limits
         self._flights: SingleFlight = SingleFlight()
         # Manifests by digest never change: held until the LRU bound pushes them out.
-        self._rows: LRUCache[RepoKey, ManifestRow] = LRUCache(maxsize=max_entries)
+        # Fresh for `row_seconds`, then asked of the view again (an evicted manifest stops answering
+        # within that bound, shorter than the blob grace period); held longer for a database outage.
+        self._rows: HeldRows[RepoKey, ManifestRow] = HeldRows(max_entries, ttl=row_seconds)
         # Upstream 404s, each remembered until its org's negative_cache_seconds run out; bounded, so a
         # client asking for a million made-up names cannot grow it without end.
         self._missing: TLRUCache[RepoKey, float] = TLRUCache(
@@ -64,11 +67,16 @@ class ManifestCache:
 
     async def _by_digest(self, org: OrgConfig, repository: str, digest: str, accept: list[str]) -> ManifestAnswer:
         key = (org.name, repository, digest)
-        row = self._rows.get(key)
+        row = self._rows.fresh(key)
         if row is None:
-            row = await self._reads.manifest(*key)
+            try:
+                row = await self._reads.manifest(*key)
+            except ReadModelUnavailable:
+                row = self._rows.held(key)   # the database is down: what we held still answers
+                if row is None:
+                    raise
             if row is not None:
-                self._rows[key] = row
+                self._rows.put(key, row)
         if row is not None:
             content = await self._content.get(digest)
             if content is not None:
@@ -167,8 +175,8 @@ class ManifestCache:
                                            sizes=content.sizes)
         # Read our own write: a pull by digest right after this one is a hit, not a second fetch
         # while the projection catches up (a client resolves a tag, then GETs it by digest).
-        self._rows[(org.name, repository, fetched.digest)] = ManifestRow(
-            fetched.digest, content.media_type, len(fetched.content), list(content.blobs), list(content.children))
+        self._rows.put((org.name, repository, fetched.digest), ManifestRow(
+            fetched.digest, content.media_type, len(fetched.content), list(content.blobs), list(content.children)))
         if tag is not None:
             await self._tags.remember(org.name, repository, tag, TagRow(fetched.digest, content.media_type, now))
         return ManifestAnswer(fetched.content, content.media_type, fetched.digest, PullResult.MISS,
@@ -188,8 +196,8 @@ class ManifestCache:
         if content is None:
             return None
         manifest = read_manifest(content, media_type)
-        self._rows[(org.name, repository, digest)] = ManifestRow(
-            digest, manifest.media_type, len(content), list(manifest.blobs), list(manifest.children))
+        self._rows.put((org.name, repository, digest), ManifestRow(
+            digest, manifest.media_type, len(content), list(manifest.blobs), list(manifest.children)))
         return ManifestAnswer(content, manifest.media_type, digest, PullResult.HIT)
 
 

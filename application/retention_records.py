@@ -84,6 +84,16 @@ class RetentionCommands:
             return [blob] if blob.pending_events else []
         self._save_with_retry(changes)
 
+    def blob_restored(self, digest: str, size: int, at: float) -> None:
+        """A deleted blob stored again (nothing recorded for a blob never deleted)."""
+        def changes() -> list:
+            blob = self._load(StoredBlob.create_id(digest))
+            if blob is None:
+                return []
+            blob.restore(size, at)
+            return [blob] if blob.pending_events else []
+        self._save_with_retry(changes)
+
     def _load(self, aggregate_id):
         try:
             return self.repository.get(aggregate_id)

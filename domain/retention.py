@@ -126,13 +126,19 @@ class StoredBlob(Aggregate):
         actor: str
         at: float
 
+    class Restored(Aggregate.Event):
+        """Fetched and stored again after its deletion (a GET of the blob alone, no image cached again)."""
+        digest: str
+        size: int
+        at: float
+
     @staticmethod
     def create_id(digest: str) -> UUID:
         return uuid5(NAMESPACE_URL, f"entrepot:stored-blob:{digest}")
 
     @event(Tracked)
     def __init__(self, digest: str) -> None:
-        self.digest, self.orphaned = digest, False
+        self.digest, self.orphaned, self.deleted = digest, False, False
 
     def orphan(self, size: int, unreferenced_since: float, actor: str, at: float) -> None:
         if not self.orphaned:
@@ -148,7 +154,15 @@ class StoredBlob(Aggregate):
 
     @event(Deleted)
     def _deleted(self, digest, size, actor, at) -> None:
-        self.orphaned = False
+        self.orphaned, self.deleted = False, True
+
+    def restore(self, size: int, at: float) -> None:
+        if self.deleted:
+            self._restored(digest=self.digest, size=size, at=at)
+
+    @event(Restored)
+    def _restored(self, digest, size, at) -> None:
+        self.deleted = False
 
 
 # -- planning an eviction (pure) ------------------------------------------------------------------------------

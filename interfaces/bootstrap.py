@@ -107,7 +107,10 @@ class Container:
         self.evictions = EvictionService(
             self.evictor, PostgresEvictorLock(self.env) if is_postgres(self.env) else InProcessEvictorLock(),
             interval=min(max(settings.storage.delete_grace_seconds / 4, 1.0), 15.0))
-        limits = Limits()
+        grace = settings.storage.delete_grace_seconds
+        # In-process answers of an evicted image end well within the grace period.
+        limits = Limits(recent_tag_seconds=min(5.0, max(grace / 4, 0.25)),
+                        manifest_row_seconds=min(30.0, max(grace / 2, 0.5)))
         # A completed fill nudges the evictor; the request never waits for it.
         ledger = NudgingLedger(RecordsLedger(self.records, timeout=limits.record_timeout), self.evictions.nudge)
         self.cache = pull_through(records=self.records, orgs=self.orgs, view=self.view, store=self.store,

@@ -66,7 +66,7 @@ class RetentionView(View):
     handles = (CachedManifest.Cached, CachedManifest.Recached, CachedManifest.Evicted, CachedBlob.Cached,
                TagResolution.Resolved, TagResolution.Retargeted, TagResolution.Dropped,
                ImagePin.Pinned, ImagePin.Repinned, ImagePin.Unpinned, CacheFlush.Flushed,
-               StoredBlob.Orphaned, StoredBlob.Deleted, Pull.Recorded)
+               StoredBlob.Orphaned, StoredBlob.Deleted, StoredBlob.Restored, Pull.Recorded)
     follows = ("Registry", "Pulls")
 
     # Two primitives per backend: run one statement of the shared SQL text in the page's
@@ -97,13 +97,14 @@ class RetentionView(View):
         elif isinstance(event, CachedManifest.Evicted):
             if event.image == event.digest:   # children leave with their image's event
                 self._evicted(c, event, tracking.notification_id)
-        elif isinstance(event, CachedBlob.Cached):
+        elif isinstance(event, (CachedBlob.Cached, StoredBlob.Restored)):
             self._sized(c, event.digest, event.size)
             # Stored but referenced by no image (fetched by digest alone, or its image already
             # evicted): it would otherwise stay forever.
+            at = event.cached_at if isinstance(event, CachedBlob.Cached) else event.at
             self.run(c, "INSERT INTO {orphans} SELECT CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), 'waiting' "
                         "WHERE NOT EXISTS (SELECT 1 FROM {members} WHERE digest = ?) ON CONFLICT DO NOTHING",
-                     (event.digest, event.cached_at, event.digest))
+                     (event.digest, at, event.digest))
         elif isinstance(event, (TagResolution.Resolved, TagResolution.Retargeted)):
             self.run(c, "INSERT INTO {image_tags} VALUES (?, ?, ?, ?) ON CONFLICT (org, repository, tag) "
                         "DO UPDATE SET digest = excluded.digest", (event.org, event.repository, event.tag, event.digest))

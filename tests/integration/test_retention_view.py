@@ -157,3 +157,12 @@ def test_recached_after_eviction_is_held_again_and_no_longer_orphaned(retention)
     assert order(retention.view, "lru") == [A]
     assert retention.view.orphans_due(cutoff=1000.0) == []
     assert retention.view.usage(ORG) == 110
+
+
+def test_a_deleted_blob_stored_again_alone_is_due_for_deletion_again(retention):
+    blob = StoredBlob(digest=LA)
+    blob.orphan(10, 1.0, "system:evictor", 70.0)
+    blob.delete("system:evictor", 71.0)
+    blob.restore(10, 80.0)           # a GET of the blob alone brought it back; no image references it
+    retention("Registry", blob)
+    assert retention.view.orphans_due(cutoff=80.0) == [(LA, 10, 80.0, "waiting")]
