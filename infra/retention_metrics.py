@@ -29,8 +29,9 @@ class RetentionCollector(Collector):
         with self._lock:
             if self._families is None or self._monotonic() - self._read_at >= self._ttl:
                 try:
-                    quotas = {row.name: OrgSettings.from_stored(row.settings).quota_bytes
-                              for row in self._orgs.list_orgs()}
+                    # Only orgs with a quota: an org with no quota and nothing cached adds no series.
+                    quotas = {row.name: quota for row in self._orgs.list_orgs()
+                              if (quota := OrgSettings.from_stored(row.settings).quota_bytes)}
                     self._families = self._build(quotas, self._retention.org_usages(),
                                                  self._retention.all_eviction_totals())
                 except Exception as error:   # a scrape still gets the process metrics
@@ -41,7 +42,7 @@ class RetentionCollector(Collector):
 
     @staticmethod
     def _build(quotas: dict, usages: dict, totals: dict) -> list[Metric]:
-        quota = GaugeMetricFamily("entrepot_org_quota_bytes", "The org's quota_bytes (0: unlimited).",
+        quota = GaugeMetricFamily("entrepot_org_quota_bytes", "The org's quota_bytes (orgs without a quota: no sample).",
                                   labels=["org"])
         for org, value in sorted(quotas.items()):
             quota.add_metric([org], value)
