@@ -131,11 +131,17 @@ class RetentionView(View):
             for (parent,) in parents:
                 self._add_members(c, e.org, e.repository, parent, [e.digest, *e.blobs])
         else:
-            self.run(c, "INSERT INTO {images} (org, repository, digest, media_type, held, cached_at, last_used) "
-                        "VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET "
+            # Caching it was a pull (a miss) whose Pull event may not be projected yet (another
+            # runner): until one is, that pull counts provisionally, so LFU does not see a new image
+            # as never pulled and evict it while it arrives.
+            self.run(c, "INSERT INTO {images} (org, repository, digest, media_type, held, cached_at, last_used, "
+                        "score, provisional) VALUES (?, ?, ?, ?, 1, ?, ?, ?, 1) "
+                        "ON CONFLICT (org, repository, digest) DO UPDATE SET "
                         "media_type = excluded.media_type, held = 1, cached_at = excluded.cached_at, "
-                        "last_used = {max}({images}.last_used, excluded.last_used)",
-                     (e.org, e.repository, e.digest, e.media_type, e.cached_at, e.cached_at))
+                        "last_used = {max}({images}.last_used, excluded.last_used), "
+                        "score = CASE WHEN {images}.pull_count = 0 THEN excluded.score ELSE {images}.score END, "
+                        "provisional = CASE WHEN {images}.pull_count = 0 THEN 1 ELSE {images}.provisional END",
+                     (e.org, e.repository, e.digest, e.media_type, e.cached_at, e.cached_at, pull_weight(e.cached_at)))
             self._add_members(c, e.org, e.repository, e.digest, [e.digest, *e.blobs, *e.children])
             for child in e.children:
                 self.run(c, "INSERT INTO {children} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -197,7 +203,8 @@ class RetentionView(View):
                         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET "
                         "last_used = {max}({images}.last_used, excluded.last_used), "
                         "pull_count = {images}.pull_count + excluded.pull_count, "
-                        "score = CASE WHEN abs({images}.score - excluded.score) > 60 "
+                        "provisional = 0, score = CASE WHEN {images}.provisional = 1 THEN excluded.score "
+                        "WHEN abs({images}.score - excluded.score) > 60 "
                         "THEN {max}({images}.score, excluded.score) "
                         "ELSE {max}({images}.score, excluded.score) + ln(1 + power(CAST(2 AS DOUBLE PRECISION), "
                         "-abs({images}.score - excluded.score))) / ln(CAST(2 AS DOUBLE PRECISION)) END",

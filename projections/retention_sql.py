@@ -18,7 +18,8 @@ def _columns(real: str, integer: str, text: str) -> tuple[str, ...]:
         f"digest {text} NOT NULL, media_type {text} NOT NULL DEFAULT '', held {integer} NOT NULL DEFAULT 0, "
         f"cached_at {real}, bytes {integer} NOT NULL DEFAULT 0, last_used {real} NOT NULL DEFAULT 0, "
         f"pull_count {integer} NOT NULL DEFAULT 0, score {real} NOT NULL DEFAULT {NO_PULLS}, "
-        f"pinned {integer} NOT NULL DEFAULT 0, PRIMARY KEY (org, repository, digest))",
+        f"pinned {integer} NOT NULL DEFAULT 0, provisional {integer} NOT NULL DEFAULT 0, "
+        f"PRIMARY KEY (org, repository, digest))",
         f"CREATE TABLE IF NOT EXISTS {{members}} (org {text} NOT NULL, repository {text} NOT NULL, "
         f"image {text} NOT NULL, digest {text} NOT NULL, PRIMARY KEY (org, repository, image, digest))",
         f"CREATE TABLE IF NOT EXISTS {{children}} (org {text} NOT NULL, repository {text} NOT NULL, "

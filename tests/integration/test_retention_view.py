@@ -166,3 +166,14 @@ def test_a_deleted_blob_stored_again_alone_is_due_for_deletion_again(retention):
     blob.restore(10, 80.0)           # a GET of the blob alone brought it back; no image references it
     retention("Registry", blob)
     assert retention.view.orphans_due(cutoff=80.0) == [(LA, 10, 80.0, "waiting")]
+
+
+def test_an_image_just_cached_counts_its_miss_before_the_pull_event_is_projected(retention):
+    retention.image(A, {LA: 10}, at=1.0)
+    retention.pull(A, 1.0)
+    retention.image(B, {LB: 10}, at=2.0)          # its Pull not projected yet: not "never pulled" for LFU
+    assert order(retention.view, "lfu") == [A, B]
+    retention.pull(B, 2.0)                         # the provisional pull is replaced, not added to
+    assert order(retention.view, "lfu") == [A, B]
+    ranked = {image.digest: image for image in retention.view.ranking(ORG, "lfu", limit=10)}
+    assert ranked[B].pull_count == 1 and ranked[A].score == pytest.approx(ranked[B].score - 1.0 / (7 * 86400))
