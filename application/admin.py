@@ -125,6 +125,9 @@ class OrgDetails:
     blob_count: int
     pulls: dict[str, int] = field(default_factory=dict)   # result -> count
     upstream_rate_limit: Any | None = None                # the last reading, None until one was seen
+    pinned_bytes: int = 0                                 # usage of pinned images alone
+    pinned_over_quota: bool = False                       # pins alone exceed quota_bytes: nothing evictable
+    evictions: dict[str, dict] = field(default_factory=dict)   # reason -> {"count", "bytes"}
 
 
 def summary(config: OrgConfig) -> OrgSummary:
@@ -142,8 +145,10 @@ class OrgAdmin:
     def __init__(self, directory: OrgDirectory, records: CacheRecords, views: AdminViews,
                  rate_limits: RateLimitReadings | None = None, on_change: Callable[[], None] = lambda: None,
                  configured: ConfiguredOrgs = ConfiguredOrgs(),
-                 upstream_refusal: Callable[[str, str], str | None] = lambda org, upstream: None) -> None:
+                 upstream_refusal: Callable[[str, str], str | None] = lambda org, upstream: None,
+                 retention_usage: Callable[[str], dict] | None = None) -> None:
         """`upstream_refusal(org, upstream)`: why the SSRF policy refuses that upstream for that org, else None."""
+        self.retention_usage = retention_usage   # bytes_stored as the quota counts it, pins, evictions
         self._directory = directory
         self._configured = configured
         self._upstream_refusal = upstream_refusal
@@ -164,9 +169,11 @@ class OrgAdmin:
                 CachedTag(row.tag, row.digest, row.media_type, row.checked_at))
         blobs = self._views.blobs.list_blobs(name)
         reading = self.rate_limits.latest(name) if self.rate_limits is not None else None
+        usage = self.retention_usage(name) if self.retention_usage is not None else {
+            "bytes_stored": sum(blob.size or 0 for blob in blobs)}
         return OrgDetails(summary(config), [CachedRepository(repo, tags) for repo, tags in repositories.items()],
-                          sum(blob.size or 0 for blob in blobs), len(blobs),
-                          self._views.counters.counts(name).get(name, {}), reading)
+                          blob_count=len(blobs), pulls=self._views.counters.counts(name).get(name, {}),
+                          upstream_rate_limit=reading, **usage)
 
     def create(self, name: str, settings: dict) -> OrgSummary:
         password = settings.get("password") or ""

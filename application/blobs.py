@@ -12,7 +12,7 @@ from application.bounded_reads import BoundedReads
 from application.errors import BlobUnknown, UpstreamNotFound
 from application.fills import BlobFills
 from application.orgs import OrgConfig
-from application.ports import BlobStore, Clock, Ledger, Upstream
+from application.ports import BlobNotFound, BlobStore, Clock, Ledger, Upstream
 from domain.names import Digest
 from domain.pull import PullResult
 
@@ -84,7 +84,7 @@ class BlobCache:
                 size = await self._store.stat(name)
                 if size is not None:
                     await self._check_org_holds(org, repository, name, size)
-                    return self._stored(name, size, await self._store.redirect_url(name))
+                    return self._stored(name, size, await self._store.redirect_url(name), org, repository)
                 fill = await self.fills.join(org.target(repository), name)
                 if fill is None:
                     continue  # published while we looked: serve it from storage
@@ -131,6 +131,33 @@ class BlobCache:
             await self._ledger.blob_cached(org.name, target.repository, digest, size, self._clock.now())
         self._holdings.note(org.name, digest)
 
-    def _stored(self, digest: str, size: int, redirect: str | None = None) -> BlobAnswer:
-        return BlobAnswer(digest, size, PullResult.HIT, lambda start, end: self._store.read(digest, start, end),
-                          self._store.local_path(digest), redirect)
+    def _stored(self, digest: str, size: int, redirect: str | None = None, org: OrgConfig | None = None,
+                repository: str = "") -> BlobAnswer:
+        def open_(start: int, end: int | None) -> AsyncIterator[bytes]:
+            if org is None:
+                return self._store.read(digest, start, end)
+            return self._stored_or_fetched(org, repository, digest, start, end)
+        return BlobAnswer(digest, size, PullResult.HIT, open_, self._store.local_path(digest), redirect)
+
+    async def _stored_or_fetched(self, org: OrgConfig, repository: str, digest: str, start: int,
+                                 end: int | None) -> AsyncIterator[bytes]:
+        """The stored bytes; if the reaper deleted them between the stat and the open (an evicted
+        image's blob past its grace period), the same bytes fetched again from upstream. Once open,
+        a file outlives its deletion and an S3 GET under way completes: never a truncated body."""
+        chunks = self._store.read(digest, start, end)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except BlobNotFound:
+            while (fill := await self.fills.join(org.target(repository), digest)) is None:
+                if await self._store.stat(digest) is not None:   # published again meanwhile
+                    async for chunk in self._store.read(digest, start, end):
+                        yield chunk
+                    return
+            async for chunk in fill.read(start, end):
+                yield chunk
+            return
+        yield first
+        async for chunk in chunks:
+            yield chunk

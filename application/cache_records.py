@@ -10,9 +10,10 @@ from eventsourcing.persistence import IntegrityError
 from domain.cache import CachedBlob, CachedManifest, CorruptBlob, TagResolution
 from domain.referrers import Referrer
 from domain.org import CacheOrg, normalize_settings, validate_org_name
+from application.retention_records import RetentionCommands
 
 
-class CacheRecords(Application[UUID]):
+class CacheRecords(RetentionCommands, Application[UUID]):
     name = "Registry"  # pinned: table and env prefix must not follow a class rename
 
     # -- organizations ---------------------------------------------------------------------------
@@ -56,16 +57,21 @@ class CacheRecords(Application[UUID]):
 
     def record_manifest(self, org: str, repository: str, digest: str, media_type: str, size: int,
                         blobs: list[str], children: list[str], cached_at: float, tag: str | None = None,
-                        referrer: Referrer | None = None) -> None:
+                        referrer: Referrer | None = None, sizes: dict[str, int] | None = None) -> None:
         """A fetched manifest, and the tag it was fetched by, in one transaction."""
         referrer = referrer or Referrer()
         def changes() -> list:
             out = []
-            if not self._exists(CachedManifest.create_id(org, repository, digest)):
+            try:   # evicted before: pulled again, so cached again
+                manifest = self.repository.get(CachedManifest.create_id(org, repository, digest))
+                manifest.recache(media_type, size, blobs, children, cached_at, sizes)
+                if manifest.pending_events:
+                    out.append(manifest)
+            except AggregateNotFoundError:
                 out.append(CachedManifest(org=org, repository=repository, digest=digest, media_type=media_type,
                                           size=size, blobs=blobs, children=children, cached_at=cached_at,
                                           subject=referrer.subject, artifact_type=referrer.artifact_type,
-                                          annotations=dict(referrer.annotations)))
+                                          annotations=dict(referrer.annotations), sizes=dict(sizes or {})))
             if tag is not None:
                 out.append(self._observed_tag(org, repository, tag, digest, media_type, cached_at))
             return out
@@ -92,6 +98,8 @@ class CacheRecords(Application[UUID]):
 
     def record_blob(self, org: str, repository: str, digest: str, size: int, cached_at: float) -> None:
         if self._exists(CachedBlob.create_id(org, digest)):
+            # Known to this org, yet fetched: storage had deleted it. The reaper must learn it is back.
+            self.blob_restored(digest, size, cached_at)
             return
         self._save_new(CachedBlob(org=org, repository=repository, digest=digest, size=size, cached_at=cached_at))
 

@@ -43,5 +43,8 @@ class HeldRows(Generic[K, V]):
     def forget(self, key: K) -> None:
         self._rows.pop(key, None)
 
+    def keys(self) -> list[K]:
+        return list(self._rows.keys())
+
     def __len__(self) -> int:
         return len(self._rows)

@@ -6,17 +6,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from cachetools import LRUCache, TLRUCache
+from cachetools import TLRUCache
 
 from application.bounded_reads import BoundedReads
-from application.errors import (EventStoreUnavailable, ManifestUnknown, UpstreamBadContent, UpstreamError,
-                                UpstreamNotFound)
+from application.errors import (EventStoreUnavailable, ManifestUnknown, ReadModelUnavailable, UpstreamBadContent,
+                                UpstreamError, UpstreamNotFound)
 from application.manifest_bytes import ManifestBytes
 from application.orgs import OrgConfig
 from application.ports import Clock, Ledger, ManifestRow, TagRow, Upstream
 from application.ratelimits import RateLimits
 from application.singleflight import AcrossReplicas, SingleFlight
 from application.stale import failure_kind, stale_reason
+from application.held_rows import HeldRows
 from application.tag_lookup import TagLookup
 from domain.manifest import InvalidManifest, read_manifest
 from domain.names import Digest, Reference
@@ -35,18 +36,21 @@ class ManifestAnswer:
     digest: str
     result: PullResult
     warning: str | None = None
+    not_kept: str | None = None   # why the cache will not keep this image (it is served whole all the same)
 
 
 class ManifestCache:
     def __init__(self, *, reads: BoundedReads, tags: TagLookup, content: ManifestBytes, upstream: Upstream,
                  ledger: Ledger, clock: Clock, replicas: AcrossReplicas, rate_limits: RateLimits,
-                 max_entries: int = 50_000) -> None:
+                 max_entries: int = 50_000, row_seconds: float = 30.0) -> None:
         self._reads, self._tags, self._content = reads, tags, content
         self._upstream, self._ledger, self._clock = upstream, ledger, clock
         self._replicas, self.rate_limits = replicas, rate_limits
         self._flights: SingleFlight = SingleFlight()
         # Manifests by digest never change: held until the LRU bound pushes them out.
-        self._rows: LRUCache[RepoKey, ManifestRow] = LRUCache(maxsize=max_entries)
+        # Fresh for `row_seconds`, then asked of the view again (an evicted manifest stops answering
+        # within that bound, shorter than the blob grace period); held longer for a database outage.
+        self._rows: HeldRows[RepoKey, ManifestRow] = HeldRows(max_entries, ttl=row_seconds)
         # Upstream 404s, each remembered until its org's negative_cache_seconds run out; bounded, so a
         # client asking for a million made-up names cannot grow it without end.
         self._missing: TLRUCache[RepoKey, float] = TLRUCache(
@@ -64,11 +68,16 @@ class ManifestCache:
 
     async def _by_digest(self, org: OrgConfig, repository: str, digest: str, accept: list[str]) -> ManifestAnswer:
         key = (org.name, repository, digest)
-        row = self._rows.get(key)
+        row = self._rows.fresh(key)
         if row is None:
-            row = await self._reads.manifest(*key)
+            try:
+                row = await self._reads.manifest(*key)
+            except ReadModelUnavailable:
+                row = self._rows.held(key)   # the database is down: what we held still answers
+                if row is None:
+                    raise
             if row is not None:
-                self._rows[key] = row
+                self._rows.put(key, row)
         if row is not None:
             content = await self._content.get(digest)
             if content is not None:
@@ -164,14 +173,15 @@ class ManifestCache:
         # The manifest and its tag in one transaction: one commit on the cold path, not two.
         await self._ledger.manifest_cached(org.name, repository, fetched.digest, content.media_type,
                                            len(fetched.content), content.blobs, content.children, now, tag=tag,
-                                           referrer=referrer_of(content))
+                                           referrer=referrer_of(content), sizes=content.sizes)
         # Read our own write: a pull by digest right after this one is a hit, not a second fetch
         # while the projection catches up (a client resolves a tag, then GETs it by digest).
-        self._rows[(org.name, repository, fetched.digest)] = ManifestRow(
-            fetched.digest, content.media_type, len(fetched.content), list(content.blobs), list(content.children))
+        self._rows.put((org.name, repository, fetched.digest), ManifestRow(
+            fetched.digest, content.media_type, len(fetched.content), list(content.blobs), list(content.children)))
         if tag is not None:
             await self._tags.remember(org.name, repository, tag, TagRow(fetched.digest, content.media_type, now))
-        return ManifestAnswer(fetched.content, content.media_type, fetched.digest, PullResult.MISS)
+        return ManifestAnswer(fetched.content, content.media_type, fetched.digest, PullResult.MISS,
+                              not_kept=_not_kept(org, len(fetched.content), content))
 
     async def _fetched_by_another_replica(self, org: OrgConfig, repository: str, reference: str,
                                           tag: str | None) -> ManifestAnswer | None:
@@ -187,6 +197,15 @@ class ManifestCache:
         if content is None:
             return None
         manifest = read_manifest(content, media_type)
-        self._rows[(org.name, repository, digest)] = ManifestRow(
-            digest, manifest.media_type, len(content), list(manifest.blobs), list(manifest.children))
+        self._rows.put((org.name, repository, digest), ManifestRow(
+            digest, manifest.media_type, len(content), list(manifest.blobs), list(manifest.children)))
         return ManifestAnswer(content, manifest.media_type, digest, PullResult.HIT)
+
+
+def _not_kept(org: OrgConfig, size: int, content) -> str | None:
+    """An image whose declared bytes exceed the whole quota is streamed and then evicted at once."""
+    if org.quota_bytes and not content.children:
+        declared = size + sum(content.sizes.values())
+        if declared > org.quota_bytes:
+            return f"image of {declared} bytes is larger than the quota of {org.quota_bytes}: served, not kept"
+    return None

@@ -148,6 +148,10 @@ class BlobStore(Protocol):
     async def redirect_url(self, digest: str) -> str | None:
         """A URL clients may fetch the published object from directly (a presigned GET), or None."""
 
+    async def delete(self, digest: str) -> bool:
+        """Remove a published object; False when it was not there (deleting twice is not an error).
+        A send that already opened it finishes (filesystem: the open file outlives its name)."""
+
 
 @dataclass(frozen=True)
 class TagRow:
@@ -298,9 +302,10 @@ class Ledger(Protocol):
 
     async def manifest_cached(self, org: str, repository: str, digest: str, media_type: str, size: int,
                               blobs: list[str], children: list[str], at: float, tag: str | None = None,
-                              referrer: Referrer | None = None) -> None:
+                              referrer: Referrer | None = None, sizes: dict[str, int] | None = None) -> None:
         """A fetched manifest, and the tag it was fetched by, recorded together; `referrer` when
-        the manifest has a subject (OCI 1.1)."""
+        the manifest has a subject (OCI 1.1); `sizes`: what its descriptors declare, so that a quota
+        counts the image whole before its layers arrive."""
 
     async def tag_checked(self, org: str, repository: str, tag: str, digest: str, media_type: str,
                           at: float) -> None: ...

@@ -64,7 +64,7 @@ class PullAudit:
             raise
         if record:
             await self._served(self._pull(org.name, repository, str(reference), client, digest=answer.digest,
-                                          result=answer.result.value, note=answer.warning or ""))
+                                          result=answer.result.value, note=answer.warning or answer.not_kept or ""))
         return answer
 
     async def referrers(self, org: OrgConfig, repository: str, subject: str, client: Client | None = None,

@@ -35,6 +35,10 @@ class Limits:
     record_timeout: float = 5.0        # seconds a pull may wait for its audit (or ledger) record before a 503
     max_reads_in_flight: int = 32      # database reads still running (a hung database) before new ones fail fast
     tag_row_seconds: float = 1.0       # how long a tag row read from the view is trusted
+    # How long this process's own tag writes and manifest rows answer without the view: bounds how long
+    # an evicted image is still answered here (shorter than [storage] delete_grace_seconds).
+    recent_tag_seconds: float = 5.0
+    manifest_row_seconds: float = 30.0
     max_rows: int = 50_000             # tag rows, recent tag writes, manifest rows, negative-cache entries
     max_holdings: int = 100_000        # (org, blob) pairs known held
     max_referrers: int = 200_000       # descriptors of upstream referrers lists held, over all subjects
@@ -48,6 +52,13 @@ class PullThrough:
     tag_list: TagList
     rate_limits: RateLimits
     orgs: OrgDirectory
+    tags: TagLookup | None = None
+
+    def forget(self, org: str, repository: str | None = None) -> None:
+        """Flushed: this process's tag entries of the org (or repository) stop answering now; other
+        replicas' within their bounds (tag rows 1 s, own writes and Redis entries 5 s)."""
+        if self.tags is not None:
+            self.tags.forget(org, repository)
 
     async def org(self, name: str) -> OrgConfig:
         """An org by name, for callers that were not routed (the router's lookup gives the edge its org)."""
@@ -68,11 +79,13 @@ def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndMani
     reads = BoundedReads(view, records.holds_blob, timeout=limits.read_timeout,
                          max_in_flight=limits.max_reads_in_flight, referrers=referrers)
     rate_limits = RateLimits()
-    tags = TagLookup(reads, shared_tags, max_tags=limits.max_rows, row_seconds=limits.tag_row_seconds)
+    tags = TagLookup(reads, shared_tags, max_tags=limits.max_rows, row_seconds=limits.tag_row_seconds,
+                     recent_seconds=limits.recent_tag_seconds)
     manifests = ManifestCache(reads=reads, tags=tags, content=ManifestBytes(store, limits.manifest_bytes),
                               upstream=upstream, ledger=ledger, clock=clock,
                               replicas=AcrossReplicas(fill_coordinator or InProcessOnly()),
-                              rate_limits=rate_limits, max_entries=limits.max_rows)
+                              rate_limits=rate_limits, max_entries=limits.max_rows,
+                              row_seconds=limits.manifest_row_seconds)
     holdings = Holdings(limits.max_holdings)
     fills = BlobFills(store, upstream, NotingLedger(ledger, holdings), clock, fill_coordinator, metrics, ops)
     blobs = BlobCache(store=store, upstream=upstream, fills=fills, reads=reads, ledger=ledger, clock=clock,
@@ -84,7 +97,7 @@ def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndMani
     audited = PullAudit(AllowedManifests(manifests), pulls, clock, limits.record_timeout,
                         referrers=AllowedReferrers(referrers_cache))
     return PullThrough(CountedManifests(audited, metrics, ops), CountedBlobs(AllowedBlobs(blobs), metrics, ops),
-                       AllowedTags(TagList(upstream, reads)), rate_limits, orgs)
+                       AllowedTags(TagList(upstream, reads)), rate_limits, orgs, tags)
 
 
 __all__ = ["BlobAnswer", "Client", "Limits", "ManifestAnswer", "PullThrough", "pull_through"]

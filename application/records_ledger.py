@@ -22,9 +22,10 @@ class RecordsLedger:
 
     async def manifest_cached(self, org: str, repository: str, digest: str, media_type: str, size: int,
                               blobs: list[str], children: list[str], at: float, tag: str | None = None,
-                              referrer: Referrer | None = None) -> None:
+                              referrer: Referrer | None = None, sizes: dict[str, int] | None = None) -> None:
         await self._write("a cached manifest", lambda: self._records.record_manifest(
-            org, repository, digest, media_type, size, list(blobs), list(children), at, tag=tag, referrer=referrer))
+            org, repository, digest, media_type, size, list(blobs), list(children), at, tag=tag, referrer=referrer,
+            sizes=sizes))
 
     async def tag_checked(self, org: str, repository: str, tag: str, digest: str, media_type: str,
                           at: float) -> None:

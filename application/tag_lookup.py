@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from cachetools import LRUCache
+from cachetools import TTLCache
 
 from application.bounded_reads import BoundedReads
 from application.errors import ReadModelUnavailable
@@ -19,14 +19,16 @@ TagKey = tuple[str, str, str]  # (org, repository, tag)
 
 class TagLookup:
     def __init__(self, reads: BoundedReads, shared: SharedTags | None = None, *, max_tags: int = 50_000,
-                 row_seconds: float = 1.0, timer: Callable[[], float] = time.monotonic) -> None:
+                 row_seconds: float = 1.0, recent_seconds: float = 5.0, timer: Callable[[], float] = time.monotonic) -> None:
         self._reads = reads
         self._shared = shared  # None: one replica, nothing to share
         # View rows for a second: the warm path then costs no query, and another replica's move of
         # a tag is seen here at most that late.
         self._rows: HeldRows[TagKey, TagRow] = HeldRows(max_tags, ttl=row_seconds, timer=timer)
-        # Our own tag writes, read before the projection catches up with them.
-        self._recent: LRUCache[TagKey, TagRow] = LRUCache(maxsize=max_tags)
+        # Our own tag writes, read before the projection catches up with them. Bounded in time too:
+        # a tag whose image was evicted has no view row to replace it, and must stop answering
+        # well within the blob deletion grace period.
+        self._recent: TTLCache[TagKey, TagRow] = TTLCache(maxsize=max_tags, ttl=recent_seconds, timer=timer)
         self._view_reads: SingleFlight[TagRow | None] = SingleFlight()   # holds only reads in flight
 
     def held(self) -> dict[str, int]:
@@ -65,6 +67,16 @@ class TagLookup:
         if row is not None:
             self._rows.put(key, row)
         return row
+
+    def forget(self, org: str, repository: str | None = None) -> None:
+        """An admin flushed the org (or one repository): its tags are asked of the view again at once."""
+        def flushed(key: TagKey) -> bool:
+            return key[0] == org and (repository is None or key[1] == repository)
+
+        for key in [key for key in list(self._recent.keys()) if flushed(key)]:
+            self._recent.pop(key, None)
+        for key in [key for key in self._rows.keys() if flushed(key)]:
+            self._rows.forget(key)
 
     async def shared(self, org: str, repository: str, tag: str) -> TagRow | None:
         return await self._shared.get(org, repository, tag) if self._shared else None

@@ -32,6 +32,7 @@ class ManifestContent:
     subject: str = ""
     artifact_type: str = ""
     annotations: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)  # digest -> size its descriptor declares
 
 
 def read_manifest(content: bytes, declared_media_type: str = "") -> ManifestContent:
@@ -44,13 +45,23 @@ def read_manifest(content: bytes, declared_media_type: str = "") -> ManifestCont
         raise InvalidManifest("manifest is not a JSON object")
     media_type = document.get("mediaType") or declared_media_type or _guess(document)
     if media_type in INDEX_MEDIA_TYPES or "manifests" in document:
-        return ManifestContent(media_type, children=_digests(document.get("manifests", [])),
+        children = document.get("manifests", [])
+        return ManifestContent(media_type, children=_digests(children), sizes=_sizes(children),
                                **_referrer(document, config_type=""))
     config = document.get("config")
-    blobs = _digests([config] if isinstance(config, dict) else [])
-    blobs += _digests(document.get("layers", []))
+    layers = document.get("layers", [])
+    blobs = _digests([config] if isinstance(config, dict) else []) + _digests(layers)   # a non-list is refused
+    descriptors = ([config] if isinstance(config, dict) else []) + layers
     config_type = config.get("mediaType", "") if isinstance(config, dict) else ""
-    return ManifestContent(media_type, blobs=blobs, **_referrer(document, config_type=config_type))
+    return ManifestContent(media_type, blobs=blobs, sizes=_sizes(descriptors),
+                           **_referrer(document, config_type=config_type))
+
+
+def _sizes(descriptors: list) -> dict[str, int]:
+    """Declared sizes (a quota counts an image whole before its layers arrive); odd ones are left out."""
+    return {str(descriptor["digest"]): descriptor["size"] for descriptor in descriptors
+            if isinstance(descriptor.get("size"), int) and not isinstance(descriptor["size"], bool)
+            and 0 <= descriptor["size"] < 2**62}
 
 
 def _referrer(document: dict, config_type: str) -> dict:

@@ -27,6 +27,8 @@ MAX_URL = 2048
 MAX_NAMESPACE = 255                          # the distribution spec's bound on a whole repository name
 MAX_USERNAME = 256
 MAX_PASSWORD = 4096                          # registry tokens used as passwords run to a few KiB
+MAX_QUOTA = 2**60                            # an exbibyte: larger is a typo
+EVICTION_POLICIES = ("lru", "lfu")
 
 _NAME = re.compile(NAME_PATTERN)
 Seconds = Annotated[int, Meta(ge=0, le=MAX_SECONDS)]
@@ -70,6 +72,10 @@ class OrgSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # recorded before this setting existed reads as open. Protect an org by setting it to false.
     anonymous_pull: Annotated[bool, Meta(description=(
         "pull without credentials; false: only robots and admins of this org"))] = True
+    quota_bytes: Annotated[int, Meta(ge=0, le=MAX_QUOTA, description=(
+        "bytes of distinct blobs and manifests the org's cached images may hold (0: unlimited)"))] = 0
+    eviction_policy: Annotated[Literal["lru", "lfu"], Meta(description=(
+        "over quota, evict the least recently pulled image (lru) or the least often pulled (lfu)"))] = "lru"
 
     def __post_init__(self) -> None:
         # Normalised forms are what events record, so re-applying an equivalent setting records nothing.

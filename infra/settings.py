@@ -71,6 +71,11 @@ class StorageSettings(_Section, frozen=True):
     # says storage `full` (unavailable), below low_free_bytes `low` (degraded). Pulls are served either way.
     min_free_bytes: Bytes = 32 * MiB
     low_free_bytes: Bytes = 1024 * MiB
+    # A cap on everything stored, across orgs (0: none); over it the evictor takes from the whole cache.
+    max_bytes: Bytes = 0
+    # How long a blob no image references any more stays stored before it is deleted (clients that
+    # already hold a manifest, and sends already started, still get its bytes).
+    delete_grace_seconds: Seconds = 60.0
 
 
 class UpstreamSettings(_Section, frozen=True):

@@ -93,6 +93,30 @@ class AdminClient:
                 return
             params["cursor"] = page["next_cursor"]
 
+    # -- retention ---------------------------------------------------------------------------------
+    def images(self, org: str, limit: int | None = None) -> tuple[str, list[dict]]:
+        """(the org's policy, its cached images in eviction order), following next_cursor."""
+        params: dict = {"order": "eviction", "limit": PAGE}
+        items: list[dict] = []
+        while True:
+            page = self._call("GET", f"/organizations/{org}/images", params=params)
+            items += page["items"]
+            if page["next_cursor"] is None or (limit is not None and len(items) >= limit):
+                return page["policy"], items[:limit]
+            params["cursor"] = page["next_cursor"]
+
+    def flush(self, org: str, repository: str | None = None, tag: str | None = None, dry_run: bool = False) -> dict:
+        body = {"repository": repository, "tag": tag, "dry_run": dry_run}
+        return self._call("POST", f"/organizations/{org}/flush", json={k: v for k, v in body.items() if v is not None})
+
+    def pin(self, org: str, repository: str, reference: dict, pinned: bool = True) -> dict:
+        """`reference`: {"tag": ...} or {"digest": ...}."""
+        return self._call("POST" if pinned else "DELETE", f"/organizations/{org}/pins",
+                          json={"repository": repository, **reference})
+
+    def pins(self, org: str) -> list[dict]:
+        return self._call("GET", f"/organizations/{org}/pins")["pins"]
+
     # -- audit log ---------------------------------------------------------------------------------
     def audit_pages(self, filters: dict, limit: int | None = None, page_size: int = PAGE) -> Iterator[list[dict]]:
         """Every matching row (at most `limit`), a page per request, following next_cursor."""

@@ -14,7 +14,11 @@ from application.analytics import Analytics
 from application.audit import AuditLog
 from application.governance import GovernedUpstream
 from application.prewarm import Prewarm
-from application.pull_through import pull_through
+from application.pull_through import Limits, pull_through
+from application.eviction import Evictor
+from application.eviction_service import EvictionService, NudgingLedger
+from application.records_ledger import RecordsLedger
+from domain.org_settings import OrgSettings
 from application.metering import MeteredUpstream
 from application.access import Access
 from application.access_admin import AccessAdmin
@@ -25,6 +29,7 @@ from application.orgs import OrgDirectory
 from application.pulls import GroupCommit, Pulls
 from application.ports import BlobStore, Clock, Upstream
 from application.cache_records import CacheRecords
+from application.retention_admin import CacheRetention
 from application.routing import OrgRouter
 from application.traffic import TrafficMeter, TrafficRecorder
 from infra.clock import SystemClock
@@ -36,6 +41,8 @@ from infra.read_model_metrics import ReadModelCollector
 from infra.secrets import admin_token, private_dir, secret_key
 from infra.tokens import JwtTokens
 from infra.settings import Settings, SettingsError
+from infra.evictor_lock import InProcessEvictorLock, PostgresEvictorLock
+from infra.retention_metrics import RetentionCollector
 from infra.coordination import InProcessCoordination, RedisCoordination, build_coordination
 from infra.storage import build_blob_store
 from infra.upstream import HttpUpstream
@@ -45,7 +52,7 @@ from domain.upstream_policy import parse_networks
 from infra.projection_runtime import (LockedRunners, is_postgres, open_tags_and_manifests, open_view, projection_runners,
                                      rebuild, status)
 from interfaces.http.health import (Probe, blob_storage_check, coordination_check, event_store_check,
-                                    read_model_check)
+                                    quota_check, read_model_check)
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +126,32 @@ class Container:
         self.traffic = TrafficRecorder(self.pulls, self.metrics, self.clock,
                                        interval=settings.analytics.traffic_interval_seconds)
         self.group_commit = GroupCommit(self.pulls, metrics=self.metrics, max_backlog=settings.database.pull_backlog)
+        # Client-mode routing, the admin surface, the evictor and /metrics read the views directly (our own readers).
+        views = self.read_views = {"orgs": orgs_view, "referrers": referrers_view, **{
+            name: open_view(name, self.env) for name in (
+                "tags", "manifests", "blobs", "counters", "audit", "retention", "analytics")}}
+        self.evictor = Evictor(self.records, views["retention"], self.store, self.clock,
+                               lambda: [(row.name, OrgSettings.from_stored(row.settings))
+                                        for row in orgs_view.list_orgs()], pulls=self.pulls,
+                               max_bytes=settings.storage.max_bytes, grace_seconds=settings.storage.delete_grace_seconds)
+        # One evictor in the cluster: PostgreSQL's advisory lock; SQLite means one process.
+        self.evictions = EvictionService(
+            self.evictor, PostgresEvictorLock(self.env) if is_postgres(self.env) else InProcessEvictorLock(),
+            interval=min(max(settings.storage.delete_grace_seconds / 4, 1.0), 15.0))
+        grace = settings.storage.delete_grace_seconds
+        # In-process answers of an evicted image end well within the grace period.
+        limits = Limits(recent_tag_seconds=min(5.0, max(grace / 4, 0.25)),
+                        manifest_row_seconds=min(30.0, max(grace / 2, 0.5)))
+        # A completed fill nudges the evictor; the request never waits for it.
+        ledger = NudgingLedger(RecordsLedger(self.records, timeout=limits.record_timeout), self.evictions.nudge)
         self.cache = pull_through(records=self.records, orgs=self.orgs, view=self.view, store=self.store,
                                   upstream=self.upstream, pulls=self.group_commit, clock=self.clock,
                                   fill_coordinator=self.coordination, shared_tags=self.coordination,
-                                  metrics=self.metrics, ops=self.ops_log, referrers=referrers_view)
-        # Client-mode routing, the admin surface and /metrics read the views directly (our own readers).
-        views = self.read_views = {"orgs": orgs_view, "referrers": referrers_view, **{name: open_view(name, self.env)
-                                                         for name in ("tags", "manifests", "blobs", "counters", "audit",
-                                                                      "analytics")}}
+                                  metrics=self.metrics, ops=self.ops_log, referrers=referrers_view,
+                                  ledger=ledger, limits=limits)
         self.metrics_registry.register(
             ReadModelCollector(views["blobs"], views["manifests"], views["tags"], views["counters"]))
+        self.metrics_registry.register(RetentionCollector(views["retention"], orgs_view))
         self.metrics_registry.register(RateLimitCollector(self.cache.rate_limits.all))
         self.metrics_registry.register(AnalyticsCollector(self.runners.status, views["analytics"]))
         self.router = OrgRouter(self.orgs.lookup, views["orgs"])
@@ -140,6 +163,11 @@ class Container:
                               configured=ConfiguredOrgs(frozenset(org.name for org in settings.organizations),
                                                         settings.config_file and os.path.abspath(settings.config_file)))
         self.prewarm = Prewarm(self.cache)   # explicit fills, whatever [server] pull_through says
+        self.retention = CacheRetention(
+            self.records, views["retention"],
+            lambda name: (config.settings if (config := self.orgs.get(name)) is not None else None),
+            self.clock, settled=self._views_settled, forget=self.cache.forget)
+        self.admin.retention_usage = self.retention.usage
         self.audit_log = AuditLog(views["audit"])
         self.analytics = Analytics(views["analytics"], lambda: [row.name for row in views["orgs"].list_orgs()],
                                    self.clock.now)
@@ -156,11 +184,21 @@ class Container:
             Probe("read_model", read_model_check(self.runners)),
             Probe("blob_storage", blob_storage_check(self.store)),
             Probe("redis", coordination_check(self.coordination), required=False),
+            Probe("quota", quota_check(self.evictor), required=False),
         ]
 
     def serving_on(self, host: str, port: int) -> None:
         """Where this server listens, once bound: an org's upstream there is refused (a loop)."""
         self.guard.serving_on(host, port)
+
+    def _views_settled(self, timeout: float = 2.0) -> None:
+        """After an admin's flush or pin: the hot path's views (and the retention view) show it."""
+        position = self.records.recorder.max_notification_id()
+        for name in ("tags", "manifests", "retention"):
+            try:
+                self.read_views[name].wait(self.records.name, position, timeout=timeout)
+            except TimeoutError:
+                log.warning("the %s view has not caught up after %ss", name, timeout)
 
     def apply_configured_orgs(self) -> None:
         for org in self.settings.organizations:
@@ -182,8 +220,10 @@ class Container:
             log.warning("starting before the read model caught up: %s", error)
         await self.group_commit.start()
         await self.traffic.start()
+        await self.evictions.start()   # also finishes deletions a killed process left half done
 
     async def stop(self) -> None:
+        await self.evictions.stop()
         await self.group_commit.stop()
         await self.traffic.stop()   # after the last requests: their traffic is in the final report
         await self.upstream.aclose()

@@ -13,6 +13,7 @@ from projections.manifests import PostgresManifestsView, SqliteManifestsView
 from projections.orgs import PostgresOrgsView, SqliteOrgsView
 from projections.postgres_view import PostgresView
 from projections.referrers import PostgresReferrersView, SqliteReferrersView
+from projections.retention_sql import PostgresRetentionView, SqliteRetentionView
 from projections.tags import PostgresTagsView, SqliteTagsView
 
 SQLITE, POSTGRES = "eventsourcing.sqlite", "eventsourcing.postgres"
@@ -45,6 +46,7 @@ CATALOG: dict[str, ProjectionSpec] = {spec.name: spec for spec in (
     ProjectionSpec(SqliteOrgsView, PostgresOrgsView),
     ProjectionSpec(SqliteReferrersView, PostgresReferrersView),
     ProjectionSpec(SqliteAnalyticsView, PostgresAnalyticsView),
+    ProjectionSpec(SqliteRetentionView, PostgresRetentionView),
 )}
 PROJECTION_NAMES = tuple(CATALOG)
 

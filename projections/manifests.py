@@ -19,11 +19,14 @@ from projections.postgres_view import PostgresView
 
 class ManifestsView(View):
     name = "manifests"
-    handles = (CachedManifest.Cached,)
+    handles = (CachedManifest.Cached, CachedManifest.Recached, CachedManifest.Evicted)
     follows = ("Registry",)
 
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
-        if isinstance(event, CachedManifest.Cached):
+        if isinstance(event, CachedManifest.Evicted):
+            # Left the cache with its image: a pull by digest stops being answered from here.
+            self.remove_manifest(c, event.org, event.repository, event.digest)
+        elif isinstance(event, (CachedManifest.Cached, CachedManifest.Recached)):
             # Content-addressed: a second Cached for the same key (never expected) is the same fact.
             self.add_manifest(c, event.org, event.repository, event.digest, event.media_type, event.size,
                               event.cached_at, list(event.blobs), list(event.children))
@@ -32,6 +35,9 @@ class ManifestsView(View):
     def add_manifest(self, c: Any, org: str, repository: str, digest: str, media_type: str, size: int,
                      cached_at: float, blobs: list[str], children: list[str]) -> None:
         """Insert the row unless the key is there already."""
+
+    @abstractmethod
+    def remove_manifest(self, c: Any, org: str, repository: str, digest: str) -> None: ...
 
     @abstractmethod
     def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None: ...
@@ -54,6 +60,9 @@ class SqliteManifestsView(SqliteView, ManifestsView):
                      cached_at: float, blobs: list[str], children: list[str]) -> None:
         c.execute("INSERT INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                   (org, repository, digest, media_type, size, cached_at, json.dumps(blobs), json.dumps(children)))
+
+    def remove_manifest(self, c: SQLiteCursor, org: str, repository: str, digest: str) -> None:
+        c.execute("DELETE FROM manifests WHERE org = ? AND repository = ? AND digest = ?", (org, repository, digest))
 
     def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None:
         rows = self._query("SELECT digest, media_type, size, blobs, children FROM manifests "
@@ -82,6 +91,10 @@ class PostgresManifestsView(PostgresView, ManifestsView):
                      cached_at: float, blobs: list[str], children: list[str]) -> None:
         c.execute(self.sql("INSERT INTO {manifests} VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"),
                   (org, repository, digest, media_type, size, cached_at, Jsonb(blobs), Jsonb(children)))
+
+    def remove_manifest(self, c: Cursor, org: str, repository: str, digest: str) -> None:
+        c.execute(self.sql("DELETE FROM {manifests} WHERE org = %s AND repository = %s AND digest = %s"),
+                  (org, repository, digest))
 
     def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None:
         rows = self._query("SELECT digest, media_type, size, blobs, children FROM {manifests} "

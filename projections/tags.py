@@ -27,7 +27,7 @@ class OrgTagRow:
 
 class TagsView(View):
     name = "tags"
-    handles = (TagResolution.Resolved, TagResolution.Revalidated, TagResolution.Retargeted)
+    handles = (TagResolution.Resolved, TagResolution.Revalidated, TagResolution.Retargeted, TagResolution.Dropped)
     follows = ("Registry",)
 
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
@@ -36,6 +36,9 @@ class TagsView(View):
         elif isinstance(event, TagResolution.Revalidated):
             # Same digest by definition; Revalidated carries no media type, so the row keeps its own.
             self.confirm_tag(c, event.org, event.repository, event.tag, event.checked_at)
+        elif isinstance(event, TagResolution.Dropped):
+            # Its image was evicted or flushed: the hot path stops answering the tag from here.
+            self.drop_tag(c, event.org, event.repository, event.tag)
 
     @abstractmethod
     def put_tag(self, c: Any, org: str, repository: str, tag: str, digest: str, media_type: str,
@@ -43,6 +46,9 @@ class TagsView(View):
 
     @abstractmethod
     def confirm_tag(self, c: Any, org: str, repository: str, tag: str, checked_at: float) -> None: ...
+
+    @abstractmethod
+    def drop_tag(self, c: Any, org: str, repository: str, tag: str) -> None: ...
 
     @abstractmethod
     def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None: ...
@@ -78,6 +84,9 @@ class SqliteTagsView(SqliteView, TagsView):
     def confirm_tag(self, c: SQLiteCursor, org: str, repository: str, tag: str, checked_at: float) -> None:
         c.execute("UPDATE tags SET checked_at = ? WHERE org = ? AND repository = ? AND tag = ?",
                   (checked_at, org, repository, tag))
+
+    def drop_tag(self, c: SQLiteCursor, org: str, repository: str, tag: str) -> None:
+        c.execute("DELETE FROM tags WHERE org = ? AND repository = ? AND tag = ?", (org, repository, tag))
 
     def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None:
         rows = self._query("SELECT digest, media_type, checked_at FROM tags "
@@ -116,6 +125,10 @@ class PostgresTagsView(PostgresView, TagsView):
     def confirm_tag(self, c: Cursor, org: str, repository: str, tag: str, checked_at: float) -> None:
         c.execute(self.sql("UPDATE {tags} SET checked_at = %s WHERE org = %s AND repository = %s AND tag = %s"),
                   (checked_at, org, repository, tag), prepare=True)
+
+    def drop_tag(self, c: Cursor, org: str, repository: str, tag: str) -> None:
+        c.execute(self.sql("DELETE FROM {tags} WHERE org = %s AND repository = %s AND tag = %s"),
+                  (org, repository, tag), prepare=True)
 
     def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None:
         rows = self._query("SELECT digest, media_type, checked_at FROM {tags} "

@@ -88,6 +88,15 @@ class FilesystemBlobStore:
                 spool.remove()  # a failed write leaves no partial file taking space
             spool.close()
 
+    async def delete(self, digest: str) -> bool:
+        try:
+            await anyio.to_thread.run_sync(os.unlink, self._path(digest))
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            raise BlobStorageUnavailable(f"cannot delete {digest}: {error}") from None
+        return True
+
     def new_spool(self, digest: str) -> FileSpool:
         return FileSpool(self.spool_dir)
 

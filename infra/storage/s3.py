@@ -130,6 +130,13 @@ class S3BlobStore:
         await self.call(self.client.put_object, Bucket=self.bucket, Key=self.key(digest), Body=data,
                         ContentLength=len(data))
 
+    async def delete(self, digest: str) -> bool:
+        # S3 answers a delete of a missing key with success, so ask first: the answer says whether it was there.
+        if await self.stat(digest) is None:
+            return False
+        await self.call(self.client.delete_object, Bucket=self.bucket, Key=self.key(digest))
+        return True
+
     def new_spool(self, digest: str) -> S3Spool:
         return S3Spool(self, self.key(digest), FileSpool(self.spool_dir))
 

@@ -13,6 +13,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 
 from application.access import RobotExists, RobotUnknown
 from application.admin import InvalidRequest, OrgConflict, OrgExists, OrgFromConfig
+from application.retention_admin import ImageUnknown
 from application.errors import EventStoreUnavailable, OrgUnknown, ReadModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ ADMIN_ERRORS: list[tuple[type[Exception], str, int]] = [
     (OrgUnknown, "not_found", 404),
     (RobotUnknown, "not_found", 404),
     (RobotExists, "conflict", 409),
+    (ImageUnknown, "not_found", 404),
     (OrgExists, "conflict", 409),
     (OrgConflict, "conflict", 409),
     (OrgFromConfig, "conflict", 409),

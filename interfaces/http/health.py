@@ -114,5 +114,13 @@ def blob_storage_check(store: BlobStore) -> Check:
     return blob_storage
 
 
+def quota_check(evictor) -> Check:
+    """Orgs whose pinned images alone exceed their quota: said here, serving goes on (status stays ready)."""
+    async def quota() -> str | tuple[str, dict]:
+        over = dict(evictor.over_quota)
+        return ("pinned_over_quota", {"pinned_over_quota": over}) if over else "ok"
+    return quota
+
+
 def coordination_check(coordination) -> Check:
     return coordination.check   # "ok" or "not configured" (in-process only)

@@ -219,6 +219,8 @@ async def manifest(request: Request, cache: PullThrough, target: Target, metrics
                "Content-Length": str(len(answer.content)), **namespace_header(target)}
     if answer.warning:
         headers["Warning"] = f'110 entrepot "{answer.warning}"'
+    if answer.not_kept:
+        headers["X-Entrepot-Not-Kept"] = answer.not_kept
     if not head:
         metrics.bytes_served(target.org, "manifest", len(answer.content), target.repository)
     return Response(None if head else answer.content, media_type=answer.media_type, headers=headers)

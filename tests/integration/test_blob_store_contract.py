@@ -129,6 +129,23 @@ def test_a_missing_blob_is_none_to_stat_and_blob_not_found_to_readers(backend):
     run(scenario())
 
 
+def test_a_deleted_blob_is_gone_and_deleting_it_again_is_no_error(backend):
+    store = backend.store
+    digest, data = blob(300_000, seed=8)
+    kept, other = blob(10, seed=9)
+
+    async def scenario():
+        await store.publish(digest, await fill(store, digest, data))
+        await store.put_bytes(kept, other)
+        assert await store.delete(digest) is True
+        assert await store.stat(digest) is None
+        with pytest.raises(BlobNotFound):
+            await read(store, digest)
+        assert await store.delete(digest) is False     # a restarted reaper repeats a deletion
+        assert await store.get_bytes(kept) == other   # nothing else went
+    run(scenario())
+
+
 def test_an_invalid_digest_never_reaches_storage(backend):
     with pytest.raises(InvalidDigest):
         run(backend.store.stat("sha256:../../etc/passwd"))

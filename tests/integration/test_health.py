@@ -22,7 +22,7 @@ def test_an_embedded_replica_is_alive_and_ready_without_credentials(tmp_path):
         ready = api.get("/readyz")
         assert ready.status_code == 200
         assert ready.json() == {"status": "ready", "event_store": "ok", "read_model": "ok", "read_model_lag": 0,
-                                "blob_storage": "ok", "redis": "not configured"}
+                                "blob_storage": "ok", "redis": "not configured", "quota": "ok"}
 
 
 def test_a_replica_whose_bucket_is_missing_is_not_ready(tmp_path, moto_s3):

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import httpx
 
+from domain.org_settings import OrgSettings
 from tests.support.processes import OnLoopback
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-ORG_KEYS = ("name", "upstream", "namespace", "staleness_seconds", "max_stale_seconds", "negative_cache_seconds",
-            "on_upstream_denied", "rate_limit_floor", "username", "password", "default", "allow", "deny",
-            "anonymous_pull")
+ORG_KEYS = ("name", *OrgSettings.__struct_fields__, "password")   # every setting, as declared in the domain
 
 
 def _toml_value(value: object) -> str:

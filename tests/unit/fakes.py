@@ -88,6 +88,9 @@ class MemoryBlobStore:
     async def redirect_url(self, digest: str) -> str | None:
         return None
 
+    async def delete(self, digest: str) -> bool:
+        return self.objects.pop(digest, None) is not None
+
 
 class FakeBlob:
     def __init__(self, data: bytes, chunk: int, gate: asyncio.Event | None, fail_after: int | None) -> None:
@@ -353,7 +356,7 @@ class RecordingLedger:
         self.records: list[tuple] = []
 
     async def manifest_cached(self, org, repository, digest, media_type, size, blobs, children, at, tag=None,
-                              referrer=None):
+                              referrer=None, sizes=None):
         self.records.append(("manifest_cached", org, repository, digest, tag))
 
     async def tag_checked(self, org, repository, tag, digest, media_type, at):

@@ -25,7 +25,8 @@ def test_every_setting_has_one_default_declared_in_the_domain_type():
     assert DEFAULTS.as_event() == {
         "upstream": "https://registry-1.docker.io", "namespace": "", "staleness_seconds": 300,
         "max_stale_seconds": 604800, "negative_cache_seconds": 30, "on_upstream_denied": "serve-stale",
-        "rate_limit_floor": 0, "username": "", "default": False, "allow": [], "deny": [], "anonymous_pull": True}
+        "rate_limit_floor": 0, "username": "", "default": False, "allow": [], "deny": [], "anonymous_pull": True,
+        "quota_bytes": 0, "eviction_policy": "lru"}
 
 
 @pytest.mark.parametrize("values, field", [

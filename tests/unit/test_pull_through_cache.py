@@ -332,3 +332,15 @@ def test_a_replica_whose_peer_failed_the_fetch_fetches_it_itself():
         assert answer.result == PullResult.MISS and answer.content == w.manifest
         assert [c for c in w.upstream.calls if c[0] == "GET"] == [("GET", "library/alpine", "3.19")]
     run(scenario)
+
+
+def test_a_stored_blob_deleted_between_its_stat_and_its_read_is_fetched_again_whole():
+    async def scenario(w: World):
+        first = await w.read_blob(w.layer)
+        answer = await w.cache.blob("hub", "library/alpine", w.layer)
+        assert answer.result is PullResult.HIT
+        await w.store.delete(w.layer)          # the reaper, just after the stat
+        assert b"".join([chunk async for chunk in answer.open(0, answer.size)]) == first
+        assert [c for c in w.upstream.calls if c[2] == w.layer] == [("GET", "library/alpine", w.layer)] * 2
+        assert await w.store.stat(w.layer) == 120   # stored again
+    run(scenario)

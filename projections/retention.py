@@ -1,0 +1,332 @@
+"""The retention view: what each org's cached images hold, how they rank for eviction, and blobs to delete.
+
+Tables (one SQL text for both backends, see projections/retention_sql.py):
+- `images (org, repository, digest)`: a cached image (a manifest or index that is not a child of
+  another) with its bytes (distinct members with a known size), last use, pull count, LFU score,
+  pinned. A Pull may land before the image's Cached (two runners): the row then waits, `held = 0`.
+- `members (org, repository, image, digest)`: every digest an image references: its manifest,
+  its children, their config and layers. Usage and "referenced by anyone" are queries on it.
+- `children`: which index a child manifest belongs to, so that a child cached later joins it.
+- `sizes (digest)`: the bytes of every digest ever stored (blobs and manifests, all orgs).
+- `image_tags`: tag -> digest, to name what an eviction takes with it.
+- `orphans (digest)`: stored digests no image references since `since`; `state` is `deleting`
+  once StoredBlob.Orphaned is recorded (deletion under way; a restart finishes it).
+- `retention_log`: evictions, flushes and pins in the order recorded (the audit API's list).
+- `eviction_totals (org, reason)`: count and bytes.
+Pull updates only touch the stats columns and commute with the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+
+from domain.cache import CachedBlob, CachedManifest, TagResolution
+from domain.pull import Pull
+from domain.retention import CacheFlush, Candidate, ImagePin, StoredBlob, add_weight, pull_weight
+from projections.base import Batch, View
+
+NO_PULLS = -1e18   # the LFU score of an image never pulled: below any real one
+
+
+@dataclass(frozen=True)
+class ImageRank:
+    org: str
+    repository: str
+    digest: str
+    media_type: str
+    bytes: int
+    last_used: float
+    pull_count: int
+    score: float
+    pinned: bool
+    tags: list[str]
+
+
+@dataclass(frozen=True)
+class RetentionEntry:
+    id: int
+    kind: str            # eviction | flush | pin | unpin
+    org: str
+    repository: str
+    digest: str
+    tags: str            # comma-separated
+    bytes: int
+    reason: str
+    policy: str
+    actor: str
+    at: float
+    dry_run: bool
+
+
+class RetentionView(View):
+    name = "retention"
+    handles = (CachedManifest.Cached, CachedManifest.Recached, CachedManifest.Evicted, CachedBlob.Cached,
+               TagResolution.Resolved, TagResolution.Retargeted, TagResolution.Dropped,
+               ImagePin.Pinned, ImagePin.Repinned, ImagePin.Unpinned, CacheFlush.Flushed,
+               StoredBlob.Orphaned, StoredBlob.Deleted, StoredBlob.Restored, Pull.Recorded)
+    follows = ("Registry", "Pulls")
+
+    # Two primitives per backend: run one statement of the shared SQL text in the page's
+    # transaction (rows as tuples), and read outside of one.
+    def run(self, c: Any, text: str, params: tuple = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def read(self, text: str, params: tuple = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def process_page(self, c: Any, batch: Batch) -> None:
+        pulls: dict[tuple[str, str, str], list] = {}
+        for event, tracking in batch:
+            if isinstance(event, Pull.Recorded):
+                _gather_pull(pulls, event)
+            else:
+                self.process_event(c, event, tracking)
+        self._count_pulls(c, pulls)
+
+    def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
+        if isinstance(event, Pull.Recorded):
+            pulls: dict = {}
+            _gather_pull(pulls, event)
+            self._count_pulls(c, pulls)
+        elif isinstance(event, (CachedManifest.Cached, CachedManifest.Recached)):
+            self._cached(c, event)
+        elif isinstance(event, CachedManifest.Evicted):
+            if event.image == event.digest:   # children leave with their image's event
+                self._evicted(c, event, tracking.notification_id)
+        elif isinstance(event, (CachedBlob.Cached, StoredBlob.Restored)):
+            self._sized(c, event.digest, event.size)
+            # Stored but referenced by no image (fetched by digest alone, or its image already
+            # evicted): it would otherwise stay forever.
+            at = event.cached_at if isinstance(event, CachedBlob.Cached) else event.at
+            self.run(c, "INSERT INTO {orphans} SELECT CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), 'waiting' "
+                        "WHERE NOT EXISTS (SELECT 1 FROM {members} WHERE digest = ?) ON CONFLICT DO NOTHING",
+                     (event.digest, at, event.digest))
+        elif isinstance(event, (TagResolution.Resolved, TagResolution.Retargeted)):
+            self.run(c, "INSERT INTO {image_tags} VALUES (?, ?, ?, ?) ON CONFLICT (org, repository, tag) "
+                        "DO UPDATE SET digest = excluded.digest", (event.org, event.repository, event.tag, event.digest))
+        elif isinstance(event, TagResolution.Dropped):
+            self.run(c, "DELETE FROM {image_tags} WHERE org = ? AND repository = ? AND tag = ?",
+                     (event.org, event.repository, event.tag))
+        elif isinstance(event, (ImagePin.Pinned, ImagePin.Repinned, ImagePin.Unpinned)):
+            self._pinned(c, event, tracking.notification_id)
+        elif isinstance(event, CacheFlush.Flushed):
+            self._log(c, tracking.notification_id, "flush", event.org, event.repository, "", event.tag, event.bytes,
+                      "flush", "", event.actor, event.at, event.dry_run)
+        elif isinstance(event, StoredBlob.Orphaned):
+            self.run(c, "UPDATE {orphans} SET state = 'deleting' WHERE digest = ?", (event.digest,))
+        elif isinstance(event, StoredBlob.Deleted):
+            self.run(c, "DELETE FROM {orphans} WHERE digest = ? AND state = 'deleting'", (event.digest,))
+
+    def _cached(self, c: Any, e: Any) -> None:
+        self._sized(c, e.digest, e.size)
+        for digest, size in (e.sizes or {}).items():   # declared: the image counts whole before its layers arrive
+            self._sized(c, digest, size)
+        parents = self.run(c, "SELECT image FROM {children} WHERE org = ? AND repository = ? AND child = ?",
+                           (e.org, e.repository, e.digest))
+        if parents:   # a platform manifest of a cached index: it belongs to that image
+            for (parent,) in parents:
+                self._add_members(c, e.org, e.repository, parent, [e.digest, *e.blobs])
+        else:
+            # Caching it was a pull (a miss) whose Pull event may not be projected yet (another
+            # runner): until one is, that pull counts provisionally, so LFU does not see a new image
+            # as never pulled and evict it while it arrives.
+            self.run(c, "INSERT INTO {images} (org, repository, digest, media_type, held, cached_at, last_used, "
+                        "score, provisional) VALUES (?, ?, ?, ?, 1, ?, ?, ?, 1) "
+                        "ON CONFLICT (org, repository, digest) DO UPDATE SET "
+                        "media_type = excluded.media_type, held = 1, cached_at = excluded.cached_at, "
+                        "last_used = {max}({images}.last_used, excluded.last_used), "
+                        "score = CASE WHEN {images}.pull_count = 0 THEN excluded.score ELSE {images}.score END, "
+                        "provisional = CASE WHEN {images}.pull_count = 0 THEN 1 ELSE {images}.provisional END",
+                     (e.org, e.repository, e.digest, e.media_type, e.cached_at, e.cached_at, pull_weight(e.cached_at)))
+            self._add_members(c, e.org, e.repository, e.digest, [e.digest, *e.blobs, *e.children])
+            for child in e.children:
+                self.run(c, "INSERT INTO {children} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                         (e.org, e.repository, child, e.digest))
+                # A child pulled (and cached) before its index: its blobs now count for the index too.
+                known = self.run(c, "SELECT digest FROM {members} WHERE org = ? AND repository = ? AND image = ?",
+                                 (e.org, e.repository, child))
+                self._add_members(c, e.org, e.repository, e.digest, [digest for (digest,) in known])
+        for digest in dict.fromkeys([e.digest, *e.blobs, *e.children]):   # referenced again: not to delete
+            self.run(c, "DELETE FROM {orphans} WHERE digest = ?", (digest,))
+
+    def _add_members(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
+        for digest in dict.fromkeys(digests):
+            if self.run(c, "INSERT INTO {members} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+                        (org, repository, image, digest)):
+                self.run(c, "UPDATE {images} SET bytes = bytes + coalesce((SELECT size FROM {sizes} "
+                            "WHERE digest = ?), 0) WHERE org = ? AND repository = ? AND digest = ?",
+                         (digest, org, repository, image))
+
+    def _sized(self, c: Any, digest: str, size: int) -> None:
+        if self.run(c, "INSERT INTO {sizes} VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1", (digest, size)):
+            # Members listed before their size was known (a manifest is cached before its layers).
+            self.run(c, "UPDATE {images} SET bytes = bytes + ? WHERE (org, repository, digest) IN "
+                        "(SELECT org, repository, image FROM {members} WHERE digest = ?)", (size, digest))
+
+    def _evicted(self, c: Any, e: Any, position: int) -> None:
+        key = (e.org, e.repository, e.digest)
+        members = self.run(c, "SELECT digest FROM {members} WHERE org = ? AND repository = ? AND image = ?", key)
+        self.run(c, "DELETE FROM {members} WHERE org = ? AND repository = ? AND image = ?", key)
+        self.run(c, "DELETE FROM {children} WHERE org = ? AND repository = ? AND image = ?", key)
+        self.run(c, "UPDATE {images} SET held = 0, bytes = 0 WHERE org = ? AND repository = ? AND digest = ?", key)
+        for (digest,) in members:   # referenced by no image of any org now, and stored: to delete after grace
+            self.run(c, "INSERT INTO {orphans} SELECT digest, ?, 'waiting' FROM {sizes} WHERE digest = ? "
+                        "AND NOT EXISTS (SELECT 1 FROM {members} WHERE digest = ?) ON CONFLICT DO NOTHING",
+                     (e.at, digest, digest))
+        self.run(c, "INSERT INTO {eviction_totals} VALUES (?, ?, 1, ?) ON CONFLICT (org, reason) DO UPDATE SET "
+                    "evictions = {eviction_totals}.evictions + 1, bytes = {eviction_totals}.bytes + excluded.bytes",
+                 (e.org, e.reason, e.bytes))
+        self._log(c, position, "eviction", e.org, e.repository, e.digest, ",".join(e.tags), e.bytes, e.reason,
+                  e.policy, e.actor, e.at, False)
+
+    def _pinned(self, c: Any, e: Any, position: int) -> None:
+        pinned = not isinstance(e, ImagePin.Unpinned)
+        self.run(c, "INSERT INTO {images} (org, repository, digest, pinned) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (org, repository, digest) DO UPDATE SET pinned = excluded.pinned",
+                 (e.org, e.repository, e.digest, int(pinned)))
+        self._log(c, position, "pin" if pinned else "unpin", e.org, e.repository, e.digest, getattr(e, "tag", ""),
+                  0, "", "", e.actor, e.at, False)
+
+    def _log(self, c: Any, position: int, kind: str, org: str, repository: str, digest: str, tags: str, size: int,
+             reason: str, policy: str, actor: str, at: float, dry_run: bool) -> None:
+        self.run(c, "INSERT INTO {retention_log} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 (position, kind, org, repository, digest, tags, size, reason, policy, actor, at, int(dry_run)))
+
+    def _count_pulls(self, c: Any, pulls: dict[tuple[str, str, str], list]) -> None:
+        # score = log2(sum of 2 ** pull_weight): older pulls count less (domain/retention.add_weight, in SQL).
+        for (org, repository, digest), (n, at, weight) in pulls.items():
+            self.run(c, "INSERT INTO {images} (org, repository, digest, last_used, pull_count, score) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET "
+                        "last_used = {max}({images}.last_used, excluded.last_used), "
+                        "pull_count = {images}.pull_count + excluded.pull_count, "
+                        "provisional = 0, score = CASE WHEN {images}.provisional = 1 THEN excluded.score "
+                        "WHEN abs({images}.score - excluded.score) > 60 "
+                        "THEN {max}({images}.score, excluded.score) "
+                        "ELSE {max}({images}.score, excluded.score) + ln(1 + power(CAST(2 AS DOUBLE PRECISION), "
+                        "-abs({images}.score - excluded.score))) / ln(CAST(2 AS DOUBLE PRECISION)) END",
+                     (org, repository, digest, at, n, weight))
+
+    # -- queries ---------------------------------------------------------------------------------------
+    def ranking(self, org: str | None, policy: str, *, limit: int, offset: int = 0,
+                victims_only: bool = True) -> list[ImageRank]:
+        """Cached images in the order they would be evicted (pinned last, or left out for victims)."""
+        order = "last_used, org{C}, repository{C}, digest{C}" if policy == "lru" else \
+            "score, last_used, org{C}, repository{C}, digest{C}"
+        where, params = ["held = 1"], []
+        if org is not None:
+            where.append("org = ?")
+            params.append(org)
+        if victims_only:
+            where.append("pinned = 0")
+        rows = self.read(f"SELECT org, repository, digest, media_type, bytes, last_used, pull_count, score, pinned "
+                         f"FROM {{images}} WHERE {' AND '.join(where)} "
+                         f"ORDER BY {'' if victims_only else 'pinned, '}{order} LIMIT ? OFFSET ?",
+                         (*params, limit, offset))
+        return [ImageRank(*row[:8], bool(row[8]), self.tags_of(*row[:3])) for row in rows]
+
+    def tags_of(self, org: str, repository: str, digest: str) -> list[str]:
+        return [tag for (tag,) in self.read("SELECT tag FROM {image_tags} WHERE org = ? AND repository = ? "
+                                            "AND digest = ? ORDER BY tag{C}", (org, repository, digest))]
+
+    def candidate(self, image: ImageRank, scope_org: str | None) -> Candidate:
+        """The image's members with their size and how many images in scope reference each."""
+        scope = "AND r.org = ?" if scope_org is not None else ""
+        rows = self.read(f"SELECT m.digest, coalesce(s.size, 0), (SELECT count(*) FROM {{members}} r "
+                         f"WHERE r.digest = m.digest {scope}) FROM {{members}} m LEFT JOIN {{sizes}} s "
+                         f"ON s.digest = m.digest WHERE m.org = ? AND m.repository = ? AND m.image = ?",
+                         (*([scope_org] if scope_org is not None else []), image.org, image.repository, image.digest))
+        children = self.read("SELECT child FROM {children} WHERE org = ? AND repository = ? AND image = ?",
+                             (image.org, image.repository, image.digest))
+        return Candidate(image.org, image.repository, image.digest, {d: (size, refs) for d, size, refs in rows},
+                         image.tags, [child for (child,) in children])
+
+    def usage(self, org: str | None = None) -> int:
+        """Bytes of the distinct digests the org's images (or every org's) reference."""
+        scope, params = ("WHERE org = ?", (org,)) if org is not None else ("", ())
+        return int(self.read(f"SELECT coalesce(sum(s.size), 0) FROM (SELECT DISTINCT digest FROM {{members}} "
+                             f"{scope}) d JOIN {{sizes}} s ON s.digest = d.digest", params)[0][0])
+
+    def pinned_usage(self, org: str) -> int:
+        return int(self.read("SELECT coalesce(sum(s.size), 0) FROM (SELECT DISTINCT m.digest FROM {members} m "
+                             "JOIN {images} i ON i.org = m.org AND i.repository = m.repository AND i.digest = m.image "
+                             "WHERE m.org = ? AND i.pinned = 1 AND i.held = 1) d JOIN {sizes} s ON s.digest = d.digest",
+                             (org,))[0][0])
+
+    def oversized(self, org: str, limit_bytes: int) -> list[ImageRank]:
+        """Held, unpinned images bigger than the whole quota: never kept."""
+        rows = self.read("SELECT org, repository, digest, media_type, bytes, last_used, pull_count, score, pinned "
+                         "FROM {images} WHERE org = ? AND held = 1 AND pinned = 0 AND bytes > ?", (org, limit_bytes))
+        return [ImageRank(*row[:8], False, self.tags_of(*row[:3])) for row in rows]
+
+    def image(self, org: str, repository: str, digest: str) -> ImageRank | None:
+        rows = self.read("SELECT org, repository, digest, media_type, bytes, last_used, pull_count, score, pinned "
+                         "FROM {images} WHERE org = ? AND repository = ? AND digest = ? AND held = 1",
+                         (org, repository, digest))
+        return ImageRank(*rows[0][:8], bool(rows[0][8]), self.tags_of(*rows[0][:3])) if rows else None
+
+    def tag_digest(self, org: str, repository: str, tag: str) -> str | None:
+        rows = self.read("SELECT digest FROM {image_tags} WHERE org = ? AND repository = ? AND tag = ?",
+                         (org, repository, tag))
+        return rows[0][0] if rows else None
+
+    def held_images(self, org: str, repository: str | None = None) -> list[ImageRank]:
+        where, params = "org = ? AND held = 1", [org]
+        if repository is not None:
+            where, params = where + " AND repository = ?", [org, repository]
+        rows = self.read(f"SELECT org, repository, digest, media_type, bytes, last_used, pull_count, score, pinned "
+                         f"FROM {{images}} WHERE {where} ORDER BY repository{{C}}, digest{{C}}", tuple(params))
+        return [ImageRank(*row[:8], bool(row[8]), self.tags_of(*row[:3])) for row in rows]
+
+    def pinned(self, org: str) -> list[ImageRank]:
+        rows = self.read("SELECT org, repository, digest, media_type, bytes, last_used, pull_count, score, pinned "
+                         "FROM {images} WHERE org = ? AND pinned = 1 ORDER BY repository{C}, digest{C}", (org,))
+        return [ImageRank(*row[:8], True, self.tags_of(*row[:3])) for row in rows]
+
+    def orphans_due(self, cutoff: float, limit: int = 500) -> list[tuple[str, int, float, str]]:
+        """(digest, size, unreferenced since, state): a deletion under way, or unreferenced since before cutoff."""
+        return self.read("SELECT o.digest, coalesce(s.size, 0), o.since, o.state FROM {orphans} o "
+                         "LEFT JOIN {sizes} s ON s.digest = o.digest WHERE o.state = 'deleting' OR o.since <= ? "
+                         "ORDER BY o.since, o.digest{C} LIMIT ?", (cutoff, limit))
+
+    def all_eviction_totals(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """{(org, reason): (evictions, bytes)}: one small table, for the metrics scrape."""
+        return {(org, reason): (n, size) for org, reason, n, size in self.read(
+            "SELECT org, reason, evictions, bytes FROM {eviction_totals}")}
+
+    def org_usages(self) -> dict[str, int]:
+        """{org: bytes of the distinct digests its images reference}, for the metrics scrape."""
+        return {org: int(size) for org, size in self.read(
+            "SELECT d.org, coalesce(sum(s.size), 0) FROM (SELECT DISTINCT org, digest FROM {members}) d "
+            "JOIN {sizes} s ON s.digest = d.digest GROUP BY d.org")}
+
+    def eviction_totals(self, org: str) -> dict[str, tuple[int, int]]:
+        return {reason: (n, size) for reason, n, size in self.read(
+            "SELECT reason, evictions, bytes FROM {eviction_totals} WHERE org = ?", (org,))}
+
+    def log(self, *, org: str | None = None, kind: str | None = None, before: int | None = None,
+            limit: int = 100) -> list[RetentionEntry]:
+        """Evictions, flushes and pins, newest first; `before` is the last id of the previous page."""
+        where, params = ["1 = 1"], []
+        for column, value in (("org", org), ("kind", kind)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if before is not None:
+            where.append("id < ?")
+            params.append(before)
+        rows = self.read(f"SELECT * FROM {{retention_log}} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                         (*params, limit))
+        return [RetentionEntry(*row[:11], bool(row[11])) for row in rows]
+
+
+def _gather_pull(pulls: dict, event: Any) -> None:
+    if not event.digest or event.result == "error":
+        return
+    seen = pulls.setdefault((event.org, event.repository, event.digest), [0, event.at, None])
+    seen[0] += 1
+    seen[1] = max(seen[1], event.at)
+    seen[2] = add_weight(seen[2], pull_weight(event.at))

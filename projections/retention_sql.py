@@ -1,0 +1,91 @@
+"""The retention view on SQLite and PostgreSQL: the schema of each, and the shared SQL text run on either."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from projections.base import SqliteView
+from projections.postgres_view import PostgresView
+from projections.retention import NO_PULLS, RetentionView
+
+TABLES = ("images", "members", "children", "sizes", "image_tags", "orphans", "retention_log", "eviction_totals")
+
+
+def _columns(real: str, integer: str, text: str) -> tuple[str, ...]:
+    """CREATE TABLE statements in a backend's types; each backend adds its indexes."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {{images}} (org {text} NOT NULL, repository {text} NOT NULL, "
+        f"digest {text} NOT NULL, media_type {text} NOT NULL DEFAULT '', held {integer} NOT NULL DEFAULT 0, "
+        f"cached_at {real}, bytes {integer} NOT NULL DEFAULT 0, last_used {real} NOT NULL DEFAULT 0, "
+        f"pull_count {integer} NOT NULL DEFAULT 0, score {real} NOT NULL DEFAULT {NO_PULLS}, "
+        f"pinned {integer} NOT NULL DEFAULT 0, provisional {integer} NOT NULL DEFAULT 0, "
+        f"PRIMARY KEY (org, repository, digest))",
+        f"CREATE TABLE IF NOT EXISTS {{members}} (org {text} NOT NULL, repository {text} NOT NULL, "
+        f"image {text} NOT NULL, digest {text} NOT NULL, PRIMARY KEY (org, repository, image, digest))",
+        f"CREATE TABLE IF NOT EXISTS {{children}} (org {text} NOT NULL, repository {text} NOT NULL, "
+        f"child {text} NOT NULL, image {text} NOT NULL, PRIMARY KEY (org, repository, child, image))",
+        f"CREATE TABLE IF NOT EXISTS {{sizes}} (digest {text} PRIMARY KEY, size {integer} NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {{image_tags}} (org {text} NOT NULL, repository {text} NOT NULL, "
+        f"tag {text} NOT NULL, digest {text} NOT NULL, PRIMARY KEY (org, repository, tag))",
+        f"CREATE TABLE IF NOT EXISTS {{orphans}} (digest {text} PRIMARY KEY, since {real} NOT NULL, "
+        f"state {text} NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {{retention_log}} (id {integer} PRIMARY KEY, kind {text} NOT NULL, "
+        f"org {text} NOT NULL, repository {text} NOT NULL, digest {text} NOT NULL, tags {text} NOT NULL, "
+        f"bytes {integer} NOT NULL, reason {text} NOT NULL, policy {text} NOT NULL, actor {text} NOT NULL, "
+        f"at {real} NOT NULL, dry_run {integer} NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {{eviction_totals}} (org {text} NOT NULL, reason {text} NOT NULL, "
+        f"evictions {integer} NOT NULL, bytes {integer} NOT NULL, PRIMARY KEY (org, reason))",
+    )
+
+
+# The rankings are ORDER BY + LIMIT over these, never a scan of every image or blob.
+INDEXES = (
+    ("retention_lru", "{images} (org, held, pinned, last_used)"),
+    ("retention_lfu", "{images} (org, held, pinned, score, last_used)"),
+    ("retention_all_lru", "{images} (held, pinned, last_used)"),
+    ("retention_all_lfu", "{images} (held, pinned, score, last_used)"),
+    ("retention_members_digest", "{members} (digest)"),
+    ("retention_members_org", "{members} (org, digest)"),
+    ("retention_tags_digest", "{image_tags} (org, repository, digest)"),
+    ("retention_orphans_since", "{orphans} (since)"),
+    ("retention_log_org", "{retention_log} (org, id)"),
+)
+
+
+_SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": ""}
+
+
+class SqliteRetentionView(SqliteView, RetentionView):
+    tables = TABLES
+    _names = _SQLITE_NAMES
+    schema = (*(statement.format(**_SQLITE_NAMES) for statement in _columns("REAL", "INTEGER", "TEXT")),
+              *(f"CREATE INDEX IF NOT EXISTS {name} ON {on.format(**_SQLITE_NAMES)}" for name, on in INDEXES))
+
+    def run(self, c: Any, text: str, params: tuple = ()) -> list[tuple]:
+        c.execute(text.format(**self._names), params)
+        return [tuple(row) for row in c.fetchall()]
+
+    def read(self, text: str, params: tuple = ()) -> list[tuple]:
+        return [tuple(row) for row in self._query(text.format(**self._names), params)]
+
+
+class PostgresRetentionView(PostgresView, RetentionView):
+    """As SqliteRetentionView; its two runners (CacheRecords, Pulls) take turns through serialise_writes."""
+
+    projection = "retention"
+    tables = TABLES
+    indexes = tuple(name for name, _ in INDEXES)
+    serialise_writes = True
+    schema = (*_columns("double precision", "bigint", "text"),
+              *(f"CREATE INDEX IF NOT EXISTS {{{name}}} ON {on}" for name, on in INDEXES))
+
+    @staticmethod
+    def _dialect(text: str) -> str:
+        return text.replace("{max}", "GREATEST").replace("{C}", ' COLLATE "C"').replace("?", "%s")
+
+    def run(self, c: Any, text: str, params: tuple = ()) -> list[tuple]:
+        c.execute(self.sql(self._dialect(text)), params, prepare=True)
+        return [tuple(row.values()) for row in c.fetchall()] if c.description else []
+
+    def read(self, text: str, params: tuple = ()) -> list[tuple]:
+        return self._query(self._dialect(text), params)

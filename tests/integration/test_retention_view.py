@@ -1,0 +1,179 @@
+"""The retention view on SQLite and PostgreSQL: image bytes, eviction rankings, pins, usage and orphans."""
+
+from __future__ import annotations
+
+import pytest
+from eventsourcing.persistence import Tracking
+
+from domain.cache import CachedBlob, CachedManifest, TagResolution
+from domain.pull import Pull
+from domain.retention import ImagePin, StoredBlob, plan_eviction
+from infra.projection_runtime import open_view
+
+pytestmark = pytest.mark.integration
+ORG, OTHER, REPO = "hub", "quay", "library/app"
+IMAGE, INDEX = "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json"
+
+
+def d(char: str) -> str:
+    return "sha256:" + char * 64
+
+
+A, B, C, IDX, CHILD = d("a"), d("b"), d("c"), d("9"), d("8")
+SHARED, LA, LB, LC, LCHILD = d("5"), d("1"), d("2"), d("3"), d("4")
+
+
+@pytest.fixture
+def retention(env_factory):
+    view = open_view("retention", env_factory("main"))
+    yield Feed(view)
+    view.close()
+
+
+class Feed:
+    """Events into the view in notification order, as the runners would give them."""
+
+    def __init__(self, view) -> None:
+        self.view, self.position = view, {"Registry": 0, "Pulls": 0}
+
+    def __call__(self, app: str, *aggregates_or_events) -> None:
+        events = []
+        for item in aggregates_or_events:
+            events.extend(item.collect_events() if hasattr(item, "collect_events") else [item])
+        batch = []
+        for event in events:
+            self.position[app] += 1
+            batch.append((event, Tracking(app, self.position[app])))
+        self.view.process(batch)
+
+    def image(self, digest: str, layers: dict[str, int], at: float, org: str = ORG, tag: str = "") -> None:
+        manifest = CachedManifest(org=org, repository=REPO, digest=digest, media_type=IMAGE, size=100,
+                                  blobs=list(layers), children=[], cached_at=at)
+        blobs = [CachedBlob(org=org, repository=REPO, digest=layer, size=size, cached_at=at)
+                 for layer, size in layers.items()]
+        tags = [TagResolution(org=org, repository=REPO, tag=tag, digest=digest, media_type=IMAGE, checked_at=at)
+                ] if tag else []
+        self("Registry", manifest, *tags, *blobs)
+
+    def pull(self, digest: str, at: float, org: str = ORG) -> None:
+        self("Pulls", Pull(org=org, repository=REPO, reference="x", digest=digest, result="hit", client="c",
+                           user_agent="skopeo", at=at))
+
+
+def order(view, policy: str, org: str | None = ORG) -> list[str]:
+    return [image.digest for image in view.ranking(org, policy, limit=10)]
+
+
+def test_lru_and_lfu_disagree_on_the_first_victim(retention):
+    retention.image(A, {LA: 1000}, at=1.0)
+    retention.image(B, {LB: 1000}, at=2.0)
+    for at in (10.0, 11.0, 12.0):
+        retention.pull(A, at)          # A: often, but long ago
+    retention.pull(B, 20.0)            # B: once, recently
+    assert order(retention.view, "lru") == [A, B]
+    assert order(retention.view, "lfu") == [B, A]
+    ranked = {image.digest: image for image in retention.view.ranking(ORG, "lru", limit=10)}
+    assert ranked[A].pull_count == 3 and ranked[A].last_used == 12.0 and ranked[A].bytes == 1100
+
+
+def test_a_pinned_image_is_no_victim_and_is_listed_last(retention):
+    retention.image(A, {LA: 10}, at=1.0)
+    retention.image(B, {LB: 10}, at=2.0)
+    retention("Registry", ImagePin(org=ORG, repository=REPO, digest=A, tag="", actor="admin", at=3.0))
+    assert order(retention.view, "lru") == [B]
+    assert [i.digest for i in retention.view.ranking(ORG, "lru", limit=10, victims_only=False)] == [B, A]
+    assert retention.view.pinned_usage(ORG) == 110
+
+
+def test_a_layer_shared_by_two_images_counts_once_and_frees_with_the_last(retention):
+    retention.image(A, {SHARED: 500, LA: 10}, at=1.0)
+    retention.image(B, {SHARED: 500, LB: 20}, at=2.0)
+    assert retention.view.usage(ORG) == 500 + 10 + 20 + 2 * 100
+    candidates = [retention.view.candidate(image, ORG) for image in retention.view.ranking(ORG, "lru", limit=10)]
+    (first, second), left = plan_eviction(usage=730, target=0, candidates=candidates)
+    assert left == 0
+    assert first.freed == 110 and SHARED not in first.freed_digests
+    assert second.freed == 620 and SHARED in second.freed_digests
+
+
+def test_an_index_holds_its_children_and_their_layers_cached_later(retention):
+    index = CachedManifest(org=ORG, repository=REPO, digest=IDX, media_type=INDEX, size=300, blobs=[],
+                           children=[CHILD], cached_at=1.0)
+    child = CachedManifest(org=ORG, repository=REPO, digest=CHILD, media_type=IMAGE, size=200, blobs=[LCHILD],
+                           children=[], cached_at=1.5)
+    layer = CachedBlob(org=ORG, repository=REPO, digest=LCHILD, size=4000, cached_at=2.0)
+    retention("Registry", index, child, layer)
+    assert order(retention.view, "lru") == [IDX]            # the child is not an image of its own
+    assert retention.view.ranking(ORG, "lru", limit=1)[0].bytes == 300 + 200 + 4000
+    assert set(retention.view.candidate(retention.view.ranking(ORG, "lru", limit=1)[0], ORG).members) == {
+        IDX, CHILD, LCHILD}
+
+
+def test_a_pull_recorded_before_the_image_is_cached_still_counts(retention):
+    retention.pull(A, 5.0)
+    retention.image(A, {LA: 10}, at=4.0)
+    image = retention.view.ranking(ORG, "lfu", limit=1)[0]
+    assert (image.pull_count, image.last_used) == (1, 5.0)
+
+
+def test_eviction_drops_the_image_and_orphans_only_what_no_org_references(retention):
+    retention.image(A, {SHARED: 500, LA: 10}, at=1.0, tag="1")
+    retention.image(B, {SHARED: 500, LB: 20}, at=1.0, org=OTHER)
+    manifest = CachedManifest(org=ORG, repository=REPO, digest=A, media_type=IMAGE, size=100, blobs=[SHARED, LA],
+                              children=[], cached_at=1.0)
+    manifest.collect_events()
+    manifest.evict(A, ["1"], 610, "quota", "lru", "system:evictor", 50.0)
+    retention("Registry", manifest)
+    assert order(retention.view, "lru") == []
+    assert retention.view.usage(ORG) == 0
+    due = {digest: state for digest, _, _, state in retention.view.orphans_due(cutoff=50.0)}
+    assert due == {A: "waiting", LA: "waiting"}                 # SHARED is still OTHER's
+    assert retention.view.orphans_due(cutoff=49.0) == []       # not before the grace period
+    assert retention.view.eviction_totals(ORG) == {"quota": (1, 610)}
+    [entry] = retention.view.log(org=ORG, kind="eviction")
+    assert (entry.digest, entry.tags, entry.bytes, entry.reason) == (A, "1", 610, "quota")
+
+
+def test_deletion_under_way_stays_due_until_recorded_done(retention):
+    retention("Registry", CachedBlob(org=ORG, repository=REPO, digest=LA, size=10, cached_at=1.0))
+    assert [row[0] for row in retention.view.orphans_due(cutoff=1.0)] == [LA]   # stored, referenced by nothing
+    blob = StoredBlob(digest=LA)
+    blob.orphan(10, 1.0, "system:evictor", 70.0)
+    retention("Registry", blob)
+    assert retention.view.orphans_due(cutoff=0.0) == [(LA, 10, 1.0, "deleting")]   # a restart finishes it
+    blob.delete("system:evictor", 71.0)
+    retention("Registry", blob)
+    assert retention.view.orphans_due(cutoff=100.0) == []
+
+
+def test_recached_after_eviction_is_held_again_and_no_longer_orphaned(retention):
+    retention.image(A, {LA: 10}, at=1.0)
+    manifest = CachedManifest(org=ORG, repository=REPO, digest=A, media_type=IMAGE, size=100, blobs=[LA],
+                              children=[], cached_at=1.0)
+    manifest.collect_events()
+    manifest.evict(A, [], 110, "quota", "lru", "system:evictor", 50.0)
+    manifest.recache(IMAGE, 100, [LA], [], 60.0)
+    retention("Registry", manifest)
+    assert order(retention.view, "lru") == [A]
+    assert retention.view.orphans_due(cutoff=1000.0) == []
+    assert retention.view.usage(ORG) == 110
+
+
+def test_a_deleted_blob_stored_again_alone_is_due_for_deletion_again(retention):
+    blob = StoredBlob(digest=LA)
+    blob.orphan(10, 1.0, "system:evictor", 70.0)
+    blob.delete("system:evictor", 71.0)
+    blob.restore(10, 80.0)           # a GET of the blob alone brought it back; no image references it
+    retention("Registry", blob)
+    assert retention.view.orphans_due(cutoff=80.0) == [(LA, 10, 80.0, "waiting")]
+
+
+def test_an_image_just_cached_counts_its_miss_before_the_pull_event_is_projected(retention):
+    retention.image(A, {LA: 10}, at=1.0)
+    retention.pull(A, 1.0)
+    retention.image(B, {LB: 10}, at=2.0)          # its Pull not projected yet: not "never pulled" for LFU
+    assert order(retention.view, "lfu") == [A, B]
+    retention.pull(B, 2.0)                         # the provisional pull is replaced, not added to
+    assert order(retention.view, "lfu") == [A, B]
+    ranked = {image.digest: image for image in retention.view.ranking(ORG, "lfu", limit=10)}
+    assert ranked[B].pull_count == 1 and ranked[A].score == pytest.approx(ranked[B].score - 1.0 / (7 * 86400))
