@@ -16,17 +16,15 @@ from typing import Any
 
 from eventsourcing.persistence import Tracking
 
-import domain.cache
+from domain.cache import CachedManifest
 from domain.analytics import DAY, ROLLUPS, bucket_start
 from domain.pull import Pull
 from domain.traffic import TrafficReport
 from projections.base import Batch, View
 
-# The hook for the quota work (issue 10): once domain.cache defines ImageEvicted (with an `org`), the
-# view follows Registry too and counts each one in its buckets. Until then it follows Pulls only.
-ImageEvicted = getattr(domain.cache, "ImageEvicted", None)
-EVICTION_EVENTS: tuple[type, ...] = (ImageEvicted.Evicted,) if hasattr(ImageEvicted, "Evicted") else \
-    ((ImageEvicted,) if isinstance(ImageEvicted, type) else ())
+# Evictions (issue 10): an image leaves the cache as CachedManifest.Evicted; an index's children record it
+# too (their `image` is the index), so only the event of the image itself is counted.
+EVICTION_EVENTS: tuple[type, ...] = (CachedManifest.Evicted,)
 
 # The traffic columns, added up per bucket; their order is the rows' order.
 TRAFFIC = ("bytes_served", "bytes_from_upstream", "blob_hits", "blob_misses", "fills", "fills_failed", "evictions")
@@ -64,13 +62,13 @@ class Page:
 class AnalyticsView(View):
     name = "analytics"
     handles = (Pull.Recorded, TrafficReport.Recorded, *EVICTION_EVENTS)
-    follows = ("Pulls", "Registry") if EVICTION_EVENTS else ("Pulls",)
+    follows = ("Pulls", "Registry")
 
     def process_page(self, c: Any, batch: Batch) -> None:
         page = Page()
         for event, tracking in batch:
             self.process_event(page, event, tracking)
-        # Sorted: two runners (once evictions come from Registry) take row locks in the same order.
+        # Sorted: the two runners (Pulls, and Registry for evictions) take row locks in the same order.
         if page.pulls:
             self.add_pulls(c, sorted((*key, n) for key, n in page.pulls.items()))
         if page.traffic:
@@ -106,8 +104,8 @@ class AnalyticsView(View):
                         c.fills[(event.org, grain, bucket_start(event.until, grain), index)] += n
             for repository, size in event.repositories.items():
                 c.repository(event.org, event.until, repository)[1] += size
-        elif EVICTION_EVENTS and isinstance(event, EVICTION_EVENTS):
-            c.add_traffic(event.org, event.timestamp.timestamp(), evictions=1)
+        elif isinstance(event, CachedManifest.Evicted) and event.image == event.digest:
+            c.add_traffic(event.org, event.at, evictions=1)
 
     # -- storage (one transaction's cursor `c`) -------------------------------------------------------
     @abstractmethod

@@ -124,3 +124,18 @@ def test_a_page_counts_once_and_a_replay_rebuilds_the_same_rows(view):
     view.clear()
     view.process(tracked(events))
     assert view.dump() == live
+
+
+def test_an_evicted_image_counts_once_in_its_orgs_buckets_and_its_index_children_do_not(view):
+    from domain.cache import CachedManifest
+    index = CachedManifest(org="hub", repository="library/alpine", digest="sha256:index", media_type="index",
+                           size=10, blobs=[], children=["sha256:child"], cached_at=T0)
+    child = CachedManifest(org="hub", repository="library/alpine", digest="sha256:child", media_type="image",
+                           size=10, blobs=["sha256:layer"], children=[], cached_at=T0)
+    for manifest in (index, child):   # the image is the index; its child records the eviction too
+        manifest.evict(image="sha256:index", tags=["3.19"], bytes=100, reason="quota", policy="lru",
+                       actor="system:evictor", at=T0 + 30)
+    events = [event for manifest in (index, child) for event in manifest.collect_events()]
+    view.process([(event, Tracking("Registry", i + 1)) for i, event in enumerate(events)])
+    assert analytics(view).summary("hub", since=T0, until=T0 + DAY)["evictions"] == 1
+    assert analytics(view).summary("hub", since=T0 + HOUR, until=T0 + DAY)["evictions"] == 0
