@@ -4,9 +4,10 @@ larger than the quota, and the bytes leaving storage after the grace period (Man
 from __future__ import annotations
 
 import httpx
+import msgspec
 import pytest
 
-from infra.settings import OrgSettings, Settings, StorageSettings
+from infra.settings import OrgSettings, SecuritySettings, Settings, StorageSettings
 from tests.support.clock import ManualClock
 from tests.support.components import require
 from tests.support.images import Image, build_image, push_image
@@ -31,16 +32,25 @@ def cache_factory(upstream_registry, images, tmp_path):
         push_image(upstream_registry.url, REPO, tag, image)
     opened = []
 
-    def make(*, quota: int, policy: str = "lru", other_org: bool = False) -> Cache:
+    def make(*, quota: int, policy: str = "lru", other_org: bool = False, through_api: bool = False) -> Cache:
+        """`through_api`: hub is created through the admin API, so the API may change its quota later
+        (an org of the config file it may not); on loopback, which the operator then allows."""
         orgs = [OrgSettings(name="hub", upstream=upstream_registry.url, quota_bytes=quota, eviction_policy=policy)]
         if other_org:
             orgs.append(OrgSettings(name="other", upstream=upstream_registry.url))
-        settings = Settings(data_dir=str(tmp_path / "data"), organizations=tuple(orgs),
-                            storage=StorageSettings(delete_grace_seconds=GRACE))
+        settings = Settings(data_dir=str(tmp_path / "data"), organizations=() if through_api else tuple(orgs),
+                            storage=StorageSettings(delete_grace_seconds=GRACE),
+                            security=SecuritySettings(allowed_upstream_networks=("127.0.0.0/8",)))
         clock = ManualClock()
         server = InProcessServer(settings, clock=clock).__enter__()
         opened.append(server)
-        return Cache(server, clock, tmp_path)
+        cache = Cache(server, clock, tmp_path)
+        if through_api:
+            for org in orgs:
+                created = cache.api("POST", "/organizations", json={
+                    key: value for key, value in msgspec.structs.asdict(org).items() if key != "password"})
+                assert created.status_code == 201, created.text
+        return cache
 
     yield make
     for server in opened:
@@ -99,7 +109,7 @@ def test_a_pinned_image_survives_though_least_recently_pulled(cache_factory, ima
 
 
 def test_pinned_images_over_the_quota_are_reported_and_still_served(cache_factory, images):
-    cache = cache_factory(quota=0)
+    cache = cache_factory(quota=0, through_api=True)
     for tag in ("1", "2"):
         cache.pull(tag)
         assert cache.api("POST", "/organizations/hub/pins", json={"repository": REPO, "tag": tag}).status_code == 200
