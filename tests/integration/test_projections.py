@@ -182,7 +182,9 @@ def test_rebuild_yields_the_same_rows_as_the_live_projection(env, apps, runners)
     assert all(any(rows for table, rows in dump.items() if table != "tracking") for dump in before.values())
     for name in PROJECTION_NAMES:
         replayed = rebuild(name, env, page_size=3)      # small pages: several transactions per app
-        assert replayed and all(n > 0 for n in replayed.values())
+        # Every followed log is replayed; analytics takes only evictions from Registry, and this history
+        # has none (test_analytics_view covers them).
+        assert replayed and all(n > 0 for app, n in replayed.items() if (name, app) != ("analytics", "Registry"))
     assert dumps(env) == before
     assert all(s.lag == 0 for s in status(env))
     # A runner started after a rebuild resumes from the rebuilt position: nothing counted twice.
