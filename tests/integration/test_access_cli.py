@@ -29,9 +29,16 @@ def upstream(module_upstream_registry_factory):
 
 @pytest.fixture(scope="module")
 def server(upstream, module_entrepot_server_factory):
-    return module_entrepot_server_factory([{"name": "private", "upstream": upstream.url, "anonymous_pull": False},
-                                           {"name": "open", "upstream": upstream.url}],
-                                          env={"ENTREPOT_ADMIN_TOKEN": TOKEN})
+    # The orgs are made through the API, so an org admin may change its org (one of the config file it may
+    # not); on loopback, which the operator allows for such orgs.
+    server = module_entrepot_server_factory([], env={"ENTREPOT_ADMIN_TOKEN": TOKEN},
+                                            sections={"security": {"allowed_upstream_networks": ["127.0.0.0/8"]}})
+    for org in ({"name": "private", "upstream": upstream.url, "anonymous_pull": False},
+                {"name": "open", "upstream": upstream.url}):
+        created = httpx.post(f"{server.url}/api/v1/organizations", json=org,
+                             headers={"Authorization": f"Bearer {TOKEN}"})
+        assert created.status_code == 201, created.text
+    return server
 
 
 def entrepot(server, *args: str, token: str = TOKEN, user: str | None = None) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from infra.settings import OrgSettings, Settings, UpstreamSettings
+from infra.settings import OrgSettings, SecuritySettings, Settings, UpstreamSettings
 from tests.support.clock import ManualClock
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import build_image, push_image
@@ -305,7 +305,8 @@ def test_stale_tag_is_served_when_the_upstream_host_name_does_not_resolve(upstre
     push_image(upstream_registry.url, "team/app", "1", image)
     token = "dns-test-admin-token"
     admin = {"Authorization": f"Bearer {token}"}
-    with InProcessServer(Settings(data_dir=str(tmp_path / "data"), admin_token=token, organizations=())) as server:
+    with InProcessServer(Settings(data_dir=str(tmp_path / "data"), admin_token=token, organizations=(),
+                                  security=SecuritySettings(allowed_upstream_networks=("127.0.0.0/8",)))) as server:
         # Created through the API, so the API may move it (an org of the config file it may not).
         created = httpx.post(f"{server.url}/api/v1/organizations", headers=admin,
                              json={"name": "org", "upstream": upstream_registry.url, "staleness_seconds": 0})
