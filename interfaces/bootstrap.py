@@ -6,6 +6,8 @@ import hashlib
 import logging
 import os
 
+import asyncio
+
 import anyio.to_thread
 
 from application.breaker import BackoffPolicy, UpstreamBackoff
@@ -73,6 +75,9 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, upstream: Upstr
     still wrap it). `store`: the blob store ([storage]). `coordination`: fills and shared tags ([redis]).
     """
     return Container(settings, clock=clock, upstream=upstream, store=store, coordination=coordination)
+
+
+STOP_STEP_SECONDS = 5.0   # per background part at shutdown
 
 
 class Container:
@@ -223,11 +228,16 @@ class Container:
         await self.evictions.start()   # also finishes deletions a killed process left half done
 
     async def stop(self) -> None:
-        await self.evictions.stop()
-        await self.group_commit.stop()
-        await self.traffic.stop()   # after the last requests: their traffic is in the final report
-        await self.upstream.aclose()
-        await self.coordination.aclose()
+        # Each background part gets a bounded time to stop: a part that does not end (a round or a
+        # report waiting on something that never comes) must not keep the process from exiting.
+        for name, stop in (("evictor", self.evictions.stop), ("group commit", self.group_commit.stop),
+                           ("traffic reports", self.traffic.stop),   # after the last requests' traffic
+                           ("upstream client", self.upstream.aclose), ("coordination", self.coordination.aclose)):
+            try:
+                async with asyncio.timeout(STOP_STEP_SECONDS):
+                    await stop()
+            except TimeoutError:
+                log.warning("stopping the %s took longer than %gs; going on", name, STOP_STEP_SECONDS)
         await anyio.to_thread.run_sync(self.runners.stop)
         self.view.close()
         for view in self.read_views.values():
