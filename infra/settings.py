@@ -19,6 +19,7 @@ from msgspec import Meta
 from domain.org import InvalidOrgSettings, OrgSettings as DomainOrgSettings, validate_org_name
 from domain.org_settings import MAX_ORG_NAME, MAX_PASSWORD, derived_struct
 from domain.upstream_policy import OPERATOR, parse_networks
+from infra.upstream.egress import egress_proxy
 
 DEFAULT_PORT = 5000
 ENGINES = ("uvicorn", "granian")
@@ -86,6 +87,10 @@ class UpstreamSettings(_Section, frozen=True):
     backoff_repositories: Annotated[int, Meta(ge=1, le=1_000_000)] = 2  # ... and failed for this many distinct repositories
     backoff_window_seconds: Annotated[float, Meta(gt=0, le=86400)] = 30.0  # the sliding window those are counted in
     backoff_seconds: Seconds = 15.0        # how long it is then treated as unavailable
+    # The outbound HTTP(S) proxy every upstream request goes through (README: behind a proxy). Empty: the
+    # environment's HTTPS_PROXY / HTTP_PROXY / NO_PROXY; "none": direct, whatever the environment says.
+    proxy: Text = ""
+    no_proxy: tuple[Annotated[str, Meta(max_length=255)], ...] = ()   # hosts, .domains, IPs, CIDRs reached directly
 
 
 class RedisSettings(_Section, frozen=True):
@@ -253,6 +258,10 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         parse_networks(config.security.allowed_upstream_networks)
     except ValueError as error:
         raise SettingsError(f"{source}: [security] allowed_upstream_networks: {error}") from None
+    try:
+        egress_proxy(config.upstream.proxy, config.upstream.no_proxy, os.environ)
+    except ValueError as error:
+        raise SettingsError(f"{source}: {error}") from None
     if port is not None and not 0 <= port < 65536:
         raise SettingsError(f"--port: must be between 0 (any free port) and 65535, got {port}")
     return Settings(

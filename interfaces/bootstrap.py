@@ -48,6 +48,7 @@ from infra.retention_metrics import RetentionCollector
 from infra.coordination import InProcessCoordination, RedisCoordination, build_coordination
 from infra.storage import build_blob_store
 from infra.upstream import HttpUpstream
+from infra.upstream.egress import egress_proxy
 from infra.upstream.guard import UpstreamGuard
 from domain.org_settings import normalize_upstream
 from domain.upstream_policy import parse_networks
@@ -119,7 +120,8 @@ class Container:
         # The pull-through mode on top: a miss it does not let through is never an upstream failure to back off from.
         self.upstream = GovernedUpstream(UpstreamBackoff(
             MeteredUpstream(upstream or HttpUpstream(connect_timeout=limits.connect_timeout,
-                                                     read_timeout=limits.read_timeout, guard=self.guard),
+                                                     read_timeout=limits.read_timeout, guard=self.guard,
+                                                     egress=egress_proxy(limits.proxy, limits.no_proxy, os.environ)),
                             self.metrics),
             self.clock, BackoffPolicy(
                 failures=limits.failures_before_backoff, failure_ratio=limits.backoff_failure_ratio,

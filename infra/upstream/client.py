@@ -16,6 +16,7 @@ from domain.referrers import Descriptor, read_referrers_index
 from infra.upstream import headers
 from infra.upstream.auth import RegistryAuth, TokenCache
 from infra.upstream.errors import error_for, transport_errors
+from infra.upstream.egress import EgressProxy
 from infra.upstream.guard import POLICY, GuardedTransport, UpstreamGuard
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024        # what the distribution spec says a registry must accept
@@ -90,10 +91,11 @@ class HttpUpstream:
     def __init__(self, client: httpx.AsyncClient | None = None, *, tag_page_size: int = 100,
                  max_manifest_bytes: int = MAX_MANIFEST_BYTES, tokens: TokenCache | None = None,
                  connect_timeout: float | None = None, read_timeout: float | None = None,
-                 guard: UpstreamGuard | None = None) -> None:
+                 guard: UpstreamGuard | None = None, egress: EgressProxy = EgressProxy()) -> None:
         """`guard`: the SSRF policy per org (default: every org is the operator's own, so loopback and
         private networks are reachable, link-local and metadata never). An injected `client` keeps its
-        own transport: the policy then travels with each request, but only a GuardedTransport enforces it."""
+        own transport: the policy then travels with each request, but only a GuardedTransport enforces it.
+        `egress`: the outbound proxy requests go through (infra/upstream/egress.py); none by default."""
         self._owns_client = client is None
         self._guard = guard or UpstreamGuard()
         timeout = TIMEOUT
@@ -102,7 +104,8 @@ class HttpUpstream:
                                     write=TIMEOUT.write, pool=TIMEOUT.pool)
         self._client = client or httpx.AsyncClient(
             timeout=timeout, headers={"User-Agent": USER_AGENT},
-            transport=GuardedTransport(httpx.AsyncHTTPTransport(limits=LIMITS), via=self._guard.via))
+            transport=GuardedTransport(httpx.AsyncHTTPTransport(limits=LIMITS), via=self._guard.via, egress=egress,
+                                       proxied=lambda proxy: httpx.AsyncHTTPTransport(proxy=proxy, limits=LIMITS)))
         self._tokens = tokens or TokenCache()
         self._tag_page_size = tag_page_size
         self._max_manifest_bytes = max_manifest_bytes

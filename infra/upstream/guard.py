@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import anyio
 import httpx
 
 from application.errors import UpstreamRefused
 from domain.upstream_policy import OPERATOR, STRICT, Address, Network, UpstreamPolicy, host_literal
+from infra.upstream.egress import EgressProxy
 
 POLICY = "entrepot.upstream_policy"   # request extension: the UpstreamPolicy of the org asking
 VIA = "Entrepot-Via"                  # hop header: which Entrepôt cluster sent the request (loop cut, 508)
@@ -87,9 +88,14 @@ def _resolve_now(host: str, port: int) -> list[Address] | None:
 class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that connects only to addresses the request's policy allows."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, via: str = "") -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport, via: str = "", egress: EgressProxy = EgressProxy(),
+                 proxied: Callable[[str], httpx.AsyncBaseTransport] | None = None) -> None:
+        """`egress`: the company's outbound proxy, if any; `proxied(url)` makes the transport through it."""
         self._inner = inner
         self._via = via
+        self._egress = egress
+        self._make_proxied = proxied or (lambda proxy: httpx.AsyncHTTPTransport(proxy=proxy))
+        self._proxied: dict[str, httpx.AsyncBaseTransport] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         policy: UpstreamPolicy = request.extensions.get(POLICY, STRICT)
@@ -97,10 +103,17 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         where = url.netloc.decode(errors="replace")[:200]
         if refusal := policy.host_refusal(url.scheme, url.host):
             raise UpstreamRefused(f"upstream {where} refused by the SSRF policy: {refusal}", upstream=where)
-        address = await self._checked_address(policy, request, where)
         headers = httpx.Headers(request.headers)
         if self._via:
             headers[VIA] = self._via
+        proxy = self._egress.proxy_for(url)
+        if proxy is not None:
+            # Through the proxy the name travels as it is (the proxy connects); what we can check, we do.
+            await self._checked_address(policy, request, where, unresolvable_ok=True)
+            forwarded = httpx.Request(request.method, url, headers=headers, stream=request.stream,
+                                      extensions=dict(request.extensions))
+            return await self._through(proxy).handle_async_request(forwarded)
+        address = await self._checked_address(policy, request, where)
         extensions = dict(request.extensions)
         if url.scheme == "https" and host_literal(url.host) is None:
             extensions["sni_hostname"] = url.host   # TLS checks the certificate against the name, not the IP
@@ -109,7 +122,10 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         return await self._inner.handle_async_request(pinned)
 
     @staticmethod
-    async def _checked_address(policy: UpstreamPolicy, request: httpx.Request, where: str) -> Address:
+    async def _checked_address(policy: UpstreamPolicy, request: httpx.Request, where: str,
+                               unresolvable_ok: bool = False) -> Address | None:
+        """The first address of the request's host once every one passed the policy. `unresolvable_ok`
+        (behind a proxy, which may resolve names this host cannot): None instead of a ConnectError."""
         url = request.url
         literal = host_literal(url.host)
         if literal is not None:
@@ -118,6 +134,8 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             try:
                 infos = await anyio.getaddrinfo(url.host, url.port or 443, type=socket.SOCK_STREAM)
             except (OSError, UnicodeError) as error:
+                if unresolvable_ok:
+                    return None
                 raise httpx.ConnectError(f"cannot resolve {url.host}: {error}", request=request) from None
             addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
         # Every address must pass: a name answering one public and one internal address is refused.
@@ -128,8 +146,15 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(f"cannot resolve {url.host}", request=request)
         return addresses[0]
 
+    def _through(self, proxy: str) -> httpx.AsyncBaseTransport:
+        if proxy not in self._proxied:
+            self._proxied[proxy] = self._make_proxied(proxy)
+        return self._proxied[proxy]
+
     async def aclose(self) -> None:
         await self._inner.aclose()
+        for transport in self._proxied.values():
+            await transport.aclose()
 
 
 __all__ = ["OPERATOR", "POLICY", "VIA", "GuardedTransport", "UpstreamGuard"]

@@ -116,6 +116,42 @@ class PrivateRedis:
         self.process = None
 
 
+class TinyProxy:
+    """tinyproxy (Debian package): a real forward HTTP proxy, as a company's egress proxy; its log says what it carried."""
+
+    BINARY = "tinyproxy"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = directory / "tinyproxy.out"   # in the foreground, with no LogFile, it logs to stdout
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> TinyProxy:
+        require(self.BINARY)
+        config = self.directory / "tinyproxy.conf"
+        # As root it drops to User/Group after opening its port; its stdout is our file, opened before.
+        config.write_text(f"Port {self.port}\nListen 127.0.0.1\nTimeout 60\nMaxClients 64\nAllow 127.0.0.1\n"
+                          "LogLevel Info\nUser nobody\nGroup nogroup\nConnectPort 443\n")
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen([self.BINARY, "-d", "-c", str(config)], stdout=out,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _wait(self.process, lambda: httpx.get(f"{self.url}/", timeout=1).status_code > 0, "tinyproxy", self.log_path)
+        return self
+
+    def requests(self) -> list[str]:
+        """The request lines the proxy carried, e.g. 'GET http://127.0.0.1:5000/v2/ HTTP/1.1'."""
+        if not self.log_path.exists():
+            return []
+        return [line.split("): ", 1)[1] for line in self.log_path.read_text(errors="replace").splitlines()
+                if "Request (file descriptor" in line and "): " in line]
+
+    def stop(self) -> None:
+        _stop(self.process)
+        self.process = None
+
+
 @pytest.fixture(scope="session")
 def moto_s3(tmp_path_factory) -> Iterator[MotoS3]:
     require(MOTO_SERVER)
