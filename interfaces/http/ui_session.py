@@ -1,8 +1,8 @@
 """The dashboard's login: the admin token, once, for an HTTP-only session cookie; logout; the page guard.
 
-The session cookie holds when it was issued, a nonce and an HMAC-SHA256 of both under a key derived
-from the admin token: a new token ends every session, and no session state is kept on the server (so it
-holds across replicas and restarts). Not Litestar's cookie-session middleware: its backend holds an
+The session cookie is an HS256 JWT (PyJWT, as the pull tokens) with its audience, issue and expiry
+times, signed with a key derived from the admin token: a new token ends every session, and no session
+state is kept on the server (so it holds across replicas and restarts). Not Litestar's cookie-session middleware: its backend holds an
 AESGCM object that Litestar's router registration cannot deep-copy, and app-wide it would run on every
 OCI request. Logout deletes the cookie; a copied cookie stays valid until it expires (12 hours).
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import time
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import jwt
 from litestar import Request, get, post
 from litestar.connection import ASGIConnection
 from litestar.enums import RequestEncodingType
@@ -36,26 +36,30 @@ class LoginRequired(NotAuthorizedException):
 COOKIE = "entrepot_session"
 
 
+AUDIENCE = "entrepot-dashboard"
+
+
 def _key(admin_token: str) -> bytes:
     return hashlib.sha256(b"entrepot dashboard session\0" + admin_token.encode()).digest()
 
 
-def _signature(admin_token: str, payload: str) -> str:
-    return hmac.new(_key(admin_token), payload.encode(), hashlib.sha256).hexdigest()
-
-
 def new_session(admin_token: str, now: float) -> str:
-    payload = f"{int(now)}.{secrets.token_hex(8)}"
-    return f"{payload}.{_signature(admin_token, payload)}"
+    issued = int(now)
+    return jwt.encode({"aud": AUDIENCE, "iat": issued, "exp": issued + SESSION_SECONDS, "sub": "admin"},
+                      _key(admin_token), algorithm="HS256")
 
 
 def valid_session(admin_token: str, value: str | None, now: float) -> bool:
-    if not value or len(value) > 200 or value.count(".") != 2:
+    """A cookie this admin token signed, for the dashboard, not expired at `now`."""
+    if not value or len(value) > 1024:
         return False
-    issued, nonce, signature = value.split(".")
-    if not issued.isdigit() or not hmac.compare_digest(signature, _signature(admin_token, f"{issued}.{nonce}")):
+    try:
+        claims = jwt.decode(value, _key(admin_token), algorithms=["HS256"], audience=AUDIENCE,
+                            options={"require": ["aud", "iat", "exp"], "verify_exp": False, "verify_iat": False})
+    except jwt.InvalidTokenError:
         return False
-    return 0 <= now - int(issued) < SESSION_SECONDS
+    # Issue and expiry against `now` (the caller's clock), not PyJWT's own reading of the time.
+    return 0 <= now - claims["iat"] and now < claims["exp"]
 
 
 def logged_in(connection: ASGIConnection) -> bool:
