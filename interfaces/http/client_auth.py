@@ -8,7 +8,7 @@ lookup already found), and asks the domain policy (domain/access.py) for the dec
 - Basic credentials: verified once per `ttl` (Authenticator), then the account's rights decide, 403 if none;
 - a Bearer token (GET /v2/token): verified once, then its grants decide; a missing grant is
   401 with `error="insufficient_scope"`, as distribution answers.
-A refused manifest GET is recorded as a pull with result `denied` and the reason, never the secret.
+A refused GET (manifest, blob, referrers, tag list) is recorded as a pull with result `denied` and the reason, never the secret.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from litestar import Request, Response, get
@@ -26,7 +27,7 @@ from application.pull_audit import Client
 from application.pull_metrics import CountedManifests
 from application.routing import OrgRouter
 from domain.access import ANONYMOUS_PRINCIPAL, Decision, Principal, Verdict, may_pull
-from domain.names import InvalidName, parse_reference
+from domain.names import InvalidName
 from application.errors import OrgUnknown, ReadModelUnavailable
 from interfaces.http.errors import API_VERSION, OciError
 
@@ -114,12 +115,13 @@ async def principal_of(request: Request, authenticator: Authenticator) -> Princi
     raise Unauthenticated("")
 
 
-async def guard_pull(request: Request, access: ClientAccess, org, repository: str, reference: str,
-                     audited: bool) -> Principal:
+async def guard_pull(request: Request, access: ClientAccess, org, repository: str,
+                     audit_as: Callable[[], str] | None) -> Principal:
     """The principal allowed to pull `repository` of `org` (an OrgConfig), else OciError 401/403.
 
-    `audited`: a manifest GET, whose refusal is recorded in the pull audit (once its reference is
-    known valid: bad input is a 400 that records nothing).
+    `audit_as`: for a GET, what a refusal is recorded as in the pull audit (the manifest reference,
+    the blob digest, `referrers:<digest>`, `tags/list`); it validates the request's reference first,
+    so bad input is a 400 that records nothing. None (HEAD): refusals are not recorded.
     """
     if not authorization(request):                    # the warm path of an open org: one attribute read
         if org.anonymous_pull:
@@ -129,9 +131,8 @@ async def guard_pull(request: Request, access: ClientAccess, org, repository: st
     try:
         principal = await principal_of(request, access.authenticator)
     except Unauthenticated as error:
-        if audited:
-            parse_reference(reference)
-            await access.audit.denied(org.name, repository, reference, client_of(request, error.username),
+        if audit_as is not None:
+            await access.audit.denied(org.name, repository, audit_as(), client_of(request, error.username),
                                       str(error), 401, "UNAUTHORIZED")
         raise OciError("UNAUTHORIZED", 401, "authentication required: the credentials are not valid",
                        headers=challenge(request, pull_scope(org.name, repository))) from None
@@ -139,9 +140,8 @@ async def guard_pull(request: Request, access: ClientAccess, org, repository: st
     if decision.allowed:
         return principal
     error = refusal(request, org.name, repository, decision)
-    if audited:
-        parse_reference(reference)
-        await access.audit.denied(org.name, repository, reference, client_of(request, principal.actor),
+    if audit_as is not None:
+        await access.audit.denied(org.name, repository, audit_as(), client_of(request, principal.actor),
                                   decision.reason, error.status, error.code)
     raise error
 

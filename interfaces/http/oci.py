@@ -190,9 +190,8 @@ async def oci(request: Request, rest: FromPath[str], oci_services: NamedDependen
     cache = cache_of(oci_services)
     actor = "anonymous"
     if oci_services.access is not None:
-        audited = target.kind == "manifests" and request.method == "GET"
-        actor = (await guard_pull(request, oci_services.access, target.config, target.repository, target.reference,
-                                  audited)).actor
+        audit_as = functools.partial(audited_reference, target) if request.method == "GET" else None
+        actor = (await guard_pull(request, oci_services.access, target.config, target.repository, audit_as)).actor
     if target.kind == "manifests":
         return await manifest(request, cache, target, metrics_of(oci_services), actor)
     if target.kind == "blobs":
@@ -200,6 +199,16 @@ async def oci(request: Request, rest: FromPath[str], oci_services: NamedDependen
     if target.kind == "referrers":
         return await referrers(request, cache, target, actor)
     return await tags(request, cache, target)
+
+
+def audited_reference(target: Target) -> str:
+    """What a refused GET is recorded as in the pull audit, once its reference is known valid (else a 400)."""
+    if target.kind == "manifests":
+        return str(parse_reference(target.reference))
+    if target.kind == "tags":
+        return "tags/list"
+    digest = str(Digest.parse(target.reference))
+    return f"referrers:{digest}" if target.kind == "referrers" else digest
 
 
 def client_of(request: Request, actor: str = "anonymous") -> Client:

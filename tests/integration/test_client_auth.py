@@ -120,6 +120,26 @@ def test_a_robot_outside_its_patterns_is_refused_and_the_refusal_is_audited(api)
     assert all("other/tool" in r.note for r in rows)
 
 
+def test_refused_blob_referrers_and_tag_list_requests_are_audited_too(api):
+    username, token = robot(api)
+    digest = "sha256:" + "ab" * 32
+    # first: a HEAD's refusal is not recorded (it would be the first row below)
+    assert api.head(f"/v2/private/other/tool/blobs/{digest}", headers=basic(username, token)).status_code == 403
+    for path in (f"/v2/private/other/tool/blobs/{digest}", f"/v2/private/other/tool/referrers/{digest}",
+                 "/v2/private/other/tool/tags/list"):
+        assert api.get(path, headers=basic(username, token)).status_code == 403
+    assert api.get(f"/v2/private/library/alpine/blobs/{digest}", headers=basic(username, "wrong")).status_code == 401
+    rows = audit(api.container, 4)
+    assert [(r.repository, r.reference, r.result, r.actor, r.status) for r in rows] == [
+        ("other/tool", digest, "denied", "private+ci", 403),
+        ("other/tool", f"referrers:{digest}", "denied", "private+ci", 403),
+        ("other/tool", "tags/list", "denied", "private+ci", 403),
+        ("library/alpine", digest, "denied", "private+ci", 401)]
+    before = api.container.pulls.recorder.max_notification_id()
+    assert api.get("/v2/private/other/tool/blobs/sha256:short", headers=basic(username, token)).status_code == 400
+    assert api.container.pulls.recorder.max_notification_id() == before
+
+
 def test_a_wrong_token_is_refused_and_audited_without_the_secret(api):
     username, token = robot(api)
     wrong = token[:-4] + "AAAA"
