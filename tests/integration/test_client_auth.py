@@ -204,7 +204,7 @@ def test_an_org_admin_manages_its_org_only_and_every_action_is_in_the_admin_log(
     made = api.post("/api/v1/organizations/private/robots", headers=lead, json={"name": "ci", "repositories": ["*"]})
     assert made.status_code == 201
     for method, path in (("PATCH", "/api/v1/organizations/open"), ("GET", "/api/v1/organizations"),
-                         ("POST", "/api/v1/organizations/private/admins"), ("GET", "/api/v1/audit"),
+                         ("POST", "/api/v1/organizations/private/admins"), ("GET", "/api/v1/audit?org=open"),
                          ("GET", "/api/v1/organizations/open/robots")):
         assert api.request(method, path, headers=lead, json={"name": "x"}).status_code == 403, (method, path)
     # a robot's credentials do not administer anything; wrong credentials are a 401
@@ -213,6 +213,14 @@ def test_an_org_admin_manages_its_org_only_and_every_action_is_in_the_admin_log(
     assert api.get("/api/v1/organizations/private", headers=basic("private+lead", "nope")).status_code == 401
     # the org admin pulls all of its org
     assert manifest(api, "private/other/tool", lead).status_code == 200
+    # ... and reads its org's audit, never another's: without ?org= it is its own
+    assert manifest(api, "open/library/alpine").status_code == 200
+    assert len(audit(api.container, 2)) == 2
+    for query in ("", "?org=private"):
+        rows = api.get(f"/api/v1/audit{query}", headers=lead).json()["items"]
+        assert [(r["org"], r["actor"]) for r in rows] == [("private", "private+lead")], query
+    everything = api.get("/api/v1/audit", headers=ADMIN_HEADERS).json()["items"]
+    assert {r["org"] for r in everything} == {"private", "open"}
     log = api.get("/api/v1/admin-log", headers=ADMIN_HEADERS).json()["items"]
     assert [(i["actor"], i["action"], i["target"]) for i in log] == [
         ("admin", "org.create", "private"), ("admin", "org.create", "open"),   # the fixture's
