@@ -24,7 +24,7 @@ from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from tests.support.clock import ManualClock
 from tests.support.httpserver import LocalHTTPServer
-from tests.support.images import build_artifact, build_image, push_image
+from tests.support.images import build_artifact, build_image, push_image, referrers_index_of
 from tests.support.referrers_api import PAGES, SBOM, SUBJECT, referrers_api
 from tests.support.retention import until
 
@@ -148,6 +148,27 @@ def test_an_evicted_referrer_leaves_the_list_until_cached_again_and_a_flush_drop
     upstream_registry.stop()
     with running(settings, ManualClock()) as client:               # recorded again by the GET just above
         assert listed(client, image.digest) == []
+
+
+def test_a_fallback_tag_list_is_served_after_a_restart_with_the_registry_stopped(
+        request, event_store_backend, tmp_path, upstream_registry):
+    """distribution 2.8 has no referrers API: after a restart the cache cannot know that without asking,
+    and asking fails, so the recorded list is what answers (not only the referrers it holds, nor a 503)."""
+    image = build_image("fallback", layers=1, layer_size=1_000)
+    push_image(upstream_registry.url, "team/app", "1", image)
+    sbom = build_artifact(image, SBOM, b'{"spdxVersion": "SPDX-2.3"}')
+    push_image(upstream_registry.url, "team/app", None, sbom)
+    push_image(upstream_registry.url, "team/app", image.digest.replace(":", "-"), referrers_index_of(sbom))
+    clock, settings = ManualClock(), settings_on(request, event_store_backend, tmp_path, upstream_registry.url)
+    with running(settings, clock) as client:
+        assert listed(client, image.digest) == [described(sbom)]
+        until(lambda: recorded(client, image.digest) is not None, timeout=10, what="the recorded list")
+    upstream_registry.stop()
+    with running(settings, clock) as client:
+        clock.advance(STALENESS + 1)
+        stale = client.get(f"/v2/hub/team/app/referrers/{image.digest}", params={"artifactType": SBOM})
+        assert stale.status_code == 200 and stale.headers["x-cache"] == "STALE"
+        assert stale.json()["manifests"] == [described(sbom)] and stale.headers["warning"].startswith("110 ")
 
 
 # -- the view itself: live and rebuilt from the events --------------------------------------------------
