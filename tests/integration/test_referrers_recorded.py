@@ -174,7 +174,7 @@ def test_a_fallback_tag_list_is_served_after_a_restart_with_the_registry_stopped
 # -- the view itself: live and rebuilt from the events --------------------------------------------------
 
 ORG, REPO = "hub", "team/app"
-M1, M2, SIG, SIG2 = ("sha256:" + c * 64 for c in "1289")
+M1, M2, M3, SIG, SIG2 = ("sha256:" + c * 64 for c in "12389")
 UPSTREAM_SIG = Descriptor(OCI_MANIFEST, "sha256:" + "7" * 64, 700, "application/x.sig", {"k": "v"})
 
 
@@ -197,6 +197,12 @@ def history(records: CacheRecords) -> None:
     records.record_flush(ORG, "other/app", "", dry_run=False, images=0, tags=0, blobs=0, bytes=0, actor="a", at=30.0)
     records.record_referrers("gone", REPO, M1, as_recorded([UPSTREAM_SIG]), 20.0, shown=False)
     records.delete_org("gone")
+    # Subjects that are cached images: a flush of one (by its tag) drops its list, a quota eviction does not.
+    for subject, reason in ((M2, "flush"), (M3, "quota")):
+        records.record_manifest(ORG, REPO, subject, OCI_MANIFEST, 300, [], [], 40.0)
+        records.record_referrers(ORG, REPO, subject, as_recorded([UPSTREAM_SIG]), 40.0, shown=False)
+        records.evict_image(ORG, REPO, subject, children=[], tags=[], bytes=300, reason=reason, policy="",
+                            actor="admin", at=41.0)
 
 
 def test_the_referrers_view_lists_held_referrers_and_recorded_lists_and_a_rebuild_gives_the_same(env):
@@ -210,11 +216,13 @@ def test_the_referrers_view_lists_held_referrers_and_recorded_lists_and_a_rebuil
 
         def state() -> tuple:
             return (view.referrers(ORG, REPO, M1), view.upstream_list(ORG, REPO, M1),
-                    view.upstream_list(ORG, "other/app", M2), view.upstream_list("gone", REPO, M1))
+                    view.upstream_list(ORG, "other/app", M2), view.upstream_list("gone", REPO, M1),
+                    view.upstream_list(ORG, REPO, M2), view.upstream_list(ORG, REPO, M3))
         live = state()
         assert live[0] == [Descriptor(OCI_MANIFEST, SIG, 400, "application/x.sig", {"a": "b"})]   # SIG2 evicted
         assert (live[1].descriptors, live[1].checked_at) == ([UPSTREAM_SIG], 80.0)
-        assert live[2:] == (None, None)                  # flushed repository, deleted org
+        assert live[2:5] == (None, None, None)           # flushed repository, deleted org, flushed subject
+        assert live[5].descriptors == [UPSTREAM_SIG]     # a quota eviction of the subject keeps its list
         dump = view.dump()
         assert rebuild("referrers", env)
         assert state() == live and view.dump() == dump
