@@ -5,17 +5,24 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 
 from application.errors import ReadModelUnavailable
-from application.ports import ManifestRow, ReferrersRead, TagRow, TagsAndManifests
+from application.ports import ManifestRow, RecordedReferrers, ReferrersRead, TagRow, TagsAndManifests
 from domain.referrers import Descriptor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class KnownReferrers:
+    held: list[Descriptor]                 # the manifests with that subject this org's cache holds
+    upstream: RecordedReferrers | None     # the list upstream gave last, as recorded
 
 
 class BoundedReads:
@@ -44,11 +51,16 @@ class BoundedReads:
     async def tags(self, org: str, repository: str) -> list[str]:
         return await self._read("the tag list", self._view.list_tags, org, repository)
 
-    async def referrers(self, org: str, repository: str, subject: str) -> list[Descriptor]:
-        """The cached manifests whose subject is `subject` (none when no referrers view is wired)."""
+    async def referrers(self, org: str, repository: str, subject: str) -> KnownReferrers:
+        """What the referrers view knows of `subject`, both parts in one read (one worker thread hop);
+        nothing when no referrers view is wired."""
         if self._referrers is None:
-            return []
-        return await self._read("the referrers", self._referrers.referrers, org, repository, subject)
+            return KnownReferrers([], None)
+        view = self._referrers
+
+        def both(*key: str) -> KnownReferrers:
+            return KnownReferrers(view.referrers(*key), view.upstream_list(*key))
+        return await self._read("the referrers", both, org, repository, subject)
 
     async def holds_blob(self, org: str, digest: str) -> bool:
         return await self._read("which blobs the org holds", self._holds_blob, org, digest)

@@ -9,6 +9,7 @@ from eventsourcing.persistence import IntegrityError
 
 from domain.cache import CachedBlob, CachedManifest, CorruptBlob, TagResolution
 from domain.referrers import Referrer
+from domain.referrers_list import ReferrersList
 from domain.org import CacheOrg, normalize_settings, validate_org_name
 from application.retention_records import RetentionCommands
 
@@ -75,6 +76,20 @@ class CacheRecords(RetentionCommands, Application[UUID]):
             if tag is not None:
                 out.append(self._observed_tag(org, repository, tag, digest, media_type, cached_at))
             return out
+        self._save_with_retry(changes)
+
+    def record_referrers(self, org: str, repository: str, subject: str, descriptors: list[dict], checked_at: float,
+                         shown: bool) -> None:
+        """Upstream listed the referrers of `subject`: recorded when the list changed (or the views lost
+        it), confirmed when it did not; `descriptors` as an index lists them."""
+        def changes() -> list:
+            try:
+                listing = self.repository.get(ReferrersList.create_id(org, repository, subject))
+                listing.observe(descriptors, checked_at, shown)
+            except AggregateNotFoundError:
+                listing = ReferrersList(org=org, repository=repository, subject=subject, descriptors=descriptors,
+                                        checked_at=checked_at)
+            return [listing] if listing.pending_events else []
         self._save_with_retry(changes)
 
     def _observed_tag(self, org, repository, tag, digest, media_type, checked_at) -> TagResolution:

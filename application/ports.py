@@ -290,10 +290,22 @@ class NoMetrics:
     def pull_backlog(self, size: int) -> None: pass
 
 
-class ReferrersRead(Protocol):
-    """The referrers view: the cached manifests whose subject is a digest (OCI 1.1)."""
+@dataclass(frozen=True)
+class RecordedReferrers:
+    """An upstream's referrers list of one subject as the referrers view holds it, and when upstream last said so."""
 
-    def referrers(self, org: str, repository: str, subject: str) -> list[Descriptor]: ...
+    descriptors: list[Descriptor]
+    checked_at: float
+
+
+class ReferrersRead(Protocol):
+    """The referrers view (OCI 1.1): the cached manifests whose subject is a digest, and the lists upstream gave."""
+
+    def referrers(self, org: str, repository: str, subject: str) -> list[Descriptor]:
+        """The manifests with that subject the cache holds now (not those evicted)."""
+
+    def upstream_list(self, org: str, repository: str, subject: str) -> RecordedReferrers | None:
+        """The list the upstream gave last, as recorded; None when none was (or a flush dropped it)."""
 
 
 class Ledger(Protocol):
@@ -309,6 +321,11 @@ class Ledger(Protocol):
 
     async def tag_checked(self, org: str, repository: str, tag: str, digest: str, media_type: str,
                           at: float) -> None: ...
+
+    async def referrers_listed(self, org: str, repository: str, subject: str, descriptors: list[dict], at: float,
+                               shown: bool) -> None:
+        """Upstream's referrers list of `subject` (descriptors as an index lists them); `shown`: the
+        referrers view still shows the list recorded last (a flush or org delete drops it)."""
 
     async def blob_cached(self, org: str, repository: str, digest: str, size: int, at: float) -> None: ...
 

@@ -41,7 +41,7 @@ class Limits:
     manifest_row_seconds: float = 30.0
     max_rows: int = 50_000             # tag rows, recent tag writes, manifest rows, negative-cache entries
     max_holdings: int = 100_000        # (org, blob) pairs known held
-    max_referrers: int = 200_000       # descriptors of upstream referrers lists held, over all subjects
+    max_referrers: int = 200_000       # descriptors of upstream referrers lists held in process, over all subjects
     manifest_bytes: int = 64 * 1024 * 1024
 
 
@@ -53,12 +53,15 @@ class PullThrough:
     rate_limits: RateLimits
     orgs: OrgDirectory
     tags: TagLookup | None = None
+    referrers: ReferrersCache | None = None
 
     def forget(self, org: str, repository: str | None = None) -> None:
-        """Flushed: this process's tag entries of the org (or repository) stop answering now; other
-        replicas' within their bounds (tag rows 1 s, own writes and Redis entries 5 s)."""
+        """Flushed: this process's tag entries and referrers lists of the org (or repository) stop answering
+        now; other replicas' within their bounds (tag rows 1 s, own writes and Redis entries 5 s)."""
         if self.tags is not None:
             self.tags.forget(org, repository)
+        if self.referrers is not None:
+            self.referrers.forget(org, repository)
 
     async def org(self, name: str) -> OrgConfig:
         """An org by name, for callers that were not routed (the router's lookup gives the edge its org)."""
@@ -90,14 +93,15 @@ def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndMani
     fills = BlobFills(store, upstream, NotingLedger(ledger, holdings), clock, fill_coordinator, metrics, ops)
     blobs = BlobCache(store=store, upstream=upstream, fills=fills, reads=reads, ledger=ledger, clock=clock,
                       holdings=holdings)
-    referrers_cache = ReferrersCache(manifests=manifests, upstream=upstream, reads=reads, clock=clock,
-                                     rate_limits=rate_limits, max_descriptors=limits.max_referrers)
+    referrers_cache = ReferrersCache(manifests=manifests, upstream=upstream, reads=reads, ledger=ledger, clock=clock,
+                                     rate_limits=rate_limits, max_descriptors=limits.max_referrers,
+                                     recent_seconds=limits.recent_tag_seconds)
     # The allow/deny lists sit inside the audit (a refusal is recorded as `denied`) and in front of
     # every cache, so a refused repository never reaches the upstream.
     audited = PullAudit(AllowedManifests(manifests), pulls, clock, limits.record_timeout,
                         referrers=AllowedReferrers(referrers_cache))
     return PullThrough(CountedManifests(audited, metrics, ops), CountedBlobs(AllowedBlobs(blobs), metrics, ops),
-                       AllowedTags(TagList(upstream, reads)), rate_limits, orgs, tags)
+                       AllowedTags(TagList(upstream, reads)), rate_limits, orgs, tags, referrers_cache)
 
 
 __all__ = ["BlobAnswer", "Client", "Limits", "ManifestAnswer", "PullThrough", "pull_through"]

@@ -32,6 +32,11 @@ class RecordsLedger:
         await self._write("a checked tag",
                           lambda: self._records.record_tag(org, repository, tag, digest, media_type, at))
 
+    async def referrers_listed(self, org: str, repository: str, subject: str, descriptors: list[dict], at: float,
+                               shown: bool) -> None:
+        await self._write("a referrers list", lambda: self._records.record_referrers(
+            org, repository, subject, descriptors, at, shown))
+
     async def blob_cached(self, org: str, repository: str, digest: str, size: int, at: float) -> None:
         await self._write("a cached blob", lambda: self._records.record_blob(org, repository, digest, size, at))
 

@@ -140,7 +140,10 @@ class CachedManifest(Aggregate):
         at: float
 
     class Recached(Aggregate.Event):
-        """Pulled again after an eviction: the same facts as Cached."""
+        """Pulled again after an eviction: the same facts as Cached (version 2 adds the referrer's
+        subject, artifact_type and annotations, so the referrers view lists it again)."""
+        class_version = 2
+
         org: str
         repository: str
         digest: str
@@ -150,6 +153,16 @@ class CachedManifest(Aggregate):
         children: list
         cached_at: float
         sizes: dict
+        subject: str
+        artifact_type: str
+        annotations: dict
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            # Before version 2 the view restores a referrer from its own row (kept, marked not held).
+            state.setdefault("subject", "")
+            state.setdefault("artifact_type", "")
+            state.setdefault("annotations", {})
 
     @event(Cached)
     def __init__(self, org: str, repository: str, digest: str, media_type: str, size: int,
@@ -173,12 +186,15 @@ class CachedManifest(Aggregate):
     def recache(self, media_type: str, size: int, blobs: list, children: list, cached_at: float,
                 sizes: dict | None = None) -> None:
         if not self.held:
+            # The same digest, so the same subject: what Cached recorded (a manifest is content-addressed).
             self._recached(org=self.org, repository=self.repository, digest=self.digest, media_type=media_type,
                            size=size, blobs=list(blobs), children=list(children), cached_at=cached_at,
-                           sizes=dict(sizes or {}))
+                           sizes=dict(sizes or {}), subject=self.subject, artifact_type=self.artifact_type,
+                           annotations=dict(self.annotations))
 
     @event(Recached)
-    def _recached(self, org, repository, digest, media_type, size, blobs, children, cached_at, sizes) -> None:
+    def _recached(self, org, repository, digest, media_type, size, blobs, children, cached_at, sizes,
+                  subject, artifact_type, annotations) -> None:
         self.held, self.cached_at = True, cached_at
 
 

@@ -69,10 +69,11 @@ def read_referrers_index(content: bytes) -> list[Descriptor]:
         raise InvalidManifest("a referrers list must be an image index") from None
     if not isinstance(entries, list):
         raise InvalidManifest("a referrers list must be an image index with a list of manifests")
-    return [_descriptor(entry) for entry in entries]
+    return [descriptor_of(entry) for entry in entries]
 
 
-def _descriptor(entry) -> Descriptor:
+def descriptor_of(entry) -> Descriptor:
+    """One entry of an index's `manifests`, checked: InvalidManifest when a field is missing or malformed."""
     try:
         digest = str(Digest.parse(entry["digest"]))
         media_type, size = entry["mediaType"], entry["size"]

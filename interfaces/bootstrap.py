@@ -201,7 +201,7 @@ class Container:
     def _views_settled(self, timeout: float = 2.0) -> None:
         """After an admin's flush or pin: the hot path's views (and the retention view) show it."""
         position = self.records.recorder.max_notification_id()
-        for name in ("tags", "manifests", "retention"):
+        for name in ("tags", "manifests", "retention", "referrers"):
             try:
                 self.read_views[name].wait(self.records.name, position, timeout=timeout)
             except TimeoutError:

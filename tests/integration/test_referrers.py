@@ -12,21 +12,20 @@ import pytest
 from litestar.testing import TestClient
 
 from application.ports import UpstreamTarget
-from domain.referrers import Descriptor
 from infra.projection_runtime import open_view
 from infra.settings import OrgSettings, Settings
 from infra.upstream.client import HttpUpstream
 from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from tests.support.clock import ManualClock
-from tests.support.httpserver import LocalHTTPServer, Reply
+from tests.support.httpserver import LocalHTTPServer
 from tests.support.images import build_artifact, build_image, push_image, referrers_index_of
+from tests.support.referrers_api import PAGES, SBOM, SUBJECT, referrers_api
 from tests.support.views import wait_for_rows
 
 pytestmark = pytest.mark.integration
 INDEX = "application/vnd.oci.image.index.v1+json"
 COSIGN = "application/vnd.dev.cosign.simplesigning.v1+json"
-SBOM = "application/spdx+json"
 STALENESS = 60
 
 
@@ -149,29 +148,6 @@ def test_bad_referrers_requests_are_400_and_reach_no_upstream(cache, upstream_re
 
 
 # -- an upstream with the referrers API (distribution-spec 1.1, "Listing Referrers") -------------------
-
-SUBJECT = "sha256:" + "5" * 64
-PAGES = [
-    [Descriptor("application/vnd.oci.image.manifest.v1+json", "sha256:" + "1" * 64, 700, COSIGN, {"a": "1"})],
-    [Descriptor("application/vnd.oci.image.manifest.v1+json", "sha256:" + "2" * 64, 800, SBOM),
-     Descriptor(INDEX, "sha256:" + "3" * 64, 900)],
-]
-
-
-def referrers_api(request, server) -> Reply:
-    """The spec's answer: an image index per page, the next page named by Link; 404 for anything else."""
-    path, _, query = request.path.partition("?")
-    if path == f"/v2/team/app/referrers/{SUBJECT}":
-        page = 1 if "page=2" in query else 0
-        body = json.dumps({"schemaVersion": 2, "mediaType": INDEX,
-                           "manifests": [d.as_json() for d in PAGES[page]]}).encode()
-        headers = {"Content-Type": INDEX}
-        if page == 0:
-            headers["Link"] = f'<{path}?page=2>; rel="next"'
-        return Reply(200, headers, body)
-    return Reply(404, {"Content-Type": "application/json"},
-                 b'{"errors": [{"code": "NAME_UNKNOWN", "message": "not here"}]}')
-
 
 def test_the_upstream_client_reads_every_page_of_a_referrers_api():
     async def read(url):

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from eventsourcing.application import AggregateNotFoundError
 
 from application.errors import UpstreamNotFound, UpstreamUnavailable
-from application.ports import (BlobNotFound, ManifestRow, RateLimit, TagRow, UpstreamManifest,
+from application.ports import (BlobNotFound, ManifestRow, RateLimit, RecordedReferrers, TagRow, UpstreamManifest,
                                UpstreamManifestHead, UpstreamReferrers, UpstreamTarget)
 from domain.referrers import Descriptor
+from domain.referrers_list import ReferrersList, from_recorded
 from application.pull_through import pull_through
 from application.cache_records import CacheRecords
 from domain.cache import CachedManifest, TagResolution
@@ -216,6 +217,13 @@ class RecordsReferrers:
                 for e in events if isinstance(e, CachedManifest.Cached)
                 and (e.org, e.repository, e.subject) == (org, repository, subject)]
 
+    def upstream_list(self, org: str, repository: str, subject: str) -> RecordedReferrers | None:
+        try:
+            listing = self.records.repository.get(ReferrersList.create_id(org, repository, subject))
+        except AggregateNotFoundError:
+            return None
+        return RecordedReferrers(from_recorded(listing.descriptors), listing.checked_at)
+
 
 class BrokenPullRecorder:
     """A group commit whose event store refuses every write."""
@@ -361,6 +369,9 @@ class RecordingLedger:
 
     async def tag_checked(self, org, repository, tag, digest, media_type, at):
         self.records.append(("tag_checked", org, repository, tag, digest))
+
+    async def referrers_listed(self, org, repository, subject, descriptors, at, shown):
+        self.records.append(("referrers_listed", org, repository, subject, len(descriptors)))
 
     async def blob_cached(self, org, repository, digest, size, at):
         self.records.append(("blob_cached", org, repository, digest, size))

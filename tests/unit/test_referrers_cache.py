@@ -147,3 +147,71 @@ def test_a_list_larger_than_the_in_process_bound_is_answered_whole_and_asked_aga
         assert (first.result, second.result) == (PullResult.MISS, PullResult.HIT)   # the fallback tag is stored
         assert w.upstream.calls.count(("GET", REPO, f"referrers/{w.image}")) == 1     # no API: remembered
     run_scenario(lambda: World(Limits(max_referrers=2)), scenario)
+
+
+# -- the upstream's list recorded as events (ReferrersList), read back after a restart ----------------
+
+def listing_events(w: World) -> list[str]:
+    return [type(e).__qualname__ for e in (w.records.mapper.to_domain_event(n)
+            for n in w.records.recorder.select_notifications(start=1, limit=1000)) if type(e).__module__ ==
+            "domain.referrers_list"]
+
+
+def restarted(w: World) -> World:
+    """A new process on the same event store: nothing held in memory, the upstream down."""
+    again = World.__new__(World)
+    again.__dict__.update(w.__dict__)
+    again.cache = edge_cache(records=w.records, orgs=w.orgs, view=RecordsView(w.records), store=MemoryBlobStore(),
+                             pulls=w.group, clock=w.clock, upstream=w.upstream, referrers=RecordsReferrers(w.records))
+    return again
+
+
+def test_the_upstream_list_is_recorded_once_and_after_a_restart_with_upstream_down_served_like_a_tag():
+    async def scenario(w: World):
+        w.upstream.referrers_api = True
+        sig = w.artifact(SIG_TYPE)
+        w.upstream.referrers[(REPO, w.image)] = [sig]
+        for _ in range(5):                                      # one event, however many requests
+            await w.referrers()
+        assert listing_events(w) == ["ReferrersList.Listed"]
+        w.upstream.down = True
+        later = restarted(w)
+        fresh = await later.referrers()                         # inside staleness: no upstream contact at all
+        assert fresh.descriptors == [sig] and fresh.result is PullResult.HIT
+        w.clock.advance(301)
+        stale = await later.referrers()
+        assert stale.descriptors == [sig] and stale.result is PullResult.STALE and "unavailable" in stale.warning
+        w.clock.advance(3600)                                   # past max_stale: never without upstream
+        with pytest.raises(UpstreamUnavailable):
+            await later.referrers()
+    run(scenario)
+
+
+def test_an_unchanged_list_past_staleness_is_revalidated_and_a_changed_one_recorded_whole():
+    async def scenario(w: World):
+        w.upstream.referrers_api = True
+        sig = w.artifact(SIG_TYPE)
+        w.upstream.referrers[(REPO, w.image)] = [sig]
+        await w.referrers()
+        w.clock.advance(301)
+        assert (await w.referrers()).result is PullResult.REVALIDATED
+        sbom = w.artifact(SBOM_TYPE)
+        w.upstream.referrers[(REPO, w.image)] = [sig, sbom]
+        w.clock.advance(301)
+        assert (await w.referrers()).descriptors == [sig, sbom]
+        assert listing_events(w) == ["ReferrersList.Listed", "ReferrersList.Revalidated", "ReferrersList.Changed"]
+        w.upstream.down = True
+        assert (await restarted(w).referrers()).descriptors == [sig, sbom]
+    run(scenario)
+
+
+def test_a_fallback_tag_list_is_recorded_too_so_a_restart_without_upstream_still_serves_it():
+    async def scenario(w: World):
+        sig = w.artifact(SIG_TYPE)
+        w.fallback_index(sig)
+        await w.referrers()
+        w.upstream.down = True
+        w.clock.advance(301)
+        answer = await restarted(w).referrers()   # the restarted process does not know the upstream has no API
+        assert answer.descriptors == [sig] and answer.result is PullResult.STALE
+    run(scenario)

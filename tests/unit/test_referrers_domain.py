@@ -105,3 +105,35 @@ def test_a_cached_manifest_stored_before_subjects_loads_with_none():
     event = records.mapper.to_domain_event(records.recorder.select_notifications(start=None, limit=10)[0])
     assert (event.subject, event.artifact_type, event.annotations) == ("", "", {})
     assert records.repository.get(manifest.id).subject == ""
+
+
+def test_a_referrers_list_records_a_change_whole_and_an_unchanged_answer_as_a_revalidation():
+    from domain.referrers_list import ReferrersList
+    first = [{"mediaType": OCI_MANIFEST, "digest": SUBJECT, "size": 3}]
+    listing = ReferrersList(org="hub", repository="a", subject=SUBJECT, descriptors=first, checked_at=1.0)
+    listing.observe(list(first), 2.0, shown=True)
+    listing.observe(list(first), 2.0, shown=True)               # not newer: nothing
+    listing.observe(list(first), 3.0, shown=False)               # the views lost it (a flush): whole again
+    listing.observe([], 4.0, shown=True)
+    kinds = [type(e).__name__ for e in listing.collect_events()]
+    assert kinds == ["Listed", "Revalidated", "Changed", "Changed"]
+    assert (listing.descriptors, listing.checked_at) == ([], 4.0)
+
+
+def test_recached_carries_the_subject_and_a_version_1_recached_loads_without_one():
+    records = CacheRecords(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    manifest = CachedManifest(org="hub", repository="a", digest="sha256:" + "b" * 64, media_type=OCI_MANIFEST,
+                              size=5, blobs=[], children=[], cached_at=1.0, subject=SUBJECT,
+                              artifact_type="application/x.sig", annotations={"k": "v"})
+    manifest.evict(manifest.digest, [], 5, "quota", "lru", "system:evictor", 2.0)
+    manifest.recache(OCI_MANIFEST, 5, [], [], 3.0)
+    recached = manifest.collect_events()[-1]
+    assert (recached.subject, recached.artifact_type, recached.annotations) == (SUBJECT, "application/x.sig",
+                                                                                 {"k": "v"})
+    stored = records.mapper.to_stored_event(recached)
+    state = records.mapper.transcoder.decode(stored.state)
+    for name in ("subject", "artifact_type", "annotations", "class_version"):
+        state.pop(name, None)
+    event = records.mapper.to_domain_event(StoredEvent(stored.originator_id, stored.originator_version,
+                                                       stored.topic, records.mapper.transcoder.encode(state)))
+    assert (event.subject, event.artifact_type, event.annotations) == ("", "", {})
