@@ -19,7 +19,7 @@ class AuditReadModel(Protocol):
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
               limit: int = 100, client: str | None = None, user_agent: str | None = None,
-              actor: str | None = None) -> list[Any]:
+              actor: str | None = None, digest: str | None = None) -> list[Any]:
         """Rows (dataclasses with an `id`) in id order."""
 
 
@@ -35,6 +35,7 @@ class AuditFilter:
     since: float | None = None       # seconds since the epoch, inclusive
     until: float | None = None       # exclusive
     actor: str | None = None         # who pulled: anonymous, <org>+<robot>, admin
+    digest: str | None = None        # the manifest digest served, whether pulled by tag or by digest
 
     def checked(self) -> AuditFilter:
         results = [r.value for r in PullResult]

@@ -14,6 +14,7 @@ from application.breaker import BackoffPolicy, UpstreamBackoff
 from application.admin import AdminViews, ConfiguredOrgs, OrgAdmin
 from application.analytics import Analytics
 from application.audit import AuditLog
+from application.history import History
 from application.governance import GovernedUpstream
 from application.prewarm import Prewarm
 from application.pull_through import Limits, pull_through
@@ -134,7 +135,7 @@ class Container:
         # Client-mode routing, the admin surface, the evictor and /metrics read the views directly (our own readers).
         views = self.read_views = {"orgs": orgs_view, "referrers": referrers_view, **{
             name: open_view(name, self.env) for name in (
-                "tags", "manifests", "blobs", "counters", "audit", "retention", "analytics")}}
+                "tags", "manifests", "blobs", "counters", "audit", "retention", "analytics", "history")}}
         self.evictor = Evictor(self.records, views["retention"], self.store, self.clock,
                                lambda: [(row.name, OrgSettings.from_stored(row.settings))
                                         for row in orgs_view.list_orgs()], pulls=self.pulls,
@@ -174,6 +175,7 @@ class Container:
             self.clock, settled=self._views_settled, forget=self.cache.forget)
         self.admin.retention_usage = self.retention.usage
         self.audit_log = AuditLog(views["audit"])
+        self.history = History(views["history"], self.audit_log, lambda name: views["orgs"].get_org(name) is not None)
         self.analytics = Analytics(views["analytics"], lambda: [row.name for row in views["orgs"].list_orgs()],
                                    self.clock.now)
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
