@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from pathlib import Path
 
 import asyncio
 
@@ -52,6 +53,7 @@ from infra.upstream import HttpUpstream
 from infra.upstream.guard import UpstreamGuard
 from domain.org_settings import normalize_upstream
 from domain.upstream_policy import parse_networks
+from infra.projection_runtime.point_in_time import ReplayReport, replay_until
 from infra.projection_runtime import (LockedRunners, is_postgres, open_tags_and_manifests, open_view, projection_runners,
                                      rebuild, status)
 from interfaces.http.health import (Probe, blob_storage_check, coordination_check, event_store_check,
@@ -276,6 +278,13 @@ def rebuild_projection(settings: Settings, name: str) -> int:
         return sum(rebuild(name, env).values())   # blue/green: the server keeps serving the old copy
     with data_dir.held_alone(settings.data_dir):   # in place: no server may read or write the view meanwhile
         return sum(rebuild(name, env).values())
+
+
+def replay_to_file(settings: Settings, until: float, out: Path, force: bool = False) -> ReplayReport:
+    """`entrepot replay`: the views as of `until` into a new SQLite file; reads the event store only, so a
+    running server is no obstacle."""
+    inspected_data_dir(settings)
+    return replay_until(event_store_env(settings), until, out, force)
 
 
 def inspected_data_dir(settings: Settings) -> None:

@@ -42,7 +42,7 @@ async def history_tag(
     history: NamedDependency[History],
     org: Annotated[str | None, QueryParameter(description="the cache organization (deleted ones too)")] = None,
     repository: Annotated[str | None, QueryParameter(description="the upstream repository path")] = None,
-    tag: str | None = None,
+    tag: Annotated[str | None, QueryParameter(description="the tag")] = None,
     at: Annotated[str | None, QueryParameter(description=f"the instant: {TIME_FORMS}; default now")] = None,
 ) -> Response:
     now = time.time()
