@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from application.admin import InvalidRequest
+from domain.names import Digest, InvalidReference
 from domain.pull import PullResult
 
 MAX_PAGE = 1000
@@ -42,6 +43,11 @@ class AuditFilter:
         if self.result is not None and self.result not in results:
             raise InvalidRequest(f"result must be one of {', '.join(results)}",
                                  {"result": f"must be one of {', '.join(results)}, got {self.result!r}"})
+        if self.digest is not None:
+            try:
+                Digest.parse(self.digest)
+            except InvalidReference as error:
+                raise InvalidRequest(str(error)[:300], {"digest": "expected <algorithm>:<hex>, e.g. sha256:…"}) from None
         if self.since is not None and self.until is not None and self.since > self.until:
             raise InvalidRequest("since must not be after until", {"since": "is after until"})
         return self

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from application.admin import InvalidRequest
 from application.audit import AuditFilter, AuditLog, AuditPage
 from application.errors import EntrepotError, OrgUnknown
-from domain.names import Digest, InvalidName, InvalidReference, Tag, repository_name
+from domain.names import InvalidName, InvalidReference, Tag, repository_name
 
 
 class TagHistoryReadModel(Protocol):
@@ -80,11 +80,9 @@ class History:
 
     def digest_pulls(self, digest: str, since: float | None, until: float | None, org: str | None = None,
                      cursor: str | None = None, limit: int = 100) -> AuditPage:
-        """Every pull answered with `digest`, by tag or by digest, in the audit's order; paged like the audit."""
-        try:
-            Digest.parse(digest)
-        except InvalidReference as error:
-            raise InvalidRequest(str(error), {"digest": "expected <algorithm>:<hex>, e.g. sha256:…"}) from None
+        """Every pull answered with `digest`, by tag or by digest, in the audit's order; paged like the audit.
+
+        The digest is checked by AuditFilter, as for the audit's own `digest` filter."""
         if org is not None:
             self._check_org(org)
         return self._audit.page(AuditFilter(org=org, since=since, until=until, digest=digest), cursor, limit)

@@ -176,6 +176,10 @@ def test_history_digest_lists_every_pull_by_tag_and_by_digest(history):
     assert [p["client"] for p in history.pulls_of(d1, since=repr(history.marks["d1"]))] == ["127.0.0.1"]
     assert history.pulls_of(d1, until=repr(history.marks["before first"])) == []
     assert len(history.pulls_of(d1, org="hub")) == 3
+    # The audit API takes the same filter.
+    audit = history.admin.get("/audit", params={"digest": d1}).json()["items"]
+    assert [row["id"] for row in audit] == [p["id"] for p in pulls]
+    assert history.admin.get("/audit", params={"digest": "sha256:x"}).status_code == 422
 
 
 def test_history_commands_print_the_same_answers(history, capsys):
