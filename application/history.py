@@ -12,6 +12,9 @@ from application.errors import EntrepotError, OrgUnknown
 from domain.names import InvalidName, InvalidReference, Tag, repository_name
 
 
+MAX_RESOLUTIONS = 1000   # a digest some tag pointed at more often than this is no incident question
+
+
 class TagHistoryReadModel(Protocol):
     """The history view (projections `history`): a tag's resolutions as intervals."""
 
@@ -22,6 +25,8 @@ class TagHistoryReadModel(Protocol):
     def after(self, org: str, repository: str, tag: str, at: float) -> Any | None: ...
 
     def previous(self, interval: Any) -> Any | None: ...
+
+    def of_digest(self, digest: str, org: str | None = None, limit: int = 1000) -> list[Any]: ...
 
 
 class TagNotCachedThen(EntrepotError):
@@ -86,6 +91,11 @@ class History:
         if org is not None:
             self._check_org(org)
         return self._audit.page(AuditFilter(org=org, since=since, until=until, digest=digest), cursor, limit)
+
+    def resolutions(self, digest: str, org: str | None = None) -> list[dict]:
+        """When tags pointed at `digest` (org, repository, tag and the interval), oldest first."""
+        return [{"org": i.org, "repository": i.repository, "tag": i.tag, **change(i)}
+                for i in self._tags.of_digest(digest, org, MAX_RESOLUTIONS)]
 
     def _check_org(self, org: str) -> None:
         # Deleted orgs are known: their history is what an auditor asks about.

@@ -144,6 +144,11 @@ class AdminClient:
         params = {"org": org, "repository": repository, "tag": tag, **({"at": at} if at else {})}
         return self._call("GET", "/history/tag", params=params)
 
+    def digest_resolutions(self, digest: str, org: str | None = None) -> list[dict]:
+        """When tags pointed at the digest (the `resolutions` of /history/digest)."""
+        params = {"digest": digest, "limit": 1, **({"org": org} if org else {})}
+        return self._call("GET", "/history/digest", params=params)["resolutions"]
+
     # -- analytics -----------------------------------------------------------------------------------
     def analytics(self, kind: str, **params) -> dict:
         """/analytics/<kind> (summary, series, top) with the given query parameters (None: left out)."""

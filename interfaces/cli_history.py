@@ -19,9 +19,10 @@ TIME_HELP = "ISO 8601 (UTC unless it says otherwise), epoch seconds, or a durati
 def _change(label: str, change: dict | None) -> str:
     if change is None:
         return f"{label:<9} none"
+    label = f"{label:<9}"
     until = change["until"] or "now"
     ended = f", ended by {change['ended_by']}" if change.get("ended_by") else ""
-    return f"{label:<9} {change['digest']}  {change['since']} → {until}  ({change['opened_by']}{ended})"
+    return f"{label} {change['digest']}  {change['since']} → {until}  ({change['opened_by']}{ended})"
 
 
 def history_tag(args: argparse.Namespace) -> int:
@@ -53,6 +54,12 @@ def history_digest(args: argparse.Namespace) -> int:
     filters = {"digest": args.digest, "org": args.org, "since": args.since, "until": args.until}
     writer = AuditWriter("jsonl" if args.json else args.format, sys.stdout)
     with _client(args) as client:
+        if writer.format == "table":   # JSON Lines and CSV stay one row per pull
+            resolutions = client.digest_resolutions(args.digest, args.org)
+            print(f"tags that resolved to {args.digest}:" if resolutions else f"no tag resolved to {args.digest}")
+            for r in resolutions:
+                print(_change(f"{r['org']}/{r['repository']}:{r['tag']}", r))
+            print()
         for page in client.audit_pages(filters, args.limit, args.page_size, path="/history/digest"):
             writer.write(page)
     writer.close()

@@ -106,6 +106,10 @@ class HistoryView(View):
     def previous(self, interval: TagInterval) -> TagInterval | None:
         """The interval of the same tag just before `interval`."""
 
+    @abstractmethod
+    def of_digest(self, digest: str, org: str | None = None, limit: int = 1000) -> list[TagInterval]:
+        """Every interval in which some tag resolved to `digest`, oldest first (at most `limit`)."""
+
 
 # One SQL text for both backends where they agree; `?` becomes `%s` for PostgreSQL, {tag_history} its table.
 _BY_TAG = "org = ? AND repository = ? AND tag = ?"
@@ -122,6 +126,8 @@ _RESTORE_ORG = (
     f"FROM {{tag_history}} x WHERE x.org = h.org AND x.repository = h.repository AND x.tag = h.tag)")
 _BEFORE = f"SELECT {COLUMNS} FROM {{tag_history}} WHERE {_BY_TAG} AND since <= ? ORDER BY since DESC, seq DESC LIMIT 1"
 _AFTER = f"SELECT {COLUMNS} FROM {{tag_history}} WHERE {_BY_TAG} AND since > ? ORDER BY since, seq LIMIT 1"
+_OF_DIGEST = f"SELECT {COLUMNS} FROM {{tag_history}} WHERE digest = ? ORDER BY since, seq LIMIT ?"
+_OF_DIGEST_IN_ORG = f"SELECT {COLUMNS} FROM {{tag_history}} WHERE digest = ? AND org = ? ORDER BY since, seq LIMIT ?"
 _PREVIOUS = (f"SELECT {COLUMNS} FROM {{tag_history}} WHERE {_BY_TAG} AND (since < ? OR (since = ? AND seq < ?)) "
              "ORDER BY since DESC, seq DESC LIMIT 1")
 
@@ -145,6 +151,13 @@ class _Queries:
     def previous(self, interval: TagInterval) -> TagInterval | None:
         return self._one(_PREVIOUS, (interval.org, interval.repository, interval.tag, interval.since,
                                      interval.since, interval.seq))
+
+    def of_digest(self, digest: str, org: str | None = None, limit: int = 1000) -> list[TagInterval]:
+        if org is None:
+            rows = self._rows(_OF_DIGEST, (digest, limit))
+        else:
+            rows = self._rows(_OF_DIGEST_IN_ORG, (digest, org, limit))
+        return [TagInterval(*row) for row in rows]
 
     def _one(self, sql: str, params: tuple) -> TagInterval | None:
         rows = self._rows(sql, params)

@@ -12,7 +12,7 @@ from litestar.params import QueryParameter
 
 from application.admin import InvalidRequest
 from application.history import History, TagNotCachedThen
-from interfaces.http.admin_audit import AuditPageBody, as_item, checked_query, iso, parse_time
+from interfaces.http.admin_audit import as_item, checked_query, iso, parse_time
 from interfaces.http.admin_errors import admin_body
 from interfaces.http.auth import global_admin_guard
 
@@ -79,6 +79,8 @@ async def history_digest(
     page = await anyio.to_thread.run_sync(
         lambda: history.digest_pulls(digest, parse_time(q["since"], "since", now), parse_time(q["until"], "until", now),
                                      q["org"], cursor, 100 if limit is None else limit))
+    # When tags pointed at it, with the first page only: not paged, and the same for every page.
+    resolutions = [] if cursor else await anyio.to_thread.run_sync(history.resolutions, digest, q["org"])
     items = []
     for row in page.rows:
         item = as_item(row)
@@ -86,4 +88,5 @@ async def history_digest(
         item["via"] = ("digest" if row.reference == row.digest else
                        "referrers" if row.reference.startswith("referrers:") else "tag")
         items.append(item)
-    return Response(AuditPageBody(items, page.next_cursor))
+    return Response({"items": items, "next_cursor": page.next_cursor,
+                     "resolutions": [_shown(resolution) for resolution in resolutions]})

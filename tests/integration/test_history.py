@@ -176,6 +176,11 @@ def test_history_digest_lists_every_pull_by_tag_and_by_digest(history):
     assert [p["client"] for p in history.pulls_of(d1, since=repr(history.marks["d1"]))] == ["127.0.0.1"]
     assert history.pulls_of(d1, until=repr(history.marks["before first"])) == []
     assert len(history.pulls_of(d1, org="hub")) == 3
+    # When tags pointed at each digest, with the first page.
+    first = history.admin.get("/history/digest", params={"digest": d2}).json()
+    assert [(r["tag"], r["opened_by"], r["ended_by"]) for r in first["resolutions"]] == [("latest", "retargeted",
+                                                                                          "retargeted")]
+    assert first["resolutions"][0]["since_epoch"] < history.marks["d2"] < first["resolutions"][0]["until_epoch"]
     # The audit API takes the same filter.
     audit = history.admin.get("/audit", params={"digest": d1}).json()["items"]
     assert [row["id"] for row in audit] == [p["id"] for p in pulls]
@@ -191,6 +196,9 @@ def test_history_commands_print_the_same_answers(history, capsys):
     assert main(["history", "tag", "hub", "library/app", "latest", "--at", repr(history.marks["before first"]),
                  *common]) == 3
     assert "was not cached" in capsys.readouterr().out
+    assert main(["history", "digest", d1, *common]) == 0
+    table = capsys.readouterr().out
+    assert "hub/library/app:latest" in table and "cluster-b/podman" in table
     assert main(["history", "digest", d1, "--format", "jsonl", *common]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(line["client"], line["via"]) for line in lines] == [("127.0.0.1", "tag"), ("127.0.0.2", "tag"),
