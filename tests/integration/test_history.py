@@ -308,3 +308,17 @@ def normalised(rows) -> list[tuple]:
         return v
     return sorted((tuple(value(v) for v in row) for row in rows), key=repr)
 
+
+
+def test_history_is_for_the_global_admin_as_the_audit_is(history):
+    created = history.admin.post("/organizations/hub/admins", json={"name": "lead"})
+    assert created.status_code == 201, created.text
+    lead = httpx.BasicAuth(created.json()["username"], created.json()["token"])
+    with httpx.Client(base_url=f"{history.server.url}/api/v1") as anyone:
+        for path, params in (("/history/tag", {"org": "hub", "repository": "library/app", "tag": "latest"}),
+                             ("/history/digest", {"digest": history.digests[0]})):
+            assert anyone.get(path, params=params).status_code == 401
+            refused = anyone.get(path, params=params, auth=lead)
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+        schema = anyone.get(f"{history.server.url}/schema/openapi.json").json()
+    assert {"/api/v1/history/tag", "/api/v1/history/digest"} <= set(schema["paths"])
