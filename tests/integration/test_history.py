@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -322,3 +324,13 @@ def test_history_is_for_the_global_admin_as_the_audit_is(history):
             assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
         schema = anyone.get(f"{history.server.url}/schema/openapi.json").json()
     assert {"/api/v1/history/tag", "/api/v1/history/digest"} <= set(schema["paths"])
+
+
+def test_the_replay_benchmark_runs(tmp_path):
+    """bench/replay.py on a few events: it works (it measures nothing at this size)."""
+    out = tmp_path / "replay.json"
+    done = subprocess.run([sys.executable, "-m", "bench.replay", "--pulls", "50", "--images", "5", "--backend", "sqlite",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "replay/rebuild" in done.stdout
+    assert json.loads(out.read_text())["results"][0]["events"] == 50 + 1 + 5 * 7
