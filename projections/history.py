@@ -119,7 +119,10 @@ _OPEN_IF_CLOSED = (
     f"INSERT INTO {{tag_history}} ({COLUMNS}) SELECT ?, ?, ?, ?, ?, NULL, ?, "
     f"coalesce((SELECT media_type FROM {{tag_history}} WHERE {_BY_TAG} ORDER BY seq DESC LIMIT 1), ''), ?, NULL "
     f"WHERE NOT EXISTS (SELECT 1 FROM {{tag_history}} WHERE {_BY_TAG} AND until IS NULL)")
-_CLOSE_ORG = "UPDATE {tag_history} SET until = ?, ended_by = ? WHERE org = ? AND until IS NULL"
+# An org event carries no domain time, so its timestamp stands in; never before the interval began
+# (a test clock ahead of the wall clock, a replica's skew).
+_CLOSE_ORG = ("UPDATE {tag_history} SET until = CASE WHEN ? > since THEN ? ELSE since END, ended_by = ? "
+              "WHERE org = ? AND until IS NULL")
 _RESTORE_ORG = (
     f"INSERT INTO {{tag_history}} ({COLUMNS}) SELECT org, repository, tag, ?, ?, NULL, digest, media_type, "
     f"'org restored', NULL FROM {{tag_history}} h WHERE org = ? AND ended_by = ? AND seq = (SELECT max(seq) "
@@ -192,7 +195,7 @@ class SqliteHistoryView(_Queries, SqliteView, HistoryView):
                                                opened_by, org, repository, tag))
 
     def close_org(self, c: SQLiteCursor, org, until) -> None:
-        c.execute(self._sql(_CLOSE_ORG), (until, ORG_DELETED, org))
+        c.execute(self._sql(_CLOSE_ORG), (until, until, ORG_DELETED, org))
 
     def restore_org(self, c: SQLiteCursor, org, seq, since) -> None:
         c.execute(self._sql(_RESTORE_ORG), (seq, since, org, ORG_DELETED))
@@ -229,7 +232,7 @@ class PostgresHistoryView(_Queries, PostgresView, HistoryView):
                                                         tag, opened_by, org, repository, tag), prepare=True)
 
     def close_org(self, c: Cursor, org, until) -> None:
-        c.execute(self.sql(self._pg(_CLOSE_ORG)), (until, ORG_DELETED, org))
+        c.execute(self.sql(self._pg(_CLOSE_ORG)), (until, until, ORG_DELETED, org))
 
     def restore_org(self, c: Cursor, org, seq, since) -> None:
         c.execute(self.sql(self._pg(_RESTORE_ORG)), (seq, since, org, ORG_DELETED))

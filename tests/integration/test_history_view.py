@@ -80,6 +80,18 @@ def test_an_org_delete_ends_its_tags_and_a_reregistration_restores_them(history)
     assert (restored.digest, restored.opened_by, restored.media_type) == (D1, "org restored", IMAGE)
 
 
+def test_an_org_delete_never_ends_an_interval_before_it_began(history):
+    """The delete's time is its event timestamp (now); a resolution stamped by a clock ahead of it still ends
+    no earlier than it began."""
+    org = CacheOrg(name=ORG, settings={"upstream": "https://registry-1.docker.io"})
+    tag = TagResolution(org=ORG, repository=REPO, tag=TAG, digest=D1, media_type=IMAGE, checked_at=10.0**10)
+    feed(history, org, tag)
+    org.delete()
+    feed(history, org)
+    ended = history.before(ORG, REPO, TAG, 10.0**11)
+    assert (ended.since, ended.until, ended.ended_by) == (10.0**10, 10.0**10, "org deleted")
+
+
 def test_replayed_positions_change_nothing(history):
     tag = TagResolution(org=ORG, repository=REPO, tag=TAG, digest=D1, media_type=IMAGE, checked_at=100.0)
     events = list(tag.collect_events())
