@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from application.admin import InvalidRequest
+from domain.names import Digest, InvalidReference
 from domain.pull import PullResult
 
 MAX_PAGE = 1000
@@ -19,7 +20,7 @@ class AuditReadModel(Protocol):
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
               limit: int = 100, client: str | None = None, user_agent: str | None = None,
-              actor: str | None = None) -> list[Any]:
+              actor: str | None = None, digest: str | None = None) -> list[Any]:
         """Rows (dataclasses with an `id`) in id order."""
 
 
@@ -35,12 +36,18 @@ class AuditFilter:
     since: float | None = None       # seconds since the epoch, inclusive
     until: float | None = None       # exclusive
     actor: str | None = None         # who pulled: anonymous, <org>+<robot>, admin
+    digest: str | None = None        # the manifest digest served, whether pulled by tag or by digest
 
     def checked(self) -> AuditFilter:
         results = [r.value for r in PullResult]
         if self.result is not None and self.result not in results:
             raise InvalidRequest(f"result must be one of {', '.join(results)}",
                                  {"result": f"must be one of {', '.join(results)}, got {self.result!r}"})
+        if self.digest is not None:
+            try:
+                Digest.parse(self.digest)
+            except InvalidReference as error:
+                raise InvalidRequest(str(error)[:300], {"digest": "expected <algorithm>:<hex>, e.g. sha256:…"}) from None
         if self.since is not None and self.until is not None and self.since > self.until:
             raise InvalidRequest("since must not be after until", {"since": "is after until"})
         return self

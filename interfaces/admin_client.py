@@ -12,9 +12,11 @@ PAGE = 1000   # audit rows per request when following cursors
 class AdminApiError(Exception):
     """The server refused the request (or could not be reached); `fields` names what was wrong."""
 
-    def __init__(self, message: str, status: int | None = None, fields: dict | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, fields: dict | None = None,
+                 error: dict | None = None) -> None:
         super().__init__(message)
         self.message, self.status, self.fields = message, status, fields or {}
+        self.error = error or {}   # the whole JSON error, e.g. a history 404's previous and next changes
 
 
 class AdminClient:
@@ -118,13 +120,16 @@ class AdminClient:
         return self._call("GET", f"/organizations/{org}/pins")["pins"]
 
     # -- audit log ---------------------------------------------------------------------------------
-    def audit_pages(self, filters: dict, limit: int | None = None, page_size: int = PAGE) -> Iterator[list[dict]]:
-        """Every matching row (at most `limit`), a page per request, following next_cursor."""
+    def audit_pages(self, filters: dict, limit: int | None = None, page_size: int = PAGE,
+                    path: str = "/audit") -> Iterator[list[dict]]:
+        """Every matching row (at most `limit`), a page per request, following next_cursor.
+
+        `path`: /audit, or /history/digest (the pulls of one digest, paged the same way)."""
         params = {key: value for key, value in filters.items() if value is not None}
         left = limit
         while left is None or left > 0:
             params["limit"] = page_size if left is None else min(page_size, left)
-            page = self._call("GET", "/audit", params=params)
+            page = self._call("GET", path, params=params)
             if page["items"]:
                 yield page["items"]
             if left is not None:
@@ -132,6 +137,17 @@ class AdminClient:
             if page["next_cursor"] is None:
                 return
             params["cursor"] = page["next_cursor"]
+
+    # -- history -------------------------------------------------------------------------------------
+    def history_tag(self, org: str, repository: str, tag: str, at: str | None = None) -> dict:
+        """What the tag resolved to at `at`; AdminApiError 404 (with `error` holding previous/next) if nothing."""
+        params = {"org": org, "repository": repository, "tag": tag, **({"at": at} if at else {})}
+        return self._call("GET", "/history/tag", params=params)
+
+    def digest_resolutions(self, digest: str, org: str | None = None) -> list[dict]:
+        """When tags pointed at the digest (the `resolutions` of /history/digest)."""
+        params = {"digest": digest, "limit": 1, **({"org": org} if org else {})}
+        return self._call("GET", "/history/digest", params=params)["resolutions"]
 
     # -- analytics -----------------------------------------------------------------------------------
     def analytics(self, kind: str, **params) -> dict:
@@ -153,5 +169,5 @@ class AdminClient:
         if response.is_error:
             error = body.get("error", {}) if isinstance(body, dict) else {}
             raise AdminApiError(error.get("message") or f"HTTP {response.status_code}", response.status_code,
-                                error.get("fields"))
+                                error.get("fields"), error)
         return body

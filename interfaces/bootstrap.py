@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from pathlib import Path
 
 import asyncio
 
@@ -14,6 +15,7 @@ from application.breaker import BackoffPolicy, UpstreamBackoff
 from application.admin import AdminViews, ConfiguredOrgs, OrgAdmin
 from application.analytics import Analytics
 from application.audit import AuditLog
+from application.history import History
 from application.governance import GovernedUpstream
 from application.prewarm import Prewarm
 from application.pull_through import Limits, pull_through
@@ -52,6 +54,7 @@ from infra.upstream.egress import egress_proxy
 from infra.upstream.guard import UpstreamGuard
 from domain.org_settings import normalize_upstream
 from domain.upstream_policy import parse_networks
+from infra.projection_runtime.point_in_time import ReplayReport, replay_until
 from infra.projection_runtime import (LockedRunners, is_postgres, open_tags_and_manifests, open_view, projection_runners,
                                      rebuild, status)
 from interfaces.http.health import (Probe, blob_storage_check, coordination_check, event_store_check,
@@ -136,7 +139,7 @@ class Container:
         # Client-mode routing, the admin surface, the evictor and /metrics read the views directly (our own readers).
         views = self.read_views = {"orgs": orgs_view, "referrers": referrers_view, **{
             name: open_view(name, self.env) for name in (
-                "tags", "manifests", "blobs", "counters", "audit", "retention", "analytics")}}
+                "tags", "manifests", "blobs", "counters", "audit", "retention", "analytics", "history")}}
         self.evictor = Evictor(self.records, views["retention"], self.store, self.clock,
                                lambda: [(row.name, OrgSettings.from_stored(row.settings))
                                         for row in orgs_view.list_orgs()], pulls=self.pulls,
@@ -176,6 +179,7 @@ class Container:
             self.clock, settled=self._views_settled, forget=self.cache.forget)
         self.admin.retention_usage = self.retention.usage
         self.audit_log = AuditLog(views["audit"])
+        self.history = History(views["history"], self.audit_log, lambda name: views["orgs"].get_org(name) is not None)
         self.analytics = Analytics(views["analytics"], lambda: [row.name for row in views["orgs"].list_orgs()],
                                    self.clock.now)
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
@@ -276,6 +280,13 @@ def rebuild_projection(settings: Settings, name: str) -> int:
         return sum(rebuild(name, env).values())   # blue/green: the server keeps serving the old copy
     with data_dir.held_alone(settings.data_dir):   # in place: no server may read or write the view meanwhile
         return sum(rebuild(name, env).values())
+
+
+def replay_to_file(settings: Settings, until: float, out: Path, force: bool = False) -> ReplayReport:
+    """`entrepot replay`: the views as of `until` into a new SQLite file; reads the event store only, so a
+    running server is no obstacle."""
+    inspected_data_dir(settings)
+    return replay_until(event_store_env(settings), until, out, force)
 
 
 def inspected_data_dir(settings: Settings) -> None:

@@ -13,6 +13,7 @@ from infra.persistence import DatabaseUnavailable
 from infra.settings import SettingsError, load_settings
 from interfaces.cli_access import add_access_commands
 from interfaces.cli_admin import add_admin_commands
+from interfaces.cli_history import add_history_commands
 from interfaces.cli_retention import add_retention_commands
 from interfaces.cli_stats import add_stats_command
 from interfaces.serving import CannotListen
@@ -141,6 +142,7 @@ def parser() -> argparse.ArgumentParser:
     add_access_commands(commands)  # robot ..., org-admin create, admin-log
     add_stats_command(commands)    # stats [ORG]: its analytics
     add_retention_commands(commands)   # flush, pin, unpin, images
+    add_history_commands(commands, with_config)   # history tag|digest (API), replay (the event store)
     return root
 
 

@@ -129,7 +129,8 @@ def prewarm(args: argparse.Namespace) -> int:
 
 def audit(args: argparse.Namespace) -> int:
     filters = {"org": args.org, "repository": args.repository, "result": args.result, "client": args.client,
-               "user_agent": args.user_agent, "since": args.since, "until": args.until, "actor": args.actor}
+               "user_agent": args.user_agent, "since": args.since, "until": args.until, "actor": args.actor,
+               "digest": args.digest}
     writer = AuditWriter("jsonl" if args.json else args.format, sys.stdout)
     with _client(args) as client:
         for page in client.audit_pages(filters, args.limit, args.page_size):
@@ -200,6 +201,7 @@ def add_admin_commands(commands) -> None:
     for flag, text in (("--org", None), ("--repository", None), ("--client", "the client's address"),
                        ("--actor", "who pulled: anonymous, <org>+<robot>, admin"),
                        ("--user-agent", "a substring of the User-Agent"),
+                       ("--digest", "the manifest digest served (see also `history digest`)"),
                        ("--result", "hit, miss, stale, revalidated, error, denied"),
                        ("--since", "ISO 8601, epoch seconds, or a duration ago: 90s, 15m, 2h, 7d"),
                        ("--until", "exclusive; as --since")):

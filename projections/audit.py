@@ -64,20 +64,21 @@ class AuditView(View):
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
               limit: int = 100, client: str | None = None, user_agent: str | None = None,
-              actor: str | None = None) -> list[AuditRow]:
+              actor: str | None = None, digest: str | None = None) -> list[AuditRow]:
         """Rows in id order; `since` <= at < `until`; page on with after_id = the last row's id.
 
-        `client` matches the address exactly, `actor` exactly, `user_agent` any substring of it.
+        `client` matches the address exactly, `actor` and `digest` exactly, `user_agent` any substring of it.
         """
 
 
 def audit_filters(placeholder: str, contains: str, org, repository, result, since, until, after_id, limit,
-                  client, user_agent, actor=None) -> tuple[str, list]:
+                  client, user_agent, actor=None, digest=None) -> tuple[str, list]:
     """The WHERE clause and parameters of a query, in either SQL dialect (`?` or `%s`)."""
     clauses, params = [], []
     for clause, value in (("org = ?", org), ("repository = ?", repository), ("result = ?", result),
                           ("at >= ?", since), ("at < ?", until), ("id > ?", after_id),
-                          ("client = ?", client), ("actor = ?", actor), (contains, user_agent)):
+                          ("client = ?", client), ("actor = ?", actor), ("digest = ?", digest),
+                          (contains, user_agent)):
         if value is not None:
             clauses.append(clause.replace("?", placeholder))
             params.append(value)
@@ -101,6 +102,9 @@ class SqliteAuditView(SqliteView, AuditView):
         "note TEXT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS audit_org ON audit (org, repository, id)",
         "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
+        # The pulls of one digest (`history digest`). An index needs no replay, so no new schema_version:
+        # CREATE INDEX IF NOT EXISTS runs at every open and builds it once on an older file.
+        "CREATE INDEX IF NOT EXISTS audit_digest ON audit (digest, id)",
     )
 
     def add_rows(self, c: SQLiteCursor, rows: list[tuple]) -> None:
@@ -109,9 +113,9 @@ class SqliteAuditView(SqliteView, AuditView):
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
               limit: int = 100, client: str | None = None, user_agent: str | None = None,
-              actor: str | None = None) -> list[AuditRow]:
+              actor: str | None = None, digest: str | None = None) -> list[AuditRow]:
         where, params = audit_filters("?", "instr(user_agent, ?) > 0", org, repository, result, since, until,
-                                      after_id, limit, client, user_agent, actor)
+                                      after_id, limit, client, user_agent, actor, digest)
         rows = self._query(f"SELECT {COLUMNS} FROM audit {where}ORDER BY id LIMIT ?", params)
         return [AuditRow(*row) for row in rows]
 
@@ -120,7 +124,7 @@ class PostgresAuditView(PostgresView, AuditView):
     projection = "audit"
     tables = ("audit",)
     schema_version = 3   # 2: status, error_code and note; 3: actor
-    indexes = ("audit_org", "audit_at")
+    indexes = ("audit_org", "audit_at", "audit_digest")
     schema = (
         "CREATE TABLE IF NOT EXISTS {audit} (id bigint PRIMARY KEY, org text NOT NULL, repository text NOT NULL, "
         "reference text NOT NULL, digest text NOT NULL, result text NOT NULL, client text NOT NULL, actor text NOT NULL, "
@@ -128,6 +132,7 @@ class PostgresAuditView(PostgresView, AuditView):
         "note text NOT NULL)",
         "CREATE INDEX IF NOT EXISTS {audit_org} ON {audit} (org, repository, id)",
         "CREATE INDEX IF NOT EXISTS {audit_at} ON {audit} (at)",
+        "CREATE INDEX IF NOT EXISTS {audit_digest} ON {audit} (digest, id)",   # as on SQLite: no replay needed
     )
 
     def add_rows(self, c: Cursor, rows: list[tuple]) -> None:
@@ -139,8 +144,8 @@ class PostgresAuditView(PostgresView, AuditView):
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
               limit: int = 100, client: str | None = None, user_agent: str | None = None,
-              actor: str | None = None) -> list[AuditRow]:
+              actor: str | None = None, digest: str | None = None) -> list[AuditRow]:
         where, params = audit_filters("%s", "strpos(user_agent, %s) > 0", org, repository, result, since, until,
-                                      after_id, limit, client, user_agent, actor)
+                                      after_id, limit, client, user_agent, actor, digest)
         rows = self._query(f"SELECT {COLUMNS} FROM {{audit}} {where}ORDER BY id LIMIT %s", params)
         return [AuditRow(*row) for row in rows]

@@ -9,6 +9,7 @@ from projections.audit import PostgresAuditView, SqliteAuditView
 from projections.base import SqliteView, View
 from projections.blobs import PostgresBlobsView, SqliteBlobsView
 from projections.counters import PostgresCountersView, SqliteCountersView
+from projections.history import PostgresHistoryView, SqliteHistoryView
 from projections.manifests import PostgresManifestsView, SqliteManifestsView
 from projections.orgs import PostgresOrgsView, SqliteOrgsView
 from projections.postgres_view import PostgresView
@@ -47,6 +48,7 @@ CATALOG: dict[str, ProjectionSpec] = {spec.name: spec for spec in (
     ProjectionSpec(SqliteReferrersView, PostgresReferrersView),
     ProjectionSpec(SqliteAnalyticsView, PostgresAnalyticsView),
     ProjectionSpec(SqliteRetentionView, PostgresRetentionView),
+    ProjectionSpec(SqliteHistoryView, PostgresHistoryView),
 )}
 PROJECTION_NAMES = tuple(CATALOG)
 

@@ -10,6 +10,7 @@ from interfaces.http.admin_analytics import ANALYTICS_HANDLERS
 from interfaces.http.admin_audit import audit
 from interfaces.http.admin_bodies import MAX_BODY
 from interfaces.http.admin_errors import admin_error_response
+from interfaces.http.admin_history import history_digest, history_tag
 from interfaces.http.admin_orgs import OrganizationsController
 from interfaces.http.admin_retention import RetentionController, evictions
 from interfaces.http.admin_robots import RobotsController, admin_log
@@ -21,7 +22,8 @@ ADMIN_PREFIX = "/api/"
 def admin_router() -> Router:
     # Each route says who besides the global admin may call it (interfaces/http/auth.py).
     return Router("/api/v1", route_handlers=[OrganizationsController, RobotsController, RetentionController, audit,
-                                             admin_log, evictions, *ANALYTICS_HANDLERS],
+                                             admin_log, evictions, history_tag, history_digest,
+                                             *ANALYTICS_HANDLERS],
                   guards=[admin_guard],
                   exception_handlers={Exception: admin_error_response}, security=[{"adminToken": []}],
                   request_max_body_size=MAX_BODY)

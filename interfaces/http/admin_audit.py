@@ -138,6 +138,7 @@ async def audit(
     result: Annotated[str | None, QueryParameter(description="hit, miss, stale, revalidated, error or denied")] = None,
     client: Annotated[str | None, QueryParameter(description="the client's address, exactly")] = None,
     actor: Annotated[str | None, QueryParameter(description="who pulled, exactly: anonymous, <org>+<robot>, admin")] = None,
+    digest: Annotated[str | None, QueryParameter(description="the manifest digest served, by tag or by digest")] = None,
     user_agent: Annotated[str | None, QueryParameter(description="a substring of the client's User-Agent")] = None,
     since: Annotated[str | None, QueryParameter(
         description="inclusive: ISO 8601, epoch seconds, or a duration ago (90s, 15m, 2h, 7d, 1w)")] = None,
@@ -152,9 +153,11 @@ async def audit(
     now = time.time()
     org = audited_org(principal, org)
     q = checked_query({"org": org, "repository": repository, "result": result, "client": client,
-                       "user_agent": user_agent, "since": since, "until": until, "actor": actor}, cursor, limit)
+                       "user_agent": user_agent, "since": since, "until": until, "actor": actor, "digest": digest},
+                      cursor, limit)
     filters = AuditFilter(q["org"], q["repository"], q["result"], q["client"], q["user_agent"],
-                          parse_time(q["since"], "since", now), parse_time(q["until"], "until", now), q["actor"])
+                          parse_time(q["since"], "since", now), parse_time(q["until"], "until", now), q["actor"],
+                          q["digest"])
     if format == "json":
         page = await anyio.to_thread.run_sync(
             lambda: audit_log.page(filters, cursor, 100 if limit is None else limit))

@@ -105,7 +105,8 @@ def test_runners_build_every_view_and_report_zero_lag(env, apps, runners):
     assert {(s.projection, s.application) for s in live.status()} == {
         ("tags", "Registry"), ("manifests", "Registry"), ("blobs", "Registry"), ("blobs", "Pulls"),
         ("audit", "Pulls"), ("counters", "Pulls"), ("orgs", "Registry"), ("referrers", "Registry"),
-        ("analytics", "Pulls"), ("analytics", "Registry"), ("retention", "Registry"), ("retention", "Pulls")}
+        ("analytics", "Pulls"), ("analytics", "Registry"), ("retention", "Registry"), ("retention", "Pulls"),
+        ("history", "Registry")}
     for s in live.status():
         assert (s.lag, s.state, s.error) == (0, "running", None)
         assert s.position == s.max_notification_id > 0

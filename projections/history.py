@@ -1,0 +1,241 @@
+"""The history view: what each tag resolved to, interval by interval, so a past instant is one indexed lookup.
+
+A row is one resolution of one tag: the digest it pointed to `since` an instant and `until` the
+next change (NULL while it still points there). Times are the events' own domain times
+(`checked_at` of a resolution, `at` of a drop), the clock the audit's `at` uses too; org deletes
+and re-registrations carry none, so their event timestamp stands in.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.sqlite import SQLiteCursor
+from psycopg import Cursor
+
+from domain.cache import TagResolution
+from domain.org import CacheOrg
+from projections.base import SqliteView, View
+from projections.postgres_view import PostgresView
+
+ORG_DELETED = "org deleted"
+
+
+@dataclass(frozen=True)
+class TagInterval:
+    org: str
+    repository: str
+    tag: str
+    seq: int               # the notification id of the event that opened the interval: orders equal instants
+    since: float
+    until: float | None    # None: the tag still resolves to `digest`
+    digest: str
+    media_type: str
+    opened_by: str         # resolved | retargeted | revalidated (seen again after a drop or delete) | org restored
+    ended_by: str | None   # retargeted | a drop's reason (flush, quota, ...) | org deleted; None while open
+
+
+COLUMNS = "org, repository, tag, seq, since, until, digest, media_type, opened_by, ended_by"
+
+
+class HistoryView(View):
+    name = "history"
+    handles = (TagResolution.Resolved, TagResolution.Retargeted, TagResolution.Revalidated, TagResolution.Dropped,
+               CacheOrg.Registered, CacheOrg.Reconfigured, CacheOrg.Deleted)
+    follows = ("Registry",)
+
+    def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
+        seq = tracking.notification_id
+        if isinstance(event, (TagResolution.Resolved, TagResolution.Retargeted)):
+            key = (event.org, event.repository, event.tag)
+            self.end(c, *key, event.checked_at, "retargeted")
+            self.begin(c, *key, seq, event.checked_at, event.digest, event.media_type,
+                      "resolved" if isinstance(event, TagResolution.Resolved) else "retargeted")
+        elif isinstance(event, TagResolution.Revalidated):
+            # Nothing changed, unless the tag had no open interval (its org was deleted, then restored
+            # without a record of its own): then it is served again from this instant.
+            self.open_if_closed(c, event.org, event.repository, event.tag, seq, event.checked_at, event.digest,
+                                "revalidated")
+        elif isinstance(event, TagResolution.Dropped):
+            self.end(c, event.org, event.repository, event.tag, event.at, event.reason)
+        elif isinstance(event, CacheOrg.Deleted):
+            # The org's tags stay in the event store but are served no more.
+            self.close_org(c, event.name, event.timestamp.timestamp())
+        elif isinstance(event, (CacheOrg.Registered, CacheOrg.Reconfigured)):
+            # Either may undelete an org: its tags resolve again to what they pointed at when it was deleted.
+            self.restore_org(c, event.name, seq, event.timestamp.timestamp())
+
+    # -- storage: each backend's SQL ------------------------------------------------------------------
+    @abstractmethod
+    def end(self, c: Any, org: str, repository: str, tag: str, until: float, ended_by: str) -> None:
+        """End the tag's open interval, if it has one."""
+
+    @abstractmethod
+    def begin(self, c: Any, org: str, repository: str, tag: str, seq: int, since: float, digest: str,
+             media_type: str, opened_by: str) -> None: ...
+
+    @abstractmethod
+    def open_if_closed(self, c: Any, org: str, repository: str, tag: str, seq: int, since: float, digest: str,
+                       opened_by: str) -> None:
+        """Open an interval (media type from the tag's last one) unless one is open."""
+
+    @abstractmethod
+    def close_org(self, c: Any, org: str, until: float) -> None: ...
+
+    @abstractmethod
+    def restore_org(self, c: Any, org: str, seq: int, since: float) -> None:
+        """Reopen every tag whose last interval ended with the org's delete."""
+
+    # -- queries ------------------------------------------------------------------------------------
+    @abstractmethod
+    def at(self, org: str, repository: str, tag: str, at: float) -> TagInterval | None:
+        """The interval holding `at` (since <= at < until); None when the tag resolved to nothing then."""
+
+    @abstractmethod
+    def before(self, org: str, repository: str, tag: str, at: float) -> TagInterval | None:
+        """The last interval that began at or before `at` (the one holding it, or the one it follows)."""
+
+    @abstractmethod
+    def after(self, org: str, repository: str, tag: str, at: float) -> TagInterval | None:
+        """The first interval that began after `at`."""
+
+    @abstractmethod
+    def previous(self, interval: TagInterval) -> TagInterval | None:
+        """The interval of the same tag just before `interval`."""
+
+    @abstractmethod
+    def of_digest(self, digest: str, org: str | None = None, limit: int = 1000) -> list[TagInterval]:
+        """Every interval in which some tag resolved to `digest`, oldest first (at most `limit`)."""
+
+
+# One SQL text for both backends where they agree; `?` becomes `%s` for PostgreSQL, {tag_history} its table.
+_BY_TAG = "org = ? AND repository = ? AND tag = ?"
+_CLOSE = f"UPDATE {{tag_history}} SET until = ?, ended_by = ? WHERE {_BY_TAG} AND until IS NULL"
+_OPEN = f"INSERT INTO {{tag_history}} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, NULL)"
+_OPEN_IF_CLOSED = (
+    f"INSERT INTO {{tag_history}} ({COLUMNS}) SELECT ?, ?, ?, ?, ?, NULL, ?, "
+    f"coalesce((SELECT media_type FROM {{tag_history}} WHERE {_BY_TAG} ORDER BY seq DESC LIMIT 1), ''), ?, NULL "
+    f"WHERE NOT EXISTS (SELECT 1 FROM {{tag_history}} WHERE {_BY_TAG} AND until IS NULL)")
+# An org event carries no domain time, so its timestamp stands in; never before the interval began
+# (a test clock ahead of the wall clock, a replica's skew).
+_CLOSE_ORG = ("UPDATE {tag_history} SET until = CASE WHEN ? > since THEN ? ELSE since END, ended_by = ? "
+              "WHERE org = ? AND until IS NULL")
+_RESTORE_ORG = (
+    f"INSERT INTO {{tag_history}} ({COLUMNS}) SELECT org, repository, tag, ?, ?, NULL, digest, media_type, "
+    f"'org restored', NULL FROM {{tag_history}} h WHERE org = ? AND ended_by = ? AND seq = (SELECT max(seq) "
+    f"FROM {{tag_history}} x WHERE x.org = h.org AND x.repository = h.repository AND x.tag = h.tag)")
+_BEFORE = f"SELECT {COLUMNS} FROM {{tag_history}} WHERE {_BY_TAG} AND since <= ? ORDER BY since DESC, seq DESC LIMIT 1"
+_AFTER = f"SELECT {COLUMNS} FROM {{tag_history}} WHERE {_BY_TAG} AND since > ? ORDER BY since, seq LIMIT 1"
+_OF_DIGEST = f"SELECT {COLUMNS} FROM {{tag_history}} WHERE digest = ? ORDER BY since, seq LIMIT ?"
+_OF_DIGEST_IN_ORG = f"SELECT {COLUMNS} FROM {{tag_history}} WHERE digest = ? AND org = ? ORDER BY since, seq LIMIT ?"
+_PREVIOUS = (f"SELECT {COLUMNS} FROM {{tag_history}} WHERE {_BY_TAG} AND (since < ? OR (since = ? AND seq < ?)) "
+             "ORDER BY since DESC, seq DESC LIMIT 1")
+
+
+def _holding(interval: TagInterval | None, at: float) -> TagInterval | None:
+    return interval if interval is not None and (interval.until is None or at < interval.until) else None
+
+
+class _Queries:
+    """The queries, over the backend's `_rows(sql, params)`."""
+
+    def at(self, org: str, repository: str, tag: str, at: float) -> TagInterval | None:
+        return _holding(self.before(org, repository, tag, at), at)
+
+    def before(self, org: str, repository: str, tag: str, at: float) -> TagInterval | None:
+        return self._one(_BEFORE, (org, repository, tag, at))
+
+    def after(self, org: str, repository: str, tag: str, at: float) -> TagInterval | None:
+        return self._one(_AFTER, (org, repository, tag, at))
+
+    def previous(self, interval: TagInterval) -> TagInterval | None:
+        return self._one(_PREVIOUS, (interval.org, interval.repository, interval.tag, interval.since,
+                                     interval.since, interval.seq))
+
+    def of_digest(self, digest: str, org: str | None = None, limit: int = 1000) -> list[TagInterval]:
+        if org is None:
+            rows = self._rows(_OF_DIGEST, (digest, limit))
+        else:
+            rows = self._rows(_OF_DIGEST_IN_ORG, (digest, org, limit))
+        return [TagInterval(*row) for row in rows]
+
+    def _one(self, sql: str, params: tuple) -> TagInterval | None:
+        rows = self._rows(sql, params)
+        return TagInterval(*rows[0]) if rows else None
+
+    def _rows(self, sql: str, params: tuple) -> list[tuple]:
+        raise NotImplementedError
+
+
+class SqliteHistoryView(_Queries, SqliteView, HistoryView):
+    tables = ("tag_history",)
+    schema = (
+        "CREATE TABLE IF NOT EXISTS tag_history (org TEXT NOT NULL, repository TEXT NOT NULL, tag TEXT NOT NULL, "
+        "seq INTEGER NOT NULL, since REAL NOT NULL, until REAL, digest TEXT NOT NULL, media_type TEXT NOT NULL, "
+        "opened_by TEXT NOT NULL, ended_by TEXT, PRIMARY KEY (org, repository, tag, seq)) WITHOUT ROWID",
+        "CREATE INDEX IF NOT EXISTS tag_history_since ON tag_history (org, repository, tag, since)",
+        "CREATE INDEX IF NOT EXISTS tag_history_digest ON tag_history (digest)",
+    )
+
+    @staticmethod
+    def _sql(text: str) -> str:
+        return text.replace("{tag_history}", "tag_history")
+
+    def end(self, c: SQLiteCursor, org, repository, tag, until, ended_by) -> None:
+        c.execute(self._sql(_CLOSE), (until, ended_by, org, repository, tag))
+
+    def begin(self, c: SQLiteCursor, org, repository, tag, seq, since, digest, media_type, opened_by) -> None:
+        c.execute(self._sql(_OPEN), (org, repository, tag, seq, since, digest, media_type, opened_by))
+
+    def open_if_closed(self, c: SQLiteCursor, org, repository, tag, seq, since, digest, opened_by) -> None:
+        c.execute(self._sql(_OPEN_IF_CLOSED), (org, repository, tag, seq, since, digest, org, repository, tag,
+                                               opened_by, org, repository, tag))
+
+    def close_org(self, c: SQLiteCursor, org, until) -> None:
+        c.execute(self._sql(_CLOSE_ORG), (until, until, ORG_DELETED, org))
+
+    def restore_org(self, c: SQLiteCursor, org, seq, since) -> None:
+        c.execute(self._sql(_RESTORE_ORG), (seq, since, org, ORG_DELETED))
+
+    def _rows(self, sql: str, params: tuple) -> list[tuple]:
+        return [tuple(row) for row in self._query(self._sql(sql), params)]
+
+
+class PostgresHistoryView(_Queries, PostgresView, HistoryView):
+    projection = "history"
+    tables = ("tag_history",)
+    indexes = ("tag_history_since", "tag_history_digest")
+    schema = (
+        "CREATE TABLE IF NOT EXISTS {tag_history} (org text NOT NULL, repository text NOT NULL, tag text NOT NULL, "
+        "seq bigint NOT NULL, since double precision NOT NULL, until double precision, digest text NOT NULL, "
+        "media_type text NOT NULL, opened_by text NOT NULL, ended_by text, PRIMARY KEY (org, repository, tag, seq))",
+        "CREATE INDEX IF NOT EXISTS {tag_history_since} ON {tag_history} (org, repository, tag, since)",
+        "CREATE INDEX IF NOT EXISTS {tag_history_digest} ON {tag_history} (digest)",
+    )
+
+    @staticmethod
+    def _pg(text: str) -> str:
+        return text.replace("?", "%s")
+
+    def end(self, c: Cursor, org, repository, tag, until, ended_by) -> None:
+        c.execute(self.sql(self._pg(_CLOSE)), (until, ended_by, org, repository, tag), prepare=True)
+
+    def begin(self, c: Cursor, org, repository, tag, seq, since, digest, media_type, opened_by) -> None:
+        c.execute(self.sql(self._pg(_OPEN)), (org, repository, tag, seq, since, digest, media_type, opened_by),
+                  prepare=True)
+
+    def open_if_closed(self, c: Cursor, org, repository, tag, seq, since, digest, opened_by) -> None:
+        c.execute(self.sql(self._pg(_OPEN_IF_CLOSED)), (org, repository, tag, seq, since, digest, org, repository,
+                                                        tag, opened_by, org, repository, tag), prepare=True)
+
+    def close_org(self, c: Cursor, org, until) -> None:
+        c.execute(self.sql(self._pg(_CLOSE_ORG)), (until, until, ORG_DELETED, org))
+
+    def restore_org(self, c: Cursor, org, seq, since) -> None:
+        c.execute(self.sql(self._pg(_RESTORE_ORG)), (seq, since, org, ORG_DELETED))
+
+    def _rows(self, sql: str, params: tuple) -> list[tuple]:
+        return self._query(self._pg(sql), params)
