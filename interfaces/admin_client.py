@@ -133,6 +133,12 @@ class AdminClient:
                 return
             params["cursor"] = page["next_cursor"]
 
+    def seal(self) -> dict:
+        return self._call("POST", "/audit/seals")
+
+    def seals(self) -> list[dict]:
+        return self._call("GET", "/audit/seals")["items"]
+
     # -- analytics -----------------------------------------------------------------------------------
     def analytics(self, kind: str, **params) -> dict:
         """/analytics/<kind> (summary, series, top) with the given query parameters (None: left out)."""

@@ -14,6 +14,8 @@ from application.breaker import BackoffPolicy, UpstreamBackoff
 from application.admin import AdminViews, ConfiguredOrgs, OrgAdmin
 from application.analytics import Analytics
 from application.audit import AuditLog
+from application.audit_seals import AuditSeals, read_seals
+from application.audit_verify import VerifyReport, verify
 from application.governance import GovernedUpstream
 from application.prewarm import Prewarm
 from application.pull_through import Limits, pull_through
@@ -41,6 +43,7 @@ from infra.analytics_metrics import AnalyticsCollector
 from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
 from infra.secrets import admin_token, private_dir, secret_key
+from infra.seal_file import SealFile
 from infra.tokens import JwtTokens
 from infra.settings import Settings, SettingsError
 from infra.evictor_lock import InProcessEvictorLock, PostgresEvictorLock
@@ -134,7 +137,7 @@ class Container:
         # Client-mode routing, the admin surface, the evictor and /metrics read the views directly (our own readers).
         views = self.read_views = {"orgs": orgs_view, "referrers": referrers_view, **{
             name: open_view(name, self.env) for name in (
-                "tags", "manifests", "blobs", "counters", "audit", "retention", "analytics")}}
+                "tags", "manifests", "blobs", "counters", "audit", "retention", "analytics", "chain")}}
         self.evictor = Evictor(self.records, views["retention"], self.store, self.clock,
                                lambda: [(row.name, OrgSettings.from_stored(row.settings))
                                         for row in orgs_view.list_orgs()], pulls=self.pulls,
@@ -174,6 +177,11 @@ class Container:
             self.clock, settled=self._views_settled, forget=self.cache.forget)
         self.admin.retention_usage = self.retention.usage
         self.audit_log = AuditLog(views["audit"])
+        # Seals of the audit chain (the chain view's heads) into the Access log, on demand and periodically.
+        self.audit_seals = AuditSeals(
+            self.access, views["chain"], self.clock, interval=settings.audit.seal_interval_seconds,
+            export=SealFile(settings.audit.seal_file) if settings.audit.seal_file else None,
+            settled=lambda: self._chain_settled())
         self.analytics = Analytics(views["analytics"], lambda: [row.name for row in views["orgs"].list_orgs()],
                                    self.clock.now)
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
@@ -205,6 +213,16 @@ class Container:
             except TimeoutError:
                 log.warning("the %s view has not caught up after %ss", name, timeout)
 
+    def _chain_settled(self, timeout: float = 2.0) -> None:
+        """Before an operator's seal: the chain view holds the pulls and admin events recorded so far."""
+        for app in (self.pulls, self.access):
+            position = app.recorder.max_notification_id() or 0
+            try:
+                self.read_views["chain"].wait(app.name, position, timeout=timeout)
+            except TimeoutError:
+                log.warning("the chain view has not caught up with %s after %ss; sealing what it holds",
+                            app.name, timeout)
+
     def apply_configured_orgs(self) -> None:
         for org in self.settings.organizations:
             if self.orgs.apply(org.name, org.as_command()):
@@ -226,11 +244,12 @@ class Container:
         await self.group_commit.start()
         await self.traffic.start()
         await self.evictions.start()   # also finishes deletions a killed process left half done
+        await self.audit_seals.start()
 
     async def stop(self) -> None:
         # Each background part gets a bounded time to stop: a part that does not end (a round or a
         # report waiting on something that never comes) must not keep the process from exiting.
-        for name, stop in (("evictor", self.evictions.stop), ("group commit", self.group_commit.stop),
+        for name, stop in (("audit seals", self.audit_seals.stop), ("evictor", self.evictions.stop), ("group commit", self.group_commit.stop),
                            ("traffic reports", self.traffic.stop),   # after the last requests' traffic
                            ("upstream client", self.upstream.aclose), ("coordination", self.coordination.aclose)):
             try:
@@ -256,6 +275,30 @@ def projection_status(settings: Settings) -> list[dict]:
          "head": s.max_notification_id, "lag": s.lag, "state": s.state}
         for s in status(env, serving=serving)
     ]
+
+
+def verify_audit(settings: Settings, since: str | None = None) -> VerifyReport:
+    """`entrepot audit verify`: the chain recomputed from the stored events, against the chain view and the seals."""
+    inspected_data_dir(settings)
+    env = event_store_env(settings)
+    apps = {"Pulls": Pulls(env=env), "Access": Access(env=env)}
+    chain = open_view("chain", env)
+    try:
+        return verify(apps, chain, read_seals(apps["Access"]), since=since)
+    finally:
+        chain.close()
+        for app in apps.values():
+            app.close()
+
+
+def audit_seals(settings: Settings) -> list[dict]:
+    """Every seal in the Access log (read from the event store, no server needed)."""
+    inspected_data_dir(settings)
+    access = Access(env=event_store_env(settings))
+    try:
+        return [seal.as_dict() for seal in read_seals(access)]
+    finally:
+        access.close()
 
 
 def separate_runners(settings: Settings) -> LockedRunners:

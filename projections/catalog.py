@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from projections.analytics_backends import PostgresAnalyticsView, SqliteAnalyticsView
 from projections.audit import PostgresAuditView, SqliteAuditView
 from projections.base import SqliteView, View
+from projections.chain import PostgresChainView, SqliteChainView
 from projections.blobs import PostgresBlobsView, SqliteBlobsView
 from projections.counters import PostgresCountersView, SqliteCountersView
 from projections.manifests import PostgresManifestsView, SqliteManifestsView
@@ -47,6 +48,7 @@ CATALOG: dict[str, ProjectionSpec] = {spec.name: spec for spec in (
     ProjectionSpec(SqliteReferrersView, PostgresReferrersView),
     ProjectionSpec(SqliteAnalyticsView, PostgresAnalyticsView),
     ProjectionSpec(SqliteRetentionView, PostgresRetentionView),
+    ProjectionSpec(SqliteChainView, PostgresChainView),
 )}
 PROJECTION_NAMES = tuple(CATALOG)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from eventsourcing.application import Application
 from eventsourcing.persistence import Tracking
 
-from projections.base import View
+from projections.base import View, page_of
 
 
 def replay(view: View, app: Application, topics: list[str], page_size: int, start: int = 0) -> int:
@@ -20,7 +20,7 @@ def replay(view: View, app: Application, topics: list[str], page_size: int, star
         if not page:
             break
         # One transaction per page, tracked at the page's last notification.
-        view.process([(app.mapper.to_domain_event(n), Tracking(app.name, n.id)) for n in page])
+        view.process(page_of(view, app, page))
         position, count = page[-1].id, count + len(page)
         if len(page) < page_size:
             break

@@ -17,6 +17,7 @@ from application.admin import OrgAdmin
 from application.access_admin import AccessAdmin
 from application.analytics import Analytics
 from application.audit import AuditLog
+from application.audit_seals import AuditSeals
 from application.prewarm import Prewarm
 from application.retention_admin import CacheRetention
 from interfaces.http.admin import ADMIN_PREFIX, admin_router, openapi_config
@@ -82,6 +83,9 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
     def provide_audit_log() -> AuditLog:
         return container.audit_log
 
+    def provide_audit_seals() -> AuditSeals:
+        return container.audit_seals
+
     def provide_analytics() -> Analytics:
         return container.analytics
 
@@ -101,7 +105,7 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
                       "admin": once(provide_admin), "access_admin": once(provide_access_admin),
                       "prewarm": once(provide_prewarm), "retention": once(provide_retention),
                       "principal": Provide(caller, sync_to_thread=False),
-                      "audit_log": once(provide_audit_log),
+                      "audit_log": once(provide_audit_log), "audit_seals": once(provide_audit_seals),
                       "analytics": once(provide_analytics), "metrics_registry": once(provide_metrics_registry),
                       "probes": once(provide_probes)},
         lifespan=[lifespan],
