@@ -227,3 +227,55 @@ def test_the_cli_verifies_and_exits_non_zero_naming_the_edited_event(store, env,
     assert json.loads(bad.stdout)["mismatch"]["event_id"] == str(victim.originator_id)
     unknown = run_in_process("audit", "verify", "--config", str(config), "--since", "nope", env={})
     assert unknown.returncode == 2 and "no seal 'nope'" in unknown.stderr
+
+
+def test_seals_through_the_admin_api_and_the_cli_are_recorded_exported_and_listed(tmp_path):
+    import httpx
+
+    from infra.settings import AuditSettings, Settings
+    from tests.support.inprocess import InProcessServer
+
+    token = "t0ken-for-seals"
+    settings = Settings(data_dir=str(tmp_path / "data"), admin_token=token, organizations=(),
+                        audit=AuditSettings(seal_file=str(tmp_path / "seals.jsonl"), seal_interval_seconds=1))
+    with InProcessServer(settings) as server:
+        pulls, access = server.container.pulls, server.container.access
+        record_history(pulls, access, n=6)
+        refused = httpx.post(f"{server.url}/api/v1/audit/seals")
+        assert refused.status_code == 401
+        made = httpx.post(f"{server.url}/api/v1/audit/seals", headers={"Authorization": f"Bearer {token}"})
+        assert made.status_code == 201, made.text
+        seal = made.json()
+        assert seal["actor"] == "admin" and seal["heads"][0]["count"] == 6   # settled: every pull recorded before
+        cli = run_in_process("audit", "seal", "--url", server.url, "--token", token, "--json", env={})
+        assert cli.returncode == 0, cli.stderr
+        by_cli = json.loads(cli.stdout)
+        listed = run_in_process("audit", "seals", "--url", server.url, "--token", token, "--json", env={})
+        ids = [json.loads(line)["seal"] for line in listed.stdout.splitlines()]
+        assert ids[:2] == [seal["seal"], by_cli["seal"]] or seal["seal"] in ids and by_cli["seal"] in ids
+        # the periodic seal (every second, when the chain moved since the last seal) is recorded by "system"
+        import time
+        assert not any(s.actor == "system" for s in read_seals(access))   # nothing moved since the CLI's seal
+        record_history(pulls, access, n=2, robot="ci2")
+        deadline = time.monotonic() + 15
+        while not any(s.actor == "system" for s in read_seals(access)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert any(s.actor == "system" for s in read_seals(access))
+    shipped = [json.loads(line)["seal"] for line in (tmp_path / "seals.jsonl").read_text().splitlines()]
+    assert seal["seal"] in shipped and by_cli["seal"] in shipped
+    config = tmp_path / "entrepot.toml"
+    config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n')
+    ok = run_in_process("audit", "verify", "--config", str(config), "--since", seal["seal"], env={})
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_a_seal_interval_below_one_second_is_refused(tmp_path):
+    from infra.settings import SettingsError, load_settings
+
+    config = tmp_path / "c.toml"
+    config.write_text("[audit]\nseal_interval_seconds = 0.01\n")
+    with pytest.raises(SettingsError, match=r"\[audit\] seal_interval_seconds must be 0 \(off\) or at least 1"):
+        load_settings(str(config))
+    config.write_text("[audit]\nretain_days = -1\n")
+    with pytest.raises(SettingsError, match=r"\[audit\] retain_days"):
+        load_settings(str(config))
