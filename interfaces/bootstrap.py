@@ -14,6 +14,8 @@ from application.breaker import BackoffPolicy, UpstreamBackoff
 from application.admin import AdminViews, ConfiguredOrgs, OrgAdmin
 from application.analytics import Analytics
 from application.audit import AuditLog
+from application.archive import Archiver, ArchiveService
+from application.archive_reading import SegmentArchive
 from application.audit_seals import AuditSeals, read_seals
 from application.audit_verify import VerifyReport, verify
 from application.governance import GovernedUpstream
@@ -43,7 +45,11 @@ from infra.analytics_metrics import AnalyticsCollector
 from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
 from infra.secrets import admin_token, private_dir, secret_key
+from infra.archived_audit import ArchivedAudit
+from infra.event_rows import SqlEventRows
 from infra.seal_file import SealFile
+from infra.storage.archive import build_segment_store
+from projections.catalog import CATALOG
 from infra.tokens import JwtTokens
 from infra.settings import Settings, SettingsError
 from infra.evictor_lock import InProcessEvictorLock, PostgresEvictorLock
@@ -176,7 +182,12 @@ class Container:
             lambda name: (config.settings if (config := self.orgs.get(name)) is not None else None),
             self.clock, settled=self._views_settled, forget=self.cache.forget)
         self.admin.retention_usage = self.retention.usage
-        self.audit_log = AuditLog(views["audit"])
+        # Retention with archive: old pulls move to segments in blob storage; audit queries read both.
+        self.archive = SegmentArchive(self.access, build_segment_store(settings))
+        self.audit_log = AuditLog(ArchivedAudit(views["audit"], self.archive, self.pulls.mapper))
+        self.archiver = build_archiver(settings, self.env, self.pulls, self.access, views["chain"], views["audit"],
+                                       lambda: pulls_projected(views), self.clock)
+        self.archiving = ArchiveService(self.archiver)
         # Seals of the audit chain (the chain view's heads) into the Access log, on demand and periodically.
         self.audit_seals = AuditSeals(
             self.access, views["chain"], self.clock, interval=settings.audit.seal_interval_seconds,
@@ -245,11 +256,12 @@ class Container:
         await self.traffic.start()
         await self.evictions.start()   # also finishes deletions a killed process left half done
         await self.audit_seals.start()
+        await self.archiving.start()
 
     async def stop(self) -> None:
         # Each background part gets a bounded time to stop: a part that does not end (a round or a
         # report waiting on something that never comes) must not keep the process from exiting.
-        for name, stop in (("audit seals", self.audit_seals.stop), ("evictor", self.evictions.stop), ("group commit", self.group_commit.stop),
+        for name, stop in (("archive", self.archiving.stop), ("audit seals", self.audit_seals.stop), ("evictor", self.evictions.stop), ("group commit", self.group_commit.stop),
                            ("traffic reports", self.traffic.stop),   # after the last requests' traffic
                            ("upstream client", self.upstream.aclose), ("coordination", self.coordination.aclose)):
             try:
@@ -277,18 +289,54 @@ def projection_status(settings: Settings) -> list[dict]:
     ]
 
 
+PULLS_FOLLOWERS = tuple(name for name, spec in CATALOG.items() if "Pulls" in spec.applications)
+
+
+def pulls_projected(views: dict) -> int:
+    """The last Pulls position every view following Pulls has processed: archiving goes no further."""
+    return min(views[name].max_tracking_id("Pulls") or 0 for name in PULLS_FOLLOWERS)
+
+
+def build_archiver(settings: Settings, env: dict, pulls: Pulls, access: Access, chain, audit, projected, clock,
+                   step=None, batch: int = 5000) -> Archiver:
+    return Archiver(pulls, access, build_segment_store(settings), SqlEventRows(env), chain, audit, projected, clock,
+                    retain_days=settings.audit.retain_days, batch=batch, step=step)
+
+
+class OfflineAudit:
+    """The event store, the chain and audit views and the archive, opened from settings for a CLI command."""
+
+    def __init__(self, settings: Settings) -> None:
+        inspected_data_dir(settings)
+        self.settings, self.env = settings, event_store_env(settings)
+        self.pulls, self.access = Pulls(env=self.env), Access(env=self.env)
+        self.views = {name: open_view(name, self.env) for name in {*PULLS_FOLLOWERS, "chain", "audit"}}
+        self.archive = SegmentArchive(self.access, build_segment_store(settings))
+
+    def archiver(self, step=None, batch: int = 5000) -> Archiver:
+        return build_archiver(self.settings, self.env, self.pulls, self.access, self.views["chain"],
+                              self.views["audit"], lambda: pulls_projected(self.views), SystemClock(), step=step,
+                              batch=batch)
+
+    def close(self) -> None:
+        for view in self.views.values():
+            view.close()
+        self.pulls.close()
+        self.access.close()
+
+    def __enter__(self) -> OfflineAudit:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def verify_audit(settings: Settings, since: str | None = None) -> VerifyReport:
-    """`entrepot audit verify`: the chain recomputed from the stored events, against the chain view and the seals."""
-    inspected_data_dir(settings)
-    env = event_store_env(settings)
-    apps = {"Pulls": Pulls(env=env), "Access": Access(env=env)}
-    chain = open_view("chain", env)
-    try:
-        return verify(apps, chain, read_seals(apps["Access"]), since=since)
-    finally:
-        chain.close()
-        for app in apps.values():
-            app.close()
+    """`entrepot audit verify`: the chain recomputed from the archive and the stored events, against the
+    segments' links, the chain view and the seals."""
+    with OfflineAudit(settings) as audit:
+        return verify({"Pulls": audit.pulls, "Access": audit.access}, audit.views["chain"],
+                      read_seals(audit.access), since=since, archive=audit.archive)
 
 
 def audit_seals(settings: Settings) -> list[dict]:

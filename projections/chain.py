@@ -129,7 +129,7 @@ class SqliteChainView(SqliteView, ChainView):
     def remove_links(self, application: str, upto: int) -> int:
         with self._writing() as c:
             c.execute("DELETE FROM chain_links WHERE application = ? AND position <= ?", (application, upto))
-            return c.rowcount
+            return c.sqlite_cursor.rowcount
 
 
 class PostgresChainView(PostgresView, ChainView):

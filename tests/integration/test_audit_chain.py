@@ -19,6 +19,7 @@ from domain.pull import Pull
 from infra.projection_runtime import open_view
 from infra.projection_runtime.runners import ProjectionRunners
 from infra.seal_file import SealFile
+from tests.support.audit_store import config_for
 from tests.support.cli import run_in_process
 from tests.support.clock import ManualClock
 
@@ -206,17 +207,11 @@ def test_the_view_and_the_store_edited_together_are_caught_by_the_seal(store, en
     assert m is not None and m.application == "Pulls" and f"seal {seal.id}" in m.reason
 
 
-def test_the_cli_verifies_and_exits_non_zero_naming_the_edited_event(store, env, tmp_path, event_store_backend):
+def test_the_cli_verifies_and_exits_non_zero_naming_the_edited_event(store, env, tmp_path):
     pulls, access, chain, runners = store
     record_history(pulls, access)
     caught_up(runners)
-    config = tmp_path / "entrepot.toml"
-    if event_store_backend == "sqlite":
-        config.write_text(f'[server]\ndata_dir = "{tmp_path / "main"}"\n')
-    else:
-        config.write_text(f'[server]\ndata_dir = "{tmp_path / "d"}"\nsecret_key = "{"k" * 44}"\n[database]\n'
-                          f'url = "postgresql://{env["POSTGRES_USER"]}@{env["POSTGRES_HOST"]}:{env["POSTGRES_PORT"]}/'
-                          f'{env["POSTGRES_DBNAME"]}"\nschema = "{env["POSTGRES_SCHEMA"]}"\n')
+    config = config_for(env, tmp_path)
     ok = run_in_process("audit", "verify", "--config", str(config), env={})
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "checked Pulls 12 events, Access 4 events" in ok.stdout and "verified" in ok.stdout
