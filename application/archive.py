@@ -173,8 +173,11 @@ class Archiver:
                                  size=info.size, actor=self._actor, at=info.at)
         try:
             self._access.save(segment)
-        except IntegrityError:   # recorded by an earlier, killed attempt or another replica
-            log.info("archive segment %s was recorded already", name)
+        except IntegrityError:
+            # Another archiver (a replica) recorded a segment starting here meanwhile: its range is the
+            # one that counts, and its removal is its own (or the next round's resume), never ours.
+            log.info("archive segment from position %d was recorded by another archiver", info.first)
+            return None
         self._step("recorded")
         self._remove(info)
         log.info("archived %d pull events (positions %d-%d) to %s, %d bytes", info.count, info.first, info.last,

@@ -168,3 +168,29 @@ def test_a_sigkill_at_any_step_of_archiving_loses_and_duplicates_nothing(audit, 
     audit.runners.wait_caught_up(timeout=30)                 # the Access chain takes the archive records
     assert verify_audit(load_settings(str(config))).ok
     assert not any(s.actor != "admin" for s in read_seals(audit.access))
+
+
+def test_serve_archives_at_start_and_the_admin_api_answers_across_the_boundary(tmp_path):
+    """SQLite: old pulls recorded before a start with retain_days are archived by the server itself."""
+    import httpx
+
+    from infra.settings import AuditSettings, Settings
+    from tests.support.inprocess import InProcessServer
+
+    settings = Settings(data_dir=str(tmp_path / "data"), admin_token="tok", organizations=(),
+                        audit=AuditSettings(retain_days=30))
+    keep = Settings(data_dir=settings.data_dir, admin_token="tok", organizations=())
+    with InProcessServer(keep) as server:          # a server without retention records the history
+        opened = OfflineAudit(keep)
+        record(opened)
+        opened.close()
+        server.container.runners.wait_caught_up(timeout=30)
+        before = httpx.get(f"{server.url}/api/v1/audit?format=jsonl", headers={"Authorization": "Bearer tok"}).text
+    with InProcessServer(settings) as server:
+        deadline = time.monotonic() + 30
+        while not server.container.archive.segments() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        segments = server.container.archive.segments()
+        assert sum(s.count for s in segments) == OLD and all(s.removed for s in segments)
+        after = httpx.get(f"{server.url}/api/v1/audit?format=jsonl", headers={"Authorization": "Bearer tok"}).text
+    assert after == before and len(after.splitlines()) == OLD + RECENT
