@@ -34,6 +34,7 @@ from domain.pull import Pull
 
 CANONICAL_VERSION = b"entrepot-chain-v1"
 GENESIS = bytes(32)
+_PACK = struct.Struct(">Q").pack
 CHAINED_APPLICATIONS = ("Pulls", "Access")
 PULL_TOPIC = get_topic(Pull.Recorded)
 
@@ -48,10 +49,11 @@ def chained(application: str, topic: str) -> bool:
 def canonical(application: str, position: int, originator_id: Any, originator_version: int, topic: str,
               state: bytes) -> bytes:
     """The bytes a link covers (module docstring)."""
-    fields = (CANONICAL_VERSION, application.encode(), str(int(position)).encode(),
-              str(UUID(str(originator_id))).encode(), str(int(originator_version)).encode(), topic.encode(),
-              bytes(state))
-    return b"".join(struct.pack(">Q", len(f)) + f for f in fields)
+    # A UUID's str() is its canonical text already; any other spelling is parsed, then written canonically.
+    event_id = str(originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id)))
+    fields = (CANONICAL_VERSION, application.encode(), str(int(position)).encode(), event_id.encode(),
+              str(int(originator_version)).encode(), topic.encode(), bytes(state))
+    return b"".join([_PACK(len(f)) + f for f in fields])
 
 
 def next_link(previous: bytes, application: str, position: int, originator_id: Any, originator_version: int,
