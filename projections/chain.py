@@ -16,6 +16,11 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor
 from psycopg import Cursor
 
+import json
+
+from eventsourcing.utils import get_topic
+
+from domain.archive import ArchiveSegment
 from domain.audit_chain import CHAINED_APPLICATIONS, ChainHead, chained, empty_head, link_of
 from projections.base import Batch, SqliteView, View
 from projections.postgres_view import PostgresView
@@ -33,11 +38,14 @@ class ChainRow:
 
 
 ROW_COLUMNS = "application, position, event_id, version, topic, n, link"
+ARCHIVED_TOPIC = get_topic(ArchiveSegment.Written)
 
 
 class ChainView(View):
     name = "chain"
-    follows = CHAINED_APPLICATIONS
+    # Access first: a rebuild replays the archive records (ArchiveSegment.Written) before the pulls, so the
+    # Pulls chain resumes after the archived events (`chain_seeds`) instead of starting over without them.
+    follows = ("Access", "Pulls")
     stored: ClassVar[bool] = True    # the worker hands over stored notifications, not domain events
 
     @classmethod
@@ -48,7 +56,15 @@ class ChainView(View):
         if not batch:
             return
         application = batch[0][1].application_name   # a page comes from one application's log
+        for stored, _ in batch:
+            if stored.topic == ARCHIVED_TOPIC:
+                archived = json.loads(stored.state)
+                self.put_seed(c, ChainHead(archived["application"], archived["last"], archived["head_count"],
+                                           archived["head_link"]))
         head = self.read_head(c, application)
+        seed = self.read_seed(c, application)
+        if seed is not None and seed.position > head.position:
+            head = seed   # the events before it were archived (and their rows removed): the chain goes on from there
         link, count, rows = bytes.fromhex(head.link), head.count, []
         for stored, tracking in batch:
             self.process_event(rows, stored, tracking)
@@ -74,6 +90,12 @@ class ChainView(View):
     def put_head(self, c: Any, head: ChainHead) -> None: ...
 
     @abstractmethod
+    def read_seed(self, c: Any, application: str) -> ChainHead | None: ...
+
+    @abstractmethod
+    def put_seed(self, c: Any, head: ChainHead) -> None: ...
+
+    @abstractmethod
     def add_links(self, c: Any, rows: list[tuple]) -> None: ...
 
     @abstractmethod
@@ -81,7 +103,7 @@ class ChainView(View):
         """The application's chain head as this view holds it."""
 
     def heads(self) -> list[ChainHead]:
-        return [self.head(application) for application in CHAINED_APPLICATIONS]
+        return [self.head(application) for application in CHAINED_APPLICATIONS]  # Pulls, then Access
 
     @abstractmethod
     def links(self, application: str, after: int = 0, limit: int = 1000) -> list[ChainRow]:
@@ -97,14 +119,25 @@ def _head(application: str, row: Any) -> ChainHead:
 
 
 class SqliteChainView(SqliteView, ChainView):
-    tables = ("chain_links", "chain_heads")
+    tables = ("chain_links", "chain_heads", "chain_seeds")
     schema = (
         "CREATE TABLE IF NOT EXISTS chain_links (application TEXT NOT NULL, position INTEGER NOT NULL, "
         "event_id TEXT NOT NULL, version INTEGER NOT NULL, topic TEXT NOT NULL, n INTEGER NOT NULL, "
         "link TEXT NOT NULL, PRIMARY KEY (application, position)) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS chain_heads (application TEXT PRIMARY KEY, position INTEGER NOT NULL, "
         "n INTEGER NOT NULL, link TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS chain_seeds (application TEXT PRIMARY KEY, position INTEGER NOT NULL, "
+        "n INTEGER NOT NULL, link TEXT NOT NULL)",
     )
+
+    def read_seed(self, c: SQLiteCursor, application: str) -> ChainHead | None:
+        c.execute("SELECT position, n, link FROM chain_seeds WHERE application = ?", (application,))
+        row = c.fetchone()
+        return None if row is None else ChainHead(application, *row)
+
+    def put_seed(self, c: SQLiteCursor, head: ChainHead) -> None:
+        c.execute("INSERT OR REPLACE INTO chain_seeds VALUES (?, ?, ?, ?)",
+                  (head.application, head.position, head.count, head.link))
 
     def read_head(self, c: SQLiteCursor, application: str) -> ChainHead:
         c.execute("SELECT position, n, link FROM chain_heads WHERE application = ?", (application,))
@@ -134,14 +167,26 @@ class SqliteChainView(SqliteView, ChainView):
 
 class PostgresChainView(PostgresView, ChainView):
     projection = "chain"
-    tables = ("chain_links", "chain_heads")
+    tables = ("chain_links", "chain_heads", "chain_seeds")
     schema = (
         "CREATE TABLE IF NOT EXISTS {chain_links} (application text NOT NULL, position bigint NOT NULL, "
         "event_id text NOT NULL, version bigint NOT NULL, topic text NOT NULL, n bigint NOT NULL, "
         "link text NOT NULL, PRIMARY KEY (application, position))",
         "CREATE TABLE IF NOT EXISTS {chain_heads} (application text PRIMARY KEY, position bigint NOT NULL, "
         "n bigint NOT NULL, link text NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS {chain_seeds} (application text PRIMARY KEY, position bigint NOT NULL, "
+        "n bigint NOT NULL, link text NOT NULL)",
     )
+
+    def read_seed(self, c: Cursor, application: str) -> ChainHead | None:
+        c.execute(self.sql("SELECT position, n, link FROM {chain_seeds} WHERE application = %s"), (application,))
+        row = c.fetchone()
+        return None if row is None else ChainHead(application, *row.values())
+
+    def put_seed(self, c: Cursor, head: ChainHead) -> None:
+        c.execute(self.sql("INSERT INTO {chain_seeds} VALUES (%s, %s, %s, %s) ON CONFLICT (application) DO UPDATE "
+                           "SET position = excluded.position, n = excluded.n, link = excluded.link"),
+                  (head.application, head.position, head.count, head.link))
 
     def read_head(self, c: Cursor, application: str) -> ChainHead:
         c.execute(self.sql("SELECT position, n, link FROM {chain_heads} WHERE application = %s"), (application,))

@@ -194,3 +194,20 @@ def test_serve_archives_at_start_and_the_admin_api_answers_across_the_boundary(t
         assert sum(s.count for s in segments) == OLD and all(s.removed for s in segments)
         after = httpx.get(f"{server.url}/api/v1/audit?format=jsonl", headers={"Authorization": "Bearer tok"}).text
     assert after == before and len(after.splitlines()) == OLD + RECENT
+
+
+def test_a_chain_view_rebuilt_after_archiving_goes_on_from_the_archive_and_verifies(audit, config, env):
+    from infra.projection_runtime import rebuild
+
+    AuditSeals(audit.access, audit.views["chain"], ManualClock()).seal("admin")
+    assert audit.archiver(batch=15).run().events == OLD
+    audit.runners.wait_caught_up(timeout=30)
+    before = audit.views["chain"].heads()
+    audit.runners.stop()
+    replayed = rebuild("chain", env, page_size=7)
+    assert replayed == {"Access": 1 + 1 + 3 * 2, "Pulls": RECENT}   # action, seal, 3 x (Written, Removed)
+    chain = audit.views["chain"]
+    assert chain.heads() == before
+    assert [r.count for r in chain.links("Pulls")] == list(range(OLD + 1, OLD + RECENT + 1))
+    result = verify_audit(load_settings(str(config)))
+    assert result.ok, result.mismatch
