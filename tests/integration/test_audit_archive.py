@@ -211,3 +211,27 @@ def test_a_chain_view_rebuilt_after_archiving_goes_on_from_the_archive_and_verif
     assert [r.count for r in chain.links("Pulls")] == list(range(OLD + 1, OLD + RECENT + 1))
     result = verify_audit(load_settings(str(config)))
     assert result.ok, result.mismatch
+
+
+def test_segments_live_in_the_s3_bucket_when_storage_is_s3(env, tmp_path, moto_s3, s3_bucket):
+    config = config_for(env, tmp_path, f'[audit]\nretain_days = 30\n[storage]\nbackend = "s3"\n'
+                                       f'bucket = "{s3_bucket}"\nendpoint_url = "{moto_s3.endpoint_url}"\n'
+                                       f'prefix = "cache/"\n')
+    runners = ProjectionRunners(env).start()
+    opened = OfflineAudit(load_settings(str(config)))
+    try:
+        record(opened)
+        runners.wait_caught_up(timeout=30)
+        before = all_rows(audit_log(opened))
+        assert opened.archiver(batch=25).run().events == OLD
+        keys = sorted(o["Key"] for o in moto_s3.client().list_objects_v2(Bucket=s3_bucket)["Contents"])
+        assert keys == [f"cache/archive/{s.name}" for s in opened.archive.segments()]
+        assert all_rows(audit_log(opened)) == before
+        runners.wait_caught_up(timeout=30)
+        assert verify_audit(load_settings(str(config))).ok
+        moto_s3.client().put_object(Bucket=s3_bucket, Key=keys[0], Body=b"rewritten")
+        report = verify_audit(load_settings(str(config)))
+        assert not report.ok and "archive" in report.mismatch.reason
+    finally:
+        runners.stop()
+        opened.close()
