@@ -78,6 +78,8 @@ class SegmentInfo:
     count: int
     head_link: str
     head_count: int
+    min_at: float
+    max_at: float
     size: int
     at: float
     position: int         # the Written event's notification id in the Access log
@@ -100,7 +102,8 @@ def read_segments(access: Application, application: str = "Pulls") -> list[Segme
                 if event.application == application:
                     found[key] = SegmentInfo(event.application, event.name, event.sha256, event.previous,
                                              event.first, event.last, event.count, event.head_link,
-                                             event.head_count, event.size, event.at, notification.id, False)
+                                             event.head_count, event.min_at, event.max_at, event.size, event.at,
+                                             notification.id, False)
             elif key in found:
                 found[key] = SegmentInfo(**{**found[key].__dict__, "removed": True})
         if len(page) < 1000:
@@ -156,7 +159,7 @@ class Archiver:
         after = previous.last if previous else 0
         cutoff = self._clock.now() - self._retain_days * DAY
         limit = min(self._projected(), (self._pulls.recorder.max_notification_id() or 0) - 1)
-        records, head_count = self._due(after, limit, cutoff)
+        records, head_count, times = self._due(after, limit, cutoff)
         if not records:
             return None
         header = SegmentHeader("Pulls", records[0].id, records[-1].id, len(records),
@@ -168,10 +171,12 @@ class Archiver:
         self._step("written")
         self._check_stored(name, data, header)
         info = SegmentInfo("Pulls", name, segment_hash(data), header.previous, header.first, header.last,
-                           header.count, header.head_link, head_count, len(data), self._clock.now(), 0, False)
+                           header.count, header.head_link, head_count, min(times), max(times), len(data),
+                           self._clock.now(), 0, False)
         segment = ArchiveSegment(application="Pulls", name=name, sha256=info.sha256, previous=info.previous,
                                  first=info.first, last=info.last, count=info.count, head_link=info.head_link,
-                                 head_count=head_count, size=info.size, actor=self._actor, at=info.at)
+                                 head_count=head_count, min_at=info.min_at, max_at=info.max_at, size=info.size,
+                                 actor=self._actor, at=info.at)
         try:
             self._access.save(segment)
         except IntegrityError:
@@ -185,11 +190,13 @@ class Archiver:
                  name, info.size)
         return info
 
-    def _due(self, after: int, limit: int, cutoff: float) -> tuple[list[SegmentRecord], int]:
-        """The next pulls to archive with their links, checked against the chain view; the last one's ordinal."""
+    def _due(self, after: int, limit: int, cutoff: float) -> tuple[list[SegmentRecord], int, list[float]]:
+        """The next pulls to archive with their links, checked against the chain view; the last one's
+        ordinal; their pull times."""
         link = bytes.fromhex(self._chain_link_before(after))
         expected = {row.position: row for row in self._chain.links("Pulls", after=after, limit=self._batch)}
         records: list[SegmentRecord] = []
+        times: list[float] = []
         for stored in self._stored_pulls(after, limit):
             event = self._pulls.mapper.to_domain_event(stored)
             if event.at >= cutoff or len(records) >= self._batch:
@@ -201,7 +208,8 @@ class Archiver:
                                      "chain view; run `entrepot audit verify` before archiving")
             records.append(SegmentRecord(stored.id, str(stored.originator_id), stored.originator_version,
                                          stored.topic, bytes(stored.state), link.hex()))
-        return records, (expected[records[-1].id].count if records else 0)
+            times.append(event.at)
+        return records, (expected[records[-1].id].count if records else 0), times
 
     def _chain_link_before(self, after: int) -> str:
         if after == 0:

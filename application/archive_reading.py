@@ -48,10 +48,15 @@ class SegmentArchive(ArchivedChain):
             self._cache.popitem(last=False)
         return records
 
-    def records_after(self, after: int) -> Iterator[SegmentRecord]:
+    def records_after(self, after: int, since: float | None = None,
+                      until: float | None = None) -> Iterator[SegmentRecord]:
+        """Archived records after position `after`; with `since`/`until`, segments holding no pull of
+        [since, until) are not read at all (a query for the last hour reads no segment)."""
         for segment in self.segments():
-            if segment.last > after:
-                yield from (r for r in self.read(segment) if r.id > after)
+            if segment.last <= after or (since is not None and segment.max_at < since) or \
+                    (until is not None and segment.min_at >= until):
+                continue
+            yield from (r for r in self.read(segment) if r.id > after)
 
     # -- ArchivedChain (audit verify) ---------------------------------------------------------------
     def records(self, application: str, after: int) -> Iterator[SegmentRecord]:

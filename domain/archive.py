@@ -104,6 +104,8 @@ class ArchiveSegment(Aggregate):
         count: int
         head_link: str
         head_count: int    # the last event's ordinal in the chain: where a rebuilt chain view resumes
+        min_at: float      # the earliest and latest pull times inside: time-bounded queries skip the segment
+        max_at: float
         size: int          # bytes of the compressed segment
         actor: str
         at: float
@@ -120,10 +122,11 @@ class ArchiveSegment(Aggregate):
 
     @event(Written)
     def __init__(self, application: str, name: str, sha256: str, previous: str, first: int, last: int, count: int,
-                 head_link: str, head_count: int, size: int, actor: str, at: float) -> None:
+                 head_link: str, head_count: int, min_at: float, max_at: float, size: int, actor: str,
+                 at: float) -> None:
         self.application, self.name, self.sha256, self.previous = application, name, sha256, previous
         self.first, self.last, self.count, self.head_link, self.size = first, last, count, head_link, size
-        self.head_count = head_count
+        self.head_count, self.min_at, self.max_at = head_count, min_at, max_at
         self.removed = False
 
     def remove(self, rows: int, actor: str, at: float) -> None:

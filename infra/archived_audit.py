@@ -31,7 +31,7 @@ class ArchivedAudit:
         rows: list[AuditRow] = []
         archived = self._archive.last()
         if after < archived:
-            for record in self._archive.records_after(after):
+            for record in self._archive.records_after(after, since, until):
                 row = audit_row(self._mapper.to_domain_event(StoredEvent(
                     originator_id=record.originator_id, originator_version=record.originator_version,
                     topic=record.topic, state=record.state)), record.id)

@@ -121,6 +121,21 @@ def test_retention_archives_old_pulls_removes_them_and_audit_queries_return_the_
     assert result.ok, result.mismatch
     assert result.checked["Pulls"] == OLD + RECENT and result.seals_checked == 2
     assert audit.archiver(batch=15).run().segments == 0      # nothing more is due
+    # a query of the last hour reads no segment at all (each records its pulls' time range)
+    reads = []
+
+    class Counting:
+        def get(self, name):
+            reads.append(name)
+            return store.get(name)
+
+    from application.archive_reading import SegmentArchive
+    from infra.storage.archive import build_segment_store
+    store = build_segment_store(load_settings(str(config)))
+    counted = AuditLog(ArchivedAudit(audit.views["audit"], SegmentArchive(audit.access, Counting()),
+                                     audit.pulls.mapper))
+    assert all_rows(counted, since=time.time() - 3600) == before["all"][OLD:] and reads == []
+    assert len(all_rows(counted, since=1_000_020.0, until=1_000_025.0)) == 5 and len(reads) == 1
 
 
 def test_the_cli_lists_and_shows_segments_and_an_edited_segment_is_named_by_verify(audit, config, tmp_path):
