@@ -251,7 +251,10 @@ class Archiver:
         self._chain.remove_links("Pulls", segment.last)
         recorded = self._access.repository.get(ArchiveSegment.create_id("Pulls", segment.first))
         recorded.remove(rows, self._actor, self._clock.now())
-        self._access.save(recorded)
+        try:
+            self._access.save(recorded)
+        except IntegrityError:   # another archiver (a replica resuming the same segment) recorded it first
+            log.info("removal of archive segment %s was recorded by another archiver", segment.name)
 
 
 class ArchiveService:
