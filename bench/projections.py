@@ -66,7 +66,7 @@ def write_events(env: dict, pulls_count: int, images: int, batch: int = 1000) ->
 
 def catch_up(env: dict, name: str, heads: dict[str, int]) -> dict:
     """Run one projection alone from an empty view until it has processed every event; its rate."""
-    events = sum(heads[app.name] for app in application_classes(name))
+    events = sum(heads.get(app.name, 0) for app in application_classes(name))   # Access: no events here
     runners = projection_runners(env, in_process=True)
     runners = type(runners)(env, (name,))   # the backend's runners, for this projection only
     started = time.perf_counter()           # includes starting the workers: opening the view and the apps

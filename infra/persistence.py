@@ -26,7 +26,8 @@ from projections.versions import advisory_key
 
 log = logging.getLogger(__name__)
 
-APPLICATION_NAMES = ("Registry", "Pulls")   # the apps projections follow; Credentials is never projected
+# The apps projections follow (Access: only the audit chain); Credentials is never projected.
+APPLICATION_NAMES = ("Registry", "Pulls", "Access")
 URL_PARTS = {"host", "port", "dbname", "user", "password"}
 
 
@@ -45,8 +46,7 @@ def event_store_env(settings: Settings) -> dict[str, str]:
         env = embedded_env(data_dir)
         env.update(credentials_env(data_dir, key))
         env["CREDENTIALS_PERSISTENCE_MODULE"] = "eventsourcing.sqlite"
-        env["ACCESS_SQLITE_DBNAME"] = str(private_file(Path(data_dir) / "access.db"))   # robots: token hashes only
-        env["ACCESS_PERSISTENCE_MODULE"] = "eventsourcing.sqlite"
+        env["ACCESS_PERSISTENCE_MODULE"] = "eventsourcing.sqlite"   # access.db (embedded_env): token hashes only
         return env
     if not settings.secret_key:
         log.info("no [server] secret_key: upstream credentials use the key in %s; every replica sharing "
@@ -101,7 +101,7 @@ def postgres_env(url: str, schema: str) -> dict[str, str]:
     # The apps' and the views' pools fail fast while the database is unreachable and reconnect
     # within a second of it coming back. Prefixed keys only: the unprefixed PERSISTENCE_MODULE
     # still names the backend (projections.catalog.backend).
-    for name in (*APPLICATION_NAMES, "Credentials", "Access", "views"):
+    for name in (*APPLICATION_NAMES, "Credentials", "views"):
         env[f"{name.upper()}_PERSISTENCE_MODULE"] = bounds.BOUNDED_FACTORY_TOPIC
     return env
 

@@ -105,6 +105,15 @@ class AnalyticsSettings(_Section, frozen=True):
     traffic_interval_seconds: Annotated[float, Meta(gt=0, le=3600)] = 5.0
 
 
+class AuditSettings(_Section, frozen=True):
+    # A seal of the audit chain (its heads as an AuditSeal event) every this many seconds when it moved; 0: off.
+    seal_interval_seconds: Annotated[float, Meta(ge=0, le=86400 * 31)] = 0.0
+    # Each seal is also appended here as one JSON line, for the operator to ship elsewhere ("": not written).
+    seal_file: Text = ""
+    # Pull events older than this many days are archived to blob storage, then leave the event store; 0: kept forever.
+    retain_days: Annotated[float, Meta(ge=0, le=36500)] = 0.0
+
+
 class ServerSettings(_Section, frozen=True):
     host: Text = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535)] = DEFAULT_PORT  # 0: any free port (serve prints it)
@@ -134,6 +143,7 @@ class ConfigFile(_Section, frozen=True):
     upstream: UpstreamSettings = UpstreamSettings()
     security: SecuritySettings = SecuritySettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
+    audit: AuditSettings = AuditSettings()
 
 
 @dataclass(frozen=True)
@@ -155,6 +165,7 @@ class Settings:
     # "on": fetch any miss; "allow-list": only repositories an org's `allow` names; "off": serve what is cached
     pull_through: str = "on"
     analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
 
 _AT = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
@@ -262,6 +273,9 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         egress_proxy(config.upstream.proxy, config.upstream.no_proxy, os.environ)
     except ValueError as error:
         raise SettingsError(f"{source}: {error}") from None
+    if 0 < config.audit.seal_interval_seconds < 1:   # a seal is an event: not many per second
+        raise SettingsError(f"{source}: [audit] seal_interval_seconds must be 0 (off) or at least 1, "
+                            f"got {config.audit.seal_interval_seconds}")
     if port is not None and not 0 <= port < 65536:
         raise SettingsError(f"--port: must be between 0 (any free port) and 65535, got {port}")
     return Settings(
@@ -281,4 +295,5 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         security=config.security,
         pull_through=server.pull_through,
         analytics=config.analytics,
+        audit=config.audit,
     )

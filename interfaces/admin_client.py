@@ -149,6 +149,12 @@ class AdminClient:
         params = {"digest": digest, "limit": 1, **({"org": org} if org else {})}
         return self._call("GET", "/history/digest", params=params)["resolutions"]
 
+    def seal(self) -> dict:
+        return self._call("POST", "/audit/seals")
+
+    def seals(self) -> list[dict]:
+        return self._call("GET", "/audit/seals")["items"]
+
     # -- analytics -----------------------------------------------------------------------------------
     def analytics(self, kind: str, **params) -> dict:
         """/analytics/<kind> (summary, series, top) with the given query parameters (None: left out)."""

@@ -16,6 +16,10 @@ from application.admin import AdminViews, ConfiguredOrgs, OrgAdmin
 from application.analytics import Analytics
 from application.audit import AuditLog
 from application.history import History
+from application.archive import Archiver, ArchiveService
+from application.archive_reading import SegmentArchive
+from application.audit_seals import AuditSeals, read_seals
+from application.audit_verify import VerifyReport, verify
 from application.governance import GovernedUpstream
 from application.prewarm import Prewarm
 from application.pull_through import Limits, pull_through
@@ -43,6 +47,11 @@ from infra.analytics_metrics import AnalyticsCollector
 from infra.rate_limit_metrics import RateLimitCollector
 from infra.read_model_metrics import ReadModelCollector
 from infra.secrets import admin_token, private_dir, secret_key
+from infra.archived_audit import ArchivedAudit
+from infra.event_rows import SqlEventRows
+from infra.seal_file import SealFile
+from infra.storage.archive import build_segment_store
+from projections.catalog import CATALOG
 from infra.tokens import JwtTokens
 from infra.settings import Settings, SettingsError
 from infra.evictor_lock import InProcessEvictorLock, PostgresEvictorLock
@@ -139,7 +148,7 @@ class Container:
         # Client-mode routing, the admin surface, the evictor and /metrics read the views directly (our own readers).
         views = self.read_views = {"orgs": orgs_view, "referrers": referrers_view, **{
             name: open_view(name, self.env) for name in (
-                "tags", "manifests", "blobs", "counters", "audit", "retention", "analytics", "history")}}
+                "tags", "manifests", "blobs", "counters", "audit", "retention", "analytics", "history", "chain")}}
         self.evictor = Evictor(self.records, views["retention"], self.store, self.clock,
                                lambda: [(row.name, OrgSettings.from_stored(row.settings))
                                         for row in orgs_view.list_orgs()], pulls=self.pulls,
@@ -178,7 +187,17 @@ class Container:
             lambda name: (config.settings if (config := self.orgs.get(name)) is not None else None),
             self.clock, settled=self._views_settled, forget=self.cache.forget)
         self.admin.retention_usage = self.retention.usage
-        self.audit_log = AuditLog(views["audit"])
+        # Retention with archive: old pulls move to segments in blob storage; audit queries read both.
+        self.archive = SegmentArchive(self.access, build_segment_store(settings))
+        self.audit_log = AuditLog(ArchivedAudit(views["audit"], self.archive, self.pulls.mapper))
+        self.archiver = build_archiver(settings, self.env, self.pulls, self.access, views["chain"], views["audit"],
+                                       lambda: pulls_projected(views), self.clock)
+        self.archiving = ArchiveService(self.archiver)
+        # Seals of the audit chain (the chain view's heads) into the Access log, on demand and periodically.
+        self.audit_seals = AuditSeals(
+            self.access, views["chain"], self.clock, interval=settings.audit.seal_interval_seconds,
+            export=SealFile(settings.audit.seal_file) if settings.audit.seal_file else None,
+            settled=lambda: self._chain_settled())
         self.history = History(views["history"], self.audit_log, lambda name: views["orgs"].get_org(name) is not None)
         self.analytics = Analytics(views["analytics"], lambda: [row.name for row in views["orgs"].list_orgs()],
                                    self.clock.now)
@@ -211,6 +230,16 @@ class Container:
             except TimeoutError:
                 log.warning("the %s view has not caught up after %ss", name, timeout)
 
+    def _chain_settled(self, timeout: float = 2.0) -> None:
+        """Before an operator's seal: the chain view holds the pulls and admin events recorded so far."""
+        for app in (self.pulls, self.access):
+            position = app.recorder.max_notification_id() or 0
+            try:
+                self.read_views["chain"].wait(app.name, position, timeout=timeout)
+            except TimeoutError:
+                log.warning("the chain view has not caught up with %s after %ss; sealing what it holds",
+                            app.name, timeout)
+
     def apply_configured_orgs(self) -> None:
         for org in self.settings.organizations:
             if self.orgs.apply(org.name, org.as_command()):
@@ -232,11 +261,13 @@ class Container:
         await self.group_commit.start()
         await self.traffic.start()
         await self.evictions.start()   # also finishes deletions a killed process left half done
+        await self.audit_seals.start()
+        await self.archiving.start()
 
     async def stop(self) -> None:
         # Each background part gets a bounded time to stop: a part that does not end (a round or a
         # report waiting on something that never comes) must not keep the process from exiting.
-        for name, stop in (("evictor", self.evictions.stop), ("group commit", self.group_commit.stop),
+        for name, stop in (("archive", self.archiving.stop), ("audit seals", self.audit_seals.stop), ("evictor", self.evictions.stop), ("group commit", self.group_commit.stop),
                            ("traffic reports", self.traffic.stop),   # after the last requests' traffic
                            ("upstream client", self.upstream.aclose), ("coordination", self.coordination.aclose)):
             try:
@@ -262,6 +293,66 @@ def projection_status(settings: Settings) -> list[dict]:
          "head": s.max_notification_id, "lag": s.lag, "state": s.state}
         for s in status(env, serving=serving)
     ]
+
+
+PULLS_FOLLOWERS = tuple(name for name, spec in CATALOG.items() if "Pulls" in spec.applications)
+
+
+def pulls_projected(views: dict) -> int:
+    """The last Pulls position every view following Pulls has processed: archiving goes no further."""
+    return min(views[name].max_tracking_id("Pulls") or 0 for name in PULLS_FOLLOWERS)
+
+
+def build_archiver(settings: Settings, env: dict, pulls: Pulls, access: Access, chain, audit, projected, clock,
+                   step=None, batch: int = 5000) -> Archiver:
+    return Archiver(pulls, access, build_segment_store(settings), SqlEventRows(env), chain, audit, projected, clock,
+                    retain_days=settings.audit.retain_days, batch=batch, step=step)
+
+
+class OfflineAudit:
+    """The event store, the chain and audit views and the archive, opened from settings for a CLI command."""
+
+    def __init__(self, settings: Settings) -> None:
+        inspected_data_dir(settings)
+        self.settings, self.env = settings, event_store_env(settings)
+        self.pulls, self.access = Pulls(env=self.env), Access(env=self.env)
+        self.views = {name: open_view(name, self.env) for name in {*PULLS_FOLLOWERS, "chain", "audit"}}
+        self.archive = SegmentArchive(self.access, build_segment_store(settings))
+
+    def archiver(self, step=None, batch: int = 5000) -> Archiver:
+        return build_archiver(self.settings, self.env, self.pulls, self.access, self.views["chain"],
+                              self.views["audit"], lambda: pulls_projected(self.views), SystemClock(), step=step,
+                              batch=batch)
+
+    def close(self) -> None:
+        for view in self.views.values():
+            view.close()
+        self.pulls.close()
+        self.access.close()
+
+    def __enter__(self) -> OfflineAudit:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def verify_audit(settings: Settings, since: str | None = None) -> VerifyReport:
+    """`entrepot audit verify`: the chain recomputed from the archive and the stored events, against the
+    segments' links, the chain view and the seals."""
+    with OfflineAudit(settings) as audit:
+        return verify({"Pulls": audit.pulls, "Access": audit.access}, audit.views["chain"],
+                      read_seals(audit.access), since=since, archive=audit.archive)
+
+
+def audit_seals(settings: Settings) -> list[dict]:
+    """Every seal in the Access log (read from the event store, no server needed)."""
+    inspected_data_dir(settings)
+    access = Access(env=event_store_env(settings))
+    try:
+        return [seal.as_dict() for seal in read_seals(access)]
+    finally:
+        access.close()
 
 
 def separate_runners(settings: Settings) -> LockedRunners:

@@ -14,6 +14,7 @@ import msgspec
 from domain.org_settings import OrgSettings
 
 from interfaces.admin_client import PAGE, AdminApiError, AdminClient
+from interfaces.cli_audit_chain import add_audit_chain_commands
 from interfaces.cli_output import AuditWriter, print_org, print_orgs
 
 DEFAULT_URL = "http://127.0.0.1:5000"
@@ -210,3 +211,4 @@ def add_admin_commands(commands) -> None:
     log.add_argument("--page-size", type=int, default=PAGE, metavar="N", help=f"rows per request (default {PAGE})")
     log.add_argument("--format", choices=("table", "jsonl", "csv"), default="table")
     log.set_defaults(func=_reporting_api_errors(audit))
+    add_audit_chain_commands(log, _common, _reporting_api_errors)   # audit seal | seals | verify

@@ -61,6 +61,10 @@ class AuditView(View):
         """Insert audit rows, given in the tables' column order (AuditRow's)."""
 
     @abstractmethod
+    def remove_rows(self, first: int, last: int) -> int:
+        """Delete the rows with ids in [first, last] (their pulls were archived); returns how many."""
+
+    @abstractmethod
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
               limit: int = 100, client: str | None = None, user_agent: str | None = None,
@@ -86,6 +90,11 @@ def audit_filters(placeholder: str, contains: str, org, repository, result, sinc
     return (f"WHERE {' AND '.join(clauses)} " if clauses else ""), params
 
 
+def audit_row(event: Pull.Recorded, position: int) -> AuditRow:
+    """The row of a pull read from elsewhere (an archive segment), as the view would hold it."""
+    return AuditRow(*_values(event, Tracking("Pulls", position)))
+
+
 def _values(event: Pull.Recorded, tracking: Tracking) -> tuple:
     """One audit row, in the tables' column order (AuditRow's)."""
     return (tracking.notification_id, event.org, event.repository, event.reference, event.digest, event.result,
@@ -109,6 +118,11 @@ class SqliteAuditView(SqliteView, AuditView):
 
     def add_rows(self, c: SQLiteCursor, rows: list[tuple]) -> None:
         c.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def remove_rows(self, first: int, last: int) -> int:
+        with self._writing() as c:
+            c.execute("DELETE FROM audit WHERE id BETWEEN ? AND ?", (first, last))
+            return c.sqlite_cursor.rowcount
 
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
@@ -140,6 +154,11 @@ class PostgresAuditView(PostgresView, AuditView):
         with c.copy(self.sql(f"COPY {{audit}} ({COLUMNS}) FROM STDIN")) as copy:
             for row in rows:
                 copy.write_row(row)
+
+    def remove_rows(self, first: int, last: int) -> int:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(self.sql("DELETE FROM {audit} WHERE id BETWEEN %s AND %s"), (first, last))
+            return c.rowcount
 
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,

@@ -29,6 +29,7 @@ class View(TrackingRecorder, ABC):
     name: ClassVar[str] = ""                        # the projection's name (env prefix, tables, locks)
     handles: ClassVar[tuple[type, ...]] = ()        # the event classes the view uses; others only move tracking
     follows: ClassVar[tuple[str, ...]] = ()         # the applications whose notification logs feed it
+    stored: ClassVar[bool] = False                  # True: it takes stored notifications (their bytes), not events
 
     @abstractmethod
     def process(self, batch: Batch) -> None:
@@ -62,6 +63,13 @@ class View(TrackingRecorder, ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+def page_of(view: View, app: Any, notifications: Sequence[Any]) -> list[tuple[Any, Tracking]]:
+    """A page of an application's notifications as the view takes them: decoded domain events, or the
+    stored notifications themselves for a view that hashes their bytes (the chain view)."""
+    decode = (lambda n: n) if view.stored else app.mapper.to_domain_event
+    return [(decode(n), Tracking(app.name, n.id)) for n in notifications]
 
 
 class SqliteView(SQLiteTrackingRecorder, View):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from projections.analytics_backends import PostgresAnalyticsView, SqliteAnalyticsView
 from projections.audit import PostgresAuditView, SqliteAuditView
 from projections.base import SqliteView, View
+from projections.chain import PostgresChainView, SqliteChainView
 from projections.blobs import PostgresBlobsView, SqliteBlobsView
 from projections.counters import PostgresCountersView, SqliteCountersView
 from projections.history import PostgresHistoryView, SqliteHistoryView
@@ -49,6 +50,7 @@ CATALOG: dict[str, ProjectionSpec] = {spec.name: spec for spec in (
     ProjectionSpec(SqliteAnalyticsView, PostgresAnalyticsView),
     ProjectionSpec(SqliteRetentionView, PostgresRetentionView),
     ProjectionSpec(SqliteHistoryView, PostgresHistoryView),
+    ProjectionSpec(SqliteChainView, PostgresChainView),
 )}
 PROJECTION_NAMES = tuple(CATALOG)
 

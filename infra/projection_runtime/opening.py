@@ -8,6 +8,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
 
+from application.access import Access
 from application.pulls import Pulls
 from application.cache_records import CacheRecords
 from infra.projection_runtime import datastores
@@ -16,7 +17,7 @@ from projections.catalog import POSTGRES, spec, view_class
 from projections.postgres_view import PostgresView
 from projections.base import View
 
-APPLICATIONS: dict[str, type[Application]] = {app.name: app for app in (CacheRecords, Pulls)}
+APPLICATIONS: dict[str, type[Application]] = {app.name: app for app in (CacheRecords, Pulls, Access)}
 
 
 def application_classes(name: str) -> tuple[type[Application], ...]:

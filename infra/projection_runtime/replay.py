@@ -5,7 +5,7 @@ from __future__ import annotations
 from eventsourcing.application import Application
 from eventsourcing.persistence import Tracking
 
-from projections.base import View
+from projections.base import View, page_of
 
 
 def replay(view: View, app: Application, topics: list[str], page_size: int, start: int = 0,
@@ -26,9 +26,10 @@ def replay(view: View, app: Application, topics: list[str], page_size: int, star
         if not page:
             break
         # One transaction per page, tracked at the page's last notification.
-        batch = [(app.mapper.to_domain_event(n), Tracking(app.name, n.id)) for n in page]
-        if until is not None:
-            batch = [(event, tracking) for event, tracking in batch if event.timestamp.timestamp() <= until]
+        taken = page
+        if until is not None:   # only what was stamped by then (decoded here even for a view of stored bytes)
+            taken = [n for n in page if app.mapper.to_domain_event(n).timestamp.timestamp() <= until]
+        batch = page_of(view, app, taken)
         view.process(batch)
         position, count = page[-1].id, count + len(batch)
         if len(page) < page_size:

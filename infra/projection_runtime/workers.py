@@ -19,11 +19,10 @@ import threading
 from collections.abc import Callable
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import Tracking
 
 from infra.commit_signals import COMMITS, log_of
 from infra.projection_runtime.failures import log_failure
-from projections.base import View
+from projections.base import View, page_of
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ class ProjectionWorker:
                 self._crashed(error)
 
     def _follow(self) -> None:
-        recorder, to_event = self.app.recorder, self.app.mapper.to_domain_event
+        recorder = self.app.recorder
         log_name = log_of(recorder)
         COMMITS.subscribe(log_name, self._wakeup)
         try:
@@ -96,7 +95,7 @@ class ProjectionWorker:
                 page = recorder.select_notifications(start=position, limit=self.page_size,
                                                      inclusive_of_start=False)
                 if page:
-                    self.view.process([(to_event(n), Tracking(self.app_name, n.id)) for n in page])
+                    self.view.process(page_of(self.view, self.app, page))
                     position = page[-1].id
                     if len(page) == self.page_size:
                         continue   # a backlog: the next page at once

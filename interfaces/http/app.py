@@ -18,6 +18,7 @@ from application.access_admin import AccessAdmin
 from application.analytics import Analytics
 from application.audit import AuditLog
 from application.history import History
+from application.audit_seals import AuditSeals
 from application.prewarm import Prewarm
 from application.retention_admin import CacheRetention
 from interfaces.http.admin import ADMIN_PREFIX, admin_router, openapi_config
@@ -86,6 +87,9 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
     def provide_history() -> History:
         return container.history
 
+    def provide_audit_seals() -> AuditSeals:
+        return container.audit_seals
+
     def provide_analytics() -> Analytics:
         return container.analytics
 
@@ -106,6 +110,7 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
                       "prewarm": once(provide_prewarm), "retention": once(provide_retention),
                       "principal": Provide(caller, sync_to_thread=False),
                       "audit_log": once(provide_audit_log), "history": once(provide_history),
+                      "audit_seals": once(provide_audit_seals),
                       "analytics": once(provide_analytics), "metrics_registry": once(provide_metrics_registry),
                       "probes": once(provide_probes)},
         lifespan=[lifespan],

@@ -84,7 +84,7 @@ def test_only_one_process_runs_each_projection_and_another_takes_over(env, apps)
     second = LockedRunners(env, interval=0.2).start()   # another replica: its own session, so its own locks
     try:
         assert set(first.running) == {"tags", "manifests", "blobs", "audit", "counters", "orgs", "referrers",
-                                      "analytics", "retention", "history"}
+                                      "analytics", "retention", "history", "chain"}
         assert second.running == {} and second.status() == []
         assert {s.state for s in status(env)} == {"running"}
         for i in range(5):

@@ -1,0 +1,136 @@
+"""Archive throughput: events/s and MB/s of `entrepot audit archive` on SQLite and PostgreSQL, against a baseline.
+
+    .venv/bin/python -m bench.archive [--pulls 50000] [--batch 5000] [--rounds 3] [--backend both|sqlite|postgres]
+        [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres] [--json bench/results/<file>.json]
+
+Each round writes `--pulls` old pulls through Pulls.record (as the group commit does), runs every view
+until caught up (the archiver goes no further than the views), seals, then times one archive run:
+read and check the links, write segments to the filesystem blob store, read them back and verify,
+record the segment events, delete the events and the audit and chain rows. The baseline, in the same
+round on the same store, is what any archive must at least do: read the same pulls from the event
+store and decode them (no hashing, no writing). Reported per backend: medians over the rounds of
+events/s, MB/s of stored event state and of compressed segments, and the ratio archive/baseline.
+PostgreSQL runs in a fresh database created and dropped here; SQLite in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench.postgres import FreshDatabase, reachable
+from domain.audit_chain import PULL_TOPIC
+from domain.pull import Pull
+from infra.projection_runtime import projection_runners
+from infra.settings import AuditSettings, DatabaseSettings, Settings
+from interfaces.bootstrap import OfflineAudit
+
+RESULTS = ("hit", "hit", "hit", "miss", "revalidated", "stale")
+
+
+def settings_for(backend: str, data_dir: str, postgres_url: str | None) -> Settings:
+    database = DatabaseSettings(url=postgres_url or "", schema="bench")
+    return Settings(data_dir=data_dir, secret_key="k" * 44, database=database, organizations=(),
+                    audit=AuditSettings(retain_days=1))
+
+
+def write_pulls(audit: OfflineAudit, count: int, batch: int = 1000) -> int:
+    for start in range(0, count, batch):
+        audit.pulls.record(*(Pull(org="hub", repository=f"library/image{n % 500}", reference="latest",
+                                  digest=f"sha256:{n % 500:064x}", result=RESULTS[n % len(RESULTS)],
+                                  client=f"10.0.{n % 7}.{n % 250}", user_agent="containerd/2.0", at=10.0 + n)
+                             for n in range(start, min(start + batch, count))))
+    # one recent pull: the log's last notification is never archived (SQLite would reuse its id)
+    audit.pulls.record(Pull(org="hub", repository="library/x", reference="latest", digest="sha256:" + "f" * 64,
+                            result="hit", client="10.1.1.1", user_agent="containerd/2.0", at=time.time()))
+    return count
+
+
+def baseline(audit: OfflineAudit) -> tuple[float, int]:
+    """Read and decode every old pull from the event store: seconds, stored state bytes."""
+    started, position, size = time.perf_counter(), 0, 0
+    while True:
+        page = audit.pulls.recorder.select_notifications(start=position, limit=500, topics=[PULL_TOPIC],
+                                                         inclusive_of_start=False)
+        for notification in page:
+            audit.pulls.mapper.to_domain_event(notification)
+            size += len(notification.state)
+        if len(page) < 500:
+            return time.perf_counter() - started, size
+        position = page[-1].id
+
+
+def one_round(backend: str, args: argparse.Namespace) -> dict:
+    with ExitStack() as stack:
+        data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-bench-archive-"))
+        url = None
+        if backend == "postgres":
+            database = FreshDatabase(args.postgres_url).create()
+            stack.callback(database.drop)
+            url = database.url
+        audit = OfflineAudit(settings_for(backend, data_dir, url))
+        stack.callback(audit.close)
+        write_pulls(audit, args.pulls)
+        runners = projection_runners(audit.env, in_process=True).start()
+        try:
+            runners.wait_caught_up(timeout=1200, interval=0.05)
+        finally:
+            runners.stop()
+        base_seconds, state_bytes = baseline(audit)
+        started = time.perf_counter()
+        report = audit.archiver(batch=args.batch).run()
+        seconds = time.perf_counter() - started
+        assert report.events == args.pulls, report
+        return {"backend": backend, "events": report.events, "segments": report.segments,
+                "segment_bytes": report.bytes, "state_bytes": state_bytes, "seconds": round(seconds, 3),
+                "events_per_s": round(report.events / seconds), "state_mb_per_s": round(state_bytes / seconds / 1e6, 2),
+                "segment_mb_per_s": round(report.bytes / seconds / 1e6, 2),
+                "baseline_seconds": round(base_seconds, 3),
+                "baseline_events_per_s": round(args.pulls / base_seconds),
+                "ratio_to_baseline": round(base_seconds / seconds, 3), "load": os.getloadavg()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pulls", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=5000, help="events per segment")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backend", choices=("both", "sqlite", "postgres"), default="both")
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    if "postgres" in backends and "127.0.0.1:5432" in args.postgres_url and not reachable("127.0.0.1", 5432):
+        print("PostgreSQL is not reachable on 127.0.0.1:5432: skipping it")
+        backends.remove("postgres")
+    load_before, rows, summary = os.getloadavg(), [], []
+    for backend in backends:
+        for _ in range(args.rounds):
+            row = one_round(backend, args)
+            rows.append(row)
+            print(f"{backend:8} {row['events']} events in {row['segments']} segments: {row['seconds']:.2f} s, "
+                  f"{row['events_per_s']} events/s, {row['state_mb_per_s']} MB/s of event state, "
+                  f"{row['segment_mb_per_s']} MB/s of segments ({row['segment_bytes'] / row['state_bytes']:.2f} "
+                  f"of the state); baseline read {row['baseline_events_per_s']} events/s "
+                  f"(archive/baseline {row['ratio_to_baseline']}); load {row['load'][0]:.2f}", flush=True)
+        mine = [r for r in rows if r["backend"] == backend]
+        summary.append({"backend": backend, **{key: statistics.median(r[key] for r in mine) for key in (
+            "events_per_s", "state_mb_per_s", "segment_mb_per_s", "baseline_events_per_s", "ratio_to_baseline")}})
+        print(f"{backend:8} median: {summary[-1]}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "benchmark": "bench.archive", "pulls": args.pulls, "batch": args.batch, "rounds": args.rounds,
+            "cores": os.cpu_count(), "machine": platform.node(), "python": platform.python_version(),
+            "load_before": load_before, "load_after": os.getloadavg(), "results": rows, "medians": summary},
+            indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
