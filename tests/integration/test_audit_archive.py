@@ -201,6 +201,8 @@ def test_serve_archives_at_start_and_the_admin_api_answers_across_the_boundary(t
         opened.close()
         server.container.runners.wait_caught_up(timeout=30)
         before = httpx.get(f"{server.url}/api/v1/audit?format=jsonl", headers={"Authorization": "Bearer tok"}).text
+        pulls_of_a = history_digest(server.url, "sha256:" + "a" * 64)
+    assert len(pulls_of_a) == OLD
     with InProcessServer(settings) as server:
         deadline = time.monotonic() + 30
         while not server.container.archive.segments() and time.monotonic() < deadline:
@@ -208,7 +210,22 @@ def test_serve_archives_at_start_and_the_admin_api_answers_across_the_boundary(t
         segments = server.container.archive.segments()
         assert sum(s.count for s in segments) == OLD and all(s.removed for s in segments)
         after = httpx.get(f"{server.url}/api/v1/audit?format=jsonl", headers={"Authorization": "Bearer tok"}).text
+        # The auditor's "who pulled this digest" reads the archive too: the same pulls, now all archived.
+        assert history_digest(server.url, "sha256:" + "a" * 64) == pulls_of_a
     assert after == before and len(after.splitlines()) == OLD + RECENT
+
+
+def history_digest(url: str, digest: str) -> list[dict]:
+    import httpx
+
+    rows, cursor = [], None
+    while True:
+        answer = httpx.get(f"{url}/api/v1/history/digest", headers={"Authorization": "Bearer tok"},
+                           params={"digest": digest, "limit": 7, **({"cursor": cursor} if cursor else {})})
+        assert answer.status_code == 200, answer.text
+        rows += answer.json()["items"]
+        if not (cursor := answer.json()["next_cursor"]):
+            return rows
 
 
 def test_a_chain_view_rebuilt_after_archiving_goes_on_from_the_archive_and_verifies(audit, config, env):
