@@ -173,6 +173,7 @@ class Container:
             lambda name: (config.settings if (config := self.orgs.get(name)) is not None else None),
             self.clock, settled=self._views_settled, forget=self.cache.forget)
         self.admin.retention_usage = self.retention.usage
+        self.admin.content = self.retention   # what `org delete --flush` flushes
         self.audit_log = AuditLog(views["audit"])
         self.analytics = Analytics(views["analytics"], lambda: [row.name for row in views["orgs"].list_orgs()],
                                    self.clock.now)

@@ -32,6 +32,7 @@ class AuditRow:
     status: int      # the HTTP status answered
     error_code: str  # the OCI error code of an `error` pull, else ""
     note: str        # a stale serve: the upstream problem behind it; an error: the message answered
+    generation: int  # which org of that name pulled (domain.org.CacheOrg.Recreated): a deleted one's stay its own
 
 
 # Named, not `*`: the rows' shape stays the same when a rebuild switches readers to a new copy.
@@ -88,23 +89,24 @@ def audit_filters(placeholder: str, contains: str, org, repository, result, sinc
 def _values(event: Pull.Recorded, tracking: Tracking) -> tuple:
     """One audit row, in the tables' column order (AuditRow's)."""
     return (tracking.notification_id, event.org, event.repository, event.reference, event.digest, event.result,
-            event.client, event.actor, event.user_agent, event.at, event.status, event.error_code, event.note)
+            event.client, event.actor, event.user_agent, event.at, event.status, event.error_code, event.note,
+            event.generation)
 
 
 class SqliteAuditView(SqliteView, AuditView):
     tables = ("audit",)
-    schema_version = 3   # 2: status, error_code and note; 3: actor
+    schema_version = 4   # 2: status, error_code and note; 3: actor; 4: generation
     schema = (
         "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, org TEXT NOT NULL, repository TEXT NOT NULL, "
         "reference TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL, client TEXT NOT NULL, actor TEXT NOT NULL, "
         "user_agent TEXT NOT NULL, at REAL NOT NULL, status INTEGER NOT NULL, error_code TEXT NOT NULL, "
-        "note TEXT NOT NULL)",
+        "note TEXT NOT NULL, generation INTEGER NOT NULL)",
         "CREATE INDEX IF NOT EXISTS audit_org ON audit (org, repository, id)",
         "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
     )
 
     def add_rows(self, c: SQLiteCursor, rows: list[tuple]) -> None:
-        c.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        c.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
@@ -119,13 +121,13 @@ class SqliteAuditView(SqliteView, AuditView):
 class PostgresAuditView(PostgresView, AuditView):
     projection = "audit"
     tables = ("audit",)
-    schema_version = 3   # 2: status, error_code and note; 3: actor
+    schema_version = 4   # 2: status, error_code and note; 3: actor; 4: generation
     indexes = ("audit_org", "audit_at")
     schema = (
         "CREATE TABLE IF NOT EXISTS {audit} (id bigint PRIMARY KEY, org text NOT NULL, repository text NOT NULL, "
         "reference text NOT NULL, digest text NOT NULL, result text NOT NULL, client text NOT NULL, actor text NOT NULL, "
         "user_agent text NOT NULL, at double precision NOT NULL, status integer NOT NULL, error_code text NOT NULL, "
-        "note text NOT NULL)",
+        "note text NOT NULL, generation integer NOT NULL)",
         "CREATE INDEX IF NOT EXISTS {audit_org} ON {audit} (org, repository, id)",
         "CREATE INDEX IF NOT EXISTS {audit_at} ON {audit} (at)",
     )

@@ -280,8 +280,8 @@ class OutageView:
     def list_tags(self, org, repository):
         return self._read(self._view.list_tags, org, repository)
 
-    def holds_blob(self, org, digest):
-        return self._read(self._holds_blob, org, digest)
+    def holds_blob(self, org, digest, generation=1):
+        return self._read(self._holds_blob, org, digest, generation)
 
 
 class FakeMetrics:
@@ -362,7 +362,7 @@ class RecordingLedger:
     async def tag_checked(self, org, repository, tag, digest, media_type, at):
         self.records.append(("tag_checked", org, repository, tag, digest))
 
-    async def blob_cached(self, org, repository, digest, size, at):
+    async def blob_cached(self, org, repository, digest, size, at, generation=1):
         self.records.append(("blob_cached", org, repository, digest, size))
 
     async def blob_corrupt(self, org, repository, digest, reason, at):
