@@ -83,6 +83,8 @@ def test_a_deleted_org_leaves_a_clean_slate_for_a_new_org_of_its_name(settings, 
         assert until(lambda: shown(api), old) == old
 
         # Without --flush an org that still caches images is not deleted, and nothing changes.
+        bad = api.delete("/api/v1/organizations/team", params={"flush": "maybe"})
+        assert bad.status_code in (400, 422) and "flush" in bad.text
         refused = api.delete("/api/v1/organizations/team")
         assert refused.status_code == 409
         assert refused.json()["error"]["message"] == (
