@@ -79,14 +79,16 @@ class AccessAdmin:
         self._access.delete(org, name, actor)
         self._changed(actor, "robot.delete", org, robot.username, "")
 
-    def org_deleted(self, org: str, actor: str) -> None:
-        """An org was deleted: its robots and org admins go too, so a re-created org never inherits them."""
+    def org_deleted(self, org: str, actor: str, flushed: str | None = None) -> None:
+        """An org was deleted: its robots and org admins go too, so a re-created org never inherits them.
+        `flushed`: what its cache flush took with it, for the admin log."""
         robots = self._access.robots(org)
         for robot in robots:
             self._access.delete(org, robot.name, actor)
         if robots:
             self._on_change()
-        self.record(actor, "org.delete", org, org, f"{len(robots)} robots deleted with it" if robots else "")
+        details = [f"{len(robots)} robots deleted with it" if robots else "", flushed or ""]
+        self.record(actor, "org.delete", org, org, "; ".join(detail for detail in details if detail))
 
     def record(self, actor: str, action: str, org: str, target: str, detail: str = "") -> None:
         self._access.record_action(actor, action, org, target, detail, self._clock.now())

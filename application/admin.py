@@ -70,12 +70,22 @@ class TagsReadModel(Protocol):
 
 
 class BlobsReadModel(Protocol):
-    def list_blobs(self, org: str) -> list[Any]:
-        """Rows with digest and size."""
+    def list_blobs(self, org: str, generation: int | None = None) -> list[Any]:
+        """Rows with digest and size (of one generation of the org, if given)."""
 
 
 class CountersReadModel(Protocol):
-    def counts(self, org: str | None = None) -> dict[str, dict[str, int]]: ...
+    def counts(self, org: str | None = None, generation: int | None = None) -> dict[str, dict[str, int]]: ...
+
+
+class OrgContent(Protocol):
+    """What an org holds in the cache, and letting it all go (application.retention_admin.CacheRetention)."""
+
+    def held(self, org: str) -> tuple[int, int]:
+        """(images, bytes) the org holds, pinned ones included."""
+
+    def release(self, org: str, actor: str) -> Any:
+        """Unpin and flush everything the org holds, recorded with the actor; a FlushReport."""
 
 
 class RateLimitReadings(Protocol):
@@ -149,6 +159,7 @@ class OrgAdmin:
                  retention_usage: Callable[[str], dict] | None = None) -> None:
         """`upstream_refusal(org, upstream)`: why the SSRF policy refuses that upstream for that org, else None."""
         self.retention_usage = retention_usage   # bytes_stored as the quota counts it, pins, evictions
+        self.content: OrgContent | None = None   # wired by the composition root: what delete --flush flushes
         self._directory = directory
         self._configured = configured
         self._upstream_refusal = upstream_refusal
@@ -167,15 +178,17 @@ class OrgAdmin:
         for row in self._views.tags.org_tags(name):
             repositories.setdefault(row.repository, []).append(
                 CachedTag(row.tag, row.digest, row.media_type, row.checked_at))
-        blobs = self._views.blobs.list_blobs(name)
+        # Of this org only: a deleted org of the same name had its own (see CacheOrg.Recreated).
+        blobs = self._views.blobs.list_blobs(name, config.generation)
         reading = self.rate_limits.latest(name) if self.rate_limits is not None else None
         usage = self.retention_usage(name) if self.retention_usage is not None else {
             "bytes_stored": sum(blob.size or 0 for blob in blobs)}
         return OrgDetails(summary(config), [CachedRepository(repo, tags) for repo, tags in repositories.items()],
-                          blob_count=len(blobs), pulls=self._views.counters.counts(name).get(name, {}),
+                          blob_count=len(blobs),
+                          pulls=self._views.counters.counts(name, config.generation).get(name, {}),
                           upstream_rate_limit=reading, **usage)
 
-    def create(self, name: str, settings: dict) -> OrgSummary:
+    def create(self, name: str, settings: dict, actor: str = "admin") -> OrgSummary:
         password = settings.get("password") or ""
         try:
             validate_org_name(name)
@@ -185,10 +198,9 @@ class OrgAdmin:
             raise InvalidRequest("password is too long", {"password": f"at most {MAX_PASSWORD} characters"})
         if self._records.get_org(name) is not None:
             raise OrgExists(f"organization {name!r} already exists", org=name)
-        self._refuse_leftovers(name)
         settings = dict(settings)
         password = settings.pop("password", None) or ""
-        return self._apply(name, settings, password)
+        return self._apply(name, settings, password, before_write=lambda: self._release_leftovers(name, actor))
 
     def update(self, name: str, changes: dict, replace: bool = False) -> OrgSummary:
         """PATCH merges `changes` into the settings; PUT (`replace`) starts from the defaults.
@@ -205,26 +217,40 @@ class OrgAdmin:
             raise InvalidRequest("password is too long", {"password": f"at most {MAX_PASSWORD} characters"})
         return self._apply(name, {**base, **changes}, current.password if password is None else password)
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, *, flush: bool = False, actor: str = "admin") -> Any | None:
+        """Delete the org; with `flush`, everything it holds leaves the cache first (a FlushReport).
+
+        Without `flush` an org that still holds images is refused: deleting them costs upstream
+        pulls to bring back, so the admin says so. Either way a new org of that name starts clean:
+        it is the next generation (CacheOrg.Recreated), with counters and holdings of its own.
+        """
         self._config(name)   # an unknown name is a 404 before anything else
         self._configured.refuse_change(name)
+        report = None
+        if self.content is not None:
+            if flush:
+                report = self.content.release(name, actor)
+            else:
+                images, size = self.content.held(name)
+                if images:
+                    raise OrgConflict(f"organization {name!r} still caches {images} images ({size} bytes): delete "
+                                      f"it with its cache (`entrepot org delete {name} --flush`, or "
+                                      "`?flush=true`), or flush it first", org=name)
         if not self._directory.delete(name):
             raise OrgUnknown(f"no cache organization named {name!r}", org=name)
         self._settle()
+        return report
 
-    def _refuse_leftovers(self, name: str) -> None:
-        """Tags, holdings and pull counts are keyed by org name, and deleting an org keeps them (nothing is
-        flushed yet): a new org of a deleted one's name would inherit its cached tags, its blobs (served
-        without asking its own upstream) and its pull counts. Refused, rather than mixed without a word."""
-        tags = len(self._views.tags.org_tags(name))
-        blobs = len(self._views.blobs.list_blobs(name))
-        pulls = sum(self._views.counters.counts(name).get(name, {}).values())
-        if tags or blobs or pulls:
-            raise OrgConflict(f"a deleted organization {name!r} still has cached content under that name ({tags} "
-                              f"tags, {blobs} blobs, {pulls} pulls counted), which a new one would inherit; "
-                              "choose another name", org=name)
+    def _release_leftovers(self, name: str, actor: str) -> None:
+        """A name deleted by an older version (which kept the cache) may still hold images: they leave with
+        the new org's creation, recorded as a flush by its creator, so the new org starts clean."""
+        if self.content is not None and self.content.held(name)[0]:
+            report = self.content.release(name, actor)
+            log.info("%s re-created organization %s: the %d images its deleted namesake left were flushed",
+                     actor, name, report.images)
 
-    def _apply(self, name: str, settings: dict, password: str) -> OrgSummary:
+    def _apply(self, name: str, settings: dict, password: str,
+               before_write: Callable[[], None] = lambda: None) -> OrgSummary:
         # Everything is validated before the first write, so a refused request changes nothing.
         if not settings.get("upstream"):
             raise InvalidRequest("upstream is required", {"upstream": "required: the registry base URL"})
@@ -243,6 +269,7 @@ class OrgAdmin:
             if other is not None:
                 raise OrgConflict(f"organization {other!r} is already the default for root paths; "
                                   "unset its default first", org=other)
+        before_write()
         self._directory.apply(name, {**normalized, "password": password})
         self._settle()
         return summary(self._config(name))

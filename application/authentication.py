@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio.to_thread
 from cachetools import TTLCache
@@ -106,6 +106,7 @@ class Scope:
     org: str
     repository: str
     anonymous_pull: bool
+    config: Any = None   # the org's OrgConfig (its generation counts a refused attempt to the right org)
 
 
 def grants(principal: Principal, scopes: list[Scope]) -> list[str]:

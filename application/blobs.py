@@ -37,13 +37,14 @@ class Holdings:
     event store when pushed out."""
 
     def __init__(self, max_entries: int = 100_000) -> None:
-        self._known: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=max_entries)
+        self._known: LRUCache[tuple[str, int, str], bool] = LRUCache(maxsize=max_entries)
 
-    def note(self, org: str, digest: str) -> None:
-        self._known[(org, digest)] = True
+    # `generation`: which org of that name (CacheOrg.Recreated); a new one holds nothing of the old one's.
+    def note(self, org: str, digest: str, generation: int = 1) -> None:
+        self._known[(org, generation, digest)] = True
 
-    def knows(self, org: str, digest: str) -> bool:
-        return self._known.get((org, digest), False)
+    def knows(self, org: str, digest: str, generation: int = 1) -> bool:
+        return self._known.get((org, generation, digest), False)
 
     def __len__(self) -> int:
         return len(self._known)
@@ -57,9 +58,10 @@ class NotingLedger:
         self._ledger = ledger
         self._holdings = holdings
 
-    async def blob_cached(self, org: str, repository: str, digest: str, size: int, at: float) -> None:
-        await self._ledger.blob_cached(org, repository, digest, size, at)
-        self._holdings.note(org, digest)
+    async def blob_cached(self, org: str, repository: str, digest: str, size: int, at: float,
+                          generation: int = 1) -> None:
+        await self._ledger.blob_cached(org, repository, digest, size, at, generation=generation)
+        self._holdings.note(org, digest, generation)
 
     async def blob_corrupt(self, org: str, repository: str, digest: str, reason: str, at: float) -> None:
         await self._ledger.blob_corrupt(org, repository, digest, reason, at)
@@ -116,9 +118,10 @@ class BlobCache:
     async def _check_org_holds(self, org: OrgConfig, repository: str, digest: str, size: int | None) -> None:
         """Storage is shared by every org: a blob another org brought in is served to this one only
         once this org's upstream confirms it has the blob (a HEAD), which is then recorded for it."""
-        if self._holdings.knows(org.name, digest) or self.fills.just_published_for(digest) == org.name:
+        if self._holdings.knows(org.name, digest, org.generation) or \
+                self.fills.just_published_for(digest) == org.name:
             return
-        if not await self._reads.holds_blob(org.name, digest):
+        if not await self._reads.holds_blob(org.name, digest, org.generation):
             target = org.target(repository)
             try:
                 await self._upstream.head_blob(target, digest)
@@ -128,8 +131,9 @@ class BlobCache:
             if size is None:
                 return  # known once the fill that brings it in has its size and records it
             # recorded under the upstream repository name, as a fill records it
-            await self._ledger.blob_cached(org.name, target.repository, digest, size, self._clock.now())
-        self._holdings.note(org.name, digest)
+            await self._ledger.blob_cached(org.name, target.repository, digest, size, self._clock.now(),
+                                           generation=org.generation)
+        self._holdings.note(org.name, digest, org.generation)
 
     def _stored(self, digest: str, size: int, redirect: str | None = None, org: OrgConfig | None = None,
                 repository: str = "") -> BlobAnswer:

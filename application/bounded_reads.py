@@ -30,7 +30,7 @@ class BoundedReads:
     on in the loop itself, never longer than `timeout` seconds, and any failure is ReadModelUnavailable
     (503), not a 500 — so with PostgreSQL down, liveness and in-process answers carry on."""
 
-    def __init__(self, view: TagsAndManifests, holds_blob: Callable[[str, str], bool], timeout: float = 3.0,
+    def __init__(self, view: TagsAndManifests, holds_blob: Callable[[str, str, int], bool], timeout: float = 3.0,
                  max_in_flight: int = 32, referrers: ReferrersRead | None = None) -> None:
         self._view = view
         self._holds_blob = holds_blob
@@ -62,8 +62,8 @@ class BoundedReads:
             return KnownReferrers(view.referrers(*key), view.upstream_list(*key))
         return await self._read("the referrers", both, org, repository, subject)
 
-    async def holds_blob(self, org: str, digest: str) -> bool:
-        return await self._read("which blobs the org holds", self._holds_blob, org, digest)
+    async def holds_blob(self, org: str, digest: str, generation: int = 1) -> bool:
+        return await self._read("which blobs the org holds", self._holds_blob, org, digest, generation)
 
     async def _read(self, what: str, read: Callable[..., T], *args) -> T:
         with self._lock:

@@ -111,19 +111,21 @@ class CacheRecords(RetentionCommands, Application[UUID]):
                 continue
         raise RuntimeError("could not record the change after concurrent updates")
 
-    def record_blob(self, org: str, repository: str, digest: str, size: int, cached_at: float) -> None:
-        if self._exists(CachedBlob.create_id(org, digest)):
+    def record_blob(self, org: str, repository: str, digest: str, size: int, cached_at: float,
+                    generation: int = 1) -> None:
+        if self._exists(CachedBlob.create_id(org, digest, generation)):
             # Known to this org, yet fetched: storage had deleted it. The reaper must learn it is back.
             self.blob_restored(digest, size, cached_at)
             return
-        self._save_new(CachedBlob(org=org, repository=repository, digest=digest, size=size, cached_at=cached_at))
+        self._save_new(CachedBlob(org=org, repository=repository, digest=digest, size=size, cached_at=cached_at,
+                                  generation=generation))
 
     def record_corruption(self, org: str, repository: str, digest: str, detail: str, detected_at: float) -> None:
         self.save(CorruptBlob(org=org, repository=repository, digest=digest, detail=detail, detected_at=detected_at))
 
-    def holds_blob(self, org: str, digest: str) -> bool:
+    def holds_blob(self, org: str, digest: str, generation: int = 1) -> bool:
         """Whether this org's pulls brought the blob in (a primary-key read of the event store)."""
-        return self._exists(CachedBlob.create_id(org, digest))
+        return self._exists(CachedBlob.create_id(org, digest, generation))
 
     def _exists(self, aggregate_id: UUID) -> bool:
         return bool(self.recorder.select_events(aggregate_id, limit=1))

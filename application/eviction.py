@@ -10,6 +10,7 @@ Order, so that a process killed at any point leaves nothing the next run cannot 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -49,39 +50,54 @@ class RoundReport:
 class Evictor:
     def __init__(self, records: Any, view: RetentionReads, store: BlobStore, clock: Clock,
                  orgs: Callable[[], list[tuple[str, OrgSettings]]], *, pulls: Any = None, max_bytes: int = 0,
-                 grace_seconds: float = 60.0, metrics: Any = None) -> None:
+                 grace_seconds: float = 60.0, metrics: Any = None, catch_up_seconds: float = 5.0) -> None:
         self._records, self._view, self._store, self._clock = records, view, store, clock
         self._apps = {"Registry": records, **({"Pulls": pulls} if pulls is not None else {})}
         self._orgs, self.max_bytes, self.grace_seconds = orgs, max_bytes, grace_seconds
         self._metrics = metrics
         self.over_quota: dict[str, int] = {}   # org -> pinned bytes, when pins alone exceed the quota
         self.planning_seconds: deque[float] = deque(maxlen=1000)   # each over-quota plan's time (bench/quota.py)
+        self.catch_up_seconds = catch_up_seconds   # how long a round waits for the retention view
+        self._interrupted = threading.Event()      # the process stops: a round waiting for the view gives up
+
+    def interrupt(self) -> None:
+        """Stop waiting: a round waiting for the view ends now (skipped), and later rounds do nothing."""
+        self._interrupted.set()
 
     async def run_once(self) -> RoundReport:
         report = RoundReport()
+        orgs = await anyio.to_thread.run_sync(self._orgs)
+        limited = [(org, settings) for org, settings in orgs if settings.quota_bytes]
+        for org, settings in orgs:
+            if not settings.quota_bytes:
+                self.over_quota.pop(org, None)
+        if not limited and not self.max_bytes and not await anyio.to_thread.run_sync(self._orphans_due):
+            # Nothing to plan and nothing to reap (most rounds, nudged by every fill, when no quota is set):
+            # no wait for the view. An orphan the lagging view does not show yet is found next round.
+            return report
         if not await anyio.to_thread.run_sync(self._caught_up):
             report.skipped = True
             return report
-        for org, settings in await anyio.to_thread.run_sync(self._orgs):
-            if settings.quota_bytes:
-                report.evicted += await anyio.to_thread.run_sync(self._within_quota, org, settings)
-            else:
-                self.over_quota.pop(org, None)
+        for org, settings in limited:
+            report.evicted += await anyio.to_thread.run_sync(self._within_quota, org, settings)
         if self.max_bytes:
             report.evicted += await anyio.to_thread.run_sync(self._within_capacity)
         report.deleted = await self.reap()
         return report
 
-    def _caught_up(self, wait: float = 5.0) -> bool:
+    def _orphans_due(self) -> bool:
+        """Whether the view (caught up or not) shows a blob the reaper would delete now."""
+        return bool(self._view.orphans_due(self._clock.now() - self.grace_seconds, limit=1))
+
+    def _caught_up(self) -> bool:
         """Plans read the view: it must show every event recorded before the round began (an eviction
         already recorded would otherwise be planned twice, a new image's first pull missed)."""
         heads = {name: app.recorder.max_notification_id() or 0 for name, app in self._apps.items()}
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + self.catch_up_seconds
         while any((self._view.max_tracking_id(name) or 0) < head for name, head in heads.items()):
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or self._interrupted.wait(0.02):
                 return False
-            time.sleep(0.02)
-        return True
+        return not self._interrupted.is_set()
 
     # -- eviction --------------------------------------------------------------------------------------
     def _within_quota(self, org: str, settings: OrgSettings) -> list[Victim]:

@@ -4,13 +4,13 @@ process at a time across replicas through an exclusive lock; never on the reques
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio.to_thread
 
+from application.background import cancel_and_wait, wait_set
 from application.eviction import Evictor, RoundReport
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class EvictionService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._round = asyncio.Lock()   # rounds of this process never overlap (timer, nudge, admin flush)
+        self._stopping = False
 
     def nudge(self) -> None:
         """A fill completed: maybe over quota now. Costs the request nothing."""
@@ -43,10 +44,13 @@ class EvictionService:
         self._task = asyncio.create_task(self._loop(), name="evictor")
 
     async def stop(self) -> None:
+        # A round waiting for the views gives up at once; the loop ends even if a cancellation were lost.
+        self._stopping = True
+        self.evictor.interrupt()
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
+            self._task = None
         async with self._round:   # a round under way finishes first
             await anyio.to_thread.run_sync(self.lock.close)
 
@@ -63,8 +67,9 @@ class EvictionService:
     async def _loop(self) -> None:
         delay = 0.0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay or self.interval)
+            await wait_set(self._wake, delay or self.interval)   # not wait_for: see application/background.py
+            if self._stopping:
+                return
             self._wake.clear()
             delay = 0.0
             try:

@@ -319,7 +319,8 @@ class BlobFills:
             published = True
             fill.published = self._store
             fill.finish(written)
-            await self._ledger.blob_cached(target.org, target.repository, fill.digest, written, self._clock.now())
+            await self._ledger.blob_cached(target.org, target.repository, fill.digest, written, self._clock.now(),
+                                           generation=target.generation)
             return True
         finally:
             await blob.aclose()

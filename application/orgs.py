@@ -22,13 +22,14 @@ class OrgConfig(OrgSettings, frozen=True, kw_only=True):
 
     name: str
     password: str = ""
+    generation: int = 1   # which org of that name: a deleted org's name taken again is the next one
 
     def __post_init__(self) -> None:
         """Built from settings already checked (or recorded under older rules): nothing to normalise again."""
 
     def target(self, repository: str) -> UpstreamTarget:
         path = upstream_repository(self.upstream, self.namespace, repository)
-        return UpstreamTarget(org=self.name, base_url=self.upstream, repository=path,
+        return UpstreamTarget(org=self.name, generation=self.generation, base_url=self.upstream, repository=path,
                               username=self.username, password=self.password,
                               allow_listed=self.access.allowed_explicitly(path))
 
@@ -46,6 +47,7 @@ class _Row:
     name: str
     settings: dict
     deleted: bool
+    generation: int = 1
 
 
 class RecordedOrgs:
@@ -56,7 +58,7 @@ class RecordedOrgs:
 
     def get_org(self, name: str) -> OrgRecord | None:
         org = self._records.get_org(name)
-        return None if org is None else _Row(name, org.settings, False)
+        return None if org is None else _Row(name, org.settings, False, org.generation)
 
 
 _MISSING = object()
@@ -126,7 +128,8 @@ class OrgDirectory:
         username = settings.get("username", "") or ""
         self._credentials.set(name, username, password)
         recorded = self._records.get_org(name)
-        self._wrote(name, None if recorded is None else self._config(name, recorded.settings, (username, password)))
+        self._wrote(name, None if recorded is None else
+                    self._config(name, recorded.settings, (username, password), recorded.generation))
         return changed or before != (username, password)
 
     def delete(self, name: str) -> bool:
@@ -174,19 +177,24 @@ class OrgDirectory:
         if written is not _MISSING:
             # The view has our write once it shows the same org (or its deletion); until then, ours wins.
             if (written is None and not live) or (written is not None and live and
-                                                  OrgSettings.from_stored(row.settings) == written.settings):
+                                                  OrgSettings.from_stored(row.settings) == written.settings
+                                                  and _generation(row) == written.generation):
                 with self._lock:
                     self._written.pop(name, None)
             else:
                 return written
         if not live:
             return None
-        return self._config(name, row.settings, self._credentials.get(name))
+        return self._config(name, row.settings, self._credentials.get(name), _generation(row))
 
     @staticmethod
-    def _config(name: str, stored: dict, credentials: tuple[str, str]) -> OrgConfig:
+    def _config(name: str, stored: dict, credentials: tuple[str, str], generation: int) -> OrgConfig:
         settings = OrgSettings.from_stored(stored)
         username, password = credentials
         fields = {key: getattr(settings, key) for key in OrgSettings.__struct_fields__}
         fields["username"] = username or settings.username
-        return OrgConfig(**fields, name=name, password=password)
+        return OrgConfig(**fields, name=name, password=password, generation=generation)
+
+
+def _generation(row: OrgRecord) -> int:
+    return getattr(row, "generation", 1)   # an OrgsByName of a test may not know generations

@@ -27,6 +27,7 @@ class UpstreamTarget:
     username: str = ""
     password: str = ""
     allow_listed: bool = False   # the org's allow list names this repository (`pull_through = "allow-list"`)
+    generation: int = 1          # which org of that name (see domain.org.CacheOrg.Recreated): what it holds is its own
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ class OrgRecord(Protocol):
     name: str
     settings: dict
     deleted: bool
+    # and `generation: int` (1 when absent): which org of that name, see domain.org.CacheOrg.Recreated
 
 
 class OrgsByName(Protocol):
@@ -327,6 +329,8 @@ class Ledger(Protocol):
         """Upstream's referrers list of `subject` (descriptors as an index lists them); `shown`: the
         referrers view still shows the list recorded last (a flush or org delete drops it)."""
 
-    async def blob_cached(self, org: str, repository: str, digest: str, size: int, at: float) -> None: ...
+    async def blob_cached(self, org: str, repository: str, digest: str, size: int, at: float,
+                          generation: int = 1) -> None:
+        """A verified blob an org brought in; `generation`: which org of that name (CacheOrg.Recreated)."""
 
     async def blob_corrupt(self, org: str, repository: str, digest: str, reason: str, at: float) -> None: ...

@@ -60,10 +60,10 @@ class PullAudit:
             answer = await self._manifests.manifest(org, repository, reference, accept)
         except Exception as error:
             if record:
-                await self._failed(org.name, repository, str(reference), client, error)
+                await self._failed(org, repository, str(reference), client, error)
             raise
         if record:
-            await self._served(self._pull(org.name, repository, str(reference), client, digest=answer.digest,
+            await self._served(self._pull(org, repository, str(reference), client, digest=answer.digest,
                                           result=answer.result.value, note=answer.warning or answer.not_kept or ""))
         return answer
 
@@ -78,10 +78,10 @@ class PullAudit:
             answer = await self._referrers.referrers(org, repository, subject)
         except Exception as error:
             if record:
-                await self._failed(org.name, repository, reference, client, error)
+                await self._failed(org, repository, reference, client, error)
             raise
         if record:
-            await self._served(self._pull(org.name, repository, reference, client, digest=answer.digest,
+            await self._served(self._pull(org, repository, reference, client, digest=answer.digest,
                                           result=answer.result.value, note=answer.warning or ""))
         return answer
 
@@ -106,7 +106,7 @@ class PullAudit:
         except TimeoutError:
             raise TimeoutError(f"recording took longer than {self._timeout:g}s") from None
 
-    async def _failed(self, org: str, repository: str, reference: str, client: Client | None,
+    async def _failed(self, org: OrgConfig | str, repository: str, reference: str, client: Client | None,
                       error: Exception) -> None:
         """Records a failed pull with what the client is answered; never raises, so that a
         recording problem cannot turn the original error answer into a 500."""
@@ -122,9 +122,9 @@ class PullAudit:
             pass
         except Exception:
             log.exception("could not record the failed pull of %s/%s:%s (%d %s); answering its error anyway",
-                          org, repository, reference, answer.status, answer.code)
+                          pull.org, repository, reference, answer.status, answer.code)
 
-    async def denied(self, org: str, repository: str, reference: str, client: Client | None, reason: str,
+    async def denied(self, org: OrgConfig | str, repository: str, reference: str, client: Client | None, reason: str,
                      status: int, error_code: str) -> None:
         """An attempt access control refused (failed authentication included): recorded, never raising."""
         pull = self._pull(org, repository, reference, client, digest="", result=PullResult.DENIED.value,
@@ -134,10 +134,14 @@ class PullAudit:
         except RECORDED_LATER:
             pass
         except Exception:
-            log.exception("could not record the refused pull of %s/%s:%s; refusing it anyway", org, repository,
-                          reference)
+            log.exception("could not record the refused pull of %s/%s:%s; refusing it anyway", pull.org,
+                          repository, reference)
 
-    def _pull(self, org: str, repository: str, reference: str, client: Client | None, **outcome) -> Pull.Recorded:
+    def _pull(self, org: OrgConfig | str, repository: str, reference: str, client: Client | None,
+              **outcome) -> Pull.Recorded:
+        # The OrgConfig says which generation of the org the pull counts for; a bare name is the first.
         client = client or Client()
-        return Pull.recorded(org=org, repository=repository, reference=reference, client=client.address,
+        name, generation = (org, 1) if isinstance(org, str) else (org.name, org.generation)
+        return Pull.recorded(org=name, generation=generation, repository=repository, reference=reference,
+                             client=client.address,
                              user_agent=client.user_agent, actor=client.actor, at=self._clock.now(), **outcome)

@@ -45,7 +45,7 @@ class CountedManifests:
             self._ops.served_stale(org.name, repository, f"referrers:{subject}", answer.warning)
         return answer
 
-    async def denied(self, org: str, repository: str, reference: str, client: Client | None, reason: str,
+    async def denied(self, org: OrgConfig | str, repository: str, reference: str, client: Client | None, reason: str,
                      status: int, error_code: str) -> None:
         """A pull access control refused: audited (result `denied`) like any other."""
         await self._manifests.denied(org, repository, reference, client, reason, status, error_code)

@@ -13,6 +13,7 @@ import anyio.to_thread
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
+from application.background import cancel_and_wait
 from application.deadlines import Deadlines
 from application.errors import EventStoreUnavailable, PullKept
 from application.ports import Metrics, NoMetrics
@@ -95,14 +96,11 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
-            await asyncio.wait_for(self._queue.join(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._queue.join()
         except TimeoutError:
             pass
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await cancel_and_wait(self._task)
         self._task = None
         # The writer is gone: what it had not taken joins the backlog behind the rest, in order.
         left: list[PendingPull] = []
@@ -167,7 +165,9 @@ class GroupCommit:
         except asyncio.QueueEmpty:
             wait = max(0.001, self._backlog.seconds_to_retry()) if len(self._backlog) else None
             try:
-                first = await asyncio.wait_for(self._queue.get(), wait)
+                # Not wait_for: it can swallow the stop's cancellation (application/background.py).
+                async with asyncio.timeout(wait):
+                    first = await self._queue.get()
             except TimeoutError:
                 return []
         batch = [first]

@@ -37,8 +37,10 @@ class RecordsLedger:
         await self._write("a referrers list", lambda: self._records.record_referrers(
             org, repository, subject, descriptors, at, shown))
 
-    async def blob_cached(self, org: str, repository: str, digest: str, size: int, at: float) -> None:
-        await self._write("a cached blob", lambda: self._records.record_blob(org, repository, digest, size, at))
+    async def blob_cached(self, org: str, repository: str, digest: str, size: int, at: float,
+                          generation: int = 1) -> None:
+        await self._write("a cached blob",
+                          lambda: self._records.record_blob(org, repository, digest, size, at, generation))
 
     async def blob_corrupt(self, org: str, repository: str, digest: str, reason: str, at: float) -> None:
         await self._write("a corrupt blob",

@@ -69,6 +69,23 @@ class CacheRetention:
     def flush(self, org: str, repository: str | None, tag: str | None, *, dry_run: bool, actor: str) -> FlushReport:
         """Evict the org's images in scope (reason `flush`); their bytes go after the grace period."""
         self._settings(org)
+        return self._flush(org, repository, tag, dry_run=dry_run, actor=actor)
+
+    def held(self, org: str) -> tuple[int, int]:
+        """(images, bytes) the org still holds in the cache, pinned ones included."""
+        images = self._view.held_images(org, None)
+        return len(images), sum(image.bytes for image in images)
+
+    def release(self, org: str, actor: str) -> FlushReport:
+        """Everything the org holds leaves the cache, pinned images too: what deleting it with a flush does
+        (and re-creating a name an older version deleted without one). Recorded as unpins and a flush,
+        with the actor; works on an org already deleted."""
+        for image in self._view.pinned(org):
+            self._records.set_pin(org, image.repository, image.digest, pinned=False, tag="", actor=actor,
+                                  at=self._clock.now())
+        return self._flush(org, None, None, dry_run=False, actor=actor)
+
+    def _flush(self, org: str, repository: str | None, tag: str | None, *, dry_run: bool, actor: str) -> FlushReport:
         if tag is not None and repository is None:
             raise InvalidRequest("a tag needs its repository", {"tag": "give repository too"})
         repository = _repository(repository) if repository is not None else None

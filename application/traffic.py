@@ -24,6 +24,7 @@ import anyio
 import anyio.to_thread
 from eventsourcing.persistence import IntegrityError
 
+from application.background import cancel_and_wait
 from application.ports import Clock, Metrics
 from application.pulls import Pulls
 from domain.traffic import FILL_SECONDS_BUCKETS, TrafficReport, fill_bucket
@@ -145,11 +146,7 @@ class TrafficRecorder:
     async def stop(self, timeout: float = 2.0) -> None:
         """The last report, waited for at most `timeout` seconds: a dead database must not hold up a shutdown."""
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
         await self.record(write_timeout=timeout)
         if self._kept:

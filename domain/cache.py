@@ -206,22 +206,37 @@ def _fill_v3(state: dict) -> None:
 
 
 class CachedBlob(Aggregate):
-    """A verified blob that an org's pulls brought into storage."""
+    """A verified blob that an org's pulls brought into storage.
+
+    One per generation of the org (domain.org.CacheOrg.Recreated): a new org of a deleted one's name
+    holds nothing the old one brought in, so its upstream is asked before such a blob is served to it.
+    """
 
     class Cached(Aggregate.Created):
+        class_version = 2   # 2 added the generation
+
         org: str
         repository: str
         digest: str
         size: int
         cached_at: float
+        generation: int
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state.setdefault("generation", 1)
 
     @staticmethod
-    def create_id(org: str, digest: str) -> UUID:
-        return uuid5(NAMESPACE_URL, f"entrepot:blob:{org}@{digest}")
+    def create_id(org: str, digest: str, generation: int = 1) -> UUID:
+        # The first generation keeps the ids recorded before generations existed.
+        holder = org if generation == 1 else f"{org}#{generation}"
+        return uuid5(NAMESPACE_URL, f"entrepot:blob:{holder}@{digest}")
 
     @event(Cached)
-    def __init__(self, org: str, repository: str, digest: str, size: int, cached_at: float) -> None:
+    def __init__(self, org: str, repository: str, digest: str, size: int, cached_at: float,
+                 generation: int = 1) -> None:
         self.org, self.repository, self.digest, self.size, self.cached_at = org, repository, digest, size, cached_at
+        self.generation = generation
 
 
 class CorruptBlob(Aggregate):

@@ -66,6 +66,18 @@ class CacheOrg(Aggregate):
     class Deleted(Aggregate.Event):
         name: str
 
+    class Recreated(Aggregate.Event):
+        """A deleted org's name taken again: a new generation, which starts with nothing of the old one's.
+
+        Pulls and holdings carry the generation they belong to, so the counters and listings of the new
+        org start at zero while the audit keeps every pull of the old one as its own.
+        """
+        name: str
+        settings: dict
+        generation: int
+
+    generation = 1   # read by aggregates (and snapshots) made before generations existed
+
     @staticmethod
     def create_id(name: str) -> UUID:
         return uuid5(NAMESPACE_URL, f"entrepot:org:{name}")
@@ -75,19 +87,34 @@ class CacheOrg(Aggregate):
         self.name = name
         self.settings = dict(settings)
         self.deleted = False
+        self.generation = 1
 
     def reconfigure(self, settings: dict) -> None:
-        """Record only what differs; re-applying the same settings records nothing (idempotent)."""
+        """Record only what differs; re-applying the same settings records nothing (idempotent).
+
+        On a deleted org this is a re-creation: the given settings whole, as the next generation.
+        """
+        if self.deleted:
+            self._recreated(name=self.name, settings=dict(settings), generation=self.generation + 1)
+            return
         # A setting added after this org's events were written reads as its default, not as a change.
         changes = {key: value for key, value in settings.items()
                    if self.settings.get(key, _DEFAULT_EVENT.get(key)) != value}
-        if changes or self.deleted:
+        if changes:
             self._reconfigured(name=self.name, changes=changes)
 
     @event(Reconfigured)
     def _reconfigured(self, name: str, changes: dict) -> None:
+        # Before generations existed a re-creation was recorded as this event; the new org was refused
+        # unless the old one had left nothing under its name, so it stays in the same generation.
         self.settings.update(changes)
         self.deleted = False
+
+    @event(Recreated)
+    def _recreated(self, name: str, settings: dict, generation: int) -> None:
+        self.settings = dict(settings)
+        self.deleted = False
+        self.generation = generation
 
     def delete(self) -> None:
         if not self.deleted:

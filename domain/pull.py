@@ -25,8 +25,8 @@ class Pull(Aggregate):
     class Recorded(Aggregate.Created):
         # Version 1 had no note, 2 added it, 3 added status and error_code, 4 the actor. Events stored before
         # versions were recorded carry no version at all (the library reads that as 1), including
-        # some written with a note, so the upcasts only fill in what is missing.
-        class_version = 4
+        # some written with a note, so the upcasts only fill in what is missing. 5 added the org's generation.
+        class_version = 5
 
         org: str
         repository: str
@@ -40,6 +40,7 @@ class Pull(Aggregate):
         status: int       # the HTTP status answered
         error_code: str   # the OCI error code answered (MANIFEST_UNKNOWN, TOOMANYREQUESTS, ...); "" unless an error
         actor: str        # who pulled: "anonymous", a robot or org admin (<org>+<name>), "admin"; never a secret
+        generation: int   # which org of that name (domain.org.CacheOrg.Recreated): its counters are its own
 
         @staticmethod
         def upcast_v1_v2(state: dict) -> None:
@@ -54,25 +55,30 @@ class Pull(Aggregate):
         def upcast_v3_v4(state: dict) -> None:
             state.setdefault("actor", "anonymous")   # every pull before access control was anonymous
 
+        @staticmethod
+        def upcast_v4_v5(state: dict) -> None:
+            state.setdefault("generation", 1)   # before generations, every org was the first of its name
+
     @event(Recorded)
     def __init__(self, org: str, repository: str, reference: str, digest: str, result: str,
                  client: str, user_agent: str, at: float, note: str = "", status: int = 200,
-                 error_code: str = "", actor: str = "anonymous") -> None:
+                 error_code: str = "", actor: str = "anonymous", generation: int = 1) -> None:
         self.org, self.repository, self.reference, self.digest = org, repository, reference, digest
         self.result, self.client, self.user_agent, self.at, self.note = result, client, user_agent, at, note
-        self.status, self.error_code, self.actor = status, error_code, actor
+        self.status, self.error_code, self.actor, self.generation = status, error_code, actor, generation
 
     @classmethod
     def recorded(cls, org: str, repository: str, reference: str, digest: str, result: str, client: str,
                  user_agent: str, at: float, note: str = "", status: int = 200, error_code: str = "",
-                 actor: str = "anonymous") -> Pull.Recorded:
+                 actor: str = "anonymous", generation: int = 1) -> Pull.Recorded:
         """The one event of a new Pull, made without building the aggregate: the event `Pull(...)` would
         collect (same topic, fresh id, version 1). The request path only writes pulls, and building each
         Pull to collect its event cost a warm pull ~8 % of its CPU; the repository still loads a Pull from it."""
         return cls.Recorded(originator_topic=_PULL_TOPIC, originator_id=uuid4(), originator_version=cls.INITIAL_VERSION,
                             timestamp=cls.Recorded.create_timestamp(), org=org, repository=repository,
                             reference=reference, digest=digest, result=result, client=client, user_agent=user_agent,
-                            at=at, note=note, status=status, error_code=error_code, actor=actor)
+                            at=at, note=note, status=status, error_code=error_code, actor=actor,
+                            generation=generation)
 
 
 _PULL_TOPIC = get_topic(Pull)

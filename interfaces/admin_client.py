@@ -50,8 +50,8 @@ class AdminClient:
     def update_org(self, name: str, settings: dict, replace: bool = False) -> dict:
         return self._call("PUT" if replace else "PATCH", f"/organizations/{name}", json=settings)
 
-    def delete_org(self, name: str) -> None:
-        self._call("DELETE", f"/organizations/{name}")
+    def delete_org(self, name: str, flush: bool = False) -> None:
+        self._call("DELETE", f"/organizations/{name}" + ("?flush=true" if flush else ""))
 
     def prewarm(self, org: str, references: list[str]) -> list[dict]:
         return self._call("POST", f"/organizations/{org}/prewarm", json={"references": references})["results"]

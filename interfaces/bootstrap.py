@@ -187,6 +187,7 @@ class Container:
             lambda name: (config.settings if (config := self.orgs.get(name)) is not None else None),
             self.clock, settled=self._views_settled, forget=self.cache.forget)
         self.admin.retention_usage = self.retention.usage
+        self.admin.content = self.retention   # what `org delete --flush` flushes
         # Retention with archive: old pulls move to segments in blob storage; audit queries read both.
         self.archive = SegmentArchive(self.access, build_segment_store(settings))
         self.audit_log = AuditLog(ArchivedAudit(views["audit"], self.archive, self.pulls.mapper))

@@ -106,9 +106,9 @@ def org_update(args: argparse.Namespace) -> int:
 
 def org_delete(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        client.delete_org(args.name)
+        client.delete_org(args.name, flush=args.flush)
     if not args.json:
-        print(f"deleted organization {args.name}")
+        print(f"deleted organization {args.name}" + (" and flushed its cache" if args.flush else ""))
     return 0
 
 
@@ -183,6 +183,10 @@ def add_admin_commands(commands) -> None:
                                ("delete", org_delete, "delete an organization")):
         p = _common(sub.add_parser(action, help=text))
         p.add_argument("name")
+        if action == "delete":
+            p.add_argument("--flush", action="store_true",
+                           help="flush everything it caches (pinned images too) with it; without it an org that "
+                                "still caches images is not deleted")
         p.set_defaults(func=_reporting_api_errors(func))
     create = _org_settings(_common(sub.add_parser("create", help="register a new organization")))
     create.add_argument("name")

@@ -32,6 +32,7 @@ class AuditRow:
     status: int      # the HTTP status answered
     error_code: str  # the OCI error code of an `error` pull, else ""
     note: str        # a stale serve: the upstream problem behind it; an error: the message answered
+    generation: int  # which org of that name pulled (domain.org.CacheOrg.Recreated): a deleted one's stay its own
 
 
 # Named, not `*`: the rows' shape stays the same when a rebuild switches readers to a new copy.
@@ -98,17 +99,18 @@ def audit_row(event: Pull.Recorded, position: int) -> AuditRow:
 def _values(event: Pull.Recorded, tracking: Tracking) -> tuple:
     """One audit row, in the tables' column order (AuditRow's)."""
     return (tracking.notification_id, event.org, event.repository, event.reference, event.digest, event.result,
-            event.client, event.actor, event.user_agent, event.at, event.status, event.error_code, event.note)
+            event.client, event.actor, event.user_agent, event.at, event.status, event.error_code, event.note,
+            event.generation)
 
 
 class SqliteAuditView(SqliteView, AuditView):
     tables = ("audit",)
-    schema_version = 3   # 2: status, error_code and note; 3: actor
+    schema_version = 4   # 2: status, error_code and note; 3: actor; 4: generation
     schema = (
         "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, org TEXT NOT NULL, repository TEXT NOT NULL, "
         "reference TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL, client TEXT NOT NULL, actor TEXT NOT NULL, "
         "user_agent TEXT NOT NULL, at REAL NOT NULL, status INTEGER NOT NULL, error_code TEXT NOT NULL, "
-        "note TEXT NOT NULL)",
+        "note TEXT NOT NULL, generation INTEGER NOT NULL)",
         "CREATE INDEX IF NOT EXISTS audit_org ON audit (org, repository, id)",
         "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
         # The pulls of one digest (`history digest`). An index needs no replay, so no new schema_version:
@@ -117,7 +119,7 @@ class SqliteAuditView(SqliteView, AuditView):
     )
 
     def add_rows(self, c: SQLiteCursor, rows: list[tuple]) -> None:
-        c.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        c.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def remove_rows(self, first: int, last: int) -> int:
         with self._writing() as c:
@@ -137,13 +139,13 @@ class SqliteAuditView(SqliteView, AuditView):
 class PostgresAuditView(PostgresView, AuditView):
     projection = "audit"
     tables = ("audit",)
-    schema_version = 3   # 2: status, error_code and note; 3: actor
+    schema_version = 4   # 2: status, error_code and note; 3: actor; 4: generation
     indexes = ("audit_org", "audit_at", "audit_digest")
     schema = (
         "CREATE TABLE IF NOT EXISTS {audit} (id bigint PRIMARY KEY, org text NOT NULL, repository text NOT NULL, "
         "reference text NOT NULL, digest text NOT NULL, result text NOT NULL, client text NOT NULL, actor text NOT NULL, "
         "user_agent text NOT NULL, at double precision NOT NULL, status integer NOT NULL, error_code text NOT NULL, "
-        "note text NOT NULL)",
+        "note text NOT NULL, generation integer NOT NULL)",
         "CREATE INDEX IF NOT EXISTS {audit_org} ON {audit} (org, repository, id)",
         "CREATE INDEX IF NOT EXISTS {audit_at} ON {audit} (at)",
         "CREATE INDEX IF NOT EXISTS {audit_digest} ON {audit} (digest, id)",   # as on SQLite: no replay needed

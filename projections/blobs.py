@@ -5,6 +5,9 @@ The two runners interleave in any order (a miss's Pull usually lands before its 
 so every update here commutes: counts add, last_pulled takes the max, and a row may exist
 before its Cached event (cached_at NULL). The final rows therefore do not depend on the
 interleaving, which is what lets an offline rebuild reproduce the live view exactly.
+
+A blob row belongs to the generation of the org (domain.org.CacheOrg.Recreated) whose CachedBlob
+recorded it last: a new org of a deleted one's name lists only what it brought in itself.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ class BlobsView(View):
                 seen = page.pulls.setdefault((event.org, event.repository, event.digest), [0, event.at])
                 seen[0], seen[1] = seen[0] + 1, max(seen[1], event.at)
         elif isinstance(event, CachedBlob.Cached):
-            page.blobs[(event.org, event.digest)] = (event.repository, event.size, event.cached_at)  # last wins
+            page.blobs[(event.org, event.digest)] = (event.repository, event.size, event.cached_at,
+                                                     event.generation)  # last wins
         elif isinstance(event, CachedManifest.Cached):
             # Content-addressed: a second Cached of the same manifest is the same fact.
             page.manifests.setdefault((event.org, event.repository, event.digest), list(event.blobs))
@@ -86,8 +90,8 @@ class BlobsView(View):
 
     # -- storage: each method takes distinct keys ------------------------------------------------------
     @abstractmethod
-    def put_cached_blobs(self, c: Any, rows: list[tuple[str, str, str, int, float]]) -> None:
-        """Insert or complete (org, digest, repository, size, cached_at) rows (they may hold pulls already)."""
+    def put_cached_blobs(self, c: Any, rows: list[tuple[str, str, str, int, float, int]]) -> None:
+        """Insert or complete (org, digest, repository, size, cached_at, generation) rows (they may hold pulls already)."""
 
     @abstractmethod
     def manifest_refs(self, c: Any, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], tuple]:
@@ -109,19 +113,21 @@ class BlobsView(View):
 
     # -- queries ---------------------------------------------------------------------------------------
     @abstractmethod
-    def list_blobs(self, org: str) -> list[BlobRow]:
-        """The org's cached blobs, least recently pulled first (never pulled before all)."""
+    def list_blobs(self, org: str, generation: int | None = None) -> list[BlobRow]:
+        """The org's cached blobs (of one generation of it, if given), least recently pulled first (never
+        pulled before all)."""
 
     @abstractmethod
     def org_totals(self) -> dict[str, tuple[int, int]]:
-        """{org: (cached blob count, their bytes)}: one grouped query, for the metrics scrape."""
+        """{org: (cached blob count, their bytes)} of each org's latest generation: one grouped query, for
+        the metrics scrape."""
 
 
 @dataclass
 class _Page:
     """One page's events, gathered per key."""
 
-    blobs: dict[tuple[str, str], tuple] = field(default_factory=dict)              # (org, digest) -> repo, size, at
+    blobs: dict[tuple[str, str], tuple] = field(default_factory=dict)   # (org, digest) -> repo, size, at, generation
     manifests: dict[tuple[str, str, str], list] = field(default_factory=dict)     # key -> blobs
     pulls: dict[tuple[str, str, str], list] = field(default_factory=dict)         # key -> [n, latest at]
 
@@ -136,6 +142,8 @@ def _add_blob_pulls(counts: dict, org: str, blobs: list, n: int, at: float | Non
 
 
 _BLOB_COLUMNS = "org, digest, repository, size, cached_at, last_pulled, pull_count"
+# A deleted org's blobs are not those of the org of its name now: the metrics count the latest generation.
+_LATEST_GENERATION = "b.generation = (SELECT max(g.generation) FROM blobs AS g WHERE g.org = b.org)"
 
 
 class SqliteBlobsView(SqliteView, BlobsView):
@@ -143,23 +151,25 @@ class SqliteBlobsView(SqliteView, BlobsView):
     schema = (
         "CREATE TABLE IF NOT EXISTS blobs (org TEXT NOT NULL, digest TEXT NOT NULL, "
         "repository TEXT, size INTEGER, cached_at REAL, "          # NULL until CachedBlob.Cached
-        "last_pulled REAL, pull_count INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (org, digest)) WITHOUT ROWID",
+        "last_pulled REAL, pull_count INTEGER NOT NULL DEFAULT 0, generation INTEGER NOT NULL DEFAULT 1, "
+        "PRIMARY KEY (org, digest)) WITHOUT ROWID",
         # This view's own copy of manifest -> blobs, plus the manifest's pulls (an index counts only here).
         "CREATE TABLE IF NOT EXISTS manifest_refs (org TEXT NOT NULL, repository TEXT NOT NULL, "
         "digest TEXT NOT NULL, blobs TEXT, "                      # JSON list; NULL until CachedManifest.Cached
         "last_pulled REAL, pull_count INTEGER NOT NULL DEFAULT 0, "
         "PRIMARY KEY (org, repository, digest)) WITHOUT ROWID",
     )
+    schema_version = 2   # 2: generation
     _count_blob = (
         "INSERT INTO blobs (org, digest, last_pulled, pull_count) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (org, digest) DO UPDATE SET pull_count = pull_count + excluded.pull_count, "
         "last_pulled = max(coalesce(last_pulled, excluded.last_pulled), excluded.last_pulled)"
     )
 
-    def put_cached_blobs(self, c: SQLiteCursor, rows: list[tuple[str, str, str, int, float]]) -> None:
-        c.executemany("INSERT INTO blobs (org, digest, repository, size, cached_at) VALUES (?, ?, ?, ?, ?) "
-                      "ON CONFLICT (org, digest) DO UPDATE SET repository = excluded.repository, "
-                      "size = excluded.size, cached_at = excluded.cached_at", rows)
+    def put_cached_blobs(self, c: SQLiteCursor, rows: list[tuple[str, str, str, int, float, int]]) -> None:
+        c.executemany("INSERT INTO blobs (org, digest, repository, size, cached_at, generation) "
+                      "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (org, digest) DO UPDATE SET repository = excluded.repository, "
+                      "size = excluded.size, cached_at = excluded.cached_at, generation = excluded.generation", rows)
 
     def count_manifest_pulls(self, c: SQLiteCursor, rows: list[tuple[str, str, str, int, float]]
                              ) -> dict[tuple[str, str, str], list[str] | None]:
@@ -192,14 +202,16 @@ class SqliteBlobsView(SqliteView, BlobsView):
     def count_blob_pulls(self, c: SQLiteCursor, rows: list[tuple[str, str, float | None, int]]) -> None:
         c.executemany(self._count_blob, rows)
 
-    def list_blobs(self, org: str) -> list[BlobRow]:
+    def list_blobs(self, org: str, generation: int | None = None) -> list[BlobRow]:
         rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM blobs WHERE org = ? AND cached_at IS NOT NULL "
-                           "ORDER BY coalesce(last_pulled, 0), digest", (org,))
+                           f"{'AND generation = ? ' if generation is not None else ''}"
+                           "ORDER BY coalesce(last_pulled, 0), digest",
+                           (org,) if generation is None else (org, generation))
         return [BlobRow(*row) for row in rows]
 
     def org_totals(self) -> dict[str, tuple[int, int]]:
-        rows = self._query("SELECT org, count(*), coalesce(sum(size), 0) FROM blobs WHERE cached_at IS NOT NULL "
-                           "GROUP BY org")
+        rows = self._query("SELECT org, count(*), coalesce(sum(size), 0) FROM blobs AS b WHERE cached_at IS NOT NULL "
+                           f"AND {_LATEST_GENERATION} GROUP BY org")
         return {org: (count, size) for org, count, size in rows}
 
 
@@ -212,19 +224,22 @@ class PostgresBlobsView(PostgresView, BlobsView):
     schema = (
         "CREATE TABLE IF NOT EXISTS {blobs} (org text NOT NULL, digest text NOT NULL, "
         "repository text, size bigint, cached_at double precision, "          # NULL until CachedBlob.Cached
-        "last_pulled double precision, pull_count bigint NOT NULL DEFAULT 0, PRIMARY KEY (org, digest))",
+        "last_pulled double precision, pull_count bigint NOT NULL DEFAULT 0, generation integer NOT NULL DEFAULT 1, "
+        "PRIMARY KEY (org, digest))",
         "CREATE TABLE IF NOT EXISTS {manifest_refs} (org text NOT NULL, repository text NOT NULL, "
         "digest text NOT NULL, blobs jsonb, "                              # NULL until CachedManifest.Cached
         "last_pulled double precision, pull_count bigint NOT NULL DEFAULT 0, "
         "PRIMARY KEY (org, repository, digest))",
     )
+    schema_version = 2   # 2: generation
 
-    def put_cached_blobs(self, c: Cursor, rows: list[tuple[str, str, str, int, float]]) -> None:
-        c.execute(self.sql("INSERT INTO {blobs} (org, digest, repository, size, cached_at) "
+    def put_cached_blobs(self, c: Cursor, rows: list[tuple[str, str, str, int, float, int]]) -> None:
+        c.execute(self.sql("INSERT INTO {blobs} (org, digest, repository, size, cached_at, generation) "
                            "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], "
-                           "%s::double precision[]) ON CONFLICT (org, digest) DO UPDATE SET "
-                           "repository = excluded.repository, size = excluded.size, cached_at = excluded.cached_at"),
-                  _columns(rows, 5), prepare=True)
+                           "%s::double precision[], %s::integer[]) ON CONFLICT (org, digest) DO UPDATE SET "
+                           "repository = excluded.repository, size = excluded.size, cached_at = excluded.cached_at, "
+                           "generation = excluded.generation"),
+                  _columns(rows, 6), prepare=True)
 
     def count_manifest_pulls(self, c: Cursor, rows: list[tuple[str, str, str, int, float]]
                              ) -> dict[tuple[str, str, str], list[str] | None]:
@@ -260,14 +275,17 @@ class PostgresBlobsView(PostgresView, BlobsView):
                            "last_pulled = GREATEST(b.last_pulled, excluded.last_pulled)"),
                   _columns(rows, 4), prepare=True)
 
-    def list_blobs(self, org: str) -> list[BlobRow]:
+    def list_blobs(self, org: str, generation: int | None = None) -> list[BlobRow]:
         rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM {{blobs}} WHERE org = %s AND cached_at IS NOT NULL "
-                           'ORDER BY coalesce(last_pulled, 0), digest COLLATE "C"', (org,))
+                           f"{'AND generation = %s ' if generation is not None else ''}"
+                           'ORDER BY coalesce(last_pulled, 0), digest COLLATE "C"',
+                           (org,) if generation is None else (org, generation))
         return [BlobRow(*row) for row in rows]
 
     def org_totals(self) -> dict[str, tuple[int, int]]:
-        rows = self._query("SELECT org, count(*), coalesce(sum(size), 0)::bigint FROM {blobs} "
-                           "WHERE cached_at IS NOT NULL GROUP BY org")
+        rows = self._query("SELECT org, count(*), coalesce(sum(size), 0)::bigint FROM {blobs} AS b "
+                           f"WHERE cached_at IS NOT NULL AND {_LATEST_GENERATION.replace('blobs', '{blobs}')} "
+                           "GROUP BY org")
         return {org: (count, size) for org, count, size in rows}
 
 

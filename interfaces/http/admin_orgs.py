@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, QueryParameter
 
 from application.access_admin import AccessAdmin
 from application.admin import OrgAdmin, OrgDetails, OrgSummary
@@ -44,7 +46,7 @@ class OrganizationsController(Controller):
         """Body: `{"name", "upstream", ...settings, "password"?}` (JSON, at most 64 KiB)."""
         settings = fields_of(await read_body(request, OrgCreateBody))
         name = settings.pop("name")
-        created = await anyio.to_thread.run_sync(lambda: admin.create(name, settings))
+        created = await anyio.to_thread.run_sync(lambda: admin.create(name, settings, actor=principal.actor))
         await anyio.to_thread.run_sync(lambda: access_admin.record(principal.actor, "org.create", name, name,
                                                                    described(settings)))
         return created
@@ -78,9 +80,15 @@ class OrganizationsController(Controller):
 
     @delete("/{name:str}", sync_to_thread=True, guards=[global_admin_guard])
     def delete_organization(self, admin: NamedDependency[OrgAdmin], access_admin: NamedDependency[AccessAdmin],
-                            principal: NamedDependency[Principal], name: FromPath[str]) -> None:
-        admin.delete(name)
-        access_admin.org_deleted(name, principal.actor)
+                            principal: NamedDependency[Principal], name: FromPath[str],
+                            flush: Annotated[bool, QueryParameter(
+                                description="flush everything the org caches (pinned images too) and delete it; "
+                                            "without it an org that still caches images is refused (409)")] = False,
+                            ) -> None:
+        """A new org of the same name starts clean: nothing cached, pulls counted from zero."""
+        report = admin.delete(name, flush=flush, actor=principal.actor)
+        access_admin.org_deleted(name, principal.actor, flushed=None if report is None else
+                                 f"flushed {report.images} images, {report.bytes} bytes")
 
     @post("/{name:str}/prewarm", status_code=200, guards=[org_admin_guard])
     async def prewarm(self, prewarm: NamedDependency[Prewarm], access_admin: NamedDependency[AccessAdmin],

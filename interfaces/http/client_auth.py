@@ -132,7 +132,7 @@ async def guard_pull(request: Request, access: ClientAccess, org, repository: st
         principal = await principal_of(request, access.authenticator)
     except Unauthenticated as error:
         if audit_as is not None:
-            await access.audit.denied(org.name, repository, audit_as(), client_of(request, error.username),
+            await access.audit.denied(org, repository, audit_as(), client_of(request, error.username),
                                       str(error), 401, "UNAUTHORIZED")
         raise OciError("UNAUTHORIZED", 401, "authentication required: the credentials are not valid",
                        headers=challenge(request, pull_scope(org.name, repository))) from None
@@ -141,7 +141,7 @@ async def guard_pull(request: Request, access: ClientAccess, org, repository: st
         return principal
     error = refusal(request, org.name, repository, decision)
     if audit_as is not None:
-        await access.audit.denied(org.name, repository, audit_as(), client_of(request, principal.actor),
+        await access.audit.denied(org, repository, audit_as(), client_of(request, principal.actor),
                                   decision.reason, error.status, error.code)
     raise error
 
@@ -205,7 +205,7 @@ async def resolve_scopes(router: OrgRouter, requested: list[str]) -> list[Scope]
             route = await router.route(name)
         except (InvalidName, OrgUnknown, ReadModelUnavailable):
             continue
-        scopes.append(Scope(name, route.org, route.repository, bool(route.config.anonymous_pull)))
+        scopes.append(Scope(name, route.org, route.repository, bool(route.config.anonymous_pull), route.config))
     return scopes
 
 
@@ -220,7 +220,7 @@ async def token(request: Request, client_access: NamedDependency[ClientAccess]) 
             await principal_of(request, client_access.authenticator)
     except Unauthenticated as error:
         for scope in scopes:   # failed authentication is audited, once per repository it asked for
-            await client_access.audit.denied(scope.org, scope.repository, "", client_of(request, error.username),
+            await client_access.audit.denied(scope.config or scope.org, scope.repository, "", client_of(request, error.username),
                                               str(error), 401, "UNAUTHORIZED")
         raise OciError("UNAUTHORIZED", 401, "authentication failed: the credentials are not valid",
                        headers={"WWW-Authenticate": f'Basic realm="{SERVICE}"'}) from None

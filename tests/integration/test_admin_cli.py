@@ -81,7 +81,11 @@ def test_org_commands_create_list_show_update_and_delete_an_organization(server,
     details = json.loads(ok(entrepot(server, "org", "show", "mirror", "--json")))
     assert details["repositories"][0]["tags"][0]["digest"] == ALPINE.manifest_digest
 
-    assert "deleted organization mirror" in ok(entrepot(server, "org", "delete", "mirror"))
+    refused = entrepot(server, "org", "delete", "mirror")   # it caches an image: deleted only with it
+    assert refused.returncode == 1 and "`entrepot org delete mirror --flush`" in refused.stderr
+    assert "mirror" in ok(entrepot(server, "org", "list"))
+    assert "deleted organization mirror and flushed its cache" in ok(entrepot(server, "org", "delete", "mirror",
+                                                                              "--flush"))
     assert "mirror" not in ok(entrepot(server, "org", "list"))
 
 

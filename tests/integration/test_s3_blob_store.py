@@ -54,7 +54,7 @@ def s3_store(moto, bucket: str, tmp_path) -> S3BlobStore:
 class NoLedger:
     """These tests look at storage only: what the fills report is not kept (as the no-op callback did)."""
 
-    async def blob_cached(self, *_args) -> None:
+    async def blob_cached(self, *_args, **_kwargs) -> None:
         pass
 
     async def blob_corrupt(self, *_args) -> None:

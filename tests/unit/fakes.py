@@ -288,8 +288,8 @@ class OutageView:
     def list_tags(self, org, repository):
         return self._read(self._view.list_tags, org, repository)
 
-    def holds_blob(self, org, digest):
-        return self._read(self._holds_blob, org, digest)
+    def holds_blob(self, org, digest, generation=1):
+        return self._read(self._holds_blob, org, digest, generation)
 
 
 class FakeMetrics:
@@ -373,7 +373,7 @@ class RecordingLedger:
     async def referrers_listed(self, org, repository, subject, descriptors, at, shown):
         self.records.append(("referrers_listed", org, repository, subject, len(descriptors)))
 
-    async def blob_cached(self, org, repository, digest, size, at):
+    async def blob_cached(self, org, repository, digest, size, at, generation=1):
         self.records.append(("blob_cached", org, repository, digest, size))
 
     async def blob_corrupt(self, org, repository, digest, reason, at):

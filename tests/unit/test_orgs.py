@@ -7,6 +7,7 @@ from application.orgs import OrgDirectory
 from application.cache_records import CacheRecords
 from eventsourcing.application import AggregateNotFoundError
 
+from domain.org import DEFAULTS as OrgSettingsDefaults
 from domain.org import (DOCKER_HUB_URL, CacheOrg, InvalidOrgSettings, normalize_settings, normalize_upstream,
                         upstream_repository)
 
@@ -98,3 +99,25 @@ def test_two_writers_registering_the_same_org_at_once_both_succeed_and_it_is_reg
     records.repository.get = get_racing_another_replica
     assert orgs.apply("hub", {"upstream": "docker.io"}) is False
     assert events(records) == ["CacheOrg.Registered"]
+
+
+def test_a_deleted_orgs_name_taken_again_is_the_next_generation_with_the_settings_given_whole():
+    orgs, records = directory()
+    orgs.apply("team", {"upstream": "docker.io", "staleness_seconds": 5})
+    assert orgs.get("team").generation == 1
+    assert orgs.delete("team") and orgs.get("team") is None
+    orgs.apply("team", {"upstream": "docker.io"})
+    again = orgs.get("team")
+    assert (again.generation, again.staleness_seconds) == (2, OrgSettingsDefaults.staleness_seconds)
+    assert events(records) == ["CacheOrg.Registered", "CacheOrg.Deleted", "CacheOrg.Recreated"]
+    assert records.get_org("team").generation == 2
+
+
+def test_an_org_re_created_before_generations_existed_stays_in_its_generation():
+    # Then a re-creation was a Reconfigured after the Deleted, allowed only when the old org had left nothing.
+    records = CacheRecords(env=POPO)
+    org = CacheOrg(name="team", settings=normalize_settings({"upstream": "docker.io"}))
+    org.delete()
+    org._reconfigured(name="team", changes={})
+    records.save(org)
+    assert records.get_org("team").generation == 1 and not records.get_org("team").deleted

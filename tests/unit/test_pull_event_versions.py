@@ -67,18 +67,27 @@ def test_a_pull_stored_before_versions_was_anonymous_too():
 
 def test_a_new_pull_is_stored_with_its_class_version_and_reads_back_unchanged():
     pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    pull = _pull(note="x", status=503, error_code="UNAVAILABLE", actor="private+ci")
+    pull = _pull(note="x", status=503, error_code="UNAVAILABLE", actor="private+ci", generation=2)
     pulls.record(pull)
     stored = pulls.recorder.select_notifications(start=None, limit=10)[0]
-    assert pulls.mapper.transcoder.decode(stored.state)["class_version"] == 4
+    assert pulls.mapper.transcoder.decode(stored.state)["class_version"] == 5
     event = pulls.mapper.to_domain_event(stored)
-    assert (event.note, event.status, event.error_code, event.actor) == ("x", 503, "UNAVAILABLE", "private+ci")
+    assert (event.note, event.status, event.error_code, event.actor, event.generation) == \
+        ("x", 503, "UNAVAILABLE", "private+ci", 2)
+
+
+def test_a_pull_stored_in_version_four_was_of_the_first_org_of_its_name():
+    pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    pull = _pull(actor="hub+ci")
+    _store_in_old_shape(pulls, pull, drop=("generation",), version=4)
+    event = pulls.mapper.to_domain_event(pulls.recorder.select_notifications(start=None, limit=10)[0])
+    assert (event.generation, event.actor) == (1, "hub+ci")
 
 
 def test_the_event_of_a_new_pull_made_without_the_aggregate_is_the_one_the_aggregate_records():
     fields = dict(org="hub", repository="library/alpine", reference="3.19", digest="sha256:" + "1" * 64,
                   result="error", client="10.0.0.7", user_agent="containerd/2.0", at=10.0, note="gone",
-                  status=404, error_code="MANIFEST_UNKNOWN", actor="hub+ci")
+                  status=404, error_code="MANIFEST_UNKNOWN", actor="hub+ci", generation=3)
     pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     by_aggregate, direct = Pull(**fields).collect_events()[0], Pull.recorded(**fields)
     stored = [pulls.mapper.to_stored_event(e) for e in (by_aggregate, direct)]
