@@ -65,7 +65,9 @@ class HistoryView(View):
             # The org's tags stay in the event store but are served no more.
             self.close_org(c, event.name, event.timestamp.timestamp())
         elif isinstance(event, (CacheOrg.Registered, CacheOrg.Reconfigured)):
-            # Either may undelete an org: its tags resolve again to what they pointed at when it was deleted.
+            # In histories written before org generations either could undelete an org, its tags resolving
+            # again to what they pointed at when it was deleted. Since then a deleted name is taken again
+            # by CacheOrg.Recreated (not followed here): a new generation, which starts with no tags.
             self.restore_org(c, event.name, seq, event.timestamp.timestamp())
 
     # -- storage: each backend's SQL ------------------------------------------------------------------

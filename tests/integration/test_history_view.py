@@ -65,7 +65,7 @@ def test_a_dropped_tag_resolves_to_nothing_until_it_is_resolved_again(history):
     assert [digest_at(history, t) for t in (399.0, 400.0)] == [None, D1]
 
 
-def test_an_org_delete_ends_its_tags_and_a_reregistration_restores_them(history):
+def test_an_org_delete_ends_its_tags_and_a_new_org_of_the_name_restores_none(history):
     org = CacheOrg(name=ORG, settings={"upstream": "https://registry-1.docker.io"})
     tag = TagResolution(org=ORG, repository=REPO, tag=TAG, digest=D1, media_type=IMAGE, checked_at=100.0)
     feed(history, org, tag)
@@ -74,10 +74,12 @@ def test_an_org_delete_ends_its_tags_and_a_reregistration_restores_them(history)
     deleted = history.before(ORG, REPO, TAG, 10**10)
     assert deleted.ended_by == "org deleted" and deleted.until is not None
     assert digest_at(history, deleted.until) is None
+    # Re-creating the name is a new generation (CacheOrg.Recreated): it starts clean, so the old tag stays ended.
     org.reconfigure({"staleness_seconds": 60})
+    assert org.generation == 2
     feed(history, org)
-    restored = history.at(ORG, REPO, TAG, 10**10)
-    assert (restored.digest, restored.opened_by, restored.media_type) == (D1, "org restored", IMAGE)
+    assert history.at(ORG, REPO, TAG, 10**10) is None
+    assert history.before(ORG, REPO, TAG, 10**10).ended_by == "org deleted"
 
 
 def test_an_org_delete_never_ends_an_interval_before_it_began(history):
