@@ -32,6 +32,7 @@ from application.pulls import GroupCommit, Pulls
 from application.ports import BlobStore, Clock, Upstream
 from application.cache_records import CacheRecords
 from application.retention_admin import CacheRetention
+from application.what_if import ViewReads, WhatIf
 from application.routing import OrgRouter
 from application.traffic import TrafficMeter, TrafficRecorder
 from infra.clock import SystemClock
@@ -176,6 +177,8 @@ class Container:
         self.audit_log = AuditLog(views["audit"])
         self.analytics = Analytics(views["analytics"], lambda: [row.name for row in views["orgs"].list_orgs()],
                                    self.clock.now)
+        self.what_if = WhatIf(ViewReads(views["audit"], views["retention"], self.analytics), self.records,
+                              lambda name: self.orgs.get(name) is not None, self.clock.now)
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
         # Pull tokens are signed with a key derived from the secret every replica shares (infra/tokens.py).
         self.tokens = JwtTokens(secret_key(self.data_dir, settings.secret_key), self.clock)

@@ -14,6 +14,7 @@ from infra.settings import SettingsError, load_settings
 from interfaces.cli_access import add_access_commands
 from interfaces.cli_admin import add_admin_commands
 from interfaces.cli_retention import add_retention_commands
+from interfaces.cli_what_if import add_what_if_command
 from interfaces.cli_stats import add_stats_command
 from interfaces.serving import CannotListen
 from infra.projection_runtime import RebuildInProgress
@@ -141,6 +142,7 @@ def parser() -> argparse.ArgumentParser:
     add_access_commands(commands)  # robot ..., org-admin create, admin-log
     add_stats_command(commands)    # stats [ORG]: its analytics
     add_retention_commands(commands)   # flush, pin, unpin, images
+    add_what_if_command(commands)      # simulate
     return root
 
 

@@ -25,10 +25,10 @@ from eventsourcing.persistence import Tracking
 
 from domain.cache import CachedBlob, CachedManifest, TagResolution
 from domain.pull import Pull
-from domain.retention import CacheFlush, Candidate, ImagePin, StoredBlob, add_weight, pull_weight
+from domain.retention import (NO_PULLS, ORDER_TIEBREAK, CacheFlush, Candidate, ImagePin, StoredBlob, add_weight,
+                              eviction_order, pull_weight)
 from projections.base import Batch, View
 
-NO_PULLS = -1e18   # the LFU score of an image never pulled: below any real one
 
 
 @dataclass(frozen=True)
@@ -214,8 +214,8 @@ class RetentionView(View):
     def ranking(self, org: str | None, policy: str, *, limit: int, offset: int = 0,
                 victims_only: bool = True) -> list[ImageRank]:
         """Cached images in the order they would be evicted (pinned last, or left out for victims)."""
-        order = "last_used, org{C}, repository{C}, digest{C}" if policy == "lru" else \
-            "score, last_used, org{C}, repository{C}, digest{C}"
+        order = ", ".join(f"{column}{{C}}" if column in ORDER_TIEBREAK else column
+                          for column in eviction_order(policy))
         where, params = ["held = 1"], []
         if org is not None:
             where.append("org = ?")

@@ -13,6 +13,7 @@ from interfaces.http.admin_errors import admin_error_response
 from interfaces.http.admin_orgs import OrganizationsController
 from interfaces.http.admin_retention import RetentionController, evictions
 from interfaces.http.admin_robots import RobotsController, admin_log
+from interfaces.http.admin_what_if import simulate
 from interfaces.http.auth import admin_guard
 
 ADMIN_PREFIX = "/api/"
@@ -21,7 +22,8 @@ ADMIN_PREFIX = "/api/"
 def admin_router() -> Router:
     # Each route says who besides the global admin may call it (interfaces/http/auth.py).
     return Router("/api/v1", route_handlers=[OrganizationsController, RobotsController, RetentionController, audit,
-                                             admin_log, evictions, *ANALYTICS_HANDLERS],
+                                             admin_log, evictions, simulate,
+                                             *ANALYTICS_HANDLERS],
                   guards=[admin_guard],
                   exception_handlers={Exception: admin_error_response}, security=[{"adminToken": []}],
                   request_max_body_size=MAX_BODY)
