@@ -53,7 +53,7 @@ from infra.upstream.guard import UpstreamGuard
 from domain.org_settings import normalize_upstream
 from domain.upstream_policy import parse_networks
 from infra.projection_runtime import (LockedRunners, is_postgres, open_tags_and_manifests, open_view, projection_runners,
-                                     rebuild, status)
+                                     rebuild_many, status)
 from interfaces.http.health import (Probe, blob_storage_check, coordination_check, event_store_check,
                                     quota_check, read_model_check)
 
@@ -270,13 +270,14 @@ def separate_runners(settings: Settings) -> LockedRunners:
     return LockedRunners(env)
 
 
-def rebuild_projection(settings: Settings, name: str) -> int:
+def rebuild_projections(settings: Settings, names: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """Rebuild the views in one pass over each log (each page read and decoded once for all of them)."""
     inspected_data_dir(settings)
     env = event_store_env(settings)
     if is_postgres(env):
-        return sum(rebuild(name, env).values())   # blue/green: the server keeps serving the old copy
-    with data_dir.held_alone(settings.data_dir):   # in place: no server may read or write the view meanwhile
-        return sum(rebuild(name, env).values())
+        return rebuild_many(names, env)   # blue/green: the server keeps serving the old copies
+    with data_dir.held_alone(settings.data_dir):   # in place: no server may read or write the views meanwhile
+        return rebuild_many(names, env)
 
 
 def inspected_data_dir(settings: Settings) -> None:

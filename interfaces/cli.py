@@ -97,10 +97,18 @@ def projections_run(args: argparse.Namespace) -> int:
 
 
 def projections_rebuild(args: argparse.Namespace) -> int:
-    from interfaces.bootstrap import rebuild_projection
+    from interfaces.bootstrap import rebuild_projections
+    from projections.catalog import PROJECTION_NAMES
 
-    count = rebuild_projection(_settings(args), args.name)
-    print(f"rebuilt {args.name}: {count} events replayed")
+    names = PROJECTION_NAMES if "all" in args.name else tuple(dict.fromkeys(args.name))
+    unknown = [name for name in names if name not in PROJECTION_NAMES]
+    if unknown:
+        print(f"entrepot: unknown projection {unknown[0]!r}; known: {', '.join(PROJECTION_NAMES)}, or all",
+              file=sys.stderr)
+        return 2
+    replayed = rebuild_projections(_settings(args), names)
+    for name in names:
+        print(f"rebuilt {name}: {sum(replayed[name].values())} events replayed")
     return 0
 
 
@@ -132,8 +140,9 @@ def parser() -> argparse.ArgumentParser:
     status_p = with_config(sub.add_parser("status", help="each projection's position and lag"))
     status_p.add_argument("--json", action="store_true")
     status_p.set_defaults(func=projections_status)
-    rebuild_p = with_config(sub.add_parser("rebuild", help="rebuild one view from the event store"))
-    rebuild_p.add_argument("name")
+    rebuild_p = with_config(sub.add_parser("rebuild", help="rebuild views from the event store (several in one "
+                                                           "pass over each log)"))
+    rebuild_p.add_argument("name", nargs="+", help="a projection's name, several, or all")
     rebuild_p.set_defaults(func=projections_rebuild)
     run_p = with_config(sub.add_parser("run", help="run the projections here until SIGTERM (PostgreSQL; "
                                                    "one runner per projection across processes)"))

@@ -68,6 +68,9 @@ class SqliteRetentionView(SqliteView, RetentionView):
     def read(self, text: str, params: tuple = ()) -> list[tuple]:
         return [tuple(row) for row in self._query(text.format(**self._names), params)]
 
+    def run_many(self, c: Any, text: str, rows: list[tuple]) -> None:
+        c.executemany(text.format(**self._names), rows)
+
 
 class PostgresRetentionView(PostgresView, RetentionView):
     """As SqliteRetentionView; its two runners (CacheRecords, Pulls) take turns through serialise_writes."""
@@ -89,3 +92,6 @@ class PostgresRetentionView(PostgresView, RetentionView):
 
     def read(self, text: str, params: tuple = ()) -> list[tuple]:
         return self._query(self._dialect(text), params)
+
+    def run_many(self, c: Any, text: str, rows: list[tuple]) -> None:
+        c.executemany(self.sql(self._dialect(text)), rows)
