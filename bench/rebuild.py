@@ -87,7 +87,8 @@ def rate(events: int, seconds: float) -> int | None:
     return round(events / seconds) if seconds else None
 
 
-def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Path | None, backend: str) -> dict:
+def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Path | None, backend: str,
+                   each_alone: bool = True) -> dict:
     """Every view in one pass (rebuild_many: each page read and decoded once), then each view alone."""
     seconds: dict[str, float] = {}
     started, cpu = time.perf_counter(), time.process_time()
@@ -98,7 +99,7 @@ def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Pat
                 "replayed": replayed}
     together["read_and_decode_seconds"] = round(together["seconds"] - sum(seconds.values()), 2)
     alone = []
-    for name in names:
+    for name in names if each_alone else ():
         started, cpu = time.perf_counter(), time.process_time()
         counts = profiled(lambda: rebuild(name, env, page_size), profile_dir and profile_dir / f"rebuild-{backend}-{name}.html")
         took = time.perf_counter() - started
@@ -123,7 +124,7 @@ def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dic
     print(f"{backend}: wrote {heads['Pulls']} pull and {heads['Registry']} cache-record events in {written:.1f} s "
           f"(load {machine.load()})", flush=True)
     names = list(args.projection or PULL_VIEWS)
-    timed = timed_rebuilds(names, env, args.page_size, args.profile, backend)
+    timed = timed_rebuilds(names, env, args.page_size, args.profile, backend, not args.no_alone)
     together = timed["together"]
     pulls = heads["Pulls"]
     print(f"  all of {', '.join(names)} in one pass: {together['seconds']} s ({rate(pulls, together['seconds'])} "
@@ -149,6 +150,7 @@ def main() -> int:
     p.add_argument("--projection", action="append", choices=PROJECTION_NAMES,
                    help=f"rebuild only this view (repeatable); default: those that follow Pulls ({', '.join(PULL_VIEWS)})")
     p.add_argument("--page-size", type=int, default=REBUILD_PAGE_SIZE)
+    p.add_argument("--no-alone", action="store_true", help="only the one-pass rebuild of every view, not each alone")
     p.add_argument("--profile", type=Path, help="write pyinstrument profiles of each rebuild into this directory")
     p.add_argument("--results", type=Path, help="the JSON file to write (default: bench/results/<date>-rebuild.json)")
     args = p.parse_args()
