@@ -25,10 +25,13 @@ from eventsourcing.persistence import Tracking
 
 from domain.cache import CachedBlob, CachedManifest, TagResolution
 from domain.pull import Pull
-from domain.retention import (NO_PULLS, ORDER_TIEBREAK, CacheFlush, Candidate, ImagePin, StoredBlob, add_weight,
+from domain.retention import (ORDER_TIEBREAK, CacheFlush, Candidate, ImagePin, StoredBlob, add_weight,
                               eviction_order, pull_weight)
 from projections.base import Batch, View
 
+# What a page's pulls set on an images row already there (the new score is folded in Python).
+PULL_STATS = ("last_used = {max}({images}.last_used, excluded.last_used), "
+              "pull_count = {images}.pull_count + excluded.pull_count, provisional = 0, score = excluded.score")
 KEYS_PER_READ = 300   # images per SELECT ... IN (VALUES ...): three parameters each, well under SQLite's limit
 
 
@@ -79,8 +82,8 @@ class RetentionView(View):
     def read(self, text: str, params: tuple = ()) -> list[tuple]:
         raise NotImplementedError
 
-    def run_many(self, c: Any, text: str, rows: list[tuple]) -> None:
-        """One statement of the shared SQL text for many parameter rows, in the page's transaction."""
+    def add_pull_stats(self, c: Any, rows: list[tuple]) -> None:
+        """Upsert (org, repository, digest, last_used, pulls, score) rows, keys distinct: PULL_STATS on conflict."""
         raise NotImplementedError
 
     # -- writing ---------------------------------------------------------------------------------------
@@ -228,11 +231,7 @@ class RetentionView(View):
             for weight in weights:
                 score = add_weight(score, weight)
             values.append((*key, at, n, score))
-        self.run_many(c, "INSERT INTO {images} (org, repository, digest, last_used, pull_count, score) "
-                         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET "
-                         "last_used = {max}({images}.last_used, excluded.last_used), "
-                         "pull_count = {images}.pull_count + excluded.pull_count, "
-                         "provisional = 0, score = excluded.score", values)
+        self.add_pull_stats(c, values)
 
     # -- queries ---------------------------------------------------------------------------------------
     def ranking(self, org: str | None, policy: str, *, limit: int, offset: int = 0,
