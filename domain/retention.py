@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import chain
 from dataclasses import dataclass, field
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -13,7 +13,23 @@ from eventsourcing.domain import Aggregate, event
 LOW_WATERMARK = 0.9                  # over quota, evict down to 90 % of it, so eviction does not run at every pull
 LFU_HALF_LIFE_SECONDS = 7 * 86400    # LFU: a pull counts half as much a week later
 SYSTEM_EVICTOR = "system:evictor"
+NO_PULLS = -1e18                     # the LFU score of an image never pulled: below any real one
 REASONS = ("quota", "capacity", "flush", "oversize")
+# The eviction order of each policy: these columns of an image's stats ascending, then its name. The
+# retention view's ranking query and the what-if simulator (domain/what_if.py) both read it.
+EVICTION_ORDER = {"lru": ("last_used",), "lfu": ("score", "last_used")}
+ORDER_TIEBREAK = ("org", "repository", "digest")
+
+
+def eviction_order(policy: str) -> tuple[str, ...]:
+    """The columns an image is ranked by under `policy` (anything but lru ranks as lfu, as configured orgs do)."""
+    return (*EVICTION_ORDER["lru" if policy == "lru" else "lfu"], *ORDER_TIEBREAK)
+
+
+def eviction_key(policy: str) -> Callable[[object], tuple]:
+    """Sort key over objects with the stats attributes: the same order as the ranking query."""
+    names = eviction_order(policy)
+    return lambda image: tuple(getattr(image, name) for name in names)
 
 
 def pull_weight(at: float) -> float:

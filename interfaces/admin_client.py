@@ -116,6 +116,10 @@ class AdminClient:
         return self._call("POST" if pinned else "DELETE", f"/organizations/{org}/pins",
                           json={"repository": repository, **reference})
 
+    def simulate(self, org: str, quota_bytes: int, policies: list[str], since: str | None = None) -> dict:
+        body = {"quota_bytes": quota_bytes, "policies": policies, **({"since": since} if since else {})}
+        return self._call("POST", f"/organizations/{org}/simulate", json=body)
+
     def pins(self, org: str) -> list[dict]:
         return self._call("GET", f"/organizations/{org}/pins")["pins"]
 

@@ -38,6 +38,7 @@ from application.pulls import GroupCommit, Pulls
 from application.ports import BlobStore, Clock, Upstream
 from application.cache_records import CacheRecords
 from application.retention_admin import CacheRetention
+from application.what_if import ViewReads, WhatIf
 from application.routing import OrgRouter
 from application.traffic import TrafficMeter, TrafficRecorder
 from infra.clock import SystemClock
@@ -65,7 +66,7 @@ from domain.org_settings import normalize_upstream
 from domain.upstream_policy import parse_networks
 from infra.projection_runtime.point_in_time import ReplayReport, replay_until
 from infra.projection_runtime import (LockedRunners, is_postgres, open_tags_and_manifests, open_view, projection_runners,
-                                     rebuild, status)
+                                     rebuild_many, status)
 from interfaces.http.health import (Probe, blob_storage_check, coordination_check, event_store_check,
                                     quota_check, read_model_check)
 
@@ -202,6 +203,8 @@ class Container:
         self.history = History(views["history"], self.audit_log, lambda name: views["orgs"].get_org(name) is not None)
         self.analytics = Analytics(views["analytics"], lambda: [row.name for row in views["orgs"].list_orgs()],
                                    self.clock.now)
+        self.what_if = WhatIf(ViewReads(views["audit"], views["retention"], self.analytics), self.records,
+                              lambda name: self.orgs.get(name) is not None, self.clock.now)
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
         # Pull tokens are signed with a key derived from the secret every replica shares (infra/tokens.py).
         self.tokens = JwtTokens(secret_key(self.data_dir, settings.secret_key), self.clock)
@@ -365,13 +368,14 @@ def separate_runners(settings: Settings) -> LockedRunners:
     return LockedRunners(env)
 
 
-def rebuild_projection(settings: Settings, name: str) -> int:
+def rebuild_projections(settings: Settings, names: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """Rebuild the views in one pass over each log (each page read and decoded once for all of them)."""
     inspected_data_dir(settings)
     env = event_store_env(settings)
     if is_postgres(env):
-        return sum(rebuild(name, env).values())   # blue/green: the server keeps serving the old copy
-    with data_dir.held_alone(settings.data_dir):   # in place: no server may read or write the view meanwhile
-        return sum(rebuild(name, env).values())
+        return rebuild_many(names, env)   # blue/green: the server keeps serving the old copies
+    with data_dir.held_alone(settings.data_dir):   # in place: no server may read or write the views meanwhile
+        return rebuild_many(names, env)
 
 
 def replay_to_file(settings: Settings, until: float, out: Path, force: bool = False) -> ReplayReport:

@@ -15,6 +15,7 @@ from interfaces.cli_access import add_access_commands
 from interfaces.cli_admin import add_admin_commands
 from interfaces.cli_history import add_history_commands
 from interfaces.cli_retention import add_retention_commands
+from interfaces.cli_what_if import add_what_if_command
 from interfaces.cli_stats import add_stats_command
 from interfaces.serving import CannotListen
 from infra.projection_runtime import RebuildInProgress
@@ -97,10 +98,18 @@ def projections_run(args: argparse.Namespace) -> int:
 
 
 def projections_rebuild(args: argparse.Namespace) -> int:
-    from interfaces.bootstrap import rebuild_projection
+    from interfaces.bootstrap import rebuild_projections
+    from projections.catalog import PROJECTION_NAMES
 
-    count = rebuild_projection(_settings(args), args.name)
-    print(f"rebuilt {args.name}: {count} events replayed")
+    names = PROJECTION_NAMES if "all" in args.name else tuple(dict.fromkeys(args.name))
+    unknown = [name for name in names if name not in PROJECTION_NAMES]
+    if unknown:
+        print(f"entrepot: unknown projection {unknown[0]!r}; known: {', '.join(PROJECTION_NAMES)}, or all",
+              file=sys.stderr)
+        return 2
+    replayed = rebuild_projections(_settings(args), names)
+    for name in names:
+        print(f"rebuilt {name}: {sum(replayed[name].values())} events replayed")
     return 0
 
 
@@ -132,8 +141,9 @@ def parser() -> argparse.ArgumentParser:
     status_p = with_config(sub.add_parser("status", help="each projection's position and lag"))
     status_p.add_argument("--json", action="store_true")
     status_p.set_defaults(func=projections_status)
-    rebuild_p = with_config(sub.add_parser("rebuild", help="rebuild one view from the event store"))
-    rebuild_p.add_argument("name")
+    rebuild_p = with_config(sub.add_parser("rebuild", help="rebuild views from the event store (several in one "
+                                                           "pass over each log)"))
+    rebuild_p.add_argument("name", nargs="+", help="a projection's name, several, or all")
     rebuild_p.set_defaults(func=projections_rebuild)
     run_p = with_config(sub.add_parser("run", help="run the projections here until SIGTERM (PostgreSQL; "
                                                    "one runner per projection across processes)"))
@@ -143,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
     add_stats_command(commands)    # stats [ORG]: its analytics
     add_retention_commands(commands)   # flush, pin, unpin, images
     add_history_commands(commands, with_config)   # history tag|digest (API), replay (the event store)
+    add_what_if_command(commands)      # simulate
     return root
 
 

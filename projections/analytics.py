@@ -17,7 +17,7 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 
 from domain.cache import CachedManifest
-from domain.analytics import DAY, ROLLUPS, bucket_start
+from domain.analytics import DAY, MINUTE, ROLLUPS, bucket_start
 from domain.pull import Pull
 from domain.traffic import TrafficReport
 from projections.base import Batch, View
@@ -66,8 +66,15 @@ class AnalyticsView(View):
 
     def process_page(self, c: Any, batch: Batch) -> None:
         page = Page()
+        # Pulls are counted per (org, minute, result, client, repository, reference) first: a page holds
+        # many pulls of the same few keys, and each key then costs its bucket arithmetic once.
+        pulls: Counter = Counter()
         for event, tracking in batch:
-            self.process_event(page, event, tracking)
+            if isinstance(event, Pull.Recorded):
+                pulls[_pull_key(event)] += 1
+            else:
+                self.process_event(page, event, tracking)
+        _add_pulls(page, pulls)
         # Sorted: the two runners (Pulls, and Registry for evictions) take row locks in the same order.
         if page.pulls:
             self.add_pulls(c, sorted((*key, n) for key, n in page.pulls.items()))
@@ -85,14 +92,7 @@ class AnalyticsView(View):
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
         # `c` is the page (Page) here: the sums reach the database in process_page.
         if isinstance(event, Pull.Recorded):
-            for grain in ROLLUPS:
-                start = bucket_start(event.at, grain)
-                c.pulls[(event.org, grain, start, event.result)] += 1
-                if event.client:
-                    c.members.add((event.org, grain, start, "client", event.client))
-                c.members.add((event.org, grain, start, "repository", event.repository))
-            c.images[(event.org, bucket_start(event.at, DAY), event.repository, event.reference)] += 1
-            c.repository(event.org, event.at, event.repository)[0] += 1
+            _add_pulls(c, Counter([_pull_key(event)]))
         elif isinstance(event, TrafficReport.Recorded):
             c.add_traffic(event.org, event.until, bytes_served=sum(event.bytes_served.values()),
                           bytes_from_upstream=sum(event.bytes_fetched.values()),
@@ -186,3 +186,20 @@ class AnalyticsView(View):
         """Every org with any analytics row."""
         return [row[0] for row in self._rows("SELECT DISTINCT org FROM {analytics_pulls} UNION "
                                              "SELECT DISTINCT org FROM {analytics_traffic} ORDER BY 1", [])]
+
+
+def _pull_key(event: Any) -> tuple:
+    return event.org, bucket_start(event.at, MINUTE), event.result, event.client, event.repository, event.reference
+
+
+def _add_pulls(page: Page, pulls: Counter) -> None:
+    """Add pulls counted per _pull_key to every rollup (a minute's start is in the same hour and day as its pulls)."""
+    for (org, minute, result, client, repository, reference), n in pulls.items():
+        for grain in ROLLUPS:
+            start = bucket_start(minute, grain)
+            page.pulls[(org, grain, start, result)] += n
+            if client:
+                page.members.add((org, grain, start, "client", client))
+            page.members.add((org, grain, start, "repository", repository))
+        page.images[(org, bucket_start(minute, DAY), repository, reference)] += n
+        page.repository(org, minute, repository)[0] += n

@@ -51,6 +51,23 @@ def _upserts(placeholder: str) -> dict[str, str]:
                         "bytes = t.bytes + excluded.bytes",
     }
 
+# PostgreSQL takes a page's rows of one table as one statement over arrays (unnest) rather than one
+# statement per row: a page's keys are distinct (summed per key first), so ON CONFLICT meets each once.
+_T, _I = "text", "bigint"
+_COLUMN_TYPES = {"pulls": (_T, _I, _I, _T, _I), "traffic": (_T, _I, _I, *[_I] * len(TRAFFIC)),
+                 "fills": (_T, _I, _I, _I, _I), "members": (_T, _I, _I, _T, _T), "images": (_T, _I, _T, _T, _I),
+                 "repositories": (_T, _I, _T, _I, _I)}
+
+
+def _unnest_upserts() -> dict[str, str]:
+    out = {}
+    for kind, statement in _upserts("%s").items():
+        head, _, tail = statement.partition(" VALUES (")
+        arrays = ", ".join(f"%s::{kind_type}[]" for kind_type in _COLUMN_TYPES[kind])
+        out[kind] = f"{head} SELECT * FROM unnest({arrays}) {tail.partition(') ')[2]}"
+    return out
+
+
 def _schema(text: str, integer: str, rowid: str, names: dict[str, str]) -> tuple[str, ...]:
     return tuple(ddl.format(text=text, int=integer, rowid=rowid, **names) for ddl in SCHEMA)
 
@@ -91,25 +108,28 @@ class PostgresAnalyticsView(PostgresView, AnalyticsView):
     indexes = INDEXES
     # {name} placeholders stay for PostgresView to fill with this version's table names.
     schema = _schema("text NOT NULL", "bigint", "", {name: "{" + name + "}" for name in (*TABLES, *INDEXES)})
-    _upsert = _upserts("%s")
+    _upsert = _unnest_upserts()
+
+    def _add(self, c: Cursor, kind: str, rows: list[tuple]) -> None:
+        c.execute(self.sql(self._upsert[kind]), [list(column) for column in zip(*rows)])
 
     def add_pulls(self, c: Cursor, rows: list[tuple]) -> None:
-        c.executemany(self.sql(self._upsert["pulls"]), rows)
+        self._add(c, "pulls", rows)
 
     def add_traffic(self, c: Cursor, rows: list[tuple]) -> None:
-        c.executemany(self.sql(self._upsert["traffic"]), rows)
+        self._add(c, "traffic", rows)
 
     def add_fills(self, c: Cursor, rows: list[tuple]) -> None:
-        c.executemany(self.sql(self._upsert["fills"]), rows)
+        self._add(c, "fills", rows)
 
     def add_members(self, c: Cursor, rows: list[tuple]) -> None:
-        c.executemany(self.sql(self._upsert["members"]), rows)
+        self._add(c, "members", rows)
 
     def add_images(self, c: Cursor, rows: list[tuple]) -> None:
-        c.executemany(self.sql(self._upsert["images"]), rows)
+        self._add(c, "images", rows)
 
     def add_repositories(self, c: Cursor, rows: list[tuple]) -> None:
-        c.executemany(self.sql(self._upsert["repositories"]), rows)
+        self._add(c, "repositories", rows)
 
     def _rows(self, text: str, params: list) -> list[tuple]:
         return self._query(text, params)

@@ -25,10 +25,15 @@ from eventsourcing.persistence import Tracking
 
 from domain.cache import CachedBlob, CachedManifest, TagResolution
 from domain.pull import Pull
-from domain.retention import CacheFlush, Candidate, ImagePin, StoredBlob, add_weight, pull_weight
+from domain.retention import (ORDER_TIEBREAK, CacheFlush, Candidate, ImagePin, StoredBlob, add_weight,
+                              eviction_order, pull_weight)
 from projections.base import Batch, View
 
-NO_PULLS = -1e18   # the LFU score of an image never pulled: below any real one
+# What a page's pulls set on an images row already there (the new score is folded in Python).
+PULL_STATS = ("last_used = {max}({images}.last_used, excluded.last_used), "
+              "pull_count = {images}.pull_count + excluded.pull_count, provisional = 0, score = excluded.score")
+KEYS_PER_READ = 300   # images per SELECT ... IN (VALUES ...): three parameters each, well under SQLite's limit
+
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,10 @@ class RetentionView(View):
         raise NotImplementedError
 
     def read(self, text: str, params: tuple = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def add_pull_stats(self, c: Any, rows: list[tuple]) -> None:
+        """Upsert (org, repository, digest, last_used, pulls, score) rows, keys distinct: PULL_STATS on conflict."""
         raise NotImplementedError
 
     # -- writing ---------------------------------------------------------------------------------------
@@ -197,25 +206,39 @@ class RetentionView(View):
                  (position, kind, org, repository, digest, tags, size, reason, policy, actor, at, int(dry_run)))
 
     def _count_pulls(self, c: Any, pulls: dict[tuple[str, str, str], list]) -> None:
-        # score = log2(sum of 2 ** pull_weight): older pulls count less (domain/retention.add_weight, in SQL).
-        for (org, repository, digest), (n, at, weight) in pulls.items():
-            self.run(c, "INSERT INTO {images} (org, repository, digest, last_used, pull_count, score) "
-                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET "
-                        "last_used = {max}({images}.last_used, excluded.last_used), "
-                        "pull_count = {images}.pull_count + excluded.pull_count, "
-                        "provisional = 0, score = CASE WHEN {images}.provisional = 1 THEN excluded.score "
-                        "WHEN abs({images}.score - excluded.score) > 60 "
-                        "THEN {max}({images}.score, excluded.score) "
-                        "ELSE {max}({images}.score, excluded.score) + ln(1 + power(CAST(2 AS DOUBLE PRECISION), "
-                        "-abs({images}.score - excluded.score))) / ln(CAST(2 AS DOUBLE PRECISION)) END",
-                     (org, repository, digest, at, n, weight))
+        """Add a page's pulls to their images' stats in one read and one batched upsert.
+
+        The LFU score folds each pull's weight in notification order onto the stored score
+        (domain/retention.add_weight, in Python): the same float whatever the page boundaries, so a
+        rebuild in large pages writes exactly what the live runner, page by page, wrote.
+        """
+        if not pulls:
+            return
+        stored: dict[tuple[str, str, str], tuple[float, int]] = {}
+        keys = list(pulls)
+        for start in range(0, len(keys), KEYS_PER_READ):
+            chunk = keys[start:start + KEYS_PER_READ]
+            rows = self.run(c, "SELECT org, repository, digest, score, provisional FROM {images} "
+                               "WHERE (org, repository, digest) IN (VALUES " + ", ".join(["(?, ?, ?)"] * len(chunk))
+                            + ")", tuple(part for key in chunk for part in key))
+            stored.update({(org, repository, digest): (score, provisional)
+                           for org, repository, digest, score, provisional in rows})
+        values = []
+        for key, (n, at, weights) in pulls.items():
+            score, provisional = stored.get(key, (None, 1))
+            # A provisional score stood in for the pull that cached the image: its first real pulls replace it.
+            score = None if provisional else score
+            for weight in weights:
+                score = add_weight(score, weight)
+            values.append((*key, at, n, score))
+        self.add_pull_stats(c, values)
 
     # -- queries ---------------------------------------------------------------------------------------
     def ranking(self, org: str | None, policy: str, *, limit: int, offset: int = 0,
                 victims_only: bool = True) -> list[ImageRank]:
         """Cached images in the order they would be evicted (pinned last, or left out for victims)."""
-        order = "last_used, org{C}, repository{C}, digest{C}" if policy == "lru" else \
-            "score, last_used, org{C}, repository{C}, digest{C}"
+        order = ", ".join(f"{column}{{C}}" if column in ORDER_TIEBREAK else column
+                          for column in eviction_order(policy))
         where, params = ["held = 1"], []
         if org is not None:
             where.append("org = ?")
@@ -326,7 +349,7 @@ class RetentionView(View):
 def _gather_pull(pulls: dict, event: Any) -> None:
     if not event.digest or event.result == "error":
         return
-    seen = pulls.setdefault((event.org, event.repository, event.digest), [0, event.at, None])
+    seen = pulls.setdefault((event.org, event.repository, event.digest), [0, event.at, []])
     seen[0] += 1
     seen[1] = max(seen[1], event.at)
-    seen[2] = add_weight(seen[2], pull_weight(event.at))
+    seen[2].append(pull_weight(event.at))   # folded in this order onto the stored score (_count_pulls)

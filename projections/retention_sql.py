@@ -6,7 +6,8 @@ from typing import Any
 
 from projections.base import SqliteView
 from projections.postgres_view import PostgresView
-from projections.retention import NO_PULLS, RetentionView
+from projections.retention import PULL_STATS, RetentionView
+from domain.retention import NO_PULLS
 
 TABLES = ("images", "members", "children", "sizes", "image_tags", "orphans", "retention_log", "eviction_totals")
 
@@ -52,6 +53,13 @@ INDEXES = (
 )
 
 
+_PULLS_VALUES = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score) VALUES "
+                 "(?, ?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
+_PULLS_UNNEST = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score) SELECT * FROM "
+                 "unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS double precision[]), "
+                 "CAST(? AS bigint[]), CAST(? AS double precision[])) "
+                 "ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
+
 _SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": ""}
 
 
@@ -67,6 +75,9 @@ class SqliteRetentionView(SqliteView, RetentionView):
 
     def read(self, text: str, params: tuple = ()) -> list[tuple]:
         return [tuple(row) for row in self._query(text.format(**self._names), params)]
+
+    def add_pull_stats(self, c: Any, rows: list[tuple]) -> None:
+        c.executemany(_PULLS_VALUES.format(**self._names), rows)
 
 
 class PostgresRetentionView(PostgresView, RetentionView):
@@ -89,3 +100,7 @@ class PostgresRetentionView(PostgresView, RetentionView):
 
     def read(self, text: str, params: tuple = ()) -> list[tuple]:
         return self._query(self._dialect(text), params)
+
+    def add_pull_stats(self, c: Any, rows: list[tuple]) -> None:
+        # One statement over arrays (the page's keys are distinct) rather than one per image.
+        c.execute(self.sql(self._dialect(_PULLS_UNNEST)), [list(column) for column in zip(*rows)])

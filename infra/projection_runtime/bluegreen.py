@@ -1,4 +1,4 @@
-"""Blue/green rebuild of a PostgreSQL view while serving: a fresh copy is built, caught up, then switched to."""
+"""Blue/green rebuild of PostgreSQL views while serving: a fresh copy is built, caught up, then switched to."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 from contextlib import ExitStack, closing
 
 from infra.projection_runtime import locks
-from infra.projection_runtime.opening import application_classes, open_view
-from infra.projection_runtime.replay import replay
+from infra.projection_runtime.opening import APPLICATIONS, open_view
+from infra.projection_runtime.replay import replay_shared
 from projections import versions
 from projections.catalog import spec
 from projections.postgres_view import PostgresView
@@ -27,39 +27,65 @@ def rebuild_blue_green(name: str, env: dict, page_size: int) -> dict[str, int]:
     Readers and the runner keep using the live copy meanwhile. The runner holding the projection's
     lock follows the switch (it is NOTIFYed) and drops the old copy; without a runner, we drop it.
     """
-    projection_spec, schema = spec(name), locks.schema_of(env)
-    tables = projection_spec.postgres_view.tables
+    return rebuild_blue_green_many((name,), env, page_size)[name]
+
+
+def rebuild_blue_green_many(names: tuple[str, ...], env: dict, page_size: int,
+                            seconds: dict[str, float] | None = None) -> dict[str, dict[str, int]]:
+    """As rebuild_blue_green, for several views in one pass over each application's log (read and
+    decoded once for all of them); each view still switches in its own transaction."""
+    schema = locks.schema_of(env)
     with ExitStack() as stack:
         session = stack.enter_context(closing(locks.connect(env)))
-        if not locks.try_lock(session, locks.advisory_key(schema, name, "rebuild")):
-            raise RebuildInProgress(f"projection {name!r} is being rebuilt by another process")
-        live_view = open_view(name, env)                  # creates version 1 when the projection is new
-        live = live_view.version
-        live_view.close()
-        new = live + 1
-        with session.transaction():  # a failed earlier rebuild may have left this version half built
-            versions.ddl_lock(session.cursor(), schema)
-            versions.drop_version(session.cursor(), schema, name, tables, new)
-        view = open_view(name, env, version=new, follow_live=False)
-        stack.callback(view.close)
-        assert isinstance(view, PostgresView)
-        apps = []
-        for app_class in application_classes(name):
-            apps.append(app_class(env=env))
-            stack.callback(apps[-1].close)
-        topics = projection_spec.handled_topics()
-        replayed = {app.name: 0 for app in apps}
+        views: dict[str, PostgresView] = {}
+        for name in names:
+            if not locks.try_lock(session, locks.advisory_key(schema, name, "rebuild")):
+                raise RebuildInProgress(f"projection {name!r} is being rebuilt by another process")
+            views[name] = _fresh_copy(session, schema, name, env)
+            stack.callback(views[name].close)
+        app_names = [app for app in APPLICATIONS if any(app in spec(name).applications for name in names)]
+        apps = {}
+        for app_name in app_names:
+            apps[app_name] = APPLICATIONS[app_name](env=env)
+            stack.callback(apps[app_name].close)
+        replayed = {name: {app: 0 for app in spec(name).applications} for name in names}
+        spent = [0.0] * len(names)
         for _ in range(CATCH_UP_PASSES):  # events keep arriving while we replay: chase the head
-            counts = {app.name: replay(view, app, topics, page_size, view.max_tracking_id(app.name) or 0)
-                      for app in apps}
-            replayed = {app: replayed[app] + n for app, n in counts.items()}
-            if sum(counts.values()) < page_size:
+            more = 0
+            for app_name, app in apps.items():
+                followers = [name for name in names if app_name in spec(name).applications]
+                spent_of = [0.0] * len(followers)
+                counts = replay_shared([views[name] for name in followers], app, page_size,
+                                       [views[name].max_tracking_id(app_name) or 0 for name in followers],
+                                       seconds=spent_of)
+                for name, count, took in zip(followers, counts, spent_of):
+                    replayed[name][app_name] += count
+                    spent[names.index(name)] += took
+                more = max(more, *counts)
+            if more < page_size:
                 break
-        with view.datastore.transaction(commit=True) as c:
-            versions.switch(c, schema, name, tables, new)
-        log.info("projection %s: version %d is live (replayed %s)", name, new, replayed)
-        _drop_unless_running(session, schema, name, tables, new)
+        for name, view in views.items():
+            with view.datastore.transaction(commit=True) as c:
+                versions.switch(c, schema, name, spec(name).postgres_view.tables, view.version)
+            log.info("projection %s: version %d is live (replayed %s)", name, view.version, replayed[name])
+            _drop_unless_running(session, schema, name, spec(name).postgres_view.tables, view.version)
+        if seconds is not None:
+            seconds.update({name: seconds.get(name, 0.0) + took for name, took in zip(names, spent)})
         return replayed
+
+
+def _fresh_copy(session, schema: str, name: str, env: dict) -> PostgresView:
+    """An empty version live+1 of the view, to replay into while readers use the live one."""
+    live_view = open_view(name, env)                  # creates version 1 when the projection is new
+    live = live_view.version
+    live_view.close()
+    new = live + 1
+    with session.transaction():  # a failed earlier rebuild may have left this version half built
+        versions.ddl_lock(session.cursor(), schema)
+        versions.drop_version(session.cursor(), schema, name, spec(name).postgres_view.tables, new)
+    view = open_view(name, env, version=new, follow_live=False)
+    assert isinstance(view, PostgresView)
+    return view
 
 
 def _drop_unless_running(session, schema: str, name: str, tables: tuple[str, ...], live: int) -> None:

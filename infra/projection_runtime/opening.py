@@ -17,7 +17,9 @@ from projections.catalog import POSTGRES, spec, view_class
 from projections.postgres_view import PostgresView
 from projections.base import View
 
-APPLICATIONS: dict[str, type[Application]] = {app.name: app for app in (CacheRecords, Pulls, Access)}
+# In the order a one-pass rebuild reads their logs: Access before Pulls, because the chain view learns from
+# Access's archive records where the Pulls chain goes on (projections/chain.py).
+APPLICATIONS: dict[str, type[Application]] = {app.name: app for app in (CacheRecords, Access, Pulls)}
 
 
 def application_classes(name: str) -> tuple[type[Application], ...]:

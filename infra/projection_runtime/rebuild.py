@@ -1,21 +1,26 @@
-"""Rebuilding one view from the event store: offline in place on SQLite, blue/green on PostgreSQL."""
+"""Rebuilding views from the event store: offline in place on SQLite, blue/green on PostgreSQL."""
 
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 
-from infra.projection_runtime.bluegreen import RebuildInProgress, rebuild_blue_green
-from infra.projection_runtime.opening import application_classes, is_postgres, open_view
-from infra.projection_runtime.replay import replay
-from infra.projection_runtime.workers import PAGE_SIZE
+from infra.projection_runtime.bluegreen import RebuildInProgress, rebuild_blue_green_many
+from infra.projection_runtime.opening import APPLICATIONS, is_postgres, open_view
+from infra.projection_runtime.replay import replay_shared
 from projections.catalog import spec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PAGE_SIZE", "RebuildInProgress", "rebuild"]
+# Pages of a rebuild are larger than a live runner's (workers.PAGE_SIZE): each is one transaction
+# per view, and views that group a page's pulls per image write fewer rows for a larger page.
+REBUILD_PAGE_SIZE = 5000
+PAGE_SIZE = REBUILD_PAGE_SIZE
+
+__all__ = ["PAGE_SIZE", "REBUILD_PAGE_SIZE", "RebuildInProgress", "rebuild", "rebuild_many"]
 
 
-def rebuild(name: str, env: dict, page_size: int = PAGE_SIZE) -> dict[str, int]:
+def rebuild(name: str, env: dict, page_size: int = REBUILD_PAGE_SIZE) -> dict[str, int]:
     """Replay every application the view follows; returns events replayed per application.
 
     PostgreSQL: while serving, into a new copy that replaces the live one atomically (bluegreen.py).
@@ -23,20 +28,44 @@ def rebuild(name: str, env: dict, page_size: int = PAGE_SIZE) -> dict[str, int]:
     first. Events recorded during the rebuild are left for the runner, which resumes after the
     position the rebuild ends at.
     """
+    return rebuild_many((name,), env, page_size)[name]
+
+
+def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAGE_SIZE,
+                 seconds: dict[str, float] | None = None) -> dict[str, dict[str, int]]:
+    """Rebuild several views in one pass over each application's log: a page is read and decoded once
+    and written into every view that follows the application (each view in its own transaction).
+
+    Returns {view: {application: events replayed}}; `seconds`, when given, receives each view's
+    writing time (the rest, reading and decoding, is shared).
+    """
+    for name in names:
+        spec(name)   # an unknown name fails before anything is cleared
     if is_postgres(env):
-        return rebuild_blue_green(name, env, page_size)
-    projection_spec = spec(name)
-    view = open_view(name, env)
-    replayed: dict[str, int] = {}
-    try:
-        view.clear()  # rows and tracking in one transaction: a failed rebuild restarts from scratch
-        for app_class in application_classes(name):
+        return rebuild_blue_green_many(tuple(names), env, page_size, seconds)
+    replayed: dict[str, dict[str, int]] = {name: {} for name in names}
+    spent = dict.fromkeys(names, 0.0)
+    with ExitStack() as stack:
+        views = {}
+        for name in names:
+            views[name] = open_view(name, env)
+            stack.callback(views[name].close)
+            views[name].clear()  # rows and tracking in one transaction: a failed rebuild restarts from scratch
+        for app_name, app_class in APPLICATIONS.items():
+            followers = [name for name in names if app_name in spec(name).applications]
+            if not followers:
+                continue
             app = app_class(env=env)
             try:
-                replayed[app.name] = replay(view, app, projection_spec.handled_topics(), page_size)
+                took = [0.0] * len(followers)
+                counts = replay_shared([views[name] for name in followers], app, page_size, [0] * len(followers),
+                                       seconds=took)
             finally:
                 app.close()
-    finally:
-        view.close()
-    log.info("rebuilt projection %s: %s", name, replayed)
+            for name, count, t in zip(followers, counts, took):
+                replayed[name][app_name] = count
+                spent[name] += t
+    if seconds is not None:
+        seconds.update(spent)
+    log.info("rebuilt projections %s", replayed)
     return replayed

@@ -15,6 +15,7 @@ from interfaces.http.admin_orgs import OrganizationsController
 from interfaces.http.admin_retention import RetentionController, evictions
 from interfaces.http.admin_robots import RobotsController, admin_log
 from interfaces.http.admin_seals import list_seals, seal_now
+from interfaces.http.admin_what_if import simulate
 from interfaces.http.auth import admin_guard
 
 ADMIN_PREFIX = "/api/"
@@ -23,7 +24,7 @@ ADMIN_PREFIX = "/api/"
 def admin_router() -> Router:
     # Each route says who besides the global admin may call it (interfaces/http/auth.py).
     return Router("/api/v1", route_handlers=[OrganizationsController, RobotsController, RetentionController, audit,
-                                             seal_now, list_seals, admin_log, evictions, history_tag, history_digest,
+                                             seal_now, list_seals, admin_log, evictions, history_tag, history_digest, simulate,
                                              *ANALYTICS_HANDLERS],
                   guards=[admin_guard],
                   exception_handlers={Exception: admin_error_response}, security=[{"adminToken": []}],

@@ -21,6 +21,7 @@ from application.history import History
 from application.audit_seals import AuditSeals
 from application.prewarm import Prewarm
 from application.retention_admin import CacheRetention
+from application.what_if import WhatIf
 from interfaces.http.admin import ADMIN_PREFIX, admin_router, openapi_config
 from interfaces.http.admin_errors import admin_error_response
 from interfaces.http.auth import caller
@@ -81,6 +82,9 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
     def provide_retention() -> CacheRetention:
         return container.retention
 
+    def provide_what_if() -> WhatIf:
+        return container.what_if
+
     def provide_audit_log() -> AuditLog:
         return container.audit_log
 
@@ -108,6 +112,7 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
         dependencies={"oci_services": once(provide_oci), "client_access": once(provide_client_access),
                       "admin": once(provide_admin), "access_admin": once(provide_access_admin),
                       "prewarm": once(provide_prewarm), "retention": once(provide_retention),
+                      "what_if": once(provide_what_if),
                       "principal": Provide(caller, sync_to_thread=False),
                       "audit_log": once(provide_audit_log), "history": once(provide_history),
                       "audit_seals": once(provide_audit_seals),

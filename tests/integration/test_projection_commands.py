@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from projections.catalog import PROJECTION_NAMES
 from tests.support.server import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -38,6 +39,11 @@ def test_rebuild_is_refused_while_a_server_holds_the_data_directory_and_runs_onc
     rebuilt = server.cli("projections", "rebuild", "orgs")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert rebuilt.stdout.startswith("rebuilt orgs: ") and " 0 events" not in rebuilt.stdout
+    every = server.cli("projections", "rebuild", "all")   # one pass over each log for every view
+    assert every.returncode == 0, every.stderr
+    assert [line.split(":")[0] for line in every.stdout.splitlines()] == [f"rebuilt {name}" for name in PROJECTION_NAMES]
+    unknown = server.cli("projections", "rebuild", "orgs", "nope")
+    assert unknown.returncode == 2 and "unknown projection 'nope'" in unknown.stderr
     server.start()   # the rebuild let go of the data directory
     assert states(server.cli("projections", "status", "--json")) == {"running"}
 

@@ -1,0 +1,175 @@
+"""`python -m bench.rebuild`: how fast `entrepot projections rebuild` replays N pull events into the views.
+
+    .venv/bin/python -m bench.rebuild [--pulls 1000000] [--images 1000] [--backend both|sqlite|postgres]
+        [--projection audit ...] [--page-size 500] [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres]
+        [--results bench/results/<date>-rebuild.json] [--profile DIR]
+
+Writes the CacheRecords events of `--images` cached images, then `--pulls` pulls of them, through the
+application's own write path in batches of 1,000 (Pulls.write, as the group commit does), into a fresh
+store per backend (SQLite in a temporary directory; PostgreSQL in a database created and dropped here).
+Then rebuilds the views that follow Pulls with the runtime's functions (infra/projection_runtime/rebuild.py:
+in place on SQLite, blue/green on PostgreSQL): first all of them in one pass (`rebuild_many`, as
+`entrepot projections rebuild --all` does: each page read and decoded once), with each view's writing
+time; then each view alone (`rebuild`, as `entrepot projections rebuild NAME`). Reports events/s (wall
+clock, and this process's CPU seconds: PostgreSQL's own work is not in them) with the load average.
+The target (issue 14): 30,000 events/s, on both backends. `--profile DIR` writes pyinstrument HTML
+profiles there (pyinstrument must be installed: pip install pyinstrument).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import datetime, timezone
+from pathlib import Path
+
+from application.cache_records import CacheRecords
+from application.pulls import Pulls
+from bench import machine
+from bench.postgres import FreshDatabase, reachable
+from domain.pull import Pull
+from infra.persistence import embedded_env, postgres_env, prepare_database
+from infra.projection_runtime.rebuild import REBUILD_PAGE_SIZE, rebuild, rebuild_many
+from projections import PROJECTION_NAMES
+from projections.catalog import spec
+
+TARGET = 30_000
+RESULTS_DIR = Path(__file__).with_name("results")
+RESULTS = ("hit", "hit", "hit", "hit", "miss", "revalidated", "stale")
+PULL_VIEWS = tuple(name for name in PROJECTION_NAMES if "Pulls" in spec(name).applications)
+
+
+def write_events(env: dict, pulls_count: int, images: int, batch: int = 1000) -> dict[str, int]:
+    """`images` cached images (manifest, 5 layers, a tag), then `pulls_count` pulls of them; the apps' heads."""
+    records, pulls = CacheRecords(env=env), Pulls(env=env)
+    try:
+        records.apply_org("hub", {"upstream": "docker.io"})
+        digests = []
+        for i in range(images):
+            digest = f"sha256:{i:064x}"
+            layers = [f"sha256:{i:032x}{j:032x}" for j in range(5)]
+            records.record_manifest("hub", f"library/image{i}", digest, "application/vnd.oci.image.manifest.v1+json",
+                                    900, layers, [], 1.0, tag="latest", sizes={layer: 1000 for layer in layers})
+            for layer in layers:
+                records.record_blob("hub", f"library/image{i}", layer, 1000, 2.0)
+            digests.append(digest)
+        for start in range(0, pulls_count, batch):
+            pulls.write([Pull.recorded("hub", f"library/image{n % images}", "latest", digests[n % images],
+                                       RESULTS[n % len(RESULTS)], f"10.0.{n % 7}.{n % 250}", "containerd/2.0",
+                                       10.0 + n, actor="anonymous")
+                         for n in range(start, min(start + batch, pulls_count))])
+        return {"Registry": records.recorder.max_notification_id() or 0,
+                "Pulls": pulls.recorder.max_notification_id() or 0}
+    finally:
+        records.close()
+        pulls.close()
+
+
+def profiled(call, profile: Path | None):
+    """call(), under pyinstrument when `profile` names the HTML file to write."""
+    if profile is None:
+        return call()
+    from pyinstrument import Profiler   # optional: only for --profile
+    profiler = Profiler(interval=0.005)
+    profiler.start()
+    try:
+        return call()
+    finally:
+        profiler.stop()
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        profile.write_text(profiler.output_html())
+
+
+def rate(events: int, seconds: float) -> int | None:
+    return round(events / seconds) if seconds else None
+
+
+def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Path | None, backend: str,
+                   each_alone: bool = True) -> dict:
+    """Every view in one pass (rebuild_many: each page read and decoded once), then each view alone."""
+    seconds: dict[str, float] = {}
+    started, cpu = time.perf_counter(), time.process_time()
+    replayed = profiled(lambda: rebuild_many(tuple(names), env, page_size, seconds),
+                        profile_dir and profile_dir / f"rebuild-{backend}-all.html")
+    together = {"seconds": round(time.perf_counter() - started, 2), "cpu_seconds": round(time.process_time() - cpu, 2),
+                "view_write_seconds": {name: round(value, 2) for name, value in seconds.items()},
+                "replayed": replayed}
+    together["read_and_decode_seconds"] = round(together["seconds"] - sum(seconds.values()), 2)
+    alone = []
+    for name in names if each_alone else ():
+        started, cpu = time.perf_counter(), time.process_time()
+        counts = profiled(lambda: rebuild(name, env, page_size), profile_dir and profile_dir / f"rebuild-{backend}-{name}.html")
+        took = time.perf_counter() - started
+        events = sum(counts.values())
+        alone.append({"projection": name, "replayed": counts, "events": events, "seconds": round(took, 2),
+                      "cpu_seconds": round(time.process_time() - cpu, 2), "events_per_s": rate(events, took),
+                      "verdict": "PASS" if took and events / took >= TARGET else "MISS", "load": machine.load()})
+    return {"together": together, "alone": alone}
+
+
+def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dict:
+    if backend == "sqlite":
+        env = embedded_env(stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-rebuild-")))
+    else:
+        database = FreshDatabase(args.postgres_url).create()
+        stack.callback(database.drop)
+        env = postgres_env(database.url, "bench")
+        prepare_database(env)
+    started = time.perf_counter()
+    heads = write_events(env, args.pulls, args.images)
+    written = time.perf_counter() - started
+    print(f"{backend}: wrote {heads['Pulls']} pull and {heads['Registry']} cache-record events in {written:.1f} s "
+          f"(load {machine.load()})", flush=True)
+    names = list(args.projection or PULL_VIEWS)
+    timed = timed_rebuilds(names, env, args.page_size, args.profile, backend, not args.no_alone)
+    together = timed["together"]
+    pulls = heads["Pulls"]
+    print(f"  all of {', '.join(names)} in one pass: {together['seconds']} s ({rate(pulls, together['seconds'])} "
+          f"pull events/s; process CPU {together['cpu_seconds']} s; read and decode {together['read_and_decode_seconds']}"
+          f" s; load {machine.load()})", flush=True)
+    for name, took in together["view_write_seconds"].items():
+        print(f"    {name:10} writes {took:7.2f} s: {rate(pulls, took)} pull events/s", flush=True)
+    for row in timed["alone"]:
+        print(f"  {row['projection']:10} alone: {row['events']:8} events in {row['seconds']:7.2f} s: "
+              f"{row['events_per_s']:7} events/s ({row['verdict']} >= {TARGET}; CPU {row['cpu_seconds']} s; "
+              f"load {row['load']})", flush=True)
+    return {"backend": backend, "heads": heads, "write_seconds": round(written, 1),
+            "together": {**together, "pull_events_per_s": rate(pulls, together["seconds"])},
+            "alone": timed["alone"]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.rebuild", description=__doc__.splitlines()[0])
+    p.add_argument("--pulls", type=int, default=1_000_000)
+    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--backend", choices=("both", "sqlite", "postgres"), default="both")
+    p.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    p.add_argument("--projection", action="append", choices=PROJECTION_NAMES,
+                   help=f"rebuild only this view (repeatable); default: those that follow Pulls ({', '.join(PULL_VIEWS)})")
+    p.add_argument("--page-size", type=int, default=REBUILD_PAGE_SIZE)
+    p.add_argument("--no-alone", action="store_true", help="only the one-pass rebuild of every view, not each alone")
+    p.add_argument("--profile", type=Path, help="write pyinstrument profiles of each rebuild into this directory")
+    p.add_argument("--results", type=Path, help="the JSON file to write (default: bench/results/<date>-rebuild.json)")
+    args = p.parse_args()
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    if "postgres" in backends and "127.0.0.1" in args.postgres_url and not reachable("127.0.0.1", 5432):
+        print("PostgreSQL is not reachable on 127.0.0.1:5432: skipping it")
+        backends.remove("postgres")
+    load_before = machine.load()
+    with ExitStack() as stack:
+        runs = [run_backend(backend, args, stack) for backend in backends]
+    result = {"benchmark": "bench.rebuild", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine.machine(), "load_before": load_before, "load_after": machine.load(),
+              "pulls": args.pulls, "images": args.images, "page_size": args.page_size, "target": TARGET,
+              "runs": runs}
+    out = args.results or RESULTS_DIR / f"{datetime.now(timezone.utc):%Y-%m-%d}-rebuild.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
