@@ -191,7 +191,8 @@ class Container:
         self.admin.content = self.retention   # what `org delete --flush` flushes
         # Retention with archive: old pulls move to segments in blob storage; audit queries read both.
         self.archive = SegmentArchive(self.access, build_segment_store(settings))
-        self.audit_log = AuditLog(ArchivedAudit(views["audit"], self.archive, self.pulls.mapper))
+        audit_rows = ArchivedAudit(views["audit"], self.archive, self.pulls.mapper)   # archived pulls, then the view
+        self.audit_log = AuditLog(audit_rows)
         self.archiver = build_archiver(settings, self.env, self.pulls, self.access, views["chain"], views["audit"],
                                        lambda: pulls_projected(views), self.clock)
         self.archiving = ArchiveService(self.archiver)
@@ -203,7 +204,7 @@ class Container:
         self.history = History(views["history"], self.audit_log, lambda name: views["orgs"].get_org(name) is not None)
         self.analytics = Analytics(views["analytics"], lambda: [row.name for row in views["orgs"].list_orgs()],
                                    self.clock.now)
-        self.what_if = WhatIf(ViewReads(views["audit"], views["retention"], self.analytics), self.records,
+        self.what_if = WhatIf(ViewReads(audit_rows, views["retention"], self.analytics), self.records,
                               lambda name: self.orgs.get(name) is not None, self.clock.now)
         self.admin_token, self.admin_token_generated = admin_token(self.data_dir, settings.admin_token)
         # Pull tokens are signed with a key derived from the secret every replica shares (infra/tokens.py).
