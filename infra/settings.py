@@ -76,6 +76,10 @@ class StorageSettings(_Section, frozen=True):
     # How long a blob no image references any more stays stored before it is deleted (clients that
     # already hold a manifest, and sends already started, still get its bytes).
     delete_grace_seconds: Seconds = 60.0
+    # An nginx in front sends published blob files itself: a warm blob GET is answered with
+    # `X-Accel-Redirect: <accel_redirect>sha256/ab/<digest>`, an internal nginx location aliased to
+    # <data_dir>/storage/blobs/ (infra/deploy/nginx/nginx.conf). Empty: Entrepôt sends the bytes.
+    accel_redirect: Annotated[str, Meta(max_length=256, pattern=r"^$|^/[A-Za-z0-9._~/-]*/$")] = ""
 
 
 class UpstreamSettings(_Section, frozen=True):
@@ -246,6 +250,9 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         raise SettingsError(f"{source}: [server] engine must be one of {', '.join(ENGINES)}, got {server.engine!r}")
     if config.storage.backend == "s3" and not config.storage.bucket:
         raise SettingsError(f"{source}: [storage] backend 's3' needs a bucket")
+    if config.storage.accel_redirect and config.storage.backend != "filesystem":
+        # S3 has no local file for nginx to send: `redirect = true` hands warm blobs to the object store instead.
+        raise SettingsError(f"{source}: [storage] accel_redirect needs backend 'filesystem' (with s3, use redirect = true)")
     if config.storage.low_free_bytes < config.storage.min_free_bytes:   # `low` is the warning before `full`
         raise SettingsError(f"{source}: [storage] low_free_bytes ({config.storage.low_free_bytes}) must be at least "
                             f"min_free_bytes ({config.storage.min_free_bytes})")

@@ -20,6 +20,7 @@ PACKAGES = {
     "umoci": "umoci",
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
+    "nginx": "nginx",
 }
 
 
