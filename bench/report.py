@@ -7,8 +7,8 @@ import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ENTREPOTS = ("entrepot", "entrepot-pg")
-COLUMNS = ("upstream", "peer", "entrepot", "entrepot-pg")
+ENTREPOTS = ("entrepot", "entrepot-pg", "entrepot-nginx")
+COLUMNS = ("upstream", "peer", "entrepot", "entrepot-pg", "entrepot-nginx")
 
 # measurement -> (label, metrics shown, the metric ratios are taken of)
 MEASUREMENTS = {

@@ -104,13 +104,15 @@ class Target:
 
 
 def entrepot_server(directory: Path, upstream_url: str, database_url: str | None = None,
-                    engine: str = "granian") -> EntrepotServer:
+                    engine: str = "granian", accel_redirect: str = "") -> EntrepotServer:
     org = {"name": ORG, "upstream": upstream_url,
            # generous staleness: a warm pull by tag is a hit, never a revalidation
            "staleness_seconds": 86_400, "max_stale_seconds": 7 * 86_400}
     # PostgreSQL as deployed (infra/deploy/): projections in their own process, not in the API's.
     sections = ({"database": {"url": database_url, "schema": "entrepot", "run_projections": False}}
-                if database_url else None)
+                if database_url else {})
+    if accel_redirect:   # nginx in front sends the published blobs (infra/deploy/nginx)
+        sections["storage"] = {"accel_redirect": accel_redirect}
     return EntrepotServer(directory, [org], startup_timeout=90.0, sections=sections, server={"engine": engine})
 
 
