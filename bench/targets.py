@@ -111,9 +111,11 @@ def entrepot_server(directory: Path, upstream_url: str, database_url: str | None
     # PostgreSQL as deployed (infra/deploy/): projections in their own process, not in the API's.
     sections = ({"database": {"url": database_url, "schema": "entrepot", "run_projections": False}}
                 if database_url else {})
-    if accel_redirect:   # nginx in front sends the published blobs (infra/deploy/nginx)
+    server: dict = {"engine": engine}
+    if accel_redirect:   # nginx in front sends the published blobs (infra/deploy/nginx), as deployed
         sections["storage"] = {"accel_redirect": accel_redirect}
-    return EntrepotServer(directory, [org], startup_timeout=90.0, sections=sections, server={"engine": engine})
+        server["trusted_proxies"] = ["127.0.0.1"]
+    return EntrepotServer(directory, [org], startup_timeout=90.0, sections=sections, server=server)
 
 
 @contextmanager

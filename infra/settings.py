@@ -6,6 +6,7 @@ is a one-line SettingsError naming the file and the key, never a coerced value o
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -114,6 +115,8 @@ class ServerSettings(_Section, frozen=True):
     admin_token: Text = ""
     engine: str = DEFAULT_ENGINE       # checked below, so that the message lists the choices
     pull_through: Literal["on", "allow-list", "off"] = "on"   # what a miss may fetch (README: pull-through modes)
+    # Reverse proxies (IP addresses) whose X-Forwarded-For names the client: nginx in front (infra/deploy/nginx).
+    trusted_proxies: tuple[Annotated[str, Meta(max_length=64)], ...] = ()
 
 
 class SecuritySettings(_Section, frozen=True):
@@ -154,6 +157,7 @@ class Settings:
     # "on": fetch any miss; "allow-list": only repositories an org's `allow` names; "off": serve what is cached
     pull_through: str = "on"
     analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
+    trusted_proxies: tuple[str, ...] = ()   # reverse proxies whose X-Forwarded-For names the client
 
 
 _AT = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
@@ -256,6 +260,11 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
     if config.storage.low_free_bytes < config.storage.min_free_bytes:   # `low` is the warning before `full`
         raise SettingsError(f"{source}: [storage] low_free_bytes ({config.storage.low_free_bytes}) must be at least "
                             f"min_free_bytes ({config.storage.min_free_bytes})")
+    for address in server.trusted_proxies:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise SettingsError(f"{source}: [server] trusted_proxies: {address!r} is not an IP address") from None
     try:
         parse_networks(config.security.allowed_upstream_networks)
     except ValueError as error:
@@ -279,4 +288,5 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         security=config.security,
         pull_through=server.pull_through,
         analytics=config.analytics,
+        trusted_proxies=server.trusted_proxies,
     )

@@ -36,6 +36,7 @@ def server(upstream, module_entrepot_server_factory):
     orgs = [{"name": "hub", "upstream": upstream.url}, {"name": "private", "upstream": upstream.url,
                                                          "anonymous_pull": False}]
     return module_entrepot_server_factory(orgs, sections={"storage": {"accel_redirect": ACCEL_LOCATION}},
+                                          server={"trusted_proxies": ["127.0.0.1"]},
                                           env={"ENTREPOT_ADMIN_TOKEN": ADMIN})
 
 
@@ -171,3 +172,22 @@ def test_a_file_gone_before_nginx_opens_it_is_streamed_by_entrepot(server, tmp_p
 
     assert answer.status_code == 200 and answer.content == data
     assert answer.headers["docker-content-digest"] == digest
+
+
+def audited_clients(server) -> set[str]:
+    answer = httpx.get(f"{server.url}/api/v1/audit", params={"org": "hub"}, headers={"Authorization": f"Bearer {ADMIN}"})
+    return {item["client"] for item in answer.json()["items"]}
+
+
+def test_the_audit_names_the_client_nginx_forwards_for_never_one_a_client_claims(nginx, server):
+    manifest = "/v2/hub/library/alpine/manifests/3.19"
+    accept = {"Accept": "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"}
+
+    # From a trusted proxy's address (what nginx is), X-Forwarded-For names the client.
+    httpx.get(f"{server.url}{manifest}", headers={**accept, "X-Forwarded-For": "203.0.113.7"}).raise_for_status()
+    # Through nginx, a client's own X-Forwarded-For is replaced by the address nginx saw.
+    httpx.get(f"{nginx.url}{manifest}", headers={**accept, "X-Forwarded-For": "203.0.113.8"}).raise_for_status()
+
+    clients = audited_clients(server)
+    assert "203.0.113.7" in clients
+    assert "203.0.113.8" not in clients and "127.0.0.1" in clients

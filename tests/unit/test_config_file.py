@@ -26,6 +26,7 @@ def config(tmp_path, text: str) -> str:
     ('[storage]\nmin_free_bytes = 2048\nlow_free_bytes = 1024\n',
      "[storage] low_free_bytes (1024) must be at least min_free_bytes (2048)"),
     ('[cache]\nsize = 1\n', "unknown key 'cache'"),
+    ('[server]\ntrusted_proxies = ["nginx"]\n', "[server] trusted_proxies: 'nginx' is not an IP address"),
     ('[storage]\naccel_redirect = "_entrepot/blobs"\n', "[storage] accel_redirect: expected a string matching"),
     ('[storage]\naccel_redirect = "/blobs/ x/"\n', "[storage] accel_redirect: expected a string matching"),
     ('[storage]\nbackend = "s3"\nbucket = "b"\naccel_redirect = "/_entrepot/blobs/"\n',
