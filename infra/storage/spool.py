@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import tempfile
@@ -12,6 +13,9 @@ from typing import TypeVar
 from application.ports import BlobStorageFull, BlobStorageUnavailable
 
 T = TypeVar("T")
+# Written bytes flushed ahead, in the background, every this many bytes: the fsync before publishing
+# then has only the tail left, and the fill's last bytes wait less for it.
+SYNC_AHEAD = 1024 * 1024
 # A full filesystem, or the quota of the user we run as: no room, as opposed to a broken disk.
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT}
 
@@ -48,10 +52,21 @@ class FileSpool:
             raise
         self.size = 0
         self._closed = False
+        self._synced = 0                                 # bytes handed to a background flush so far
+        self._syncing: asyncio.Future | None = None      # the background flush in flight, if any
 
     async def append(self, chunk: bytes) -> None:
         # A local write: the page cache absorbs it, so it is not worth a thread hop per chunk.
         self.write(chunk)
+        if self.size - self._synced >= SYNC_AHEAD and (self._syncing is None or self._syncing.done()):
+            # On a duplicate fd that the thread closes itself: the spool may close its own meanwhile.
+            # Not awaited; finish()'s fsync still flushes everything and reports any failure.
+            self._synced = self.size
+            try:
+                fd = os.dup(self._write_fd)
+            except OSError:
+                return   # no fd to spare: the fsync before publishing does it all
+            self._syncing = asyncio.get_running_loop().run_in_executor(None, _sync_ahead, fd)
 
     async def discard(self) -> None:
         self.remove()
@@ -98,6 +113,15 @@ class FileSpool:
             self.close()
         except OSError:
             pass
+
+
+def _sync_ahead(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    except OSError:
+        pass   # the fsync before publishing reports it
+    finally:
+        os.close(fd)
 
 
 def remove_leftovers(spool_dir: str, older_than: float = 0.0) -> int:
