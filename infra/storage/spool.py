@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -13,12 +12,6 @@ from typing import TypeVar
 from application.ports import BlobStorageFull, BlobStorageUnavailable
 
 T = TypeVar("T")
-# Written bytes flushed ahead, in the background, every this many bytes: the fsync before publishing
-# then has only the tail left, and the fill's last bytes wait less for it.
-SYNC_AHEAD = 1024 * 1024
-# At most two such flushes at a time in the process, each in a daemon thread of its own: never in
-# asyncio's default executor (name lookups use it), and a hung disk cannot hold up an exit.
-_SYNC_SLOTS = threading.BoundedSemaphore(2)
 # A full filesystem, or the quota of the user we run as: no room, as opposed to a broken disk.
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT}
 
@@ -55,38 +48,10 @@ class FileSpool:
             raise
         self.size = 0
         self._closed = False
-        self._synced = 0                                 # bytes handed to a background flush so far
-        self._syncing = False                            # a background flush of this spool is running
 
     async def append(self, chunk: bytes) -> None:
         # A local write: the page cache absorbs it, so it is not worth a thread hop per chunk.
         self.write(chunk)
-        if self.size - self._synced >= SYNC_AHEAD and not self._syncing and _SYNC_SLOTS.acquire(blocking=False):
-            # On a duplicate fd that the thread closes itself: the spool may close its own meanwhile.
-            # Not awaited; finish()'s fsync still flushes everything and reports any failure.
-            self._synced = self.size
-            try:
-                fd = os.dup(self._write_fd)
-            except OSError:   # no fd to spare: the fsync before publishing does it all
-                _SYNC_SLOTS.release()
-                return
-            self._syncing = True
-            try:
-                threading.Thread(target=self._sync_ahead, args=(fd,), name="spool-sync", daemon=True).start()
-            except RuntimeError:   # no thread to spare: as without an fd
-                os.close(fd)
-                self._syncing = False
-                _SYNC_SLOTS.release()
-
-    def _sync_ahead(self, fd: int) -> None:
-        try:
-            os.fdatasync(fd)
-        except OSError:
-            pass   # the fsync before publishing reports it
-        finally:
-            os.close(fd)
-            self._syncing = False
-            _SYNC_SLOTS.release()
 
     async def discard(self) -> None:
         self.remove()
