@@ -18,6 +18,7 @@ from domain.names import Digest
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 256 * 1024
+FIRST_STEP = 64 * 1024
 ADVANCE_STEP = 1024 * 1024
 
 
@@ -288,18 +289,29 @@ class BlobFills:
             self._ops.fill_started(target, fill.digest, blob.size)
             fill.started.set()
             hasher = expected.hasher()
-            written = 0
+            before_last = hasher.copy()   # the hash of every byte but the last chunk's
+            written = last = 0
+            step_at = FIRST_STEP
             async for chunk in blob:
                 if not chunk:
                     continue
                 # The previous chunks become readable; this one waits for the digest check. Readers
-                # are woken per ADVANCE_STEP, not per network chunk: waking them costs more than it buys.
-                # The hash so far goes with them: a reader that must go on from upstream checks it.
-                if written - fill.readable >= ADVANCE_STEP:
+                # are woken at steps, not per network chunk (waking them costs more than it buys): at
+                # 64 KiB, doubling up to 1 MiB, then every MiB, so a client's first bytes do not wait for a
+                # whole MiB. Fixed offsets: a stalled upstream leaves at most one step unread, however
+                # the chunks fell. The hash so far goes with them: a reader that must go on from upstream checks it.
+                if written >= step_at:
                     fill.advance(written, hasher.copy())
+                    while step_at <= written:
+                        step_at = step_at * 2 if step_at < ADVANCE_STEP else step_at + ADVANCE_STEP
+                before_last = hasher.copy()
                 hasher.update(chunk)
                 await spool.append(chunk)
                 written += len(chunk)
+                last = len(chunk)
+            if written - last > fill.readable:
+                # All but the last chunk go out while the digest is checked and the blob published.
+                fill.advance(written - last, before_last)
             if fill.size is not None and written != fill.size:
                 raise BlobTruncated(f"upstream sent {written} of {fill.size} bytes of {fill.digest}")
             if not expected.matches(hasher.hexdigest()):

@@ -67,6 +67,7 @@ class GroupCommit:
         self._metrics = metrics or NoMetrics()
         self._max_batch = max_batch
         self._max_delay = max_delay
+        self._last_batch = 1   # pulls in the batch before: 1 means light traffic, written without a window
         self._write_timeout = write_timeout
         self._wait_timeout = wait_timeout
         self._max_queued = max_queued
@@ -171,6 +172,13 @@ class GroupCommit:
             except TimeoutError:
                 return []
         batch = [first]
+        while len(batch) < self._max_batch and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        if len(batch) == 1 and self._last_batch == 1:
+            # Light traffic (a lone pull after a lone batch): the window would only delay the answer,
+            # as it did every manifest of a cold pull. Under load the previous write gathers the next
+            # batch, and the window below adds the stragglers.
+            return batch
         # One timeout for the whole window, not wait_for per pull (a task and a timer each). A get()
         # the timeout cancels takes no item: Queue.get() removes it only once it has woken.
         try:
@@ -182,6 +190,7 @@ class GroupCommit:
                         batch.append(await self._queue.get())
         except TimeoutError:
             pass
+        self._last_batch = len(batch)
         return batch
 
     async def _write_fresh(self, batch: list[PendingPull]) -> None:

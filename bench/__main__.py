@@ -54,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-clients", type=int)
     p.add_argument("--no-postgres", dest="postgres", action="store_false",
                    help="skip the second Entrepôt on PostgreSQL")
+    p.add_argument("--no-nginx", dest="nginx", action="store_false",
+                   help="skip the entrepot-nginx target (nginx in front, sending warm blobs by X-Accel-Redirect)")
     p.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
                    help="a database where a fresh database may be created (and dropped afterwards)")
     p.add_argument("--cold-client", choices=("curl", "skopeo"), default="curl",

@@ -7,8 +7,8 @@ import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ENTREPOTS = ("entrepot", "entrepot-pg")
-COLUMNS = ("upstream", "peer", "entrepot", "entrepot-pg")
+ENTREPOTS = ("entrepot", "entrepot-pg", "entrepot-nginx")
+COLUMNS = ("upstream", "peer", "entrepot", "entrepot-pg", "entrepot-nginx")
 
 # measurement -> (label, metrics shown, the metric ratios are taken of)
 MEASUREMENTS = {
@@ -113,19 +113,20 @@ def _fmt(value: float | None, metric: str = "") -> str:
 def table(result: dict) -> str:
     med, rat, labels = result["medians"], result["ratios"], result["labels"]
     columns = [c for c in COLUMNS if c in result["targets_run"]]
-    head = f"{'measurement':<40}{'metric':<16}" + "".join(f"{c:>13}" for c in columns)
+    widths = {c: max(13, len(c) + 2) for c in columns}
+    head = f"{'measurement':<40}{'metric':<16}" + "".join(f"{c:>{widths[c]}}" for c in columns)
     ratio_columns = [f"{e}/peer" for e in ENTREPOTS if e in columns]
-    head += "".join(f"{c:>18}" for c in ratio_columns)
+    head += "".join(f"{c:>{max(18, len(c) + 2)}}" for c in ratio_columns)
     lines = [head, "-" * len(head)]
     for measurement, (label, metrics, _) in MEASUREMENTS.items():
         if measurement not in med:
             continue
         for number, metric in enumerate(metrics):
             row = f"{(labels.get(measurement, label) if number == 0 else ''):<40}{UNITS[metric]:<16}"
-            row += "".join(f"{_fmt(med[measurement].get(c, {}).get(metric), metric):>13}" for c in columns)
+            row += "".join(f"{_fmt(med[measurement].get(c, {}).get(metric), metric):>{widths[c]}}" for c in columns)
             for ratio in ratio_columns:
                 value = rat.get(measurement, {}).get(ratio, {}).get(metric)
-                row += f"{f'{value:.2f}x' if value is not None else '-':>18}"
+                row += f"{f'{value:.2f}x' if value is not None else '-':>{max(18, len(ratio) + 2)}}"
             lines.append(row)
     lines += ["", f"{'target (from issue 6)':<62}{'who':<14}{'value':>10}  result"]
     for verdict in result["verdicts"]:

@@ -17,6 +17,7 @@ import httpx
 from bench import machine, measure, memory, report
 from bench.images import DOCKER_MANIFEST, BenchImage, Pusher, push_image
 from bench.postgres import FreshDatabase, reachable
+from tests.support.nginx import ACCEL_LOCATION, Nginx
 from bench.targets import (ORG, AccessLog, DockerRegistry, Target, database_url_supported, entrepot_server,
                            projection_runner)
 
@@ -44,6 +45,7 @@ class Options:
     keep: bool
     engine: str                      # [server] engine of both Entrepôt targets: "uvicorn" or "granian"
     warmup_wrk_seconds: float = 1    # 0: no wrk run before the rounds
+    nginx: bool = True               # the entrepot-nginx target (skipped when nginx is not installed)
 
 
 class Bench:
@@ -109,6 +111,7 @@ class Bench:
         self.asgi_server = _asgi_server(ours.log_tail(200))
         self.say(f"started upstream {direct.url}, peer {peer.url}, entrepot {ours.url}")
 
+        self._start_nginx(work, storage, stack)
         database = self._database(stack)
         if database is not None:
             behind_pg = stack.enter_context(DockerRegistry(work / "up-entrepot-pg", storage, access_log=True))
@@ -124,6 +127,23 @@ class Bench:
                 lines = [line for line in str(error).splitlines() if line.strip()]
                 self.skipped["entrepot-pg"] = f"did not start: {lines[0]} ... {lines[-1] if len(lines) > 1 else ''}"
         self._database_handle = database
+
+    def _start_nginx(self, work: Path, storage: Path, stack: ExitStack) -> None:
+        """The deployment shape of infra/deploy/nginx: the embedded Entrepôt with [storage] accel_redirect,
+        behind nginx running the deployed config; nginx sends the warm blobs, Entrepôt answers for them."""
+        if not self.options.nginx:
+            self.skipped["entrepot-nginx"] = "--no-nginx"
+            return
+        if shutil.which("nginx") is None:
+            self.skipped["entrepot-nginx"] = "nginx is not installed (apt-get install -y nginx)"
+            return
+        behind = stack.enter_context(DockerRegistry(work / "up-entrepot-nginx", storage, access_log=True))
+        server = stack.enter_context(entrepot_server(work / "entrepot-nginx", behind.url, engine=self.options.engine,
+                                                     accel_redirect=ACCEL_LOCATION))
+        front = stack.enter_context(Nginx(work / "nginx", server.host, server.data_dir / "storage" / "blobs"))
+        # Entrepôt's pid: the idle wait and the memory figure watch the process that does the work.
+        self.targets.append(Target("entrepot-nginx", front.url, f"{ORG}/", server.process.pid, AccessLog(behind)))
+        self.say(f"started entrepot-nginx {front.url} (nginx) -> {server.url}")
 
     def _database(self, stack: ExitStack) -> FreshDatabase | None:
         if not self.options.postgres:
@@ -174,8 +194,8 @@ class Bench:
         large = push_image(self.pusher, work, "bench/large", "v1", [int(o.blob_mib * MIB)])
         self.say(f"pushed bench/small ({o.small_layers} layers) and bench/large ({o.blob_mib:g} MiB layer)")
         self._warm(small, large)
-        everyone = ("upstream", "peer", "entrepot", "entrepot-pg")
-        caches = ("peer", "entrepot", "entrepot-pg")
+        everyone = ("upstream", "peer", "entrepot", "entrepot-pg", "entrepot-nginx")
+        caches = ("peer", "entrepot", "entrepot-pg", "entrepot-nginx")
         blob = large.largest_layer
         self.labels["cold_20_clients"] = f"cold pull, {o.cold_clients} clients"
         for number in range(o.rounds):

@@ -104,14 +104,18 @@ class Target:
 
 
 def entrepot_server(directory: Path, upstream_url: str, database_url: str | None = None,
-                    engine: str = "granian") -> EntrepotServer:
+                    engine: str = "granian", accel_redirect: str = "") -> EntrepotServer:
     org = {"name": ORG, "upstream": upstream_url,
            # generous staleness: a warm pull by tag is a hit, never a revalidation
            "staleness_seconds": 86_400, "max_stale_seconds": 7 * 86_400}
     # PostgreSQL as deployed (infra/deploy/): projections in their own process, not in the API's.
     sections = ({"database": {"url": database_url, "schema": "entrepot", "run_projections": False}}
-                if database_url else None)
-    return EntrepotServer(directory, [org], startup_timeout=90.0, sections=sections, server={"engine": engine})
+                if database_url else {})
+    server: dict = {"engine": engine}
+    if accel_redirect:   # nginx in front sends the published blobs (infra/deploy/nginx), as deployed
+        sections["storage"] = {"accel_redirect": accel_redirect}
+        server["trusted_proxies"] = ["127.0.0.1"]
+    return EntrepotServer(directory, [org], startup_timeout=90.0, sections=sections, server=server)
 
 
 @contextmanager

@@ -6,6 +6,7 @@ is a one-line SettingsError naming the file and the key, never a coerced value o
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -77,6 +78,10 @@ class StorageSettings(_Section, frozen=True):
     # How long a blob no image references any more stays stored before it is deleted (clients that
     # already hold a manifest, and sends already started, still get its bytes).
     delete_grace_seconds: Seconds = 60.0
+    # An nginx in front sends published blob files itself: a warm blob GET is answered with
+    # `X-Accel-Redirect: <accel_redirect>sha256/ab/<digest>`, an internal nginx location aliased to
+    # <data_dir>/storage/blobs/ (infra/deploy/nginx/nginx.conf). Empty: Entrepôt sends the bytes.
+    accel_redirect: Annotated[str, Meta(max_length=256, pattern=r"^$|^/[A-Za-z0-9._~/-]*/$")] = ""
 
 
 class UpstreamSettings(_Section, frozen=True):
@@ -124,6 +129,8 @@ class ServerSettings(_Section, frozen=True):
     admin_token: Text = ""
     engine: str = DEFAULT_ENGINE       # checked below, so that the message lists the choices
     pull_through: Literal["on", "allow-list", "off"] = "on"   # what a miss may fetch (README: pull-through modes)
+    # Reverse proxies (IP addresses) whose X-Forwarded-For names the client: nginx in front (infra/deploy/nginx).
+    trusted_proxies: tuple[Annotated[str, Meta(max_length=64)], ...] = ()
 
 
 class SecuritySettings(_Section, frozen=True):
@@ -166,6 +173,7 @@ class Settings:
     pull_through: str = "on"
     analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    trusted_proxies: tuple[str, ...] = ()   # reverse proxies whose X-Forwarded-For names the client
 
 
 _AT = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
@@ -262,9 +270,17 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         raise SettingsError(f"{source}: [server] engine must be one of {', '.join(ENGINES)}, got {server.engine!r}")
     if config.storage.backend == "s3" and not config.storage.bucket:
         raise SettingsError(f"{source}: [storage] backend 's3' needs a bucket")
+    if config.storage.accel_redirect and config.storage.backend != "filesystem":
+        # S3 has no local file for nginx to send: `redirect = true` hands warm blobs to the object store instead.
+        raise SettingsError(f"{source}: [storage] accel_redirect needs backend 'filesystem' (with s3, use redirect = true)")
     if config.storage.low_free_bytes < config.storage.min_free_bytes:   # `low` is the warning before `full`
         raise SettingsError(f"{source}: [storage] low_free_bytes ({config.storage.low_free_bytes}) must be at least "
                             f"min_free_bytes ({config.storage.min_free_bytes})")
+    for address in server.trusted_proxies:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise SettingsError(f"{source}: [server] trusted_proxies: {address!r} is not an IP address") from None
     try:
         parse_networks(config.security.allowed_upstream_networks)
     except ValueError as error:
@@ -296,4 +312,5 @@ def load_settings(path: str | None = None, *, host: str | None = None, port: int
         pull_through=server.pull_through,
         analytics=config.analytics,
         audit=config.audit,
+        trusted_proxies=server.trusted_proxies,
     )

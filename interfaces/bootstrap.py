@@ -58,7 +58,7 @@ from infra.settings import Settings, SettingsError
 from infra.evictor_lock import InProcessEvictorLock, PostgresEvictorLock
 from infra.retention_metrics import RetentionCollector
 from infra.coordination import InProcessCoordination, RedisCoordination, build_coordination
-from infra.storage import build_blob_store
+from infra.storage import FilesystemBlobStore, build_blob_store
 from infra.upstream import HttpUpstream
 from infra.upstream.egress import egress_proxy
 from infra.upstream.guard import UpstreamGuard
@@ -67,6 +67,7 @@ from domain.upstream_policy import parse_networks
 from infra.projection_runtime.point_in_time import ReplayReport, replay_until
 from infra.projection_runtime import (LockedRunners, is_postgres, open_tags_and_manifests, open_view, projection_runners,
                                      rebuild_many, status)
+from interfaces.http.accel import AccelRedirect
 from interfaces.http.health import (Probe, blob_storage_check, coordination_check, event_store_check,
                                     quota_check, read_model_check)
 
@@ -112,6 +113,9 @@ class Container:
         orgs_view = open_view("orgs", self.env)
         self.orgs = OrgDirectory(self.records, self.credentials, orgs_view)
         self.store = store or build_blob_store(settings)
+        # nginx in front sends published blob files itself ([storage] accel_redirect; filesystem only).
+        self.accel = (AccelRedirect(settings.storage.accel_redirect, self.store.blobs_dir)
+                      if settings.storage.accel_redirect and isinstance(self.store, FilesystemBlobStore) else None)
         # Redis, or in-process when no [redis] url
         self.coordination = coordination or build_coordination(settings.redis)
         # This app's own registry: several apps in one process (tests) must not share series.

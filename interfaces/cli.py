@@ -32,6 +32,7 @@ def serve(args: argparse.Namespace) -> int:
     from interfaces.bootstrap import bootstrap
     from interfaces.http.access_log import with_access_log
     from interfaces.http.app import create_app
+    from interfaces.http.forwarded import with_forwarded_client
     from interfaces.serving import bind_listener, bound_port, run_granian, run_uvicorn
 
     settings = _settings(args)
@@ -57,6 +58,8 @@ def serve(args: argparse.Namespace) -> int:
               flush=True)
     if args.access_log:  # ours, not the server's: one format whichever engine serves
         app = with_access_log(app)
+    # Outermost: the access log, the audit and the analytics all see the client nginx forwards for.
+    app = with_forwarded_client(app, settings.trusted_proxies)
     run = run_granian if settings.engine == "granian" else run_uvicorn
     return run(app, settings, listener)
 

@@ -68,7 +68,7 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
 
     def provide_oci(client_access: NamedDependency[ClientAccess]) -> OciServices:
         return OciServices(cache=container.cache, router=container.router, metrics=container.metrics,
-                           via=container.guard.via, access=client_access)
+                           via=container.guard.via, access=client_access, accel=container.accel)
 
     def provide_admin() -> OrgAdmin:
         return container.admin

@@ -21,6 +21,7 @@ from application.routing import OrgRouter
 from domain.manifest import OCI_INDEX
 from domain.names import NAME_PATTERN, Digest, InvalidName, parse_reference
 from domain.referrers import of_artifact_type, page, referrers_index
+from interfaces.http.accel import AccelRedirect, accel_uri
 from interfaces.http.client_auth import ClientAccess, guard_pull, version_guard
 from interfaces.http.errors import API_VERSION, OciError
 from interfaces.http.pathsend import PathSend, offers_pathsend
@@ -139,6 +140,7 @@ class OciServices:
     metrics: Metrics
     via: str = ""        # the hop header value our upstream requests carry (infra/upstream/guard.py)
     access: ClientAccess | None = None   # None: no access control (tools and tests that build no authenticator)
+    accel: AccelRedirect | None = None   # nginx in front sends published blob files ([storage] accel_redirect)
 
 
 def cache_of(services: OciServices) -> PullThrough:
@@ -195,7 +197,7 @@ async def oci(request: Request, rest: FromPath[str], oci_services: NamedDependen
     if target.kind == "manifests":
         return await manifest(request, cache, target, metrics_of(oci_services), actor)
     if target.kind == "blobs":
-        return await blob(request, cache, target, metrics_of(oci_services))
+        return await blob(request, cache, target, metrics_of(oci_services), oci_services.accel)
     if target.kind == "referrers":
         return await referrers(request, cache, target, actor)
     return await tags(request, cache, target)
@@ -235,7 +237,8 @@ async def manifest(request: Request, cache: PullThrough, target: Target, metrics
     return Response(None if head else answer.content, media_type=answer.media_type, headers=headers)
 
 
-async def blob(request: Request, cache: PullThrough, target: Target, metrics: Metrics) -> Response:
+async def blob(request: Request, cache: PullThrough, target: Target, metrics: Metrics,
+               accel: AccelRedirect | None = None) -> Response:
     org = target.config
     digest = Digest.parse(target.reference)
     if request.method == "HEAD":
@@ -246,7 +249,12 @@ async def blob(request: Request, cache: PullThrough, target: Target, metrics: Me
                "Accept-Ranges": "bytes", **namespace_header(target)}
     if answer.redirect and request.method == "GET":  # the object store sends the bytes (and honours Range)
         return Response(None, status_code=307, headers={**headers, "Location": answer.redirect})
-    byte_range = parse_range(header(request, b"range"), answer.size)
+    byte_range = parse_range(header(request, b"range"), answer.size)   # a bad range is our 416, nginx or not
+    if uri := accel_uri(accel, request, answer.path):
+        # nginx sends the file (and honours the client's Range itself); we counted what it will send.
+        start, end = byte_range or (0, answer.size)
+        metrics.bytes_served(target.org, "blob", end - start, target.repository)
+        return Response(b"", media_type="application/octet-stream", headers={**headers, "X-Accel-Redirect": uri})
     status = 200
     start, end = 0, answer.size
     if byte_range is not None:

@@ -20,7 +20,7 @@ MEASUREMENTS = ("manifest_by_tag", "manifest_by_digest", "blob_1_stream", "blob_
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    require(REGISTRY_BINARY, "wrk", "curl")
+    require(REGISTRY_BINARY, "wrk", "curl", "nginx")
     directory = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--tiny", "--no-postgres", "--results-dir", str(directory / "results"),
@@ -44,11 +44,11 @@ def test_the_json_holds_machine_versions_medians_ratios_and_a_verdict_per_target
     assert {"python", "distribution", "wrk", "curl"} <= set(result["versions"])
     assert result["failures"] == []
     for measurement in MEASUREMENTS:
-        assert {"peer", "entrepot"} <= set(result["medians"][measurement]), measurement
-        assert "entrepot/peer" in result["ratios"][measurement]
+        assert {"peer", "entrepot", "entrepot-nginx"} <= set(result["medians"][measurement]), measurement
+        assert {"entrepot/peer", "entrepot-nginx/peer"} <= set(result["ratios"][measurement])
     assert {"upstream"} <= set(result["medians"]["manifest_by_tag"])
     assert {v["status"] for v in result["verdicts"]} <= {"pass", "miss"}
-    assert len(result["verdicts"]) == 8
+    assert len(result["verdicts"]) == 8 * 2   # each goal for entrepot and entrepot-nginx
     assert result["skipped"] == {"entrepot-pg": "--no-postgres"}
 
 

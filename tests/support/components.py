@@ -21,6 +21,7 @@ PACKAGES = {
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
     "tinyproxy": "tinyproxy",
+    "nginx": "nginx",
 }
 
 

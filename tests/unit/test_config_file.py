@@ -26,6 +26,11 @@ def config(tmp_path, text: str) -> str:
     ('[storage]\nmin_free_bytes = 2048\nlow_free_bytes = 1024\n',
      "[storage] low_free_bytes (1024) must be at least min_free_bytes (2048)"),
     ('[cache]\nsize = 1\n', "unknown key 'cache'"),
+    ('[server]\ntrusted_proxies = ["nginx"]\n', "[server] trusted_proxies: 'nginx' is not an IP address"),
+    ('[storage]\naccel_redirect = "_entrepot/blobs"\n', "[storage] accel_redirect: expected a string matching"),
+    ('[storage]\naccel_redirect = "/blobs/ x/"\n', "[storage] accel_redirect: expected a string matching"),
+    ('[storage]\nbackend = "s3"\nbucket = "b"\naccel_redirect = "/_entrepot/blobs/"\n',
+     "[storage] accel_redirect needs backend 'filesystem' (with s3, use redirect = true)"),
     ('[[organizations]]\nname = "hub"\nupstream = "docker.io"\nstaleness_seconds = "5"\n',
      '[[organizations]] 0 (hub) staleness_seconds: expected an integer, got "5"'),
     ('[[organizations]]\nname = "hub"\nupstream = "docker.io"\nmax_stale_seconds = 1000000000000\n',
@@ -62,3 +67,9 @@ def test_no_file_means_the_defaults_with_the_hub_org(monkeypatch):
     monkeypatch.delenv("ENTREPOT_CONFIG", raising=False)
     settings = load_settings(None)
     assert [org.name for org in settings.organizations] == ["hub"] and settings.storage.redirect is False
+
+
+def test_accel_redirect_is_off_by_default_and_takes_an_internal_location(tmp_path):
+    assert load_settings(config(tmp_path, "")).storage.accel_redirect == ""
+    settings = load_settings(config(tmp_path, '[storage]\naccel_redirect = "/_entrepot/blobs/"\n'))
+    assert settings.storage.accel_redirect == "/_entrepot/blobs/"

@@ -1,0 +1,106 @@
+"""`python -m bench.cold`: one cold client through two revisions of Entrepôt against a direct pull, alternating.
+
+    .venv/bin/python -m bench.cold --before 9ce4b08 --rounds 7 --label fill
+
+The issue's "one cold client within 1.3x a direct pull from the upstream", isolated from the rest of
+bench/run so the fill path can be compared before and after a change in one run. Each round pushes a
+fresh multi-arch image (`--layers` x `--layer-mib`), then pulls it once straight from the upstream and
+once, cold, through each revision (the order rotates every round), as bench/run's cold_1_client does:
+`GET /v2/`, the tag, the platform manifest, then the config and layers with one `curl --parallel`.
+Prints every sample with the load average, the medians and the ratios to the direct pull; writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench import machine, measure
+from bench.ab import checkout, server
+from bench.images import Pusher, push_image
+from bench.targets import ORG, DockerRegistry, Target
+from tests.support.server import REPO_ROOT
+
+MIB = 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.cold", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--before", help="git revision measured as 'before' (default: none, only --after)")
+    p.add_argument("--after", default=".", help="git revision measured as 'after'; '.' = this checkout as it is")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--layers", type=int, default=6, help="layers per image (bench/run full: 6)")
+    p.add_argument("--layer-mib", type=float, default=4, help="MiB per layer (bench/run full: 4)")
+    p.add_argument("--engine", default="granian", choices=("granian", "uvicorn"))
+    p.add_argument("--label", default="cold", help="names the output: bench/results/<date>-cold-<label>.json")
+    o = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.monotonic()
+
+    def say(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    revisions = [checkout("after", o.after)] + ([checkout("before", o.before)] if o.before else [])
+    for r in revisions:
+        say(f"{r.side}: {r.commit}{' (dirty)' if r.dirty else ''} {r.subject[:70]}")
+    load_before = machine.load()
+    work = Path(tempfile.mkdtemp(prefix="entrepot-cold-"))
+    sides = ["direct"] + [r.side for r in revisions]
+    samples: dict[str, list[dict]] = {side: [] for side in sides}
+    try:
+        with ExitStack() as stack:
+            storage = work / "storage"
+            direct = stack.enter_context(DockerRegistry(work / "direct", storage, access_log=False))
+            pusher = Pusher(direct.url)
+            stack.callback(pusher.close)
+            targets = {"direct": Target("direct", direct.url, pid=direct.pid)}
+            for r in revisions:   # each revision fetches from its own registry process over the same storage
+                behind = stack.enter_context(DockerRegistry(work / f"up-{r.side}", storage, access_log=False))
+                s = stack.enter_context(server(r, work / r.side, behind.url, o.engine))
+                targets[r.side] = Target(r.side, s.url, f"{ORG}/", s.process.pid)
+            warm = push_image(pusher, work, "bench/warmup", "v1", [MIB] * 2, multi_arch=True)
+            for target in targets.values():
+                measure.cold_pull(target, warm, 1)
+            pids = [t.pid for t in targets.values() if t.pid]
+            for number in range(o.rounds):
+                image = push_image(pusher, work, f"bench/cold-{number}", "v1",
+                                   [int(o.layer_mib * MIB)] * o.layers, multi_arch=True)
+                order = sides[number % len(sides):] + sides[:number % len(sides)]
+                for side in order:
+                    machine.wait_idle(pids)
+                    result = measure.cold_pull(targets[side], image, 1)
+                    sample = {"round": number, "seconds": result["seconds"], "load": machine.load()}
+                    samples[side].append(sample)
+                    say(f"round {number} {side:<7} {result['seconds'] * 1000:7.1f} ms  load {sample['load']}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    medians = {side: statistics.median(s["seconds"] for s in runs) for side, runs in samples.items()}
+    ratios = {side: medians[side] / medians["direct"] for side in sides if side != "direct"}
+    print(f"\nmedians of {o.rounds} cold pulls of {o.layers} x {o.layer_mib:g} MiB "
+          f"(load {load_before} -> {machine.load()}):")
+    for side in sides:
+        ratio = f"  {ratios[side]:.2f}x direct" if side in ratios else ""
+        print(f"{side:<7} {medians[side] * 1000:7.1f} ms{ratio}")
+    result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine.machine(), "load_before": load_before, "load_after": machine.load(),
+              "params": {"rounds": o.rounds, "layers": o.layers, "layer_mib": o.layer_mib, "engine": o.engine},
+              "revisions": {r.side: {"commit": r.commit, "subject": r.subject, "dirty": r.dirty} for r in revisions},
+              "samples": samples, "medians_seconds": medians, "ratio_to_direct": ratios}
+    output = REPO_ROOT / "bench" / "results" / f"{datetime.date.today()}-cold-{o.label}.json"
+    output.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
