@@ -113,6 +113,14 @@ class BlobsView(View):
         """The org's cached blobs, least recently pulled first (never pulled before all)."""
 
     @abstractmethod
+    def blob_page(self, org: str, after: str | None, limit: int) -> list[BlobRow]:
+        """At most `limit` cached blobs of an org with a digest after `after`, by digest: a keyset page."""
+
+    @abstractmethod
+    def org_blob_totals(self, org: str) -> tuple[int, int]:
+        """(cached blobs, their bytes) of one org, counted in the database."""
+
+    @abstractmethod
     def org_totals(self) -> dict[str, tuple[int, int]]:
         """{org: (cached blob count, their bytes)}: one grouped query, for the metrics scrape."""
 
@@ -197,6 +205,16 @@ class SqliteBlobsView(SqliteView, BlobsView):
                            "ORDER BY coalesce(last_pulled, 0), digest", (org,))
         return [BlobRow(*row) for row in rows]
 
+    def blob_page(self, org: str, after: str | None, limit: int) -> list[BlobRow]:
+        rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM blobs WHERE org = ? AND digest > ? "
+                           "AND cached_at IS NOT NULL ORDER BY digest LIMIT ?", (org, after or "", limit))
+        return [BlobRow(*row) for row in rows]
+
+    def org_blob_totals(self, org: str) -> tuple[int, int]:
+        rows = self._query("SELECT count(*), coalesce(sum(size), 0) FROM blobs WHERE org = ? "
+                           "AND cached_at IS NOT NULL", (org,))
+        return rows[0][0], rows[0][1]
+
     def org_totals(self) -> dict[str, tuple[int, int]]:
         rows = self._query("SELECT org, count(*), coalesce(sum(size), 0) FROM blobs WHERE cached_at IS NOT NULL "
                            "GROUP BY org")
@@ -264,6 +282,17 @@ class PostgresBlobsView(PostgresView, BlobsView):
         rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM {{blobs}} WHERE org = %s AND cached_at IS NOT NULL "
                            'ORDER BY coalesce(last_pulled, 0), digest COLLATE "C"', (org,))
         return [BlobRow(*row) for row in rows]
+
+    def blob_page(self, org: str, after: str | None, limit: int) -> list[BlobRow]:
+        # The primary key's collation (see PostgresTagsView.org_tag_page); digests are ASCII.
+        rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM {{blobs}} WHERE org = %s AND digest > %s "
+                           "AND cached_at IS NOT NULL ORDER BY digest LIMIT %s", (org, after or "", limit))
+        return [BlobRow(*row) for row in rows]
+
+    def org_blob_totals(self, org: str) -> tuple[int, int]:
+        rows = self._query("SELECT count(*) AS blobs, coalesce(sum(size), 0)::bigint AS bytes FROM {blobs} "
+                           "WHERE org = %s AND cached_at IS NOT NULL", (org,))
+        return rows[0][0], rows[0][1]
 
     def org_totals(self) -> dict[str, tuple[int, int]]:
         rows = self._query("SELECT org, count(*), coalesce(sum(size), 0)::bigint FROM {blobs} "
