@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.scale [--pulls 10000000] [--images 200000] [--orgs 36] [--clients 300]
         [--backend both|sqlite|postgres] [--data /var/tmp/entrepot-scale] [--wrk-seconds 10]
-        [--many-clients 1000] [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres] [--label NAME]
+        [--many-clients 1000] [--rounds 3] [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres] [--label NAME]
 
 1. Build (once; cached and resumable in --data, and on PostgreSQL in a database named after the shape):
    orgs, images with shared base layers, tag moves and Zipf-popular pulls from a few hundred clients,
@@ -29,7 +29,6 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import psycopg
 from psycopg import sql
 
@@ -87,58 +86,60 @@ def build(directory: Path, upstream_url: str, database_url: str | None, shape: S
     return progress.state["build"]
 
 
-def measure(directory: Path, upstream_url: str, database_url: str | None, token: str, image, args,
-            large: bool) -> dict:
-    """Every figure of one store (large: the built history; else an empty store of the same backend)."""
-    with ExitStack() as stack:
-        server = entrepot_server(directory, upstream_url, database_url)
-        server.server["admin_token"] = token
-        server.startup_timeout = 900
-        server.write_config()
-        if database_url:   # as deployed: projections in their own process
-            stack.callback(server.stop)
-            ready_s = start_until_ready(server)
-            stack.enter_context(projection_runner(server))
-        else:
-            stack.callback(server.stop)
-            ready_s = start_until_ready(server)
-        out: dict = {"serve_to_ready_s": ready_s, "load_at_start": os.getloadavg()}
-        out["idle_rss_mib"] = settle_idle_rss(server.process.pid)
-        out["sizes"] = postgres_sizes(database_url) if database_url else sqlite_sizes(server.data_dir)
-        say(f"    ready in {ready_s} s, idle RSS {out['idle_rss_mib']} MiB")
-        out["warm"] = warm_pulls(server, image.repository, image.tag, image.digest, args.wrk_seconds)
-        say(f"    warm by tag {out['warm']['by_tag']['rps']:.0f} req/s, by digest {out['warm']['by_digest']['rps']:.0f}")
-        if large:
-            sample = {"repository": "apps/service0", "client": "10.0.0.7", "actor": f"{org_name(0)}+ci",
-                      "middle_cursor": args.pulls // 2}
-            out["admin"] = admin_api(server, token, org_name(0), sample)
-            say("    admin API measured")
-        out["many_clients"] = many_clients(server, image.repository, image.tag, args.many_clients, args.wrk_seconds)
-        say(f"    {args.many_clients} clients: {out['many_clients']['errors']} errors, "
-            f"p99 {out['many_clients']['p99_ms']:.1f} ms, peak RSS {out['many_clients']['peak_rss_mib']} MiB")
-        out["load_at_end"] = os.getloadavg()
-        return out
+def started(directory: Path, upstream_url: str, database_url: str | None, token: str, stack: ExitStack) -> tuple:
+    """`entrepot serve` on a store (and, on PostgreSQL, its projections process, as deployed); seconds to ready."""
+    server = entrepot_server(directory, upstream_url, database_url)
+    server.server["admin_token"] = token
+    server.startup_timeout = 900
+    server.write_config()
+    stack.callback(server.stop)
+    ready_s = start_until_ready(server)
+    if database_url:
+        stack.enter_context(projection_runner(server))
+    return server, ready_s
 
 
 def run_backend(backend: str, args, shape: Shape, upstream_url: str, image, stack: ExitStack) -> dict:
     token = "scale-" + secrets.token_hex(8)
     tag = f"{shape.orgs}o-{shape.images}i-{shape.pulls}p"
     directory = Path(args.data) / f"{backend}-{tag}"
-    database_url = None
+    database_url = empty_url = None
     if backend == "postgres":
         database_url = persistent_database(args.postgres_url, f"entrepot_scale_{tag.replace('-', '_')}")
-    built = build(directory, upstream_url, database_url, shape, token)
-    say(f"{backend}: measuring the large store")
-    large = measure(directory, upstream_url, database_url, token, image, args, large=True)
-    say(f"{backend}: measuring an empty store")
-    empty_db = None
-    if backend == "postgres":
         empty_db = FreshDatabase(args.postgres_url).create()
         stack.callback(empty_db.drop)
+        empty_url = empty_db.url
+    built = build(directory, upstream_url, database_url, shape, token)
     empty_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-scale-empty-")))
-    empty = measure(empty_dir, upstream_url, empty_db.url if empty_db else None, token, image, args, large=False)
-    ratios = {key: round(large["warm"][key]["rps"] / empty["warm"][key]["rps"], 2) for key in ("by_tag", "by_digest")}
-    return {"backend": backend, "build": built, "large": large, "empty": empty, "warm_ratio": ratios}
+    stores = {"large": (directory, database_url), "empty": (empty_dir, empty_url)}
+    out: dict = {name: {} for name in stores}
+    servers = {}
+    with ExitStack() as running:
+        for name, (where, url) in stores.items():   # one after the other: each start is timed alone
+            servers[name], ready_s = started(where, upstream_url, url, token, running)
+            out[name]["serve_to_ready_s"] = ready_s
+            out[name]["load_at_start"] = os.getloadavg()
+            out[name]["idle_rss_mib"] = settle_idle_rss(servers[name].process.pid)
+            out[name]["sizes"] = postgres_sizes(url) if url else sqlite_sizes(servers[name].data_dir)
+            say(f"{backend} {name}: ready in {ready_s} s, idle RSS {out[name]['idle_rss_mib']} MiB")
+        warm = warm_pulls(servers, image.repository, image.tag, image.manifest_digest, args.wrk_seconds, args.rounds)
+        for name in stores:
+            out[name]["warm"] = warm[name]
+            say(f"{backend} {name}: warm by tag {warm[name]['by_tag']['rps']:.0f} req/s, "
+                f"by digest {warm[name]['by_digest']['rps']:.0f} (medians of {args.rounds})")
+        sample = {"repository": "apps/service0", "client": "10.0.0.7", "actor": f"{org_name(0)}+ci",
+                  "middle_cursor": args.pulls // 2}
+        out["large"]["admin"] = admin_api(servers["large"], token, org_name(0), sample)
+        say(f"{backend}: admin API measured")
+        for name, server in servers.items():
+            out[name]["many_clients"] = many_clients(server, image.repository, image.tag, args.many_clients,
+                                                     args.wrk_seconds)
+            say(f"{backend} {name}: {args.many_clients} clients: {out[name]['many_clients']['errors']} errors, "
+                f"p99 {out[name]['many_clients']['p99_ms']:.1f} ms, peak RSS {out[name]['many_clients']['peak_rss_mib']} MiB")
+            out[name]["load_at_end"] = os.getloadavg()
+    ratios = {key: round(out["large"]["warm"][key]["rps"] / out["empty"]["warm"][key]["rps"], 2)
+              for key in ("by_tag", "by_digest")}
+    return {"backend": backend, "build": built, **out, "warm_ratio": ratios}
 
 
 def main() -> None:
@@ -151,6 +152,7 @@ def main() -> None:
     parser.add_argument("--data", default="/var/tmp/entrepot-scale", help="where built histories are kept")
     parser.add_argument("--wrk-seconds", type=float, default=10)
     parser.add_argument("--many-clients", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3, help="warm wrk runs per store, taking turns")
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--build-only", action="store_true", help="build (or finish building) the histories only")
     parser.add_argument("--label", default="", help="results file name: <date>-scale[-label].json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -15,16 +16,16 @@ from bench.targets import ORG
 from tests.support.server import EntrepotServer
 
 EVENT_TABLES = {"registry_events", "pulls_events", "registry_snapshots", "credentials_events", "access_events"}
-EVENT_FILES = {"registry.db", "pulls.db", "credentials.db", "access.db"}
 
 
 def sqlite_sizes(data_dir: Path) -> dict:
-    """Bytes on disk per SQLite file (with its WAL): event stores apart from views."""
-    files: dict[str, int] = {}
-    for path in sorted(data_dir.glob("*.db")):
-        files[path.name] = sum(p.stat().st_size for p in data_dir.glob(path.name + "*"))
-    return {"files": files, "event_store_bytes": sum(n for f, n in files.items() if f in EVENT_FILES),
-            "views_bytes": sum(n for f, n in files.items() if f not in EVENT_FILES)}
+    """Bytes on disk per SQLite file (with its WAL): the event stores in the data directory, views under views/."""
+    def sizes(directory: Path) -> dict[str, int]:
+        return {path.name: sum(p.stat().st_size for p in directory.glob(path.name + "*"))
+                for path in sorted(directory.glob("*.db"))}
+    stores, views = sizes(data_dir), sizes(data_dir / "views")
+    return {"files": {**stores, **{f"views/{name}": n for name, n in views.items()}},
+            "event_store_bytes": sum(stores.values()), "views_bytes": sum(views.values())}
 
 
 def postgres_sizes(url: str, schema: str = "entrepot") -> dict:
@@ -63,14 +64,26 @@ def settle_idle_rss(pid: int, seconds: float = 5.0) -> float:
     return rss_mib(pid)
 
 
-def warm_pulls(server: EntrepotServer, repository: str, tag: str, digest: str, seconds: float,
-               connections: int = 32) -> dict:
-    """wrk by tag and by digest on a warm image (pulled once first, so both are hits)."""
-    base = f"{server.url}/v2/{ORG}/{repository}/manifests/"
+def warm_pulls(servers: dict[str, EntrepotServer], repository: str, tag: str, digest: str, seconds: float,
+               rounds: int, connections: int = 32) -> dict:
+    """wrk by tag and by digest on a warm image (pulled once first, so both are hits), the servers taking
+    turns round after round (a loaded machine drifts: alternating shares the drift); medians per server."""
     accept = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
-    for reference in (tag, digest):
-        httpx.get(base + reference, headers=accept, timeout=30).raise_for_status()
-    return {"by_tag": wrk(base + tag, seconds, connections), "by_digest": wrk(base + digest, seconds, connections)}
+    samples: dict = {name: {"by_tag": [], "by_digest": []} for name in servers}
+    for server in servers.values():
+        for reference in (tag, digest):
+            httpx.get(f"{server.url}/v2/{ORG}/{repository}/manifests/{reference}", headers=accept,
+                      timeout=30).raise_for_status()
+    for number in range(rounds):
+        order = list(servers.items())
+        for name, server in order[number % 2:] + order[:number % 2]:
+            base = f"{server.url}/v2/{ORG}/{repository}/manifests/"
+            for key, reference in (("by_tag", tag), ("by_digest", digest)):
+                samples[name][key].append({**wrk(base + reference, seconds, connections), "load": os.getloadavg()[0]})
+    return {name: {key: {"rps": statistics.median(s["rps"] for s in runs),
+                         "p50_ms": statistics.median(s["p50_ms"] for s in runs),
+                         "p99_ms": statistics.median(s["p99_ms"] for s in runs), "runs": runs}
+                   for key, runs in kinds.items()} for name, kinds in samples.items()}
 
 
 def many_clients(server: EntrepotServer, repository: str, tag: str, clients: int, seconds: float) -> dict:
@@ -130,6 +143,8 @@ def admin_api(server: EntrepotServer, token: str, org: str, sample: dict) -> dic
             if cursor:
                 out[f"org {kind}, page 51"] = timed_get(http, path, {"limit": 100, "cursor": cursor})
         out["org list"] = timed_get(http, "/api/v1/organizations")
+        out["metrics scrape (/metrics)"] = timed_get(http, "/metrics", repeat=10)   # read-model totals: ttl 5 s
+        out["readiness (/readyz)"] = timed_get(http, "/readyz")
         audit = "/api/v1/audit"
         out["audit, first page"] = timed_get(http, audit, {"limit": 100})
         filters = {"org": org, "repository": sample["repository"], "result": "stale", "client": sample["client"],
