@@ -72,6 +72,9 @@ def build(directory: Path, upstream_url: str, database_url: str | None, shape: S
     if progress.state.get("views"):
         return progress.state["build"]
     env = event_store_env(load_settings(str(server.config_path)))
+    # The server's 5 s bound on a transaction left idle is for requests; this writer on a loaded machine
+    # can be descheduled that long mid-batch (it was, at load 12), and then loses the batch for nothing.
+    env["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"] = "120"
     say(f"writing the history into {directory} ({shape})")
     figures = write_history(env, shape, progress, say)
     views = {}
@@ -113,6 +116,8 @@ def run_backend(backend: str, args, shape: Shape, upstream_url: str, image, stac
     empty_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-scale-empty-")))
     stores = {"large": (directory, database_url), "empty": (empty_dir, empty_url)}
     out: dict = {name: {} for name in stores}
+    with ExitStack() as first:   # untimed: a first start after an upgrade may add indexes to the views
+        started(directory, upstream_url, database_url, token, first)
     servers = {}
     with ExitStack() as running:
         for name, (where, url) in stores.items():   # one after the other: each start is timed alone

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from eventsourcing.persistence import InterfaceError, InternalError, OperationalError
+
 from application.cache_records import CacheRecords
 from application.pulls import Pulls
 from domain.cache import CachedBlob, CachedManifest, TagResolution
@@ -163,6 +165,19 @@ class Progress:
         return self.state[key]
 
 
+def record_batch(pull_log: Pulls, batch: Callable[[], Iterator[Pull]], say: Callable[[str], None]) -> None:
+    """One transaction of pulls, written again if the server ended it: on a machine loaded enough to
+    deschedule this writer for 5 s, the server's idle-in-transaction bound rolls the batch back."""
+    for attempt in range(5):
+        try:
+            pull_log.record(*batch())   # the same pulls again: a batch is a function of its first number
+            return
+        except (InternalError, OperationalError, InterfaceError) as error:
+            say(f"  batch rolled back ({error}); writing it again")
+            time.sleep(1 + attempt)
+    pull_log.record(*batch())
+
+
 def write_history(env: dict, shape: Shape, progress: Progress, say: Callable[[str], None],
                   image_batch: int = 200, pull_batch: int = 1000) -> dict:
     """Write (or finish writing) the history; returns seconds and events/s of each part written now."""
@@ -196,7 +211,7 @@ def write_history(env: dict, shape: Shape, progress: Progress, say: Callable[[st
             started = time.perf_counter()
             for start in range(first, shape.pulls, pull_batch):
                 stop = min(start + pull_batch, shape.pulls)
-                pull_log.record(*pulls(shape, start, stop, popularity, end))
+                record_batch(pull_log, lambda: pulls(shape, start, stop, popularity, end), say)
                 if stop % 100_000 < pull_batch or stop == shape.pulls:
                     progress.save(pulls=stop)
                     rate = (stop - first) / (time.perf_counter() - started)
