@@ -46,7 +46,30 @@ def markdown(document: dict) -> str:
             lines.append(f"| rebuild view {name} | {figures['events']:,} | {figures['seconds']} | "
                          f"{figures['events_per_s']:,} |")
         lines += [f"", f"Load average after the build: {_load(build.get('load', [0, 0, 0]))}.", ""]
+        lines += _sizes(large["sizes"], shape)
     return "\n".join(lines) + "\n"
+
+
+PER_PULL = ("pulls", "audit", "counters", "analytics")   # files and tables fed by pull events
+
+
+def _sizes(sizes: dict, shape: dict) -> list[str]:
+    """Each file or table of the large store, per pull (pull-fed) or per image (the rest)."""
+    parts = sizes.get("files") or sizes.get("tables") or {}
+    lines = ["| on disk (large store) | bytes | per pull | per image |", "|---|---|---|---|"]
+    per_pull = per_image = 0
+    for name, size in sorted(parts.items(), key=lambda item: -item[1]):
+        if size < 1 << 20:
+            continue
+        if any(word in name for word in PER_PULL):
+            per_pull += size
+            lines.append(f"| {name} | {_mib(size)} | {size / shape['pulls']:,.0f} B | |")
+        else:
+            per_image += size
+            lines.append(f"| {name} | {_mib(size)} | | {size / shape['images']:,.0f} B |")
+    lines.append(f"| **total** | {_mib(per_pull + per_image)} | **{per_pull / shape['pulls']:,.0f} B** | "
+                 f"**{per_image / shape['images']:,.0f} B** |")
+    return lines + [""]
 
 
 def _load(values) -> str:
