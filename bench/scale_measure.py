@@ -43,15 +43,15 @@ def rss_mib(pid: int) -> float:
     return round(sum(_status_kib(p, "VmRSS") for p in _tree(pid)) / 1024, 1)
 
 
-def start_until_ready(server: EntrepotServer, timeout: float = 600) -> float:
-    """Seconds from launching `entrepot serve` to /readyz answering 200 "ready"."""
+def start_until_ready(server: EntrepotServer, timeout: float = 600, accept: tuple[str, ...] = ("ready",)) -> float:
+    """Seconds from launching `entrepot serve` to /readyz answering 200 "ready" (or another `accept`ed status)."""
     started = time.perf_counter()
     server.start()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             answer = httpx.get(f"{server.url}/readyz", timeout=5)
-            if answer.status_code == 200 and answer.json().get("status") == "ready":
+            if answer.status_code == 200 and answer.json().get("status") in accept:
                 return round(time.perf_counter() - started, 2)
         except httpx.HTTPError:
             pass

@@ -13,7 +13,10 @@ def markdown(document: dict) -> str:
              f"{shape['clients']} clients", "",
              f"Machine `{document['machine']}`, {document['cores']} cores, Python {document['python']}; load average "
              f"{_load(document['load_before'])} before, {_load(document['load_after'])} after."
-             + (" Scaled down: fewer than 10M pulls." if document["scaled_down"] else ""), ""]
+             + (" Scaled down: fewer than 10M pulls." if document["scaled_down"] else "")
+             + (" **Measured as built**: the build was stopped before every view was rebuilt (see the build table;"
+                " a view left behind catches up while the servers run, and /readyz may say degraded)."
+                if document.get("as_built") else ""), ""]
     for result in document["results"]:
         large, empty, build = result["large"], result["empty"], result["build"]
         lines += [f"## {result['backend']}", "", "| figure | large store | empty store | ratio |", "|---|---|---|---|"]
