@@ -104,6 +104,8 @@ class SqliteAuditView(SqliteView, AuditView):
         # `?org=` sorted all of the org's rows (seconds at millions). IF NOT EXISTS: an existing view
         # gets it when next opened, without a rebuild.
         "CREATE INDEX IF NOT EXISTS audit_org_id ON audit (org, id)",
+        # ?repository= without an org: the same walk (177 ms a page at 1M pulls without it).
+        "CREATE INDEX IF NOT EXISTS audit_repository_id ON audit (repository, id)",
         "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
     )
 
@@ -124,7 +126,7 @@ class PostgresAuditView(PostgresView, AuditView):
     projection = "audit"
     tables = ("audit",)
     schema_version = 3   # 2: status, error_code and note; 3: actor
-    indexes = ("audit_org", "audit_org_id", "audit_at")
+    indexes = ("audit_org", "audit_org_id", "audit_repository_id", "audit_at")
     schema = (
         "CREATE TABLE IF NOT EXISTS {audit} (id bigint PRIMARY KEY, org text NOT NULL, repository text NOT NULL, "
         "reference text NOT NULL, digest text NOT NULL, result text NOT NULL, client text NOT NULL, actor text NOT NULL, "
@@ -132,6 +134,7 @@ class PostgresAuditView(PostgresView, AuditView):
         "note text NOT NULL)",
         "CREATE INDEX IF NOT EXISTS {audit_org} ON {audit} (org, repository, id)",
         "CREATE INDEX IF NOT EXISTS {audit_org_id} ON {audit} (org, id)",   # see SqliteAuditView
+        "CREATE INDEX IF NOT EXISTS {audit_repository_id} ON {audit} (repository, id)",
         "CREATE INDEX IF NOT EXISTS {audit_at} ON {audit} (at)",
     )
 
