@@ -22,6 +22,8 @@ import json
 import os
 import platform
 import secrets
+import signal
+import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -169,6 +171,8 @@ def main() -> None:
                              "degraded accepted)")
     parser.add_argument("--label", default="", help="results file name: <date>-scale[-label].json")
     args = parser.parse_args()
+    # A stopped run (kill, a supervisor) still stops the registry and servers it started, via the ExitStack.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     global AS_BUILT
     AS_BUILT = args.as_built
     shape = Shape(orgs=args.orgs, images=args.images, pulls=args.pulls, clients=args.clients)
