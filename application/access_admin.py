@@ -20,7 +20,7 @@ from domain.access import InvalidAccount, Role
 class CachedRepositories(Protocol):
     """The tags view, as far as "every repository cached in this org right now" needs it."""
 
-    def org_tags(self, org: str) -> list[Any]: ...
+    def org_repositories(self, org: str) -> list[str]: ...
 
 
 class AccessAdmin:
@@ -119,7 +119,7 @@ class AccessAdmin:
         patterns = list(repositories)
         if not all_cached:
             return patterns, ""
-        cached = sorted({row.repository for row in self._tags.org_tags(org)})
+        cached = self._tags.org_repositories(org)
         return list(dict.fromkeys(patterns + cached)), f"expanded from the {len(cached)} repositories cached now"
 
 

@@ -7,23 +7,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from application.errors import EntrepotError, OrgUnknown
+from application.errors import EntrepotError, InvalidRequest, OrgUnknown
 from application.orgs import OrgConfig, OrgDirectory
 from application.cache_records import CacheRecords
 from application.routing import OrgRowLike
 from domain.org import InvalidOrgSettings, OrgSettings, validate_org_name
 from domain.org_settings import MAX_PASSWORD
+from application.paging import decode_cursor, encode_cursor, page_limit
 
 log = logging.getLogger(__name__)
 SETTLE_TIMEOUT = 2.0   # how long a write waits for the orgs view, so that list and routing see it
-
-
-class InvalidRequest(EntrepotError):
-    """The request names a field whose value cannot be used; `fields` maps each to what is wrong."""
-
-    def __init__(self, message: str, fields: dict[str, str]) -> None:
-        super().__init__(message)
-        self.fields = fields
 
 
 class OrgExists(EntrepotError):
@@ -65,13 +58,23 @@ class OrgsReadModel(Protocol):
 
 
 class TagsReadModel(Protocol):
-    def org_tags(self, org: str) -> list[Any]:
-        """Rows with repository, tag, digest, media_type and checked_at, by repository and tag."""
+    def org_tag_page(self, org: str, after: tuple[str, str] | None, limit: int,
+                     repository: str | None = None) -> list[Any]:
+        """Rows with repository, tag, digest, media_type and checked_at after `after`, by repository and tag."""
+
+    def org_tag_totals(self, org: str) -> tuple[int, int]:
+        """(tags, repositories)."""
 
 
 class BlobsReadModel(Protocol):
     def list_blobs(self, org: str, generation: int | None = None) -> list[Any]:
         """Rows with digest and size (of one generation of the org, if given)."""
+
+    def blob_page(self, org: str, after: str | None, limit: int, generation: int | None = None) -> list[Any]:
+        """Rows with digest, repository, size, cached_at, last_pulled and pull_count after `after`, by digest."""
+
+    def org_blob_totals(self, org: str, generation: int | None = None) -> tuple[int, int]:
+        """(blobs, bytes) of the org (of one generation of it, if given)."""
 
 
 class CountersReadModel(Protocol):
@@ -114,7 +117,8 @@ class OrgSummary(OrgSettings, frozen=True, kw_only=True):
 
 
 @dataclass(frozen=True)
-class CachedTag:
+class CachedTagRow:
+    repository: str
     tag: str
     digest: str
     media_type: str
@@ -122,17 +126,31 @@ class CachedTag:
 
 
 @dataclass(frozen=True)
-class CachedRepository:
-    name: str
-    tags: list[CachedTag]
+class CachedBlobRow:
+    digest: str
+    repository: str
+    size: int
+    cached_at: float
+    last_pulled: float | None
+    pull_count: int
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list
+    next_cursor: str | None   # None: this was the last page
 
 
 @dataclass(frozen=True)
 class OrgDetails:
+    """An org's settings and a summary of what it caches, the same size however much it caches: the tags
+    and blobs themselves are paged (OrgAdmin.tags, OrgAdmin.blobs)."""
+
     organization: OrgSummary
-    repositories: list[CachedRepository]
     bytes_stored: int
     blob_count: int
+    tag_count: int
+    repository_count: int
     pulls: dict[str, int] = field(default_factory=dict)   # result -> count
     upstream_rate_limit: Any | None = None                # the last reading, None until one was seen
     pinned_bytes: int = 0                                 # usage of pinned images alone
@@ -174,19 +192,32 @@ class OrgAdmin:
 
     def show(self, name: str) -> OrgDetails:
         config = self._config(name)
-        repositories: dict[str, list[CachedTag]] = {}
-        for row in self._views.tags.org_tags(name):
-            repositories.setdefault(row.repository, []).append(
-                CachedTag(row.tag, row.digest, row.media_type, row.checked_at))
+        tags, repositories = self._views.tags.org_tag_totals(name)
         # Of this org only: a deleted org of the same name had its own (see CacheOrg.Recreated).
-        blobs = self._views.blobs.list_blobs(name, config.generation)
+        blobs, blob_bytes = self._views.blobs.org_blob_totals(name, config.generation)
         reading = self.rate_limits.latest(name) if self.rate_limits is not None else None
-        usage = self.retention_usage(name) if self.retention_usage is not None else {
-            "bytes_stored": sum(blob.size or 0 for blob in blobs)}
-        return OrgDetails(summary(config), [CachedRepository(repo, tags) for repo, tags in repositories.items()],
-                          blob_count=len(blobs),
-                          pulls=self._views.counters.counts(name, config.generation).get(name, {}),
-                          upstream_rate_limit=reading, **usage)
+        usage = self.retention_usage(name) if self.retention_usage is not None else {"bytes_stored": blob_bytes}
+        return OrgDetails(summary(config), blob_count=blobs, tag_count=tags, repository_count=repositories,
+                          pulls=self._views.counters.counts(name, config.generation).get(name, {}), upstream_rate_limit=reading, **usage)
+
+    def tags(self, name: str, cursor: str | None = None, limit: int = 100, repository: str | None = None) -> Page:
+        """The org's cached tags by repository and tag, a page at a time."""
+        self._config(name)
+        after = decode_cursor(cursor, 2)
+        rows = self._views.tags.org_tag_page(name, after, page_limit(limit) + 1, repository)
+        items = [CachedTagRow(r.repository, r.tag, r.digest, r.media_type, r.checked_at) for r in rows[:limit]]
+        more = len(rows) > limit   # one row more than asked says whether a page follows, in the same query
+        return Page(items, encode_cursor(items[-1].repository, items[-1].tag) if more else None)
+
+    def blobs(self, name: str, cursor: str | None = None, limit: int = 100) -> Page:
+        """The org's cached blobs by digest, a page at a time."""
+        config = self._config(name)
+        after = decode_cursor(cursor, 1)
+        rows = self._views.blobs.blob_page(name, after[0] if after else None, page_limit(limit) + 1,
+                                           config.generation)
+        items = [CachedBlobRow(r.digest, r.repository, r.size, r.cached_at, r.last_pulled, r.pull_count)
+                 for r in rows[:limit]]
+        return Page(items, encode_cursor(items[-1].digest) if len(rows) > limit else None)
 
     def create(self, name: str, settings: dict, actor: str = "admin") -> OrgSummary:
         password = settings.get("password") or ""

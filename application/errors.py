@@ -14,6 +14,14 @@ class EntrepotError(Exception):
         self.detail = detail or None
 
 
+class InvalidRequest(EntrepotError):
+    """The request names a field whose value cannot be used; `fields` maps each to what is wrong."""
+
+    def __init__(self, message: str, fields: dict[str, str]) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
 class OrgUnknown(EntrepotError):
     """No cache organization of that name."""
 

@@ -101,22 +101,28 @@ def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> lis
     count, seconds = fill(view, args, end)
     print(f"{backend}: {count} events into the analytics view in {seconds:.1f} s ({count / seconds:,.0f}/s)",
           flush=True)
-    analytics = Analytics(view, lambda: [f"org{o}" for o in range(args.orgs)], lambda: end)
+    rows = query_latencies(view, backend, [f"org{o}" for o in range(args.orgs)], end, args.queries)
+    rows.append({"backend": backend, "events": count, "fill_seconds": round(seconds, 1)})
+    return rows
+
+
+def query_latencies(view, backend: str, orgs: list[str], end: float, queries: int) -> list[dict]:
+    """p50/p99 of each analytics query over the last 30 days of `end`, on the first org (bench.scale reuses it)."""
+    analytics = Analytics(view, lambda: orgs, lambda: end)
     rng = random.Random(1)
     since = lambda: end - 30 * DAY - rng.randrange(3600)   # noqa: E731 - a fresh odd start per query
-    queries = {
-        "summary one org, 30 days": lambda: analytics.summary("org0", since(), end),
+    calls = {
+        "summary one org, 30 days": lambda: analytics.summary(orgs[0], since(), end),
         "summary every org, 30 days": lambda: analytics.summary(None, since(), end),
-        "series hourly, 30 days": lambda: analytics.series("org0", "hit_ratio", "hour", since(), end),
-        "top 10, 30 days": lambda: analytics.top("org0", "pulls", since(), end, 10),
+        "series hourly, 30 days": lambda: analytics.series(orgs[0], "hit_ratio", "hour", since(), end),
+        "top 10, 30 days": lambda: analytics.top(orgs[0], "pulls", since(), end, 10),
     }
     rows = []
-    for name, call in queries.items():
-        row = {"backend": backend, "query": name, **timed(call, args.queries)}
+    for name, call in calls.items():
+        row = {"backend": backend, "query": name, **timed(call, queries)}
         print(f"  {name:28} p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  {row['verdict']} "
               f"(< {TARGET_MS:g} ms)", flush=True)
         rows.append(row)
-    rows.append({"backend": backend, "events": count, "fill_seconds": round(seconds, 1)})
     return rows
 
 

@@ -53,6 +53,20 @@ class AdminClient:
     def delete_org(self, name: str, flush: bool = False) -> None:
         self._call("DELETE", f"/organizations/{name}" + ("?flush=true" if flush else ""))
 
+    def cached(self, org: str, kind: str, limit: int | None = None, **params) -> Iterator[dict]:
+        """The org's cached `kind` ("tags" or "blobs"; at most `limit`), following next_cursor."""
+        query = {key: value for key, value in params.items() if value is not None}
+        left = limit
+        while left is None or left > 0:
+            query["limit"] = PAGE if left is None else min(PAGE, left)
+            page = self._call("GET", f"/organizations/{org}/{kind}", params=query)
+            yield from page["items"]
+            if left is not None:
+                left -= len(page["items"])
+            if page["next_cursor"] is None:
+                return
+            query["cursor"] = page["next_cursor"]
+
     def prewarm(self, org: str, references: list[str]) -> list[dict]:
         return self._call("POST", f"/organizations/{org}/prewarm", json={"references": references})["results"]
 

@@ -15,7 +15,7 @@ from domain.org_settings import OrgSettings
 
 from interfaces.admin_client import PAGE, AdminApiError, AdminClient
 from interfaces.cli_audit_chain import add_audit_chain_commands
-from interfaces.cli_output import AuditWriter, print_org, print_orgs
+from interfaces.cli_output import AuditWriter, print_cached_blobs, print_cached_tags, print_org, print_orgs
 
 DEFAULT_URL = "http://127.0.0.1:5000"
 PREWARM_TIMEOUT = 3600.0
@@ -84,9 +84,22 @@ def org_list(args: argparse.Namespace) -> int:
 
 
 def org_show(args: argparse.Namespace) -> int:
+    """The summary; with --tags or --blobs, those too, following the API's pages up to --limit."""
+    limit = args.limit or None   # 0: no limit
     with _client(args) as client:
         details = client.show_org(args.name)
-    _print(args, details, lambda: print_org(details))
+        if args.tags or args.repository:
+            details["tags"] = list(client.cached(args.name, "tags", limit, repository=args.repository))
+        if args.blobs:
+            details["blobs"] = list(client.cached(args.name, "blobs", limit))
+
+    def show() -> None:
+        print_org(details)
+        for kind, printer in (("tags", print_cached_tags), ("blobs", print_cached_blobs)):
+            if kind in details:
+                print()
+                printer(details[kind])
+    _print(args, details, show)
     return 0
 
 
@@ -179,15 +192,20 @@ def add_admin_commands(commands) -> None:
     org = commands.add_parser("org", help="manage the cache organizations of a running server")
     sub = org.add_subparsers(dest="action", required=True)
     _common(sub.add_parser("list", help="every organization")).set_defaults(func=_reporting_api_errors(org_list))
-    for action, func, text in (("show", org_show, "settings, cached repositories and tags, bytes stored"),
-                               ("delete", org_delete, "delete an organization")):
-        p = _common(sub.add_parser(action, help=text))
-        p.add_argument("name")
-        if action == "delete":
-            p.add_argument("--flush", action="store_true",
-                           help="flush everything it caches (pinned images too) with it; without it an org that "
-                                "still caches images is not deleted")
-        p.set_defaults(func=_reporting_api_errors(func))
+    show = _common(sub.add_parser("show", help="settings and what the org caches: tags, blobs, bytes stored"))
+    show.add_argument("name")
+    show.add_argument("--tags", action="store_true", help="list the cached tags too (by repository and tag)")
+    show.add_argument("--repository", help="list the cached tags of this repository (implies --tags)")
+    show.add_argument("--blobs", action="store_true", help="list the cached blobs too (by digest)")
+    show.add_argument("--limit", type=int, default=1000, metavar="N",
+                      help="at most N tags and N blobs (default 1000); 0: all of them")
+    show.set_defaults(func=_reporting_api_errors(org_show))
+    delete = _common(sub.add_parser("delete", help="delete an organization"))
+    delete.add_argument("name")
+    delete.add_argument("--flush", action="store_true",
+                        help="flush everything it caches (pinned images too) with it; without it an org that "
+                             "still caches images is not deleted")
+    delete.set_defaults(func=_reporting_api_errors(org_delete))
     create = _org_settings(_common(sub.add_parser("create", help="register a new organization")))
     create.add_argument("name")
     create.set_defaults(func=_reporting_api_errors(org_create))

@@ -64,16 +64,24 @@ def print_org(details: dict) -> None:
     lines += [(key.replace("_", " "), setting_text(key, org.get(key))) for key in SETTINGS if key != "username"]
     lines.append(("upstream user", _upstream_user(org)))
     lines.append(("bytes stored", f"{human_bytes(details['bytes_stored'])} in {details['blob_count']} blobs"))
+    lines.append(("cached tags", f"{details['tag_count']} in {details['repository_count']} repositories"))
     pulls = details.get("pulls") or {}
     lines.append(("pulls", ", ".join(f"{n} {result}" for result, n in sorted(pulls.items())) or "none"))
     lines.append(("upstream rate limit", _rate_limit(details.get("upstream_rate_limit"))))
     width = max(len(label) for label, _ in lines) + 2   # a label never runs into its value
     for label, value in lines:
         print(f"{label:<{width}}{value}")
-    rows = [[repository["name"], tag["tag"], tag["digest"][:19]] for repository in details["repositories"]
-            for tag in repository["tags"]]
-    print()
+
+
+def print_cached_tags(tags: list[dict]) -> None:
+    rows = [[tag["repository"], tag["tag"], tag["digest"][:19]] for tag in tags]
     print(table(rows, ["REPOSITORY", "TAG", "DIGEST"]) if rows else "no cached tags")
+
+
+def print_cached_blobs(blobs: list[dict]) -> None:
+    rows = [[blob["digest"][:19], blob["repository"], human_bytes(blob["size"] or 0), str(blob["pull_count"])]
+            for blob in blobs]
+    print(table(rows, ["DIGEST", "REPOSITORY", "SIZE", "PULLS"]) if rows else "no cached blobs")
 
 
 def _rate_limit(reading: dict | None) -> str:

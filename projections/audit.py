@@ -112,6 +112,12 @@ class SqliteAuditView(SqliteView, AuditView):
         "user_agent TEXT NOT NULL, at REAL NOT NULL, status INTEGER NOT NULL, error_code TEXT NOT NULL, "
         "note TEXT NOT NULL, generation INTEGER NOT NULL)",
         "CREATE INDEX IF NOT EXISTS audit_org ON audit (org, repository, id)",
+        # An org's pages walk this in id order; with (org, repository, id) alone, every page of
+        # `?org=` sorted all of the org's rows (seconds at millions). IF NOT EXISTS: an existing view
+        # gets it when next opened, without a rebuild.
+        "CREATE INDEX IF NOT EXISTS audit_org_id ON audit (org, id)",
+        # ?repository= without an org: the same walk (177 ms a page at 1M pulls without it).
+        "CREATE INDEX IF NOT EXISTS audit_repository_id ON audit (repository, id)",
         "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
         # The pulls of one digest (`history digest`). An index needs no replay, so no new schema_version:
         # CREATE INDEX IF NOT EXISTS runs at every open and builds it once on an older file.
@@ -140,13 +146,15 @@ class PostgresAuditView(PostgresView, AuditView):
     projection = "audit"
     tables = ("audit",)
     schema_version = 4   # 2: status, error_code and note; 3: actor; 4: generation
-    indexes = ("audit_org", "audit_at", "audit_digest")
+    indexes = ("audit_org", "audit_org_id", "audit_repository_id", "audit_at", "audit_digest")
     schema = (
         "CREATE TABLE IF NOT EXISTS {audit} (id bigint PRIMARY KEY, org text NOT NULL, repository text NOT NULL, "
         "reference text NOT NULL, digest text NOT NULL, result text NOT NULL, client text NOT NULL, actor text NOT NULL, "
         "user_agent text NOT NULL, at double precision NOT NULL, status integer NOT NULL, error_code text NOT NULL, "
         "note text NOT NULL, generation integer NOT NULL)",
         "CREATE INDEX IF NOT EXISTS {audit_org} ON {audit} (org, repository, id)",
+        "CREATE INDEX IF NOT EXISTS {audit_org_id} ON {audit} (org, id)",   # see SqliteAuditView
+        "CREATE INDEX IF NOT EXISTS {audit_repository_id} ON {audit} (repository, id)",
         "CREATE INDEX IF NOT EXISTS {audit_at} ON {audit} (at)",
         "CREATE INDEX IF NOT EXISTS {audit_digest} ON {audit} (digest, id)",   # as on SQLite: no replay needed
     )

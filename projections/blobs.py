@@ -118,6 +118,15 @@ class BlobsView(View):
         pulled before all)."""
 
     @abstractmethod
+    def blob_page(self, org: str, after: str | None, limit: int, generation: int | None = None) -> list[BlobRow]:
+        """At most `limit` cached blobs of an org (of one generation of it, if given) with a digest after
+        `after`, by digest: a keyset page."""
+
+    @abstractmethod
+    def org_blob_totals(self, org: str, generation: int | None = None) -> tuple[int, int]:
+        """(cached blobs, their bytes) of one org (of one generation of it, if given), counted in the database."""
+
+    @abstractmethod
     def org_totals(self) -> dict[str, tuple[int, int]]:
         """{org: (cached blob count, their bytes)} of each org's latest generation: one grouped query, for
         the metrics scrape."""
@@ -209,6 +218,19 @@ class SqliteBlobsView(SqliteView, BlobsView):
                            (org,) if generation is None else (org, generation))
         return [BlobRow(*row) for row in rows]
 
+    def blob_page(self, org: str, after: str | None, limit: int, generation: int | None = None) -> list[BlobRow]:
+        of_generation = "AND generation = ? " if generation is not None else ""
+        rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM blobs WHERE org = ? AND digest > ? {of_generation}"
+                           "AND cached_at IS NOT NULL ORDER BY digest LIMIT ?",
+                           (org, after or "", *(() if generation is None else (generation,)), limit))
+        return [BlobRow(*row) for row in rows]
+
+    def org_blob_totals(self, org: str, generation: int | None = None) -> tuple[int, int]:
+        of_generation = "AND generation = ? " if generation is not None else ""
+        rows = self._query(f"SELECT count(*), coalesce(sum(size), 0) FROM blobs WHERE org = ? {of_generation}"
+                           "AND cached_at IS NOT NULL", (org,) if generation is None else (org, generation))
+        return rows[0][0], rows[0][1]
+
     def org_totals(self) -> dict[str, tuple[int, int]]:
         rows = self._query("SELECT org, count(*), coalesce(sum(size), 0) FROM blobs AS b WHERE cached_at IS NOT NULL "
                            f"AND {_LATEST_GENERATION} GROUP BY org")
@@ -281,6 +303,21 @@ class PostgresBlobsView(PostgresView, BlobsView):
                            'ORDER BY coalesce(last_pulled, 0), digest COLLATE "C"',
                            (org,) if generation is None else (org, generation))
         return [BlobRow(*row) for row in rows]
+
+    def blob_page(self, org: str, after: str | None, limit: int, generation: int | None = None) -> list[BlobRow]:
+        # The primary key's collation (see PostgresTagsView.org_tag_page); digests are ASCII.
+        of_generation = "AND generation = %s " if generation is not None else ""
+        rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM {{blobs}} WHERE org = %s AND digest > %s {of_generation}"
+                           "AND cached_at IS NOT NULL ORDER BY digest LIMIT %s",
+                           (org, after or "", *(() if generation is None else (generation,)), limit))
+        return [BlobRow(*row) for row in rows]
+
+    def org_blob_totals(self, org: str, generation: int | None = None) -> tuple[int, int]:
+        of_generation = "AND generation = %s " if generation is not None else ""
+        rows = self._query("SELECT count(*) AS blobs, coalesce(sum(size), 0)::bigint AS bytes FROM {blobs} "
+                           f"WHERE org = %s {of_generation}AND cached_at IS NOT NULL",
+                           (org,) if generation is None else (org, generation))
+        return rows[0][0], rows[0][1]
 
     def org_totals(self) -> dict[str, tuple[int, int]]:
         rows = self._query("SELECT org, count(*), coalesce(sum(size), 0)::bigint FROM {blobs} AS b "

@@ -57,8 +57,18 @@ class TagsView(View):
     def list_tags(self, org: str, repository: str) -> list[str]: ...
 
     @abstractmethod
-    def org_tags(self, org: str) -> list[OrgTagRow]:
-        """Every cached tag of an org, by repository and tag (the admin API's org view)."""
+    def org_tag_page(self, org: str, after: tuple[str, str] | None, limit: int,
+                     repository: str | None = None) -> list[OrgTagRow]:
+        """At most `limit` cached tags of an org (of one repository if given) after (repository, tag), in
+        that order: a keyset page along the primary key, as cheap deep in the view as at its start."""
+
+    @abstractmethod
+    def org_tag_totals(self, org: str) -> tuple[int, int]:
+        """(cached tags, repositories with one) of an org: an index-only count, no rows loaded."""
+
+    @abstractmethod
+    def org_repositories(self, org: str) -> list[str]:
+        """The repositories an org holds a tag of, sorted (a robot's `all_cached` expands to them)."""
 
     @abstractmethod
     def tag_counts(self) -> dict[str, int]:
@@ -97,10 +107,20 @@ class SqliteTagsView(SqliteView, TagsView):
         rows = self._query("SELECT tag FROM tags WHERE org = ? AND repository = ? ORDER BY tag", (org, repository))
         return [row[0] for row in rows]
 
-    def org_tags(self, org: str) -> list[OrgTagRow]:
-        rows = self._query("SELECT repository, tag, digest, media_type, checked_at FROM tags WHERE org = ? "
-                           "ORDER BY repository, tag", (org,))
+    def org_tag_page(self, org: str, after: tuple[str, str] | None, limit: int,
+                     repository: str | None = None) -> list[OrgTagRow]:
+        where, args = _page_filter("?", org, after, repository)
+        rows = self._query(f"SELECT repository, tag, digest, media_type, checked_at FROM tags WHERE {where} "
+                           "ORDER BY repository, tag LIMIT ?", (*args, limit))
         return [OrgTagRow(*row) for row in rows]
+
+    def org_tag_totals(self, org: str) -> tuple[int, int]:
+        rows = self._query("SELECT count(*), count(DISTINCT repository) FROM tags WHERE org = ?", (org,))
+        return rows[0][0], rows[0][1]
+
+    def org_repositories(self, org: str) -> list[str]:
+        return [row[0] for row in self._query("SELECT DISTINCT repository FROM tags WHERE org = ? "
+                                              "ORDER BY repository", (org,))]
 
     def tag_counts(self) -> dict[str, int]:
         return {org: n for org, n in self._query("SELECT org, count(*) FROM tags GROUP BY org")}
@@ -140,10 +160,36 @@ class PostgresTagsView(PostgresView, TagsView):
                            (org, repository))
         return [row[0] for row in rows]
 
-    def org_tags(self, org: str) -> list[OrgTagRow]:
-        rows = self._query("SELECT repository, tag, digest, media_type, checked_at FROM {tags} WHERE org = %s "
-                           'ORDER BY repository COLLATE "C", tag COLLATE "C"', (org,))
+    def org_tag_page(self, org: str, after: tuple[str, str] | None, limit: int,
+                     repository: str | None = None) -> list[OrgTagRow]:
+        # The database's own collation, the primary key's: ORDER BY ... COLLATE "C" could not walk the
+        # index and would sort every tag of the org for each page. Names are ASCII (the OCI grammar),
+        # which C.UTF-8 and the usual locales order alike.
+        where, args = _page_filter("%s", org, after, repository)
+        rows = self._query(f"SELECT repository, tag, digest, media_type, checked_at FROM {{tags}} WHERE {where} "
+                           "ORDER BY repository, tag LIMIT %s", (*args, limit))
         return [OrgTagRow(*row) for row in rows]
+
+    def org_tag_totals(self, org: str) -> tuple[int, int]:
+        rows = self._query("SELECT count(*) AS tags, count(DISTINCT repository) AS repositories FROM {tags} "
+                           "WHERE org = %s", (org,))
+        return rows[0][0], rows[0][1]
+
+    def org_repositories(self, org: str) -> list[str]:
+        return [row[0] for row in self._query("SELECT DISTINCT repository FROM {tags} WHERE org = %s "
+                                              "ORDER BY repository", (org,))]
 
     def tag_counts(self) -> dict[str, int]:
         return {org: n for org, n in self._query("SELECT org, count(*) FROM {tags} GROUP BY org")}
+
+
+def _page_filter(mark: str, org: str, after: tuple[str, str] | None, repository: str | None) -> tuple[str, tuple]:
+    """The WHERE of a keyset page: (repository, tag) after the cursor's, within the org (and repository)."""
+    where, args = [f"org = {mark}"], [org]
+    if repository is not None:
+        where.append(f"repository = {mark}")
+        args.append(repository)
+    if after is not None:
+        where.append(f"(repository, tag) > ({mark}, {mark})")
+        args += after
+    return " AND ".join(where), tuple(args)

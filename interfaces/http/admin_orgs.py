@@ -9,18 +9,30 @@ import msgspec
 from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
+from litestar.params import FromQuery as Query
 
 from application.access_admin import AccessAdmin
-from application.admin import OrgAdmin, OrgDetails, OrgSummary
+from application.admin import CachedBlobRow, CachedTagRow, OrgAdmin, OrgDetails, OrgSummary
 from application.prewarm import Prewarm, Prewarmed
 from domain.access import Principal
 from interfaces.http.admin_bodies import (OrgChangesBody, OrgCreateBody, OrgSettingsBody, PrewarmBody, fields_of,
                                           read_body)
+from interfaces.http.admin_audit import checked_text
 from interfaces.http.auth import global_admin_guard, org_admin_guard
 
 
 class OrgList(msgspec.Struct):
     organizations: list[OrgSummary]
+
+
+class TagPage(msgspec.Struct):
+    items: list[CachedTagRow]
+    next_cursor: str | None
+
+
+class BlobPage(msgspec.Struct):
+    items: list[CachedBlobRow]
+    next_cursor: str | None
 
 
 class PrewarmAnswer(msgspec.Struct):
@@ -53,8 +65,25 @@ class OrganizationsController(Controller):
 
     @get("/{name:str}", sync_to_thread=True, guards=[org_admin_guard])
     def show_organization(self, admin: NamedDependency[OrgAdmin], name: FromPath[str]) -> OrgDetails:
-        """Settings, cached repositories and tags, bytes stored, pulls by result, last upstream rate limit."""
+        """Settings and a summary of the cache (tags, repositories, blobs, bytes stored, pulls by result, last
+        upstream rate limit) that stays the same size however much the org caches: see /tags and /blobs."""
         return admin.show(name)
+
+    @get("/{name:str}/tags", sync_to_thread=True, guards=[org_admin_guard])
+    def list_cached_tags(self, admin: NamedDependency[OrgAdmin], name: FromPath[str],
+                         repository: Query[str | None] = None, cursor: Query[str | None] = None,
+                         limit: Query[int] = 100) -> TagPage:
+        """The org's cached tags by repository and tag (of one `repository` if given), `limit` (1-1000) per
+        page; `next_cursor` asks for the next page, null on the last."""
+        page = admin.tags(name, checked_text("cursor", cursor), limit, checked_text("repository", repository))
+        return TagPage(page.items, page.next_cursor)
+
+    @get("/{name:str}/blobs", sync_to_thread=True, guards=[org_admin_guard])
+    def list_cached_blobs(self, admin: NamedDependency[OrgAdmin], name: FromPath[str],
+                          cursor: Query[str | None] = None, limit: Query[int] = 100) -> BlobPage:
+        """The org's cached blobs by digest (size, when cached, last pulled, pulls), `limit` (1-1000) per page."""
+        page = admin.blobs(name, checked_text("cursor", cursor), limit)
+        return BlobPage(page.items, page.next_cursor)
 
     @put("/{name:str}", guards=[org_admin_guard])
     async def replace_organization(self, admin: NamedDependency[OrgAdmin], access_admin: NamedDependency[AccessAdmin],

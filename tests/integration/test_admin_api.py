@@ -137,9 +137,11 @@ def test_an_organization_created_through_the_api_is_listed_shown_and_pulled_from
 
     shown = wait_for(lambda: (body := api.get("/api/v1/organizations/mirror").json())["blob_count"] and body)
     assert shown["organization"]["name"] == "mirror"
-    assert shown["repositories"] == [{"name": "library/alpine", "tags": [
-        {"tag": "3.19", "digest": ALPINE.manifest_digest, "media_type": ALPINE.media_type,
-         "checked_at": shown["repositories"][0]["tags"][0]["checked_at"]}]}]
+    assert (shown["tag_count"], shown["repository_count"]) == (1, 1)
+    tags = api.get("/api/v1/organizations/mirror/tags").json()
+    assert tags == {"items": [{"repository": "library/alpine", "tag": "3.19", "digest": ALPINE.manifest_digest,
+                               "media_type": ALPINE.media_type, "checked_at": tags["items"][0]["checked_at"]}],
+                    "next_cursor": None}
     # bytes_stored is what the quota counts (issue 10): the distinct manifest, config and layers the
     # org's cached images reference, at their declared sizes; blob_count counts the blobs fetched so far.
     referenced = len(ALPINE.manifest_bytes) + sum(len(data) for data in ALPINE.blobs.values())
@@ -299,7 +301,8 @@ def test_a_new_organization_never_inherits_what_a_deleted_one_of_that_name_cache
                                                         "staleness_seconds": 7})
     assert recreated.status_code == 201 and recreated.json()["staleness_seconds"] == 7
     shown = api.get("/api/v1/organizations/empty").json()
-    assert (shown["repositories"], shown["pulls"], shown["blob_count"]) == ([], {}, 0)
+    assert (shown["tag_count"], shown["pulls"], shown["blob_count"]) == (0, {}, 0)
+    assert api.get("/api/v1/organizations/empty/tags").json() == {"items": [], "next_cursor": None}
 
 
 def test_unknown_admin_paths_get_a_json_error_and_v2_errors_stay_oci(api):

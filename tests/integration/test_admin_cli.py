@@ -77,9 +77,12 @@ def test_org_commands_create_list_show_update_and_delete_an_organization(server,
     settings = {line[:24].strip(): line[24:] for line in shown.splitlines()[:14]}
     assert settings["namespace"] == "library" and settings["default"] == "yes"
     assert settings["staleness seconds"] == "60s" and "s3cret" not in shown
-    assert "alpine" in shown and ALPINE.manifest_digest[:19] in shown
-    details = json.loads(ok(entrepot(server, "org", "show", "mirror", "--json")))
-    assert details["repositories"][0]["tags"][0]["digest"] == ALPINE.manifest_digest
+    assert "1 in 1 repositories" in shown and ALPINE.manifest_digest[:19] not in shown   # a summary only
+    listed = ok(entrepot(server, "org", "show", "mirror", "--tags"))
+    assert "alpine" in listed and ALPINE.manifest_digest[:19] in listed
+    details = json.loads(ok(entrepot(server, "org", "show", "mirror", "--tags", "--blobs", "--json")))
+    assert details["tags"][0]["digest"] == ALPINE.manifest_digest and details["tag_count"] == 1
+    assert {blob["digest"] for blob in details["blobs"]} <= set(ALPINE.blobs)
 
     refused = entrepot(server, "org", "delete", "mirror")   # it caches an image: deleted only with it
     assert refused.returncode == 1 and "`entrepot org delete mirror --flush`" in refused.stderr

@@ -153,15 +153,34 @@ def test_audit_query_filters_by_client_address_and_user_agent_substring(view):
     assert audit.query(user_agent="%") == [] and audit.query(client="10.0.0") == []
 
 
-def test_org_tags_lists_every_cached_tag_of_one_org_by_repository(view):
+def test_org_tag_pages_walk_every_cached_tag_of_one_org_by_repository_and_tag(view):
     tags = view("tags")
     resolutions = [TagResolution(org=org, repository=repo, tag=tag, digest=M1, media_type=IMAGE, checked_at=1.0)
                    for org, repo, tag in ((ORG, "library/b", "2"), (ORG, "library/a", "1"), (ORG, "library/b", "1"),
-                                          ("other", "library/a", "1"))]
+                                          ("other", "library/a", "1"), (ORG, "library/a-b", "1"))]
     tags.process(tracked("Registry", events(*resolutions)))
-    assert [(r.repository, r.tag, r.digest, r.media_type) for r in tags.org_tags(ORG)] == [
-        ("library/a", "1", M1, IMAGE), ("library/b", "1", M1, IMAGE), ("library/b", "2", M1, IMAGE)]
-    assert tags.org_tags("nobody") == []
+    first = tags.org_tag_page(ORG, None, 2)
+    assert [(r.repository, r.tag, r.digest, r.media_type) for r in first] == [
+        ("library/a", "1", M1, IMAGE), ("library/a-b", "1", M1, IMAGE)]
+    rest = tags.org_tag_page(ORG, (first[-1].repository, first[-1].tag), 10)
+    assert [(r.repository, r.tag) for r in rest] == [("library/b", "1"), ("library/b", "2")]
+    assert tags.org_tag_page(ORG, ("library/b", "2"), 10) == [] and tags.org_tag_page("nobody", None, 10) == []
+    assert [r.tag for r in tags.org_tag_page(ORG, ("library/b", "1"), 10, repository="library/b")] == ["2"]
+    assert tags.org_tag_totals(ORG) == (4, 3) and tags.org_tag_totals("nobody") == (0, 0)
+    assert tags.org_repositories(ORG) == ["library/a", "library/a-b", "library/b"]
+
+
+def test_blob_pages_walk_the_cached_blobs_of_one_org_by_digest_and_skip_ones_only_pulled(view):
+    blobs = view("blobs")
+    digests = [f"sha256:{n:064x}" for n in range(5)]
+    cached = [CachedBlob(org=ORG, repository=REPO, digest=d, size=10 * (n + 1), cached_at=1.0)
+              for n, d in enumerate(digests)]
+    cached.append(CachedBlob(org="other", repository=REPO, digest=digests[0], size=99, cached_at=1.0))
+    blobs.process(tracked("Registry", events(*cached)))
+    first = blobs.blob_page(ORG, None, 3)
+    assert [(b.digest, b.size) for b in first] == [(digests[0], 10), (digests[1], 20), (digests[2], 30)]
+    assert [b.digest for b in blobs.blob_page(ORG, first[-1].digest, 3)] == digests[3:]
+    assert blobs.org_blob_totals(ORG) == (5, 150) and blobs.org_blob_totals("nobody") == (0, 0)
 
 
 def test_orgs_register_reconfigure_delete(view):

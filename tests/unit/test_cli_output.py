@@ -16,8 +16,8 @@ def org(**changes) -> dict:
 
 
 def details(**changes) -> dict:
-    return {"organization": org(**changes), "bytes_stored": 0, "blob_count": 0, "pulls": {}, "repositories": [],
-            "upstream_rate_limit": None}
+    return {"organization": org(**changes), "bytes_stored": 0, "blob_count": 0, "pulls": {}, "tag_count": 0,
+            "repository_count": 0, "upstream_rate_limit": None}
 
 
 def test_version_flag_prints_the_installed_version(capsys):
