@@ -289,7 +289,8 @@ def test_a_new_organization_never_inherits_what_a_deleted_one_of_that_name_cache
     again = api.post("/api/v1/organizations", json={"name": "old", "upstream": api.upstream.url})
     assert again.status_code == 201, again.text
     shown = api.get("/api/v1/organizations/old").json()
-    assert (shown["repositories"], shown["pulls"], shown["blob_count"], shown["bytes_stored"]) == ([], {}, 0, 0)
+    assert (shown["tag_count"], shown["pulls"], shown["blob_count"], shown["bytes_stored"]) == (0, {}, 0, 0)
+    assert api.get("/api/v1/organizations/old/blobs").json()["items"] == []
     flushes = api.get("/api/v1/audit/evictions", params={"org": "old", "kind": "flush"}).json()
     assert [(f["actor"], f["dry_run"]) for f in flushes["items"]] == [("admin", False)]
     response = api.get("/v2/old/library/alpine/manifests/3.19", headers=ACCEPT)

@@ -60,7 +60,10 @@ def until(read, expected, timeout: float = 10.0):
 def shown(api) -> tuple:
     """What `org show` says of team's cache: repositories, blobs, pulls by result, bytes stored."""
     body = api.get("/api/v1/organizations/team").json()
-    return ([r["name"] for r in body["repositories"]], body["blob_count"], body["pulls"], body["bytes_stored"])
+    tags = api.get("/api/v1/organizations/team/tags", params={"limit": 1000}).json()["items"]
+    repositories = sorted({row["repository"] for row in tags})
+    assert body["repository_count"] == len(repositories) and body["tag_count"] == len(tags)
+    return (repositories, body["blob_count"], body["pulls"], body["bytes_stored"])
 
 
 def team_audit(api) -> list[tuple]:
