@@ -374,7 +374,9 @@ def separate_runners(settings: Settings) -> LockedRunners:
     if not is_postgres(env):
         raise SettingsError("`projections run` needs [database] url (PostgreSQL); the embedded mode runs "
                             "the projections inside `entrepot serve`")
-    return LockedRunners(env)
+    # The archive: a copy rebuilt for a schema change replays the archived pulls first. Its Access app
+    # lives as long as the runners, i.e. the process.
+    return LockedRunners(env, archive=SegmentArchive(Access(env=env), build_segment_store(settings)))
 
 
 def rebuild_projections(settings: Settings, names: tuple[str, ...]) -> dict[str, dict[str, int]]:

@@ -334,3 +334,27 @@ def test_replay_until_an_instant_before_archiving_is_unchanged_by_archiving(audi
     assert len(first["audit"]) == OLD + RECENT and len(first["chain_links"]) > OLD + RECENT
     archived_and_settled(audit)
     assert replayed(tmp_path / "after.db") == first
+
+
+def test_a_postgres_copy_with_an_older_schema_is_rebuilt_blue_green_with_the_archived_pulls(audit, env):
+    if env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
+        pytest.skip("blue/green schema upgrades are PostgreSQL's (SQLite's is the runner test above)")
+    from contextlib import closing
+
+    from infra.projection_runtime import locks
+    from infra.projection_runtime.locked import LockedRunners
+    from projections import versions
+
+    before = archived_and_settled(audit)
+    schema = locks.schema_of(env)
+    with closing(locks.connect(env)) as conn, conn.transaction():
+        live = versions.live_versions(conn.cursor(), schema)["counters"]
+        versions.record_schema(conn.cursor(), schema, "counters", live, 0)   # as if made by an older release
+    runners = LockedRunners(env, names=("counters",), archive=audit.archive).start()
+    try:
+        runners.wait_caught_up(timeout=30)
+        with closing(locks.connect(env)) as conn:
+            assert versions.live_versions(conn.cursor(), schema)["counters"] == live + 1   # it was rebuilt
+        assert audit.views["counters"].dump() == before["counters"]
+    finally:
+        runners.stop()
