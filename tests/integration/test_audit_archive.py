@@ -358,3 +358,23 @@ def test_a_postgres_copy_with_an_older_schema_is_rebuilt_blue_green_with_the_arc
         assert audit.views["counters"].dump() == before["counters"]
     finally:
         runners.stop()
+
+
+def test_a_rebuild_between_a_segments_record_and_its_removal_counts_each_pull_once(audit, env):
+    from infra.projection_runtime import rebuild_many
+
+    class Stop(Exception):
+        pass
+
+    def stop_at(step: str) -> None:
+        if step == "recorded":
+            raise Stop(step)   # a crash after ArchiveSegment.Written, before the rows are deleted
+
+    audit.runners.wait_caught_up(timeout=30)
+    audit.runners.stop()
+    before = {name: audit.views[name].dump() for name in AGGREGATES}
+    with pytest.raises(Stop):
+        audit.archiver(batch=15, step=stop_at).run()
+    assert audit.archive.last() == 15 and len(stored_pull_ids(audit)) == OLD + RECENT   # in both places
+    rebuild_many(AGGREGATES, env, page_size=7, archive=audit.archive)
+    assert {name: audit.views[name].dump() for name in AGGREGATES} == before
