@@ -3,6 +3,7 @@ audit queries and `entrepot audit archive show`."""
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 
@@ -21,6 +22,7 @@ class SegmentArchive(ArchivedChain):
     def __init__(self, access: Application, store: SegmentStore) -> None:
         self._access, self._store = access, store
         self._cache: OrderedDict[str, list[SegmentRecord]] = OrderedDict()
+        self._cache_lock = threading.Lock()   # projection workers replaying the archive share this object
 
     def segments(self) -> list[SegmentInfo]:
         return read_segments(self._access)
@@ -32,10 +34,11 @@ class SegmentArchive(ArchivedChain):
 
     def read(self, segment: SegmentInfo) -> list[SegmentRecord]:
         """A segment's records; raises InvalidSegment when its bytes are not those recorded, SegmentMissing."""
-        cached = self._cache.get(segment.name)
-        if cached is not None:
-            self._cache.move_to_end(segment.name)
-            return cached
+        with self._cache_lock:
+            cached = self._cache.get(segment.name)
+            if cached is not None:
+                self._cache.move_to_end(segment.name)
+                return cached
         data = self._store.get(segment.name)
         if segment_hash(data) != segment.sha256:
             raise InvalidSegment(f"segment {segment.name}: its bytes are not those recorded when it was written")
@@ -43,9 +46,10 @@ class SegmentArchive(ArchivedChain):
         if (header.first, header.last, header.count, header.previous) != (segment.first, segment.last, segment.count,
                                                                           segment.previous):
             raise InvalidSegment(f"segment {segment.name}: its header is not what was recorded")
-        self._cache[segment.name] = records
-        if len(self._cache) > CACHED_SEGMENTS:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[segment.name] = records
+            if len(self._cache) > CACHED_SEGMENTS:
+                self._cache.popitem(last=False)
         return records
 
     def records_after(self, after: int, since: float | None = None,

@@ -11,6 +11,11 @@ round on the same store, is what any archive must at least do: read the same pul
 store and decode them (no hashing, no writing). Reported per backend: medians over the rounds of
 events/s, MB/s of stored event state and of compressed segments, and the ratio archive/baseline.
 PostgreSQL runs in a fresh database created and dropped here; SQLite in a temporary directory.
+
+With `--rebuild`, each round also rebuilds the views that keep archived pulls (counters, analytics,
+retention, blobs) twice: before archiving, from the event store (the peer), and after, from the
+archive's segments then the store (infra/projection_runtime/archived_pages.py); it checks both give the
+same rows and reports the ratio of their times.
 """
 
 from __future__ import annotations
@@ -28,11 +33,12 @@ from pathlib import Path
 from bench.postgres import FreshDatabase, reachable
 from domain.audit_chain import PULL_TOPIC
 from domain.pull import Pull
-from infra.projection_runtime import projection_runners
+from infra.projection_runtime import projection_runners, rebuild_many
 from infra.settings import AuditSettings, DatabaseSettings, Settings
 from interfaces.bootstrap import OfflineAudit
 
 RESULTS = ("hit", "hit", "hit", "miss", "revalidated", "stale")
+KEEPING = ("counters", "analytics", "retention", "blobs")   # the views following Pulls that keep archived pulls
 
 
 def settings_for(backend: str, data_dir: str, postgres_url: str | None) -> Settings:
@@ -67,6 +73,14 @@ def baseline(audit: OfflineAudit) -> tuple[float, int]:
         position = page[-1].id
 
 
+def timed_rebuild(audit: OfflineAudit, archive) -> tuple[float, dict]:
+    """Seconds to rebuild the views that keep archived pulls (in place, or blue/green), and their rows."""
+    started = time.perf_counter()
+    rebuild_many(KEEPING, audit.env, archive=archive)
+    seconds = time.perf_counter() - started
+    return seconds, {name: audit.views[name].dump() for name in KEEPING}
+
+
 def one_round(backend: str, args: argparse.Namespace) -> dict:
     with ExitStack() as stack:
         data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-bench-archive-"))
@@ -84,11 +98,18 @@ def one_round(backend: str, args: argparse.Namespace) -> dict:
         finally:
             runners.stop()
         base_seconds, state_bytes = baseline(audit)
+        rebuilt = timed_rebuild(audit, None) if args.rebuild else None
         started = time.perf_counter()
         report = audit.archiver(batch=args.batch).run()
         seconds = time.perf_counter() - started
         assert report.events == args.pulls, report
-        return {"backend": backend, "events": report.events, "segments": report.segments,
+        extra = {}
+        if rebuilt is not None:
+            after = timed_rebuild(audit, audit.archive)
+            assert after[1] == rebuilt[1], "a rebuild from the archive differs from one from the store"
+            extra = {"rebuild_store_seconds": round(rebuilt[0], 3), "rebuild_archive_seconds": round(after[0], 3),
+                     "rebuild_archive_to_store": round(after[0] / rebuilt[0], 3)}
+        return {**extra, "backend": backend, "events": report.events, "segments": report.segments,
                 "segment_bytes": report.bytes, "state_bytes": state_bytes, "seconds": round(seconds, 3),
                 "events_per_s": round(report.events / seconds), "state_mb_per_s": round(state_bytes / seconds / 1e6, 2),
                 "segment_mb_per_s": round(report.bytes / seconds / 1e6, 2),
@@ -104,6 +125,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", choices=("both", "sqlite", "postgres"), default="both")
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--rebuild", action="store_true", help="also time a rebuild from the store and from the archive")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
@@ -120,9 +142,15 @@ def main() -> None:
                   f"{row['segment_mb_per_s']} MB/s of segments ({row['segment_bytes'] / row['state_bytes']:.2f} "
                   f"of the state); baseline read {row['baseline_events_per_s']} events/s "
                   f"(archive/baseline {row['ratio_to_baseline']}); load {row['load'][0]:.2f}", flush=True)
+            if args.rebuild:
+                print(f"{backend:8} rebuild of {', '.join(KEEPING)}: {row['rebuild_store_seconds']:.2f} s from the "
+                      f"store, {row['rebuild_archive_seconds']:.2f} s from the archive then the store "
+                      f"(ratio {row['rebuild_archive_to_store']})", flush=True)
         mine = [r for r in rows if r["backend"] == backend]
         summary.append({"backend": backend, **{key: statistics.median(r[key] for r in mine) for key in (
-            "events_per_s", "state_mb_per_s", "segment_mb_per_s", "baseline_events_per_s", "ratio_to_baseline")}})
+            "events_per_s", "state_mb_per_s", "segment_mb_per_s", "baseline_events_per_s", "ratio_to_baseline",
+            *(("rebuild_store_seconds", "rebuild_archive_seconds", "rebuild_archive_to_store") if args.rebuild
+              else ()))}})
         print(f"{backend:8} median: {summary[-1]}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncio
@@ -146,7 +148,11 @@ class Container:
                 backoff_seconds=limits.backoff_seconds), ops=self.ops_log), settings.pull_through)
         self.view = open_tags_and_manifests(self.env)
         referrers_view = open_view("referrers", self.env)
-        self.runners = projection_runners(self.env, in_process=settings.database.run_projections)
+        # Retention with archive: old pulls move to segments in blob storage; audit queries, and views
+        # replayed from the start (a schema change), read them from there.
+        self.archive = SegmentArchive(self.access, build_segment_store(settings))
+        self.runners = projection_runners(self.env, in_process=settings.database.run_projections,
+                                          archive=self.archive)
         self.traffic = TrafficRecorder(self.pulls, self.metrics, self.clock,
                                        interval=settings.analytics.traffic_interval_seconds)
         self.group_commit = GroupCommit(self.pulls, metrics=self.metrics, max_backlog=settings.database.pull_backlog)
@@ -193,8 +199,6 @@ class Container:
             self.clock, settled=self._views_settled, forget=self.cache.forget)
         self.admin.retention_usage = self.retention.usage
         self.admin.content = self.retention   # what `org delete --flush` flushes
-        # Retention with archive: old pulls move to segments in blob storage; audit queries read both.
-        self.archive = SegmentArchive(self.access, build_segment_store(settings))
         audit_rows = ArchivedAudit(views["audit"], self.archive, self.pulls.mapper)   # archived pulls, then the view
         self.audit_log = AuditLog(audit_rows)
         self.archiver = build_archiver(settings, self.env, self.pulls, self.access, views["chain"], views["audit"],
@@ -370,24 +374,40 @@ def separate_runners(settings: Settings) -> LockedRunners:
     if not is_postgres(env):
         raise SettingsError("`projections run` needs [database] url (PostgreSQL); the embedded mode runs "
                             "the projections inside `entrepot serve`")
-    return LockedRunners(env)
+    # The archive: a copy rebuilt for a schema change replays the archived pulls first. Its Access app
+    # lives as long as the runners, i.e. the process.
+    return LockedRunners(env, archive=SegmentArchive(Access(env=env), build_segment_store(settings)))
 
 
 def rebuild_projections(settings: Settings, names: tuple[str, ...]) -> dict[str, dict[str, int]]:
-    """Rebuild the views in one pass over each log (each page read and decoded once for all of them)."""
+    """Rebuild the views in one pass over each log (each page read and decoded once for all of them),
+    the archived pulls first (views following Pulls keep counting them)."""
     inspected_data_dir(settings)
     env = event_store_env(settings)
-    if is_postgres(env):
-        return rebuild_many(names, env)   # blue/green: the server keeps serving the old copies
-    with data_dir.held_alone(settings.data_dir):   # in place: no server may read or write the views meanwhile
-        return rebuild_many(names, env)
+    with opened_archive(settings, env) as archive:
+        if is_postgres(env):
+            return rebuild_many(names, env, archive=archive)   # blue/green: the server keeps serving the old copies
+        with data_dir.held_alone(settings.data_dir):   # in place: no server may read or write the views meanwhile
+            return rebuild_many(names, env, archive=archive)
 
 
 def replay_to_file(settings: Settings, until: float, out: Path, force: bool = False) -> ReplayReport:
-    """`entrepot replay`: the views as of `until` into a new SQLite file; reads the event store only, so a
-    running server is no obstacle."""
+    """`entrepot replay`: the views as of `until` into a new SQLite file; reads the event store and the
+    archive only, so a running server is no obstacle."""
     inspected_data_dir(settings)
-    return replay_until(event_store_env(settings), until, out, force)
+    env = event_store_env(settings)
+    with opened_archive(settings, env) as archive:
+        return replay_until(env, until, out, force, archive=archive)
+
+
+@contextmanager
+def opened_archive(settings: Settings, env: dict) -> Iterator[SegmentArchive]:
+    """The archive of old pulls for a command that replays the log: its segments as the Access log records them."""
+    access = Access(env=env)
+    try:
+        yield SegmentArchive(access, build_segment_store(settings))
+    finally:
+        access.close()
 
 
 def inspected_data_dir(settings: Settings) -> None:

@@ -30,6 +30,9 @@ class View(TrackingRecorder, ABC):
     handles: ClassVar[tuple[type, ...]] = ()        # the event classes the view uses; others only move tracking
     follows: ClassVar[tuple[str, ...]] = ()         # the applications whose notification logs feed it
     stored: ClassVar[bool] = False                  # True: it takes stored notifications (their bytes), not events
+    # Whether a replay feeds it the archived pulls (infra/projection_runtime/archived_pages.py): aggregates
+    # must keep counting them; a view whose archived rows are served from the segments does not.
+    takes_archived: ClassVar[bool] = True
 
     @abstractmethod
     def process(self, batch: Batch) -> None:

@@ -47,6 +47,10 @@ class ChainView(View):
     # Pulls chain resumes after the archived events (`chain_seeds`) instead of starting over without them.
     follows = ("Access", "Pulls")
     stored: ClassVar[bool] = True    # the worker hands over stored notifications, not domain events
+    # A rebuild seeds the Pulls chain from the archive records (ArchiveSegment.Written): the archived events
+    # are not hashed again (their links are in the segments). A point-in-time replay feeds them anyway, as
+    # the chain stood before they were archived; process_page skips those its seed already covers.
+    takes_archived: ClassVar[bool] = False
 
     @classmethod
     def handled_topics(cls) -> list[str]:
@@ -67,7 +71,8 @@ class ChainView(View):
             head = seed   # the events before it were archived (and their rows removed): the chain goes on from there
         link, count, rows = bytes.fromhex(head.link), head.count, []
         for stored, tracking in batch:
-            self.process_event(rows, stored, tracking)
+            if tracking.notification_id > head.position:   # at or before a seed: archived and linked already
+                self.process_event(rows, stored, tracking)
         out = []
         for stored, position in rows:
             link, count = link_of(link, application, stored), count + 1

@@ -6,6 +6,7 @@ import logging
 from contextlib import ExitStack, closing
 
 from infra.projection_runtime import locks
+from infra.projection_runtime.archived_pages import ArchivedRecords
 from infra.projection_runtime.opening import APPLICATIONS, open_view
 from infra.projection_runtime.replay import replay_shared
 from projections import versions
@@ -21,19 +22,22 @@ class RebuildInProgress(RuntimeError):
     """Another process is rebuilding the same projection."""
 
 
-def rebuild_blue_green(name: str, env: dict, page_size: int) -> dict[str, int]:
+def rebuild_blue_green(name: str, env: dict, page_size: int,
+                       archive: ArchivedRecords | None = None) -> dict[str, int]:
     """Replay every app the projection follows into version live+1, then make it live in one transaction.
 
     Readers and the runner keep using the live copy meanwhile. The runner holding the projection's
     lock follows the switch (it is NOTIFYed) and drops the old copy; without a runner, we drop it.
     """
-    return rebuild_blue_green_many((name,), env, page_size)[name]
+    return rebuild_blue_green_many((name,), env, page_size, archive=archive)[name]
 
 
 def rebuild_blue_green_many(names: tuple[str, ...], env: dict, page_size: int,
-                            seconds: dict[str, float] | None = None) -> dict[str, dict[str, int]]:
+                            seconds: dict[str, float] | None = None,
+                            archive: ArchivedRecords | None = None) -> dict[str, dict[str, int]]:
     """As rebuild_blue_green, for several views in one pass over each application's log (read and
-    decoded once for all of them); each view still switches in its own transaction."""
+    decoded once for all of them); each view still switches in its own transaction. `archive`: the
+    archived pulls are replayed first (the catch-up passes start past them and read none again)."""
     schema = locks.schema_of(env)
     with ExitStack() as stack:
         session = stack.enter_context(closing(locks.connect(env)))
@@ -57,7 +61,7 @@ def rebuild_blue_green_many(names: tuple[str, ...], env: dict, page_size: int,
                 spent_of = [0.0] * len(followers)
                 counts = replay_shared([views[name] for name in followers], app, page_size,
                                        [views[name].max_tracking_id(app_name) or 0 for name in followers],
-                                       seconds=spent_of)
+                                       seconds=spent_of, archive=archive)
                 for name, count, took in zip(followers, counts, spent_of):
                     replayed[name][app_name] += count
                     spent[names.index(name)] += took

@@ -21,6 +21,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from infra.projection_runtime import locks
+from infra.projection_runtime.archived_pages import ArchivedRecords
 from infra.projection_runtime.bluegreen import rebuild_blue_green
 from infra.projection_runtime.opening import APPLICATIONS
 from infra.projection_runtime.progress import ProjectionCrashed, ProjectionStatus, wait_for
@@ -41,8 +42,9 @@ class LockedRunners:
     """
 
     def __init__(self, env: dict[str, str], names: Iterable[str] = PROJECTION_NAMES, interval: float = 1.0,
-                 restart_delay: float = 5.0) -> None:
+                 restart_delay: float = 5.0, archive: ArchivedRecords | None = None) -> None:
         self._env = dict(env)
+        self._archive = archive   # replayed first by a schema upgrade's rebuild and by a new copy's workers
         self._runner_env = _runner_env(self._env)
         self._names = tuple(names)
         for name in self._names:
@@ -169,10 +171,10 @@ class LockedRunners:
             return
         log.warning("projection %s: live version %d has schema %d, older than %d; rebuilding it",
                     name, live, found, wanted)
-        rebuild_blue_green(name, self._env, PAGE_SIZE)
+        rebuild_blue_green(name, self._env, PAGE_SIZE, archive=self._archive)
 
     def _start_group(self, name: str, version: int | None) -> RunnerGroup:
-        group = RunnerGroup(name, version, self._env, self._runner_env)
+        group = RunnerGroup(name, version, self._env, self._runner_env, archive=self._archive)
         with self._lock:
             self._groups[name] = group
         return group

@@ -6,6 +6,10 @@ directory next to the output; their tables are then copied into the one output f
 renamed into place only when complete. The live views, their files and tables are never opened.
 Robots, org admins and the admin log, which no view holds (the Access application is read from
 its log), are folded from the Access events up to the same instant.
+
+Pulls archived by retention are replayed too, before the store's (archived_pages.py), into every view,
+the audit and chain views included: the file is the only copy an auditor queries (no segments beside it),
+and the chain links archived events only past what its seed covers (projections/chain.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from eventsourcing.application import Application
 
 from application.access import Access
 from domain.robot import AdminAction, Robot
+from infra.projection_runtime.archived_pages import ArchivedRecords
 from infra.projection_runtime.opening import APPLICATIONS, application_classes, backend, open_view
 from infra.projection_runtime.replay import replay
 from infra.projection_runtime.workers import PAGE_SIZE
@@ -58,8 +63,11 @@ class ReplayReport:
     events: dict[str, dict[str, int]] = field(default_factory=dict)   # projection -> application -> events used
 
 
-def replay_until(env: dict, until: float, out: Path, force: bool = False, page_size: int = PAGE_SIZE) -> ReplayReport:
-    """Write the views as of `until` (epoch seconds; each event's recorded timestamp) into the SQLite file `out`."""
+def replay_until(env: dict, until: float, out: Path, force: bool = False, page_size: int = PAGE_SIZE,
+                 archive: ArchivedRecords | None = None) -> ReplayReport:
+    """Write the views as of `until` (epoch seconds; each event's recorded timestamp) into the SQLite file `out`.
+
+    `archive`: where the pulls archived by retention are read (without it, the file lacks them)."""
     out = Path(out).absolute()
     if out.exists() and (not force or out.is_dir()):
         raise ReplayTargetExists(f"{out} exists; pass --force to replace it" if not out.is_dir()
@@ -71,7 +79,7 @@ def replay_until(env: dict, until: float, out: Path, force: bool = False, page_s
         apps = {name: cls(env=env) for name, cls in APPLICATIONS.items()}
         try:
             for name in PROJECTION_NAMES:
-                report.events[name] = _replay_view(name, env, apps, scratch, until, page_size)
+                report.events[name] = _replay_view(name, env, apps, scratch, until, page_size, archive)
         finally:
             for app in apps.values():
                 app.close()
@@ -90,14 +98,16 @@ def replay_until(env: dict, until: float, out: Path, force: bool = False, page_s
 
 
 def _replay_view(name: str, env: dict, apps: dict[str, Application], scratch: Path, until: float,
-                 page_size: int) -> dict[str, int]:
+                 page_size: int, archive: ArchivedRecords | None) -> dict[str, int]:
     """One view, replayed into a SQLite file of its own (each view's file has its own tracking table)."""
     prefix = name.upper()
     view = open_view(name, {**env, f"{prefix}_PERSISTENCE_MODULE": SQLITE,
                             f"{prefix}_SQLITE_DBNAME": str(scratch / f"{name}.db")})
+    # This copy is the only one the file has: it holds the archived pulls too (module docstring).
+    view.takes_archived = True
     try:
         topics = spec(name).handled_topics()
-        return {cls.name: replay(view, apps[cls.name], topics, page_size, until=until)
+        return {cls.name: replay(view, apps[cls.name], topics, page_size, until=until, archive=archive)
                 for cls in application_classes(name)}
     finally:
         view.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack
 
+from infra.projection_runtime.archived_pages import ArchivedRecords
 from infra.projection_runtime.bluegreen import RebuildInProgress, rebuild_blue_green_many
 from infra.projection_runtime.opening import APPLICATIONS, is_postgres, open_view
 from infra.projection_runtime.replay import replay_shared
@@ -20,19 +21,22 @@ PAGE_SIZE = REBUILD_PAGE_SIZE
 __all__ = ["PAGE_SIZE", "REBUILD_PAGE_SIZE", "RebuildInProgress", "rebuild", "rebuild_many"]
 
 
-def rebuild(name: str, env: dict, page_size: int = REBUILD_PAGE_SIZE) -> dict[str, int]:
+def rebuild(name: str, env: dict, page_size: int = REBUILD_PAGE_SIZE,
+            archive: ArchivedRecords | None = None) -> dict[str, int]:
     """Replay every application the view follows; returns events replayed per application.
 
     PostgreSQL: while serving, into a new copy that replaces the live one atomically (bluegreen.py).
     SQLite: in place, so nothing else may write the view meanwhile: stop its runners (or the server)
     first. Events recorded during the rebuild are left for the runner, which resumes after the
-    position the rebuild ends at.
+    position the rebuild ends at. `archive`: the pulls archived by retention are replayed first
+    (archived_pages.py); without it, views following Pulls lose them.
     """
-    return rebuild_many((name,), env, page_size)[name]
+    return rebuild_many((name,), env, page_size, archive=archive)[name]
 
 
 def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAGE_SIZE,
-                 seconds: dict[str, float] | None = None) -> dict[str, dict[str, int]]:
+                 seconds: dict[str, float] | None = None,
+                 archive: ArchivedRecords | None = None) -> dict[str, dict[str, int]]:
     """Rebuild several views in one pass over each application's log: a page is read and decoded once
     and written into every view that follows the application (each view in its own transaction).
 
@@ -42,7 +46,7 @@ def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAG
     for name in names:
         spec(name)   # an unknown name fails before anything is cleared
     if is_postgres(env):
-        return rebuild_blue_green_many(tuple(names), env, page_size, seconds)
+        return rebuild_blue_green_many(tuple(names), env, page_size, seconds, archive=archive)
     replayed: dict[str, dict[str, int]] = {name: {} for name in names}
     spent = dict.fromkeys(names, 0.0)
     with ExitStack() as stack:
@@ -59,7 +63,7 @@ def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAG
             try:
                 took = [0.0] * len(followers)
                 counts = replay_shared([views[name] for name in followers], app, page_size, [0] * len(followers),
-                                       seconds=took)
+                                       seconds=took, archive=archive)
             finally:
                 app.close()
             for name, count, t in zip(followers, counts, took):

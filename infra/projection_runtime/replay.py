@@ -8,23 +8,24 @@ from collections.abc import Sequence
 from eventsourcing.application import Application
 from eventsourcing.persistence import Tracking
 
+from infra.projection_runtime.archived_pages import ArchivedRecords, pages
 from projections.base import View
 
 
 def replay(view: View, app: Application, topics: list[str], page_size: int, start: int = 0,
-           until: float | None = None) -> int:
+           until: float | None = None, archive: ArchivedRecords | None = None) -> int:
     """Process the app's events after `start` up to its current head; returns how many were processed.
 
     `until` (epoch seconds): only the events stamped at or before it, for a copy of the views as they
     stood then (`entrepot replay`). The filter reads each event's own timestamp, not its position: a
     log's order is its commit order, which a clock need not follow exactly (batched pulls, replicas).
     """
-    return replay_shared([view], app, page_size, [start], topics=topics, until=until)[0]
+    return replay_shared([view], app, page_size, [start], topics=topics, until=until, archive=archive)[0]
 
 
 def replay_shared(views: Sequence[View], app: Application, page_size: int, starts: Sequence[int],
                   topics: list[str] | None = None, seconds: list[float] | None = None,
-                  until: float | None = None) -> list[int]:
+                  until: float | None = None, archive: ArchivedRecords | None = None) -> list[int]:
     """Replay the app's log into several views at once: each page is read and decoded once, then every
     view writes the events it handles in one transaction of its own, tracked at the last of them.
 
@@ -33,6 +34,9 @@ def replay_shared(views: Sequence[View], app: Application, page_size: int, start
     (events at or before it are skipped for that view). `seconds`, when given, accumulates the time
     each view spent writing. A view of stored bytes (`View.stored`, the chain) takes the notifications
     themselves, every topic of its log. Returns the events each view processed.
+
+    `archive`, when given: the app's archived events are read first (archived_pages.py), into the views
+    that take them (`View.takes_archived`); the others skip those pages.
     """
     head = app.recorder.max_notification_id()
     counts = [0] * len(views)
@@ -47,11 +51,9 @@ def replay_shared(views: Sequence[View], app: Application, page_size: int, start
     decode = until is not None or not all(view.stored for view in views)
     positions = list(starts)
     position = min(starts)
-    while True:
-        page = app.recorder.select_notifications(start=position, limit=page_size, stop=head, topics=topics,
-                                                 inclusive_of_start=False)
-        if not page:
-            break
+    if not any(view.takes_archived for view in views):
+        archive = None   # no segment is read for views that take none of it (the audit and chain views)
+    for page, archived in pages(app, archive, position, page_size, head, topics):
         decoded = [(app.mapper.to_domain_event(n), Tracking(app.name, n.id)) for n in page] if decode else []
         if until is not None:   # only what was stamped by then
             kept = {tracking.notification_id for event, tracking in decoded if event.timestamp.timestamp() <= until}
@@ -60,6 +62,8 @@ def replay_shared(views: Sequence[View], app: Application, page_size: int, start
         else:
             page_kept = page
         for i, view in enumerate(views):
+            if archived and not view.takes_archived:
+                continue
             if view.stored:
                 batch = [(n, Tracking(app.name, n.id)) for n in page_kept if n.id > positions[i]]
             else:
@@ -73,9 +77,6 @@ def replay_shared(views: Sequence[View], app: Application, page_size: int, start
             if seconds is not None:
                 seconds[i] += time.perf_counter() - started
             positions[i], counts[i] = batch[-1][1].notification_id, counts[i] + len(batch)
-        position = page[-1].id
-        if len(page) < page_size:
-            break
     for i, view in enumerate(views):
         if positions[i] < head and until is None:
             # The live runner tracks every event, used or not; end where it would have ended.

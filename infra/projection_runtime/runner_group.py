@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from infra.projection_runtime.archived_pages import ArchivedRecords
 from infra.projection_runtime.opening import application_classes, open_view
 from infra.projection_runtime.progress import ProjectionStatus
 from infra.projection_runtime.failures import log_failure
@@ -17,7 +18,8 @@ log = logging.getLogger(__name__)
 class RunnerGroup:
     """The workers of one projection at one version (one per application it follows), sharing one view."""
 
-    def __init__(self, name: str, version: int | None, env: dict, runner_env: dict) -> None:
+    def __init__(self, name: str, version: int | None, env: dict, runner_env: dict,
+                 archive: ArchivedRecords | None = None) -> None:
         self.name = name
         self.view = open_view(name, env, version=version, follow_live=False)
         assert isinstance(self.view, PostgresView)
@@ -27,7 +29,7 @@ class RunnerGroup:
         self.crashed_at: float | None = None
         try:
             for app_class in application_classes(name):
-                worker = ProjectionWorker(name, self.view, app_class, runner_env,
+                worker = ProjectionWorker(name, self.view, app_class, runner_env, archive=archive,
                                           crashed=lambda error, app=app_class.name: self._crashed(app, error))
                 self.workers[worker.app_name] = worker
                 worker.start()

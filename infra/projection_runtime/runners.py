@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from infra.projection_runtime.archived_pages import ArchivedRecords
 from infra.projection_runtime.locked import LockedRunners
 from infra.projection_runtime.opening import application_classes, is_postgres, open_view
 from infra.projection_runtime.progress import ProjectionCrashed, ProjectionStatus, wait_for
@@ -22,8 +23,10 @@ class ProjectionRunners:
     of the same view would fail on tracking IntegrityErrors.
     """
 
-    def __init__(self, env: dict[str, str], names: Iterable[str] = PROJECTION_NAMES) -> None:
+    def __init__(self, env: dict[str, str], names: Iterable[str] = PROJECTION_NAMES,
+                 archive: ArchivedRecords | None = None) -> None:
         self._env = dict(env)
+        self._archive = archive   # a view emptied by a schema change replays the archived pulls first
         self._names = tuple(names)
         for name in self._names:
             spec(name)  # fail on an unknown name before any thread starts
@@ -39,7 +42,7 @@ class ProjectionRunners:
                     view = open_view(name, self._env)
                     key = (name, app_class.name)
                     try:
-                        worker = ProjectionWorker(name, view, app_class, self._env,
+                        worker = ProjectionWorker(name, view, app_class, self._env, archive=self._archive,
                                                   crashed=lambda error, key=key: self._crashed(key, error))
                     except BaseException:
                         view.close()
@@ -99,9 +102,11 @@ class ProjectionRunners:
         wait_for(pairs, timeout, interval, check)
 
 
-def projection_runners(env: dict[str, str], in_process: bool = True) -> ProjectionRunners | LockedRunners:
+def projection_runners(env: dict[str, str], in_process: bool = True,
+                       archive: ArchivedRecords | None = None) -> ProjectionRunners | LockedRunners:
     """The runners `entrepot serve` starts: all of them on SQLite; on PostgreSQL those no other process
-    runs (advisory locks), or none when `in_process` is False (`entrepot projections run` runs them)."""
+    runs (advisory locks), or none when `in_process` is False (`entrepot projections run` runs them).
+    `archive`: the archived pulls, for views that (re)start below the archive's last position."""
     if not is_postgres(env):
-        return ProjectionRunners(env)
-    return LockedRunners(env, PROJECTION_NAMES if in_process else ())
+        return ProjectionRunners(env, archive=archive)
+    return LockedRunners(env, PROJECTION_NAMES if in_process else (), archive=archive)

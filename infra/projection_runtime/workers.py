@@ -21,6 +21,7 @@ from collections.abc import Callable
 from eventsourcing.application import Application
 
 from infra.commit_signals import COMMITS, log_of
+from infra.projection_runtime.archived_pages import ArchivedRecords, archived_until, pages
 from infra.projection_runtime.failures import log_failure
 from projections.base import View, page_of
 
@@ -39,8 +40,9 @@ class ProjectionWorker:
     """
 
     def __init__(self, name: str, view: View, app_class: type[Application], env: dict, *,
-                 crashed: Callable[[BaseException], None] | None = None, page_size: int = PAGE_SIZE) -> None:
-        self.name, self.view, self.page_size = name, view, page_size
+                 crashed: Callable[[BaseException], None] | None = None, page_size: int = PAGE_SIZE,
+                 archive: ArchivedRecords | None = None) -> None:
+        self.name, self.view, self.page_size, self.archive = name, view, page_size, archive
         self.app = app_class(env=env)
         self.app_name = self.app.name
         self.error: BaseException | None = None
@@ -88,7 +90,7 @@ class ProjectionWorker:
         log_name = log_of(recorder)
         COMMITS.subscribe(log_name, self._wakeup)
         try:
-            position = self.view.max_tracking_id(self.app_name) or 0
+            position = self._archived_first(self.view.max_tracking_id(self.app_name) or 0)
             while not self._stopping.is_set():
                 # Cleared before the read: a commit after this point sets it again, so none is missed.
                 self._wakeup.clear()
@@ -102,3 +104,17 @@ class ProjectionWorker:
                 self._wakeup.wait(IDLE_POLL)
         finally:
             COMMITS.unsubscribe(log_name, self._wakeup)
+
+    def _archived_first(self, position: int) -> int:
+        """A view starting below the archive (new, or emptied by a schema change) takes the archived events
+        first, as a rebuild does (archived_pages.py); a caught-up view never is below it (archiving waits
+        for every view following Pulls). Returns the position to follow the store from."""
+        if self.archive is None or not self.view.takes_archived:
+            return position
+        last = archived_until(self.archive, self.app)
+        for page, _ in pages(self.app, self.archive, position, self.page_size, last):
+            if self._stopping.is_set():
+                break
+            self.view.process(page_of(self.view, self.app, page))
+            position = page[-1].id
+        return position

@@ -267,3 +267,114 @@ def test_segments_live_in_the_s3_bucket_when_storage_is_s3(env, tmp_path, moto_s
     finally:
         runners.stop()
         opened.close()
+
+
+# -- Rebuilds and replays after archiving read the archive first (archived_pages.py) ----------------------------
+
+AGGREGATES = ("counters", "analytics", "retention", "blobs")   # the views following Pulls that keep archived pulls
+
+
+def archived_and_settled(audit: OfflineAudit) -> dict:
+    """Archive the old pulls, let every view catch up, then stop the runners: what a rebuild must give back."""
+    AuditSeals(audit.access, audit.views["chain"], ManualClock()).seal("admin")
+    assert audit.archiver(batch=15).run().events == OLD
+    audit.runners.wait_caught_up(timeout=30)
+    audit.runners.stop()
+    return {name: audit.views[name].dump() for name in (*AGGREGATES, "audit", "chain")}
+
+
+def test_views_rebuilt_after_archiving_keep_the_archived_pulls_and_the_audit_view_gets_none_back(audit, config, env):
+    from infra.projection_runtime import rebuild_many
+
+    log = audit_log(audit)
+    rows_before = all_rows(log)
+    before = archived_and_settled(audit)
+    assert len(before["audit"]["audit"]) == RECENT
+    # Without the archive (the old behaviour), a rebuild loses the archived pulls: the test can fail.
+    rebuild_many(("counters",), env, page_size=7)
+    assert audit.views["counters"].dump() != before["counters"]
+
+    ran = run_in_process("projections", "rebuild", "all", "--config", str(config), env={})
+    assert ran.returncode == 0, ran.stderr
+    after = {name: audit.views[name].dump() for name in before}
+    for name in (*AGGREGATES, "audit", "chain"):
+        assert after[name] == before[name], name
+    assert all_rows(audit_log(audit)) == rows_before          # the audit API: the same rows, archive then view
+    result = verify_audit(load_settings(str(config)))
+    assert result.ok, result.mismatch
+
+
+def test_a_view_emptied_by_a_schema_change_replays_the_archive_in_its_runner(audit, env):
+    before = archived_and_settled(audit)
+    for name in (*AGGREGATES, "audit"):
+        audit.views[name].clear()   # what a schema change does to a view's rows and tracking at start
+    with ProjectionRunners(env, names=(*AGGREGATES, "audit"), archive=audit.archive) as runners:
+        runners.wait_caught_up(timeout=30)
+    for name in (*AGGREGATES, "audit"):
+        assert audit.views[name].dump() == before[name], name
+
+
+def test_replay_until_an_instant_before_archiving_is_unchanged_by_archiving(audit, config, tmp_path):
+    import sqlite3
+    from contextlib import closing
+
+    audit.runners.wait_caught_up(timeout=30)
+    instant = time.time()
+    time.sleep(0.05)   # the archive records (and seal) come after the instant
+
+    def replayed(out: Path) -> dict:
+        ran = run_in_process("replay", "--until", str(instant), "--out", str(out), "--config", str(config), env={})
+        assert ran.returncode == 0, ran.stderr
+        with closing(sqlite3.connect(out)) as db:
+            tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                               "AND name != 'replay_info' ORDER BY name")]
+            return {t: sorted(db.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
+
+    first = replayed(tmp_path / "before.db")
+    assert len(first["audit"]) == OLD + RECENT and len(first["chain_links"]) > OLD + RECENT
+    archived_and_settled(audit)
+    assert replayed(tmp_path / "after.db") == first
+
+
+def test_a_postgres_copy_with_an_older_schema_is_rebuilt_blue_green_with_the_archived_pulls(audit, env):
+    if env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
+        pytest.skip("blue/green schema upgrades are PostgreSQL's (SQLite's is the runner test above)")
+    from contextlib import closing
+
+    from infra.projection_runtime import locks
+    from infra.projection_runtime.locked import LockedRunners
+    from projections import versions
+
+    before = archived_and_settled(audit)
+    schema = locks.schema_of(env)
+    with closing(locks.connect(env)) as conn, conn.transaction():
+        live = versions.live_versions(conn.cursor(), schema)["counters"]
+        versions.record_schema(conn.cursor(), schema, "counters", live, 0)   # as if made by an older release
+    runners = LockedRunners(env, names=("counters",), archive=audit.archive).start()
+    try:
+        runners.wait_caught_up(timeout=30)
+        with closing(locks.connect(env)) as conn:
+            assert versions.live_versions(conn.cursor(), schema)["counters"] == live + 1   # it was rebuilt
+        assert audit.views["counters"].dump() == before["counters"]
+    finally:
+        runners.stop()
+
+
+def test_a_rebuild_between_a_segments_record_and_its_removal_counts_each_pull_once(audit, env):
+    from infra.projection_runtime import rebuild_many
+
+    class Stop(Exception):
+        pass
+
+    def stop_at(step: str) -> None:
+        if step == "recorded":
+            raise Stop(step)   # a crash after ArchiveSegment.Written, before the rows are deleted
+
+    audit.runners.wait_caught_up(timeout=30)
+    audit.runners.stop()
+    before = {name: audit.views[name].dump() for name in AGGREGATES}
+    with pytest.raises(Stop):
+        audit.archiver(batch=15, step=stop_at).run()
+    assert audit.archive.last() == 15 and len(stored_pull_ids(audit)) == OLD + RECENT   # in both places
+    rebuild_many(AGGREGATES, env, page_size=7, archive=audit.archive)
+    assert {name: audit.views[name].dump() for name in AGGREGATES} == before
