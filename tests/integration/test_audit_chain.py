@@ -196,8 +196,8 @@ def test_the_view_and_the_store_edited_together_are_caught_by_the_seal(store, en
     seal = AuditSeals(access, chain, ManualClock()).seal("admin")
     victim = nth_pull(pulls, 2)
     edit_state(env, "Pulls", victim.id, victim.state.replace(b"skopeo", b"podman"))
+    runners.stop()                     # first: a live runner could write its page back after the clear
     chain.clear()                      # an operator who also rebuilds the chain view over the edited store
-    runners.stop()
     runners = ProjectionRunners(env, ["chain"]).start()
     try:
         runners.wait_caught_up(timeout=20)
