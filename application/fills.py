@@ -17,7 +17,10 @@ from application.singleflight import InProcessOnly
 from domain.names import Digest
 
 log = logging.getLogger(__name__)
-READ_CHUNK = 256 * 1024
+# What a reader takes from the spool at once: a wake-up step's worth, so a reader woken at a step
+# sends it in one piece (fewer trips through the response layers than 256 KiB reads; one chunk per
+# reader in memory, as before).
+READ_CHUNK = 1024 * 1024
 FIRST_STEP = 64 * 1024
 ADVANCE_STEP = 1024 * 1024
 
