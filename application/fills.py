@@ -49,8 +49,8 @@ class NoSpool:
 
 
 class Fill:
-    """One blob being fetched into a spool. Readers follow `readable`, which trails `written` by the
-    last chunk until the digest is verified: a corrupt blob can never be received complete.
+    """One blob being fetched into a spool. Readers follow `readable`, which never reaches the blob's
+    last bytes before the digest is verified: a corrupt blob can never be received complete.
 
     When storage cannot take the blob (full, or failing), the fill stops at once and its spool file is
     removed; each reader drains the bytes already readable from the still-open file, then goes on from

@@ -168,10 +168,11 @@ class ManifestCache:
             content = read_manifest(fetched.content, fetched.media_type)
         except InvalidManifest as error:
             raise UpstreamBadContent(f"upstream sent an invalid manifest: {error}") from None
-        # Storing the bytes (a file fsync) and recording the manifest (an event commit) overlap: two
-        # disk flushes one after the other were a third of a cold manifest's time. Neither needs the
-        # other: an event whose bytes did not make it (a crash between) reads as "not held", and the
-        # next pull fetches them again (_by_digest, _by_tag); the bytes are held in memory either way.
+        # Storing the bytes (a file fsync) and recording the manifest (an event commit) overlap: one
+        # after the other, the two disk flushes were 6-8 ms of a 12-15 ms cold manifest (bench/README,
+        # "One cold client, per phase"). Neither needs the other: an event whose bytes did not make it
+        # (a crash between) reads as "not held", and the next pull fetches them again (_by_digest,
+        # _by_tag); the bytes are held in memory either way.
         stored = asyncio.ensure_future(self._content.put(fetched.digest, fetched.content))
         self._missing.pop((org.name, repository, reference), None)
         now = self._clock.now()
