@@ -17,7 +17,10 @@ from application.singleflight import InProcessOnly
 from domain.names import Digest
 
 log = logging.getLogger(__name__)
-READ_CHUNK = 256 * 1024
+# What a reader takes from the spool at once: a wake-up step's worth, so a reader woken at a step
+# sends it in one piece (fewer trips through the response layers than 256 KiB reads; one chunk per
+# reader in memory, as before).
+READ_CHUNK = 1024 * 1024
 FIRST_STEP = 64 * 1024
 ADVANCE_STEP = 1024 * 1024
 
@@ -46,8 +49,8 @@ class NoSpool:
 
 
 class Fill:
-    """One blob being fetched into a spool. Readers follow `readable`, which trails `written` by the
-    last chunk until the digest is verified: a corrupt blob can never be received complete.
+    """One blob being fetched into a spool. Readers follow `readable`, which never reaches the blob's
+    last bytes before the digest is verified: a corrupt blob can never be received complete.
 
     When storage cannot take the blob (full, or failing), the fill stops at once and its spool file is
     removed; each reader drains the bytes already readable from the still-open file, then goes on from
@@ -295,20 +298,26 @@ class BlobFills:
             async for chunk in blob:
                 if not chunk:
                     continue
-                # The previous chunks become readable; this one waits for the digest check. Readers
-                # are woken at steps, not per network chunk (waking them costs more than it buys): at
-                # 64 KiB, doubling up to 1 MiB, then every MiB, so a client's first bytes do not wait for a
-                # whole MiB. Fixed offsets: a stalled upstream leaves at most one step unread, however
-                # the chunks fell. The hash so far goes with them: a reader that must go on from upstream checks it.
-                if written >= step_at:
-                    fill.advance(written, hasher.copy())
-                    while step_at <= written:
-                        step_at = step_at * 2 if step_at < ADVANCE_STEP else step_at + ADVANCE_STEP
                 before_last = hasher.copy()
                 hasher.update(chunk)
                 await spool.append(chunk)
                 written += len(chunk)
                 last = len(chunk)
+                # Only bytes that cannot be the blob's last become readable before the digest check:
+                # with a declared length, every byte short of it (this chunk included, so a client's
+                # first bytes do not wait for the next chunk); without one, all but this chunk, as the
+                # body may end after it. Readers are woken at steps, not per network chunk (waking them
+                # costs more than it buys): at 64 KiB, doubling up to 1 MiB, then every MiB. Fixed
+                # offsets: a stalled upstream leaves at most one step unread, however the chunks fell.
+                # The hash so far goes with them: a reader that must go on from upstream checks it.
+                if fill.size is not None and written < fill.size:
+                    sure, sure_hash = written, hasher
+                else:
+                    sure, sure_hash = written - last, before_last
+                if sure >= step_at:
+                    fill.advance(sure, sure_hash.copy())
+                    while step_at <= sure:
+                        step_at = step_at * 2 if step_at < ADVANCE_STEP else step_at + ADVANCE_STEP
             if written - last > fill.readable:
                 # All but the last chunk go out while the digest is checked and the blob published.
                 fill.advance(written - last, before_last)

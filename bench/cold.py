@@ -7,7 +7,8 @@ bench/run so the fill path can be compared before and after a change in one run.
 fresh multi-arch image (`--layers` x `--layer-mib`), then pulls it once straight from the upstream and
 once, cold, through each revision (the order rotates every round), as bench/run's cold_1_client does:
 `GET /v2/`, the tag, the platform manifest, then the config and layers with one `curl --parallel`.
-Prints every sample with the load average, the medians and the ratios to the direct pull; writes JSON.
+Prints every sample with the load average and the serving process's CPU time (steadier than wall time on
+a shared machine), the medians and the ratios to the direct pull; writes JSON (never over an earlier file).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench import machine, measure
-from bench.ab import checkout, server
+from bench.ab import checkout, cpu_seconds, server
 from bench.images import Pusher, push_image
 from bench.targets import ORG, DockerRegistry, Target
 from tests.support.server import REPO_ROOT
@@ -78,25 +79,36 @@ def main(argv: list[str] | None = None) -> int:
                 order = sides[number % len(sides):] + sides[:number % len(sides)]
                 for side in order:
                     machine.wait_idle(pids)
+                    cpu_before = cpu_seconds(targets[side].pid)
                     result = measure.cold_pull(targets[side], image, 1)
-                    sample = {"round": number, "seconds": result["seconds"], "load": machine.load()}
+                    # CPU of the serving process (Entrepôt, or the registry for "direct"), every thread:
+                    # steadier than wall time on a shared machine, and it is what the load multiplies.
+                    cpu = cpu_seconds(targets[side].pid) - cpu_before
+                    sample = {"round": number, "seconds": result["seconds"], "cpu_seconds": cpu, "load": machine.load()}
                     samples[side].append(sample)
-                    say(f"round {number} {side:<7} {result['seconds'] * 1000:7.1f} ms  load {sample['load']}")
+                    say(f"round {number} {side:<7} {result['seconds'] * 1000:7.1f} ms  cpu {cpu * 1000:5.0f} ms  "
+                        f"load {sample['load']}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     medians = {side: statistics.median(s["seconds"] for s in runs) for side, runs in samples.items()}
     ratios = {side: medians[side] / medians["direct"] for side in sides if side != "direct"}
+    cpu = {side: statistics.median(s["cpu_seconds"] for s in runs) for side, runs in samples.items()}
     print(f"\nmedians of {o.rounds} cold pulls of {o.layers} x {o.layer_mib:g} MiB "
           f"(load {load_before} -> {machine.load()}):")
     for side in sides:
         ratio = f"  {ratios[side]:.2f}x direct" if side in ratios else ""
-        print(f"{side:<7} {medians[side] * 1000:7.1f} ms{ratio}")
+        print(f"{side:<7} {medians[side] * 1000:7.1f} ms{ratio}   server CPU {cpu[side] * 1000:5.0f} ms")
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine.machine(), "load_before": load_before, "load_after": machine.load(),
               "params": {"rounds": o.rounds, "layers": o.layers, "layer_mib": o.layer_mib, "engine": o.engine},
               "revisions": {r.side: {"commit": r.commit, "subject": r.subject, "dirty": r.dirty} for r in revisions},
-              "samples": samples, "medians_seconds": medians, "ratio_to_direct": ratios}
+              "samples": samples, "medians_seconds": medians, "ratio_to_direct": ratios,
+              "median_server_cpu_seconds": cpu}
     output = REPO_ROOT / "bench" / "results" / f"{datetime.date.today()}-cold-{o.label}.json"
+    copy = 2
+    while output.exists():   # a label used twice the same day: keep the earlier figures
+        output = output.with_name(f"{datetime.date.today()}-cold-{o.label}-{copy}.json")
+        copy += 1
     output.write_text(json.dumps(result, indent=1) + "\n")
     print(f"written to {output}")
     return 0

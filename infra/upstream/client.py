@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 
+import httpcore
 import httpx
 
 from application.errors import ManifestTooLarge, UpstreamBadContent, UpstreamRefused
@@ -29,6 +30,13 @@ DIGEST = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 TIMEOUT = httpx.Timeout(connect=5, read=30, write=30, pool=10)
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=32, keepalive_expiry=30)
 USER_AGENT = "entrepot/0.1"
+# httpcore reads an HTTP/1.1 body 64 KiB at a time (a class constant with no public setting), while
+# the event loop hands over up to 256 KiB per socket read: each read was cut into four, each piece
+# copied again and carried through every async layer (httpcore, httpx, ours) on its own. Up to 1 MiB
+# a read, a cold blob crosses those layers in a quarter of the steps (bench/results/*-cold-reads.json).
+UPSTREAM_READ_BYTES = 1024 * 1024
+if getattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES", 0) < UPSTREAM_READ_BYTES:
+    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = UPSTREAM_READ_BYTES
 
 
 async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
