@@ -11,8 +11,12 @@ Tables (one SQL text for both backends, see projections/retention_sql.py):
 - `image_tags`: tag -> digest, to name what an eviction takes with it.
 - `orphans (digest)`: stored digests no image references since `since`; `state` is `deleting`
   once StoredBlob.Orphaned is recorded (deletion under way; a restart finishes it).
-- `retention_log`: evictions, flushes and pins in the order recorded (the audit API's list).
-- `eviction_totals (org, reason)`: count and bytes.
+- `retention_log`: evictions, flushes and pins in the order recorded (the audit API's list), each with
+  the generation of the org (domain.org.CacheOrg.Recreated) it happened to.
+- `eviction_totals (org, generation, reason)`: count and bytes.
+- `retention_generations (org, generation)`: each org's generation at this point of Registry's log (from
+  CacheOrg.Registered/Recreated). Evictions, flushes and pins are Registry events too, so the generation
+  they get is the one current when they were recorded, whatever the replay.
 Pull updates only touch the stats columns and commute with the rest.
 """
 
@@ -24,6 +28,7 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 
 from domain.cache import CachedBlob, CachedManifest, TagResolution
+from domain.org import CacheOrg
 from domain.pull import Pull
 from domain.retention import (ORDER_TIEBREAK, CacheFlush, Candidate, ImagePin, StoredBlob, add_weight,
                               eviction_order, pull_weight)
@@ -64,6 +69,7 @@ class RetentionEntry:
     actor: str
     at: float
     dry_run: bool
+    generation: int = 1  # which org of the name it happened to
 
 
 class RetentionView(View):
@@ -71,7 +77,8 @@ class RetentionView(View):
     handles = (CachedManifest.Cached, CachedManifest.Recached, CachedManifest.Evicted, CachedBlob.Cached,
                TagResolution.Resolved, TagResolution.Retargeted, TagResolution.Dropped,
                ImagePin.Pinned, ImagePin.Repinned, ImagePin.Unpinned, CacheFlush.Flushed,
-               StoredBlob.Orphaned, StoredBlob.Deleted, StoredBlob.Restored, Pull.Recorded)
+               StoredBlob.Orphaned, StoredBlob.Deleted, StoredBlob.Restored, Pull.Recorded,
+               CacheOrg.Registered, CacheOrg.Recreated)
     follows = ("Registry", "Pulls")
 
     # Two primitives per backend: run one statement of the shared SQL text in the page's
@@ -129,6 +136,10 @@ class RetentionView(View):
             self.run(c, "UPDATE {orphans} SET state = 'deleting' WHERE digest = ?", (event.digest,))
         elif isinstance(event, StoredBlob.Deleted):
             self.run(c, "DELETE FROM {orphans} WHERE digest = ? AND state = 'deleting'", (event.digest,))
+        elif isinstance(event, (CacheOrg.Registered, CacheOrg.Recreated)):
+            self.run(c, "INSERT INTO {retention_generations} VALUES (?, ?) ON CONFLICT (org) DO UPDATE SET "
+                        "generation = {max}({retention_generations}.generation, excluded.generation)",
+                     (event.name, getattr(event, "generation", 1)))
 
     def _cached(self, c: Any, e: Any) -> None:
         self._sized(c, e.digest, e.size)
@@ -186,9 +197,10 @@ class RetentionView(View):
             self.run(c, "INSERT INTO {orphans} SELECT digest, ?, 'waiting' FROM {sizes} WHERE digest = ? "
                         "AND NOT EXISTS (SELECT 1 FROM {members} WHERE digest = ?) ON CONFLICT DO NOTHING",
                      (e.at, digest, digest))
-        self.run(c, "INSERT INTO {eviction_totals} VALUES (?, ?, 1, ?) ON CONFLICT (org, reason) DO UPDATE SET "
-                    "evictions = {eviction_totals}.evictions + 1, bytes = {eviction_totals}.bytes + excluded.bytes",
-                 (e.org, e.reason, e.bytes))
+        self.run(c, "INSERT INTO {eviction_totals} VALUES (?, ?, ?, 1, ?) ON CONFLICT (org, generation, reason) "
+                    "DO UPDATE SET evictions = {eviction_totals}.evictions + 1, "
+                    "bytes = {eviction_totals}.bytes + excluded.bytes",
+                 (e.org, self._generation(c, e.org), e.reason, e.bytes))
         self._log(c, position, "eviction", e.org, e.repository, e.digest, ",".join(e.tags), e.bytes, e.reason,
                   e.policy, e.actor, e.at, False)
 
@@ -202,8 +214,13 @@ class RetentionView(View):
 
     def _log(self, c: Any, position: int, kind: str, org: str, repository: str, digest: str, tags: str, size: int,
              reason: str, policy: str, actor: str, at: float, dry_run: bool) -> None:
-        self.run(c, "INSERT INTO {retention_log} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                 (position, kind, org, repository, digest, tags, size, reason, policy, actor, at, int(dry_run)))
+        self.run(c, "INSERT INTO {retention_log} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 (position, kind, org, repository, digest, tags, size, reason, policy, actor, at, int(dry_run),
+                  self._generation(c, org)))
+
+    def _generation(self, c: Any, org: str) -> int:
+        rows = self.run(c, "SELECT generation FROM {retention_generations} WHERE org = ?", (org,))
+        return int(rows[0][0]) if rows else 1
 
     def _count_pulls(self, c: Any, pulls: dict[tuple[str, str, str], list]) -> None:
         """Add a page's pulls to their images' stats in one read and one batched upsert.
@@ -316,9 +333,16 @@ class RetentionView(View):
                          "ORDER BY o.since, o.digest{C} LIMIT ?", (cutoff, limit))
 
     def all_eviction_totals(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """{(org, reason): (evictions, bytes)}: one small table, for the metrics scrape."""
-        return {(org, reason): (n, size) for org, reason, n, size in self.read(
-            "SELECT org, reason, evictions, bytes FROM {eviction_totals}")}
+        """{(org, reason): (evictions, bytes)} over every generation (a Prometheus counter never falls):
+        one small table, for the metrics scrape."""
+        return {(org, reason): (int(n), int(size)) for org, reason, n, size in self.read(
+            "SELECT org, reason, sum(evictions) AS evictions, sum(bytes) AS bytes FROM {eviction_totals} "
+            "GROUP BY org, reason")}   # named: PostgreSQL rows come as dicts, where two unnamed sums share a key
+
+    def latest_generation(self, org: str) -> int:
+        """The org's generation as far as this view has read Registry's log (1 before any)."""
+        rows = self.read("SELECT generation FROM {retention_generations} WHERE org = ?", (org,))
+        return int(rows[0][0]) if rows else 1
 
     def org_usages(self) -> dict[str, int]:
         """{org: bytes of the distinct digests its images reference}, for the metrics scrape."""
@@ -326,15 +350,21 @@ class RetentionView(View):
             "SELECT d.org, coalesce(sum(s.size), 0) FROM (SELECT DISTINCT org, digest FROM {members}) d "
             "JOIN {sizes} s ON s.digest = d.digest GROUP BY d.org")}
 
-    def eviction_totals(self, org: str) -> dict[str, tuple[int, int]]:
-        return {reason: (n, size) for reason, n, size in self.read(
-            "SELECT reason, evictions, bytes FROM {eviction_totals} WHERE org = ?", (org,))}
+    def eviction_totals(self, org: str, generation: int | None = None) -> dict[str, tuple[int, int]]:
+        """{reason: (evictions, bytes)} of the org's latest generation, or of `generation` (0: all of them)."""
+        if generation is None:
+            generation = self.latest_generation(org)
+        where, params = ("", (org,)) if generation == 0 else (" AND generation = ?", (org, generation))
+        return {reason: (int(n), int(size)) for reason, n, size in self.read(
+            f"SELECT reason, sum(evictions) AS evictions, sum(bytes) AS bytes FROM {{eviction_totals}} WHERE org = ?{where} "
+            "GROUP BY reason", params)}
 
     def log(self, *, org: str | None = None, kind: str | None = None, before: int | None = None,
-            limit: int = 100) -> list[RetentionEntry]:
-        """Evictions, flushes and pins, newest first; `before` is the last id of the previous page."""
+            limit: int = 100, generation: int | None = None) -> list[RetentionEntry]:
+        """Evictions, flushes and pins (of every generation, or of `generation`), newest first; `before` is
+        the last id of the previous page."""
         where, params = ["1 = 1"], []
-        for column, value in (("org", org), ("kind", kind)):
+        for column, value in (("org", org), ("kind", kind), ("generation", generation)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
@@ -343,7 +373,7 @@ class RetentionView(View):
             params.append(before)
         rows = self.read(f"SELECT * FROM {{retention_log}} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
                          (*params, limit))
-        return [RetentionEntry(*row[:11], bool(row[11])) for row in rows]
+        return [RetentionEntry(*row[:11], bool(row[11]), int(row[12])) for row in rows]
 
 
 def _gather_pull(pulls: dict, event: Any) -> None:

@@ -9,7 +9,9 @@ from projections.postgres_view import PostgresView
 from projections.retention import PULL_STATS, RetentionView
 from domain.retention import NO_PULLS
 
-TABLES = ("images", "members", "children", "sizes", "image_tags", "orphans", "retention_log", "eviction_totals")
+TABLES = ("images", "members", "children", "sizes", "image_tags", "orphans", "retention_log", "eviction_totals",
+          "retention_generations")
+SCHEMA_VERSION = 2   # 2: the org's generation in retention_log and eviction_totals, retention_generations
 
 
 def _columns(real: str, integer: str, text: str) -> tuple[str, ...]:
@@ -33,9 +35,11 @@ def _columns(real: str, integer: str, text: str) -> tuple[str, ...]:
         f"CREATE TABLE IF NOT EXISTS {{retention_log}} (id {integer} PRIMARY KEY, kind {text} NOT NULL, "
         f"org {text} NOT NULL, repository {text} NOT NULL, digest {text} NOT NULL, tags {text} NOT NULL, "
         f"bytes {integer} NOT NULL, reason {text} NOT NULL, policy {text} NOT NULL, actor {text} NOT NULL, "
-        f"at {real} NOT NULL, dry_run {integer} NOT NULL)",
-        f"CREATE TABLE IF NOT EXISTS {{eviction_totals}} (org {text} NOT NULL, reason {text} NOT NULL, "
-        f"evictions {integer} NOT NULL, bytes {integer} NOT NULL, PRIMARY KEY (org, reason))",
+        f"at {real} NOT NULL, dry_run {integer} NOT NULL, generation {integer} NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {{eviction_totals}} (org {text} NOT NULL, generation {integer} NOT NULL, "
+        f"reason {text} NOT NULL, evictions {integer} NOT NULL, bytes {integer} NOT NULL, "
+        f"PRIMARY KEY (org, generation, reason))",
+        f"CREATE TABLE IF NOT EXISTS {{retention_generations}} (org {text} PRIMARY KEY, generation {integer} NOT NULL)",
     )
 
 
@@ -65,6 +69,7 @@ _SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": ""}
 
 class SqliteRetentionView(SqliteView, RetentionView):
     tables = TABLES
+    schema_version = SCHEMA_VERSION
     _names = _SQLITE_NAMES
     schema = (*(statement.format(**_SQLITE_NAMES) for statement in _columns("REAL", "INTEGER", "TEXT")),
               *(f"CREATE INDEX IF NOT EXISTS {name} ON {on.format(**_SQLITE_NAMES)}" for name, on in INDEXES))
@@ -85,6 +90,7 @@ class PostgresRetentionView(PostgresView, RetentionView):
 
     projection = "retention"
     tables = TABLES
+    schema_version = SCHEMA_VERSION
     indexes = tuple(name for name, _ in INDEXES)
     serialise_writes = True
     schema = (*_columns("double precision", "bigint", "text"),
