@@ -34,9 +34,13 @@ from domain.retention import (ORDER_TIEBREAK, CacheFlush, Candidate, ImagePin, S
                               eviction_order, pull_weight)
 from projections.base import Batch, View
 
-# What a page's pulls set on an images row already there (the new score is folded in Python).
-PULL_STATS = ("last_used = {max}({images}.last_used, excluded.last_used), "
-              "pull_count = {images}.pull_count + excluded.pull_count, provisional = 0, score = excluded.score")
+# What a page's pulls set on an images row already there (the new score is folded in Python). A row of an
+# earlier org of the name (generation) starts again from these pulls: a new org inherits no pull counts.
+PULL_STATS = ("last_used = CASE WHEN {images}.generation < excluded.generation THEN excluded.last_used "
+              "ELSE {max}({images}.last_used, excluded.last_used) END, "
+              "pull_count = CASE WHEN {images}.generation < excluded.generation THEN excluded.pull_count "
+              "ELSE {images}.pull_count + excluded.pull_count END, provisional = 0, score = excluded.score, "
+              "generation = {max}({images}.generation, excluded.generation)")
 KEYS_PER_READ = 300   # images per SELECT ... IN (VALUES ...): three parameters each, well under SQLite's limit
 
 
@@ -90,7 +94,8 @@ class RetentionView(View):
         raise NotImplementedError
 
     def add_pull_stats(self, c: Any, rows: list[tuple]) -> None:
-        """Upsert (org, repository, digest, last_used, pulls, score) rows, keys distinct: PULL_STATS on conflict."""
+        """Upsert (org, repository, digest, last_used, pulls, score, generation) rows, keys distinct: PULL_STATS
+        on conflict."""
         raise NotImplementedError
 
     # -- writing ---------------------------------------------------------------------------------------
@@ -154,14 +159,22 @@ class RetentionView(View):
             # Caching it was a pull (a miss) whose Pull event may not be projected yet (another
             # runner): until one is, that pull counts provisionally, so LFU does not see a new image
             # as never pulled and evict it while it arrives.
+            # A row left by an earlier org of the name (generation) starts again: nothing of its stats stays.
             self.run(c, "INSERT INTO {images} (org, repository, digest, media_type, held, cached_at, last_used, "
-                        "score, provisional) VALUES (?, ?, ?, ?, 1, ?, ?, ?, 1) "
+                        "score, provisional, generation) VALUES (?, ?, ?, ?, 1, ?, ?, ?, 1, ?) "
                         "ON CONFLICT (org, repository, digest) DO UPDATE SET "
                         "media_type = excluded.media_type, held = 1, cached_at = excluded.cached_at, "
-                        "last_used = {max}({images}.last_used, excluded.last_used), "
-                        "score = CASE WHEN {images}.pull_count = 0 THEN excluded.score ELSE {images}.score END, "
-                        "provisional = CASE WHEN {images}.pull_count = 0 THEN 1 ELSE {images}.provisional END",
-                     (e.org, e.repository, e.digest, e.media_type, e.cached_at, e.cached_at, pull_weight(e.cached_at)))
+                        "last_used = CASE WHEN {images}.generation < excluded.generation THEN excluded.last_used "
+                        "ELSE {max}({images}.last_used, excluded.last_used) END, "
+                        "score = CASE WHEN {images}.pull_count = 0 OR {images}.generation < excluded.generation "
+                        "THEN excluded.score ELSE {images}.score END, "
+                        "provisional = CASE WHEN {images}.pull_count = 0 OR {images}.generation < excluded.generation "
+                        "THEN 1 ELSE {images}.provisional END, "
+                        "pull_count = CASE WHEN {images}.generation < excluded.generation THEN 0 "
+                        "ELSE {images}.pull_count END, "
+                        "generation = {max}({images}.generation, excluded.generation)",
+                     (e.org, e.repository, e.digest, e.media_type, e.cached_at, e.cached_at, pull_weight(e.cached_at),
+                      self._generation(c, e.org)))
             self._add_members(c, e.org, e.repository, e.digest, [e.digest, *e.blobs, *e.children])
             for child in e.children:
                 self.run(c, "INSERT INTO {children} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -231,24 +244,28 @@ class RetentionView(View):
         """
         if not pulls:
             return
-        stored: dict[tuple[str, str, str], tuple[float, int]] = {}
+        stored: dict[tuple[str, str, str], tuple[float, int, int]] = {}
         keys = list(pulls)
         for start in range(0, len(keys), KEYS_PER_READ):
             chunk = keys[start:start + KEYS_PER_READ]
-            rows = self.run(c, "SELECT org, repository, digest, score, provisional FROM {images} "
+            rows = self.run(c, "SELECT org, repository, digest, score, provisional, generation FROM {images} "
                                "WHERE (org, repository, digest) IN (VALUES " + ", ".join(["(?, ?, ?)"] * len(chunk))
                             + ")", tuple(part for key in chunk for part in key))
-            stored.update({(org, repository, digest): (score, provisional)
-                           for org, repository, digest, score, provisional in rows})
+            stored.update({(org, repository, digest): (score, provisional, generation)
+                           for org, repository, digest, score, provisional, generation in rows})
         values = []
-        for key, (n, at, weights) in pulls.items():
-            score, provisional = stored.get(key, (None, 1))
-            # A provisional score stood in for the pull that cached the image: its first real pulls replace it.
-            score = None if provisional else score
+        for key, (n, at, weights, generation) in pulls.items():
+            score, provisional, stored_generation = stored.get(key, (None, 1, generation))
+            if stored_generation > generation:
+                continue   # pulls of an earlier org of the name, read after the new one cached the image
+            # A provisional score stood in for the pull that cached the image: its first real pulls replace it;
+            # the score of an earlier org of the name counts for nothing.
+            score = None if provisional or stored_generation < generation else score
             for weight in weights:
                 score = add_weight(score, weight)
-            values.append((*key, at, n, score))
-        self.add_pull_stats(c, values)
+            values.append((*key, at, n, score, generation))
+        if values:
+            self.add_pull_stats(c, values)
 
     # -- queries ---------------------------------------------------------------------------------------
     def ranking(self, org: str | None, policy: str, *, limit: int, offset: int = 0,
@@ -379,7 +396,12 @@ class RetentionView(View):
 def _gather_pull(pulls: dict, event: Any) -> None:
     if not event.digest or event.result == "error":
         return
-    seen = pulls.setdefault((event.org, event.repository, event.digest), [0, event.at, []])
+    key = (event.org, event.repository, event.digest)
+    seen = pulls.get(key)
+    if seen is None or seen[3] < event.generation:   # a new org of the name: its pulls alone count
+        seen = pulls[key] = [0, event.at, [], event.generation]
+    elif seen[3] > event.generation:
+        return
     seen[0] += 1
     seen[1] = max(seen[1], event.at)
     seen[2].append(pull_weight(event.at))   # folded in this order onto the stored score (_count_pulls)

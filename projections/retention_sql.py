@@ -11,7 +11,7 @@ from domain.retention import NO_PULLS
 
 TABLES = ("images", "members", "children", "sizes", "image_tags", "orphans", "retention_log", "eviction_totals",
           "retention_generations")
-SCHEMA_VERSION = 2   # 2: the org's generation in retention_log and eviction_totals, retention_generations
+SCHEMA_VERSION = 2   # 2: the org's generation in images, retention_log and eviction_totals; retention_generations
 
 
 def _columns(real: str, integer: str, text: str) -> tuple[str, ...]:
@@ -22,7 +22,7 @@ def _columns(real: str, integer: str, text: str) -> tuple[str, ...]:
         f"cached_at {real}, bytes {integer} NOT NULL DEFAULT 0, last_used {real} NOT NULL DEFAULT 0, "
         f"pull_count {integer} NOT NULL DEFAULT 0, score {real} NOT NULL DEFAULT {NO_PULLS}, "
         f"pinned {integer} NOT NULL DEFAULT 0, provisional {integer} NOT NULL DEFAULT 0, "
-        f"PRIMARY KEY (org, repository, digest))",
+        f"generation {integer} NOT NULL DEFAULT 1, PRIMARY KEY (org, repository, digest))",
         f"CREATE TABLE IF NOT EXISTS {{members}} (org {text} NOT NULL, repository {text} NOT NULL, "
         f"image {text} NOT NULL, digest {text} NOT NULL, PRIMARY KEY (org, repository, image, digest))",
         f"CREATE TABLE IF NOT EXISTS {{children}} (org {text} NOT NULL, repository {text} NOT NULL, "
@@ -57,11 +57,11 @@ INDEXES = (
 )
 
 
-_PULLS_VALUES = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score) VALUES "
-                 "(?, ?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
-_PULLS_UNNEST = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score) SELECT * FROM "
-                 "unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS double precision[]), "
-                 "CAST(? AS bigint[]), CAST(? AS double precision[])) "
+_PULLS_VALUES = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score, generation) VALUES "
+                 "(?, ?, ?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
+_PULLS_UNNEST = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score, generation) SELECT * "
+                 "FROM unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS double precision[]), "
+                 "CAST(? AS bigint[]), CAST(? AS double precision[]), CAST(? AS bigint[])) "
                  "ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
 
 _SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": ""}

@@ -70,6 +70,11 @@ def team_audit(api) -> list[tuple]:
     return sorted((item["result"], item["generation"]) for item in items)
 
 
+def image_pulls(api) -> list[int]:
+    """The pull counts `entrepot images team` shows."""
+    return [i["pull_count"] for i in api.get("/api/v1/organizations/team/images").json()["items"]]
+
+
 def pull_manifest(api) -> str:
     response = api.get(f"/v2/{ALPINE}/manifests/3.19", headers=ACCEPT)
     assert response.status_code == 200, response.text
@@ -111,13 +116,16 @@ def test_a_deleted_org_leaves_a_clean_slate_for_a_new_org_of_its_name(settings, 
         # The audit keeps every pull, each as the org (generation) it was made by.
         history = [("hit", 1), ("hit", 1), ("miss", 1), ("miss", 2)]
         assert until(lambda: team_audit(api), history) == history
+        # `images` counts the new org's pull of the image alone (the old org pulled it twice).
+        assert until(lambda: image_pulls(api), [1]) == [1]
 
     with serving(settings) as api:   # a restart: the views kept say the same
-        assert shown(api) == new and team_audit(api) == history
+        assert shown(api) == new and team_audit(api) == history and image_pulls(api) == [1]
     for name in PROJECTION_NAMES:    # views rebuilt from the events say the same too
         rebuild(name, api.env)
     with serving(settings) as api:
         assert until(lambda: shown(api), new) == new and team_audit(api) == history
+        assert until(lambda: image_pulls(api), [1]) == [1]
         assert pull_manifest(api) == "HIT"
 
 
