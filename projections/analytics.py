@@ -170,6 +170,8 @@ class AnalyticsView(View):
             return {}
         key = "org, start" if by_start else "org"
         out: dict[Any, Totals] = {}
+        if generation is None and org is not None:   # one org's latest: an equality, so the key's index range
+            generation = self.latest_generation(org)
         chosen, chosen_params = generation_filter(generation)
 
         def rows(table: str, columns: str, select: str, group: str) -> list[tuple]:
@@ -207,7 +209,7 @@ class AnalyticsView(View):
         """Repositories (repository, pulls, bytes served) and images (repository, reference, pulls) with
         the most pulls (or bytes served) on the UTC days from since's to until's (generations as totals)."""
         first = bucket_start(since, DAY)
-        chosen, chosen_params = generation_filter(generation)
+        chosen, chosen_params = generation_filter(self.latest_generation(org) if generation is None else generation)
         order = "2 DESC" if by == "pulls" else "3 DESC"
         repositories = self._rows(
             "SELECT repository, SUM(pulls) AS pulls, SUM(bytes) AS bytes FROM {analytics_repositories} AS a "
@@ -218,6 +220,11 @@ class AnalyticsView(View):
             f"AND day >= %s AND day < %s{chosen} GROUP BY repository, reference ORDER BY 3 DESC, 1, 2 LIMIT %s",
             [org, first, until, *chosen_params, limit])
         return ([(r, int(p), int(b)) for r, p, b in repositories], [(r, ref, int(p)) for r, ref, p in images])
+
+    def latest_generation(self, org: str) -> int:
+        """The org's latest generation as far as the view has read (1 before any)."""
+        rows = self._rows("SELECT latest FROM {analytics_generations} WHERE org = %s", [org])
+        return int(rows[0][0]) if rows else 1
 
     def generations(self) -> dict[str, int]:
         """{org: its latest generation} for every org the view has seen."""
