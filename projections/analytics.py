@@ -243,8 +243,9 @@ def _pull_key(event: Any) -> tuple:
 
 def _add_pulls(page: Page, pulls: Counter) -> None:
     """Add pulls counted per _pull_key to every rollup (a minute's start is in the same hour and day as its pulls)."""
-    for (org, generation, minute, result, client, repository, reference), n in pulls.items():
+    for org, generation in {(key[0], key[1]) for key in pulls}:   # once per org, not per key
         page.seen(org, generation)
+    for (org, generation, minute, result, client, repository, reference), n in pulls.items():
         for grain in ROLLUPS:
             start = bucket_start(minute, grain)
             page.pulls[(org, generation, grain, start, result)] += n
