@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from application.admin import InvalidRequest
 from application.errors import OrgUnknown
-from domain.analytics import GRAINS, cover, minute_range
+from domain.analytics import ALL_GENERATIONS, GRAINS, cover, minute_range
 from domain.traffic import quantile
 
 BASE_RESULTS = ("hit", "miss", "stale", "revalidated", "error")   # always reported, 0 when none
@@ -26,9 +26,10 @@ class AnalyticsReadModel(Protocol):
     """The analytics view (projections/analytics.py)."""
 
     def totals(self, pieces: list[tuple[int, int, int]], org: str | None = None,
-               by_start: bool = False, distinct: bool = True) -> dict[Any, Any]: ...
+               by_start: bool = False, distinct: bool = True, generation: int | None = None) -> dict[Any, Any]: ...
 
-    def top(self, org: str, since: int, until: int, by: str, limit: int) -> tuple[list[tuple], list[tuple]]: ...
+    def top(self, org: str, since: int, until: int, by: str, limit: int,
+            generation: int | None = None) -> tuple[list[tuple], list[tuple]]: ...
 
     def orgs(self) -> list[str]: ...
 
@@ -92,33 +93,39 @@ class Analytics:
     def orgs(self) -> list[str]:
         return sorted(set(self._known_orgs()) | set(self._view.orgs()))
 
-    def summary(self, org: str | None = None, since: float | None = None, until: float | None = None) -> dict:
-        """One org's figures over [since, until) (whole minutes), or every org's under "orgs"."""
+    def summary(self, org: str | None = None, since: float | None = None, until: float | None = None,
+                generation: int | None = None) -> dict:
+        """One org's figures over [since, until) (whole minutes), or every org's under "orgs"; of the
+        latest generation of each org name unless `generation` (domain.analytics.ALL_GENERATIONS) says."""
         lo, hi = self._range(since, until, DEFAULT_SPAN)
         if org is not None:
             self._check_org(org)
-            totals = self._view.totals(cover(lo, hi), org)
+            totals = self._view.totals(cover(lo, hi), org, generation=generation)
         else:   # org by org: each an index range read, where one query for all would scan the table
-            totals = {name: found for name in self.orgs() for found in self._view.totals(cover(lo, hi), name).values()}
+            totals = {name: found for name in self.orgs()
+                      for found in self._view.totals(cover(lo, hi), name, generation=generation).values()}
+        chosen = _generation_field(generation)
         if org is not None:
-            return {"org": org, "since": iso(lo), "until": iso(hi), **figures(totals.get(org))}
-        return {"since": iso(lo), "until": iso(hi),
+            return {"org": org, **chosen, "since": iso(lo), "until": iso(hi), **figures(totals.get(org))}
+        return {"since": iso(lo), "until": iso(hi), **chosen,
                 "orgs": [{"org": name, "since": iso(lo), "until": iso(hi), **figures(totals.get(name))}
                          for name in self.orgs()]}
 
     def series(self, org: str, metric: str, bucket: str = "hour", since: float | None = None,
-               until: float | None = None) -> dict:
+               until: float | None = None, generation: int | None = None) -> dict:
         """One figure per bucket from since's bucket to until's, zeros (or null) where nothing happened."""
         if metric not in FIGURES and not metric.startswith("pulls."):
             raise InvalidRequest("unknown metric", {"metric": f"one of {', '.join(FIGURES)}, or pulls.<result>"})
-        lo, hi, buckets = self.over_time(org, bucket, since, until, distinct=metric in ("clients", "repositories"))
+        lo, hi, buckets = self.over_time(org, bucket, since, until, distinct=metric in ("clients", "repositories"),
+                                         generation=generation)
         points = [{"start": iso(start), "t": start,
                    "value": numbers["pulls"].get(metric[6:], 0) if metric.startswith("pulls.") else numbers[metric]}
                   for start, numbers in buckets]
-        return {"org": org, "metric": metric, "bucket": bucket, "since": iso(lo), "until": iso(hi), "points": points}
+        return {"org": org, **_generation_field(generation), "metric": metric, "bucket": bucket, "since": iso(lo),
+                "until": iso(hi), "points": points}
 
     def over_time(self, org: str, bucket: str, since: float | None = None, until: float | None = None,
-                  distinct: bool = False) -> tuple[int, int, list[tuple[int, dict]]]:
+                  distinct: bool = False, generation: int | None = None) -> tuple[int, int, list[tuple[int, dict]]]:
         """(first start, end, [(bucket start, figures)]) for every bucket of the range: what the charts draw.
         Distinct clients and repositories (0 without `distinct`) cost a row read per member and bucket."""
         if bucket not in GRAINS:
@@ -129,11 +136,11 @@ class Analytics:
         if (hi - lo) // grain > MAX_POINTS:
             raise InvalidRequest("too many points", {"bucket": f"at most {MAX_POINTS} points; use a coarser bucket"})
         self._check_org(org)
-        rows = self._view.totals([(grain, lo, hi)], org, by_start=True, distinct=distinct)
+        rows = self._view.totals([(grain, lo, hi)], org, by_start=True, distinct=distinct, generation=generation)
         return lo, hi, [(start, figures(rows.get((org, start)))) for start in range(lo, hi, grain)]
 
     def top(self, org: str, by: str = "pulls", since: float | None = None, until: float | None = None,
-            limit: int = 10) -> dict:
+            limit: int = 10, generation: int | None = None) -> dict:
         """The repositories and images (repository:reference) pulled most, on the UTC days the range touches."""
         if by not in ("pulls", "bytes"):
             raise InvalidRequest("by must be pulls or bytes", {"by": "pulls or bytes"})
@@ -141,7 +148,14 @@ class Analytics:
             raise InvalidRequest("limit out of range", {"limit": f"between 1 and {MAX_TOP}"})
         lo, hi = self._range(since, until, DEFAULT_SPAN)
         self._check_org(org)
-        repositories, images = self._view.top(org, lo, hi, by, limit)
-        return {"org": org, "by": by, "since": iso(lo), "until": iso(hi),
+        repositories, images = self._view.top(org, lo, hi, by, limit, generation=generation)
+        return {"org": org, **_generation_field(generation), "by": by, "since": iso(lo), "until": iso(hi),
                 "repositories": [{"repository": r, "pulls": p, "bytes_served": b} for r, p, b in repositories],
                 "images": [{"repository": r, "reference": ref, "pulls": p} for r, ref, p in images]}
+
+
+def _generation_field(generation: int | None) -> dict:
+    """What an answer says about the generations it covers: only when one was asked for."""
+    if generation is None:
+        return {}
+    return {"generation": "all" if generation == ALL_GENERATIONS else generation}

@@ -145,16 +145,19 @@ class CacheRetention:
         pinned = self._view.pinned_usage(org)
         return {"bytes_stored": self._view.usage(org), "pinned_bytes": pinned,
                 "pinned_over_quota": bool(settings.quota_bytes) and pinned > settings.quota_bytes,
+                # The org's own generation (domain.org.CacheOrg.Recreated): a new org of a deleted name counts from zero.
                 "evictions": {reason: {"count": n, "bytes": size}
                               for reason, (n, size) in sorted(self._view.eviction_totals(org).items())}}
 
-    def log(self, org: str | None, kind: str | None, cursor: str | None, limit: int = 100) -> tuple[list, str | None]:
+    def log(self, org: str | None, kind: str | None, cursor: str | None, limit: int = 100,
+            generation: int | None = None) -> tuple[list, str | None]:
+        """A page of the log, newest first: of every generation of the org name, or of `generation`."""
         if kind is not None and kind not in ("eviction", "flush", "pin", "unpin"):
             raise InvalidRequest("kind must be eviction, flush, pin or unpin", {"kind": "eviction|flush|pin|unpin"})
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be 1 to {MAX_PAGE}", {"limit": f"1 to {MAX_PAGE}"})
         before = _cursor(cursor) if cursor is not None else None
-        rows = self._view.log(org=org, kind=kind, before=before, limit=limit + 1)
+        rows = self._view.log(org=org, kind=kind, before=before, limit=limit + 1, generation=generation)
         more = len(rows) > limit
         return rows[:limit], str(rows[limit - 1].id) if more else None
 

@@ -18,6 +18,7 @@ import os
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -108,14 +109,16 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def reports(taken: dict[str, OrgTraffic], since: float, until: float, process: str) -> list:
-    """One TrafficReport.Recorded per org with any traffic."""
+def reports(taken: dict[str, OrgTraffic], since: float, until: float, process: str,
+            generations: dict[str, int] | None = None) -> list:
+    """One TrafficReport.Recorded per org with any traffic, for the org's generation given (else 1)."""
     events = []
     for org, t in sorted(taken.items()):
         report = TrafficReport(org=org, process=process, since=since, until=until,
                                bytes_served=dict(t.bytes_served), bytes_fetched=dict(t.bytes_fetched),
                                blob_pulls=dict(t.blob_pulls), fills=t.fills, fill_seconds=list(t.fill_seconds),
-                               fills_failed=t.fills_failed, repositories=dict(t.repositories))
+                               fills_failed=t.fills_failed, repositories=dict(t.repositories),
+                               generation=(generations or {}).get(org, 1))
         events.extend(report.collect_events())
     return events
 
@@ -124,8 +127,14 @@ class TrafficRecorder:
     """Records the meter's counts every `interval` seconds and at stop(), off the request path."""
 
     def __init__(self, pulls: Pulls, meter: TrafficMeter, clock: Clock, interval: float = 5.0,
-                 write_timeout: float = 5.0, process: str | None = None) -> None:
+                 write_timeout: float = 5.0, process: str | None = None,
+                 generation_of: Callable[[str], int | None] | None = None) -> None:
         self._pulls, self._meter, self._clock = pulls, meter, clock
+        # Which generation of an org (domain.org.CacheOrg.Recreated) its traffic counts for: the one
+        # current when the report is written (a report spans a few seconds; a re-creation inside them
+        # counts that report to the new org). The last answer per org stands in when a lookup fails.
+        self._generation_of = generation_of
+        self._generations: dict[str, int] = {}
         self._interval, self._write_timeout = interval, write_timeout
         self._process = process or this_process()
         self._since = clock.now()
@@ -165,7 +174,9 @@ class TrafficRecorder:
         timeout = write_timeout or self._write_timeout
         async with self._lock:
             now = self._clock.now()
-            self._kept.extend(reports(self._meter.take(), self._since, now, self._process))
+            taken = self._meter.take()
+            generations = await self._current_generations(list(taken), timeout) if taken else {}
+            self._kept.extend(reports(taken, self._since, now, self._process, generations))
             self._since = now
             if len(self._kept) > MAX_KEPT_REPORTS:
                 log.error("dropping %d traffic reports: the event store has been down too long",
@@ -186,6 +197,25 @@ class TrafficRecorder:
                 log.warning("traffic reports kept to retry (%d): %s", len(self._kept), error)
                 return
             self._kept = []
+
+    async def _current_generations(self, orgs: list[str], timeout: float) -> dict[str, int]:
+        if self._generation_of is None:
+            return {}
+        lookup = self._generation_of
+
+        def current() -> dict[str, int]:
+            for org in orgs:
+                try:
+                    generation = lookup(org)
+                except Exception as error:   # the org store down: the last known generation, counted all the same
+                    log.warning("traffic report: generation of org %r unknown (%s), using the last known", org, error)
+                    continue
+                if generation is not None:
+                    self._generations[org] = generation
+            return {org: self._generations.get(org, 1) for org in orgs}
+        with anyio.move_on_after(timeout):   # a hung org store must not hold the reports up
+            return await anyio.to_thread.run_sync(current, abandon_on_cancel=True)
+        return {org: self._generations.get(org, 1) for org in orgs}
 
     async def _write(self, events: list, timeout: float) -> None:
         with anyio.fail_after(timeout):

@@ -5,6 +5,20 @@ from __future__ import annotations
 MINUTE, HOUR, DAY = 60, 3600, 86400
 GRAINS = {"minute": MINUTE, "hour": HOUR, "day": DAY}     # by name, as the API spells them
 ROLLUPS = (MINUTE, HOUR, DAY)                               # every event is added to one bucket of each
+# Which generations of an org (domain.org.CacheOrg.Recreated) a query reads: None the latest of the
+# name (what a new org of a deleted one's name shows), a number that one, ALL_GENERATIONS all added up.
+ALL_GENERATIONS = 0
+
+
+def parse_generation(text: str | None) -> int | None:
+    """The `generation` a user asked for: absent the latest, `all`, or a number from 1; ValueError else."""
+    if text is None or text == "":
+        return None
+    if text == "all":
+        return ALL_GENERATIONS
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError("generation must be a number from 1, or all")
+    return int(text)
 
 
 def bucket_start(at: float, grain: int) -> int:

@@ -39,6 +39,8 @@ class TrafficReport(Aggregate):
     """
 
     class Recorded(Aggregate.Created):
+        class_version = 2   # 2 added the org's generation
+
         org: str
         process: str            # which process measured it (host:pid), for tracing a replica's reports
         since: float            # the period the counts cover (time of day, seconds since the epoch)
@@ -50,11 +52,17 @@ class TrafficReport(Aggregate):
         fill_seconds: list      # fill durations, counted per FILL_SECONDS_BUCKETS bucket (+1 above)
         fills_failed: int
         repositories: dict      # repository -> bytes served (blobs and manifests) for the top lists
+        generation: int         # which org of that name (domain.org.CacheOrg.Recreated) the traffic was for
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state.setdefault("generation", 1)   # before generations, every org was the first of its name
 
     @event(Recorded)
     def __init__(self, org: str, process: str, since: float, until: float, bytes_served: dict,
                  bytes_fetched: dict, blob_pulls: dict, fills: int, fill_seconds: list, fills_failed: int,
-                 repositories: dict) -> None:
+                 repositories: dict, generation: int = 1) -> None:
+        self.generation = generation
         self.org, self.process, self.since, self.until = org, process, since, until
         self.bytes_served, self.bytes_fetched, self.blob_pulls = bytes_served, bytes_fetched, blob_pulls
         self.fills, self.fill_seconds, self.fills_failed = fills, fill_seconds, fills_failed

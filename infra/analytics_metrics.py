@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from domain.analytics import DAY
+from domain.analytics import ALL_GENERATIONS, DAY
 
 log = logging.getLogger(__name__)
 ALL_TIME = (DAY, 0, 2**40)   # every day bucket there is
@@ -24,7 +24,7 @@ ALL_TIME = (DAY, 0, 2**40)   # every day bucket there is
 
 class AnalyticsTotals(Protocol):
     def totals(self, pieces: list[tuple[int, int, int]], org: str | None = None,
-               by_start: bool = False) -> dict[Any, Any]: ...
+               by_start: bool = False, distinct: bool = True, generation: int | None = None) -> dict[Any, Any]: ...
 
 
 class AnalyticsCollector(Collector):
@@ -42,8 +42,9 @@ class AnalyticsCollector(Collector):
             if time.monotonic() - self._read_at >= self._ttl:
                 self._read_at = time.monotonic()
                 try:
-                    evictions = {org: totals.traffic.get("evictions", 0)
-                                 for org, totals in self._analytics.totals([ALL_TIME]).items()}
+                    # Every generation of the name: a Prometheus counter must not fall when an org is re-created.
+                    evictions = {org: totals.traffic.get("evictions", 0) for org, totals in self._analytics.totals(
+                        [ALL_TIME], generation=ALL_GENERATIONS).items()}
                     self._families = self._build(self._statuses(), evictions)
                 except Exception as error:   # a scrape still gets every other series
                     log.warning("metrics: cannot read projection lag or evictions: %s", error)

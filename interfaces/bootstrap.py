@@ -154,7 +154,9 @@ class Container:
         self.runners = projection_runners(self.env, in_process=settings.database.run_projections,
                                           archive=self.archive)
         self.traffic = TrafficRecorder(self.pulls, self.metrics, self.clock,
-                                       interval=settings.analytics.traffic_interval_seconds)
+                                       interval=settings.analytics.traffic_interval_seconds,
+                                       generation_of=lambda name: (config.generation if (
+                                           config := self.orgs.get(name)) is not None else None))
         self.group_commit = GroupCommit(self.pulls, metrics=self.metrics, max_backlog=settings.database.pull_backlog)
         # Client-mode routing, the admin surface, the evictor and /metrics read the views directly (our own readers).
         views = self.read_views = {"orgs": orgs_view, "referrers": referrers_view, **{

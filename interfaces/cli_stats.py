@@ -30,8 +30,10 @@ HEADERS = ["ORG", "PULLS", "HIT", "MISS", "STALE", "ERROR", "DENIED", "HIT RATIO
 
 def stats(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        answer = client.analytics("summary", org=args.org, since=args.since, until=args.until)
-        top = client.analytics("top", org=args.org, since=args.since, until=args.until, limit=args.top) \
+        answer = client.analytics("summary", org=args.org, since=args.since, until=args.until,
+                                  generation=args.generation)
+        top = client.analytics("top", org=args.org, since=args.since, until=args.until, limit=args.top,
+                               generation=args.generation) \
             if args.org and args.top else None
     if args.json:
         print(json.dumps(answer if top is None else {**answer, "top": top}, indent=2))
@@ -52,4 +54,6 @@ def add_stats_command(commands) -> None:
     p.add_argument("--since", help="ISO 8601, epoch seconds, or a duration ago: 90s, 15m, 2h, 7d (default 24h)")
     p.add_argument("--until", help="exclusive; as --since (default now)")
     p.add_argument("--top", type=int, default=5, metavar="N", help="with ORG: the N top repositories (0: none)")
+    p.add_argument("--generation", metavar="N|all", help="which org of the name (see Deleting an org): "
+                                                         "a number from 1, or all; default the latest")
     p.set_defaults(func=_reporting_api_errors(stats))

@@ -17,7 +17,8 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 
 from domain.cache import CachedManifest
-from domain.analytics import DAY, MINUTE, ROLLUPS, bucket_start
+from domain.org import CacheOrg
+from domain.analytics import ALL_GENERATIONS, DAY, MINUTE, ROLLUPS, bucket_start
 from domain.pull import Pull
 from domain.traffic import TrafficReport
 from projections.base import Batch, View
@@ -42,26 +43,38 @@ class Totals:
 
 @dataclass
 class Page:
-    """One page of events, added up before it reaches the database."""
-    pulls: Counter = field(default_factory=Counter)       # (org, grain, start, result)
-    traffic: dict = field(default_factory=dict)           # (org, grain, start) -> Counter of TRAFFIC
-    fills: Counter = field(default_factory=Counter)       # (org, grain, start, bucket)
-    members: set = field(default_factory=set)             # (org, grain, start, kind, member)
-    images: Counter = field(default_factory=Counter)      # (org, day, repository, reference) -> pulls
-    repositories: dict = field(default_factory=dict)      # (org, day, repository) -> [pulls, bytes served]
+    """One page of events, added up before it reaches the database. Every key starts with (org, generation)."""
+    pulls: Counter = field(default_factory=Counter)       # (org, generation, grain, start, result)
+    traffic: dict = field(default_factory=dict)           # (org, generation, grain, start) -> Counter of TRAFFIC
+    fills: Counter = field(default_factory=Counter)       # (org, generation, grain, start, bucket)
+    members: set = field(default_factory=set)             # (org, generation, grain, start, kind, member)
+    images: Counter = field(default_factory=Counter)      # (org, generation, day, repository, reference) -> pulls
+    repositories: dict = field(default_factory=dict)      # (org, generation, day, repository) -> [pulls, bytes]
+    generations: dict = field(default_factory=dict)       # org -> [registered, latest] (see AnalyticsView)
+    registered: dict = field(default_factory=dict)        # org -> its generation at this point of Registry's log
 
-    def add_traffic(self, org: str, at: float, **values: int) -> None:
+    def add_traffic(self, org: str, generation: int, at: float, **values: int) -> None:
         for grain in ROLLUPS:
-            row = self.traffic.setdefault((org, grain, bucket_start(at, grain)), Counter())
+            row = self.traffic.setdefault((org, generation, grain, bucket_start(at, grain)), Counter())
             row.update(values)
 
-    def repository(self, org: str, at: float, repository: str) -> list[int]:
-        return self.repositories.setdefault((org, bucket_start(at, DAY), repository), [0, 0])
+    def repository(self, org: str, generation: int, at: float, repository: str) -> list[int]:
+        return self.repositories.setdefault((org, generation, bucket_start(at, DAY), repository), [0, 0])
+
+    def seen(self, org: str, generation: int, registered: int = 1) -> None:
+        row = self.generations.setdefault(org, [1, 1])
+        row[0], row[1] = max(row[0], registered), max(row[1], generation)
 
 
 class AnalyticsView(View):
+    """Kept per generation of the org: pulls and traffic reports carry theirs; an eviction (a Registry
+    event without one) counts for the org's generation at that point of Registry's log, which the view
+    keeps from CacheOrg.Registered/Recreated in `analytics_generations (org, registered, latest)`:
+    `registered` as Registry's runner has seen it (in log order, so a rebuild assigns the same), `latest`
+    the highest seen by either runner, which queries read as the org's current generation."""
+
     name = "analytics"
-    handles = (Pull.Recorded, TrafficReport.Recorded, *EVICTION_EVENTS)
+    handles = (Pull.Recorded, TrafficReport.Recorded, *EVICTION_EVENTS, CacheOrg.Registered, CacheOrg.Recreated)
     follows = ("Pulls", "Registry")
 
     def process_page(self, c: Any, batch: Batch) -> None:
@@ -73,6 +86,8 @@ class AnalyticsView(View):
             if isinstance(event, Pull.Recorded):
                 pulls[_pull_key(event)] += 1
             else:
+                if isinstance(event, CachedManifest.Evicted) and event.org not in page.registered:
+                    page.registered[event.org] = self.registered_generation(c, event.org)
                 self.process_event(page, event, tracking)
         _add_pulls(page, pulls)
         # Sorted: the two runners (Pulls, and Registry for evictions) take row locks in the same order.
@@ -88,43 +103,57 @@ class AnalyticsView(View):
             self.add_images(c, sorted((*key, n) for key, n in page.images.items()))
         if page.repositories:
             self.add_repositories(c, sorted((*key, *values) for key, values in page.repositories.items()))
+        if page.generations:
+            self.add_generations(c, sorted((org, *values) for org, values in page.generations.items()))
 
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
         # `c` is the page (Page) here: the sums reach the database in process_page.
         if isinstance(event, Pull.Recorded):
             _add_pulls(c, Counter([_pull_key(event)]))
         elif isinstance(event, TrafficReport.Recorded):
-            c.add_traffic(event.org, event.until, bytes_served=sum(event.bytes_served.values()),
+            generation = event.generation
+            c.seen(event.org, generation)
+            c.add_traffic(event.org, generation, event.until, bytes_served=sum(event.bytes_served.values()),
                           bytes_from_upstream=sum(event.bytes_fetched.values()),
                           blob_hits=event.blob_pulls.get("hit", 0), blob_misses=event.blob_pulls.get("miss", 0),
                           fills=event.fills, fills_failed=event.fills_failed)
             for grain in ROLLUPS:
                 for index, n in enumerate(event.fill_seconds):
                     if n:
-                        c.fills[(event.org, grain, bucket_start(event.until, grain), index)] += n
+                        c.fills[(event.org, generation, grain, bucket_start(event.until, grain), index)] += n
             for repository, size in event.repositories.items():
-                c.repository(event.org, event.until, repository)[1] += size
+                c.repository(event.org, generation, event.until, repository)[1] += size
         elif isinstance(event, CachedManifest.Evicted) and event.image == event.digest:
-            c.add_traffic(event.org, event.at, evictions=1)
+            c.add_traffic(event.org, c.registered.get(event.org, 1), event.at, evictions=1)
+        elif isinstance(event, (CacheOrg.Registered, CacheOrg.Recreated)):
+            generation = getattr(event, "generation", 1)
+            c.registered[event.name] = generation
+            c.seen(event.name, generation, generation)
 
     # -- storage (one transaction's cursor `c`) -------------------------------------------------------
     @abstractmethod
-    def add_pulls(self, c: Any, rows: list[tuple]) -> None: """(org, grain, start, result, n): add n."""
+    def add_pulls(self, c: Any, rows: list[tuple]) -> None: """(org, generation, grain, start, result, n): add n."""
 
     @abstractmethod
-    def add_traffic(self, c: Any, rows: list[tuple]) -> None: """(org, grain, start, *TRAFFIC): add each."""
+    def add_traffic(self, c: Any, rows: list[tuple]) -> None: """(org, generation, grain, start, *TRAFFIC): add each."""
 
     @abstractmethod
-    def add_fills(self, c: Any, rows: list[tuple]) -> None: """(org, grain, start, bucket, n): add n."""
+    def add_fills(self, c: Any, rows: list[tuple]) -> None: """(org, generation, grain, start, bucket, n): add n."""
 
     @abstractmethod
-    def add_members(self, c: Any, rows: list[tuple]) -> None: """(org, grain, start, kind, member): once."""
+    def add_members(self, c: Any, rows: list[tuple]) -> None: """(org, generation, grain, start, kind, member): once."""
 
     @abstractmethod
-    def add_images(self, c: Any, rows: list[tuple]) -> None: """(org, day, repository, reference, pulls)."""
+    def add_images(self, c: Any, rows: list[tuple]) -> None: """(org, generation, day, repository, reference, pulls)."""
 
     @abstractmethod
-    def add_repositories(self, c: Any, rows: list[tuple]) -> None: """(org, day, repository, pulls, bytes)."""
+    def add_repositories(self, c: Any, rows: list[tuple]) -> None: """(org, generation, day, repository, pulls, bytes)."""
+
+    @abstractmethod
+    def add_generations(self, c: Any, rows: list[tuple]) -> None: """(org, registered, latest): the higher of each."""
+
+    @abstractmethod
+    def registered_generation(self, c: Any, org: str) -> int: """The org's `registered` generation (1 if none)."""
 
     # -- queries ---------------------------------------------------------------------------------------
     @abstractmethod
@@ -132,21 +161,28 @@ class AnalyticsView(View):
         """Rows of a read statement written with {table} placeholders and %s parameters."""
 
     def totals(self, pieces: list[tuple[int, int, int]], org: str | None = None,
-               by_start: bool = False, distinct: bool = True) -> dict[Any, Totals]:
+               by_start: bool = False, distinct: bool = True, generation: int | None = None) -> dict[Any, Totals]:
         """Sums over the buckets (grain, first start, end) of `pieces` (domain.analytics.cover), per org,
         or per (org, bucket start) with `by_start` (then give pieces of one grain). The distinct counts,
-        the one part that reads a row per member, only with `distinct`."""
+        the one part that reads a row per member, only with `distinct`. Of each org's latest generation,
+        or of `generation` (ALL_GENERATIONS: all added up); distinct counts then count a member once."""
         if not pieces:
             return {}
         key = "org, start" if by_start else "org"
         out: dict[Any, Totals] = {}
+        if generation is None and org is not None:   # one org's latest: an equality, so the key's index range
+            generation = self.latest_generation(org)
+        chosen, chosen_params = generation_filter(generation)
 
         def rows(table: str, columns: str, select: str, group: str) -> list[tuple]:
             # One index range read per piece, glued with UNION ALL: an OR of the ranges in one WHERE
             # would have the databases scan every row of the org instead.
             where = ("org = %s AND " if org is not None else "") + "grain = %s AND start >= %s AND start < %s"
-            source = " UNION ALL ".join(f"SELECT org, start, {columns} FROM {{{table}}} WHERE {where}" for _ in pieces)
-            params = [value for piece in pieces for value in ((org, *piece) if org is not None else piece)]
+            where += chosen
+            source = " UNION ALL ".join(f"SELECT org, start, {columns} FROM {{{table}}} AS a WHERE {where}"
+                                        for _ in pieces)
+            params = [value for piece in pieces
+                      for value in ((org, *piece, *chosen_params) if org is not None else (*piece, *chosen_params))]
             return self._rows(f"SELECT {key}, {select} FROM ({source}) AS piece GROUP BY {key}{group}", params)
 
         def of(row: tuple) -> Totals:
@@ -168,19 +204,31 @@ class AnalyticsView(View):
                 setattr(of(row), "clients" if row[width] == "client" else "repositories", int(row[width + 1]))
         return out
 
-    def top(self, org: str, since: int, until: int, by: str, limit: int) -> tuple[list[tuple], list[tuple]]:
+    def top(self, org: str, since: int, until: int, by: str, limit: int,
+            generation: int | None = None) -> tuple[list[tuple], list[tuple]]:
         """Repositories (repository, pulls, bytes served) and images (repository, reference, pulls) with
-        the most pulls (or bytes served) on the UTC days from since's to until's."""
-        first, params = bucket_start(since, DAY), [org]
+        the most pulls (or bytes served) on the UTC days from since's to until's (generations as totals)."""
+        first = bucket_start(since, DAY)
+        chosen, chosen_params = generation_filter(self.latest_generation(org) if generation is None else generation)
         order = "2 DESC" if by == "pulls" else "3 DESC"
         repositories = self._rows(
-            "SELECT repository, SUM(pulls) AS pulls, SUM(bytes) AS bytes FROM {analytics_repositories} WHERE org = %s AND day >= %s "
-            f"AND day < %s GROUP BY repository ORDER BY {order}, 1 LIMIT %s", [*params, first, until, limit])
+            "SELECT repository, SUM(pulls) AS pulls, SUM(bytes) AS bytes FROM {analytics_repositories} AS a "
+            f"WHERE org = %s AND day >= %s AND day < %s{chosen} GROUP BY repository ORDER BY {order}, 1 LIMIT %s",
+            [org, first, until, *chosen_params, limit])
         images = self._rows(
-            "SELECT repository, reference, SUM(pulls) AS pulls FROM {analytics_images} WHERE org = %s AND day >= %s "
-            "AND day < %s GROUP BY repository, reference ORDER BY 3 DESC, 1, 2 LIMIT %s",
-            [*params, first, until, limit])
+            "SELECT repository, reference, SUM(pulls) AS pulls FROM {analytics_images} AS a WHERE org = %s "
+            f"AND day >= %s AND day < %s{chosen} GROUP BY repository, reference ORDER BY 3 DESC, 1, 2 LIMIT %s",
+            [org, first, until, *chosen_params, limit])
         return ([(r, int(p), int(b)) for r, p, b in repositories], [(r, ref, int(p)) for r, ref, p in images])
+
+    def latest_generation(self, org: str) -> int:
+        """The org's latest generation as far as the view has read (1 before any)."""
+        rows = self._rows("SELECT latest FROM {analytics_generations} WHERE org = %s", [org])
+        return int(rows[0][0]) if rows else 1
+
+    def generations(self) -> dict[str, int]:
+        """{org: its latest generation} for every org the view has seen."""
+        return {org: int(latest) for org, latest in self._rows("SELECT org, latest FROM {analytics_generations}", [])}
 
     def orgs(self) -> list[str]:
         """Every org with any analytics row."""
@@ -189,17 +237,30 @@ class AnalyticsView(View):
 
 
 def _pull_key(event: Any) -> tuple:
-    return event.org, bucket_start(event.at, MINUTE), event.result, event.client, event.repository, event.reference
+    return (event.org, event.generation, bucket_start(event.at, MINUTE), event.result, event.client,
+            event.repository, event.reference)
 
 
 def _add_pulls(page: Page, pulls: Counter) -> None:
     """Add pulls counted per _pull_key to every rollup (a minute's start is in the same hour and day as its pulls)."""
-    for (org, minute, result, client, repository, reference), n in pulls.items():
+    for org, generation in {(key[0], key[1]) for key in pulls}:   # once per org, not per key
+        page.seen(org, generation)
+    for (org, generation, minute, result, client, repository, reference), n in pulls.items():
         for grain in ROLLUPS:
             start = bucket_start(minute, grain)
-            page.pulls[(org, grain, start, result)] += n
+            page.pulls[(org, generation, grain, start, result)] += n
             if client:
-                page.members.add((org, grain, start, "client", client))
-            page.members.add((org, grain, start, "repository", repository))
-        page.images[(org, bucket_start(minute, DAY), repository, reference)] += n
-        page.repository(org, minute, repository)[0] += n
+                page.members.add((org, generation, grain, start, "client", client))
+            page.members.add((org, generation, grain, start, "repository", repository))
+        page.images[(org, generation, bucket_start(minute, DAY), repository, reference)] += n
+        page.repository(org, generation, minute, repository)[0] += n
+
+
+def generation_filter(generation: int | None, table: str = "a") -> tuple[str, list]:
+    """The condition (and its parameters) on a row of `table` (an alias) for `generation` (see ALL_GENERATIONS)."""
+    if generation == ALL_GENERATIONS:
+        return "", []
+    if generation is None:
+        return (f" AND {table}.generation = coalesce((SELECT g.latest FROM {{analytics_generations}} g "
+                f"WHERE g.org = {table}.org), 1)", [])
+    return f" AND {table}.generation = %s", [generation]

@@ -10,22 +10,25 @@ from projections.base import SqliteView
 from projections.postgres_view import PostgresView
 
 TABLES = ("analytics_pulls", "analytics_traffic", "analytics_fills", "analytics_members", "analytics_images",
-          "analytics_repositories")
+          "analytics_repositories", "analytics_generations")
+SCHEMA_VERSION = 2   # 2: generation (the org's, domain.org.CacheOrg.Recreated) in every key
 _TRAFFIC_COLUMNS = ", ".join(f"{name} {{int}} NOT NULL" for name in TRAFFIC)
 # One schema for both: {int} is the integer type, {name} a table (the PostgreSQL copy's name).
 SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS {analytics_pulls} (org {text}, grain {int} NOT NULL, start {int} NOT NULL, "
-    "result {text}, n {int} NOT NULL, PRIMARY KEY (org, grain, start, result)){rowid}",
-    "CREATE TABLE IF NOT EXISTS {analytics_traffic} (org {text}, grain {int} NOT NULL, start {int} NOT NULL, "
-    f"{_TRAFFIC_COLUMNS}, PRIMARY KEY (org, grain, start)){{rowid}}",
-    "CREATE TABLE IF NOT EXISTS {analytics_fills} (org {text}, grain {int} NOT NULL, start {int} NOT NULL, "
-    "bucket {int} NOT NULL, n {int} NOT NULL, PRIMARY KEY (org, grain, start, bucket)){rowid}",
-    "CREATE TABLE IF NOT EXISTS {analytics_members} (org {text}, grain {int} NOT NULL, start {int} NOT NULL, "
-    "kind {text}, member {text}, PRIMARY KEY (org, grain, start, kind, member)){rowid}",
-    "CREATE TABLE IF NOT EXISTS {analytics_images} (org {text}, day {int} NOT NULL, repository {text}, "
-    "reference {text}, pulls {int} NOT NULL, PRIMARY KEY (org, day, repository, reference)){rowid}",
-    "CREATE TABLE IF NOT EXISTS {analytics_repositories} (org {text}, day {int} NOT NULL, repository {text}, "
-    "pulls {int} NOT NULL, bytes {int} NOT NULL, PRIMARY KEY (org, day, repository)){rowid}",
+    "CREATE TABLE IF NOT EXISTS {analytics_pulls} (org {text}, generation {int} NOT NULL, grain {int} NOT NULL, start {int} NOT NULL, "
+    "result {text}, n {int} NOT NULL, PRIMARY KEY (org, generation, grain, start, result)){rowid}",
+    "CREATE TABLE IF NOT EXISTS {analytics_traffic} (org {text}, generation {int} NOT NULL, grain {int} NOT NULL, start {int} NOT NULL, "
+    f"{_TRAFFIC_COLUMNS}, PRIMARY KEY (org, generation, grain, start)){{rowid}}",
+    "CREATE TABLE IF NOT EXISTS {analytics_fills} (org {text}, generation {int} NOT NULL, grain {int} NOT NULL, start {int} NOT NULL, "
+    "bucket {int} NOT NULL, n {int} NOT NULL, PRIMARY KEY (org, generation, grain, start, bucket)){rowid}",
+    "CREATE TABLE IF NOT EXISTS {analytics_members} (org {text}, generation {int} NOT NULL, grain {int} NOT NULL, start {int} NOT NULL, "
+    "kind {text}, member {text}, PRIMARY KEY (org, generation, grain, start, kind, member)){rowid}",
+    "CREATE TABLE IF NOT EXISTS {analytics_images} (org {text}, generation {int} NOT NULL, day {int} NOT NULL, repository {text}, "
+    "reference {text}, pulls {int} NOT NULL, PRIMARY KEY (org, generation, day, repository, reference)){rowid}",
+    "CREATE TABLE IF NOT EXISTS {analytics_repositories} (org {text}, generation {int} NOT NULL, day {int} NOT NULL, repository {text}, "
+    "pulls {int} NOT NULL, bytes {int} NOT NULL, PRIMARY KEY (org, generation, day, repository)){rowid}",
+    "CREATE TABLE IF NOT EXISTS {analytics_generations} (org {text} PRIMARY KEY, registered {int} NOT NULL, "
+    "latest {int} NOT NULL){rowid}",
     # The overview asks every org at once: by bucket, not by org first.
     "CREATE INDEX IF NOT EXISTS {analytics_pulls_by_start} ON {analytics_pulls} (grain, start)",
     "CREATE INDEX IF NOT EXISTS {analytics_traffic_by_start} ON {analytics_traffic} (grain, start)",
@@ -37,26 +40,30 @@ def _upserts(placeholder: str) -> dict[str, str]:
     def values(n: int) -> str:
         return ", ".join([placeholder] * n)
     return {
-        "pulls": f"INSERT INTO {{analytics_pulls}} AS t VALUES ({values(5)}) "
-                 "ON CONFLICT (org, grain, start, result) DO UPDATE SET n = t.n + excluded.n",
-        "traffic": f"INSERT INTO {{analytics_traffic}} AS t VALUES ({values(3 + len(TRAFFIC))}) "
-                   f"ON CONFLICT (org, grain, start) DO UPDATE SET {_ADD_TRAFFIC}",
-        "fills": f"INSERT INTO {{analytics_fills}} AS t VALUES ({values(5)}) "
-                 "ON CONFLICT (org, grain, start, bucket) DO UPDATE SET n = t.n + excluded.n",
-        "members": f"INSERT INTO {{analytics_members}} VALUES ({values(5)}) ON CONFLICT DO NOTHING",
-        "images": f"INSERT INTO {{analytics_images}} AS t VALUES ({values(5)}) "
-                  "ON CONFLICT (org, day, repository, reference) DO UPDATE SET pulls = t.pulls + excluded.pulls",
-        "repositories": f"INSERT INTO {{analytics_repositories}} AS t VALUES ({values(5)}) "
-                        "ON CONFLICT (org, day, repository) DO UPDATE SET pulls = t.pulls + excluded.pulls, "
+        "pulls": f"INSERT INTO {{analytics_pulls}} AS t VALUES ({values(6)}) "
+                 "ON CONFLICT (org, generation, grain, start, result) DO UPDATE SET n = t.n + excluded.n",
+        "traffic": f"INSERT INTO {{analytics_traffic}} AS t VALUES ({values(4 + len(TRAFFIC))}) "
+                   f"ON CONFLICT (org, generation, grain, start) DO UPDATE SET {_ADD_TRAFFIC}",
+        "fills": f"INSERT INTO {{analytics_fills}} AS t VALUES ({values(6)}) "
+                 "ON CONFLICT (org, generation, grain, start, bucket) DO UPDATE SET n = t.n + excluded.n",
+        "members": f"INSERT INTO {{analytics_members}} VALUES ({values(6)}) ON CONFLICT DO NOTHING",
+        "images": f"INSERT INTO {{analytics_images}} AS t VALUES ({values(6)}) "
+                  "ON CONFLICT (org, generation, day, repository, reference) DO UPDATE SET pulls = t.pulls + excluded.pulls",
+        "repositories": f"INSERT INTO {{analytics_repositories}} AS t VALUES ({values(6)}) "
+                        "ON CONFLICT (org, generation, day, repository) DO UPDATE SET pulls = t.pulls + excluded.pulls, "
                         "bytes = t.bytes + excluded.bytes",
+        # Both runners raise these, never lower them: the writes commute.
+        "generations": f"INSERT INTO {{analytics_generations}} AS t VALUES ({values(3)}) ON CONFLICT (org) DO UPDATE "
+                       "SET registered = {max}(t.registered, excluded.registered), latest = {max}(t.latest, excluded.latest)",
     }
 
 # PostgreSQL takes a page's rows of one table as one statement over arrays (unnest) rather than one
 # statement per row: a page's keys are distinct (summed per key first), so ON CONFLICT meets each once.
 _T, _I = "text", "bigint"
-_COLUMN_TYPES = {"pulls": (_T, _I, _I, _T, _I), "traffic": (_T, _I, _I, *[_I] * len(TRAFFIC)),
-                 "fills": (_T, _I, _I, _I, _I), "members": (_T, _I, _I, _T, _T), "images": (_T, _I, _T, _T, _I),
-                 "repositories": (_T, _I, _T, _I, _I)}
+_COLUMN_TYPES = {"pulls": (_T, _I, _I, _I, _T, _I), "traffic": (_T, _I, _I, _I, *[_I] * len(TRAFFIC)),
+                 "fills": (_T, _I, _I, _I, _I, _I), "members": (_T, _I, _I, _I, _T, _T),
+                 "images": (_T, _I, _I, _T, _T, _I), "repositories": (_T, _I, _I, _T, _I, _I),
+                 "generations": (_T, _I, _I)}
 
 
 def _unnest_upserts() -> dict[str, str]:
@@ -77,9 +84,10 @@ _SQLITE_NAMES = {name: name for name in (*TABLES, *INDEXES)}
 
 class SqliteAnalyticsView(SqliteView, AnalyticsView):
     tables = TABLES
+    schema_version = SCHEMA_VERSION
     _names = _SQLITE_NAMES
     schema = _schema("TEXT NOT NULL", "INTEGER", " WITHOUT ROWID", _SQLITE_NAMES)
-    _sql = {kind: text.format(**_SQLITE_NAMES) for kind, text in _upserts("?").items()}
+    _sql = {kind: text.replace("{max}", "max").format(**_SQLITE_NAMES) for kind, text in _upserts("?").items()}
 
     def add_pulls(self, c: SQLiteCursor, rows: list[tuple]) -> None:
         c.executemany(self._sql["pulls"], rows)
@@ -99,16 +107,25 @@ class SqliteAnalyticsView(SqliteView, AnalyticsView):
     def add_repositories(self, c: SQLiteCursor, rows: list[tuple]) -> None:
         c.executemany(self._sql["repositories"], rows)
 
+    def add_generations(self, c: SQLiteCursor, rows: list[tuple]) -> None:
+        c.executemany(self._sql["generations"], rows)
+
+    def registered_generation(self, c: SQLiteCursor, org: str) -> int:
+        c.execute("SELECT registered FROM analytics_generations WHERE org = ?", (org,))
+        row = c.fetchone()
+        return int(row[0]) if row else 1
+
     def _rows(self, text: str, params: list) -> list[tuple]:
         return [tuple(row) for row in self._query(text.format(**self._names).replace("%s", "?"), params)]
 
 class PostgresAnalyticsView(PostgresView, AnalyticsView):
     projection = "analytics"
     tables = TABLES
+    schema_version = SCHEMA_VERSION
     indexes = INDEXES
     # {name} placeholders stay for PostgresView to fill with this version's table names.
     schema = _schema("text NOT NULL", "bigint", "", {name: "{" + name + "}" for name in (*TABLES, *INDEXES)})
-    _upsert = _unnest_upserts()
+    _upsert = {kind: text.replace("{max}", "GREATEST") for kind, text in _unnest_upserts().items()}
 
     def _add(self, c: Cursor, kind: str, rows: list[tuple]) -> None:
         c.execute(self.sql(self._upsert[kind]), [list(column) for column in zip(*rows)])
@@ -130,6 +147,14 @@ class PostgresAnalyticsView(PostgresView, AnalyticsView):
 
     def add_repositories(self, c: Cursor, rows: list[tuple]) -> None:
         self._add(c, "repositories", rows)
+
+    def add_generations(self, c: Cursor, rows: list[tuple]) -> None:
+        self._add(c, "generations", rows)
+
+    def registered_generation(self, c: Cursor, org: str) -> int:
+        c.execute(self.sql("SELECT registered FROM {analytics_generations} WHERE org = %s"), (org,))
+        row = c.fetchone()
+        return int(row["registered"] if isinstance(row, dict) else row[0]) if row else 1
 
     def _rows(self, text: str, params: list) -> list[tuple]:
         return self._query(text, params)

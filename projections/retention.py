@@ -11,8 +11,12 @@ Tables (one SQL text for both backends, see projections/retention_sql.py):
 - `image_tags`: tag -> digest, to name what an eviction takes with it.
 - `orphans (digest)`: stored digests no image references since `since`; `state` is `deleting`
   once StoredBlob.Orphaned is recorded (deletion under way; a restart finishes it).
-- `retention_log`: evictions, flushes and pins in the order recorded (the audit API's list).
-- `eviction_totals (org, reason)`: count and bytes.
+- `retention_log`: evictions, flushes and pins in the order recorded (the audit API's list), each with
+  the generation of the org (domain.org.CacheOrg.Recreated) it happened to.
+- `eviction_totals (org, generation, reason)`: count and bytes.
+- `retention_generations (org, generation)`: each org's generation at this point of Registry's log (from
+  CacheOrg.Registered/Recreated). Evictions, flushes and pins are Registry events too, so the generation
+  they get is the one current when they were recorded, whatever the replay.
 Pull updates only touch the stats columns and commute with the rest.
 """
 
@@ -24,14 +28,19 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 
 from domain.cache import CachedBlob, CachedManifest, TagResolution
+from domain.org import CacheOrg
 from domain.pull import Pull
 from domain.retention import (ORDER_TIEBREAK, CacheFlush, Candidate, ImagePin, StoredBlob, add_weight,
                               eviction_order, pull_weight)
 from projections.base import Batch, View
 
-# What a page's pulls set on an images row already there (the new score is folded in Python).
-PULL_STATS = ("last_used = {max}({images}.last_used, excluded.last_used), "
-              "pull_count = {images}.pull_count + excluded.pull_count, provisional = 0, score = excluded.score")
+# What a page's pulls set on an images row already there (the new score is folded in Python). A row of an
+# earlier org of the name (generation) starts again from these pulls: a new org inherits no pull counts.
+PULL_STATS = ("last_used = CASE WHEN {images}.generation < excluded.generation THEN excluded.last_used "
+              "ELSE {max}({images}.last_used, excluded.last_used) END, "
+              "pull_count = CASE WHEN {images}.generation < excluded.generation THEN excluded.pull_count "
+              "ELSE {images}.pull_count + excluded.pull_count END, provisional = 0, score = excluded.score, "
+              "generation = {max}({images}.generation, excluded.generation)")
 KEYS_PER_READ = 300   # images per SELECT ... IN (VALUES ...): three parameters each, well under SQLite's limit
 
 
@@ -64,6 +73,7 @@ class RetentionEntry:
     actor: str
     at: float
     dry_run: bool
+    generation: int = 1  # which org of the name it happened to
 
 
 class RetentionView(View):
@@ -71,7 +81,8 @@ class RetentionView(View):
     handles = (CachedManifest.Cached, CachedManifest.Recached, CachedManifest.Evicted, CachedBlob.Cached,
                TagResolution.Resolved, TagResolution.Retargeted, TagResolution.Dropped,
                ImagePin.Pinned, ImagePin.Repinned, ImagePin.Unpinned, CacheFlush.Flushed,
-               StoredBlob.Orphaned, StoredBlob.Deleted, StoredBlob.Restored, Pull.Recorded)
+               StoredBlob.Orphaned, StoredBlob.Deleted, StoredBlob.Restored, Pull.Recorded,
+               CacheOrg.Registered, CacheOrg.Recreated)
     follows = ("Registry", "Pulls")
 
     # Two primitives per backend: run one statement of the shared SQL text in the page's
@@ -83,7 +94,8 @@ class RetentionView(View):
         raise NotImplementedError
 
     def add_pull_stats(self, c: Any, rows: list[tuple]) -> None:
-        """Upsert (org, repository, digest, last_used, pulls, score) rows, keys distinct: PULL_STATS on conflict."""
+        """Upsert (org, repository, digest, last_used, pulls, score, generation) rows, keys distinct: PULL_STATS
+        on conflict."""
         raise NotImplementedError
 
     # -- writing ---------------------------------------------------------------------------------------
@@ -129,6 +141,10 @@ class RetentionView(View):
             self.run(c, "UPDATE {orphans} SET state = 'deleting' WHERE digest = ?", (event.digest,))
         elif isinstance(event, StoredBlob.Deleted):
             self.run(c, "DELETE FROM {orphans} WHERE digest = ? AND state = 'deleting'", (event.digest,))
+        elif isinstance(event, (CacheOrg.Registered, CacheOrg.Recreated)):
+            self.run(c, "INSERT INTO {retention_generations} VALUES (?, ?) ON CONFLICT (org) DO UPDATE SET "
+                        "generation = {max}({retention_generations}.generation, excluded.generation)",
+                     (event.name, getattr(event, "generation", 1)))
 
     def _cached(self, c: Any, e: Any) -> None:
         self._sized(c, e.digest, e.size)
@@ -143,14 +159,22 @@ class RetentionView(View):
             # Caching it was a pull (a miss) whose Pull event may not be projected yet (another
             # runner): until one is, that pull counts provisionally, so LFU does not see a new image
             # as never pulled and evict it while it arrives.
+            # A row left by an earlier org of the name (generation) starts again: nothing of its stats stays.
             self.run(c, "INSERT INTO {images} (org, repository, digest, media_type, held, cached_at, last_used, "
-                        "score, provisional) VALUES (?, ?, ?, ?, 1, ?, ?, ?, 1) "
+                        "score, provisional, generation) VALUES (?, ?, ?, ?, 1, ?, ?, ?, 1, ?) "
                         "ON CONFLICT (org, repository, digest) DO UPDATE SET "
                         "media_type = excluded.media_type, held = 1, cached_at = excluded.cached_at, "
-                        "last_used = {max}({images}.last_used, excluded.last_used), "
-                        "score = CASE WHEN {images}.pull_count = 0 THEN excluded.score ELSE {images}.score END, "
-                        "provisional = CASE WHEN {images}.pull_count = 0 THEN 1 ELSE {images}.provisional END",
-                     (e.org, e.repository, e.digest, e.media_type, e.cached_at, e.cached_at, pull_weight(e.cached_at)))
+                        "last_used = CASE WHEN {images}.generation < excluded.generation THEN excluded.last_used "
+                        "ELSE {max}({images}.last_used, excluded.last_used) END, "
+                        "score = CASE WHEN {images}.pull_count = 0 OR {images}.generation < excluded.generation "
+                        "THEN excluded.score ELSE {images}.score END, "
+                        "provisional = CASE WHEN {images}.pull_count = 0 OR {images}.generation < excluded.generation "
+                        "THEN 1 ELSE {images}.provisional END, "
+                        "pull_count = CASE WHEN {images}.generation < excluded.generation THEN 0 "
+                        "ELSE {images}.pull_count END, "
+                        "generation = {max}({images}.generation, excluded.generation)",
+                     (e.org, e.repository, e.digest, e.media_type, e.cached_at, e.cached_at, pull_weight(e.cached_at),
+                      self._generation(c, e.org)))
             self._add_members(c, e.org, e.repository, e.digest, [e.digest, *e.blobs, *e.children])
             for child in e.children:
                 self.run(c, "INSERT INTO {children} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -186,9 +210,10 @@ class RetentionView(View):
             self.run(c, "INSERT INTO {orphans} SELECT digest, ?, 'waiting' FROM {sizes} WHERE digest = ? "
                         "AND NOT EXISTS (SELECT 1 FROM {members} WHERE digest = ?) ON CONFLICT DO NOTHING",
                      (e.at, digest, digest))
-        self.run(c, "INSERT INTO {eviction_totals} VALUES (?, ?, 1, ?) ON CONFLICT (org, reason) DO UPDATE SET "
-                    "evictions = {eviction_totals}.evictions + 1, bytes = {eviction_totals}.bytes + excluded.bytes",
-                 (e.org, e.reason, e.bytes))
+        self.run(c, "INSERT INTO {eviction_totals} VALUES (?, ?, ?, 1, ?) ON CONFLICT (org, generation, reason) "
+                    "DO UPDATE SET evictions = {eviction_totals}.evictions + 1, "
+                    "bytes = {eviction_totals}.bytes + excluded.bytes",
+                 (e.org, self._generation(c, e.org), e.reason, e.bytes))
         self._log(c, position, "eviction", e.org, e.repository, e.digest, ",".join(e.tags), e.bytes, e.reason,
                   e.policy, e.actor, e.at, False)
 
@@ -202,8 +227,13 @@ class RetentionView(View):
 
     def _log(self, c: Any, position: int, kind: str, org: str, repository: str, digest: str, tags: str, size: int,
              reason: str, policy: str, actor: str, at: float, dry_run: bool) -> None:
-        self.run(c, "INSERT INTO {retention_log} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                 (position, kind, org, repository, digest, tags, size, reason, policy, actor, at, int(dry_run)))
+        self.run(c, "INSERT INTO {retention_log} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 (position, kind, org, repository, digest, tags, size, reason, policy, actor, at, int(dry_run),
+                  self._generation(c, org)))
+
+    def _generation(self, c: Any, org: str) -> int:
+        rows = self.run(c, "SELECT generation FROM {retention_generations} WHERE org = ?", (org,))
+        return int(rows[0][0]) if rows else 1
 
     def _count_pulls(self, c: Any, pulls: dict[tuple[str, str, str], list]) -> None:
         """Add a page's pulls to their images' stats in one read and one batched upsert.
@@ -214,24 +244,28 @@ class RetentionView(View):
         """
         if not pulls:
             return
-        stored: dict[tuple[str, str, str], tuple[float, int]] = {}
+        stored: dict[tuple[str, str, str], tuple[float, int, int]] = {}
         keys = list(pulls)
         for start in range(0, len(keys), KEYS_PER_READ):
             chunk = keys[start:start + KEYS_PER_READ]
-            rows = self.run(c, "SELECT org, repository, digest, score, provisional FROM {images} "
+            rows = self.run(c, "SELECT org, repository, digest, score, provisional, generation FROM {images} "
                                "WHERE (org, repository, digest) IN (VALUES " + ", ".join(["(?, ?, ?)"] * len(chunk))
                             + ")", tuple(part for key in chunk for part in key))
-            stored.update({(org, repository, digest): (score, provisional)
-                           for org, repository, digest, score, provisional in rows})
+            stored.update({(org, repository, digest): (score, provisional, generation)
+                           for org, repository, digest, score, provisional, generation in rows})
         values = []
-        for key, (n, at, weights) in pulls.items():
-            score, provisional = stored.get(key, (None, 1))
-            # A provisional score stood in for the pull that cached the image: its first real pulls replace it.
-            score = None if provisional else score
+        for key, (n, at, weights, generation) in pulls.items():
+            score, provisional, stored_generation = stored.get(key, (None, 1, generation))
+            if stored_generation > generation:
+                continue   # pulls of an earlier org of the name, read after the new one cached the image
+            # A provisional score stood in for the pull that cached the image: its first real pulls replace it;
+            # the score of an earlier org of the name counts for nothing.
+            score = None if provisional or stored_generation < generation else score
             for weight in weights:
                 score = add_weight(score, weight)
-            values.append((*key, at, n, score))
-        self.add_pull_stats(c, values)
+            values.append((*key, at, n, score, generation))
+        if values:
+            self.add_pull_stats(c, values)
 
     # -- queries ---------------------------------------------------------------------------------------
     def ranking(self, org: str | None, policy: str, *, limit: int, offset: int = 0,
@@ -318,9 +352,16 @@ class RetentionView(View):
                          "ORDER BY o.since, o.digest{C} LIMIT ?", (cutoff, limit))
 
     def all_eviction_totals(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """{(org, reason): (evictions, bytes)}: one small table, for the metrics scrape."""
-        return {(org, reason): (n, size) for org, reason, n, size in self.read(
-            "SELECT org, reason, evictions, bytes FROM {eviction_totals}")}
+        """{(org, reason): (evictions, bytes)} over every generation (a Prometheus counter never falls):
+        one small table, for the metrics scrape."""
+        return {(org, reason): (int(n), int(size)) for org, reason, n, size in self.read(
+            "SELECT org, reason, sum(evictions) AS evictions, sum(bytes) AS bytes FROM {eviction_totals} "
+            "GROUP BY org, reason")}   # named: PostgreSQL rows come as dicts, where two unnamed sums share a key
+
+    def latest_generation(self, org: str) -> int:
+        """The org's generation as far as this view has read Registry's log (1 before any)."""
+        rows = self.read("SELECT generation FROM {retention_generations} WHERE org = ?", (org,))
+        return int(rows[0][0]) if rows else 1
 
     def org_usages(self) -> dict[str, int]:
         """{org: bytes of the distinct digests its images reference}, for the metrics scrape."""
@@ -328,15 +369,21 @@ class RetentionView(View):
             "SELECT d.org, coalesce(sum(s.size), 0) FROM (SELECT DISTINCT org, digest FROM {members}) d "
             "JOIN {sizes} s ON s.digest = d.digest GROUP BY d.org")}
 
-    def eviction_totals(self, org: str) -> dict[str, tuple[int, int]]:
-        return {reason: (n, size) for reason, n, size in self.read(
-            "SELECT reason, evictions, bytes FROM {eviction_totals} WHERE org = ?", (org,))}
+    def eviction_totals(self, org: str, generation: int | None = None) -> dict[str, tuple[int, int]]:
+        """{reason: (evictions, bytes)} of the org's latest generation, or of `generation` (0: all of them)."""
+        if generation is None:
+            generation = self.latest_generation(org)
+        where, params = ("", (org,)) if generation == 0 else (" AND generation = ?", (org, generation))
+        return {reason: (int(n), int(size)) for reason, n, size in self.read(
+            f"SELECT reason, sum(evictions) AS evictions, sum(bytes) AS bytes FROM {{eviction_totals}} WHERE org = ?{where} "
+            "GROUP BY reason", params)}
 
     def log(self, *, org: str | None = None, kind: str | None = None, before: int | None = None,
-            limit: int = 100) -> list[RetentionEntry]:
-        """Evictions, flushes and pins, newest first; `before` is the last id of the previous page."""
+            limit: int = 100, generation: int | None = None) -> list[RetentionEntry]:
+        """Evictions, flushes and pins (of every generation, or of `generation`), newest first; `before` is
+        the last id of the previous page."""
         where, params = ["1 = 1"], []
-        for column, value in (("org", org), ("kind", kind)):
+        for column, value in (("org", org), ("kind", kind), ("generation", generation)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
@@ -345,13 +392,18 @@ class RetentionView(View):
             params.append(before)
         rows = self.read(f"SELECT * FROM {{retention_log}} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
                          (*params, limit))
-        return [RetentionEntry(*row[:11], bool(row[11])) for row in rows]
+        return [RetentionEntry(*row[:11], bool(row[11]), int(row[12])) for row in rows]
 
 
 def _gather_pull(pulls: dict, event: Any) -> None:
     if not event.digest or event.result == "error":
         return
-    seen = pulls.setdefault((event.org, event.repository, event.digest), [0, event.at, []])
+    key = (event.org, event.repository, event.digest)
+    seen = pulls.get(key)
+    if seen is None or seen[3] < event.generation:   # a new org of the name: its pulls alone count
+        seen = pulls[key] = [0, event.at, [], event.generation]
+    elif seen[3] > event.generation:
+        return
     seen[0] += 1
     seen[1] = max(seen[1], event.at)
     seen[2].append(pull_weight(event.at))   # folded in this order onto the stored score (_count_pulls)

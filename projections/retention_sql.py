@@ -9,7 +9,9 @@ from projections.postgres_view import PostgresView
 from projections.retention import PULL_STATS, RetentionView
 from domain.retention import NO_PULLS
 
-TABLES = ("images", "members", "children", "sizes", "image_tags", "orphans", "retention_log", "eviction_totals")
+TABLES = ("images", "members", "children", "sizes", "image_tags", "orphans", "retention_log", "eviction_totals",
+          "retention_generations")
+SCHEMA_VERSION = 2   # 2: the org's generation in images, retention_log and eviction_totals; retention_generations
 
 
 def _columns(real: str, integer: str, text: str) -> tuple[str, ...]:
@@ -20,7 +22,7 @@ def _columns(real: str, integer: str, text: str) -> tuple[str, ...]:
         f"cached_at {real}, bytes {integer} NOT NULL DEFAULT 0, last_used {real} NOT NULL DEFAULT 0, "
         f"pull_count {integer} NOT NULL DEFAULT 0, score {real} NOT NULL DEFAULT {NO_PULLS}, "
         f"pinned {integer} NOT NULL DEFAULT 0, provisional {integer} NOT NULL DEFAULT 0, "
-        f"PRIMARY KEY (org, repository, digest))",
+        f"generation {integer} NOT NULL DEFAULT 1, PRIMARY KEY (org, repository, digest))",
         f"CREATE TABLE IF NOT EXISTS {{members}} (org {text} NOT NULL, repository {text} NOT NULL, "
         f"image {text} NOT NULL, digest {text} NOT NULL, PRIMARY KEY (org, repository, image, digest))",
         f"CREATE TABLE IF NOT EXISTS {{children}} (org {text} NOT NULL, repository {text} NOT NULL, "
@@ -33,9 +35,11 @@ def _columns(real: str, integer: str, text: str) -> tuple[str, ...]:
         f"CREATE TABLE IF NOT EXISTS {{retention_log}} (id {integer} PRIMARY KEY, kind {text} NOT NULL, "
         f"org {text} NOT NULL, repository {text} NOT NULL, digest {text} NOT NULL, tags {text} NOT NULL, "
         f"bytes {integer} NOT NULL, reason {text} NOT NULL, policy {text} NOT NULL, actor {text} NOT NULL, "
-        f"at {real} NOT NULL, dry_run {integer} NOT NULL)",
-        f"CREATE TABLE IF NOT EXISTS {{eviction_totals}} (org {text} NOT NULL, reason {text} NOT NULL, "
-        f"evictions {integer} NOT NULL, bytes {integer} NOT NULL, PRIMARY KEY (org, reason))",
+        f"at {real} NOT NULL, dry_run {integer} NOT NULL, generation {integer} NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {{eviction_totals}} (org {text} NOT NULL, generation {integer} NOT NULL, "
+        f"reason {text} NOT NULL, evictions {integer} NOT NULL, bytes {integer} NOT NULL, "
+        f"PRIMARY KEY (org, generation, reason))",
+        f"CREATE TABLE IF NOT EXISTS {{retention_generations}} (org {text} PRIMARY KEY, generation {integer} NOT NULL)",
     )
 
 
@@ -53,11 +57,11 @@ INDEXES = (
 )
 
 
-_PULLS_VALUES = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score) VALUES "
-                 "(?, ?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
-_PULLS_UNNEST = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score) SELECT * FROM "
-                 "unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS double precision[]), "
-                 "CAST(? AS bigint[]), CAST(? AS double precision[])) "
+_PULLS_VALUES = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score, generation) VALUES "
+                 "(?, ?, ?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
+_PULLS_UNNEST = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score, generation) SELECT * "
+                 "FROM unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS double precision[]), "
+                 "CAST(? AS bigint[]), CAST(? AS double precision[]), CAST(? AS bigint[])) "
                  "ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
 
 _SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": ""}
@@ -65,6 +69,7 @@ _SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": ""}
 
 class SqliteRetentionView(SqliteView, RetentionView):
     tables = TABLES
+    schema_version = SCHEMA_VERSION
     _names = _SQLITE_NAMES
     schema = (*(statement.format(**_SQLITE_NAMES) for statement in _columns("REAL", "INTEGER", "TEXT")),
               *(f"CREATE INDEX IF NOT EXISTS {name} ON {on.format(**_SQLITE_NAMES)}" for name, on in INDEXES))
@@ -85,6 +90,7 @@ class PostgresRetentionView(PostgresView, RetentionView):
 
     projection = "retention"
     tables = TABLES
+    schema_version = SCHEMA_VERSION
     indexes = tuple(name for name, _ in INDEXES)
     serialise_writes = True
     schema = (*_columns("double precision", "bigint", "text"),

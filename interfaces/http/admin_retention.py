@@ -14,7 +14,9 @@ from litestar.params import FromPath, FromQuery as Query, QueryParameter
 
 from application.admin import InvalidRequest
 from application.retention_admin import CacheRetention
+from domain.analytics import ALL_GENERATIONS
 from domain.names import MAX_NAME_LENGTH
+from interfaces.http.admin_analytics import generation_of
 from interfaces.http.admin_audit import checked_text, iso
 from interfaces.http.admin_bodies import read_body
 
@@ -44,7 +46,7 @@ def log_item(entry: Any) -> dict:
     return {"id": entry.id, "kind": entry.kind, "org": entry.org, "repository": entry.repository,
             "digest": entry.digest, "tags": [t for t in entry.tags.split(",") if t], "bytes": entry.bytes,
             "reason": entry.reason, "policy": entry.policy, "actor": entry.actor, "at": iso(entry.at),
-            "dry_run": entry.dry_run}
+            "dry_run": entry.dry_run, "generation": entry.generation}
 
 
 class RetentionController(Controller):
@@ -97,8 +99,13 @@ def pin_item(pin: Any) -> dict:
 @get("/audit/evictions", tags=["audit"], sync_to_thread=True)
 def evictions(retention: NamedDependency[CacheRetention], org: Query[str | None] = None,
               kind: Annotated[str | None, QueryParameter(description="eviction, flush, pin or unpin")] = None,
-              cursor: Query[str | None] = None, limit: Query[int] = 100) -> dict:
-    """What left the cache (evictions and flushes, dry runs included) and pins, newest first."""
+              cursor: Query[str | None] = None, limit: Query[int] = 100,
+              generation: Annotated[str | None, QueryParameter(
+                  description="which org of the name: a number from 1; every generation when absent")] = None) -> dict:
+    """What left the cache (evictions and flushes, dry runs included) and pins, newest first; each
+    entry's `generation` says which org of the name it happened to."""
+    chosen = generation_of(generation)
     rows, next_cursor = retention.log(checked_text("org", org), checked_text("kind", kind),
-                                      checked_text("cursor", cursor), limit)
+                                      checked_text("cursor", cursor), limit,
+                                      generation=None if chosen == ALL_GENERATIONS else chosen)
     return {"items": [log_item(row) for row in rows], "next_cursor": next_cursor}

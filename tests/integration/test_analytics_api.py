@@ -129,6 +129,11 @@ def test_entrepot_stats_prints_the_summary_as_a_table_or_json(server, workload):
     table = stats(server).splitlines()
     assert table[1].split()[:4] == ["ORG", "PULLS", "HIT", "MISS"]
     assert table[2].split()[:4] == ["hub", "4", "2", "2"] and "50.0%" in table[2]
+    # --generation: hub was never re-created, so its first org is the latest one, and a second has pulled nothing.
+    first = json.loads(stats(server, "hub", "--json", "--generation", "1"))
+    assert (first["generation"], first["pulls"]) == (1, hub["pulls"])
+    assert json.loads(stats(server, "hub", "--json", "--generation", "2"))["pulls_total"] == 0
+    assert json.loads(stats(server, "hub", "--json", "--generation", "all"))["pulls"] == hub["pulls"]
 
 
 def test_a_rebuilt_analytics_view_answers_the_same_summary(server, workload):

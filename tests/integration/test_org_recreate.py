@@ -10,7 +10,7 @@ import pytest
 from litestar.testing import TestClient
 
 from infra.projection_runtime import rebuild
-from infra.settings import DatabaseSettings, SecuritySettings, Settings
+from infra.settings import AnalyticsSettings, DatabaseSettings, SecuritySettings, Settings
 from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from projections.catalog import PROJECTION_NAMES
@@ -39,7 +39,9 @@ def settings(request, tmp_path) -> Settings:
     if request.param == "postgres":
         database = DatabaseSettings(url=request.getfixturevalue("postgres_url"), schema=f"recreate_{id(tmp_path)}")
     return Settings(data_dir=str(tmp_path / "data"), admin_token=TOKEN, organizations=(), database=database,
-                    security=SecuritySettings(allowed_upstream_networks=("127.0.0.0/8",)))
+                    security=SecuritySettings(allowed_upstream_networks=("127.0.0.0/8",)),
+                    # Traffic reports (bytes served, blob hits) every 0.2 s, so the analytics see them soon.
+                    analytics=AnalyticsSettings(traffic_interval_seconds=0.2))
 
 
 def serving(settings: Settings) -> TestClient:
@@ -69,6 +71,11 @@ def shown(api) -> tuple:
 def team_audit(api) -> list[tuple]:
     items = api.get("/api/v1/audit", params={"org": "team", "limit": 100}).json()["items"]
     return sorted((item["result"], item["generation"]) for item in items)
+
+
+def image_pulls(api) -> list[int]:
+    """The pull counts `entrepot images team` shows."""
+    return [i["pull_count"] for i in api.get("/api/v1/organizations/team/images").json()["items"]]
 
 
 def pull_manifest(api) -> str:
@@ -112,11 +119,92 @@ def test_a_deleted_org_leaves_a_clean_slate_for_a_new_org_of_its_name(settings, 
         # The audit keeps every pull, each as the org (generation) it was made by.
         history = [("hit", 1), ("hit", 1), ("miss", 1), ("miss", 2)]
         assert until(lambda: team_audit(api), history) == history
+        # `images` counts the new org's pull of the image alone (the old org pulled it twice).
+        assert until(lambda: image_pulls(api), [1]) == [1]
 
     with serving(settings) as api:   # a restart: the views kept say the same
-        assert shown(api) == new and team_audit(api) == history
+        assert shown(api) == new and team_audit(api) == history and image_pulls(api) == [1]
     for name in PROJECTION_NAMES:    # views rebuilt from the events say the same too
         rebuild(name, api.env)
     with serving(settings) as api:
         assert until(lambda: shown(api), new) == new and team_audit(api) == history
+        assert until(lambda: image_pulls(api), [1]) == [1]
         assert pull_manifest(api) == "HIT"
+
+
+def figures(api, generation: str | None = None) -> tuple:
+    """What `entrepot stats team` shows (the analytics summary): pulls by result, evictions, blob GETs, whether
+    bytes were served; of the latest org of the name, or of `generation`."""
+    params = {"org": "team", "since": "1h", **({"generation": generation} if generation else {})}
+    body = api.get("/api/v1/analytics/summary", params=params).json()
+    return ({k: n for k, n in body["pulls"].items() if n}, body["evictions"], body["blob_hits"] + body["blob_misses"],
+            body["bytes_served"] > 0)
+
+
+def top(api, generation: str | None = None) -> list:
+    params = {"org": "team", **({"generation": generation} if generation else {})}
+    return [(r["repository"], r["pulls"]) for r in api.get("/api/v1/analytics/top", params=params).json()["repositories"]]
+
+
+def overview_pulls(api) -> int | None:
+    orgs = api.get("/api/v1/analytics/summary", params={"since": "1h"}).json()["orgs"]
+    return next((o["pulls_total"] for o in orgs if o["org"] == "team"), None)
+
+
+def eviction_totals(api) -> dict:
+    """`org show`'s eviction totals by reason."""
+    return {reason: t["count"] for reason, t in api.get("/api/v1/organizations/team").json()["evictions"].items()}
+
+
+def eviction_log(api, generation: str | None = None) -> list[tuple]:
+    params = {"org": "team", **({"generation": generation} if generation else {})}
+    items = api.get("/api/v1/audit/evictions", params=params).json()["items"]
+    return sorted((e["kind"], e["generation"]) for e in items)
+
+
+def test_a_new_org_of_the_name_shows_only_its_own_analytics_and_evictions(settings, upstream):
+    """stats, analytics, the dashboard's summary, `org show`'s eviction totals: the latest org of the name
+    only; the old one's stay there with ?generation=1 (or all), and the same after a restart and a rebuild."""
+    with serving(settings) as api:
+        assert api.post("/api/v1/organizations", json={"name": "team", "upstream": upstream.url}).status_code == 201
+        assert (pull_manifest(api), pull_manifest(api)) == ("MISS", "HIT")
+        assert api.get(f"/v2/{ALPINE}/blobs/{APP.layers[0].digest}").status_code == 200
+        first = ({"hit": 1, "miss": 1}, 0, 1, True)
+        assert until(lambda: figures(api), first) == first
+        assert api.delete("/api/v1/organizations/team", params={"flush": "true"}).status_code == 204
+        flushed = ({"hit": 1, "miss": 1}, 1, 1, True)   # the flush evicted the old org's one image
+        assert until(lambda: figures(api), flushed) == flushed
+        assert until(lambda: eviction_log(api), [("eviction", 1), ("flush", 1)]) == [("eviction", 1), ("flush", 1)]
+
+        assert api.post("/api/v1/organizations", json={"name": "team", "upstream": upstream.url}).status_code == 201
+        assert until(lambda: figures(api), ({}, 0, 0, False)) == ({}, 0, 0, False)   # a clean slate
+        assert until(lambda: eviction_totals(api), {}) == {}
+        assert pull_manifest(api) == "MISS"
+        assert api.get(f"/v2/{ALPINE}/blobs/{APP.layers[0].digest}").status_code == 200
+        # A flush of the new org (once the views list its image): its own eviction, counted for it alone.
+        held = (["library/alpine"], 1, {"miss": 1}, SIZE)
+        assert until(lambda: shown(api), held) == held
+        assert api.post("/api/v1/organizations/team/flush", json={}).status_code == 200
+        expected = {
+            "latest": ({"miss": 1}, 1, 1, True), "1": flushed, "2": ({"miss": 1}, 1, 1, True),
+            "all": ({"hit": 1, "miss": 2}, 2, 2, True), "top": [("library/alpine", 1)],
+            "top all": [("library/alpine", 3)], "overview": 1, "org show": {"flush": 1},
+            "log": [("eviction", 1), ("eviction", 2), ("flush", 1), ("flush", 2)],
+            "log 1": [("eviction", 1), ("flush", 1)],
+        }
+
+        def answers(api) -> dict:
+            return {"latest": figures(api), "1": figures(api, "1"), "2": figures(api, "2"), "all": figures(api, "all"),
+                    "top": top(api), "top all": top(api, "all"), "overview": overview_pulls(api),
+                    "org show": eviction_totals(api), "log": eviction_log(api), "log 1": eviction_log(api, "1")}
+        assert until(lambda: answers(api), expected) == expected
+        bad = api.get("/api/v1/analytics/summary", params={"org": "team", "generation": "0"})
+        assert bad.status_code == 422 and "generation" in bad.text   # invalid admin input, as elsewhere
+        assert api.get("/api/v1/audit/evictions", params={"generation": "two"}).status_code == 422
+
+    with serving(settings) as api:   # a restart: the views kept say the same
+        assert answers(api) == expected
+    for name in ("analytics", "retention"):   # views rebuilt from the events say the same too
+        rebuild(name, api.env)
+    with serving(settings) as api:
+        assert until(lambda: answers(api), expected) == expected

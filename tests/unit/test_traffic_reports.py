@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from eventsourcing.persistence import OperationalError
+from eventsourcing.persistence import OperationalError, StoredEvent
 
 from application.pulls import Pulls
 from application.traffic import TrafficMeter, TrafficRecorder
@@ -112,3 +112,35 @@ def test_fill_quantiles_read_from_the_buckets():
         counts[fill_bucket(seconds)] += 1
     assert quantile(counts, 0.5) == 0.25 and quantile(counts, 0.95) == 5.0
     assert quantile([0] * len(counts), 0.5) is None
+
+
+def test_a_report_counts_for_the_generation_each_org_has_when_it_is_written():
+    """A re-created org (domain.org.CacheOrg.Recreated) gets its traffic as its own; a failed lookup keeps the
+    last generation known for the org, and an org the directory does not know counts as the first."""
+    meter, pulls = TrafficMeter(FakeMetrics()), Pulls(env={})
+    generations = {"hub": 2}
+    recorder = TrafficRecorder(pulls, meter, ManualClock(), generation_of=lambda org: generations.get(org))
+    traffic(meter)
+    asyncio.run(recorder.record())
+    assert {event.org: event.generation for event in recorded(pulls)} == {"hub": 2, "quay": 1}
+
+    def down(org: str) -> int:
+        raise OperationalError("the org store is down")
+    recorder._generation_of = down
+    traffic(meter)
+    asyncio.run(recorder.record())
+    assert [(event.org, event.generation) for event in recorded(pulls)[2:]] == [("hub", 2), ("quay", 1)]
+
+
+def test_a_report_stored_in_version_one_was_of_the_first_org_of_its_name():
+    pulls = Pulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    report = TrafficReport(org="hub", process="test:1", since=0.0, until=5.0, bytes_served={"blob": 1},
+                           bytes_fetched={}, blob_pulls={}, fills=0, fill_seconds=[], fills_failed=0,
+                           repositories={}, generation=3)
+    stored = pulls.mapper.to_stored_event(report.collect_events()[0])
+    state = pulls.mapper.transcoder.decode(stored.state)
+    assert (state.pop("generation"), state.pop("class_version")) == (3, 2)
+    pulls.recorder.insert_events([StoredEvent(stored.originator_id, stored.originator_version, stored.topic,
+                                              pulls.mapper.transcoder.encode(state))])
+    event = recorded(pulls)[0]
+    assert (event.org, event.generation, event.bytes_served) == ("hub", 1, {"blob": 1})
