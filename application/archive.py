@@ -35,6 +35,7 @@ from application.ports import Clock
 from domain.archive import (ArchiveSegment, InvalidSegment, SegmentHeader, SegmentRecord, decode_segment,
                             encode_segment, segment_hash, segment_name)
 from domain.audit_chain import GENESIS, PULL_TOPIC, link_of
+from application.background import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -270,11 +271,7 @@ class ArchiveService:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)   # lets a deadline on this stop through (application/background.py)
             self._task = None
 
     async def _run(self) -> None:

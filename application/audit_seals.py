@@ -21,6 +21,7 @@ from eventsourcing.utils import get_topic
 
 from application.ports import Clock
 from domain.audit_chain import AuditSeal, ChainHead
+from application.background import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +125,7 @@ class AuditSeals:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)   # lets a deadline on this stop through (application/background.py)
             self._task = None
 
     async def _run(self) -> None:
