@@ -1,4 +1,5 @@
-"""`entrepot audit seal | seals | verify`: seal the audit chain through a running server, and verify it offline."""
+"""`entrepot audit seal | seals | verify | archive | evictions`: seal the audit chain through a running server, verify
+it offline, archive old pulls, and read what left the cache (the eviction log)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,28 @@ def seals(args: argparse.Namespace) -> int:
             print(json.dumps(record, sort_keys=True, separators=(",", ":")))
         else:
             print_seal(record)
+    return 0
+
+
+def evictions(args: argparse.Namespace) -> int:
+    """GET /api/v1/audit/evictions: evictions, flushes (dry runs too), pins and unpins, newest first."""
+    from interfaces.cli_admin import _client
+
+    filters = {"org": args.org, "kind": args.kind, "generation": args.generation}
+    with _client(args) as client:
+        pages = client.audit_pages(filters, args.limit, path="/audit/evictions")
+        if not args.json:
+            print(f"{'AT':20} {'KIND':8} {'ORG':12} {'GEN':>3} {'REPOSITORY':28} {'BYTES':>12} {'REASON':9} "
+                  f"{'ACTOR':16} DIGEST")
+        for page in pages:
+            for entry in page:
+                if args.json:
+                    print(json.dumps(entry, sort_keys=True))
+                    continue
+                kind = entry["kind"] + (" (dry)" if entry["dry_run"] else "")
+                print(f"{entry['at'][:20]:20} {kind:8} {entry['org'][:12]:12} {entry['generation']:>3} "
+                      f"{entry['repository'][:28]:28} {entry['bytes']:>12} {(entry['reason'] or '-')[:9]:9} "
+                      f"{(entry['actor'] or '-')[:16]:16} {entry['digest'][:19]}")
     return 0
 
 
@@ -147,7 +170,7 @@ def _offline(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def add_audit_chain_commands(audit: argparse.ArgumentParser, common, reporting) -> None:
-    sub = audit.add_subparsers(dest="audit_action", metavar="{seal,seals,verify,archive}")
+    sub = audit.add_subparsers(dest="audit_action", metavar="{seal,seals,verify,archive,evictions}")
     p = common(sub.add_parser("seal", help="record a seal of the audit chain now (the server's admin API); "
                                            "prints it for shipping elsewhere"))
     p.set_defaults(func=reporting(seal))
@@ -160,6 +183,13 @@ def add_audit_chain_commands(audit: argparse.ArgumentParser, common, reporting) 
     p.add_argument("--since", metavar="SEAL", help="trust this seal (its id) and verify only what follows it")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=verify)
+    p = common(sub.add_parser("evictions", help="what left the cache: evictions, flushes, pins and unpins, newest "
+                                                "first (the server's admin API)"))
+    p.add_argument("--org")
+    p.add_argument("--kind", choices=["eviction", "flush", "pin", "unpin"])
+    p.add_argument("--generation", help="which org of the name (1, 2, ...); every generation when absent")
+    p.add_argument("--limit", type=int, help="at most this many entries")
+    p.set_defaults(func=reporting(evictions))
     archive = sub.add_parser("archive", help="pull events older than [audit] retain_days, in blob storage")
     archive_sub = archive.add_subparsers(dest="archive_action", required=True)
     p = _offline(archive_sub.add_parser("run", help="archive what is due now (entrepot serve does it hourly)"))

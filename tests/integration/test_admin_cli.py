@@ -90,6 +90,13 @@ def test_org_commands_create_list_show_update_and_delete_an_organization(server,
     assert "deleted organization mirror and flushed its cache" in ok(entrepot(server, "org", "delete", "mirror",
                                                                               "--flush"))
     assert "mirror" not in ok(entrepot(server, "org", "list"))
+    # The flush that went with it is in the eviction log, by the admin (the API's /audit/evictions)
+    log = [json.loads(line) for line in ok(entrepot(server, "audit", "evictions", "--org", "mirror",
+                                                    "--kind", "flush", "--json")).splitlines()]
+    assert [(e["org"], e["kind"], e["actor"], e["dry_run"], e["bytes"] > 0) for e in log] == [
+        ("mirror", "flush", "admin", False, True)]
+    table = ok(entrepot(server, "audit", "evictions", "--org", "mirror"))
+    assert table.splitlines()[0].split()[:4] == ["AT", "KIND", "ORG", "GEN"] and "flush" in table
 
 
 def test_org_commands_report_the_servers_refusal_and_exit_non_zero(server, upstream):
