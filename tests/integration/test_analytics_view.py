@@ -82,6 +82,26 @@ def test_without_an_org_the_summary_has_every_org_even_one_without_pulls(view):
     assert orgs["quay"]["pulls"]["hit"] == 1 and orgs["idle"]["pulls_total"] == 0 and orgs["idle"]["hit_ratio"] is None
 
 
+@pytest.mark.parametrize("since, until", [
+    (T0, T0 + 2 * DAY),                                     # whole days only
+    (T0 + 60, T0 + DAY + 31 * 60),                          # minutes at both edges, hours, no whole day
+    (T0 - 3 * HOUR + 120, T0 + 2 * DAY - 2 * HOUR - 60),    # minute and hour edges around two whole days
+    (T0 + 70, T0 + 2 * HOUR + 60),                          # within one day: the edges alone
+])
+def test_the_summary_of_every_org_answers_what_each_org_s_own_summary_does(view, since, until):
+    # One grouped query for every org (since issue 13's scale figures) must add up the same buckets as
+    # the query of one org, on ranges whose cover mixes day, hour and minute buckets.
+    more = [pull("hit", T0 + DAY + 20 * 60, org="quay", repository="coreos/etcd", client="10.0.0.9"),
+            pull("miss", T0 + 2 * HOUR + 30, org="quay", repository="coreos/flannel"),
+            report(T0 + DAY + 25 * 60, served=70, fetched=7, fills=(1.0,), org="quay")]
+    view.process(tracked(workload() + [e for aggregate in more for e in aggregate.collect_events()]))
+    every = {entry.pop("org"): entry for entry in analytics(view).summary(since=since, until=until)["orgs"]}
+    for org in ("hub", "quay", "idle"):
+        own = analytics(view).summary(org, since=since, until=until)
+        assert every[org] == {key: value for key, value in own.items() if key != "org"}, org
+    assert sum(entry["pulls_total"] for entry in every.values()) > 0
+
+
 def test_a_series_has_one_point_per_bucket_with_zeros_between(view):
     view.process(tracked(workload()))
     series = analytics(view).series("hub", "pulls_total", "hour", since=T0, until=T0 + 3 * HOUR)
