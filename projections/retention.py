@@ -159,15 +159,18 @@ class RetentionView(View):
                                  (e.org, e.repository, child))
                 self._add_members(c, e.org, e.repository, e.digest, [digest for (digest,) in known])
         referenced = list(dict.fromkeys([e.digest, *e.blobs, *e.children]))   # referenced again: not to delete
-        self.run(c, "DELETE FROM {orphans} WHERE digest IN (" + ", ".join(["?"] * len(referenced)) + ")",
-                 tuple(referenced))
+        for start in range(0, len(referenced), KEYS_PER_READ):
+            chunk = referenced[start:start + KEYS_PER_READ]
+            self.run(c, "DELETE FROM {orphans} WHERE digest IN (" + ", ".join(["?"] * len(chunk)) + ")", tuple(chunk))
 
     def _add_members(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
         # Two statements for all the digests (a rebuild on PostgreSQL was mostly these round trips): the
         # members not there yet, then the image grows by the sum of their known sizes.
-        digests = list(dict.fromkeys(digests))
-        if not digests:
-            return
+        unique = list(dict.fromkeys(digests))
+        for start in range(0, len(unique), KEYS_PER_READ):   # chunks: under the databases' parameter limits
+            self._add_member_chunk(c, org, repository, image, unique[start:start + KEYS_PER_READ])
+
+    def _add_member_chunk(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
         added = self.run(c, "INSERT INTO {members} VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(digests))
                          + " ON CONFLICT DO NOTHING RETURNING digest",
                          tuple(part for digest in digests for part in (org, repository, image, digest)))
@@ -177,7 +180,11 @@ class RetentionView(View):
                      (*(digest for (digest,) in added), org, repository, image))
 
     def _sized_many(self, c: Any, pairs: list[tuple[str, int]]) -> None:
-        """_sized for several (digest, size) in two statements; a digest's first size counts, as one by one."""
+        """_sized for several (digest, size) in two statements a chunk; a digest's first size counts, as one by one."""
+        for start in range(0, len(pairs), KEYS_PER_READ):
+            self._sized_chunk(c, pairs[start:start + KEYS_PER_READ])
+
+    def _sized_chunk(self, c: Any, pairs: list[tuple[str, int]]) -> None:
         added = self.run(c, "INSERT INTO {sizes} VALUES " + ", ".join(["(?, ?)"] * len(pairs))
                          + " ON CONFLICT DO NOTHING RETURNING digest", tuple(part for pair in pairs for part in pair))
         if added:
