@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.rebuild [--pulls 1000000] [--images 1000] [--backend both|sqlite|postgres]
         [--projection audit ...] [--page-size 500] [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres]
-        [--results bench/results/<date>-rebuild.json] [--profile DIR]
+        [--results bench/results/<date>-rebuild.json] [--profile DIR] [--compare-mapper]
 
 Writes the CacheRecords events of `--images` cached images, then `--pulls` pulls of them, through the
 application's own write path in batches of 1,000 (Pulls.write, as the group commit does), into a fresh
@@ -13,7 +13,9 @@ in place on SQLite, blue/green on PostgreSQL): first all of them in one pass (`r
 time; then each view alone (`rebuild`, as `entrepot projections rebuild NAME`). Reports events/s (wall
 clock, and this process's CPU seconds: PostgreSQL's own work is not in them) with the load average.
 The target (issue 14): 30,000 events/s, on both backends. `--profile DIR` writes pyinstrument HTML
-profiles there (pyinstrument must be installed: pip install pyinstrument).
+profiles there (pyinstrument must be installed: pip install pyinstrument). `--compare-mapper` first
+runs the one pass with every event decoded by eventsourcing's mapper (the peer of the fast pull decoder,
+infra/projection_runtime/decoding.py), in the same run, and reports the ratio.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import argparse
 import json
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,11 +34,13 @@ from bench import machine
 from bench.postgres import FreshDatabase, reachable
 from domain.pull import Pull
 from infra.persistence import embedded_env, postgres_env, prepare_database
+from infra.projection_runtime import replay as replay_module
 from infra.projection_runtime.rebuild import REBUILD_PAGE_SIZE, rebuild, rebuild_many
 from projections import PROJECTION_NAMES
 from projections.catalog import spec
 
 TARGET = 30_000
+CACHE_KIB = 0   # --cache-kib: SQLite page cache per view during the rebuilds (0: SQLite's default)
 RESULTS_DIR = Path(__file__).with_name("results")
 RESULTS = ("hit", "hit", "hit", "hit", "miss", "revalidated", "stale")
 PULL_VIEWS = tuple(name for name in PROJECTION_NAMES if "Pulls" in spec(name).applications)
@@ -83,21 +87,41 @@ def profiled(call, profile: Path | None):
         profile.write_text(profiler.output_html())
 
 
+@contextmanager
+def mapper_decoding():
+    """Within it, replays decode every event with the mapper (the baseline of the fast pull decoder)."""
+    fast = replay_module.decoder_of
+    replay_module.decoder_of = lambda app: app.mapper.to_domain_event
+    try:
+        yield
+    finally:
+        replay_module.decoder_of = fast
+
+
 def rate(events: int, seconds: float) -> int | None:
     return round(events / seconds) if seconds else None
 
 
-def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Path | None, backend: str,
-                   each_alone: bool = True) -> dict:
-    """Every view in one pass (rebuild_many: each page read and decoded once), then each view alone."""
+def one_pass(names: list[str], env: dict, page_size: int, profile: Path | None) -> dict:
+    """Every view in one pass (rebuild_many: each page read and decoded once), with each view's writing time."""
     seconds: dict[str, float] = {}
     started, cpu = time.perf_counter(), time.process_time()
-    replayed = profiled(lambda: rebuild_many(tuple(names), env, page_size, seconds),
-                        profile_dir and profile_dir / f"rebuild-{backend}-all.html")
+    replayed = profiled(lambda: rebuild_many(tuple(names), env, page_size, seconds, cache_kib=CACHE_KIB), profile)
     together = {"seconds": round(time.perf_counter() - started, 2), "cpu_seconds": round(time.process_time() - cpu, 2),
                 "view_write_seconds": {name: round(value, 2) for name, value in seconds.items()},
-                "replayed": replayed}
+                "replayed": replayed, "load": machine.load()}
     together["read_and_decode_seconds"] = round(together["seconds"] - sum(seconds.values()), 2)
+    return together
+
+
+def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Path | None, backend: str,
+                   each_alone: bool = True, compare_mapper: bool = False) -> dict:
+    """Every view in one pass (first with the mapper's decoding when `compare_mapper`), then each view alone."""
+    baseline = None
+    if compare_mapper:
+        with mapper_decoding():
+            baseline = one_pass(names, env, page_size, profile_dir and profile_dir / f"rebuild-{backend}-all-mapper.html")
+    together = one_pass(names, env, page_size, profile_dir and profile_dir / f"rebuild-{backend}-all.html")
     alone = []
     for name in names if each_alone else ():
         started, cpu = time.perf_counter(), time.process_time()
@@ -107,7 +131,7 @@ def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Pat
         alone.append({"projection": name, "replayed": counts, "events": events, "seconds": round(took, 2),
                       "cpu_seconds": round(time.process_time() - cpu, 2), "events_per_s": rate(events, took),
                       "verdict": "PASS" if took and events / took >= TARGET else "MISS", "load": machine.load()})
-    return {"together": together, "alone": alone}
+    return {"together": together, "alone": alone, "mapper_decoding": baseline}
 
 
 def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dict:
@@ -124,12 +148,21 @@ def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dic
     print(f"{backend}: wrote {heads['Pulls']} pull and {heads['Registry']} cache-record events in {written:.1f} s "
           f"(load {machine.load()})", flush=True)
     names = list(args.projection or PULL_VIEWS)
-    timed = timed_rebuilds(names, env, args.page_size, args.profile, backend, not args.no_alone)
+    timed = timed_rebuilds(names, env, args.page_size, args.profile, backend, not args.no_alone, args.compare_mapper)
     together = timed["together"]
     pulls = heads["Pulls"]
+    baseline = timed["mapper_decoding"]
+    if baseline:
+        baseline["pull_events_per_s"] = rate(pulls, baseline["seconds"])
+        print(f"  one pass, every event decoded by the mapper: {baseline['seconds']} s ({baseline['pull_events_per_s']} "
+              f"pull events/s; process CPU {baseline['cpu_seconds']} s; read and decode "
+              f"{baseline['read_and_decode_seconds']} s; load {baseline['load']})", flush=True)
     print(f"  all of {', '.join(names)} in one pass: {together['seconds']} s ({rate(pulls, together['seconds'])} "
           f"pull events/s; process CPU {together['cpu_seconds']} s; read and decode {together['read_and_decode_seconds']}"
           f" s; load {machine.load()})", flush=True)
+    if baseline:
+        print(f"  fast pull decoder / mapper: {baseline['seconds'] / together['seconds']:.2f}x wall, "
+              f"{baseline['cpu_seconds'] / together['cpu_seconds']:.2f}x process CPU", flush=True)
     for name, took in together["view_write_seconds"].items():
         print(f"    {name:10} writes {took:7.2f} s: {rate(pulls, took)} pull events/s", flush=True)
     for row in timed["alone"]:
@@ -138,7 +171,7 @@ def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dic
               f"load {row['load']})", flush=True)
     return {"backend": backend, "heads": heads, "write_seconds": round(written, 1),
             "together": {**together, "pull_events_per_s": rate(pulls, together["seconds"])},
-            "alone": timed["alone"]}
+            "alone": timed["alone"], "mapper_decoding": baseline}
 
 
 def main() -> int:
@@ -151,9 +184,15 @@ def main() -> int:
                    help=f"rebuild only this view (repeatable); default: those that follow Pulls ({', '.join(PULL_VIEWS)})")
     p.add_argument("--page-size", type=int, default=REBUILD_PAGE_SIZE)
     p.add_argument("--no-alone", action="store_true", help="only the one-pass rebuild of every view, not each alone")
+    p.add_argument("--compare-mapper", action="store_true",
+                   help="first run the one pass with every event decoded by the mapper (the fast decoder's peer)")
     p.add_argument("--profile", type=Path, help="write pyinstrument profiles of each rebuild into this directory")
     p.add_argument("--results", type=Path, help="the JSON file to write (default: bench/results/<date>-rebuild.json)")
+    p.add_argument("--cache-kib", type=int, default=0,
+                   help="SQLite page cache per view during the rebuilds, KiB (default 0: SQLite's own, 2 MiB)")
     args = p.parse_args()
+    global CACHE_KIB
+    CACHE_KIB = args.cache_kib
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     if "postgres" in backends and "127.0.0.1" in args.postgres_url and not reachable("127.0.0.1", 5432):
         print("PostgreSQL is not reachable on 127.0.0.1:5432: skipping it")
@@ -164,6 +203,7 @@ def main() -> int:
     result = {"benchmark": "bench.rebuild", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": machine.machine(), "load_before": load_before, "load_after": machine.load(),
               "pulls": args.pulls, "images": args.images, "page_size": args.page_size, "target": TARGET,
+              "cache_kib": args.cache_kib,
               "runs": runs}
     out = args.results or RESULTS_DIR / f"{datetime.now(timezone.utc):%Y-%m-%d}-rebuild.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

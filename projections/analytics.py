@@ -242,18 +242,30 @@ def _pull_key(event: Any) -> tuple:
 
 
 def _add_pulls(page: Page, pulls: Counter) -> None:
-    """Add pulls counted per _pull_key to every rollup (a minute's start is in the same hour and day as its pulls)."""
+    """Add pulls counted per _pull_key to every rollup (a minute's start is in the same hour and day as its pulls).
+
+    The hot loop of a rebuild (every distinct pull key of a page): each minute's hour and day starts are
+    worked out once, and the page's tables are bound to locals."""
     for org, generation in {(key[0], key[1]) for key in pulls}:   # once per org, not per key
         page.seen(org, generation)
+    counts, members, images, repositories = page.pulls, page.members, page.images, page.repositories
+    starts: dict[int, tuple[tuple[tuple[int, int], ...], int]] = {}   # minute -> ((grain, start), ...), day
     for (org, generation, minute, result, client, repository, reference), n in pulls.items():
-        for grain in ROLLUPS:
-            start = bucket_start(minute, grain)
-            page.pulls[(org, generation, grain, start, result)] += n
+        known = starts.get(minute)
+        if known is None:
+            known = starts[minute] = (tuple((grain, bucket_start(minute, grain)) for grain in ROLLUPS),
+                                      bucket_start(minute, DAY))
+        grains, day = known
+        for grain, start in grains:
+            counts[(org, generation, grain, start, result)] += n
             if client:
-                page.members.add((org, generation, grain, start, "client", client))
-            page.members.add((org, generation, grain, start, "repository", repository))
-        page.images[(org, generation, bucket_start(minute, DAY), repository, reference)] += n
-        page.repository(org, generation, minute, repository)[0] += n
+                members.add((org, generation, grain, start, "client", client))
+            members.add((org, generation, grain, start, "repository", repository))
+        images[(org, generation, day, repository, reference)] += n
+        row = repositories.get((org, generation, day, repository))
+        if row is None:
+            row = repositories[(org, generation, day, repository)] = [0, 0]
+        row[0] += n
 
 
 def generation_filter(generation: int | None, table: str = "a") -> tuple[str, list]:

@@ -86,6 +86,10 @@ class SqliteView(SQLiteTrackingRecorder, View):
     tables: ClassVar[tuple[str, ...]] = ()      # names, for clear() and dump()
     schema: ClassVar[tuple[str, ...]] = ()      # CREATE TABLE / INDEX IF NOT EXISTS statements
     schema_version: ClassVar[int] = 1           # raise it with any change to `schema`
+    # Page cache of this view's connections in KiB (0: SQLite's default, 2 MiB). An offline rebuild may
+    # raise it: a large view's indexes outgrow the default, and each page's transaction then rewrites
+    # thousands of index pages (bench/results/2026-11-30-rebuild-speed14-notes.md).
+    cache_kib: int = 0
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *self.schema]
@@ -166,6 +170,8 @@ class SqliteView(SQLiteTrackingRecorder, View):
                 # WAL + NORMAL may lose the last commits on power loss, but rows and tracking
                 # are lost together, so the view replays them: still exactly once.
                 c.execute("PRAGMA synchronous=NORMAL")
+                if self.cache_kib:
+                    c.execute(f"PRAGMA cache_size = -{int(self.cache_kib)}")
                 c.execute("BEGIN IMMEDIATE")
                 yield c
                 conn.commit()

@@ -147,9 +147,8 @@ class RetentionView(View):
                      (event.name, getattr(event, "generation", 1)))
 
     def _cached(self, c: Any, e: Any) -> None:
-        self._sized(c, e.digest, e.size)
-        for digest, size in (e.sizes or {}).items():   # declared: the image counts whole before its layers arrive
-            self._sized(c, digest, size)
+        # Declared sizes: the image counts whole before its layers arrive.
+        self._sized_many(c, [(e.digest, e.size), *(e.sizes or {}).items()])
         parents = self.run(c, "SELECT image FROM {children} WHERE org = ? AND repository = ? AND child = ?",
                            (e.org, e.repository, e.digest))
         if parents:   # a platform manifest of a cached index: it belongs to that image
@@ -183,16 +182,43 @@ class RetentionView(View):
                 known = self.run(c, "SELECT digest FROM {members} WHERE org = ? AND repository = ? AND image = ?",
                                  (e.org, e.repository, child))
                 self._add_members(c, e.org, e.repository, e.digest, [digest for (digest,) in known])
-        for digest in dict.fromkeys([e.digest, *e.blobs, *e.children]):   # referenced again: not to delete
-            self.run(c, "DELETE FROM {orphans} WHERE digest = ?", (digest,))
+        referenced = list(dict.fromkeys([e.digest, *e.blobs, *e.children]))   # referenced again: not to delete
+        for start in range(0, len(referenced), KEYS_PER_READ):
+            chunk = referenced[start:start + KEYS_PER_READ]
+            self.run(c, "DELETE FROM {orphans} WHERE digest IN (" + ", ".join(["?"] * len(chunk)) + ")", tuple(chunk))
 
     def _add_members(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
-        for digest in dict.fromkeys(digests):
-            if self.run(c, "INSERT INTO {members} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
-                        (org, repository, image, digest)):
-                self.run(c, "UPDATE {images} SET bytes = bytes + coalesce((SELECT size FROM {sizes} "
-                            "WHERE digest = ?), 0) WHERE org = ? AND repository = ? AND digest = ?",
-                         (digest, org, repository, image))
+        # Two statements for all the digests (a rebuild on PostgreSQL was mostly these round trips): the
+        # members not there yet, then the image grows by the sum of their known sizes.
+        unique = list(dict.fromkeys(digests))
+        for start in range(0, len(unique), KEYS_PER_READ):   # chunks: under the databases' parameter limits
+            self._add_member_chunk(c, org, repository, image, unique[start:start + KEYS_PER_READ])
+
+    def _add_member_chunk(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
+        added = self.run(c, "INSERT INTO {members} VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(digests))
+                         + " ON CONFLICT DO NOTHING RETURNING digest",
+                         tuple(part for digest in digests for part in (org, repository, image, digest)))
+        if added:
+            self.run(c, "UPDATE {images} SET bytes = bytes + coalesce((SELECT SUM(size) FROM {sizes} WHERE digest IN ("
+                        + ", ".join(["?"] * len(added)) + ")), 0) WHERE org = ? AND repository = ? AND digest = ?",
+                     (*(digest for (digest,) in added), org, repository, image))
+
+    def _sized_many(self, c: Any, pairs: list[tuple[str, int]]) -> None:
+        """_sized for several (digest, size) in two statements a chunk; a digest's first size counts, as one by one."""
+        for start in range(0, len(pairs), KEYS_PER_READ):
+            self._sized_chunk(c, pairs[start:start + KEYS_PER_READ])
+
+    def _sized_chunk(self, c: Any, pairs: list[tuple[str, int]]) -> None:
+        added = self.run(c, "INSERT INTO {sizes} VALUES " + ", ".join(["(?, ?)"] * len(pairs))
+                         + " ON CONFLICT DO NOTHING RETURNING digest", tuple(part for pair in pairs for part in pair))
+        if added:
+            # Members listed before their size was known: each image grows by its members' new sizes.
+            marks = ", ".join(["?"] * len(added))
+            new = tuple(digest for (digest,) in added)
+            self.run(c, "UPDATE {images} SET bytes = bytes + coalesce((SELECT SUM(s.size) FROM {members} m JOIN {sizes} s "
+                        "ON s.digest = m.digest WHERE m.org = {images}.org AND m.repository = {images}.repository "
+                        f"AND m.image = {{images}}.digest AND m.digest IN ({marks})), 0) WHERE (org, repository, digest) "
+                        f"IN (SELECT org, repository, image FROM {{members}} WHERE digest IN ({marks}))", new + new)
 
     def _sized(self, c: Any, digest: str, size: int) -> None:
         if self.run(c, "INSERT INTO {sizes} VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1", (digest, size)):

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 # per view, and views that group a page's pulls per image write fewer rows for a larger page.
 REBUILD_PAGE_SIZE = 5000
 PAGE_SIZE = REBUILD_PAGE_SIZE
+# SQLite page cache per view during an offline rebuild (KiB; 0: SQLite's default of 2 MiB). Off until a
+# quiet run of bench.rebuild --cache-kib shows it pays (issue 14 notes: audit's indexes at 1M pulls).
+REBUILD_CACHE_KIB = 0
 
 __all__ = ["PAGE_SIZE", "REBUILD_PAGE_SIZE", "RebuildInProgress", "rebuild", "rebuild_many"]
 
@@ -36,7 +39,8 @@ def rebuild(name: str, env: dict, page_size: int = REBUILD_PAGE_SIZE,
 
 def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAGE_SIZE,
                  seconds: dict[str, float] | None = None,
-                 archive: ArchivedRecords | None = None) -> dict[str, dict[str, int]]:
+                 archive: ArchivedRecords | None = None,
+                 cache_kib: int = REBUILD_CACHE_KIB) -> dict[str, dict[str, int]]:
     """Rebuild several views in one pass over each application's log: a page is read and decoded once
     and written into every view that follows the application (each view in its own transaction).
 
@@ -53,6 +57,7 @@ def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAG
         views = {}
         for name in names:
             views[name] = open_view(name, env)
+            views[name].cache_kib = cache_kib
             stack.callback(views[name].close)
             views[name].clear()  # rows and tracking in one transaction: a failed rebuild restarts from scratch
         for app_name, app_class in APPLICATIONS.items():
