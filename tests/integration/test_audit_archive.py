@@ -336,9 +336,9 @@ def test_replay_until_an_instant_before_archiving_is_unchanged_by_archiving(audi
     assert replayed(tmp_path / "after.db") == first
 
 
+# Blue/green schema upgrades are PostgreSQL's (SQLite's is the runner test above): PostgreSQL only.
+@pytest.mark.parametrize("event_store_backend", ["postgres"])
 def test_a_postgres_copy_with_an_older_schema_is_rebuilt_blue_green_with_the_archived_pulls(audit, env):
-    if env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
-        pytest.skip("blue/green schema upgrades are PostgreSQL's (SQLite's is the runner test above)")
     from contextlib import closing
 
     from infra.projection_runtime import locks
