@@ -205,9 +205,12 @@ def test_serve_archives_at_start_and_the_admin_api_answers_across_the_boundary(t
     assert len(pulls_of_a) == OLD
     with InProcessServer(settings) as server:
         deadline = time.monotonic() + 30
-        while not server.container.archive.segments() and time.monotonic() < deadline:
+        # A round records each segment Written, then Removed once its events left the store: wait for both.
+        while time.monotonic() < deadline:
+            segments = server.container.archive.segments()
+            if segments and all(s.removed for s in segments):
+                break
             time.sleep(0.1)
-        segments = server.container.archive.segments()
         assert sum(s.count for s in segments) == OLD and all(s.removed for s in segments)
         after = httpx.get(f"{server.url}/api/v1/audit?format=jsonl", headers={"Authorization": "Bearer tok"}).text
         # The auditor's "who pulled this digest" reads the archive too: the same pulls, now all archived.

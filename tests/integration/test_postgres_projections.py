@@ -83,15 +83,16 @@ def test_only_one_process_runs_each_projection_and_another_takes_over(env, apps)
     first = LockedRunners(env, interval=0.2).start()
     second = LockedRunners(env, interval=0.2).start()   # another replica: its own session, so its own locks
     try:
-        assert set(first.running) == {"tags", "manifests", "blobs", "audit", "counters", "orgs", "referrers",
-                                      "analytics", "retention", "history", "chain"}
+        every = {"tags", "manifests", "blobs", "audit", "counters", "orgs", "referrers", "analytics", "retention",
+                 "history", "chain"}
+        assert set(first.running) == every
         assert second.running == {} and second.status() == []
         assert {s.state for s in status(env)} == {"running"}
         for i in range(5):
             pull(pulls, float(i))
         wait_caught_up(env, timeout=15)
         first.stop()                                     # the replica goes away: its session's locks go with it
-        until(lambda: len(second.running) == 7)
+        until(lambda: set(second.running) == every)     # all of them (counters among them) before pulling on
         for i in range(5, 8):
             pull(pulls, float(i))
         second.wait_caught_up(timeout=15)
