@@ -26,10 +26,9 @@ from pathlib import Path
 from eventsourcing.persistence import Tracking
 
 from application.analytics import Analytics
-from bench.postgres import FreshDatabase, reachable
+from bench.postgres import chosen_backends, fresh_env
 from domain.pull import Pull
 from domain.traffic import FILL_SECONDS_BUCKETS, TrafficReport
-from infra.persistence import embedded_env, postgres_env, prepare_database
 from infra.projection_runtime import open_view
 
 TARGET_MS = 50.0
@@ -88,13 +87,8 @@ def timed(call, queries: int) -> dict:
 
 
 def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> list[dict]:
-    if backend == "sqlite":
-        env = embedded_env(stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-bench-")))
-    else:
-        database = FreshDatabase(args.postgres_url).create()
-        stack.callback(database.drop)
-        env = postgres_env(database.url, "bench")
-        prepare_database(env)
+    env = fresh_env(backend, args.postgres_url, stack,
+                    stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-bench-")))
     view = open_view("analytics", env)
     stack.callback(view.close)
     end = time.time() // 60 * 60 - 7   # off a minute boundary
@@ -136,10 +130,7 @@ def main() -> None:
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    if "postgres" in backends and not reachable("127.0.0.1", 5432):
-        print("PostgreSQL is not reachable on 127.0.0.1:5432: skipping it")
-        backends.remove("postgres")
+    backends = chosen_backends(args)
     load_before = os.getloadavg()
     rows = []
     with ExitStack() as stack:

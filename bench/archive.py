@@ -30,7 +30,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.postgres import FreshDatabase, reachable
+from bench.postgres import chosen_backends, fresh_database_url
 from domain.audit_chain import PULL_TOPIC
 from domain.pull import Pull
 from infra.projection_runtime import projection_runners, rebuild_many
@@ -86,9 +86,7 @@ def one_round(backend: str, args: argparse.Namespace) -> dict:
         data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-bench-archive-"))
         url = None
         if backend == "postgres":
-            database = FreshDatabase(args.postgres_url).create()
-            stack.callback(database.drop)
-            url = database.url
+            url = fresh_database_url(args.postgres_url, stack)
         audit = OfflineAudit(settings_for(backend, data_dir, url))
         stack.callback(audit.close)
         write_pulls(audit, args.pulls)
@@ -128,10 +126,7 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true", help="also time a rebuild from the store and from the archive")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    if "postgres" in backends and "127.0.0.1:5432" in args.postgres_url and not reachable("127.0.0.1", 5432):
-        print("PostgreSQL is not reachable on 127.0.0.1:5432: skipping it")
-        backends.remove("postgres")
+    backends = chosen_backends(args)
     load_before, rows, summary = os.getloadavg(), [], []
     for backend in backends:
         for _ in range(args.rounds):

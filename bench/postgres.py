@@ -46,3 +46,30 @@ class FreshDatabase:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
         except psycopg.Error:
             pass
+
+
+def chosen_backends(args, say=print) -> list[str]:
+    """The backends `--backend` asks for (both, sqlite, postgres), without a local PostgreSQL that is not up."""
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    if "postgres" in backends and "127.0.0.1:5432" in args.postgres_url and not reachable("127.0.0.1", 5432):
+        say("PostgreSQL is not reachable on 127.0.0.1:5432: skipping it")
+        backends.remove("postgres")
+    return backends
+
+
+def fresh_database_url(admin_url: str, stack) -> str:
+    """A new database's URL, dropped when `stack` (an ExitStack) closes."""
+    database = FreshDatabase(admin_url).create()
+    stack.callback(database.drop)
+    return database.url
+
+
+def fresh_env(backend: str, admin_url: str, stack, sqlite_dir) -> dict:
+    """An empty event store and read model: SQLite files under `sqlite_dir`, or a new PostgreSQL database."""
+    from infra.persistence import embedded_env, postgres_env, prepare_database
+
+    if backend == "sqlite":
+        return embedded_env(sqlite_dir)
+    env = postgres_env(fresh_database_url(admin_url, stack), "bench")
+    prepare_database(env)
+    return env

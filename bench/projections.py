@@ -25,9 +25,8 @@ from pathlib import Path
 
 from application.pulls import Pulls
 from application.cache_records import CacheRecords
-from bench.postgres import FreshDatabase, reachable
+from bench.postgres import chosen_backends, fresh_env
 from domain.pull import Pull
-from infra.persistence import embedded_env, postgres_env, prepare_database
 from infra.projection_runtime import projection_runners
 from infra.projection_runtime.opening import application_classes
 from projections import PROJECTION_NAMES
@@ -82,13 +81,8 @@ def catch_up(env: dict, name: str, heads: dict[str, int]) -> dict:
 
 
 def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> list[dict]:
-    if backend == "sqlite":
-        env = embedded_env(stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-bench-")))
-    else:
-        database = FreshDatabase(args.postgres_url).create()
-        stack.callback(database.drop)
-        env = postgres_env(database.url, "bench")
-        prepare_database(env)
+    env = fresh_env(backend, args.postgres_url, stack,
+                    stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-bench-")))
     started = time.perf_counter()
     heads = write_events(env, args.pulls, args.images)
     written = time.perf_counter() - started
@@ -113,10 +107,7 @@ def main() -> None:
                         help="measure only this one (repeatable); default: every projection")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    if "postgres" in backends and not reachable("127.0.0.1", 5432) and args.postgres_url.find("127.0.0.1") >= 0:
-        print("PostgreSQL is not reachable on 127.0.0.1:5432: skipping it")
-        backends.remove("postgres")
+    backends = chosen_backends(args)
     load_before = os.getloadavg()
     rows = []
     with ExitStack() as stack:

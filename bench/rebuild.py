@@ -31,9 +31,8 @@ from pathlib import Path
 from application.cache_records import CacheRecords
 from application.pulls import Pulls
 from bench import machine
-from bench.postgres import FreshDatabase, reachable
+from bench.postgres import chosen_backends, fresh_env
 from domain.pull import Pull
-from infra.persistence import embedded_env, postgres_env, prepare_database
 from infra.projection_runtime import replay as replay_module
 from infra.projection_runtime.rebuild import REBUILD_PAGE_SIZE, rebuild, rebuild_many
 from projections import PROJECTION_NAMES
@@ -135,13 +134,8 @@ def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Pat
 
 
 def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dict:
-    if backend == "sqlite":
-        env = embedded_env(stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-rebuild-")))
-    else:
-        database = FreshDatabase(args.postgres_url).create()
-        stack.callback(database.drop)
-        env = postgres_env(database.url, "bench")
-        prepare_database(env)
+    env = fresh_env(backend, args.postgres_url, stack,
+                    stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-rebuild-")))
     started = time.perf_counter()
     heads = write_events(env, args.pulls, args.images)
     written = time.perf_counter() - started
@@ -193,10 +187,7 @@ def main() -> int:
     args = p.parse_args()
     global CACHE_KIB
     CACHE_KIB = args.cache_kib
-    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    if "postgres" in backends and "127.0.0.1" in args.postgres_url and not reachable("127.0.0.1", 5432):
-        print("PostgreSQL is not reachable on 127.0.0.1:5432: skipping it")
-        backends.remove("postgres")
+    backends = chosen_backends(args)
     load_before = machine.load()
     with ExitStack() as stack:
         runs = [run_backend(backend, args, stack) for backend in backends]

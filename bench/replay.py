@@ -21,9 +21,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.postgres import FreshDatabase, reachable
+from bench.postgres import chosen_backends, fresh_env
 from bench.projections import write_events
-from infra.persistence import embedded_env, postgres_env, prepare_database
 from infra.projection_runtime import rebuild
 from infra.projection_runtime.point_in_time import replay_until
 from projections import PROJECTION_NAMES
@@ -31,13 +30,7 @@ from projections import PROJECTION_NAMES
 
 def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dict:
     scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-bench-replay-")))
-    if backend == "sqlite":
-        env = embedded_env(scratch / "data")
-    else:
-        database = FreshDatabase(args.postgres_url).create()
-        stack.callback(database.drop)
-        env = postgres_env(database.url, "bench")
-        prepare_database(env)
+    env = fresh_env(backend, args.postgres_url, stack, scratch / "data")
     heads = write_events(env, args.pulls, args.images)
     events = sum(heads.values())
     started = time.perf_counter()
@@ -64,10 +57,7 @@ def main() -> None:
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    if "postgres" in backends and not reachable("127.0.0.1", 5432):
-        print("PostgreSQL is not reachable on 127.0.0.1:5432: skipping it")
-        backends.remove("postgres")
+    backends = chosen_backends(args)
     load_before = os.getloadavg()
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}", flush=True)
     with ExitStack() as stack:

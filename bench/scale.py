@@ -35,7 +35,7 @@ import psycopg
 from psycopg import sql
 
 from bench.images import Pusher, push_image
-from bench.postgres import FreshDatabase, reachable
+from bench.postgres import chosen_backends, fresh_database_url
 from bench.scale_history import Progress, Shape, org_name, write_history
 from bench.scale_measure import (admin_api, many_clients, postgres_sizes, settle_idle_rss, sqlite_sizes,
                                  start_until_ready, warm_pulls)
@@ -112,9 +112,7 @@ def run_backend(backend: str, args, shape: Shape, upstream_url: str, image, stac
     database_url = empty_url = None
     if backend == "postgres":
         database_url = persistent_database(args.postgres_url, f"entrepot_scale_{tag.replace('-', '_')}")
-        empty_db = FreshDatabase(args.postgres_url).create()
-        stack.callback(empty_db.drop)
-        empty_url = empty_db.url
+        empty_url = fresh_database_url(args.postgres_url, stack)
     if args.as_built:   # measure the store as far as it got (a view may still be catching up: say so)
         built = Progress(directory / "progress.json", shape).state.get("build") or {"write": {}, "rebuild": {}}
     else:
@@ -176,10 +174,7 @@ def main() -> None:
     global AS_BUILT
     AS_BUILT = args.as_built
     shape = Shape(orgs=args.orgs, images=args.images, pulls=args.pulls, clients=args.clients)
-    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    if "postgres" in backends and not reachable("127.0.0.1", 5432):
-        say("PostgreSQL is not reachable on 127.0.0.1:5432: skipping it")
-        backends.remove("postgres")
+    backends = chosen_backends(args, say)
     load_before = os.getloadavg()
     results = []
     with ExitStack() as stack:
