@@ -26,7 +26,7 @@ from pathlib import Path
 from eventsourcing.persistence import Tracking
 
 from application.analytics import Analytics
-from bench.postgres import chosen_backends, fresh_env
+from bench.postgres import add_backend_arguments, chosen_backends, fresh_env
 from domain.pull import Pull
 from domain.traffic import FILL_SECONDS_BUCKETS, TrafficReport
 from infra.projection_runtime import open_view
@@ -126,8 +126,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--orgs", type=int, default=4)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--backend", choices=("both", "sqlite", "postgres"), default="both")
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    add_backend_arguments(parser)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     backends = chosen_backends(args)

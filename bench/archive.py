@@ -30,7 +30,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.postgres import chosen_backends, fresh_database_url
+from bench.postgres import add_backend_arguments, chosen_backends, fresh_database_url
 from domain.audit_chain import PULL_TOPIC
 from domain.pull import Pull
 from infra.projection_runtime import projection_runners, rebuild_many
@@ -121,8 +121,7 @@ def main() -> None:
     parser.add_argument("--pulls", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=5000, help="events per segment")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--backend", choices=("both", "sqlite", "postgres"), default="both")
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    add_backend_arguments(parser)
     parser.add_argument("--rebuild", action="store_true", help="also time a rebuild from the store and from the archive")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()

@@ -48,6 +48,15 @@ class FreshDatabase:
             pass
 
 
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def add_backend_arguments(parser) -> None:
+    """--backend (both, sqlite, postgres) and --postgres-url, which chosen_backends reads."""
+    parser.add_argument("--backend", choices=("both", "sqlite", "postgres"), default="both")
+    parser.add_argument("--postgres-url", default=ADMIN_URL)
+
+
 def chosen_backends(args, say=print) -> list[str]:
     """The backends `--backend` asks for (both, sqlite, postgres), without a local PostgreSQL that is not up."""
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]

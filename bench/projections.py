@@ -25,7 +25,7 @@ from pathlib import Path
 
 from application.pulls import Pulls
 from application.cache_records import CacheRecords
-from bench.postgres import chosen_backends, fresh_env
+from bench.postgres import add_backend_arguments, chosen_backends, fresh_env
 from domain.pull import Pull
 from infra.projection_runtime import projection_runners
 from infra.projection_runtime.opening import application_classes
@@ -101,8 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pulls", type=int, default=50_000)
     parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--backend", choices=("both", "sqlite", "postgres"), default="both")
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    add_backend_arguments(parser)
     parser.add_argument("--projection", action="append", choices=PROJECTION_NAMES,
                         help="measure only this one (repeatable); default: every projection")
     parser.add_argument("--json", help="also write the results here")

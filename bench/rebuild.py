@@ -31,7 +31,7 @@ from pathlib import Path
 from application.cache_records import CacheRecords
 from application.pulls import Pulls
 from bench import machine
-from bench.postgres import chosen_backends, fresh_env
+from bench.postgres import add_backend_arguments, chosen_backends, fresh_env
 from domain.pull import Pull
 from infra.projection_runtime import replay as replay_module
 from infra.projection_runtime.rebuild import REBUILD_PAGE_SIZE, rebuild, rebuild_many
@@ -172,8 +172,7 @@ def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench.rebuild", description=__doc__.splitlines()[0])
     p.add_argument("--pulls", type=int, default=1_000_000)
     p.add_argument("--images", type=int, default=1000)
-    p.add_argument("--backend", choices=("both", "sqlite", "postgres"), default="both")
-    p.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    add_backend_arguments(p)
     p.add_argument("--projection", action="append", choices=PROJECTION_NAMES,
                    help=f"rebuild only this view (repeatable); default: those that follow Pulls ({', '.join(PULL_VIEWS)})")
     p.add_argument("--page-size", type=int, default=REBUILD_PAGE_SIZE)

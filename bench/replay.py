@@ -21,7 +21,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.postgres import chosen_backends, fresh_env
+from bench.postgres import add_backend_arguments, chosen_backends, fresh_env
 from bench.projections import write_events
 from infra.projection_runtime import rebuild
 from infra.projection_runtime.point_in_time import replay_until
@@ -53,8 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pulls", type=int, default=20_000)
     parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--backend", choices=("both", "sqlite", "postgres"), default="both")
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    add_backend_arguments(parser)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     backends = chosen_backends(args)
