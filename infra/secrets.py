@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import secrets
 from pathlib import Path
 
 from eventsourcing.cryptography import AESCipher
+
+from domain.robot import new_token
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def admin_token(data_dir: str | Path, configured: str = "") -> tuple[str, bool]:
     path = Path(data_dir) / "admin.token"
     if path.exists():
         return path.read_text().strip(), False
-    token = secrets.token_urlsafe(32)
+    token = new_token()
     private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # as secret.key: never readable by others
     with os.fdopen(fd, "w") as file:

@@ -7,7 +7,7 @@ import pytest
 
 from domain.access import (ANONYMOUS_PRINCIPAL, InvalidAccount, Principal, Role, Verdict, check_patterns,
                            check_robot_name, may_pull, split_username)
-from domain.robot import hash_token, token_matches
+from domain.robot import hash_token, new_token, token_matches
 from infra.tokens import JwtTokens, signing_key
 from tests.support.clock import ManualClock
 
@@ -85,3 +85,9 @@ def test_pull_tokens_verify_on_every_replica_sharing_the_secret_and_expire_by_th
     assert replica.verify(none_alg) is None
     clock.advance(301 + 10)
     assert replica.verify(issued.token) is None   # also once cached: the cache keeps the expiry
+
+
+def test_a_new_token_never_starts_with_a_dash_which_a_command_line_would_read_as_an_option(monkeypatch):
+    drawn = iter(["-starts-with-dash", "--two", "fine-token"])
+    monkeypatch.setattr("domain.robot.secrets.token_urlsafe", lambda n: next(drawn))
+    assert new_token() == "fine-token"
