@@ -15,6 +15,10 @@ from projections.base import Batch, SqliteView, View
 from projections.postgres_view import PostgresView
 
 MAX_LIMIT = 10_000
+# `audit_times` keeps, per block of TIME_BLOCK ids, the latest `at` of its rows. A `since` query starts its
+# walk in id order at the first block holding a row that recent: every row before it is older, so the answer
+# is exact even for pulls recorded out of time order (a backlog written back after an outage).
+TIME_BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class AuditView(View):
             self.process_event(rows, event, tracking)
         if rows:
             self.add_rows(c, rows)
+            self.note_times(c, latest_by_block(rows))
 
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
         # `c` is the page's list of rows here: they reach the database in process_page.
@@ -63,6 +68,10 @@ class AuditView(View):
     @abstractmethod
     def add_rows(self, c: Any, rows: list[tuple]) -> None:
         """Insert audit rows, given in the tables' column order (AuditRow's)."""
+
+    @abstractmethod
+    def note_times(self, c: Any, latest: list[tuple[int, float]]) -> None:
+        """Raise each (block, latest at) of `audit_times` to at least the given time."""
 
     @abstractmethod
     def remove_rows(self, first: int, last: int) -> int:
@@ -79,10 +88,26 @@ class AuditView(View):
         """
 
 
+def latest_by_block(rows: list[tuple]) -> list[tuple[int, float]]:
+    """(block, latest at) of a page's rows (AuditRow's column order: id first, at tenth)."""
+    latest: dict[int, float] = {}
+    for row in rows:
+        block = row[0] // TIME_BLOCK
+        if row[9] > latest.get(block, float("-inf")):
+            latest[block] = row[9]
+    return sorted(latest.items())
+
+
 def audit_filters(placeholder: str, contains: str, org, repository, result, since, until, after_id, limit,
                   client, user_agent, actor=None, digest=None) -> tuple[str, list]:
     """The WHERE clause and parameters of a query, in either SQL dialect (`?` or `%s`)."""
     clauses, params = [], []
+    if since is not None:
+        # No row before the first block holding one this recent is (audit_times): the id walk starts there
+        # rather than sorting every row since then (214 ms a page at 1M pulls for ?since=30d on SQLite).
+        # No such block: no row, and `id >= NULL` holds for none.
+        clauses.append(f"id >= (SELECT min(block) FROM {{audit_times}} WHERE latest >= {placeholder}) * {TIME_BLOCK}")
+        params.append(since)
     for clause, value in (("org = ?", org), ("repository = ?", repository), ("result = ?", result),
                           ("at >= ?", since), ("at < ?", until), ("id > ?", after_id),
                           ("client = ?", client), ("actor = ?", actor), ("digest = ?", digest),
@@ -107,9 +132,10 @@ def _values(event: Pull.Recorded, tracking: Tracking) -> tuple:
 
 
 class SqliteAuditView(SqliteView, AuditView):
-    tables = ("audit",)
-    schema_version = 4   # 2: status, error_code and note; 3: actor; 4: generation
+    tables = ("audit", "audit_times")
+    schema_version = 5   # 2: status, error_code and note; 3: actor; 4: generation; 5: audit_times
     schema = (
+        "CREATE TABLE IF NOT EXISTS audit_times (block INTEGER PRIMARY KEY, latest REAL NOT NULL)",
         "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, org TEXT NOT NULL, repository TEXT NOT NULL, "
         "reference TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL, client TEXT NOT NULL, actor TEXT NOT NULL, "
         "user_agent TEXT NOT NULL, at REAL NOT NULL, status INTEGER NOT NULL, error_code TEXT NOT NULL, "
@@ -130,6 +156,10 @@ class SqliteAuditView(SqliteView, AuditView):
     def add_rows(self, c: SQLiteCursor, rows: list[tuple]) -> None:
         c.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
+    def note_times(self, c: SQLiteCursor, latest: list[tuple[int, float]]) -> None:
+        c.executemany("INSERT INTO audit_times VALUES (?, ?) ON CONFLICT (block) DO UPDATE SET "
+                      "latest = max(latest, excluded.latest)", latest)
+
     def remove_rows(self, first: int, last: int) -> int:
         with self._writing() as c:
             c.execute("DELETE FROM audit WHERE id BETWEEN ? AND ?", (first, last))
@@ -141,20 +171,22 @@ class SqliteAuditView(SqliteView, AuditView):
               actor: str | None = None, digest: str | None = None) -> list[AuditRow]:
         where, params = audit_filters("?", "instr(user_agent, ?) > 0", org, repository, result, since, until,
                                       after_id, limit, client, user_agent, actor, digest)
-        rows = self._query(f"SELECT {COLUMNS} FROM audit {where}ORDER BY id LIMIT ?", params)
+        rows = self._query(f"SELECT {COLUMNS} FROM audit {where.format(audit_times='audit_times')}ORDER BY id LIMIT ?",
+                           params)
         return [AuditRow(*row) for row in rows]
 
 
 class PostgresAuditView(PostgresView, AuditView):
     projection = "audit"
-    tables = ("audit",)
-    schema_version = 4   # 2: status, error_code and note; 3: actor; 4: generation
+    tables = ("audit", "audit_times")
+    schema_version = 5   # 2: status, error_code and note; 3: actor; 4: generation; 5: audit_times
     indexes = ("audit_org", "audit_org_id", "audit_repository_id", "audit_at", "audit_digest")
     schema = (
         "CREATE TABLE IF NOT EXISTS {audit} (id bigint PRIMARY KEY, org text NOT NULL, repository text NOT NULL, "
         "reference text NOT NULL, digest text NOT NULL, result text NOT NULL, client text NOT NULL, actor text NOT NULL, "
         "user_agent text NOT NULL, at double precision NOT NULL, status integer NOT NULL, error_code text NOT NULL, "
         "note text NOT NULL, generation integer NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS {audit_times} (block bigint PRIMARY KEY, latest double precision NOT NULL)",
         "CREATE INDEX IF NOT EXISTS {audit_org} ON {audit} (org, repository, id)",
         "CREATE INDEX IF NOT EXISTS {audit_org_id} ON {audit} (org, id)",   # see SqliteAuditView
         "CREATE INDEX IF NOT EXISTS {audit_repository_id} ON {audit} (repository, id)",
@@ -167,6 +199,12 @@ class PostgresAuditView(PostgresView, AuditView):
         with c.copy(self.sql(f"COPY {{audit}} ({COLUMNS}) FROM STDIN")) as copy:
             for row in rows:
                 copy.write_row(row)
+
+    def note_times(self, c: Cursor, latest: list[tuple[int, float]]) -> None:
+        blocks, times = zip(*latest)
+        c.execute(self.sql("INSERT INTO {audit_times} SELECT * FROM unnest(%s::bigint[], %s::double precision[]) "
+                           "ON CONFLICT (block) DO UPDATE SET latest = GREATEST({audit_times}.latest, excluded.latest)"),
+                  (list(blocks), list(times)))
 
     def remove_rows(self, first: int, last: int) -> int:
         with self.datastore.transaction(commit=True) as c:
