@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from eventsourcing.persistence import Tracking
 
 from application.cache_records import CacheRecords
+from domain.cache import CachedBlob
 from infra.projection_runtime import open_view, rebuild
 
 pytestmark = pytest.mark.integration
@@ -37,3 +39,25 @@ def test_per_org_totals_count_cached_blobs_manifests_and_tags_in_one_query_each(
     finally:
         for view in views.values():
             view.close()
+
+
+def test_kept_blob_totals_follow_recaching_and_a_new_org_of_the_same_name(env_factory):
+    def cached(org, digest, size, generation=1):
+        return CachedBlob(org=org, repository="library/alpine", digest=digest, size=size, cached_at=1.0,
+                          generation=generation).collect_events()[0]
+
+    view = open_view("blobs", env_factory("main"))
+    try:
+        pages = [[cached("hub", LAYERS[0], 10), cached("hub", LAYERS[1], 20), cached("quay", LAYERS[0], 10)],
+                 [cached("hub", LAYERS[1], 20)],                              # the same blob cached again
+                 [cached("hub", LAYERS[0], 10, generation=2), cached("hub", LAYERS[2], 30, generation=2)]]
+        position = 0
+        for page in pages:
+            view.process([(event, Tracking("Registry", position := position + 1)) for event in page])
+        assert view.org_blob_totals("hub") == (3, 60)
+        assert view.org_blob_totals("hub", generation=1) == (1, 20)           # LAYERS[0] moved to generation 2
+        assert view.org_blob_totals("hub", generation=2) == (2, 40)
+        assert view.org_totals() == {"hub": (2, 40), "quay": (1, 10)}        # each org's latest generation
+        assert view.org_blob_totals("nobody") == (0, 0)
+    finally:
+        view.close()
