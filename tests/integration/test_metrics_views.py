@@ -6,7 +6,7 @@ import pytest
 from eventsourcing.persistence import Tracking
 
 from application.cache_records import CacheRecords
-from domain.cache import CachedBlob
+from domain.cache import CachedBlob, CachedManifest
 from infra.projection_runtime import open_view, rebuild
 
 pytestmark = pytest.mark.integration
@@ -59,5 +59,25 @@ def test_kept_blob_totals_follow_recaching_and_a_new_org_of_the_same_name(env_fa
         assert view.org_blob_totals("hub", generation=2) == (2, 40)
         assert view.org_totals() == {"hub": (2, 40), "quay": (1, 10)}        # each org's latest generation
         assert view.org_blob_totals("nobody") == (0, 0)
+    finally:
+        view.close()
+
+
+def test_kept_manifest_totals_count_a_manifest_once_and_drop_it_when_evicted(env_factory):
+    def manifest(org, digest, size):
+        return CachedManifest(org=org, repository="library/alpine", digest=digest, media_type=IMAGE, size=size,
+                              blobs=LAYERS[:1], children=[], cached_at=1.0)
+
+    first, again, other = manifest("hub", M1, 900), manifest("hub", M1, 900), manifest("quay", M2, 100)
+    evicted = manifest("hub", M1, 900)
+    evicted.collect_events()
+    evicted.evict(M1, [], 900, "quota", "lru", "system:evictor", 5.0)
+    view = open_view("manifests", env_factory("main"))
+    try:
+        events = [*first.collect_events(), *again.collect_events(), *other.collect_events()]
+        view.process([(event, Tracking("Registry", n)) for n, event in enumerate(events, start=1)])
+        assert view.org_totals() == {"hub": (1, 900), "quay": (1, 100)}
+        view.process([(evicted.collect_events()[0], Tracking("Registry", 4))])
+        assert view.org_totals() == {"quay": (1, 100)}
     finally:
         view.close()
