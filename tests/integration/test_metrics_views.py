@@ -6,7 +6,7 @@ import pytest
 from eventsourcing.persistence import Tracking
 
 from application.cache_records import CacheRecords
-from domain.cache import CachedBlob, CachedManifest
+from domain.cache import CachedBlob, CachedManifest, TagResolution
 from infra.projection_runtime import open_view, rebuild
 
 pytestmark = pytest.mark.integration
@@ -79,5 +79,38 @@ def test_kept_manifest_totals_count_a_manifest_once_and_drop_it_when_evicted(env
         assert view.org_totals() == {"hub": (1, 900), "quay": (1, 100)}
         view.process([(evicted.collect_events()[0], Tracking("Registry", 4))])
         assert view.org_totals() == {"quay": (1, 100)}
+    finally:
+        view.close()
+
+
+def test_kept_tag_totals_count_tags_and_repositories_as_tags_come_move_and_go(env_factory):
+    def resolution(org, repository, tag, digest=M1):
+        return TagResolution(org=org, repository=repository, tag=tag, digest=digest, media_type=IMAGE, checked_at=1.0)
+
+    one, two, other = resolution("hub", "library/a", "1"), resolution("hub", "library/a", "2"), resolution("hub", "b", "1")
+    quay = resolution("quay", "library/a", "1")
+    view = open_view("tags", env_factory("main"))
+    position = 0
+
+    def feed(*aggregates):
+        nonlocal position
+        for event in [event for aggregate in aggregates for event in aggregate.collect_events()]:
+            position += 1
+            view.process([(event, Tracking("Registry", position))])
+
+    try:
+        feed(one, two, other, quay)
+        one.observe(M2, IMAGE, 2.0)                 # a move: the same tag
+        feed(one)
+        assert (view.org_tag_totals("hub"), view.tag_counts()) == ((3, 2), {"hub": 3, "quay": 1})
+        one.drop("evicted", 3.0)
+        feed(one)                                   # library/a keeps tag 2
+        assert view.org_tag_totals("hub") == (2, 2)
+        two.drop("evicted", 3.0)
+        feed(two)                                   # library/a holds none now
+        assert view.org_tag_totals("hub") == (1, 1)
+        quay.drop("evicted", 3.0)
+        feed(quay)
+        assert (view.org_tag_totals("quay"), view.tag_counts()) == ((0, 0), {"hub": 1})
     finally:
         view.close()
