@@ -143,7 +143,7 @@ def test_audit_query_filters_and_pages(view):
         ORG, REPO, "latest", IDX, "10.0.0.7", "containerd/2.0", 20.0)
 
 
-def test_audit_since_finds_every_recent_pull_whatever_order_they_were_recorded_in(view):
+def test_audit_since_and_until_find_every_pull_in_range_whatever_order_they_were_recorded_in(view):
     # Ids span several audit_times blocks; some pulls were recorded long after they happened (a backlog
     # written back after an outage), so time does not follow id order.
     audit = view("audit")
@@ -156,6 +156,7 @@ def test_audit_since_finds_every_recent_pull_whatever_order_they_were_recorded_i
         assert [r.id for r in audit.query(since=since)] == expected
         assert [r.id for r in audit.query(since=since, until=250.0, limit=2)] == [
             position for position in expected if times[position] < 250.0][:2]
+        assert [r.id for r in audit.query(until=since)] == [p for p, at in times.items() if at < since]
     assert [r.id for r in audit.query(since=55.0, after_id=2)] == [3, TIME_BLOCK + 2, 3 * TIME_BLOCK + 5]
 
 
