@@ -80,7 +80,7 @@ def build(directory: Path, upstream_url: str, database_url: str | None, shape: S
     env["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"] = "120"
     say(f"writing the history into {directory} ({shape})")
     figures = write_history(env, shape, progress, say)
-    # One pass over each application's log for every view (as `entrepot projection rebuild all` does):
+    # One pass over each application's log for every view (as `entrepot projections rebuild all` does):
     # a page is read and decoded once. Each view's seconds are its own writing time; the pass's wall
     # time, reading and decoding included, is kept beside them.
     spent: dict[str, float] = {}
