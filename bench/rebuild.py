@@ -133,14 +133,50 @@ def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Pat
     return {"together": together, "alone": alone, "mapper_decoding": baseline}
 
 
+def kept_env(backend: str, store: str, admin_url: str) -> dict:
+    """The store named by --store, kept between runs: a SQLite directory, or a PostgreSQL database name."""
+    from infra.persistence import embedded_env, postgres_env, prepare_database
+
+    if backend == "sqlite":
+        return embedded_env(Path(store))
+    env = postgres_env(f"{admin_url.rsplit('/', 1)[0]}/{store}", "bench")
+    prepare_database(env)
+    return env
+
+
+def store_heads(env: dict) -> dict[str, int]:
+    """The Registry and Pulls heads of a store (0 for an empty one)."""
+    records, pulls = CacheRecords(env=env), Pulls(env=env)
+    try:
+        return {"Registry": records.recorder.max_notification_id() or 0,
+                "Pulls": pulls.recorder.max_notification_id() or 0}
+    finally:
+        records.close()
+        pulls.close()
+
+
 def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dict:
-    env = fresh_env(backend, args.postgres_url, stack,
-                    stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-rebuild-")))
-    started = time.perf_counter()
-    heads = write_events(env, args.pulls, args.images)
-    written = time.perf_counter() - started
-    print(f"{backend}: wrote {heads['Pulls']} pull and {heads['Registry']} cache-record events in {written:.1f} s "
-          f"(load {machine.load()})", flush=True)
+    store = args.store_dir if backend == "sqlite" else args.store_database
+    if store:
+        # A store kept for later runs (a 1M write takes ~10 min): written only when empty.
+        env = kept_env(backend, store, args.postgres_url)
+        heads = store_heads(env)
+    else:
+        env = fresh_env(backend, args.postgres_url, stack,
+                        stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-rebuild-")))
+        heads = {"Pulls": 0}
+    written = 0.0
+    if heads["Pulls"] == 0:
+        started = time.perf_counter()
+        heads = write_events(env, args.pulls, args.images)
+        written = time.perf_counter() - started
+        print(f"{backend}: wrote {heads['Pulls']} pull and {heads['Registry']} cache-record events in {written:.1f} s "
+              f"(load {machine.load()})", flush=True)
+    else:
+        print(f"{backend}: reusing the kept store {store}: {heads['Pulls']} pull and {heads['Registry']} "
+              f"cache-record events", flush=True)
+    if args.write_only:
+        return {"backend": backend, "heads": heads, "write_seconds": round(written, 1)}
     names = list(args.projection or PULL_VIEWS)
     timed = timed_rebuilds(names, env, args.page_size, args.profile, backend, not args.no_alone, args.compare_mapper)
     together = timed["together"]
@@ -180,6 +216,10 @@ def main() -> int:
     p.add_argument("--compare-mapper", action="store_true",
                    help="first run the one pass with every event decoded by the mapper (the fast decoder's peer)")
     p.add_argument("--profile", type=Path, help="write pyinstrument profiles of each rebuild into this directory")
+    p.add_argument("--store-dir", help="SQLite: keep the store in this directory for later runs (written only "
+                   "when empty, else reused: then --pulls and --images are what it holds)")
+    p.add_argument("--store-database", help="PostgreSQL: keep the store in this database, as --store-dir")
+    p.add_argument("--write-only", action="store_true", help="only write the events (into the kept store)")
     p.add_argument("--results", type=Path, help="the JSON file to write (default: bench/results/<date>-rebuild.json)")
     p.add_argument("--cache-kib", type=int, default=0,
                    help="SQLite page cache per view during the rebuilds, KiB (default 0: SQLite's own, 2 MiB)")

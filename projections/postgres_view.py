@@ -125,7 +125,17 @@ class PostgresView(PostgresTrackingRecorder, View):
         with self.datastore.transaction(commit=True) as c:
             self._process(c, batch)
 
+    def process_gathered(self, gathered: Any, tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            self._begin_page(c, tracking)
+            self.write_gathered(c, gathered)
+
     def _process(self, c: Cursor, batch: Batch) -> None:
+        self._begin_page(c, batch[-1][1])
+        self.process_page(c, batch)
+
+    def _begin_page(self, c: Cursor, tracking: Tracking) -> None:
+        """The start of a page's transaction: its settings, the writers' lock, then its tracking position."""
         # No wait for the WAL flush: a crash can only lose rows together with their tracking
         # position, which the runner then replays, so the view stays exactly-once (STACK-NOTES §2.3).
         # The views' connections have a short statement timeout for reads; a page of writes is not bounded by it.
@@ -136,8 +146,19 @@ class PostgresView(PostgresTrackingRecorder, View):
             # moment: without this, READ COMMITTED could lose an update (SQLite gets it from BEGIN IMMEDIATE).
             c.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,), prepare=True)
         # Tracking first: a replayed position fails before any row is touched.
-        self._insert_tracking(c, batch[-1][1])
-        self.process_page(c, batch)
+        self._insert_tracking(c, tracking)
+
+    def drop_indexes(self) -> None:
+        # Only this version's named secondary indexes (`indexes`): keys stay. Used on a fresh blue/green copy.
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("SET LOCAL statement_timeout = 0")
+            versions.ddl_lock(c, self.datastore.schema)
+            for index in self.indexes:
+                c.execute(SQL("DROP INDEX IF EXISTS {}").format(
+                    Identifier(self.datastore.schema, versions.table(index, self.version))))
+
+    def restore_indexes(self) -> None:
+        self.create_table()
 
     def clear(self) -> None:
         with self.datastore.transaction(commit=True) as c:
