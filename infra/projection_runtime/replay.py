@@ -68,23 +68,29 @@ def replay_shared(views: Sequence[View], app: Application, page_size: int, start
         archive = None   # no segment is read for views that take none of it (the audit and chain views)
     gatherings = [Gathering(view, gather_events) if gather_events and view.gathers else None for view in views]
 
-    def decoded_pages() -> Iterator[tuple[list, list, bool]]:
+    def decoded_pages() -> Iterator[tuple[list, list, list, bool]]:
         for page, archived in pages(app, archive, position, page_size, head, topics):
-            decoded = [(to_event(n), Tracking(app.name, n.id)) for n in page] if decode else []
-            yield page, decoded, archived
+            trackings = [Tracking(app.name, n.id) for n in page]   # one per event, shared by every view
+            yield page, trackings, [(to_event(n), t) for n, t in zip(page, trackings)] if decode else [], archived
 
-    for page, decoded, archived in read_ahead(decoded_pages()):
+    for page, trackings, decoded, archived in read_ahead(decoded_pages()):
         if until is not None:   # only what was stamped by then
-            kept = {tracking.notification_id for event, tracking in decoded if event.timestamp.timestamp() <= until}
-            decoded = [item for item in decoded if item[1].notification_id in kept]
-            page_kept = [n for n in page if n.id in kept]
-        else:
-            page_kept = page
+            stamped = [event.timestamp.timestamp() <= until for event, _ in decoded]
+            page = [n for n, keep in zip(page, stamped) if keep]
+            trackings = [t for t, keep in zip(trackings, stamped) if keep]
+            decoded = [item for item, keep in zip(decoded, stamped) if keep]
+        if not page:
+            continue
+        first = page[0].id
+        kinds = {type(event) for event, _ in decoded}
         for i, view in enumerate(views):
             if archived and not view.takes_archived:
                 continue
             if view.stored:
-                batch = [(n, Tracking(app.name, n.id)) for n in page_kept if n.id > positions[i]]
+                batch = list(zip(page, trackings)) if positions[i] < first else \
+                    [(n, t) for n, t in zip(page, trackings) if n.id > positions[i]]
+            elif positions[i] < first and kinds <= handles[i]:
+                batch = decoded   # the whole page: the usual case of a rebuild, without a copy per view
             else:
                 batch = [item for item in decoded if item[1].notification_id > positions[i]
                          and type(item[0]) in handles[i]]
@@ -119,14 +125,15 @@ class Gathering:
     def __init__(self, view: View, limit: int) -> None:
         self.view, self.limit = view, limit
         self.classes = frozenset(view.gathers)
+        # A view that gathers every class it handles need not look at each event of its pages.
+        self.every_class = self.classes >= frozenset(view.handles)
         self.gathered: Any = None
         self.events = 0
         self.last: Tracking | None = None
 
     def add(self, batch: Sequence[tuple[Any, Tracking]]) -> bool:
         """Gather the page; False (nothing gathered) when the view cannot gather one of its events."""
-        classes = self.classes
-        if not all(type(event) in classes for event, _ in batch):
+        if not self.every_class and not self.classes.issuperset({type(event) for event, _ in batch}):
             return False
         if self.gathered is None:
             self.gathered = self.view.gathering()
