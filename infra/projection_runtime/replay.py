@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import time
-import queue
-import threading
 from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import Tracking
 
 from infra.projection_runtime.archived_pages import ArchivedRecords, pages
+from infra.projection_runtime.bulk import ViewWriter, read_ahead
 from infra.projection_runtime.decoding import decoder_of
 from projections.base import View
 
@@ -48,7 +45,8 @@ def replay_shared(views: Sequence[View], app: Application, page_size: int, start
     written when pages repeat keys (counts, per-image stats). A page with an event the view cannot gather
     writes what was gathered, then itself as usual. Killed in between, the view holds what was written with
     its tracking: it resumes after that, exactly once. The next page is read and decoded in a thread while
-    the views write this one (SQLite and PostgreSQL release the GIL while they work).
+    the views write this one, each in a thread of its own (bulk.py: SQLite and psycopg release the GIL
+    while the database works).
     """
     head = app.recorder.max_notification_id()
     counts = [0] * len(views)
@@ -58,15 +56,37 @@ def replay_shared(views: Sequence[View], app: Application, page_size: int, start
         wanted = [view.handled_topics() for view in views]
         # A view that names no topics takes them all (the chain): then the pages are not filtered.
         topics = [] if any(not names for names in wanted) else sorted({topic for names in wanted for topic in names})
-    # Exact classes, as the topics filter of a view's own replay selects them.
-    handles = [frozenset(view.handles) for view in views]
+    # Exact classes, as the topics filter of a view's own replay selects them (handles, in _replay_pages).
     decode = until is not None or not all(view.stored for view in views)
-    to_event = decoder_of(app)   # the mapper's events; pull events by a faster path (decoding.py)
     positions = list(starts)
-    position = min(starts)
     if not any(view.takes_archived for view in views):
         archive = None   # no segment is read for views that take none of it (the audit and chain views)
-    gatherings = [Gathering(view, gather_events) if gather_events and view.gathers else None for view in views]
+    # Each view writes in a thread of its own, page after page: while one view's database works (SQLite
+    # and psycopg release the GIL; PostgreSQL works in a process of its own), the others go on.
+    writers = [ViewWriter(view, gather_events) for view in views]
+    try:
+        counts = _replay_pages(views, writers, app, page_size, positions, topics, decode, until, archive, head)
+    finally:
+        for writer in writers:
+            writer.close()
+    if seconds is not None:
+        for i, writer in enumerate(writers):
+            seconds[i] += writer.seconds
+    for i, view in enumerate(views):
+        if positions[i] < head and until is None:
+            # The live runner tracks every event, used or not; end where it would have ended.
+            view.insert_tracking(Tracking(app.name, head))
+    return counts
+
+
+def _replay_pages(views: Sequence[View], writers: Sequence[ViewWriter], app: Application, page_size: int,
+                  positions: list[int], topics: list[str], decode: bool, until: float | None,
+                  archive: ArchivedRecords | None, head: int) -> list[int]:
+    """replay_shared's pages, handed to each view's writer; `positions` end at each view's last event."""
+    handles = [frozenset(view.handles) for view in views]
+    to_event = decoder_of(app)   # the mapper's events; pull events by a faster path (decoding.py)
+    position = min(positions)
+    counts = [0] * len(views)
 
     def decoded_pages() -> Iterator[tuple[list, list, list, bool]]:
         for page, archived in pages(app, archive, position, page_size, head, topics):
@@ -96,101 +116,8 @@ def replay_shared(views: Sequence[View], app: Application, page_size: int, start
                          and type(item[0]) in handles[i]]
             if not batch:
                 continue
-            started = time.perf_counter()
-            gathering = gatherings[i]
-            if gathering is None or not gathering.add(batch):
-                if gathering is not None:
-                    gathering.write()   # what came before this page, before it
-                # One transaction per page and view, tracked at the view's last event of the page.
-                view.process(batch)
-            if seconds is not None:
-                seconds[i] += time.perf_counter() - started
+            writers[i].write(batch)
             positions[i], counts[i] = batch[-1][1].notification_id, counts[i] + len(batch)
-    for i, gathering in enumerate(gatherings):
-        if gathering is not None:
-            started = time.perf_counter()
-            gathering.write()
-            if seconds is not None:
-                seconds[i] += time.perf_counter() - started
-    for i, view in enumerate(views):
-        if positions[i] < head and until is None:
-            # The live runner tracks every event, used or not; end where it would have ended.
-            view.insert_tracking(Tracking(app.name, head))
+    for writer in writers:
+        writer.finish()   # what is gathered; raises a writer's error
     return counts
-
-
-class Gathering:
-    """One view's pages gathered in a bulk replay, written once `limit` events are in it."""
-
-    def __init__(self, view: View, limit: int) -> None:
-        self.view, self.limit = view, limit
-        self.classes = frozenset(view.gathers)
-        # A view that gathers every class it handles need not look at each event of its pages.
-        self.every_class = self.classes >= frozenset(view.handles)
-        self.gathered: Any = None
-        self.events = 0
-        self.last: Tracking | None = None
-
-    def add(self, batch: Sequence[tuple[Any, Tracking]]) -> bool:
-        """Gather the page; False (nothing gathered) when the view cannot gather one of its events."""
-        if not self.every_class and not self.classes.issuperset({type(event) for event, _ in batch}):
-            return False
-        if self.gathered is None:
-            self.gathered = self.view.gathering()
-        gather, gathered = self.view.gather, self.gathered
-        for event, tracking in batch:
-            gather(gathered, event, tracking)
-        self.events += len(batch)
-        self.last = batch[-1][1]
-        if self.events >= self.limit:
-            self.write()
-        return True
-
-    def write(self) -> None:
-        """Write what is gathered with its last event's tracking, in one transaction; then start afresh."""
-        if self.last is not None:
-            self.view.process_gathered(self.gathered, self.last)
-        self.gathered, self.events, self.last = None, 0, None
-
-
-T = TypeVar("T")
-_DONE = object()
-
-
-def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """The items of `items`, produced in a thread up to `depth` ahead of the consumer.
-
-    The producer's errors are raised to the consumer; a consumer that stops early stops the producer
-    at its next item (it holds nothing but the iterator's own resources, which are closed with it).
-    """
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    break
-                ready.put(item)
-            ready.put(_DONE)
-        except BaseException as error:   # handed to the consumer, which raises it
-            ready.put(error)
-
-    thread = threading.Thread(target=produce, name="replay-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = ready.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():   # unblock a producer waiting on a full queue
-            try:
-                ready.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        thread.join()

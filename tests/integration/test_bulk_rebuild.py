@@ -119,11 +119,11 @@ def test_a_bulk_rebuild_writes_what_the_live_runners_wrote_and_makes_every_index
 
 KILLED_REBUILD = """
 import json, os, signal, sys
-from infra.projection_runtime import replay
+from infra.projection_runtime import bulk
 from infra.projection_runtime.rebuild import rebuild_many
 
 writes = 0
-write = replay.Gathering.write
+write = bulk.Gathering.write
 
 def write_then_die(self):
     global writes
@@ -132,7 +132,7 @@ def write_then_die(self):
     if writes == 6:   # some views' gatherings are written, others are not: killed mid-rebuild
         os.kill(os.getpid(), signal.SIGKILL)
 
-replay.Gathering.write = write_then_die
+bulk.Gathering.write = write_then_die
 rebuild_many(tuple(sys.argv[1].split(",")), json.loads(os.environ["REBUILD_ENV"]), page_size=7, bulk_events=20)
 """
 
