@@ -19,6 +19,7 @@ from infra.projection_runtime import open_view, projection_runners, status
 from infra.projection_runtime.opening import is_postgres
 from infra.projection_runtime.rebuild import rebuild_many
 from projections import versions
+from tests.support.views import view_dumps
 
 pytestmark = pytest.mark.integration
 
@@ -60,14 +61,7 @@ def write_history(env: dict, pulls_count: int = 120) -> None:
 
 
 def dumps(env: dict) -> dict:
-    out = {}
-    for name in VIEWS:
-        view = open_view(name, env)
-        try:
-            out[name] = view.dump()
-        finally:
-            view.close()
-    return out
+    return view_dumps(env, VIEWS)
 
 
 def index_names(env: dict) -> dict[str, list[str]]:
