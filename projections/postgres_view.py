@@ -70,6 +70,7 @@ class PostgresView(PostgresTrackingRecorder, View):
             self._read = self._write
         names = {**self._write, **{i: Identifier(versions.table(i, version)) for i in self.indexes}}
         self.sql_create_statements.extend(SQL(ddl).format(**names) for ddl in self.schema)
+        self._index_statements = [SQL(ddl).format(**names) for ddl in self.schema if ddl.startswith("CREATE INDEX")]
         self._lock_key = advisory_key(s, self.projection, f"write-v{version}")
         self._statements: dict[tuple[str, str], Composed] = {}
 
@@ -158,7 +159,13 @@ class PostgresView(PostgresTrackingRecorder, View):
                     Identifier(self.datastore.schema, versions.table(index, self.version))))
 
     def restore_indexes(self) -> None:
-        self.create_table()
+        # Without the schema's DDL lock: this version's own index names, on a copy only the rebuild writes,
+        # so the copies of several views make theirs at the same time (bulk.restore_indexes).
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("SET LOCAL statement_timeout = 0")
+            c.execute("SET LOCAL maintenance_work_mem = '256MB'")   # sorts of a large view's keys in memory
+            for statement in self._index_statements:
+                c.execute(statement)
 
     def clear(self) -> None:
         with self.datastore.transaction(commit=True) as c:

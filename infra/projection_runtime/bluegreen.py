@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import ExitStack, closing
 
 from infra.projection_runtime import locks
 from infra.projection_runtime.archived_pages import ArchivedRecords
+from infra.projection_runtime.bulk import restore_indexes
 from infra.projection_runtime.opening import APPLICATIONS, open_view
 from infra.projection_runtime.replay import replay_shared
 from projections import versions
@@ -75,10 +75,8 @@ def rebuild_blue_green_many(names: tuple[str, ...], env: dict, page_size: int,
             if more < page_size:
                 break
         if bulk_events:
-            for i, name in enumerate(names):
-                started = time.perf_counter()
-                views[name].restore_indexes()
-                spent[i] += time.perf_counter() - started
+            for name, took in restore_indexes(list(views.values())).items():
+                spent[names.index(name)] += took
         for name, view in views.items():
             with view.datastore.transaction(commit=True) as c:
                 versions.switch(c, schema, name, spec(name).postgres_view.tables, view.version)
