@@ -7,7 +7,7 @@ from contextlib import ExitStack, closing
 
 from infra.projection_runtime import locks
 from infra.projection_runtime.archived_pages import ArchivedRecords
-from infra.projection_runtime.bulk import each_log, restore_indexes
+from infra.projection_runtime.bulk import restore_indexes
 from infra.projection_runtime.opening import APPLICATIONS, open_view
 from infra.projection_runtime.replay import replay_shared
 from projections import versions
@@ -60,18 +60,14 @@ def rebuild_blue_green_many(names: tuple[str, ...], env: dict, page_size: int,
             stack.callback(apps[app_name].close)
         replayed = {name: {app: 0 for app in spec(name).applications} for name in names}
         spent = [0.0] * len(names)
-
-        def replay_log(app_name: str) -> tuple[list[str], list[int], list[float]]:
-            followers = [name for name in names if app_name in spec(name).applications]
-            spent_of = [0.0] * len(followers)
-            counts = replay_shared([views[name] for name in followers], apps[app_name], page_size,
-                                   [views[name].max_tracking_id(app_name) or 0 for name in followers],
-                                   seconds=spent_of, archive=archive, gather_events=bulk_events)
-            return followers, counts, spent_of
-
         for _ in range(CATCH_UP_PASSES):  # events keep arriving while we replay: chase the head
             more = 0
-            for app_name, (followers, counts, spent_of) in each_log(list(apps), replay_log).items():
+            for app_name, app in apps.items():
+                followers = [name for name in names if app_name in spec(name).applications]
+                spent_of = [0.0] * len(followers)
+                counts = replay_shared([views[name] for name in followers], app, page_size,
+                                       [views[name].max_tracking_id(app_name) or 0 for name in followers],
+                                       seconds=spent_of, archive=archive, gather_events=bulk_events)
                 for name, count, took in zip(followers, counts, spent_of):
                     replayed[name][app_name] += count
                     spent[names.index(name)] += took

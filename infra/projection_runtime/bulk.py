@@ -6,13 +6,12 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from eventsourcing.persistence import Tracking
 
-from infra.projection_runtime.opening import REPLAY_GROUPS
 from projections.base import View
 
 class Gathering:
@@ -116,24 +115,6 @@ def restore_indexes(views: Sequence[View]) -> dict[str, float]:
 
 
 T = TypeVar("T")
-
-
-def each_log(app_names: Sequence[str], replay: Callable[[str], T]) -> dict[str, T]:
-    """{app: replay(app)} for the logs named: in order within each of REPLAY_GROUPS, the groups at the same
-    time (a large Registry log's replay, page by page into retention, no longer holds up the pulls')."""
-    groups = [[app for app in group if app in app_names] for group in REPLAY_GROUPS]
-    assert sum(map(len, groups)) == len(app_names), f"a log outside REPLAY_GROUPS: {app_names}"
-
-    def in_order(group: list[str]) -> dict[str, T]:
-        return {app: replay(app) for app in group}
-
-    groups = [group for group in groups if group]
-    with ThreadPoolExecutor(max_workers=max(1, len(groups)), thread_name_prefix="replay-log") as pool:
-        futures = [pool.submit(in_order, group) for group in groups]
-    done: dict[str, T] = {}
-    for future in futures:
-        done.update(future.result())
-    return {app: done[app] for app in app_names}
 _DONE = object()
 
 

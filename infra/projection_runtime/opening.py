@@ -20,10 +20,6 @@ from projections.base import View
 # In the order a one-pass rebuild reads their logs: Access before Pulls, because the chain view learns from
 # Access's archive records where the Pulls chain goes on (projections/chain.py).
 APPLICATIONS: dict[str, type[Application]] = {app.name: app for app in (CacheRecords, Access, Pulls)}
-# Logs a rebuild replays at the same time, one group each (bulk.each_log), in order within a group: a view
-# following several logs takes their events in any interleaving (its live runners do), but the chain must
-# read Access (its archive seeds) before Pulls.
-REPLAY_GROUPS: tuple[tuple[str, ...], ...] = ((CacheRecords.name,), (Access.name, Pulls.name))
 
 
 def application_classes(name: str) -> tuple[type[Application], ...]:

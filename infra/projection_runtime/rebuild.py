@@ -6,7 +6,7 @@ import logging
 from contextlib import ExitStack
 
 from infra.projection_runtime.archived_pages import ArchivedRecords
-from infra.projection_runtime.bulk import each_log, restore_indexes
+from infra.projection_runtime.bulk import restore_indexes
 from infra.projection_runtime.bluegreen import RebuildInProgress, rebuild_blue_green_many
 from infra.projection_runtime.opening import APPLICATIONS, is_postgres, open_view
 from infra.projection_runtime.replay import replay_shared
@@ -71,19 +71,17 @@ def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAG
             if bulk_events:
                 # Made again at the end; a rebuild killed before that leaves them to the view's next opening.
                 views[name].drop_indexes()
-        def replay_log(app_name: str) -> tuple[list[str], list[int], list[float]]:
+        for app_name, app_class in APPLICATIONS.items():
             followers = [name for name in names if app_name in spec(name).applications]
-            app = APPLICATIONS[app_name](env=env)
+            if not followers:
+                continue
+            app = app_class(env=env)
             try:
                 took = [0.0] * len(followers)
                 counts = replay_shared([views[name] for name in followers], app, page_size, [0] * len(followers),
                                        seconds=took, archive=archive, gather_events=bulk_events)
             finally:
                 app.close()
-            return followers, counts, took
-
-        logs = [app for app in APPLICATIONS if any(app in spec(name).applications for name in names)]
-        for app_name, (followers, counts, took) in each_log(logs, replay_log).items():
             for name, count, t in zip(followers, counts, took):
                 replayed[name][app_name] = count
                 spent[name] += t
