@@ -14,6 +14,7 @@ from eventsourcing.persistence import Tracking
 
 from projections.base import View
 
+
 class Gathering:
     """One view's pages gathered in a bulk replay, written once `limit` events are in it."""
 
