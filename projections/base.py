@@ -34,7 +34,7 @@ class View(TrackingRecorder, ABC):
     # must keep counting them; a view whose archived rows are served from the segments does not.
     takes_archived: ClassVar[bool] = True
     # The event classes whose effect the view can gather across pages and write at once: a bulk rebuild
-    # (infra/projection_runtime/replay.py) folds many pages into one `gathering()` and writes it with the last
+    # (infra/projection_runtime/bulk.py) folds many pages into one `gathering()` and writes it with the last
     # page's tracking, in one transaction. Gathering pages must write what writing them one by one writes
     # (sums, maxima, last-wins, rows in order). Empty: the view writes page by page.
     gathers: ClassVar[tuple[type, ...]] = ()

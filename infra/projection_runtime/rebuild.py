@@ -22,7 +22,7 @@ PAGE_SIZE = REBUILD_PAGE_SIZE
 # quiet run of bench.rebuild --cache-kib shows it pays (issue 14 notes: audit's indexes at 1M pulls).
 REBUILD_CACHE_KIB = 0
 # A rebuild is a bulk load into empty views: views that gather (View.gathers) write every this many events
-# instead of every page, and secondary indexes are dropped first and made once at the end (replay.py).
+# instead of every page, and secondary indexes are dropped first and made once at the end (bulk.py).
 # 0: page by page with the indexes kept, as before. Bounds the memory a gathering holds (the audit
 # view's rows: ~0.5 KB each).
 REBUILD_BULK_EVENTS = 100_000
