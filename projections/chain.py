@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor
@@ -21,7 +22,7 @@ import json
 from eventsourcing.utils import get_topic
 
 from domain.archive import ArchiveSegment
-from domain.audit_chain import CHAINED_APPLICATIONS, ChainHead, chained, empty_head, link_of
+from domain.audit_chain import CHAINED_APPLICATIONS, ChainHead, chained, empty_head, links_of
 from projections.base import Batch, SqliteView, View
 from projections.postgres_view import PostgresView
 
@@ -52,6 +53,12 @@ class ChainView(View):
     # the chain stood before they were archived; process_page skips those its seed already covers.
     takes_archived: ClassVar[bool] = False
 
+    def archive_covered(self, application: str) -> int | None:
+        # The seed comes from Access (ArchiveSegment.Written): until it covers the archive, the Pulls worker
+        # of a new or emptied view must wait, or it would start a chain of its own from the first stored pull.
+        seed = self.seed(application)
+        return seed.position if seed is not None else 0
+
     @classmethod
     def handled_topics(cls) -> list[str]:
         return []   # every topic of Access is chained: an offline replay reads the whole log, the view filters
@@ -74,10 +81,11 @@ class ChainView(View):
             if tracking.notification_id > head.position:   # at or before a seed: archived and linked already
                 self.process_event(rows, stored, tracking)
         out = []
-        for stored, position in rows:
-            link, count = link_of(link, application, stored), count + 1
-            out.append((application, position, str(stored.originator_id), stored.originator_version,
-                        stored.topic, count, link.hex()))
+        for (stored, position), (link, event_id) in zip(rows, links_of(link, application, (r for r, _ in rows))):
+            count += 1
+            if type(stored.originator_id) is not UUID:
+                event_id = str(stored.originator_id)   # the row keeps a text id as stored; the link, its UUID's text
+            out.append((application, position, event_id, stored.originator_version, stored.topic, count, link.hex()))
         if out:
             self.add_links(c, out)
             last = out[-1]
@@ -106,6 +114,10 @@ class ChainView(View):
     @abstractmethod
     def head(self, application: str) -> ChainHead:
         """The application's chain head as this view holds it."""
+
+    @abstractmethod
+    def seed(self, application: str) -> ChainHead | None:
+        """Where the application's chain goes on after its archived events (None: nothing archived seen)."""
 
     def heads(self) -> list[ChainHead]:
         return [self.head(application) for application in CHAINED_APPLICATIONS]  # Pulls, then Access
@@ -159,6 +171,10 @@ class SqliteChainView(SqliteView, ChainView):
         rows = self._query("SELECT position, n, link FROM chain_heads WHERE application = ?", (application,))
         return _head(application, rows[0] if rows else None)
 
+    def seed(self, application: str) -> ChainHead | None:
+        rows = self._query("SELECT position, n, link FROM chain_seeds WHERE application = ?", (application,))
+        return ChainHead(application, *tuple(rows[0])) if rows else None
+
     def links(self, application: str, after: int = 0, limit: int = 1000) -> list[ChainRow]:
         rows = self._query(f"SELECT {ROW_COLUMNS} FROM chain_links WHERE application = ? AND position > ? "
                            "ORDER BY position LIMIT ?", (application, after, limit))
@@ -211,6 +227,10 @@ class PostgresChainView(PostgresView, ChainView):
     def head(self, application: str) -> ChainHead:
         rows = self._query("SELECT position, n, link FROM {chain_heads} WHERE application = %s", (application,))
         return _head(application, rows[0] if rows else None)
+
+    def seed(self, application: str) -> ChainHead | None:
+        rows = self._query("SELECT position, n, link FROM {chain_seeds} WHERE application = %s", (application,))
+        return ChainHead(application, *tuple(rows[0])) if rows else None
 
     def links(self, application: str, after: int = 0, limit: int = 1000) -> list[ChainRow]:
         rows = self._query(f"SELECT {ROW_COLUMNS} FROM {{chain_links}} WHERE application = %s AND position > %s "

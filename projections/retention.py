@@ -88,6 +88,8 @@ class RetentionView(View):
                StoredBlob.Orphaned, StoredBlob.Deleted, StoredBlob.Restored, Pull.Recorded,
                CacheOrg.Registered, CacheOrg.Recreated)
     follows = ("Registry", "Pulls")
+    # A digest's images (sizes known late, orphans, usage) and an org's members of a digest (usage).
+    written_through = ("retention_members_digest", "retention_members_org")
 
     # Two primitives per backend: run one statement of the shared SQL text in the page's
     # transaction (rows as tuples), and read outside of one.
@@ -103,6 +105,19 @@ class RetentionView(View):
         raise NotImplementedError
 
     # -- writing ---------------------------------------------------------------------------------------
+    # Pulls only: their stats commute with the rest, and _count_pulls folds them in log order whatever the
+    # pages (the Registry events, which read and write many tables, are written page by page).
+    gathers = (Pull.Recorded,)
+
+    def gathering(self) -> dict[tuple[str, str, str], list]:
+        return {}
+
+    def gather(self, gathered: dict, event: Any, tracking: Tracking) -> None:
+        _gather_pull(gathered, event)
+
+    def write_gathered(self, c: Any, gathered: dict) -> None:
+        self._count_pulls(c, gathered)
+
     def process_page(self, c: Any, batch: Batch) -> None:
         pulls: dict[tuple[str, str, str], list] = {}
         for event, tracking in batch:
