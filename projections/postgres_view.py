@@ -126,12 +126,16 @@ class PostgresView(PostgresTrackingRecorder, View):
             return
         with self.datastore.transaction(commit=True) as c:
             self._process(c, batch)
+        self._written()
+
+    def _written(self) -> None:
+        """One more page (or gathering) written through this object: analyze after the 1st, 2nd, 4th..."""
         self._pages += 1
         if self._pages & (self._pages - 1) == 0:
             self._analyze()
 
     def _analyze(self) -> None:
-        """Fresh statistics for this copy's tables, after its 1st, 2nd, 4th, 8th... page.
+        """Fresh statistics for this copy's tables, after its 1st, 2nd, 4th, 8th... page (or gathering).
 
         A copy being rebuilt grows from empty faster than autovacuum analyzes it (and never, where
         autovacuum is off, as on the bench machine): the planner then keeps the plans of an empty
@@ -148,6 +152,7 @@ class PostgresView(PostgresTrackingRecorder, View):
         with self.datastore.transaction(commit=True) as c:
             self._begin_page(c, tracking)
             self.write_gathered(c, gathered)
+        self._written()
 
     def _process(self, c: Cursor, batch: Batch) -> None:
         self._begin_page(c, batch[-1][1])
