@@ -188,6 +188,12 @@ async def oci(request: Request, rest: FromPath[str], oci_services: NamedDependen
     if rest in ("", "/"):
         await version_guard(request, oci_services.access)
         return version_check(request)
+    return await pull(request, oci_services, rest)
+
+
+async def pull(request: Request, oci_services: OciServices, rest: str) -> Response:
+    """The answer to a GET or HEAD of /v2<rest>: a manifest, a blob, a referrers list or a tag list.
+    Reached through the route above, or straight from the app for manifests and blobs (interfaces/http/pull_route.py)."""
     target = await resolve(request, oci_services, rest)
     cache = cache_of(oci_services)
     actor = "anonymous"
