@@ -8,7 +8,8 @@ fresh multi-arch image (`--layers` x `--layer-mib`), then pulls it once straight
 once, cold, through each revision (the order rotates every round), as bench/run's cold_1_client does:
 `GET /v2/`, the tag, the platform manifest, then the config and layers with one `curl --parallel`.
 Prints every sample with the load average and the serving process's CPU time (steadier than wall time on
-a shared machine), the medians and the ratios to the direct pull; writes JSON (never over an earlier file).
+a shared machine), how long its main thread (Entrepôt's event loop) ran and waited for a CPU, the medians
+and the ratios to the direct pull; writes JSON (never over an earlier file).
 """
 
 from __future__ import annotations
@@ -79,31 +80,48 @@ def main(argv: list[str] | None = None) -> int:
                 order = sides[number % len(sides):] + sides[:number % len(sides)]
                 for side in order:
                     machine.wait_idle(pids)
-                    cpu_before = cpu_seconds(targets[side].pid)
+                    pid = targets[side].pid
+                    cpu_before = cpu_seconds(pid)
+                    main_before, all_before = machine.scheduled(pid, pid), machine.scheduled(pid)
                     result = measure.cold_pull(targets[side], image, 1)
                     # CPU of the serving process (Entrepôt, or the registry for "direct"), every thread:
                     # steadier than wall time on a shared machine, and it is what the load multiplies.
-                    cpu = cpu_seconds(targets[side].pid) - cpu_before
-                    sample = {"round": number, "seconds": result["seconds"], "cpu_seconds": cpu, "load": machine.load()}
+                    cpu = cpu_seconds(pid) - cpu_before
+                    # Where the serving side's time went: its main thread (Entrepôt's event loop) ran, or
+                    # waited for a CPU; and the same summed over every thread of the process.
+                    main_after, all_after = machine.scheduled(pid, pid), machine.scheduled(pid)
+                    sample = {"round": number, "seconds": result["seconds"], "cpu_seconds": cpu, "load": machine.load(),
+                              "main_thread_run_seconds": main_after[0] - main_before[0],
+                              "main_thread_wait_seconds": main_after[1] - main_before[1],
+                              "threads_run_seconds": all_after[0] - all_before[0],
+                              "threads_wait_seconds": all_after[1] - all_before[1]}
                     samples[side].append(sample)
                     say(f"round {number} {side:<7} {result['seconds'] * 1000:7.1f} ms  cpu {cpu * 1000:5.0f} ms  "
-                        f"load {sample['load']}")
+                        f"main thread ran {sample['main_thread_run_seconds'] * 1000:4.0f} ms, waited "
+                        f"{sample['main_thread_wait_seconds'] * 1000:4.0f} ms for a CPU  load {sample['load']}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     medians = {side: statistics.median(s["seconds"] for s in runs) for side, runs in samples.items()}
     ratios = {side: medians[side] / medians["direct"] for side in sides if side != "direct"}
     cpu = {side: statistics.median(s["cpu_seconds"] for s in runs) for side, runs in samples.items()}
+    scheduling = {side: {key: statistics.median(s[key] for s in runs)
+                         for key in ("main_thread_run_seconds", "main_thread_wait_seconds", "threads_run_seconds",
+                                     "threads_wait_seconds")}
+                  for side, runs in samples.items()}
     print(f"\nmedians of {o.rounds} cold pulls of {o.layers} x {o.layer_mib:g} MiB "
           f"(load {load_before} -> {machine.load()}):")
     for side in sides:
         ratio = f"  {ratios[side]:.2f}x direct" if side in ratios else ""
-        print(f"{side:<7} {medians[side] * 1000:7.1f} ms{ratio}   server CPU {cpu[side] * 1000:5.0f} ms")
+        print(f"{side:<7} {medians[side] * 1000:7.1f} ms{ratio}   server CPU {cpu[side] * 1000:5.0f} ms; main thread "
+              f"ran {scheduling[side]['main_thread_run_seconds'] * 1000:4.0f} ms, waited "
+              f"{scheduling[side]['main_thread_wait_seconds'] * 1000:4.0f} ms for a CPU; every thread waited "
+              f"{scheduling[side]['threads_wait_seconds'] * 1000:4.0f} ms")
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine.machine(), "load_before": load_before, "load_after": machine.load(),
               "params": {"rounds": o.rounds, "layers": o.layers, "layer_mib": o.layer_mib, "engine": o.engine},
               "revisions": {r.side: {"commit": r.commit, "subject": r.subject, "dirty": r.dirty} for r in revisions},
               "samples": samples, "medians_seconds": medians, "ratio_to_direct": ratios,
-              "median_server_cpu_seconds": cpu}
+              "median_server_cpu_seconds": cpu, "median_scheduling": scheduling}
     output = REPO_ROOT / "bench" / "results" / f"{datetime.date.today()}-cold-{o.label}.json"
     copy = 2
     while output.exists():   # a label used twice the same day: keep the earlier figures

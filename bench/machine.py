@@ -31,6 +31,21 @@ def load() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
+def scheduled(pid: int, tid: int | None = None) -> tuple[float, float]:
+    """(seconds run on a CPU, seconds waited runnable for one) so far, of thread `tid` of `pid`, or of all
+    its threads summed (/proc/PID/task/TID/schedstat). On a loaded machine the wait is what the load
+    adds to a process's own work: a thread woken by a packet waits its turn before it runs."""
+    run = wait = 0
+    tasks = [tid] if tid is not None else [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    for task in tasks:
+        try:
+            fields = Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()
+        except OSError:   # a thread that ended meanwhile
+            continue
+        run, wait = run + int(fields[0]), wait + int(fields[1])
+    return run / 1e9, wait / 1e9
+
+
 def machine() -> dict:
     cpu = _first_match(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
     mem = _first_match(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())

@@ -1,4 +1,5 @@
-"""`python -m bench.profile`: py-spy samples of Entrepôt under one warm load (manifest by tag/digest, a blob, a small blob).
+"""`python -m bench.profile`: py-spy samples of Entrepôt under one load: warm (manifest by tag/digest, a blob,
+a small blob) or cold (one client pulling never-pulled images one after another, as bench/cold.py does).
 
 Starts an upstream registry and `entrepot serve` (embedded), warms one image, runs the load while
 `py-spy record` samples the server, then prints the functions with the most samples (own and
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from bench import measure
@@ -26,7 +28,15 @@ PY_SPY = Path(sys.executable).with_name("py-spy")
 
 
 def _load(kind: str, target: Target, image, seconds: float) -> None:
-    if kind == "blob":
+    if kind == "cold":   # `image` is the list of images pushed for it, pulled once each
+        deadline = time.monotonic() + seconds
+        for one in image:
+            if time.monotonic() > deadline:
+                return
+            measure.cold_pull(target, one, 1)
+        print("bench.profile: every pushed image was pulled before the time was up; raise --cold-images",
+              file=sys.stderr)
+    elif kind == "blob":
         layer = image.largest_layer
         measure.blob_throughput(target.blob_url(image.repository, layer.digest), layer.size, 1, seconds)
     elif kind == "small-blob":   # requests/s, as bench/ab.py measures a blob: wrk on a 64 KiB layer
@@ -63,9 +73,11 @@ def summarize(collapsed: Path, top: int = 25) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    p.add_argument("kind", choices=("manifest-by-tag", "manifest-by-digest", "blob", "small-blob"))
+    p.add_argument("kind", choices=("manifest-by-tag", "manifest-by-digest", "blob", "small-blob", "cold"))
     p.add_argument("--seconds", type=float, default=15)
     p.add_argument("--blob-mib", type=int, default=100)
+    p.add_argument("--cold-images", type=int, default=40,
+                   help="cold: multi-arch images of 6 x 4 MiB pushed beforehand (as bench/cold.py's), pulled once each")
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--all-threads", action="store_true",
                    help="sample every running thread; default: only the thread holding the GIL (--gil), "
@@ -87,10 +99,14 @@ def main(argv: list[str] | None = None) -> int:
             pusher = Pusher(upstream.url)
             sizes = [args.blob_mib * 2**20] if args.kind == "blob" else [64 * 1024] * 5
             image = push_image(pusher, work, "bench/profiled", "v1", sizes)
+            if args.kind == "cold":
+                image = [push_image(pusher, work, f"bench/cold-{n}", "v1", [4 * 2**20] * 6, multi_arch=True)
+                         for n in range(args.cold_images)]
             pusher.close()
             target = Target("entrepot", server.url, f"{ORG}/", server.process.pid, AccessLog(upstream))
-            measure.cold_pull(target, image, 1)   # warm: the rest are hits
-            _load(args.kind, target, image, 1)
+            if args.kind != "cold":
+                measure.cold_pull(target, image, 1)   # warm: the rest are hits
+                _load(args.kind, target, image, 1)
             load = threading.Thread(target=_load, args=(args.kind, target, image, args.seconds + 2))
             load.start()
             subprocess.run([str(PY_SPY), "record", "--pid", str(target.pid), "--duration", str(int(args.seconds)),

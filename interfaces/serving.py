@@ -7,6 +7,7 @@ group commit live in it), so a SIGKILL of `entrepot serve` leaves nothing behind
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import socket
 
@@ -34,6 +35,22 @@ def listen_backlog() -> int:
         log.warning("net.core.somaxconn is %d: at most %d connections wait to be accepted (raise it for bursts of "
                     "clients)", cap, cap)
     return LISTEN_BACKLOG
+
+
+def freeze_startup_heap() -> int:
+    """Collect start-up's garbage, then move every object alive (modules, classes, the app, the views'
+    and applications' machinery) to the permanent generation, which collections no longer visit.
+    Call once start-up has built what it keeps, before serving. Returns the number of objects frozen.
+
+    Why: a full (generation 2) collection visits every tracked object, and one ran every few cold pulls
+    (each leaves long-lived objects behind). On the loaded bench machine each took 170-240 ms of the
+    event loop, holding the GIL: a stall in the middle of the pulls under way. After the freeze the same
+    collections took under 1 ms. Frozen objects are still freed by reference counting; only a cycle
+    among them would never be collected, and start-up builds them to keep.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 class CannotListen(Exception):

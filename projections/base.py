@@ -34,6 +34,12 @@ class View(TrackingRecorder, ABC):
     # must keep counting them; a view whose archived rows are served from the segments does not.
     takes_archived: ClassVar[bool] = True
 
+    def archive_covered(self, application: str) -> int | None:
+        """For a view that does not take archived events but must account for them before it takes the
+        store's (the chain: it goes on from the archive's last link): the last archived position it has
+        accounted for so far. None: the view does not depend on the archive in that way."""
+        return None
+
     @abstractmethod
     def process(self, batch: Batch) -> None:
         """Apply the events and record the last tracking, all or nothing.

@@ -52,6 +52,12 @@ class ChainView(View):
     # the chain stood before they were archived; process_page skips those its seed already covers.
     takes_archived: ClassVar[bool] = False
 
+    def archive_covered(self, application: str) -> int | None:
+        # The seed comes from Access (ArchiveSegment.Written): until it covers the archive, the Pulls worker
+        # of a new or emptied view must wait, or it would start a chain of its own from the first stored pull.
+        seed = self.seed(application)
+        return seed.position if seed is not None else 0
+
     @classmethod
     def handled_topics(cls) -> list[str]:
         return []   # every topic of Access is chained: an offline replay reads the whole log, the view filters
@@ -107,6 +113,10 @@ class ChainView(View):
     def head(self, application: str) -> ChainHead:
         """The application's chain head as this view holds it."""
 
+    @abstractmethod
+    def seed(self, application: str) -> ChainHead | None:
+        """Where the application's chain goes on after its archived events (None: nothing archived seen)."""
+
     def heads(self) -> list[ChainHead]:
         return [self.head(application) for application in CHAINED_APPLICATIONS]  # Pulls, then Access
 
@@ -158,6 +168,10 @@ class SqliteChainView(SqliteView, ChainView):
     def head(self, application: str) -> ChainHead:
         rows = self._query("SELECT position, n, link FROM chain_heads WHERE application = ?", (application,))
         return _head(application, rows[0] if rows else None)
+
+    def seed(self, application: str) -> ChainHead | None:
+        rows = self._query("SELECT position, n, link FROM chain_seeds WHERE application = ?", (application,))
+        return ChainHead(application, *tuple(rows[0])) if rows else None
 
     def links(self, application: str, after: int = 0, limit: int = 1000) -> list[ChainRow]:
         rows = self._query(f"SELECT {ROW_COLUMNS} FROM chain_links WHERE application = ? AND position > ? "
@@ -211,6 +225,10 @@ class PostgresChainView(PostgresView, ChainView):
     def head(self, application: str) -> ChainHead:
         rows = self._query("SELECT position, n, link FROM {chain_heads} WHERE application = %s", (application,))
         return _head(application, rows[0] if rows else None)
+
+    def seed(self, application: str) -> ChainHead | None:
+        rows = self._query("SELECT position, n, link FROM {chain_seeds} WHERE application = %s", (application,))
+        return ChainHead(application, *tuple(rows[0])) if rows else None
 
     def links(self, application: str, after: int = 0, limit: int = 1000) -> list[ChainRow]:
         rows = self._query(f"SELECT {ROW_COLUMNS} FROM {{chain_links}} WHERE application = %s AND position > %s "

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
 IDLE_POLL = 1.0   # seconds between polls of an idle log that no in-process commit signalled
+ARCHIVE_COVER_POLL = 0.1   # seconds between looks at whether another worker has seeded the view from the archive
 
 
 class ProjectionWorker:
@@ -109,7 +110,10 @@ class ProjectionWorker:
         """A view starting below the archive (new, or emptied by a schema change) takes the archived events
         first, as a rebuild does (archived_pages.py); a caught-up view never is below it (archiving waits
         for every view following Pulls). Returns the position to follow the store from."""
-        if self.archive is None or not self.view.takes_archived:
+        if self.archive is None:
+            return position
+        if not self.view.takes_archived:
+            self._wait_for_archive_cover(position)
             return position
         last = archived_until(self.archive, self.app)
         for page, _ in pages(self.app, self.archive, position, self.page_size, last):
@@ -118,3 +122,16 @@ class ProjectionWorker:
             self.view.process(page_of(self.view, self.app, page))
             position = page[-1].id
         return position
+
+    def _wait_for_archive_cover(self, position: int) -> None:
+        """A view that goes on from the archive's end without taking the archived events (the chain, seeded by
+        its Access worker) must not read the store's first events before it knows that end: a new or emptied
+        view's Access worker may not have caught up yet. A caught-up view is past the archive: no wait."""
+        covered = self.view.archive_covered(self.app_name)
+        if covered is None:
+            return
+        last = archived_until(self.archive, self.app)
+        while position < last and covered < last and not self._stopping.is_set():
+            self._wakeup.wait(ARCHIVE_COVER_POLL)
+            self._wakeup.clear()
+            covered = self.view.archive_covered(self.app_name) or 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -16,8 +17,15 @@ from infra.settings import Settings
 from infra.storage.s3 import s3_client
 
 
+# A temporary segment file older than this was left by a process killed mid-write: no writer takes this long.
+LEFTOVER_SECONDS = 3600.0
+
+
 class FilesystemSegments:
-    """<data_dir>/storage/archive/<name>: written under a temporary name, fsynced, then renamed."""
+    """<data_dir>/storage/archive/<name>: written under a temporary name, fsynced, then renamed.
+
+    A kill between the write and the rename leaves a `.tmp-*` file; the next put in that directory removes
+    those older than LEFTOVER_SECONDS (younger ones may be another replica's write in progress)."""
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
@@ -31,6 +39,7 @@ class FilesystemSegments:
     def put(self, name: str, data: bytes) -> None:
         path = self._path(name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._remove_leftovers(os.path.dirname(path))
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -47,6 +56,21 @@ class FilesystemSegments:
             os.fsync(dir_fd)   # the rename itself survives a power loss
         finally:
             os.close(dir_fd)
+
+    @staticmethod
+    def _remove_leftovers(directory: str, now: float | None = None) -> list[str]:
+        cutoff = (time.time() if now is None else now) - LEFTOVER_SECONDS
+        removed = []
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith(".tmp-") and entry.is_file(follow_symlinks=False):
+                    try:
+                        if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                            os.unlink(entry.path)
+                            removed.append(entry.name)
+                    except FileNotFoundError:
+                        pass   # another replica removed it first
+        return removed
 
     def get(self, name: str) -> bytes:
         try:

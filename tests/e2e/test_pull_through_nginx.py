@@ -191,3 +191,17 @@ def test_the_audit_names_the_client_nginx_forwards_for_never_one_a_client_claims
     clients = audited_clients(server)
     assert "203.0.113.7" in clients
     assert "203.0.113.8" not in clients and "127.0.0.1" in clients
+
+
+def test_a_push_body_over_nginxs_limit_gets_the_oci_405_entrepot_gives_and_an_admin_body_a_json_413(nginx, server):
+    big = b"\0" * (2 << 20)
+    small = httpx.put(f"{nginx.url}/v2/hub/library/alpine/blobs/uploads/x?digest=sha256:{'0' * 64}", content=b"x")
+    pushed = httpx.put(f"{nginx.url}/v2/hub/library/alpine/blobs/uploads/x?digest=sha256:{'0' * 64}", content=big)
+    admin = httpx.post(f"{nginx.url}/api/v1/organizations", content=big,
+                       headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
+
+    assert small.status_code == 405 and small.json()["errors"][0]["code"] == "UNSUPPORTED"   # Entrepôt's answer
+    assert pushed.status_code == 405 and pushed.headers["content-type"].startswith("application/json")
+    assert pushed.json()["errors"][0]["code"] == "UNSUPPORTED"                                # nginx's, the same
+    assert pushed.headers["docker-distribution-api-version"] == "registry/2.0"
+    assert admin.status_code == 413 and admin.json()["errors"][0]["code"] == "SIZE_INVALID"

@@ -381,3 +381,36 @@ def test_a_rebuild_between_a_segments_record_and_its_removal_counts_each_pull_on
     assert audit.archive.last() == 15 and len(stored_pull_ids(audit)) == OLD + RECENT   # in both places
     rebuild_many(AGGREGATES, env, page_size=7, archive=audit.archive)
     assert {name: audit.views[name].dump() for name in AGGREGATES} == before
+
+
+def test_an_emptied_chain_views_pulls_worker_waits_for_the_archive_seed_before_it_chains_stored_pulls(audit, config,
+                                                                                                      env):
+    from infra.projection_runtime import open_view
+    from infra.projection_runtime.workers import ProjectionWorker
+    from application.access import Access
+    from application.pulls import Pulls
+
+    assert audit.archiver(batch=15).run().events == OLD
+    audit.runners.wait_caught_up(timeout=30)
+    before = audit.views["chain"].heads()
+    audit.runners.stop()
+    audit.views["chain"].clear()
+    pulls_view, access_view = open_view("chain", env), open_view("chain", env)
+    pulls_worker = ProjectionWorker("chain", pulls_view, Pulls, env, archive=audit.archive).start()
+    try:
+        time.sleep(1.0)   # its Access worker has not run: the seed is unknown, so no stored pull is chained
+        assert pulls_view.head("Pulls").position == 0 and pulls_worker.state == "running"
+        access_worker = ProjectionWorker("chain", access_view, Access, env, archive=audit.archive).start()
+        try:
+            deadline = time.monotonic() + 30
+            while pulls_view.heads() != before and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            access_worker.stop()
+    finally:
+        pulls_worker.stop()
+        pulls_view.close()
+        access_view.close()
+    assert audit.views["chain"].heads() == before
+    result = verify_audit(load_settings(str(config)))
+    assert result.ok, result.mismatch

@@ -135,15 +135,16 @@ def test_an_evicted_referrer_leaves_the_list_until_cached_again_and_a_flush_drop
         retention = client.container.retention
         until(lambda: retention.images("hub").images, timeout=10, what="the retention view")
         assert retention.flush("hub", "team/app", "attestation", dry_run=False, actor="test").images == 1
-        assert listed(client, image.digest) == []                  # evicted: not listed, so never unservable
+        # evicted: not listed, so never unservable (the flush waits for the views only briefly: under load, a moment)
+        until(lambda: listed(client, image.digest) == [], timeout=10, what="the evicted referrer to leave the list")
         pull_attestation(client)                                    # cached again (Recached)
         until(lambda: listed(client, image.digest) == [described(attestation)], timeout=10, what="its return")
 
         assert retention.flush("hub", "team/app", None, dry_run=True, actor="test").dry_run
         assert recorded(client, image.digest) is not None          # a dry run drops nothing
         retention.flush("hub", "team/app", None, dry_run=False, actor="test")
-        assert recorded(client, image.digest) is None               # the flushed scope's lists are gone
-        assert listed(client, image.digest) == []
+        until(lambda: recorded(client, image.digest) is None, timeout=10, what="the flushed scope's lists to go")
+        until(lambda: listed(client, image.digest) == [], timeout=10, what="the flushed referrer to leave the list")
 
     upstream_registry.stop()
     with running(settings, ManualClock()) as client:               # recorded again by the GET just above
