@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -92,6 +93,13 @@ class Phases:
 
 async def measure(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="entrepot-warm-loop-"))
+    try:
+        await _measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def _measure(args: argparse.Namespace, work: Path) -> None:
     with DockerRegistry(work / "up", work / "storage", access_log=False) as upstream:
         pusher = Pusher(upstream.url)
         image = push_image(pusher, work, "bench/loop", "v1", [64 * 1024] * 5)
