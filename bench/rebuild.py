@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.rebuild [--pulls 1000000] [--images 1000] [--backend both|sqlite|postgres]
         [--projection audit ...] [--page-size 500] [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres]
         [--results bench/results/<date>-rebuild.json] [--profile DIR] [--compare-mapper]
+        [--bulk-events 100000] [--compare-page-by-page] [--store-dir DIR] [--store-database NAME] [--write-only]
 
 Writes the CacheRecords events of `--images` cached images, then `--pulls` pulls of them, through the
 application's own write path in batches of 1,000 (Pulls.write, as the group commit does), into a fresh
@@ -15,7 +16,10 @@ clock, and this process's CPU seconds: PostgreSQL's own work is not in them) wit
 The target (issue 14): 30,000 events/s, on both backends. `--profile DIR` writes pyinstrument HTML
 profiles there (pyinstrument must be installed: pip install pyinstrument). `--compare-mapper` first
 runs the one pass with every event decoded by eventsourcing's mapper (the peer of the fast pull decoder,
-infra/projection_runtime/decoding.py), in the same run, and reports the ratio.
+infra/projection_runtime/decoding.py), in the same run, and reports the ratio. The rebuilds are bulk
+loads (`--bulk-events`, rebuild.REBUILD_BULK_EVENTS; 0: page by page); `--compare-page-by-page` first
+runs the one pass page by page with the indexes kept (the peer of the bulk mode) in the same run.
+`--store-dir`/`--store-database` keep the store for the next run (a 1M write takes minutes).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from bench import machine
 from bench.postgres import add_backend_arguments, chosen_backends, fresh_env
 from domain.pull import Pull
 from infra.projection_runtime import replay as replay_module
-from infra.projection_runtime.rebuild import REBUILD_PAGE_SIZE, rebuild, rebuild_many
+from infra.projection_runtime.rebuild import REBUILD_BULK_EVENTS, REBUILD_PAGE_SIZE, rebuild_many
 from projections import PROJECTION_NAMES
 from projections.catalog import spec
 
@@ -101,59 +105,117 @@ def rate(events: int, seconds: float) -> int | None:
     return round(events / seconds) if seconds else None
 
 
-def one_pass(names: list[str], env: dict, page_size: int, profile: Path | None) -> dict:
+def one_pass(names: list[str], env: dict, page_size: int, profile: Path | None,
+             bulk_events: int = REBUILD_BULK_EVENTS) -> dict:
     """Every view in one pass (rebuild_many: each page read and decoded once), with each view's writing time."""
     seconds: dict[str, float] = {}
     started, cpu = time.perf_counter(), time.process_time()
-    replayed = profiled(lambda: rebuild_many(tuple(names), env, page_size, seconds, cache_kib=CACHE_KIB), profile)
+    replayed = profiled(lambda: rebuild_many(tuple(names), env, page_size, seconds, cache_kib=CACHE_KIB,
+                                             bulk_events=bulk_events), profile)
     together = {"seconds": round(time.perf_counter() - started, 2), "cpu_seconds": round(time.process_time() - cpu, 2),
                 "view_write_seconds": {name: round(value, 2) for name, value in seconds.items()},
-                "replayed": replayed, "load": machine.load()}
-    together["read_and_decode_seconds"] = round(together["seconds"] - sum(seconds.values()), 2)
+                "replayed": replayed, "load": machine.load(), "bulk_events": bulk_events}
+    # Views write in threads of their own (infra/projection_runtime/bulk.py), overlapping each other and the
+    # reading: the pass takes at least its slowest view's writes; the rest is reading, decoding and waiting.
+    together["slowest_view_writes_seconds"] = round(max(seconds.values(), default=0.0), 2)
     return together
 
 
 def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Path | None, backend: str,
-                   each_alone: bool = True, compare_mapper: bool = False) -> dict:
-    """Every view in one pass (first with the mapper's decoding when `compare_mapper`), then each view alone."""
+                   each_alone: bool = True, compare_mapper: bool = False, bulk_events: int = REBUILD_BULK_EVENTS,
+                   compare_page_by_page: bool = False) -> dict:
+    """Every view in one pass (first with the mapper's decoding when `compare_mapper`, or page by page when
+    `compare_page_by_page`), then each view alone."""
     baseline = None
     if compare_mapper:
         with mapper_decoding():
-            baseline = one_pass(names, env, page_size, profile_dir and profile_dir / f"rebuild-{backend}-all-mapper.html")
-    together = one_pass(names, env, page_size, profile_dir and profile_dir / f"rebuild-{backend}-all.html")
+            baseline = one_pass(names, env, page_size, profile_dir and profile_dir / f"rebuild-{backend}-all-mapper.html",
+                                bulk_events)
+    paged = None
+    if compare_page_by_page:
+        paged = one_pass(names, env, page_size, profile_dir and profile_dir / f"rebuild-{backend}-all-paged.html", 0)
+    together = one_pass(names, env, page_size, profile_dir and profile_dir / f"rebuild-{backend}-all.html", bulk_events)
     alone = []
     for name in names if each_alone else ():
         started, cpu = time.perf_counter(), time.process_time()
-        counts = profiled(lambda: rebuild(name, env, page_size), profile_dir and profile_dir / f"rebuild-{backend}-{name}.html")
+        counts = profiled(lambda: rebuild_many((name,), env, page_size, bulk_events=bulk_events)[name], profile_dir and profile_dir / f"rebuild-{backend}-{name}.html")
         took = time.perf_counter() - started
         events = sum(counts.values())
         alone.append({"projection": name, "replayed": counts, "events": events, "seconds": round(took, 2),
                       "cpu_seconds": round(time.process_time() - cpu, 2), "events_per_s": rate(events, took),
                       "verdict": "PASS" if took and events / took >= TARGET else "MISS", "load": machine.load()})
-    return {"together": together, "alone": alone, "mapper_decoding": baseline}
+    return {"together": together, "alone": alone, "mapper_decoding": baseline, "page_by_page": paged}
+
+
+def kept_env(backend: str, store: str, admin_url: str) -> dict:
+    """The store named by --store, kept between runs: a SQLite directory, or a PostgreSQL database name."""
+    from infra.persistence import embedded_env, postgres_env, prepare_database
+
+    if backend == "sqlite":
+        return embedded_env(Path(store))
+    env = postgres_env(f"{admin_url.rsplit('/', 1)[0]}/{store}", "bench")
+    prepare_database(env)
+    return env
+
+
+def store_heads(env: dict) -> dict[str, int]:
+    """The Registry and Pulls heads of a store (0 for an empty one)."""
+    records, pulls = CacheRecords(env=env), Pulls(env=env)
+    try:
+        return {"Registry": records.recorder.max_notification_id() or 0,
+                "Pulls": pulls.recorder.max_notification_id() or 0}
+    finally:
+        records.close()
+        pulls.close()
 
 
 def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dict:
-    env = fresh_env(backend, args.postgres_url, stack,
-                    stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-rebuild-")))
-    started = time.perf_counter()
-    heads = write_events(env, args.pulls, args.images)
-    written = time.perf_counter() - started
-    print(f"{backend}: wrote {heads['Pulls']} pull and {heads['Registry']} cache-record events in {written:.1f} s "
-          f"(load {machine.load()})", flush=True)
+    store = args.store_dir if backend == "sqlite" else args.store_database
+    if store:
+        # A store kept for later runs (a 1M write takes ~10 min): written only when empty.
+        env = kept_env(backend, store, args.postgres_url)
+        heads = store_heads(env)
+    else:
+        env = fresh_env(backend, args.postgres_url, stack,
+                        stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-rebuild-")))
+        heads = {"Pulls": 0}
+    written = 0.0
+    if heads["Pulls"] == 0:
+        started = time.perf_counter()
+        heads = write_events(env, args.pulls, args.images)
+        written = time.perf_counter() - started
+        print(f"{backend}: wrote {heads['Pulls']} pull and {heads['Registry']} cache-record events in {written:.1f} s "
+              f"(load {machine.load()})", flush=True)
+    else:
+        print(f"{backend}: reusing the kept store {store}: {heads['Pulls']} pull and {heads['Registry']} "
+              f"cache-record events", flush=True)
+    if args.write_only:
+        return {"backend": backend, "heads": heads, "write_seconds": round(written, 1)}
     names = list(args.projection or PULL_VIEWS)
-    timed = timed_rebuilds(names, env, args.page_size, args.profile, backend, not args.no_alone, args.compare_mapper)
+    timed = timed_rebuilds(names, env, args.page_size, args.profile, backend, not args.no_alone, args.compare_mapper,
+                           args.bulk_events, args.compare_page_by_page)
     together = timed["together"]
     pulls = heads["Pulls"]
+    paged = timed["page_by_page"]
+    if paged:
+        paged["pull_events_per_s"] = rate(pulls, paged["seconds"])
+        print(f"  one pass, page by page (bulk_events 0, indexes kept): {paged['seconds']} s "
+              f"({paged['pull_events_per_s']} pull events/s; process CPU {paged['cpu_seconds']} s; slowest view's writes "
+              f"{paged['slowest_view_writes_seconds']} s; writes {paged['view_write_seconds']}; load {paged['load']})",
+              flush=True)
     baseline = timed["mapper_decoding"]
     if baseline:
         baseline["pull_events_per_s"] = rate(pulls, baseline["seconds"])
         print(f"  one pass, every event decoded by the mapper: {baseline['seconds']} s ({baseline['pull_events_per_s']} "
-              f"pull events/s; process CPU {baseline['cpu_seconds']} s; read and decode "
-              f"{baseline['read_and_decode_seconds']} s; load {baseline['load']})", flush=True)
-    print(f"  all of {', '.join(names)} in one pass: {together['seconds']} s ({rate(pulls, together['seconds'])} "
-          f"pull events/s; process CPU {together['cpu_seconds']} s; read and decode {together['read_and_decode_seconds']}"
+              f"pull events/s; process CPU {baseline['cpu_seconds']} s; slowest view's writes "
+              f"{baseline['slowest_view_writes_seconds']} s; load {baseline['load']})", flush=True)
+    print(f"  all of {', '.join(names)} in one pass (bulk_events {args.bulk_events}): {together['seconds']} s "
+          f"({rate(pulls, together['seconds'])} pull events/s; {rate(pulls, together['cpu_seconds'])} per CPU second; "
+          f"process CPU {together['cpu_seconds']} s; slowest view's writes {together['slowest_view_writes_seconds']}"
           f" s; load {machine.load()})", flush=True)
+    if paged:
+        print(f"  bulk / page by page: {paged['seconds'] / together['seconds']:.2f}x wall, "
+              f"{paged['cpu_seconds'] / together['cpu_seconds']:.2f}x process CPU", flush=True)
     if baseline:
         print(f"  fast pull decoder / mapper: {baseline['seconds'] / together['seconds']:.2f}x wall, "
               f"{baseline['cpu_seconds'] / together['cpu_seconds']:.2f}x process CPU", flush=True)
@@ -165,7 +227,7 @@ def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dic
               f"load {row['load']})", flush=True)
     return {"backend": backend, "heads": heads, "write_seconds": round(written, 1),
             "together": {**together, "pull_events_per_s": rate(pulls, together["seconds"])},
-            "alone": timed["alone"], "mapper_decoding": baseline}
+            "alone": timed["alone"], "mapper_decoding": baseline, "page_by_page": paged}
 
 
 def main() -> int:
@@ -179,7 +241,16 @@ def main() -> int:
     p.add_argument("--no-alone", action="store_true", help="only the one-pass rebuild of every view, not each alone")
     p.add_argument("--compare-mapper", action="store_true",
                    help="first run the one pass with every event decoded by the mapper (the fast decoder's peer)")
+    p.add_argument("--bulk-events", type=int, default=REBUILD_BULK_EVENTS,
+                   help=f"gather this many events per view write, indexes made at the end (default "
+                        f"{REBUILD_BULK_EVENTS}; 0: page by page, indexes kept)")
+    p.add_argument("--compare-page-by-page", action="store_true",
+                   help="first run the one pass page by page (bulk_events 0), the bulk mode's peer, in the same run")
     p.add_argument("--profile", type=Path, help="write pyinstrument profiles of each rebuild into this directory")
+    p.add_argument("--store-dir", help="SQLite: keep the store in this directory for later runs (written only "
+                   "when empty, else reused: then --pulls and --images are what it holds)")
+    p.add_argument("--store-database", help="PostgreSQL: keep the store in this database, as --store-dir")
+    p.add_argument("--write-only", action="store_true", help="only write the events (into the kept store)")
     p.add_argument("--results", type=Path, help="the JSON file to write (default: bench/results/<date>-rebuild.json)")
     p.add_argument("--cache-kib", type=int, default=0,
                    help="SQLite page cache per view during the rebuilds, KiB (default 0: SQLite's own, 2 MiB)")
@@ -193,7 +264,7 @@ def main() -> int:
     result = {"benchmark": "bench.rebuild", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": machine.machine(), "load_before": load_before, "load_after": machine.load(),
               "pulls": args.pulls, "images": args.images, "page_size": args.page_size, "target": TARGET,
-              "cache_kib": args.cache_kib,
+              "cache_kib": args.cache_kib, "bulk_events": args.bulk_events,
               "runs": runs}
     out = args.results or RESULTS_DIR / f"{datetime.now(timezone.utc):%Y-%m-%d}-rebuild.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

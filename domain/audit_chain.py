@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from typing import Any
 from uuid import UUID
 
@@ -60,6 +61,30 @@ def next_link(previous: bytes, application: str, position: int, originator_id: A
               topic: str, state: bytes) -> bytes:
     return hashlib.sha256(previous + canonical(application, position, originator_id, originator_version, topic,
                                                state)).digest()
+
+
+def links_of(previous: bytes, application: str, records: Iterable[Any]) -> Iterator[tuple[bytes, str]]:
+    """(link, event id text) of each stored record in order, the chain going on from `previous`: link_of's
+    links, with the fields every link shares (version, application, a topic) encoded once: 2.3 instead of
+    3.3 us of CPU per stored pull (bench/results/2026-11-30-rebuild-bulk-s6.md)."""
+    shared = _field(CANONICAL_VERSION) + _field(application.encode())
+    topics: dict[str, bytes] = {}
+    sha256, pack = hashlib.sha256, _PACK
+    for record in records:
+        originator_id = record.originator_id
+        event_id = str(originator_id if type(originator_id) is UUID else UUID(str(originator_id))).encode()
+        topic = topics.get(record.topic)
+        if topic is None:
+            topic = topics[record.topic] = _field(record.topic.encode())
+        position, version = str(int(record.id)).encode(), str(int(record.originator_version)).encode()
+        state = bytes(record.state)
+        previous = sha256(b"".join((previous, shared, pack(len(position)), position, pack(len(event_id)), event_id,
+                                    pack(len(version)), version, topic, pack(len(state)), state))).digest()
+        yield previous, event_id.decode()
+
+
+def _field(value: bytes) -> bytes:
+    return _PACK(len(value)) + value
 
 
 def link_of(previous: bytes, application: str, stored: Any) -> bytes:

@@ -46,19 +46,23 @@ class AuditView(View):
     # Archived pulls left this view when they were archived; queries read them from the segments
     # (infra/archived_audit.py), so a rebuild must not bring their rows back.
     takes_archived = False
+    gathers = (Pull.Recorded,)
 
     def process_page(self, c: Any, batch: Batch) -> None:
         # One multi-row insert per page rather than a statement per pull.
-        rows: list[tuple] = []
-        for event, tracking in batch:
-            self.process_event(rows, event, tracking)
-        if rows:
-            self.add_rows(c, rows)
+        self.gathered_page(c, batch)
+
+    def gathering(self) -> list[tuple]:
+        return []
 
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
-        # `c` is the page's list of rows here: they reach the database in process_page.
+        # `c` is the gathering's list of rows here: they reach the database in write_gathered.
         if isinstance(event, Pull.Recorded):
             c.append(_values(event, tracking))
+
+    def write_gathered(self, c: Any, gathered: list[tuple]) -> None:
+        if gathered:
+            self.add_rows(c, gathered)
 
     @abstractmethod
     def add_rows(self, c: Any, rows: list[tuple]) -> None:

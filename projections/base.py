@@ -33,6 +33,11 @@ class View(TrackingRecorder, ABC):
     # Whether a replay feeds it the archived pulls (infra/projection_runtime/archived_pages.py): aggregates
     # must keep counting them; a view whose archived rows are served from the segments does not.
     takes_archived: ClassVar[bool] = True
+    # The event classes whose effect the view can gather across pages and write at once: a bulk rebuild
+    # (infra/projection_runtime/bulk.py) folds many pages into one `gathering()` and writes it with the last
+    # page's tracking, in one transaction. Gathering pages must write what writing them one by one writes
+    # (sums, maxima, last-wins, rows in order). Empty: the view writes page by page.
+    gathers: ClassVar[tuple[type, ...]] = ()
 
     def archive_covered(self, application: str) -> int | None:
         """For a view that does not take archived events but must account for them before it takes the
@@ -56,6 +61,41 @@ class View(TrackingRecorder, ABC):
     @abstractmethod
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
         """Write the rows for one event; events the view does not use are ignored."""
+
+    # -- gathering (views with `gathers`) --------------------------------------------------------------
+    def gathering(self) -> Any:
+        """An empty gathering of events, for `gather` to fill and `write_gathered` to write."""
+        raise NotImplementedError(f"view {self.name} gathers nothing")
+
+    def gather(self, gathered: Any, event: Any, tracking: Tracking) -> None:
+        """Add one event (of a class in `gathers`) to a gathering; nothing is written yet."""
+        self.process_event(gathered, event, tracking)
+
+    def write_gathered(self, c: Any, gathered: Any) -> None:
+        """Write a gathering's rows inside the open transaction."""
+        raise NotImplementedError(f"view {self.name} gathers nothing")
+
+    def gathered_page(self, c: Any, batch: Batch) -> None:
+        """process_page of a view whose every event class is in `gathers`: one page gathered, then written."""
+        gathered = self.gathering()
+        for event, tracking in batch:
+            self.gather(gathered, event, tracking)
+        self.write_gathered(c, gathered)
+
+    @abstractmethod
+    def process_gathered(self, gathered: Any, tracking: Tracking) -> None:
+        """Write a gathering and its last event's tracking in one transaction (a bulk rebuild's flush)."""
+
+    # -- a bulk rebuild from empty ---------------------------------------------------------------------
+    @abstractmethod
+    def drop_indexes(self) -> None:
+        """Drop the view's secondary indexes (keys stay): a bulk rebuild into an empty view makes them once,
+        at the end (`restore_indexes`), instead of updating them row by row. Opening the view makes any
+        missing one, so a rebuild killed in between leaves a view whose next opening restores them."""
+
+    @abstractmethod
+    def restore_indexes(self) -> None:
+        """Make the indexes `drop_indexes` dropped (the schema's CREATE INDEX IF NOT EXISTS)."""
 
     @classmethod
     def handled_topics(cls) -> list[str]:
@@ -144,6 +184,21 @@ class SqliteView(SQLiteTrackingRecorder, View):
             # Tracking first: a replayed position fails before any row is touched.
             self._insert_tracking(c, batch[-1][1])
             self.process_page(c, batch)
+
+    def process_gathered(self, gathered: Any, tracking: Tracking) -> None:
+        with self._writing() as c:
+            self._insert_tracking(c, tracking)
+            self.write_gathered(c, gathered)
+
+    def drop_indexes(self) -> None:
+        with self._writing() as c:
+            # sql IS NULL: the indexes of primary keys and UNIQUE constraints, which stay.
+            c.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+            for (name,) in c.fetchall():
+                c.execute(f'DROP INDEX "{name}"')
+
+    def restore_indexes(self) -> None:
+        self.create_table()
 
     def clear(self) -> None:
         with self._writing() as c:

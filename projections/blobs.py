@@ -43,17 +43,19 @@ class BlobsView(View):
     name = "blobs"
     handles = (CachedBlob.Cached, CachedManifest.Cached, Pull.Recorded)
     follows = ("Registry", "Pulls")
+    # Every update commutes (see the module's docstring), so any number of pages may be gathered at once.
+    gathers = handles
 
     def process_page(self, c: Any, batch: Batch) -> None:
-        # Every update commutes (see the module's docstring), so a page's events are gathered per
-        # key first and written in a few statements: blobs cached, manifests cached, then pulls.
-        page = _Page()
-        for event, tracking in batch:
-            self.process_event(page, event, tracking)
-        self._write_page(c, page)
+        # A page's events are gathered per key first and written in a few statements: blobs cached,
+        # manifests cached, then pulls.
+        self.gathered_page(c, batch)
+
+    def gathering(self) -> _Page:
+        return _Page()
 
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
-        # `c` is the page being gathered here: process_page writes it.
+        # `c` is the gathering here: write_gathered writes it.
         page = c
         if isinstance(event, Pull.Recorded):
             if event.digest:
@@ -66,7 +68,7 @@ class BlobsView(View):
             # Content-addressed: a second Cached of the same manifest is the same fact.
             page.manifests.setdefault((event.org, event.repository, event.digest), list(event.blobs))
 
-    def _write_page(self, c: Any, page: _Page) -> None:
+    def write_gathered(self, c: Any, page: _Page) -> None:
         if page.blobs:
             self.put_cached_blobs(c, [(*key, *value) for key, value in page.blobs.items()])
         counts: dict[tuple[str, str], list] = {}

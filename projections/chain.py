@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor
@@ -21,7 +22,7 @@ import json
 from eventsourcing.utils import get_topic
 
 from domain.archive import ArchiveSegment
-from domain.audit_chain import CHAINED_APPLICATIONS, ChainHead, chained, empty_head, link_of
+from domain.audit_chain import CHAINED_APPLICATIONS, ChainHead, chained, empty_head, links_of
 from projections.base import Batch, SqliteView, View
 from projections.postgres_view import PostgresView
 
@@ -80,10 +81,11 @@ class ChainView(View):
             if tracking.notification_id > head.position:   # at or before a seed: archived and linked already
                 self.process_event(rows, stored, tracking)
         out = []
-        for stored, position in rows:
-            link, count = link_of(link, application, stored), count + 1
-            out.append((application, position, str(stored.originator_id), stored.originator_version,
-                        stored.topic, count, link.hex()))
+        for (stored, position), (link, event_id) in zip(rows, links_of(link, application, (r for r, _ in rows))):
+            count += 1
+            if type(stored.originator_id) is not UUID:
+                event_id = str(stored.originator_id)   # the row keeps a text id as stored; the link, its UUID's text
+            out.append((application, position, event_id, stored.originator_version, stored.topic, count, link.hex()))
         if out:
             self.add_links(c, out)
             last = out[-1]

@@ -23,19 +23,23 @@ class CountersView(View):
     name = "counters"
     handles = (Pull.Recorded,)
     follows = ("Pulls",)
+    gathers = (Pull.Recorded,)
 
     def process_page(self, c: Any, batch: Batch) -> None:
         # A page of pulls is a handful of (org, result) pairs: one upsert per pair, not per pull.
-        counts: Counter[tuple[str, int, str]] = Counter()
-        for event, tracking in batch:
-            self.process_event(counts, event, tracking)
-        if counts:
-            self.add_counts(c, [(*key, n) for key, n in counts.items()])
+        self.gathered_page(c, batch)
+
+    def gathering(self) -> Counter[tuple[str, int, str]]:
+        return Counter()
 
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
-        # `c` is the page's Counter here: the counts reach the database in process_page.
+        # `c` is the gathering's Counter here: the counts reach the database in write_gathered.
         if isinstance(event, Pull.Recorded):
             c[(event.org, event.generation, event.result)] += 1
+
+    def write_gathered(self, c: Any, gathered: Counter[tuple[str, int, str]]) -> None:
+        if gathered:
+            self.add_counts(c, [(*key, n) for key, n in gathered.items()])
 
     @abstractmethod
     def add_counts(self, c: Any, counts: list[tuple[str, int, str, int]]) -> None:

@@ -70,6 +70,7 @@ class PostgresView(PostgresTrackingRecorder, View):
             self._read = self._write
         names = {**self._write, **{i: Identifier(versions.table(i, version)) for i in self.indexes}}
         self.sql_create_statements.extend(SQL(ddl).format(**names) for ddl in self.schema)
+        self._index_statements = [SQL(ddl).format(**names) for ddl in self.schema if ddl.startswith("CREATE INDEX")]
         self._lock_key = advisory_key(s, self.projection, f"write-v{version}")
         self._statements: dict[tuple[str, str], Composed] = {}
 
@@ -125,7 +126,17 @@ class PostgresView(PostgresTrackingRecorder, View):
         with self.datastore.transaction(commit=True) as c:
             self._process(c, batch)
 
+    def process_gathered(self, gathered: Any, tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            self._begin_page(c, tracking)
+            self.write_gathered(c, gathered)
+
     def _process(self, c: Cursor, batch: Batch) -> None:
+        self._begin_page(c, batch[-1][1])
+        self.process_page(c, batch)
+
+    def _begin_page(self, c: Cursor, tracking: Tracking) -> None:
+        """The start of a page's transaction: its settings, the writers' lock, then its tracking position."""
         # No wait for the WAL flush: a crash can only lose rows together with their tracking
         # position, which the runner then replays, so the view stays exactly-once (STACK-NOTES §2.3).
         # The views' connections have a short statement timeout for reads; a page of writes is not bounded by it.
@@ -136,8 +147,25 @@ class PostgresView(PostgresTrackingRecorder, View):
             # moment: without this, READ COMMITTED could lose an update (SQLite gets it from BEGIN IMMEDIATE).
             c.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,), prepare=True)
         # Tracking first: a replayed position fails before any row is touched.
-        self._insert_tracking(c, batch[-1][1])
-        self.process_page(c, batch)
+        self._insert_tracking(c, tracking)
+
+    def drop_indexes(self) -> None:
+        # Only this version's named secondary indexes (`indexes`): keys stay. Used on a fresh blue/green copy.
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("SET LOCAL statement_timeout = 0")
+            versions.ddl_lock(c, self.datastore.schema)
+            for index in self.indexes:
+                c.execute(SQL("DROP INDEX IF EXISTS {}").format(
+                    Identifier(self.datastore.schema, versions.table(index, self.version))))
+
+    def restore_indexes(self) -> None:
+        # Without the schema's DDL lock: this version's own index names, on a copy only the rebuild writes,
+        # so the copies of several views make theirs at the same time (bulk.restore_indexes).
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("SET LOCAL statement_timeout = 0")
+            c.execute("SET LOCAL maintenance_work_mem = '256MB'")   # sorts of a large view's keys in memory
+            for statement in self._index_statements:
+                c.execute(statement)
 
     def clear(self) -> None:
         with self.datastore.transaction(commit=True) as c:

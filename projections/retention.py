@@ -99,6 +99,19 @@ class RetentionView(View):
         raise NotImplementedError
 
     # -- writing ---------------------------------------------------------------------------------------
+    # Pulls only: their stats commute with the rest, and _count_pulls folds them in log order whatever the
+    # pages (the Registry events, which read and write many tables, are written page by page).
+    gathers = (Pull.Recorded,)
+
+    def gathering(self) -> dict[tuple[str, str, str], list]:
+        return {}
+
+    def gather(self, gathered: dict, event: Any, tracking: Tracking) -> None:
+        _gather_pull(gathered, event)
+
+    def write_gathered(self, c: Any, gathered: dict) -> None:
+        self._count_pulls(c, gathered)
+
     def process_page(self, c: Any, batch: Batch) -> None:
         pulls: dict[tuple[str, str, str], list] = {}
         for event, tracking in batch:

@@ -7,6 +7,7 @@ from contextlib import ExitStack, closing
 
 from infra.projection_runtime import locks
 from infra.projection_runtime.archived_pages import ArchivedRecords
+from infra.projection_runtime.bulk import restore_indexes
 from infra.projection_runtime.opening import APPLICATIONS, open_view
 from infra.projection_runtime.replay import replay_shared
 from projections import versions
@@ -34,10 +35,13 @@ def rebuild_blue_green(name: str, env: dict, page_size: int,
 
 def rebuild_blue_green_many(names: tuple[str, ...], env: dict, page_size: int,
                             seconds: dict[str, float] | None = None,
-                            archive: ArchivedRecords | None = None) -> dict[str, dict[str, int]]:
+                            archive: ArchivedRecords | None = None,
+                            bulk_events: int = 0) -> dict[str, dict[str, int]]:
     """As rebuild_blue_green, for several views in one pass over each application's log (read and
     decoded once for all of them); each view still switches in its own transaction. `archive`: the
-    archived pulls are replayed first (the catch-up passes start past them and read none again)."""
+    archived pulls are replayed first (the catch-up passes start past them and read none again).
+    `bulk_events` > 0: the fresh copies are bulk loaded (rebuild.REBUILD_BULK_EVENTS): their secondary
+    indexes are made after the replay, before the switch."""
     schema = locks.schema_of(env)
     with ExitStack() as stack:
         session = stack.enter_context(closing(locks.connect(env)))
@@ -47,6 +51,8 @@ def rebuild_blue_green_many(names: tuple[str, ...], env: dict, page_size: int,
                 raise RebuildInProgress(f"projection {name!r} is being rebuilt by another process")
             views[name] = _fresh_copy(session, schema, name, env)
             stack.callback(views[name].close)
+            if bulk_events:
+                views[name].drop_indexes()   # a copy nobody reads yet; made again before the switch
         app_names = [app for app in APPLICATIONS if any(app in spec(name).applications for name in names)]
         apps = {}
         for app_name in app_names:
@@ -61,13 +67,16 @@ def rebuild_blue_green_many(names: tuple[str, ...], env: dict, page_size: int,
                 spent_of = [0.0] * len(followers)
                 counts = replay_shared([views[name] for name in followers], app, page_size,
                                        [views[name].max_tracking_id(app_name) or 0 for name in followers],
-                                       seconds=spent_of, archive=archive)
+                                       seconds=spent_of, archive=archive, gather_events=bulk_events)
                 for name, count, took in zip(followers, counts, spent_of):
                     replayed[name][app_name] += count
                     spent[names.index(name)] += took
                 more = max(more, *counts)
             if more < page_size:
                 break
+        if bulk_events:
+            for name, took in restore_indexes(list(views.values())).items():
+                spent[names.index(name)] += took
         for name, view in views.items():
             with view.datastore.transaction(commit=True) as c:
                 versions.switch(c, schema, name, spec(name).postgres_view.tables, view.version)

@@ -6,6 +6,7 @@ import logging
 from contextlib import ExitStack
 
 from infra.projection_runtime.archived_pages import ArchivedRecords
+from infra.projection_runtime.bulk import restore_indexes
 from infra.projection_runtime.bluegreen import RebuildInProgress, rebuild_blue_green_many
 from infra.projection_runtime.opening import APPLICATIONS, is_postgres, open_view
 from infra.projection_runtime.replay import replay_shared
@@ -20,8 +21,13 @@ PAGE_SIZE = REBUILD_PAGE_SIZE
 # SQLite page cache per view during an offline rebuild (KiB; 0: SQLite's default of 2 MiB). Off until a
 # quiet run of bench.rebuild --cache-kib shows it pays (issue 14 notes: audit's indexes at 1M pulls).
 REBUILD_CACHE_KIB = 0
+# A rebuild is a bulk load into empty views: views that gather (View.gathers) write every this many events
+# instead of every page, and secondary indexes are dropped first and made once at the end (bulk.py).
+# 0: page by page with the indexes kept, as before. Bounds the memory a gathering holds (the audit
+# view's rows: ~0.5 KB each).
+REBUILD_BULK_EVENTS = 100_000
 
-__all__ = ["PAGE_SIZE", "REBUILD_PAGE_SIZE", "RebuildInProgress", "rebuild", "rebuild_many"]
+__all__ = ["PAGE_SIZE", "REBUILD_BULK_EVENTS", "REBUILD_PAGE_SIZE", "RebuildInProgress", "rebuild", "rebuild_many"]
 
 
 def rebuild(name: str, env: dict, page_size: int = REBUILD_PAGE_SIZE,
@@ -40,17 +46,19 @@ def rebuild(name: str, env: dict, page_size: int = REBUILD_PAGE_SIZE,
 def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAGE_SIZE,
                  seconds: dict[str, float] | None = None,
                  archive: ArchivedRecords | None = None,
-                 cache_kib: int = REBUILD_CACHE_KIB) -> dict[str, dict[str, int]]:
+                 cache_kib: int = REBUILD_CACHE_KIB,
+                 bulk_events: int = REBUILD_BULK_EVENTS) -> dict[str, dict[str, int]]:
     """Rebuild several views in one pass over each application's log: a page is read and decoded once
     and written into every view that follows the application (each view in its own transaction).
 
     Returns {view: {application: events replayed}}; `seconds`, when given, receives each view's
-    writing time (the rest, reading and decoding, is shared).
+    writing time (the rest, reading and decoding, is shared). `bulk_events`: see REBUILD_BULK_EVENTS.
     """
     for name in names:
         spec(name)   # an unknown name fails before anything is cleared
     if is_postgres(env):
-        return rebuild_blue_green_many(tuple(names), env, page_size, seconds, archive=archive)
+        return rebuild_blue_green_many(tuple(names), env, page_size, seconds, archive=archive,
+                                       bulk_events=bulk_events)
     replayed: dict[str, dict[str, int]] = {name: {} for name in names}
     spent = dict.fromkeys(names, 0.0)
     with ExitStack() as stack:
@@ -60,6 +68,9 @@ def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAG
             views[name].cache_kib = cache_kib
             stack.callback(views[name].close)
             views[name].clear()  # rows and tracking in one transaction: a failed rebuild restarts from scratch
+            if bulk_events:
+                # Made again at the end; a rebuild killed before that leaves them to the view's next opening.
+                views[name].drop_indexes()
         for app_name, app_class in APPLICATIONS.items():
             followers = [name for name in names if app_name in spec(name).applications]
             if not followers:
@@ -68,12 +79,15 @@ def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAG
             try:
                 took = [0.0] * len(followers)
                 counts = replay_shared([views[name] for name in followers], app, page_size, [0] * len(followers),
-                                       seconds=took, archive=archive)
+                                       seconds=took, archive=archive, gather_events=bulk_events)
             finally:
                 app.close()
             for name, count, t in zip(followers, counts, took):
                 replayed[name][app_name] = count
                 spent[name] += t
+        if bulk_events:
+            for name, took in restore_indexes(list(views.values())).items():
+                spent[name] += took
     if seconds is not None:
         seconds.update(spent)
     log.info("rebuilt projections %s", replayed)

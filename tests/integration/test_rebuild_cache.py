@@ -9,20 +9,14 @@ from domain.pull import Pull
 from infra.persistence import embedded_env
 from infra.projection_runtime.opening import open_view
 from infra.projection_runtime.rebuild import rebuild_many
+from tests.support.views import view_dumps
 
 pytestmark = pytest.mark.integration
 VIEWS = ("audit", "analytics", "counters")
 
 
 def _dumps(env: dict) -> dict:
-    out = {}
-    for name in VIEWS:
-        view = open_view(name, env)
-        try:
-            out[name] = view.dump()
-        finally:
-            view.close()
-    return out
+    return view_dumps(env, VIEWS)
 
 
 def test_a_rebuild_with_a_larger_cache_writes_the_same_rows_and_sets_the_cache(tmp_path):

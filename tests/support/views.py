@@ -26,3 +26,17 @@ def manifest_pulls(blobs, org: str, repository: str, digest: str) -> tuple[int, 
         if tuple(row[:3]) == (org, repository, digest):
             return row[5], row[4]
     return 0, None
+
+
+def view_dumps(env: dict, names) -> dict:
+    """{view: every table's rows} of the named views (View.dump), for comparing a rebuilt read model."""
+    from infra.projection_runtime.opening import open_view
+
+    out = {}
+    for name in names:
+        view = open_view(name, env)
+        try:
+            out[name] = view.dump()
+        finally:
+            view.close()
+    return out

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gzip
 from dataclasses import dataclass
-from uuid import UUID
+from types import SimpleNamespace
+from uuid import UUID, uuid4
 
 import pytest
 
 from application.audit_seals import AuditSeals
 from domain.archive import InvalidSegment, SegmentHeader, SegmentRecord, decode_segment, encode_segment
-from domain.audit_chain import GENESIS, ChainHead, chained, link_of, next_link
+from domain.audit_chain import GENESIS, ChainHead, chained, link_of, links_of, next_link
 
 ID = "6f1c2d3e-0000-4000-8000-000000000001"
 
@@ -102,3 +103,15 @@ def test_the_periodic_seal_is_recorded_only_when_a_chain_moved_its_own_seal_asid
     chain.heads_now[0] = ChainHead("Pulls", 9, 6, "d" * 64)        # a pull
     assert seals.seal_if_moved().actor == "system"
     assert len(access.saved) == 2
+
+
+def test_links_of_a_run_of_records_are_link_of_each_in_turn():
+    records = [SimpleNamespace(id=n + 1, originator_id=uuid4() if n % 3 else str(uuid4()).upper(),
+                               originator_version=1 + n % 2, topic=("a:B", "c:D")[n % 2],
+                               state=f'{{"n": {n}}}'.encode() if n % 2 else memoryview(b"\x00\xff"))
+               for n in range(7)]
+    expected, link = [], GENESIS
+    for record in records:
+        link = link_of(link, "Pulls", record)
+        expected.append((link, str(record.originator_id).lower()))
+    assert list(links_of(GENESIS, "Pulls", records)) == expected

@@ -1,0 +1,97 @@
+"""The bulk replay's machinery (infra/projection_runtime/bulk.py) with a fake view: order, failures, read-ahead."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from eventsourcing.persistence import Tracking
+
+from infra.projection_runtime.bulk import ViewWriter, read_ahead
+
+
+class Pulled:
+    """An event class the fake view gathers."""
+
+
+class Dropped:
+    """An event class it handles but writes page by page."""
+
+
+class FakeView:
+    name = "fake"
+    handles = (Pulled, Dropped)
+    gathers = (Pulled,)
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.written: list[tuple[str, list[int], int]] = []   # (how, positions, tracked at)
+        self.fail_on = fail_on
+
+    def gathering(self) -> list[int]:
+        return []
+
+    def gather(self, gathered: list[int], event, tracking: Tracking) -> None:
+        gathered.append(tracking.notification_id)
+
+    def process_gathered(self, gathered: list[int], tracking: Tracking) -> None:
+        self.written.append(("gathered", list(gathered), tracking.notification_id))
+
+    def process(self, batch) -> None:
+        if batch[-1][1].notification_id == self.fail_on:
+            raise RuntimeError("disk full")
+        self.written.append(("page", [t.notification_id for _, t in batch], batch[-1][1].notification_id))
+
+
+def page(kind: type, first: int, last: int) -> list:
+    return [(kind(), Tracking("Pulls", n)) for n in range(first, last + 1)]
+
+
+def test_pages_are_gathered_up_to_the_limit_and_a_page_it_cannot_gather_writes_what_came_before_first():
+    view = FakeView()
+    writer = ViewWriter(view, gather_events=4)
+    for batch in (page(Pulled, 1, 2), page(Pulled, 3, 5), page(Pulled, 6, 6), page(Dropped, 7, 8),
+                  page(Pulled, 9, 9)):
+        writer.write(batch)
+    writer.finish()
+    writer.close()
+    assert view.written == [("gathered", [1, 2, 3, 4, 5], 5), ("gathered", [6], 6), ("page", [7, 8], 8),
+                            ("gathered", [9], 9)]
+
+
+def test_after_a_failed_write_nothing_more_is_written_and_the_error_reaches_the_caller():
+    view = FakeView(fail_on=6)
+    writer = ViewWriter(view, gather_events=0)
+    with pytest.raises(RuntimeError, match="disk full"):
+        for first in range(1, 20, 3):
+            writer.write(page(Dropped, first, first + 2))
+        writer.finish()
+    writer.close()
+    # Pages 7-9 and later would move the tracking past the lost page 4-6: none of them is written.
+    assert view.written == [("page", [1, 2, 3], 3)]
+
+
+def test_read_ahead_yields_in_order_and_raises_the_producers_error():
+    def produce():
+        yield from range(5)
+        raise ValueError("bad page")
+
+    seen = []
+    with pytest.raises(ValueError, match="bad page"):
+        for item in read_ahead(produce()):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_a_consumer_that_stops_early_stops_the_producer():
+    produced = []
+
+    def produce():
+        for n in range(1000):
+            produced.append(n)
+            yield n
+
+    for item in read_ahead(produce(), depth=2):
+        if item == 3:
+            break
+    assert len(produced) < 10
+    assert not any(t.name == "replay-read-ahead" for t in threading.enumerate())
