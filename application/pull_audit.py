@@ -51,6 +51,11 @@ class PullAudit:
         self._pulls = pulls
         self._clock = clock
         self._timeout = timeout  # the longest a client waits for its pull to be recorded
+        # GroupCommit bounds every wait under one shared timer (application/deadlines.py); a timer of
+        # our own per pull on top (asyncio.timeout) cost a warm pull more than its tag lookup. A pulls
+        # port that bounds nothing, or waits longer, gets one.
+        bound = getattr(pulls, "wait_bound", None)
+        self._own_timer = bound is None or bound > timeout
 
     async def manifest(self, org: OrgConfig, repository: str, reference: Reference, accept: list[str],
                        client: Client | None = None, record: bool = True) -> ManifestAnswer:
@@ -100,6 +105,9 @@ class PullAudit:
             raise PullNotRecorded("the pull could not be recorded in the audit log; try again") from error
 
     async def _record(self, pull: Pull.Recorded) -> None:
+        if not self._own_timer:
+            await self._pulls.record(pull)
+            return
         try:
             async with asyncio.timeout(self._timeout):  # not wait_for: no extra task per pull
                 await self._pulls.record(pull)

@@ -157,7 +157,13 @@ class Container:
                                        interval=settings.analytics.traffic_interval_seconds,
                                        generation_of=lambda name: (config.generation if (
                                            config := self.orgs.get(name)) is not None else None))
-        self.group_commit = GroupCommit(self.pulls, metrics=self.metrics, max_backlog=settings.database.pull_backlog)
+        grace = settings.storage.delete_grace_seconds
+        # In-process answers of an evicted image end well within the grace period.
+        limits = Limits(recent_tag_seconds=min(5.0, max(grace / 4, 0.25)),
+                        manifest_row_seconds=min(30.0, max(grace / 2, 0.5)))
+        # A request waits for its pull's record as long as for any other record.
+        self.group_commit = GroupCommit(self.pulls, metrics=self.metrics, max_backlog=settings.database.pull_backlog,
+                                        wait_timeout=limits.record_timeout)
         # Client-mode routing, the admin surface, the evictor and /metrics read the views directly (our own readers).
         views = self.read_views = {"orgs": orgs_view, "referrers": referrers_view, **{
             name: open_view(name, self.env) for name in (
@@ -170,10 +176,6 @@ class Container:
         self.evictions = EvictionService(
             self.evictor, PostgresEvictorLock(self.env) if is_postgres(self.env) else InProcessEvictorLock(),
             interval=min(max(settings.storage.delete_grace_seconds / 4, 1.0), 15.0))
-        grace = settings.storage.delete_grace_seconds
-        # In-process answers of an evicted image end well within the grace period.
-        limits = Limits(recent_tag_seconds=min(5.0, max(grace / 4, 0.25)),
-                        manifest_row_seconds=min(30.0, max(grace / 2, 0.5)))
         # A completed fill nudges the evictor; the request never waits for it.
         ledger = NudgingLedger(RecordsLedger(self.records, timeout=limits.record_timeout), self.evictions.nudge)
         self.cache = pull_through(records=self.records, orgs=self.orgs, view=self.view, store=self.store,

@@ -30,6 +30,7 @@ from interfaces.http.health import Probe, healthz, readyz
 from interfaces.http.metrics import http_metrics, metrics
 from interfaces.http.client_auth import ClientAccess, token
 from interfaces.http.oci import OciServices, api_version, oci
+from interfaces.http.pull_route import DirectPulls, EntrepotApp
 from interfaces.http.ui_pages import ui_router
 
 
@@ -70,6 +71,9 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
         return OciServices(cache=container.cache, router=container.router, metrics=container.metrics,
                            via=container.guard.via, access=client_access, accel=container.accel)
 
+    def oci_services() -> OciServices:   # for the pulls answered past the router (DirectPulls)
+        return provide_oci(provide_client_access())
+
     def provide_admin() -> OrgAdmin:
         return container.admin
 
@@ -106,7 +110,7 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
     def once(provider) -> Provide:
         return Provide(provider, sync_to_thread=False, use_cache=True)
 
-    return Litestar(
+    app = EntrepotApp(
         route_handlers=[api_version, token, oci, admin_router(), ui_router(), healthz, readyz, metrics],
         template_config=TemplateConfig(directory=Path(__file__).parent / "templates", engine=JinjaTemplateEngine),
         dependencies={"oci_services": once(provide_oci), "client_access": once(provide_client_access),
@@ -127,3 +131,5 @@ def create_app(container, started: Callable[[], None] | None = None) -> Litestar
         logging_config=None,
         debug=False,
     )
+    app.direct_pulls = DirectPulls(oci_services)
+    return app

@@ -22,6 +22,7 @@ from domain.manifest import OCI_INDEX
 from domain.names import NAME_PATTERN, Digest, InvalidName, parse_reference
 from domain.referrers import of_artifact_type, page, referrers_index
 from interfaces.http.accel import AccelRedirect, accel_uri
+from interfaces.http.answer import Answer
 from interfaces.http.client_auth import ClientAccess, guard_pull, version_guard
 from interfaces.http.errors import API_VERSION, OciError
 from interfaces.http.pathsend import PathSend, offers_pathsend
@@ -188,6 +189,12 @@ async def oci(request: Request, rest: FromPath[str], oci_services: NamedDependen
     if rest in ("", "/"):
         await version_guard(request, oci_services.access)
         return version_check(request)
+    return await pull(request, oci_services, rest)
+
+
+async def pull(request: Request, oci_services: OciServices, rest: str) -> Response:
+    """The answer to a GET or HEAD of /v2<rest>: a manifest, a blob, a referrers list or a tag list.
+    Reached through the route above, or straight from the app for manifests and blobs (interfaces/http/pull_route.py)."""
     target = await resolve(request, oci_services, rest)
     cache = cache_of(oci_services)
     actor = "anonymous"
@@ -234,7 +241,7 @@ async def manifest(request: Request, cache: PullThrough, target: Target, metrics
         headers["X-Entrepot-Not-Kept"] = answer.not_kept
     if not head:
         metrics.bytes_served(target.org, "manifest", len(answer.content), target.repository)
-    return Response(None if head else answer.content, media_type=answer.media_type, headers=headers)
+    return Answer(b"" if head else answer.content, media_type=answer.media_type, headers=headers)
 
 
 async def blob(request: Request, cache: PullThrough, target: Target, metrics: Metrics,
@@ -254,7 +261,7 @@ async def blob(request: Request, cache: PullThrough, target: Target, metrics: Me
         # nginx sends the file (and honours the client's Range itself); we counted what it will send.
         start, end = byte_range or (0, answer.size)
         metrics.bytes_served(target.org, "blob", end - start, target.repository)
-        return Response(b"", media_type="application/octet-stream", headers={**headers, "X-Accel-Redirect": uri})
+        return Answer(b"", media_type="application/octet-stream", headers={**headers, "X-Accel-Redirect": uri})
     status = 200
     start, end = 0, answer.size
     if byte_range is not None:
@@ -264,8 +271,8 @@ async def blob(request: Request, cache: PullThrough, target: Target, metrics: Me
     if end is not None:
         headers["Content-Length"] = str(end - start)
     if request.method == "HEAD":
-        # b"", not None: Litestar cannot render None as octet-stream; the explicit length survives.
-        return Response(b"", status_code=status, media_type="application/octet-stream", headers=headers)
+        # The explicit length survives the empty body.
+        return Answer(b"", status_code=status, media_type="application/octet-stream", headers=headers)
     if answer.path and byte_range is None and offers_pathsend(request.scope):
         # A published file, whole: the server (granian) sends it without the bytes entering Python.
         # Counted as sent in full: the server does not tell us if the client hangs up midway.

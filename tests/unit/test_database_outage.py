@@ -151,6 +151,37 @@ def test_a_pull_whose_audit_record_hangs_is_answered_within_the_bounded_wait():
     run(scenario)
 
 
+class BoundingRecorder:
+    """A pulls port that bounds its own wait (as GroupCommit does); this one answers late, within its bound."""
+
+    wait_bound = 0.05
+
+    def __init__(self) -> None:
+        self.finished = self.cancelled = 0
+
+    async def record(self, pull) -> None:
+        try:
+            await asyncio.sleep(0.3)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        self.finished += 1
+
+
+@pytest.mark.parametrize("bound, timer_of_its_own", [(0.05, False), (None, True), (10.0, True)])
+def test_the_audit_times_a_pulls_wait_only_when_the_pulls_port_does_not_bound_it_within_the_limit(
+        bound, timer_of_its_own):
+    async def scenario(w: World):
+        recorder = BoundingRecorder()
+        recorder.wait_bound = bound
+        cache = edge_cache(records=w.records, orgs=w.orgs, view=RecordsView(w.records), store=w.store,
+                           upstream=w.upstream, pulls=recorder, clock=w.clock, limits=Limits(record_timeout=0.1))
+        answer = await cache.manifest("hub", "library/alpine", "3.19", [])
+        assert answer.content == w.manifest
+        assert (recorder.cancelled, recorder.finished) == ((1, 0) if timer_of_its_own else (0, 1))
+    run(scenario)
+
+
 def refuse_writes(w: World) -> dict:
     """The Pulls application's event store refuses writes while `state["down"]` is true."""
     state = {"down": False}

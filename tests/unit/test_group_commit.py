@@ -41,6 +41,27 @@ def test_concurrent_pulls_are_durable_when_record_returns_and_share_transactions
     assert sum(pulls.batches) == 200 and len(pulls.batches) < 200
 
 
+def test_the_window_closes_once_as_many_pulls_are_in_as_the_last_batch_had():
+    # The clients the last write answered come back one by one; the window (a minute here) does not
+    # wait for more than their number, nor does it close before they are all in.
+    pulls = CountingPulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+
+    async def main():
+        group = GroupCommit(pulls, max_delay=60.0)
+        await group.start()
+        await asyncio.gather(*(group.record(pull(n)) for n in range(4)))   # queued together: one batch of 4
+
+        async def after(delay: float, n: int) -> None:
+            await asyncio.sleep(delay)
+            await group.record(pull(n))
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(after(0.01 * n, 10 + n) for n in range(4)))
+        await group.stop()
+
+    asyncio.run(main())
+    assert pulls.batches == [4, 4]
+
+
 def test_a_failed_batch_reaches_every_waiting_request_and_the_writer_keeps_going():
     pulls = CountingPulls(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     failing = {"on": True}
