@@ -38,6 +38,9 @@ class View(TrackingRecorder, ABC):
     # page's tracking, in one transaction. Gathering pages must write what writing them one by one writes
     # (sums, maxima, last-wins, rows in order). Empty: the view writes page by page.
     gathers: ClassVar[tuple[type, ...]] = ()
+    # Secondary indexes the view's own writes look rows up by: a bulk rebuild keeps them (drop_indexes), as
+    # without them each event's lookup scans the table and the rebuild grows with the square of the view.
+    written_through: ClassVar[tuple[str, ...]] = ()
 
     def archive_covered(self, application: str) -> int | None:
         """For a view that does not take archived events but must account for them before it takes the
@@ -195,7 +198,8 @@ class SqliteView(SQLiteTrackingRecorder, View):
             # sql IS NULL: the indexes of primary keys and UNIQUE constraints, which stay.
             c.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
             for (name,) in c.fetchall():
-                c.execute(f'DROP INDEX "{name}"')
+                if name not in self.written_through:
+                    c.execute(f'DROP INDEX "{name}"')
 
     def restore_indexes(self) -> None:
         self.create_table()

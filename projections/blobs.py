@@ -8,6 +8,9 @@ interleaving, which is what lets an offline rebuild reproduce the live view exac
 
 A blob row belongs to the generation of the org (domain.org.CacheOrg.Recreated) whose CachedBlob
 recorded it last: a new org of a deleted one's name lists only what it brought in itself.
+
+`blob_totals (org, generation)` keeps the count and bytes of the cached rows, changed in the page that
+changes them, so that `org show` and the metrics scrape read a row per org instead of summing its blobs.
 """
 
 from __future__ import annotations
@@ -70,7 +73,10 @@ class BlobsView(View):
 
     def write_gathered(self, c: Any, page: _Page) -> None:
         if page.blobs:
-            self.put_cached_blobs(c, [(*key, *value) for key, value in page.blobs.items()])
+            rows = [(*key, *value) for key, value in page.blobs.items()]
+            before = self.cached_blobs(c, list(page.blobs))
+            self.put_cached_blobs(c, rows)
+            self.add_blob_totals(c, _totals_change(rows, before))
         counts: dict[tuple[str, str], list] = {}
         if page.manifests:
             known = self.manifest_refs(c, list(page.manifests))
@@ -94,6 +100,14 @@ class BlobsView(View):
     @abstractmethod
     def put_cached_blobs(self, c: Any, rows: list[tuple[str, str, str, int, float, int]]) -> None:
         """Insert or complete (org, digest, repository, size, cached_at, generation) rows (they may hold pulls already)."""
+
+    @abstractmethod
+    def cached_blobs(self, c: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int]]:
+        """{(org, digest): (size, generation)} of the keys cached already."""
+
+    @abstractmethod
+    def add_blob_totals(self, c: Any, changes: list[tuple[str, int, int, int]]) -> None:
+        """Add (org, generation, blobs, bytes) changes to blob_totals."""
 
     @abstractmethod
     def manifest_refs(self, c: Any, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], tuple]:
@@ -143,6 +157,20 @@ class _Page:
     pulls: dict[tuple[str, str, str], list] = field(default_factory=dict)         # key -> [n, latest at]
 
 
+def _totals_change(rows: list[tuple], before: dict[tuple[str, str], tuple[int, int]]) -> list[tuple[str, int, int, int]]:
+    """What caching `rows` (org, digest, repository, size, cached_at, generation) changes in blob_totals: a
+    blob cached again leaves its earlier (size, generation) and counts with its new one."""
+    change: dict[tuple[str, int], list[int]] = {}
+    for org, digest, _, size, _, generation in rows:
+        if (org, digest) in before:
+            old_size, old_generation = before[(org, digest)]
+            total = change.setdefault((org, old_generation), [0, 0])
+            total[0], total[1] = total[0] - 1, total[1] - old_size
+        total = change.setdefault((org, generation), [0, 0])
+        total[0], total[1] = total[0] + 1, total[1] + size
+    return [(org, generation, n, size) for (org, generation), (n, size) in change.items() if n or size]
+
+
 def _add_blob_pulls(counts: dict, org: str, blobs: list, n: int, at: float | None) -> None:
     # dict.fromkeys: a layer listed twice in one manifest is still one pull of that blob.
     for digest in dict.fromkeys(blobs):
@@ -154,11 +182,12 @@ def _add_blob_pulls(counts: dict, org: str, blobs: list, n: int, at: float | Non
 
 _BLOB_COLUMNS = "org, digest, repository, size, cached_at, last_pulled, pull_count"
 # A deleted org's blobs are not those of the org of its name now: the metrics count the latest generation.
-_LATEST_GENERATION = "b.generation = (SELECT max(g.generation) FROM blobs AS g WHERE g.org = b.org)"
+_LATEST_TOTALS = ("SELECT org, blobs, bytes FROM {blob_totals} AS t "
+                  "WHERE generation = (SELECT max(g.generation) FROM {blob_totals} AS g WHERE g.org = t.org)")
 
 
 class SqliteBlobsView(SqliteView, BlobsView):
-    tables = ("blobs", "manifest_refs")
+    tables = ("blobs", "manifest_refs", "blob_totals")
     schema = (
         "CREATE TABLE IF NOT EXISTS blobs (org TEXT NOT NULL, digest TEXT NOT NULL, "
         "repository TEXT, size INTEGER, cached_at REAL, "          # NULL until CachedBlob.Cached
@@ -169,8 +198,10 @@ class SqliteBlobsView(SqliteView, BlobsView):
         "digest TEXT NOT NULL, blobs TEXT, "                      # JSON list; NULL until CachedManifest.Cached
         "last_pulled REAL, pull_count INTEGER NOT NULL DEFAULT 0, "
         "PRIMARY KEY (org, repository, digest)) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS blob_totals (org TEXT NOT NULL, generation INTEGER NOT NULL, "
+        "blobs INTEGER NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY (org, generation)) WITHOUT ROWID",
     )
-    schema_version = 2   # 2: generation
+    schema_version = 3   # 2: generation; 3: blob_totals
     _count_blob = (
         "INSERT INTO blobs (org, digest, last_pulled, pull_count) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (org, digest) DO UPDATE SET pull_count = pull_count + excluded.pull_count, "
@@ -181,6 +212,19 @@ class SqliteBlobsView(SqliteView, BlobsView):
         c.executemany("INSERT INTO blobs (org, digest, repository, size, cached_at, generation) "
                       "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (org, digest) DO UPDATE SET repository = excluded.repository, "
                       "size = excluded.size, cached_at = excluded.cached_at, generation = excluded.generation", rows)
+
+    def cached_blobs(self, c: SQLiteCursor, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int]]:
+        found = {}
+        for key in keys:
+            c.execute("SELECT size, generation FROM blobs WHERE org = ? AND digest = ? AND cached_at IS NOT NULL", key)
+            row = c.fetchone()
+            if row is not None:
+                found[key] = (row[0], row[1])
+        return found
+
+    def add_blob_totals(self, c: SQLiteCursor, changes: list[tuple[str, int, int, int]]) -> None:
+        c.executemany("INSERT INTO blob_totals VALUES (?, ?, ?, ?) ON CONFLICT (org, generation) DO UPDATE SET "
+                      "blobs = blobs + excluded.blobs, bytes = bytes + excluded.bytes", changes)
 
     def count_manifest_pulls(self, c: SQLiteCursor, rows: list[tuple[str, str, str, int, float]]
                              ) -> dict[tuple[str, str, str], list[str] | None]:
@@ -229,21 +273,19 @@ class SqliteBlobsView(SqliteView, BlobsView):
 
     def org_blob_totals(self, org: str, generation: int | None = None) -> tuple[int, int]:
         of_generation = "AND generation = ? " if generation is not None else ""
-        rows = self._query(f"SELECT count(*), coalesce(sum(size), 0) FROM blobs WHERE org = ? {of_generation}"
-                           "AND cached_at IS NOT NULL", (org,) if generation is None else (org, generation))
+        rows = self._query(f"SELECT coalesce(sum(blobs), 0), coalesce(sum(bytes), 0) FROM blob_totals WHERE org = ? "
+                           f"{of_generation}", (org,) if generation is None else (org, generation))
         return rows[0][0], rows[0][1]
 
     def org_totals(self) -> dict[str, tuple[int, int]]:
-        rows = self._query("SELECT org, count(*), coalesce(sum(size), 0) FROM blobs AS b WHERE cached_at IS NOT NULL "
-                           f"AND {_LATEST_GENERATION} GROUP BY org")
-        return {org: (count, size) for org, count, size in rows}
+        return {org: (count, size) for org, count, size in self._query(_LATEST_TOTALS.format(blob_totals="blob_totals"))}
 
 
 class PostgresBlobsView(PostgresView, BlobsView):
     """As SqliteBlobsView; its two runners (CacheRecords, Pulls) take turns through serialise_writes."""
 
     projection = "blobs"
-    tables = ("blobs", "manifest_refs")
+    tables = ("blobs", "manifest_refs", "blob_totals")
     serialise_writes = True
     schema = (
         "CREATE TABLE IF NOT EXISTS {blobs} (org text NOT NULL, digest text NOT NULL, "
@@ -254,8 +296,10 @@ class PostgresBlobsView(PostgresView, BlobsView):
         "digest text NOT NULL, blobs jsonb, "                              # NULL until CachedManifest.Cached
         "last_pulled double precision, pull_count bigint NOT NULL DEFAULT 0, "
         "PRIMARY KEY (org, repository, digest))",
+        "CREATE TABLE IF NOT EXISTS {blob_totals} (org text NOT NULL, generation integer NOT NULL, "
+        "blobs bigint NOT NULL, bytes bigint NOT NULL, PRIMARY KEY (org, generation))",
     )
-    schema_version = 2   # 2: generation
+    schema_version = 3   # 2: generation; 3: blob_totals
 
     def put_cached_blobs(self, c: Cursor, rows: list[tuple[str, str, str, int, float, int]]) -> None:
         c.execute(self.sql("INSERT INTO {blobs} (org, digest, repository, size, cached_at, generation) "
@@ -264,6 +308,18 @@ class PostgresBlobsView(PostgresView, BlobsView):
                            "repository = excluded.repository, size = excluded.size, cached_at = excluded.cached_at, "
                            "generation = excluded.generation"),
                   _columns(rows, 6), prepare=True)
+
+    def cached_blobs(self, c: Cursor, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int]]:
+        c.execute(self.sql("SELECT b.org, b.digest, b.size, b.generation FROM {blobs} AS b JOIN unnest(%s::text[], "
+                           "%s::text[]) AS k (org, digest) USING (org, digest) WHERE b.cached_at IS NOT NULL"),
+                  _columns(keys, 2), prepare=True)
+        return {(row["org"], row["digest"]): (row["size"], row["generation"]) for row in c.fetchall()}
+
+    def add_blob_totals(self, c: Cursor, changes: list[tuple[str, int, int, int]]) -> None:
+        c.execute(self.sql("INSERT INTO {blob_totals} AS t SELECT * FROM unnest(%s::text[], %s::integer[], "
+                           "%s::bigint[], %s::bigint[]) ON CONFLICT (org, generation) DO UPDATE SET "
+                           "blobs = t.blobs + excluded.blobs, bytes = t.bytes + excluded.bytes"),
+                  _columns(changes, 4), prepare=True)
 
     def count_manifest_pulls(self, c: Cursor, rows: list[tuple[str, str, str, int, float]]
                              ) -> dict[tuple[str, str, str], list[str] | None]:
@@ -316,16 +372,13 @@ class PostgresBlobsView(PostgresView, BlobsView):
 
     def org_blob_totals(self, org: str, generation: int | None = None) -> tuple[int, int]:
         of_generation = "AND generation = %s " if generation is not None else ""
-        rows = self._query("SELECT count(*) AS blobs, coalesce(sum(size), 0)::bigint AS bytes FROM {blobs} "
-                           f"WHERE org = %s {of_generation}AND cached_at IS NOT NULL",
+        rows = self._query("SELECT coalesce(sum(blobs), 0)::bigint AS blobs, coalesce(sum(bytes), 0)::bigint AS bytes "
+                           f"FROM {{blob_totals}} WHERE org = %s {of_generation}",
                            (org,) if generation is None else (org, generation))
         return rows[0][0], rows[0][1]
 
     def org_totals(self) -> dict[str, tuple[int, int]]:
-        rows = self._query("SELECT org, count(*), coalesce(sum(size), 0)::bigint FROM {blobs} AS b "
-                           f"WHERE cached_at IS NOT NULL AND {_LATEST_GENERATION.replace('blobs', '{blobs}')} "
-                           "GROUP BY org")
-        return {org: (count, size) for org, count, size in rows}
+        return {org: (count, size) for org, count, size in self._query(_LATEST_TOTALS)}
 
 
 def _columns(rows: list[tuple], width: int) -> tuple[list, ...]:

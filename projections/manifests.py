@@ -1,4 +1,7 @@
-"""The manifests view: (org, repository, digest) -> media type, size, when cached, referenced blobs and children."""
+"""The manifests view: (org, repository, digest) -> media type, size, when cached, referenced blobs and children.
+
+`manifest_totals (org)` keeps each org's count and bytes, changed with the rows, for the metrics scrape.
+"""
 
 from __future__ import annotations
 
@@ -34,35 +37,47 @@ class ManifestsView(View):
     @abstractmethod
     def add_manifest(self, c: Any, org: str, repository: str, digest: str, media_type: str, size: int,
                      cached_at: float, blobs: list[str], children: list[str]) -> None:
-        """Insert the row unless the key is there already."""
+        """Insert the row unless the key is there already; an inserted row counts in manifest_totals."""
 
     @abstractmethod
-    def remove_manifest(self, c: Any, org: str, repository: str, digest: str) -> None: ...
+    def remove_manifest(self, c: Any, org: str, repository: str, digest: str) -> None:
+        """Delete the row; a deleted row leaves manifest_totals."""
 
     @abstractmethod
     def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None: ...
 
     @abstractmethod
     def org_totals(self) -> dict[str, tuple[int, int]]:
-        """{org: (cached manifests, their bytes)}: one grouped query, for the metrics scrape."""
+        """{org: (cached manifests, their bytes)}: a kept row per org, for the metrics scrape."""
 
 
 class SqliteManifestsView(SqliteView, ManifestsView):
-    tables = ("manifests",)
+    tables = ("manifests", "manifest_totals")
     schema = (
         "CREATE TABLE IF NOT EXISTS manifests (org TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL, "
         "media_type TEXT NOT NULL, size INTEGER NOT NULL, cached_at REAL NOT NULL, "
         "blobs TEXT NOT NULL, children TEXT NOT NULL, "   # JSON lists of digests
         "PRIMARY KEY (org, repository, digest)) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS manifest_totals (org TEXT PRIMARY KEY, manifests INTEGER NOT NULL, "
+        "bytes INTEGER NOT NULL) WITHOUT ROWID",
     )
+    schema_version = 2   # 2: manifest_totals
+    _add_total = ("INSERT INTO manifest_totals VALUES (?, ?, ?) ON CONFLICT (org) DO UPDATE SET "
+                  "manifests = manifests + excluded.manifests, bytes = bytes + excluded.bytes")
 
     def add_manifest(self, c: SQLiteCursor, org: str, repository: str, digest: str, media_type: str, size: int,
                      cached_at: float, blobs: list[str], children: list[str]) -> None:
-        c.execute("INSERT INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        c.execute("INSERT INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING size",
                   (org, repository, digest, media_type, size, cached_at, json.dumps(blobs), json.dumps(children)))
+        if c.fetchone() is not None:
+            c.execute(self._add_total, (org, 1, size))
 
     def remove_manifest(self, c: SQLiteCursor, org: str, repository: str, digest: str) -> None:
-        c.execute("DELETE FROM manifests WHERE org = ? AND repository = ? AND digest = ?", (org, repository, digest))
+        c.execute("DELETE FROM manifests WHERE org = ? AND repository = ? AND digest = ? RETURNING size",
+                  (org, repository, digest))
+        row = c.fetchone()
+        if row is not None:
+            c.execute(self._add_total, (org, -1, -row[0]))
 
     def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None:
         rows = self._query("SELECT digest, media_type, size, blobs, children FROM manifests "
@@ -73,28 +88,38 @@ class SqliteManifestsView(SqliteView, ManifestsView):
         return ManifestRow(digest, media_type, size, json.loads(blobs), json.loads(children))
 
     def org_totals(self) -> dict[str, tuple[int, int]]:
-        rows = self._query("SELECT org, count(*), coalesce(sum(size), 0) FROM manifests GROUP BY org")
+        rows = self._query("SELECT org, manifests, bytes FROM manifest_totals WHERE manifests > 0")
         return {org: (count, size) for org, count, size in rows}
 
 
 class PostgresManifestsView(PostgresView, ManifestsView):
     projection = "manifests"
-    tables = ("manifests",)
+    tables = ("manifests", "manifest_totals")
     schema = (
         "CREATE TABLE IF NOT EXISTS {manifests} (org text NOT NULL, repository text NOT NULL, digest text NOT NULL, "
         "media_type text NOT NULL, size bigint NOT NULL, cached_at double precision NOT NULL, "
         "blobs jsonb NOT NULL, children jsonb NOT NULL, "   # lists of digests
         "PRIMARY KEY (org, repository, digest))",
+        "CREATE TABLE IF NOT EXISTS {manifest_totals} (org text PRIMARY KEY, manifests bigint NOT NULL, "
+        "bytes bigint NOT NULL)",
     )
+    schema_version = 2   # 2: manifest_totals
+    # The row's change and the total's in one statement: no round trip more per event.
+    _add_total = (" INSERT INTO {manifest_totals} AS t SELECT org, %s, %s * size FROM changed "
+                  "ON CONFLICT (org) DO UPDATE SET manifests = t.manifests + excluded.manifests, "
+                  "bytes = t.bytes + excluded.bytes")
 
     def add_manifest(self, c: Cursor, org: str, repository: str, digest: str, media_type: str, size: int,
                      cached_at: float, blobs: list[str], children: list[str]) -> None:
-        c.execute(self.sql("INSERT INTO {manifests} VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"),
-                  (org, repository, digest, media_type, size, cached_at, Jsonb(blobs), Jsonb(children)))
+        c.execute(self.sql("WITH changed AS (INSERT INTO {manifests} VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                           "ON CONFLICT DO NOTHING RETURNING org, size)" + self._add_total),
+                  (org, repository, digest, media_type, size, cached_at, Jsonb(blobs), Jsonb(children), 1, 1),
+                  prepare=True)
 
     def remove_manifest(self, c: Cursor, org: str, repository: str, digest: str) -> None:
-        c.execute(self.sql("DELETE FROM {manifests} WHERE org = %s AND repository = %s AND digest = %s"),
-                  (org, repository, digest))
+        c.execute(self.sql("WITH changed AS (DELETE FROM {manifests} WHERE org = %s AND repository = %s "
+                           "AND digest = %s RETURNING org, size)" + self._add_total),
+                  (org, repository, digest, -1, -1), prepare=True)
 
     def get_manifest(self, org: str, repository: str, digest: str) -> ManifestRow | None:
         rows = self._query("SELECT digest, media_type, size, blobs, children FROM {manifests} "
@@ -102,5 +127,5 @@ class PostgresManifestsView(PostgresView, ManifestsView):
         return ManifestRow(*rows[0]) if rows else None
 
     def org_totals(self) -> dict[str, tuple[int, int]]:
-        rows = self._query("SELECT org, count(*), coalesce(sum(size), 0)::bigint FROM {manifests} GROUP BY org")
+        rows = self._query("SELECT org, manifests, bytes FROM {manifest_totals} WHERE manifests > 0")
         return {org: (count, size) for org, count, size in rows}

@@ -14,6 +14,9 @@ Tables (one SQL text for both backends, see projections/retention_sql.py):
 - `retention_log`: evictions, flushes and pins in the order recorded (the audit API's list), each with
   the generation of the org (domain.org.CacheOrg.Recreated) it happened to.
 - `eviction_totals (org, generation, reason)`: count and bytes.
+- `org_usage (org)`: the bytes of the distinct digests the org's images reference (its usage, kept as members
+  and sizes come and go, so that `org show` and the evictor read one row); the row of org '' is the whole
+  cache's (no org has that name).
 - `retention_generations (org, generation)`: each org's generation at this point of Registry's log (from
   CacheOrg.Registered/Recreated). Evictions, flushes and pins are Registry events too, so the generation
   they get is the one current when they were recorded, whatever the replay.
@@ -41,6 +44,7 @@ PULL_STATS = ("last_used = CASE WHEN {images}.generation < excluded.generation T
               "pull_count = CASE WHEN {images}.generation < excluded.generation THEN excluded.pull_count "
               "ELSE {images}.pull_count + excluded.pull_count END, provisional = 0, score = excluded.score, "
               "generation = {max}({images}.generation, excluded.generation)")
+WHOLE_CACHE = ""      # org_usage's row of every org together: not an org name (domain.org.validate_org_name)
 KEYS_PER_READ = 300   # images per SELECT ... IN (VALUES ...): three parameters each, well under SQLite's limit
 
 
@@ -84,6 +88,8 @@ class RetentionView(View):
                StoredBlob.Orphaned, StoredBlob.Deleted, StoredBlob.Restored, Pull.Recorded,
                CacheOrg.Registered, CacheOrg.Recreated)
     follows = ("Registry", "Pulls")
+    # A digest's images (sizes known late, orphans, usage) and an org's members of a digest (usage).
+    written_through = ("retention_members_digest", "retention_members_org")
 
     # Two primitives per backend: run one statement of the shared SQL text in the page's
     # transaction (rows as tuples), and read outside of one.
@@ -212,9 +218,18 @@ class RetentionView(View):
                          + " ON CONFLICT DO NOTHING RETURNING digest",
                          tuple(part for digest in digests for part in (org, repository, image, digest)))
         if added:
-            self.run(c, "UPDATE {images} SET bytes = bytes + coalesce((SELECT SUM(size) FROM {sizes} WHERE digest IN ("
-                        + ", ".join(["?"] * len(added)) + ")), 0) WHERE org = ? AND repository = ? AND digest = ?",
-                     (*(digest for (digest,) in added), org, repository, image))
+            new = tuple(digest for (digest,) in added)
+            marks = ", ".join(["?"] * len(new))
+            self.run(c, f"UPDATE {{images}} SET bytes = bytes + coalesce((SELECT SUM(size) FROM {{sizes}} WHERE digest IN ("
+                        f"{marks})), 0) WHERE org = ? AND repository = ? AND digest = ?", (*new, org, repository, image))
+            # A digest counts in a usage when its first member row there arrives: no other image lists it.
+            # NOT EXISTS stops at the first other row (a shared base layer has thousands; a count read them all).
+            self._add_usage(c, org, f"SELECT coalesce(sum(s.size), 0) FROM {{sizes}} s WHERE s.digest IN ({marks}) "
+                            "AND NOT EXISTS (SELECT 1 FROM {members} m WHERE m.org = ? AND m.digest = s.digest "
+                            "AND (m.repository <> ? OR m.image <> ?))", (*new, org, repository, image))
+            self._add_usage(c, WHOLE_CACHE, f"SELECT coalesce(sum(s.size), 0) FROM {{sizes}} s WHERE s.digest IN ({marks}) "
+                            "AND NOT EXISTS (SELECT 1 FROM {members} m WHERE m.digest = s.digest "
+                            "AND (m.org <> ? OR m.repository <> ? OR m.image <> ?))", (*new, org, repository, image))
 
     def _sized_many(self, c: Any, pairs: list[tuple[str, int]]) -> None:
         """_sized for several (digest, size) in two statements a chunk; a digest's first size counts, as one by one."""
@@ -232,17 +247,42 @@ class RetentionView(View):
                         "ON s.digest = m.digest WHERE m.org = {images}.org AND m.repository = {images}.repository "
                         f"AND m.image = {{images}}.digest AND m.digest IN ({marks})), 0) WHERE (org, repository, digest) "
                         f"IN (SELECT org, repository, image FROM {{members}} WHERE digest IN ({marks}))", new + new)
+            self._usages_sized(c, new)
 
     def _sized(self, c: Any, digest: str, size: int) -> None:
         if self.run(c, "INSERT INTO {sizes} VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1", (digest, size)):
             # Members listed before their size was known (a manifest is cached before its layers).
             self.run(c, "UPDATE {images} SET bytes = bytes + ? WHERE (org, repository, digest) IN "
                         "(SELECT org, repository, image FROM {members} WHERE digest = ?)", (size, digest))
+            self._usages_sized(c, (digest,))
+
+    def _usages_sized(self, c: Any, new: tuple[str, ...]) -> None:
+        """Digests whose size just became known count in the usage of every org with an image listing them."""
+        marks = ", ".join(["?"] * len(new))
+        self.run(c, f"INSERT INTO {{org_usage}} SELECT m.org, sum(s.size) FROM (SELECT DISTINCT org, digest FROM {{members}} "
+                    f"WHERE digest IN ({marks})) m JOIN {{sizes}} s ON s.digest = m.digest WHERE 1 = 1 GROUP BY m.org "
+                    "ON CONFLICT (org) DO UPDATE SET bytes = {org_usage}.bytes + excluded.bytes", new)
+        self._add_usage(c, WHOLE_CACHE, f"SELECT coalesce(sum(s.size), 0) FROM {{sizes}} s WHERE s.digest IN ({marks}) "
+                        "AND EXISTS (SELECT 1 FROM {members} m WHERE m.digest = s.digest)", new)
+
+    def _add_usage(self, c: Any, scope: str, total: str, params: tuple) -> None:
+        """Add the bytes the `total` query sums to the usage of `scope` (an org, or WHOLE_CACHE)."""
+        self.run(c, f"INSERT INTO {{org_usage}} SELECT CAST(? AS TEXT), ({total}) WHERE 1 = 1 ON CONFLICT (org) "
+                    "DO UPDATE SET bytes = {org_usage}.bytes + excluded.bytes", (scope, *params))
 
     def _evicted(self, c: Any, e: Any, position: int) -> None:
         key = (e.org, e.repository, e.digest)
         members = self.run(c, "SELECT digest FROM {members} WHERE org = ? AND repository = ? AND image = ?", key)
         self.run(c, "DELETE FROM {members} WHERE org = ? AND repository = ? AND image = ?", key)
+        # Digests no image of the org (of any org) lists any more leave its usage (the whole cache's).
+        gone = [digest for (digest,) in members]
+        for start in range(0, len(gone), KEYS_PER_READ):
+            chunk = tuple(gone[start:start + KEYS_PER_READ])
+            marks = ", ".join(["?"] * len(chunk))
+            for scope, only in ((e.org, "m.org = ? AND "), (WHOLE_CACHE, "")):
+                self._add_usage(c, scope, f"SELECT -coalesce(sum(s.size), 0) FROM {{sizes}} s WHERE s.digest IN ({marks}) "
+                                f"AND NOT EXISTS (SELECT 1 FROM {{members}} m WHERE {only}m.digest = s.digest)",
+                                (*chunk, *((e.org,) if only else ())))
         self.run(c, "DELETE FROM {children} WHERE org = ? AND repository = ? AND image = ?", key)
         self.run(c, "UPDATE {images} SET held = 0, bytes = 0 WHERE org = ? AND repository = ? AND digest = ?", key)
         for (digest,) in members:   # referenced by no image of any org now, and stored: to delete after grace
@@ -341,10 +381,9 @@ class RetentionView(View):
                          image.tags, [child for (child,) in children])
 
     def usage(self, org: str | None = None) -> int:
-        """Bytes of the distinct digests the org's images (or every org's) reference."""
-        scope, params = ("WHERE org = ?", (org,)) if org is not None else ("", ())
-        return int(self.read(f"SELECT coalesce(sum(s.size), 0) FROM (SELECT DISTINCT digest FROM {{members}} "
-                             f"{scope}) d JOIN {{sizes}} s ON s.digest = d.digest", params)[0][0])
+        """Bytes of the distinct digests the org's images (or every org's) reference: one kept row."""
+        rows = self.read("SELECT bytes FROM {org_usage} WHERE org = ?", (WHOLE_CACHE if org is None else org,))
+        return int(rows[0][0]) if rows else 0
 
     def pinned_usage(self, org: str) -> int:
         # From the org's pinned images to their members (CROSS JOIN keeps that order on SQLite, whose

@@ -10,8 +10,9 @@ from projections.retention import PULL_STATS, RetentionView
 from domain.retention import NO_PULLS
 
 TABLES = ("images", "members", "children", "sizes", "image_tags", "orphans", "retention_log", "eviction_totals",
-          "retention_generations")
-SCHEMA_VERSION = 2   # 2: the org's generation in images, retention_log and eviction_totals; retention_generations
+          "retention_generations", "org_usage")
+# 2: the org's generation in images, retention_log and eviction_totals; retention_generations. 3: org_usage
+SCHEMA_VERSION = 3
 
 
 def _columns(real: str, integer: str, text: str) -> tuple[str, ...]:
@@ -40,6 +41,7 @@ def _columns(real: str, integer: str, text: str) -> tuple[str, ...]:
         f"reason {text} NOT NULL, evictions {integer} NOT NULL, bytes {integer} NOT NULL, "
         f"PRIMARY KEY (org, generation, reason))",
         f"CREATE TABLE IF NOT EXISTS {{retention_generations}} (org {text} PRIMARY KEY, generation {integer} NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {{org_usage}} (org {text} PRIMARY KEY, bytes {integer} NOT NULL)",
     )
 
 

@@ -1,4 +1,8 @@
-"""The tags view: (org, repository, tag) -> digest, media type and when upstream last confirmed it."""
+"""The tags view: (org, repository, tag) -> digest, media type and when upstream last confirmed it.
+
+`tag_totals (org)` keeps each org's count of tags and of repositories holding one, changed with the
+rows, so that `org show` and the metrics scrape read a row per org instead of counting its tags.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +68,7 @@ class TagsView(View):
 
     @abstractmethod
     def org_tag_totals(self, org: str) -> tuple[int, int]:
-        """(cached tags, repositories with one) of an org: an index-only count, no rows loaded."""
+        """(cached tags, repositories with one) of an org: its kept row."""
 
     @abstractmethod
     def org_repositories(self, org: str) -> list[str]:
@@ -72,16 +76,21 @@ class TagsView(View):
 
     @abstractmethod
     def tag_counts(self) -> dict[str, int]:
-        """{org: cached tags}: one grouped query, for the metrics scrape."""
+        """{org: cached tags}: the kept rows, for the metrics scrape."""
 
 
 class SqliteTagsView(SqliteView, TagsView):
-    tables = ("tags",)
+    tables = ("tags", "tag_totals")
     schema = (
         "CREATE TABLE IF NOT EXISTS tags (org TEXT NOT NULL, repository TEXT NOT NULL, tag TEXT NOT NULL, "
         "digest TEXT NOT NULL, media_type TEXT NOT NULL, checked_at REAL NOT NULL, "
         "PRIMARY KEY (org, repository, tag)) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS tag_totals (org TEXT PRIMARY KEY, tags INTEGER NOT NULL, "
+        "repositories INTEGER NOT NULL) WITHOUT ROWID",
     )
+    schema_version = 2   # 2: tag_totals
+    _add_totals = ("INSERT INTO tag_totals VALUES (?, ?, ?) ON CONFLICT (org) DO UPDATE SET "
+                   "tags = tags + excluded.tags, repositories = repositories + excluded.repositories")
     _upsert = (
         "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (org, repository, tag) DO UPDATE SET "
         "digest = excluded.digest, media_type = excluded.media_type, checked_at = excluded.checked_at"
@@ -89,14 +98,22 @@ class SqliteTagsView(SqliteView, TagsView):
 
     def put_tag(self, c: SQLiteCursor, org: str, repository: str, tag: str, digest: str, media_type: str,
                 checked_at: float) -> None:
+        c.execute("SELECT EXISTS (SELECT 1 FROM tags WHERE org = ? AND repository = ? AND tag = ?), "
+                  "EXISTS (SELECT 1 FROM tags WHERE org = ? AND repository = ?)", (org, repository, tag, org, repository))
+        had_tag, had_repository = c.fetchone()
         c.execute(self._upsert, (org, repository, tag, digest, media_type, checked_at))
+        if not had_tag:
+            c.execute(self._add_totals, (org, 1, 0 if had_repository else 1))
 
     def confirm_tag(self, c: SQLiteCursor, org: str, repository: str, tag: str, checked_at: float) -> None:
         c.execute("UPDATE tags SET checked_at = ? WHERE org = ? AND repository = ? AND tag = ?",
                   (checked_at, org, repository, tag))
 
     def drop_tag(self, c: SQLiteCursor, org: str, repository: str, tag: str) -> None:
-        c.execute("DELETE FROM tags WHERE org = ? AND repository = ? AND tag = ?", (org, repository, tag))
+        c.execute("DELETE FROM tags WHERE org = ? AND repository = ? AND tag = ? RETURNING 1", (org, repository, tag))
+        if c.fetchone() is not None:
+            c.execute("SELECT EXISTS (SELECT 1 FROM tags WHERE org = ? AND repository = ?)", (org, repository))
+            c.execute(self._add_totals, (org, -1, 0 if c.fetchone()[0] else -1))
 
     def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None:
         rows = self._query("SELECT digest, media_type, checked_at FROM tags "
@@ -115,40 +132,58 @@ class SqliteTagsView(SqliteView, TagsView):
         return [OrgTagRow(*row) for row in rows]
 
     def org_tag_totals(self, org: str) -> tuple[int, int]:
-        rows = self._query("SELECT count(*), count(DISTINCT repository) FROM tags WHERE org = ?", (org,))
-        return rows[0][0], rows[0][1]
+        rows = self._query("SELECT tags, repositories FROM tag_totals WHERE org = ?", (org,))
+        return (rows[0][0], rows[0][1]) if rows else (0, 0)
 
     def org_repositories(self, org: str) -> list[str]:
         return [row[0] for row in self._query("SELECT DISTINCT repository FROM tags WHERE org = ? "
                                               "ORDER BY repository", (org,))]
 
     def tag_counts(self) -> dict[str, int]:
-        return {org: n for org, n in self._query("SELECT org, count(*) FROM tags GROUP BY org")}
+        return {org: n for org, n in self._query("SELECT org, tags FROM tag_totals WHERE tags > 0")}
 
 
 class PostgresTagsView(PostgresView, TagsView):
     projection = "tags"
-    tables = ("tags",)
+    tables = ("tags", "tag_totals")
     schema = (
         "CREATE TABLE IF NOT EXISTS {tags} (org text NOT NULL, repository text NOT NULL, tag text NOT NULL, "
         "digest text NOT NULL, media_type text NOT NULL, checked_at double precision NOT NULL, "
         "PRIMARY KEY (org, repository, tag))",
+        "CREATE TABLE IF NOT EXISTS {tag_totals} (org text PRIMARY KEY, tags bigint NOT NULL, "
+        "repositories bigint NOT NULL)",
     )
+    schema_version = 2   # 2: tag_totals
+    _add_totals = (" INSERT INTO {tag_totals} AS t SELECT * FROM change ON CONFLICT (org) DO UPDATE SET "
+                   "tags = t.tags + excluded.tags, repositories = t.repositories + excluded.repositories")
 
+    # Each in one statement (no round trip more per event): every part of it sees the rows as they were
+    # before it, so `seen` tells whether the tag, or its repository, was there.
     def put_tag(self, c: Cursor, org: str, repository: str, tag: str, digest: str, media_type: str,
                 checked_at: float) -> None:
-        c.execute(self.sql("INSERT INTO {tags} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (org, repository, tag) "
+        c.execute(self.sql("WITH seen AS (SELECT EXISTS (SELECT 1 FROM {tags} WHERE org = %(org)s AND "
+                           "repository = %(repository)s AND tag = %(tag)s) AS tag, EXISTS (SELECT 1 FROM {tags} "
+                           "WHERE org = %(org)s AND repository = %(repository)s) AS repository), "
+                           "put AS (INSERT INTO {tags} VALUES (%(org)s, %(repository)s, %(tag)s, %(digest)s, "
+                           "%(media_type)s, %(checked_at)s) ON CONFLICT (org, repository, tag) "
                            "DO UPDATE SET digest = excluded.digest, media_type = excluded.media_type, "
-                           "checked_at = excluded.checked_at"),
-                  (org, repository, tag, digest, media_type, checked_at), prepare=True)
+                           "checked_at = excluded.checked_at), "
+                           "change AS (SELECT %(org)s::text, 1::bigint, CASE WHEN seen.repository THEN 0 ELSE 1 END::bigint "
+                           "FROM seen WHERE NOT seen.tag)" + self._add_totals),
+                  {"org": org, "repository": repository, "tag": tag, "digest": digest, "media_type": media_type,
+                   "checked_at": checked_at}, prepare=True)
 
     def confirm_tag(self, c: Cursor, org: str, repository: str, tag: str, checked_at: float) -> None:
         c.execute(self.sql("UPDATE {tags} SET checked_at = %s WHERE org = %s AND repository = %s AND tag = %s"),
                   (checked_at, org, repository, tag), prepare=True)
 
     def drop_tag(self, c: Cursor, org: str, repository: str, tag: str) -> None:
-        c.execute(self.sql("DELETE FROM {tags} WHERE org = %s AND repository = %s AND tag = %s"),
-                  (org, repository, tag), prepare=True)
+        c.execute(self.sql("WITH gone AS (DELETE FROM {tags} WHERE org = %(org)s AND repository = %(repository)s "
+                           "AND tag = %(tag)s RETURNING org), "
+                           "change AS (SELECT org, -1::bigint, CASE WHEN EXISTS (SELECT 1 FROM {tags} WHERE "
+                           "org = %(org)s AND repository = %(repository)s AND tag <> %(tag)s) THEN 0 ELSE -1 END::bigint "
+                           "FROM gone)" + self._add_totals),
+                  {"org": org, "repository": repository, "tag": tag}, prepare=True)
 
     def get_tag(self, org: str, repository: str, tag: str) -> TagRow | None:
         rows = self._query("SELECT digest, media_type, checked_at FROM {tags} "
@@ -171,16 +206,15 @@ class PostgresTagsView(PostgresView, TagsView):
         return [OrgTagRow(*row) for row in rows]
 
     def org_tag_totals(self, org: str) -> tuple[int, int]:
-        rows = self._query("SELECT count(*) AS tags, count(DISTINCT repository) AS repositories FROM {tags} "
-                           "WHERE org = %s", (org,))
-        return rows[0][0], rows[0][1]
+        rows = self._query("SELECT tags, repositories FROM {tag_totals} WHERE org = %s", (org,))
+        return (rows[0][0], rows[0][1]) if rows else (0, 0)
 
     def org_repositories(self, org: str) -> list[str]:
         return [row[0] for row in self._query("SELECT DISTINCT repository FROM {tags} WHERE org = %s "
                                               "ORDER BY repository", (org,))]
 
     def tag_counts(self) -> dict[str, int]:
-        return {org: n for org, n in self._query("SELECT org, count(*) FROM {tags} GROUP BY org")}
+        return {org: n for org, n in self._query("SELECT org, tags FROM {tag_totals} WHERE tags > 0")}
 
 
 def _page_filter(mark: str, org: str, after: tuple[str, str] | None, repository: str | None) -> tuple[str, tuple]:

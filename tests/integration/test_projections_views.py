@@ -13,6 +13,7 @@ from domain.org import CacheOrg
 from domain.pull import Pull
 from domain.referrers import Descriptor
 from infra.projection_runtime import open_tags_and_manifests, open_view
+from projections.audit import TIME_BLOCK
 from projections.blobs import BlobRow
 from tests.support.views import blob_row, manifest_pulls
 
@@ -140,6 +141,23 @@ def test_audit_query_filters_and_pages(view):
     row = audit.query(limit=1)[0]
     assert (row.org, row.repository, row.reference, row.digest, row.client, row.user_agent, row.at) == (
         ORG, REPO, "latest", IDX, "10.0.0.7", "containerd/2.0", 20.0)
+
+
+def test_audit_since_and_until_find_every_pull_in_range_whatever_order_they_were_recorded_in(view):
+    # Ids span several audit_times blocks; some pulls were recorded long after they happened (a backlog
+    # written back after an outage), so time does not follow id order.
+    audit = view("audit")
+    times = {1: 100.0, 2: 300.0, 3: 100.0, TIME_BLOCK + 1: 50.0, TIME_BLOCK + 2: 60.0,
+             3 * TIME_BLOCK + 5: 200.0, 3 * TIME_BLOCK + 6: 20.0}
+    for position, at in times.items():
+        audit.process([(events(pull(M1, at=at))[0], Tracking("Pulls", position))])
+    for since in (10.0, 55.0, 100.0, 150.0, 250.0, 400.0):
+        expected = [position for position, at in times.items() if at >= since]
+        assert [r.id for r in audit.query(since=since)] == expected
+        assert [r.id for r in audit.query(since=since, until=250.0, limit=2)] == [
+            position for position in expected if times[position] < 250.0][:2]
+        assert [r.id for r in audit.query(until=since)] == [p for p, at in times.items() if at < since]
+    assert [r.id for r in audit.query(since=55.0, after_id=2)] == [3, TIME_BLOCK + 2, 3 * TIME_BLOCK + 5]
 
 
 def test_audit_query_filters_by_client_address_and_user_agent_substring(view):

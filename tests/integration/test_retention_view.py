@@ -96,6 +96,45 @@ def test_a_layer_shared_by_two_images_counts_once_and_frees_with_the_last(retent
     assert second.freed == 620 and SHARED in second.freed_digests
 
 
+def counted_usage(view, org):
+    """Usage counted from the members and sizes, as the view answered before it kept a total."""
+    scope, params = ("WHERE org = ?", (org,)) if org is not None else ("", ())
+    return int(view.read(f"SELECT coalesce(sum(s.size), 0) FROM (SELECT DISTINCT digest FROM {{members}} {scope}) d "
+                         "JOIN {sizes} s ON s.digest = d.digest", params)[0][0])
+
+
+def test_the_kept_usage_of_each_org_and_of_the_cache_is_what_counting_the_members_gives(retention):
+    def evicted(org, digest, blobs, children=()):
+        manifest = CachedManifest(org=org, repository=REPO, digest=digest, media_type=IMAGE, size=100,
+                                  blobs=list(blobs), children=list(children), cached_at=1.0)
+        manifest.collect_events()
+        manifest.evict(digest, [], 0, "quota", "lru", "system:evictor", 50.0)
+        return manifest
+
+    index = CachedManifest(org=OTHER, repository=REPO, digest=IDX, media_type=INDEX, size=300, blobs=[],
+                           children=[CHILD], cached_at=1.0)
+    child = CachedManifest(org=OTHER, repository=REPO, digest=CHILD, media_type=IMAGE, size=200,
+                           blobs=[LCHILD, SHARED], children=[], cached_at=1.5)
+    steps = [
+        lambda: retention.image(A, {SHARED: 500, LA: 10}, at=1.0),
+        lambda: retention.image(B, {SHARED: 500, LB: 20}, at=2.0),                 # SHARED again: counted once
+        lambda: retention("Registry", CachedManifest(org=ORG, repository=REPO, digest=C, media_type=IMAGE, size=100,
+                                                     blobs=[LC], children=[], cached_at=3.0)),   # LC's size unknown
+        lambda: retention.image(A, {SHARED: 500, LA: 10}, at=4.0, org=OTHER),      # the same image in another org
+        lambda: retention("Registry", index, child),                              # an index, its child later
+        lambda: retention("Registry", CachedBlob(org=ORG, repository=REPO, digest=LC, size=3000, cached_at=5.0)),
+        lambda: retention("Registry", evicted(ORG, A, [SHARED, LA])),             # SHARED stays with B
+        lambda: retention("Registry", evicted(ORG, B, [SHARED, LB])),             # ... and leaves with it
+        lambda: retention("Registry", evicted(OTHER, A, [SHARED, LA])),           # the child still lists SHARED
+        lambda: retention("Registry", evicted(OTHER, IDX, [], [CHILD])),
+    ]
+    for step in steps:
+        step()
+        for org in (ORG, OTHER, None):
+            assert retention.view.usage(org) == counted_usage(retention.view, org)
+    assert [retention.view.usage(org) for org in (ORG, OTHER, None)] == [100 + 3000, 0, 100 + 3000]
+
+
 def test_an_index_holds_its_children_and_their_layers_cached_later(retention):
     index = CachedManifest(org=ORG, repository=REPO, digest=IDX, media_type=INDEX, size=300, blobs=[],
                            children=[CHILD], cached_at=1.0)
@@ -177,3 +216,20 @@ def test_an_image_just_cached_counts_its_miss_before_the_pull_event_is_projected
     assert order(retention.view, "lfu") == [A, B]
     ranked = {image.digest: image for image in retention.view.ranking(ORG, "lfu", limit=10)}
     assert ranked[B].pull_count == 1 and ranked[A].score == pytest.approx(ranked[B].score - 1.0 / (7 * 86400))
+
+
+def test_a_bulk_rebuild_keeps_the_members_indexes_retention_writes_through(retention):
+    # Without them each manifest's sizes, orphans and usage scan every member: a rebuild of 200k images
+    # would take days. The view's other secondary indexes serve reads only and are dropped.
+    view = retention.view
+    view.drop_indexes()
+    if hasattr(view, "version"):   # PostgreSQL: this copy's names carry its version
+        rows = view.read(f"SELECT indexname FROM pg_indexes WHERE schemaname = '{view.datastore.schema}' "
+                         f"AND tablename IN ('members_v{view.version}', 'images_v{view.version}')")
+        names = {name.removesuffix(f"_v{view.version}") for (name,) in rows}
+    else:
+        names = {name for (name,) in view.read("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                               "AND tbl_name IN ('members', 'images') AND sql IS NOT NULL")}
+    assert {"retention_members_digest", "retention_members_org"} <= names
+    assert "retention_lru" not in names
+    view.restore_indexes()
