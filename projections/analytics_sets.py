@@ -35,6 +35,18 @@ def decode(stored: bytes) -> int:
     return of(struct.unpack(f"<{(len(stored) - 1) // 4}I", memoryview(stored)[1:]))
 
 
+def union(stored: Iterable[bytes]) -> int:
+    """The union of stored sets as an int's bits: the sparse ones' members gathered first and set at
+    once (a range's edge minutes are mostly sparse), the dense ones OR-ed."""
+    bits, sparse = 0, []
+    for value in stored:
+        if value[0] == DENSE:
+            bits |= int.from_bytes(memoryview(value)[1:], "little")
+        else:
+            sparse.extend(struct.unpack(f"<{(len(value) - 1) // 4}I", memoryview(value)[1:]))
+    return bits | of(sparse) if sparse else bits
+
+
 def of(ids: Iterable[int]) -> int:
     """The set of these members' integers as an int's bits (built in a bytearray: OR-ing `1 << i` one by
     one would copy the growing int at each member)."""

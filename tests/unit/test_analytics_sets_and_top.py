@@ -23,9 +23,12 @@ def test_a_set_comes_back_as_stored_in_its_smaller_form():
     assert few_of_many[0] == analytics_sets.SPARSE and len(few_of_many) == 9
 
 
-def test_the_union_of_sets_counts_each_member_once():
-    a, b = analytics_sets.of([1, 5, 700]), analytics_sets.of([5, 6])
-    assert (analytics_sets.decode(analytics_sets.encode(a)) | analytics_sets.decode(analytics_sets.encode(b))).bit_count() == 4
+def test_the_union_of_stored_sets_dense_and_sparse_counts_each_member_once():
+    rng = random.Random(3)
+    for _ in range(100):
+        sets = [set(rng.sample(range(rng.choice((64, 5000))), rng.randrange(0, 30))) for _ in range(rng.randrange(0, 8))]
+        stored = [analytics_sets.encode(analytics_sets.of(ids)) for ids in sets]
+        assert analytics_sets.members(analytics_sets.union(stored)) == sorted(set().union(*sets))
 
 
 def brute_top(days, limit):
