@@ -250,6 +250,9 @@ class AnalyticsView(View):
                                         for _ in pieces)
             params = [value for piece in pieces
                       for value in ((org, *piece, *chosen_params) if org is not None else (*piece, *chosen_params))]
+            if by_start and len(pieces) == 1 and generation != ALL_GENERATIONS:
+                # A series: one row per bucket and key already, so the rows as stored, in key order.
+                return self._rows(source, params)
             grouped = "" if group is None else f" GROUP BY {key}{group}"   # None: every row of every piece
             return self._rows(f"SELECT {key}, {select} FROM ({source}) AS piece{grouped}", params)
 
