@@ -36,14 +36,14 @@ def decode(stored: bytes) -> int:
 
 
 def union(stored: Iterable[bytes]) -> int:
-    """The union of stored sets as an int's bits: the sparse ones' members gathered first and set at
-    once (a range's edge minutes are mostly sparse), the dense ones OR-ed."""
-    bits, sparse = 0, []
+    """The union of stored sets as an int's bits: the dense ones OR-ed, the sparse ones' members
+    gathered in a set first (a range's hours and minutes repeat the same members), then set at once."""
+    bits, sparse = 0, set()
     for value in stored:
         if value[0] == DENSE:
             bits |= int.from_bytes(memoryview(value)[1:], "little")
         else:
-            sparse.extend(struct.unpack(f"<{(len(value) - 1) // 4}I", memoryview(value)[1:]))
+            sparse.update(struct.unpack(f"<{(len(value) - 1) // 4}I", memoryview(value)[1:]))
     return bits | of(sparse) if sparse else bits
 
 
