@@ -32,6 +32,10 @@ from projections.base import Batch, View
 # too (their `image` is the index), so only the event of the image itself is counted.
 EVICTION_EVENTS: tuple[type, ...] = (CachedManifest.Evicted,)
 
+# A top list over more days than this sums every row (a statement per day range would be too long).
+MAX_TOP_DAYS = 2000
+MAX_PARAMETERS = 30_000   # per statement: SQLite takes at most 32,766
+
 # The traffic columns, added up per bucket; their order is the rows' order.
 TRAFFIC = ("bytes_served", "bytes_from_upstream", "blob_hits", "blob_misses", "fills", "fills_failed", "evictions")
 
@@ -294,8 +298,9 @@ class AnalyticsView(View):
         first = bucket_start(since, DAY)
         if generation is None:
             generation = self.latest_generation(org)
-        if generation != ALL_GENERATIONS:
-            return self._top_of_generation(org, list(range(first, until, DAY)), by, limit, generation)
+        days = list(range(first, until, DAY))
+        if generation != ALL_GENERATIONS and len(days) <= MAX_TOP_DAYS:
+            return self._top_of_generation(org, days, by, limit, generation)
         chosen, chosen_params = generation_filter(generation)
         order = "2 DESC" if by == "pulls" else "3 DESC"
         repositories = self._rows(
@@ -350,12 +355,16 @@ class AnalyticsView(View):
 
         # A day per arm: each an equality on the key's first columns and a list of repositories, which
         # PostgreSQL reads from the key's index even without statistics (with `day IN (...)` it chose a
-        # scan of the org's rows on a view not yet analysed).
-        marks = ", ".join(["%s"] * len(repositories))
-        arm = (f"SELECT {names}, {', '.join(columns)} FROM {{{table}}} WHERE org = %s AND generation = %s "
-               f"AND day = %s AND repository IN ({marks})")
-        rows = self._rows(f"SELECT {names}, {sums} FROM ({' UNION ALL '.join([arm] * len(days))}) AS a GROUP BY {names}",
-                          [value for day in days for value in (org, generation, day, *repositories)])
+        # scan of the org's rows on a view not yet analysed). Repositories in chunks: a statement takes
+        # at most 32,766 parameters on SQLite.
+        step = max(1, MAX_PARAMETERS // len(days) - 3)
+        rows = []
+        for chunk in (repositories[i:i + step] for i in range(0, len(repositories), step)):
+            marks = ", ".join(["%s"] * len(chunk))
+            arm = (f"SELECT {names}, {', '.join(columns)} FROM {{{table}}} WHERE org = %s AND generation = %s "
+                   f"AND day = %s AND repository IN ({marks})")
+            rows += self._rows(f"SELECT {names}, {sums} FROM ({' UNION ALL '.join([arm] * len(days))}) AS a "
+                               f"GROUP BY {names}", [value for day in days for value in (org, generation, day, *chunk)])
         chosen, out = set(wanted), {}
         for row in rows:
             key = row[0] if width == 1 else tuple(row[:width])

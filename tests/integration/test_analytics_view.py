@@ -197,3 +197,14 @@ def test_distinct_counts_and_top_lists_are_those_of_the_pulls_themselves_on_any_
             [(*key, n) for key, n in sorted(images.items(), key=lambda item: (-item[1], item[0]))[:7]]
         assert [(r["repository"], r["pulls"]) for r in top["repositories"]] == \
             sorted(repositories.items(), key=lambda item: (-item[1], item[0]))[:7]
+
+
+def test_a_top_list_of_many_days_and_many_repositories_answers_exactly(view):
+    """A long range with a long list: the exact sums go in statements below the databases' parameter limits."""
+    events = [event for day in range(400) for image in range(day % 3, 90, 3)
+              for event in pull("hit", T0 + day * DAY + image, repository=f"app/image{image}",
+                                reference="v1").collect_events()]
+    view.process(tracked(events))
+    top = analytics(view, now=T0 + 400 * DAY).top("hub", "pulls", T0, T0 + 400 * DAY, limit=1000)
+    assert len(top["repositories"]) == 90 and sum(r["pulls"] for r in top["repositories"]) == len(events)
+    assert top["repositories"][0] == {"repository": "app/image0", "pulls": 134, "bytes_served": 0}
