@@ -89,6 +89,9 @@ class CacheRetention:
         if tag is not None and repository is None:
             raise InvalidRequest("a tag needs its repository", {"tag": "give repository too"})
         repository = _repository(repository) if repository is not None else None
+        # The scope is read from the retention view: let it show what was cached up to now first, or an image
+        # cached a moment ago (a re-pull just before the flush) escapes the flush and stays cached.
+        self._settled()
         if tag is not None:
             digest = self._view.tag_digest(org, repository, _tag(tag))
             image = self._view.image(org, repository, digest) if digest else None

@@ -210,10 +210,9 @@ def test_a_top_list_of_many_days_and_many_repositories_answers_exactly(view):
     assert top["repositories"][0] == {"repository": "app/image0", "pulls": 134, "bytes_served": 0}
 
 
-def test_a_sqlite_view_of_schema_2_loses_its_member_rows_when_upgraded(event_store_backend, tmp_path):
-    """Schema 3 keeps members as sets: the upgrade drops schema 2's table of member rows with the others."""
-    if event_store_backend != "sqlite":
-        pytest.skip("a SQLite file's tables; PostgreSQL keeps a copy per version")
+def test_a_sqlite_view_of_schema_2_loses_its_member_rows_when_upgraded(tmp_path):
+    """Schema 3 keeps members as sets: the upgrade drops schema 2's table of member rows with the others
+    (a SQLite file's tables; PostgreSQL keeps a copy per version, so this runs on SQLite only)."""
     import sqlite3
     from infra.persistence import embedded_env
     env = embedded_env(tmp_path / "old")
