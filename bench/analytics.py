@@ -74,16 +74,19 @@ def fill(view, args: argparse.Namespace, end: float) -> tuple[int, float]:
 
 
 def timed(call, queries: int) -> dict:
+    """Wall-clock p50/p99, and the median CPU time of this process (on SQLite the database's work too;
+    not PostgreSQL's): on a loaded machine the wall clock also counts the wait for a core."""
     call()   # warm: prepared statements, page cache
-    samples = []
+    samples, cpu = [], []
     for _ in range(queries):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         call()
         samples.append((time.perf_counter() - t) * 1000)
+        cpu.append((time.process_time() - c) * 1000)
     samples.sort()
     p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
     return {"p50_ms": round(statistics.median(samples), 2), "p99_ms": round(p99, 2),
-            "verdict": "PASS" if p99 < TARGET_MS else "MISS"}
+            "cpu_p50_ms": round(statistics.median(cpu), 2), "verdict": "PASS" if p99 < TARGET_MS else "MISS"}
 
 
 def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> list[dict]:
@@ -114,8 +117,8 @@ def query_latencies(view, backend: str, orgs: list[str], end: float, queries: in
     rows = []
     for name, call in calls.items():
         row = {"backend": backend, "query": name, **timed(call, queries)}
-        print(f"  {name:28} p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  {row['verdict']} "
-              f"(< {TARGET_MS:g} ms)", flush=True)
+        print(f"  {name:28} p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  (CPU p50 {row['cpu_p50_ms']:.2f} ms)"
+              f"  {row['verdict']} (< {TARGET_MS:g} ms)", flush=True)
         rows.append(row)
     return rows
 

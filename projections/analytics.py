@@ -2,9 +2,12 @@
 distinct clients and repositories, and the top repositories and images per day.
 
 Fed by Pull.Recorded and TrafficReport.Recorded (both in Pulls) and, once the quota work records
-them, image evictions. Every write adds to a row (or inserts a member once), so a page is a handful
-of upserts and two runners could interleave. Distinct clients and repositories are exact per bucket:
-each bucket keeps its set of members, and a range counts the distinct members of its buckets.
+them, image evictions. Every write adds to a row, so a page is a handful of upserts and two runners
+could interleave. Distinct clients and repositories are exact per bucket: each bucket keeps the set of
+its members (projections/analytics_sets.py: an integer per member, a bitmap per bucket), and a range
+counts the members of the union of its buckets' sets. Those sets are read, merged and rewritten once
+per page and bucket: only the Pulls runner writes them (the Registry runner's events have no members).
+Top lists over a range are exact too, without summing every day's rows (projections/analytics_top.py).
 """
 
 from __future__ import annotations
@@ -21,11 +24,17 @@ from domain.org import CacheOrg
 from domain.analytics import ALL_GENERATIONS, DAY, MINUTE, ROLLUPS, bucket_start
 from domain.pull import Pull
 from domain.traffic import TrafficReport
+from projections import analytics_sets
+from projections.analytics_top import exact_top
 from projections.base import Batch, View
 
 # Evictions (issue 10): an image leaves the cache as CachedManifest.Evicted; an index's children record it
 # too (their `image` is the index), so only the event of the image itself is counted.
 EVICTION_EVENTS: tuple[type, ...] = (CachedManifest.Evicted,)
+
+# A top list over more days than this sums every row (a statement per day range would be too long).
+MAX_TOP_DAYS = 2000
+MAX_PARAMETERS = 30_000   # per statement: SQLite takes at most 32,766
 
 # The traffic columns, added up per bucket; their order is the rows' order.
 TRAFFIC = ("bytes_served", "bytes_from_upstream", "blob_hits", "blob_misses", "fills", "fills_failed", "evictions")
@@ -47,7 +56,11 @@ class Page:
     pulls: Counter = field(default_factory=Counter)       # (org, generation, grain, start, result)
     traffic: dict = field(default_factory=dict)           # (org, generation, grain, start) -> Counter of TRAFFIC
     fills: Counter = field(default_factory=Counter)       # (org, generation, grain, start, bucket)
-    members: set = field(default_factory=set)             # (org, generation, grain, start, kind, member)
+    # (org, generation, minute) -> ({client: None}, {repository: None}): each minute's members; the hour's
+    # and the day's sets are the union of their minutes'.
+    minute_members: dict = field(default_factory=dict)
+    # (org, kind) -> {member: None} in order of first appearance: new members are numbered in that order.
+    member_order: dict = field(default_factory=dict)
     images: Counter = field(default_factory=Counter)      # (org, generation, day, repository, reference) -> pulls
     repositories: dict = field(default_factory=dict)      # (org, generation, day, repository) -> [pulls, bytes]
     generations: dict = field(default_factory=dict)       # org -> [registered, latest] (see AnalyticsView)
@@ -97,8 +110,8 @@ class AnalyticsView(View):
             self.add_traffic(c, sorted((*key, *(row[name] for name in TRAFFIC)) for key, row in page.traffic.items()))
         if page.fills:
             self.add_fills(c, sorted((*key, n) for key, n in page.fills.items()))
-        if page.members:
-            self.add_members(c, sorted(page.members))
+        if page.minute_members:
+            self.write_member_sets(c, page)
         if page.images:
             self.add_images(c, sorted((*key, n) for key, n in page.images.items()))
         if page.repositories:
@@ -130,6 +143,48 @@ class AnalyticsView(View):
             c.registered[event.name] = generation
             c.seen(event.name, generation, generation)
 
+    def write_member_sets(self, c: Any, page: Page) -> None:
+        """Number the page's new members, then OR the page's members into each of their buckets' sets."""
+        ids = {key: self.intern(c, *key, list(order)) for key, order in page.member_order.items()}
+        sets: dict[tuple, list[int]] = {}   # (org, generation, grain, start) -> [clients' bits, repositories' bits]
+        for (org, generation, minute), kinds in page.minute_members.items():
+            for index, kind in enumerate(("client", "repository")):
+                if not kinds[index]:
+                    continue
+                numbers = ids[(org, kind)]
+                bits = analytics_sets.of(numbers[name] for name in kinds[index])
+                for grain in ROLLUPS:
+                    row = sets.setdefault((org, generation, grain, bucket_start(minute, grain)), [0, 0])
+                    row[index] |= bits
+        spans: dict[tuple, list[int]] = {}   # (org, generation, grain) -> [first start, last start]
+        for org, generation, grain, start in sets:
+            span = spans.get((org, generation, grain))
+            if span is None:
+                spans[(org, generation, grain)] = [start, start]
+            else:
+                span[0], span[1] = min(span[0], start), max(span[1], start)
+        for (org, generation, grain), (first, last) in spans.items():
+            for start, *stored in self.member_sets(c, org, generation, grain, first, last):
+                row = sets.get((org, generation, grain, start))
+                if row is not None:
+                    for index, value in enumerate(stored):
+                        row[index] |= analytics_sets.decode(value)
+        self.put_member_sets(c, sorted((*key, *map(analytics_sets.encode, row)) for key, row in sets.items()))
+
+    def intern(self, c: Any, org: str, kind: str, names: list[str]) -> dict[str, int]:
+        """{name: its integer} for these members of the org, numbering new ones in the order given after
+        the org's last (per org and kind, not generation: a set of all generations is then their union)."""
+        if not names:
+            return {}
+        numbers = self.member_ids(c, org, kind, names)
+        new = [name for name in names if name not in numbers]
+        if new:
+            first = self.next_member_id(c, org, kind)
+            added = {name: first + i for i, name in enumerate(new)}
+            self.add_member_ids(c, [(org, kind, name, number) for name, number in added.items()])
+            numbers.update(added)
+        return numbers
+
     # -- storage (one transaction's cursor `c`) -------------------------------------------------------
     @abstractmethod
     def add_pulls(self, c: Any, rows: list[tuple]) -> None: """(org, generation, grain, start, result, n): add n."""
@@ -141,7 +196,23 @@ class AnalyticsView(View):
     def add_fills(self, c: Any, rows: list[tuple]) -> None: """(org, generation, grain, start, bucket, n): add n."""
 
     @abstractmethod
-    def add_members(self, c: Any, rows: list[tuple]) -> None: """(org, generation, grain, start, kind, member): once."""
+    def member_ids(self, c: Any, org: str, kind: str, names: list[str]) -> dict[str, int]:
+        """{name: integer} of those of `names` the org has numbered already."""
+
+    @abstractmethod
+    def next_member_id(self, c: Any, org: str, kind: str) -> int: """The org's highest integer of `kind` + 1 (0 first)."""
+
+    @abstractmethod
+    def add_member_ids(self, c: Any, rows: list[tuple]) -> None: """(org, kind, member, id): new members."""
+
+    @abstractmethod
+    def member_sets(self, c: Any, org: str, generation: int, grain: int, first: int, last: int) -> list[tuple]:
+        """(start, stored clients, stored repositories) of the org's buckets of `grain` starting from first
+        to last, inclusive."""
+
+    @abstractmethod
+    def put_member_sets(self, c: Any, rows: list[tuple]) -> None:
+        """(org, generation, grain, start, stored clients, stored repositories): insert, or replace the stored ones."""
 
     @abstractmethod
     def add_images(self, c: Any, rows: list[tuple]) -> None: """(org, generation, day, repository, reference, pulls)."""
@@ -174,7 +245,7 @@ class AnalyticsView(View):
             generation = self.latest_generation(org)
         chosen, chosen_params = generation_filter(generation)
 
-        def rows(table: str, columns: str, select: str, group: str) -> list[tuple]:
+        def rows(table: str, columns: str, select: str, group: str | None) -> list[tuple]:
             # One index range read per piece, glued with UNION ALL: an OR of the ranges in one WHERE
             # would have the databases scan every row of the org instead.
             where = ("org = %s AND " if org is not None else "") + "grain = %s AND start >= %s AND start < %s"
@@ -183,7 +254,11 @@ class AnalyticsView(View):
                                         for _ in pieces)
             params = [value for piece in pieces
                       for value in ((org, *piece, *chosen_params) if org is not None else (*piece, *chosen_params))]
-            return self._rows(f"SELECT {key}, {select} FROM ({source}) AS piece GROUP BY {key}{group}", params)
+            if by_start and len(pieces) == 1 and generation != ALL_GENERATIONS:
+                # A series: one row per bucket and key already, so the rows as stored, in key order.
+                return self._rows(source, params)
+            grouped = "" if group is None else f" GROUP BY {key}{group}"   # None: every row of every piece
+            return self._rows(f"SELECT {key}, {select} FROM ({source}) AS piece{grouped}", params)
 
         def of(row: tuple) -> Totals:
             k = (row[0], row[1]) if by_start else row[0]
@@ -200,8 +275,20 @@ class AnalyticsView(View):
         for row in rows("analytics_fills", "bucket, n", "bucket, SUM(n) AS n", ", bucket"):
             of(row).fill_seconds[int(row[width])] += int(row[width + 1])
         if distinct:
-            for row in rows("analytics_members", "kind, member", "kind, COUNT(DISTINCT member) AS n", ", kind"):
-                setattr(of(row), "clients" if row[width] == "client" else "repositories", int(row[width + 1]))
+            stored: dict[Any, tuple[list, list]] = {}   # key -> (clients' sets, repositories' sets) of its pieces
+            for row in rows("analytics_member_sets", "clients, repositories", "clients, repositories", None):
+                k = (row[0], row[1]) if by_start else row[0]
+                sets = stored.get(k)
+                if sets is None:
+                    sets = stored[k] = ([], [])
+                sets[0].append(row[width])
+                sets[1].append(row[width + 1])
+            for k, (clients, repositories) in stored.items():
+                found = out.get(k)
+                if found is None:
+                    found = out[k] = Totals()
+                found.clients = analytics_sets.union(clients).bit_count()
+                found.repositories = analytics_sets.union(repositories).bit_count()
         return out
 
     def top(self, org: str, since: int, until: int, by: str, limit: int,
@@ -209,7 +296,12 @@ class AnalyticsView(View):
         """Repositories (repository, pulls, bytes served) and images (repository, reference, pulls) with
         the most pulls (or bytes served) on the UTC days from since's to until's (generations as totals)."""
         first = bucket_start(since, DAY)
-        chosen, chosen_params = generation_filter(self.latest_generation(org) if generation is None else generation)
+        if generation is None:
+            generation = self.latest_generation(org)
+        days = list(range(first, until, DAY))
+        if generation != ALL_GENERATIONS and len(days) <= MAX_TOP_DAYS:
+            return self._top_of_generation(org, days, by, limit, generation)
+        chosen, chosen_params = generation_filter(generation)
         order = "2 DESC" if by == "pulls" else "3 DESC"
         repositories = self._rows(
             "SELECT repository, SUM(pulls) AS pulls, SUM(bytes) AS bytes FROM {analytics_repositories} AS a "
@@ -220,6 +312,65 @@ class AnalyticsView(View):
             f"AND day >= %s AND day < %s{chosen} GROUP BY repository, reference ORDER BY 3 DESC, 1, 2 LIMIT %s",
             [org, first, until, *chosen_params, limit])
         return ([(r, int(p), int(b)) for r, p, b in repositories], [(r, ref, int(p)) for r, ref, p in images])
+
+    def _top_of_generation(self, org: str, days: list[int], by: str, limit: int,
+                           generation: int) -> tuple[list[tuple], list[tuple]]:
+        """top() of one generation: each day's rows read in order of pulls (or bytes) down the
+        (org, generation, day, pulls|bytes) indexes, as deep as exact_top needs (projections/analytics_top.py)."""
+        def ranked(table: str, keys: tuple[str, ...], column: str) -> list[tuple]:
+            names, width = ", ".join(keys), len(keys)
+
+            def day_tops(depth: int) -> list[list[tuple]]:
+                arms = " UNION ALL ".join(
+                    f"SELECT * FROM (SELECT day, {names}, {column} AS v FROM {{{table}}} WHERE org = %s AND "
+                    f"generation = %s AND day = %s ORDER BY {column} DESC LIMIT %s) AS d{i}" for i in range(len(days)))
+                by_day: dict[int, list[tuple]] = {day: [] for day in days}
+                for row in self._rows(arms, [value for day in days for value in (org, generation, day, depth)]):
+                    by_day[row[0]].append((row[1] if width == 1 else tuple(row[1:1 + width]), int(row[-1])))
+                return list(by_day.values())
+
+            def totals(wanted: list) -> dict:
+                return {key: sums[0] for key, sums in self._sums(table, keys, (column,), org, generation, days,
+                                                                  wanted).items()}
+            return exact_top(day_tops, totals, limit)
+
+        if not days:
+            return [], []
+        repositories = self._sums("analytics_repositories", ("repository",), ("pulls", "bytes"), org, generation, days,
+                                  [key for key, _ in ranked("analytics_repositories", ("repository",), by)])
+        ordered = sorted(repositories.items(), key=lambda item: (-item[1][0 if by == "pulls" else 1], item[0]))
+        images = ranked("analytics_images", ("repository", "reference"), "pulls")
+        return ([(repository, pulls, size) for repository, (pulls, size) in ordered],
+                [(repository, reference, pulls) for (repository, reference), pulls in images])
+
+    def _sums(self, table: str, keys: tuple[str, ...], columns: tuple[str, ...], org: str, generation: int,
+              days: list[int], wanted: list) -> dict:
+        """{key: (sum of each column)} over `days` of the `wanted` keys (a repository, or a (repository,
+        reference)): an index seek per day and repository."""
+        if not wanted:
+            return {}
+        repositories = sorted({key if len(keys) == 1 else key[0] for key in wanted})
+        names, width = ", ".join(keys), len(keys)
+        sums = ", ".join(f"SUM({column}) AS {column}" for column in columns)
+
+        # A day per arm: each an equality on the key's first columns and a list of repositories, which
+        # PostgreSQL reads from the key's index even without statistics (with `day IN (...)` it chose a
+        # scan of the org's rows on a view not yet analysed). Repositories in chunks: a statement takes
+        # at most 32,766 parameters on SQLite.
+        step = max(1, MAX_PARAMETERS // len(days) - 3)
+        rows = []
+        for chunk in (repositories[i:i + step] for i in range(0, len(repositories), step)):
+            marks = ", ".join(["%s"] * len(chunk))
+            arm = (f"SELECT {names}, {', '.join(columns)} FROM {{{table}}} WHERE org = %s AND generation = %s "
+                   f"AND day = %s AND repository IN ({marks})")
+            rows += self._rows(f"SELECT {names}, {sums} FROM ({' UNION ALL '.join([arm] * len(days))}) AS a "
+                               f"GROUP BY {names}", [value for day in days for value in (org, generation, day, *chunk)])
+        chosen, out = set(wanted), {}
+        for row in rows:
+            key = row[0] if width == 1 else tuple(row[:width])
+            if key in chosen:
+                out[key] = tuple(int(value) for value in row[width:])
+        return out
 
     def latest_generation(self, org: str) -> int:
         """The org's latest generation as far as the view has read (1 before any)."""
@@ -232,8 +383,11 @@ class AnalyticsView(View):
 
     def orgs(self) -> list[str]:
         """Every org with any analytics row."""
-        return [row[0] for row in self._rows("SELECT DISTINCT org FROM {analytics_pulls} UNION "
-                                             "SELECT DISTINCT org FROM {analytics_traffic} ORDER BY 1", [])]
+        # From the orgs the view has seen (a pull or a traffic report notes its org there), each checked
+        # with an index seek: a DISTINCT over the rollups would read every row of them.
+        return [row[0] for row in self._rows(
+            "SELECT org FROM {analytics_generations} AS g WHERE EXISTS (SELECT 1 FROM {analytics_pulls} AS p "
+            "WHERE p.org = g.org) OR EXISTS (SELECT 1 FROM {analytics_traffic} AS t WHERE t.org = g.org) ORDER BY 1", [])]
 
 
 def _pull_key(event: Any) -> tuple:
@@ -248,8 +402,10 @@ def _add_pulls(page: Page, pulls: Counter) -> None:
     worked out once, and the page's tables are bound to locals."""
     for org, generation in {(key[0], key[1]) for key in pulls}:   # once per org, not per key
         page.seen(org, generation)
-    counts, members, images, repositories = page.pulls, page.members, page.images, page.repositories
+    counts, minutes, order = page.pulls, page.minute_members, page.member_order
+    images, repositories = page.images, page.repositories
     starts: dict[int, tuple[tuple[tuple[int, int], ...], int]] = {}   # minute -> ((grain, start), ...), day
+    # Iterated in order of each key's first pull, so each member's first key comes in log order.
     for (org, generation, minute, result, client, repository, reference), n in pulls.items():
         known = starts.get(minute)
         if known is None:
@@ -258,9 +414,16 @@ def _add_pulls(page: Page, pulls: Counter) -> None:
         grains, day = known
         for grain, start in grains:
             counts[(org, generation, grain, start, result)] += n
-            if client:
-                members.add((org, generation, grain, start, "client", client))
-            members.add((org, generation, grain, start, "repository", repository))
+        seen = minutes.get((org, generation, minute))
+        if seen is None:
+            seen = minutes[(org, generation, minute)] = ({}, {})
+            for kind in ("client", "repository"):
+                order.setdefault((org, kind), {})
+        if client:
+            seen[0][client] = None
+            order[(org, "client")][client] = None
+        seen[1][repository] = None
+        order[(org, "repository")][repository] = None
         images[(org, generation, day, repository, reference)] += n
         row = repositories.get((org, generation, day, repository))
         if row is None:
@@ -273,6 +436,8 @@ def generation_filter(generation: int | None, table: str = "a") -> tuple[str, li
     if generation == ALL_GENERATIONS:
         return "", []
     if generation is None:
-        return (f" AND {table}.generation = coalesce((SELECT g.latest FROM {{analytics_generations}} g "
-                f"WHERE g.org = {table}.org), 1)", [])
+        # The set of (org, latest) read once (PostgreSQL hashes it, SQLite makes it an index), not a
+        # lookup per row read. Every org with a row has its generation noted: a pull or a traffic report
+        # notes it in the same page, and an eviction comes after its org's CacheOrg.Registered.
+        return f" AND ({table}.org, {table}.generation) IN (SELECT g.org, g.latest FROM {{analytics_generations}} g)", []
     return f" AND {table}.generation = %s", [generation]

@@ -9,11 +9,14 @@ from projections.analytics import TRAFFIC, AnalyticsView
 from projections.base import SqliteView
 from projections.postgres_view import PostgresView
 
-TABLES = ("analytics_pulls", "analytics_traffic", "analytics_fills", "analytics_members", "analytics_images",
-          "analytics_repositories", "analytics_generations")
-SCHEMA_VERSION = 2   # 2: generation (the org's, domain.org.CacheOrg.Recreated) in every key
+TABLES = ("analytics_pulls", "analytics_traffic", "analytics_fills", "analytics_member_ids", "analytics_member_sets",
+          "analytics_images", "analytics_repositories", "analytics_generations")
+# 2: generation (the org's, domain.org.CacheOrg.Recreated) in every key; 3: members as numbered sets per
+# bucket (analytics_member_ids, analytics_member_sets) instead of a row per member and bucket, and the
+# indexes of the every-org summary and of top lists
+SCHEMA_VERSION = 3
 _TRAFFIC_COLUMNS = ", ".join(f"{name} {{int}} NOT NULL" for name in TRAFFIC)
-# One schema for both: {int} is the integer type, {name} a table (the PostgreSQL copy's name).
+# One schema for both: {int} is the integer type, {blob} bytes, {name} a table (the PostgreSQL copy's name).
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS {analytics_pulls} (org {text}, generation {int} NOT NULL, grain {int} NOT NULL, start {int} NOT NULL, "
     "result {text}, n {int} NOT NULL, PRIMARY KEY (org, generation, grain, start, result)){rowid}",
@@ -21,19 +24,34 @@ SCHEMA = (
     f"{_TRAFFIC_COLUMNS}, PRIMARY KEY (org, generation, grain, start)){{rowid}}",
     "CREATE TABLE IF NOT EXISTS {analytics_fills} (org {text}, generation {int} NOT NULL, grain {int} NOT NULL, start {int} NOT NULL, "
     "bucket {int} NOT NULL, n {int} NOT NULL, PRIMARY KEY (org, generation, grain, start, bucket)){rowid}",
-    "CREATE TABLE IF NOT EXISTS {analytics_members} (org {text}, generation {int} NOT NULL, grain {int} NOT NULL, start {int} NOT NULL, "
-    "kind {text}, member {text}, PRIMARY KEY (org, generation, grain, start, kind, member)){rowid}",
+    # Each member of an org gets an integer per kind (projections/analytics_sets.py).
+    "CREATE TABLE IF NOT EXISTS {analytics_member_ids} (org {text}, kind {text}, member {text}, id {int} NOT NULL, "
+    "PRIMARY KEY (org, kind, member)){rowid}",
+    "CREATE UNIQUE INDEX IF NOT EXISTS {analytics_member_ids_by_id} ON {analytics_member_ids} (org, kind, id)",
+    "CREATE TABLE IF NOT EXISTS {analytics_member_sets} (org {text}, generation {int} NOT NULL, grain {int} NOT NULL, "
+    "start {int} NOT NULL, clients {blob} NOT NULL, repositories {blob} NOT NULL, "
+    "PRIMARY KEY (org, generation, grain, start)){rowid}",
     "CREATE TABLE IF NOT EXISTS {analytics_images} (org {text}, generation {int} NOT NULL, day {int} NOT NULL, repository {text}, "
     "reference {text}, pulls {int} NOT NULL, PRIMARY KEY (org, generation, day, repository, reference)){rowid}",
     "CREATE TABLE IF NOT EXISTS {analytics_repositories} (org {text}, generation {int} NOT NULL, day {int} NOT NULL, repository {text}, "
     "pulls {int} NOT NULL, bytes {int} NOT NULL, PRIMARY KEY (org, generation, day, repository)){rowid}",
     "CREATE TABLE IF NOT EXISTS {analytics_generations} (org {text} PRIMARY KEY, registered {int} NOT NULL, "
     "latest {int} NOT NULL){rowid}",
-    # The overview asks every org at once: by bucket, not by org first.
-    "CREATE INDEX IF NOT EXISTS {analytics_pulls_by_start} ON {analytics_pulls} (grain, start)",
+    # The overview asks every org at once: by bucket, not by org first. With the whole row in the index,
+    # reading one needs no lookup of the row (PostgreSQL: an index-only scan once vacuumed): half the CPU
+    # of the summary's largest read (bench/results/2026-11-30-analytics-history-s6.md).
+    "CREATE INDEX IF NOT EXISTS {analytics_pulls_by_start} ON {analytics_pulls} (grain, start, org, generation, result, n)",
     "CREATE INDEX IF NOT EXISTS {analytics_traffic_by_start} ON {analytics_traffic} (grain, start)",
+    "CREATE INDEX IF NOT EXISTS {analytics_fills_by_start} ON {analytics_fills} (grain, start, org, generation, bucket, n)",
+    "CREATE INDEX IF NOT EXISTS {analytics_member_sets_by_start} ON {analytics_member_sets} (grain, start)",
+    # A top list reads each day's rows from the most pulled (or the most bytes) down (projections/analytics_top.py).
+    "CREATE INDEX IF NOT EXISTS {analytics_images_by_pulls} ON {analytics_images} (org, generation, day, pulls)",
+    "CREATE INDEX IF NOT EXISTS {analytics_repositories_by_pulls} ON {analytics_repositories} (org, generation, day, pulls)",
+    "CREATE INDEX IF NOT EXISTS {analytics_repositories_by_bytes} ON {analytics_repositories} (org, generation, day, bytes)",
 )
-INDEXES = ("analytics_pulls_by_start", "analytics_traffic_by_start")
+INDEXES = ("analytics_member_ids_by_id", "analytics_pulls_by_start", "analytics_traffic_by_start",
+           "analytics_fills_by_start", "analytics_member_sets_by_start", "analytics_images_by_pulls",
+           "analytics_repositories_by_pulls", "analytics_repositories_by_bytes")
 _ADD_TRAFFIC = ", ".join(f"{name} = t.{name} + excluded.{name}" for name in TRAFFIC)
 
 def _upserts(placeholder: str) -> dict[str, str]:
@@ -46,7 +64,11 @@ def _upserts(placeholder: str) -> dict[str, str]:
                    f"ON CONFLICT (org, generation, grain, start) DO UPDATE SET {_ADD_TRAFFIC}",
         "fills": f"INSERT INTO {{analytics_fills}} AS t VALUES ({values(6)}) "
                  "ON CONFLICT (org, generation, grain, start, bucket) DO UPDATE SET n = t.n + excluded.n",
-        "members": f"INSERT INTO {{analytics_members}} VALUES ({values(6)}) ON CONFLICT DO NOTHING",
+        "member_ids": f"INSERT INTO {{analytics_member_ids}} VALUES ({values(4)})",
+        # The page has merged the stored set into the new one (AnalyticsView.write_member_sets).
+        "member_sets": f"INSERT INTO {{analytics_member_sets}} AS t VALUES ({values(6)}) "
+                       "ON CONFLICT (org, generation, grain, start) DO UPDATE SET clients = excluded.clients, "
+                       "repositories = excluded.repositories",
         "images": f"INSERT INTO {{analytics_images}} AS t VALUES ({values(6)}) "
                   "ON CONFLICT (org, generation, day, repository, reference) DO UPDATE SET pulls = t.pulls + excluded.pulls",
         "repositories": f"INSERT INTO {{analytics_repositories}} AS t VALUES ({values(6)}) "
@@ -61,7 +83,8 @@ def _upserts(placeholder: str) -> dict[str, str]:
 # statement per row: a page's keys are distinct (summed per key first), so ON CONFLICT meets each once.
 _T, _I = "text", "bigint"
 _COLUMN_TYPES = {"pulls": (_T, _I, _I, _I, _T, _I), "traffic": (_T, _I, _I, _I, *[_I] * len(TRAFFIC)),
-                 "fills": (_T, _I, _I, _I, _I, _I), "members": (_T, _I, _I, _I, _T, _T),
+                 "fills": (_T, _I, _I, _I, _I, _I), "member_ids": (_T, _T, _T, _I),
+                 "member_sets": (_T, _I, _I, _I, "bytea", "bytea"),
                  "images": (_T, _I, _I, _T, _T, _I), "repositories": (_T, _I, _I, _T, _I, _I),
                  "generations": (_T, _I, _I)}
 
@@ -75,8 +98,8 @@ def _unnest_upserts() -> dict[str, str]:
     return out
 
 
-def _schema(text: str, integer: str, rowid: str, names: dict[str, str]) -> tuple[str, ...]:
-    return tuple(ddl.format(text=text, int=integer, rowid=rowid, **names) for ddl in SCHEMA)
+def _schema(text: str, integer: str, blob: str, rowid: str, names: dict[str, str]) -> tuple[str, ...]:
+    return tuple(ddl.format(text=text, int=integer, blob=blob, rowid=rowid, **names) for ddl in SCHEMA)
 
 
 _SQLITE_NAMES = {name: name for name in (*TABLES, *INDEXES)}
@@ -86,7 +109,7 @@ class SqliteAnalyticsView(SqliteView, AnalyticsView):
     tables = TABLES
     schema_version = SCHEMA_VERSION
     _names = _SQLITE_NAMES
-    schema = _schema("TEXT NOT NULL", "INTEGER", " WITHOUT ROWID", _SQLITE_NAMES)
+    schema = _schema("TEXT NOT NULL", "INTEGER", "BLOB", " WITHOUT ROWID", _SQLITE_NAMES)
     _sql = {kind: text.replace("{max}", "max").format(**_SQLITE_NAMES) for kind, text in _upserts("?").items()}
 
     def add_pulls(self, c: SQLiteCursor, rows: list[tuple]) -> None:
@@ -98,8 +121,29 @@ class SqliteAnalyticsView(SqliteView, AnalyticsView):
     def add_fills(self, c: SQLiteCursor, rows: list[tuple]) -> None:
         c.executemany(self._sql["fills"], rows)
 
-    def add_members(self, c: SQLiteCursor, rows: list[tuple]) -> None:
-        c.executemany(self._sql["members"], rows)
+    def member_ids(self, c: SQLiteCursor, org: str, kind: str, names: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for first in range(0, len(names), 500):   # well below SQLite's limit of parameters per statement
+            chunk = names[first:first + 500]
+            c.execute("SELECT member, id FROM analytics_member_ids WHERE org = ? AND kind = ? AND member IN (%s)"
+                      % ", ".join("?" * len(chunk)), (org, kind, *chunk))
+            out.update((member, number) for member, number in c.fetchall())
+        return out
+
+    def next_member_id(self, c: SQLiteCursor, org: str, kind: str) -> int:
+        c.execute("SELECT coalesce(max(id), -1) + 1 FROM analytics_member_ids WHERE org = ? AND kind = ?", (org, kind))
+        return int(c.fetchone()[0])
+
+    def add_member_ids(self, c: SQLiteCursor, rows: list[tuple]) -> None:
+        c.executemany(self._sql["member_ids"], rows)
+
+    def member_sets(self, c: SQLiteCursor, org: str, generation: int, grain: int, first: int, last: int) -> list[tuple]:
+        c.execute("SELECT start, clients, repositories FROM analytics_member_sets WHERE org = ? AND generation = ? "
+                  "AND grain = ? AND start BETWEEN ? AND ?", (org, generation, grain, first, last))
+        return [tuple(row) for row in c.fetchall()]
+
+    def put_member_sets(self, c: SQLiteCursor, rows: list[tuple]) -> None:
+        c.executemany(self._sql["member_sets"], rows)
 
     def add_images(self, c: SQLiteCursor, rows: list[tuple]) -> None:
         c.executemany(self._sql["images"], rows)
@@ -124,7 +168,7 @@ class PostgresAnalyticsView(PostgresView, AnalyticsView):
     schema_version = SCHEMA_VERSION
     indexes = INDEXES
     # {name} placeholders stay for PostgresView to fill with this version's table names.
-    schema = _schema("text NOT NULL", "bigint", "", {name: "{" + name + "}" for name in (*TABLES, *INDEXES)})
+    schema = _schema("text NOT NULL", "bigint", "bytea", "", {name: "{" + name + "}" for name in (*TABLES, *INDEXES)})
     _upsert = {kind: text.replace("{max}", "GREATEST") for kind, text in _unnest_upserts().items()}
 
     def _add(self, c: Cursor, kind: str, rows: list[tuple]) -> None:
@@ -139,8 +183,27 @@ class PostgresAnalyticsView(PostgresView, AnalyticsView):
     def add_fills(self, c: Cursor, rows: list[tuple]) -> None:
         self._add(c, "fills", rows)
 
-    def add_members(self, c: Cursor, rows: list[tuple]) -> None:
-        self._add(c, "members", rows)
+    def member_ids(self, c: Cursor, org: str, kind: str, names: list[str]) -> dict[str, int]:
+        c.execute(self.sql("SELECT member, id FROM {analytics_member_ids} WHERE org = %s AND kind = %s "
+                           "AND member = ANY(%s)"), (org, kind, names))
+        return {row["member"]: row["id"] for row in c.fetchall()}
+
+    def next_member_id(self, c: Cursor, org: str, kind: str) -> int:
+        c.execute(self.sql("SELECT coalesce(max(id), -1) + 1 AS next FROM {analytics_member_ids} "
+                           "WHERE org = %s AND kind = %s"), (org, kind))
+        return int(c.fetchone()["next"])
+
+    def add_member_ids(self, c: Cursor, rows: list[tuple]) -> None:
+        self._add(c, "member_ids", rows)
+
+    def member_sets(self, c: Cursor, org: str, generation: int, grain: int, first: int, last: int) -> list[tuple]:
+        c.execute(self.sql("SELECT start, clients, repositories FROM {analytics_member_sets} WHERE org = %s AND "
+                           "generation = %s AND grain = %s AND start BETWEEN %s AND %s"),
+                  (org, generation, grain, first, last))
+        return [(row["start"], row["clients"], row["repositories"]) for row in c.fetchall()]
+
+    def put_member_sets(self, c: Cursor, rows: list[tuple]) -> None:
+        self._add(c, "member_sets", rows)
 
     def add_images(self, c: Cursor, rows: list[tuple]) -> None:
         self._add(c, "images", rows)

@@ -159,3 +159,52 @@ def test_an_evicted_image_counts_once_in_its_orgs_buckets_and_its_index_children
     view.process([(event, Tracking("Registry", i + 1)) for i, event in enumerate(events)])
     assert analytics(view).summary("hub", since=T0, until=T0 + DAY)["evictions"] == 1
     assert analytics(view).summary("hub", since=T0 + HOUR, until=T0 + DAY)["evictions"] == 0
+
+
+def test_distinct_counts_and_top_lists_are_those_of_the_pulls_themselves_on_any_range(view):
+    """A random workload in pages of random sizes, pulls out of time order: the distinct clients and
+    repositories of a range and its top lists are those counted from the pulls by hand."""
+    import random
+    from domain.analytics import minute_range
+    rng = random.Random(5)
+    pulls = []
+    for _ in range(3000):
+        image = min(int(rng.paretovariate(0.8)), 200)
+        pulls.append(pull("hit", T0 + rng.randrange(0, 5 * DAY), client=f"10.0.{rng.randrange(3)}.{rng.randrange(60)}",
+                          repository=f"app/image{image}", reference=f"v{image % 3}"))
+    events = [event for aggregate in pulls for event in aggregate.collect_events()]
+    position = 1
+    while position <= len(events):
+        size = rng.randrange(1, 400)
+        view.process(tracked(events[position - 1:position - 1 + size], start=position))
+        position += size
+    asked = analytics(view, now=T0 + 6 * DAY)
+    for _ in range(12):
+        since = T0 + rng.randrange(-HOUR, 5 * DAY)
+        until = since + rng.randrange(60, 5 * DAY)
+        lo, hi = minute_range(since, until)
+        inside = [e for e in events if lo <= e.at < hi]
+        summary = asked.summary("hub", since, until)
+        assert (summary["clients"], summary["repositories"]) == (len({e.client for e in inside}),
+                                                                 len({e.repository for e in inside}))
+        days = [e for e in events if lo // DAY * DAY <= e.at < -(-hi // DAY) * DAY]   # the whole days touched
+        images, repositories = {}, {}
+        for e in days:
+            images[(e.repository, e.reference)] = images.get((e.repository, e.reference), 0) + 1
+            repositories[e.repository] = repositories.get(e.repository, 0) + 1
+        top = asked.top("hub", "pulls", since, until, limit=7)
+        assert [(i["repository"], i["reference"], i["pulls"]) for i in top["images"]] == \
+            [(*key, n) for key, n in sorted(images.items(), key=lambda item: (-item[1], item[0]))[:7]]
+        assert [(r["repository"], r["pulls"]) for r in top["repositories"]] == \
+            sorted(repositories.items(), key=lambda item: (-item[1], item[0]))[:7]
+
+
+def test_a_top_list_of_many_days_and_many_repositories_answers_exactly(view):
+    """A long range with a long list: the exact sums go in statements below the databases' parameter limits."""
+    events = [event for day in range(400) for image in range(day % 3, 90, 3)
+              for event in pull("hit", T0 + day * DAY + image, repository=f"app/image{image}",
+                                reference="v1").collect_events()]
+    view.process(tracked(events))
+    top = analytics(view, now=T0 + 400 * DAY).top("hub", "pulls", T0, T0 + 400 * DAY, limit=1000)
+    assert len(top["repositories"]) == 90 and sum(r["pulls"] for r in top["repositories"]) == len(events)
+    assert top["repositories"][0] == {"repository": "app/image0", "pulls": 134, "bytes_served": 0}
