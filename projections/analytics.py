@@ -245,8 +245,9 @@ class AnalyticsView(View):
 
     # -- queries ---------------------------------------------------------------------------------------
     @abstractmethod
-    def _rows(self, text: str, params: list) -> list[tuple]:
-        """Rows of a read statement written with {table} placeholders and %s parameters."""
+    def _rows(self, text: str, params: list, serial: bool = False) -> list[tuple]:
+        """Rows of a read statement written with {table} placeholders and %s parameters; `serial`: a read
+        of every org, which PostgreSQL would otherwise plan with parallel workers."""
 
     def totals(self, pieces: list[tuple[int, int, int]], org: str | None = None,
                by_start: bool = False, distinct: bool = True, generation: int | None = None) -> dict[Any, Totals]:
@@ -273,9 +274,9 @@ class AnalyticsView(View):
                       for value in ((org, *piece, *chosen_params) if org is not None else (*piece, *chosen_params))]
             if by_start and len(pieces) == 1 and generation != ALL_GENERATIONS:
                 # A series: one row per bucket and key already, so the rows as stored, in key order.
-                return self._rows(source, params)
+                return self._rows(source, params, serial=org is None)
             grouped = "" if group is None else f" GROUP BY {key}{group}"   # None: every row of every piece
-            return self._rows(f"SELECT {key}, {select} FROM ({source}) AS piece{grouped}", params)
+            return self._rows(f"SELECT {key}, {select} FROM ({source}) AS piece{grouped}", params, serial=org is None)
 
         def of(row: tuple) -> Totals:
             k = (row[0], row[1]) if by_start else row[0]

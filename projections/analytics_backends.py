@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from eventsourcing.sqlite import SQLiteCursor
-from psycopg import Cursor
+from psycopg import Connection, Cursor
 
 from projections.analytics import TRAFFIC, AnalyticsView
 from projections.base import SqliteView
-from projections.postgres_view import PostgresView
+from projections.postgres_view import PostgresView, read_with_retry
 
 TABLES = ("analytics_pulls", "analytics_traffic", "analytics_fills", "analytics_member_ids", "analytics_member_sets",
           "analytics_images", "analytics_repositories", "analytics_generations")
@@ -159,7 +159,7 @@ class SqliteAnalyticsView(SqliteView, AnalyticsView):
         row = c.fetchone()
         return int(row[0]) if row else 1
 
-    def _rows(self, text: str, params: list) -> list[tuple]:
+    def _rows(self, text: str, params: list, serial: bool = False) -> list[tuple]:
         return [tuple(row) for row in self._query(text.format(**self._names).replace("%s", "?"), params)]
 
 class PostgresAnalyticsView(PostgresView, AnalyticsView):
@@ -219,7 +219,18 @@ class PostgresAnalyticsView(PostgresView, AnalyticsView):
         row = c.fetchone()
         return int(row["registered"] if isinstance(row, dict) else row[0]) if row else 1
 
-    def _rows(self, text: str, params: list) -> list[tuple]:
-        return self._query(text, params)
+    def _rows(self, text: str, params: list, serial: bool = False) -> list[tuple]:
+        if not serial:
+            return self._query(text, params)
+        statement = self.read_sql(text)
+
+        def read(conn: Connection) -> list:
+            with conn.transaction():
+                # Planned without parallel workers: starting them cost more than these reads of a few
+                # thousand index rows take (bench/results/2026-11-30-analytics-history-s6.md). SET LOCAL:
+                # the pooled connection goes back to other views unchanged.
+                conn.execute("SET LOCAL max_parallel_workers_per_gather = 0", prepare=True)
+                return conn.execute(statement, params, prepare=True).fetchall()
+        return [tuple(row.values()) for row in read_with_retry(self.datastore, read)]
 
 __all__ = ["PostgresAnalyticsView", "SqliteAnalyticsView"]
