@@ -6,7 +6,8 @@ them, image evictions. Every write adds to a row, so a page is a handful of upse
 could interleave. Distinct clients and repositories are exact per bucket: each bucket keeps the set of
 its members (projections/analytics_sets.py: an integer per member, a bitmap per bucket), and a range
 counts the members of the union of its buckets' sets. Those sets are read, merged and rewritten once
-per page (a bulk rebuild's gathering of pages) and bucket: only the Pulls runner writes them (the Registry runner's events have no members).
+per page (in a bulk rebuild, per gathering of pages) and bucket: only the Pulls runner writes them (the
+Registry runner's events have no members).
 Top lists over a range are exact too, without summing every day's rows (projections/analytics_top.py).
 """
 
@@ -108,8 +109,8 @@ class AnalyticsView(View):
     def write_gathered(self, c: Any, page: Page) -> None:
         _add_pulls(page, page.pull_keys)
         page.pull_keys.clear()
-        # Evictions of orgs the page saw no registration of count for the org's generation before the page,
-        # which is the stored one: nothing of this page is written yet.
+        # An eviction of an org with no registration earlier in the page counts for the org's generation
+        # before the page: the stored one, as nothing of the page is written yet.
         for org, times in page.unresolved_evictions.items():
             generation = self.registered_generation(c, org)
             for at in times:
