@@ -27,7 +27,6 @@ SCHEMA = (
     # Each member of an org gets an integer per kind (projections/analytics_sets.py).
     "CREATE TABLE IF NOT EXISTS {analytics_member_ids} (org {text}, kind {text}, member {text}, id {int} NOT NULL, "
     "PRIMARY KEY (org, kind, member)){rowid}",
-    "CREATE UNIQUE INDEX IF NOT EXISTS {analytics_member_ids_by_id} ON {analytics_member_ids} (org, kind, id)",
     "CREATE TABLE IF NOT EXISTS {analytics_member_sets} (org {text}, generation {int} NOT NULL, grain {int} NOT NULL, "
     "start {int} NOT NULL, clients {blob} NOT NULL, repositories {blob} NOT NULL, "
     "PRIMARY KEY (org, generation, grain, start)){rowid}",
@@ -37,12 +36,16 @@ SCHEMA = (
     "pulls {int} NOT NULL, bytes {int} NOT NULL, PRIMARY KEY (org, generation, day, repository)){rowid}",
     "CREATE TABLE IF NOT EXISTS {analytics_generations} (org {text} PRIMARY KEY, registered {int} NOT NULL, "
     "latest {int} NOT NULL){rowid}",
+    # The indexes in the order a page writes the tables (pulls, traffic, fills, member ids and sets, images,
+    # repositories): on PostgreSQL each CREATE INDEX IF NOT EXISTS of a view's open locks its table, and
+    # another order would deadlock with a runner's page.
     # The overview asks every org at once: by bucket, not by org first. With the whole row in the index,
     # reading one needs no lookup of the row (PostgreSQL: an index-only scan once vacuumed): half the CPU
     # of the summary's largest read (bench/results/2026-11-30-analytics-history-s6.md).
     "CREATE INDEX IF NOT EXISTS {analytics_pulls_by_start} ON {analytics_pulls} (grain, start, org, generation, result, n)",
     "CREATE INDEX IF NOT EXISTS {analytics_traffic_by_start} ON {analytics_traffic} (grain, start)",
     "CREATE INDEX IF NOT EXISTS {analytics_fills_by_start} ON {analytics_fills} (grain, start, org, generation, bucket, n)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS {analytics_member_ids_by_id} ON {analytics_member_ids} (org, kind, id)",
     "CREATE INDEX IF NOT EXISTS {analytics_member_sets_by_start} ON {analytics_member_sets} (grain, start)",
     # A top list reads each day's rows from the most pulled (or the most bytes) down (projections/analytics_top.py).
     "CREATE INDEX IF NOT EXISTS {analytics_images_by_pulls} ON {analytics_images} (org, generation, day, pulls)",
@@ -112,6 +115,7 @@ class SqliteAnalyticsView(SqliteView, AnalyticsView):
     # alone 1.66x, 1.47x): bench/results/2026-11-30-rebuild-analytics-bulk-s6.md.
     gathers = ()
     tables = TABLES
+    retired_tables = ("analytics_members",)   # schema 2's row per (bucket, member)
     schema_version = SCHEMA_VERSION
     _names = _SQLITE_NAMES
     schema = _schema("TEXT NOT NULL", "INTEGER", "BLOB", " WITHOUT ROWID", _SQLITE_NAMES)

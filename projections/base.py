@@ -130,6 +130,7 @@ class SqliteView(SQLiteTrackingRecorder, View):
     """
 
     tables: ClassVar[tuple[str, ...]] = ()      # names, for clear() and dump()
+    retired_tables: ClassVar[tuple[str, ...]] = ()   # tables older schemas had: dropped by the upgrade
     schema: ClassVar[tuple[str, ...]] = ()      # CREATE TABLE / INDEX IF NOT EXISTS statements
     schema_version: ClassVar[int] = 1           # raise it with any change to `schema`
     # Page cache of this view's connections in KiB (0: SQLite's default, 2 MiB). An offline rebuild may
@@ -153,7 +154,7 @@ class SqliteView(SQLiteTrackingRecorder, View):
             if found is not None and found < self.schema_version:
                 log.warning("view %s: schema version %d is older than %d; rebuilding it from the event store",
                             "/".join(self.tables), found, self.schema_version)
-                for table in self.tables:
+                for table in (*self.tables, *self.retired_tables):
                     c.execute(f"DROP TABLE IF EXISTS {table}")
                 c.execute("DELETE FROM tracking WHERE application_name != ?", (self.table_migration_identifier,))
             for statement in self.create_table_statements:

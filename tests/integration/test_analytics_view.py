@@ -208,3 +208,23 @@ def test_a_top_list_of_many_days_and_many_repositories_answers_exactly(view):
     top = analytics(view, now=T0 + 400 * DAY).top("hub", "pulls", T0, T0 + 400 * DAY, limit=1000)
     assert len(top["repositories"]) == 90 and sum(r["pulls"] for r in top["repositories"]) == len(events)
     assert top["repositories"][0] == {"repository": "app/image0", "pulls": 134, "bytes_served": 0}
+
+
+def test_a_sqlite_view_of_schema_2_loses_its_member_rows_when_upgraded(event_store_backend, tmp_path):
+    """Schema 3 keeps members as sets: the upgrade drops schema 2's table of member rows with the others."""
+    if event_store_backend != "sqlite":
+        pytest.skip("a SQLite file's tables; PostgreSQL keeps a copy per version")
+    import sqlite3
+    from infra.persistence import embedded_env
+    env = embedded_env(tmp_path / "old")
+    open_view("analytics", env).close()
+    path = next((tmp_path / "old").rglob("analytics.db"))
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE analytics_members (org TEXT, generation INTEGER, grain INTEGER, start INTEGER, "
+                   "kind TEXT, member TEXT)")
+        db.execute("PRAGMA user_version = 2")
+    open_view("analytics", env).close()
+    with sqlite3.connect(path) as db:
+        names = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "analytics_members" not in names and "analytics_member_sets" in names
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
