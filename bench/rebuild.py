@@ -194,6 +194,22 @@ def store_heads(env: dict) -> dict[str, int]:
         pulls.close()
 
 
+def report_peer(label: str, peer: dict | None, pulls: int) -> None:
+    """Print a peer pass of the same run (none: nothing), with its rate added to it."""
+    if peer:
+        peer["pull_events_per_s"] = rate(pulls, peer["seconds"])
+        print(f"  one pass, {label}: {peer['seconds']} s ({peer['pull_events_per_s']} pull events/s; process CPU "
+              f"{peer['cpu_seconds']} s; slowest view's writes {peer['slowest_view_writes_seconds']} s; writes "
+              f"{peer['view_write_seconds']}; load {peer['load']})", flush=True)
+
+
+def report_ratio(label: str, peer: dict | None, together: dict) -> None:
+    """Print how much faster the measured pass was than its peer (none: nothing)."""
+    if peer:
+        print(f"  {label}: {peer['seconds'] / together['seconds']:.2f}x wall, "
+              f"{peer['cpu_seconds'] / together['cpu_seconds']:.2f}x process CPU", flush=True)
+
+
 def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dict:
     store = args.store_dir if backend == "sqlite" else args.store_database
     if store:
@@ -221,40 +237,19 @@ def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dic
                            args.bulk_events, args.compare_page_by_page, args.compare_not_gathering)
     together = timed["together"]
     pulls = heads["Pulls"]
-    paged = timed["page_by_page"]
-    if paged:
-        paged["pull_events_per_s"] = rate(pulls, paged["seconds"])
-        print(f"  one pass, page by page (bulk_events 0, indexes kept): {paged['seconds']} s "
-              f"({paged['pull_events_per_s']} pull events/s; process CPU {paged['cpu_seconds']} s; slowest view's writes "
-              f"{paged['slowest_view_writes_seconds']} s; writes {paged['view_write_seconds']}; load {paged['load']})",
-              flush=True)
-    ungathered = timed["not_gathering"]
+    paged, ungathered, baseline = timed["page_by_page"], timed["not_gathering"], timed["mapper_decoding"]
+    report_peer("page by page (bulk_events 0, indexes kept)", paged, pulls)
     if ungathered:
-        ungathered["pull_events_per_s"] = rate(pulls, ungathered["seconds"])
-        print(f"  one pass, {', '.join(ungathered['not_gathering'])} page by page, the rest gathered: "
-              f"{ungathered['seconds']} s ({ungathered['pull_events_per_s']} pull events/s; process CPU "
-              f"{ungathered['cpu_seconds']} s; writes {ungathered['view_write_seconds']}; load {ungathered['load']})",
-              flush=True)
-    baseline = timed["mapper_decoding"]
-    if baseline:
-        baseline["pull_events_per_s"] = rate(pulls, baseline["seconds"])
-        print(f"  one pass, every event decoded by the mapper: {baseline['seconds']} s ({baseline['pull_events_per_s']} "
-              f"pull events/s; process CPU {baseline['cpu_seconds']} s; slowest view's writes "
-              f"{baseline['slowest_view_writes_seconds']} s; load {baseline['load']})", flush=True)
+        report_peer(f"{', '.join(ungathered['not_gathering'])} page by page, the rest gathered", ungathered, pulls)
+    report_peer("every event decoded by the mapper", baseline, pulls)
     print(f"  all of {', '.join(names)} in one pass (bulk_events {args.bulk_events}): {together['seconds']} s "
           f"({rate(pulls, together['seconds'])} pull events/s; {rate(pulls, together['cpu_seconds'])} per CPU second; "
           f"process CPU {together['cpu_seconds']} s; slowest view's writes {together['slowest_view_writes_seconds']}"
           f" s; load {machine.load()})", flush=True)
-    if paged:
-        print(f"  bulk / page by page: {paged['seconds'] / together['seconds']:.2f}x wall, "
-              f"{paged['cpu_seconds'] / together['cpu_seconds']:.2f}x process CPU", flush=True)
+    report_ratio("bulk / page by page", paged, together)
     if ungathered:
-        print(f"  gathering / not gathering {', '.join(ungathered['not_gathering'])}: "
-              f"{ungathered['seconds'] / together['seconds']:.2f}x wall, "
-              f"{ungathered['cpu_seconds'] / together['cpu_seconds']:.2f}x process CPU", flush=True)
-    if baseline:
-        print(f"  fast pull decoder / mapper: {baseline['seconds'] / together['seconds']:.2f}x wall, "
-              f"{baseline['cpu_seconds'] / together['cpu_seconds']:.2f}x process CPU", flush=True)
+        report_ratio(f"gathering / not gathering {', '.join(ungathered['not_gathering'])}", ungathered, together)
+    report_ratio("fast pull decoder / mapper", baseline, together)
     for name, took in together["view_write_seconds"].items():
         print(f"    {name:10} writes {took:7.2f} s: {rate(pulls, took)} pull events/s", flush=True)
     for row in timed["alone"]:
