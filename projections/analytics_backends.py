@@ -109,11 +109,6 @@ _SQLITE_NAMES = {name: name for name in (*TABLES, *INDEXES)}
 
 
 class SqliteAnalyticsView(SqliteView, AnalyticsView):
-    # Page by page in a bulk rebuild too: SQLite's statements of a page cost little (in process, indexes
-    # dropped), and gathering was slower in the same run (1M pulls, six views: 0.85x wall, 0.94x CPU;
-    # analytics alone 0.84x, 0.95x), where PostgreSQL's round trips make it faster there (1.24x, 1.17x;
-    # alone 1.66x, 1.47x): bench/results/2026-11-30-rebuild-analytics-bulk-s6.md.
-    gathers = ()
     tables = TABLES
     retired_tables = ("analytics_members",)   # schema 2's row per (bucket, member)
     schema_version = SCHEMA_VERSION

@@ -193,12 +193,7 @@ def write_traffic_history(env: dict) -> None:
         pulls.close()
 
 
-def test_the_analytics_view_rebuilt_in_bulk_is_the_one_built_live(env, monkeypatch):
-    from projections.analytics import AnalyticsView
-    from projections.analytics_backends import SqliteAnalyticsView
-
-    # SQLite's view writes page by page in a rebuild (measured faster there); its gathering is tested too.
-    monkeypatch.setattr(SqliteAnalyticsView, "gathers", AnalyticsView.gathers)
+def test_the_analytics_view_rebuilt_in_bulk_is_the_one_built_live(env):
     write_traffic_history(env)
     live = built_live(env)
     indexes = index_names(env)
