@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
@@ -71,16 +72,27 @@ def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAG
         return _rebuild_in_place(names, env, page_size, seconds, archive, cache_kib, bulk_events)
 
 
+_collecting = threading.Lock()
+_rebuilding: list = [0, None]   # rebuilds under way in this process, the threshold before the first
+
+
 @contextmanager
 def collecting_less() -> Iterator[None]:
-    """Python's garbage collector at REBUILD_GC_THRESHOLD while it lasts (0: as it is), then as it was."""
-    before = gc.get_threshold()
-    if REBUILD_GC_THRESHOLD:
-        gc.set_threshold(REBUILD_GC_THRESHOLD, *before[1:])
+    """Python's garbage collector at REBUILD_GC_THRESHOLD while it lasts (0: as it is), then as it was once
+    the last of overlapping rebuilds (threads of one process: the threshold is the process's) ends."""
+    with _collecting:
+        if _rebuilding[0] == 0:
+            _rebuilding[1] = gc.get_threshold()
+            if REBUILD_GC_THRESHOLD:
+                gc.set_threshold(REBUILD_GC_THRESHOLD, *_rebuilding[1][1:])
+        _rebuilding[0] += 1
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        with _collecting:
+            _rebuilding[0] -= 1
+            if _rebuilding[0] == 0:
+                gc.set_threshold(*_rebuilding[1])
 
 
 def _rebuild_in_place(names: tuple[str, ...], env: dict, page_size: int, seconds: dict[str, float] | None,

@@ -109,3 +109,11 @@ def test_a_rebuild_collects_garbage_less_often_and_gives_the_threshold_back_even
             assert gc.get_threshold() == (REBUILD_GC_THRESHOLD, *before[1:])
             raise RuntimeError("a failed rebuild")
     assert gc.get_threshold() == before
+    # Overlapping rebuilds (threads): the threshold comes back when the last one ends, not the first.
+    first, second = collecting_less(), collecting_less()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert gc.get_threshold()[0] == REBUILD_GC_THRESHOLD
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
