@@ -101,6 +101,24 @@ def mapper_decoding():
         replay_module.decoder_of = fast
 
 
+@contextmanager
+def not_gathering(names: list[str]):
+    """The named views with no `gathers` while it lasts: they write page by page, each page with their live
+    runner's statements (`process_page`), while the other views gather: the peer of a view's gathering."""
+    classes = [cls for name in names for cls in (spec(name).sqlite_view, spec(name).postgres_view)]
+    own = {cls: cls.__dict__.get("gathers") for cls in classes}   # None: inherited
+    for cls in classes:
+        cls.gathers = ()
+    try:
+        yield
+    finally:
+        for cls, gathers in own.items():
+            if gathers is None:
+                del cls.gathers
+            else:
+                cls.gathers = gathers
+
+
 def rate(events: int, seconds: float) -> int | None:
     return round(events / seconds) if seconds else None
 
@@ -123,9 +141,9 @@ def one_pass(names: list[str], env: dict, page_size: int, profile: Path | None,
 
 def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Path | None, backend: str,
                    each_alone: bool = True, compare_mapper: bool = False, bulk_events: int = REBUILD_BULK_EVENTS,
-                   compare_page_by_page: bool = False) -> dict:
+                   compare_page_by_page: bool = False, not_gathering_views: list[str] | None = None) -> dict:
     """Every view in one pass (first with the mapper's decoding when `compare_mapper`, or page by page when
-    `compare_page_by_page`), then each view alone."""
+    `compare_page_by_page`, or with `not_gathering_views` writing page by page), then each view alone."""
     baseline = None
     if compare_mapper:
         with mapper_decoding():
@@ -134,6 +152,12 @@ def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Pat
     paged = None
     if compare_page_by_page:
         paged = one_pass(names, env, page_size, profile_dir and profile_dir / f"rebuild-{backend}-all-paged.html", 0)
+    ungathered = None
+    if not_gathering_views:
+        with not_gathering(not_gathering_views):
+            ungathered = one_pass(names, env, page_size,
+                                  profile_dir and profile_dir / f"rebuild-{backend}-all-not-gathering.html", bulk_events)
+        ungathered["not_gathering"] = list(not_gathering_views)
     together = one_pass(names, env, page_size, profile_dir and profile_dir / f"rebuild-{backend}-all.html", bulk_events)
     alone = []
     for name in names if each_alone else ():
@@ -144,7 +168,8 @@ def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Pat
         alone.append({"projection": name, "replayed": counts, "events": events, "seconds": round(took, 2),
                       "cpu_seconds": round(time.process_time() - cpu, 2), "events_per_s": rate(events, took),
                       "verdict": "PASS" if took and events / took >= TARGET else "MISS", "load": machine.load()})
-    return {"together": together, "alone": alone, "mapper_decoding": baseline, "page_by_page": paged}
+    return {"together": together, "alone": alone, "mapper_decoding": baseline, "page_by_page": paged,
+            "not_gathering": ungathered}
 
 
 def kept_env(backend: str, store: str, admin_url: str) -> dict:
@@ -167,6 +192,22 @@ def store_heads(env: dict) -> dict[str, int]:
     finally:
         records.close()
         pulls.close()
+
+
+def report_peer(label: str, peer: dict | None, pulls: int) -> None:
+    """Print a peer pass of the same run (none: nothing), with its rate added to it."""
+    if peer:
+        peer["pull_events_per_s"] = rate(pulls, peer["seconds"])
+        print(f"  one pass, {label}: {peer['seconds']} s ({peer['pull_events_per_s']} pull events/s; process CPU "
+              f"{peer['cpu_seconds']} s; slowest view's writes {peer['slowest_view_writes_seconds']} s; writes "
+              f"{peer['view_write_seconds']}; load {peer['load']})", flush=True)
+
+
+def report_ratio(label: str, peer: dict | None, together: dict) -> None:
+    """Print how much faster the measured pass was than its peer (none: nothing)."""
+    if peer:
+        print(f"  {label}: {peer['seconds'] / together['seconds']:.2f}x wall, "
+              f"{peer['cpu_seconds'] / together['cpu_seconds']:.2f}x process CPU", flush=True)
 
 
 def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dict:
@@ -193,32 +234,22 @@ def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dic
         return {"backend": backend, "heads": heads, "write_seconds": round(written, 1)}
     names = list(args.projection or PULL_VIEWS)
     timed = timed_rebuilds(names, env, args.page_size, args.profile, backend, not args.no_alone, args.compare_mapper,
-                           args.bulk_events, args.compare_page_by_page)
+                           args.bulk_events, args.compare_page_by_page, args.compare_not_gathering)
     together = timed["together"]
     pulls = heads["Pulls"]
-    paged = timed["page_by_page"]
-    if paged:
-        paged["pull_events_per_s"] = rate(pulls, paged["seconds"])
-        print(f"  one pass, page by page (bulk_events 0, indexes kept): {paged['seconds']} s "
-              f"({paged['pull_events_per_s']} pull events/s; process CPU {paged['cpu_seconds']} s; slowest view's writes "
-              f"{paged['slowest_view_writes_seconds']} s; writes {paged['view_write_seconds']}; load {paged['load']})",
-              flush=True)
-    baseline = timed["mapper_decoding"]
-    if baseline:
-        baseline["pull_events_per_s"] = rate(pulls, baseline["seconds"])
-        print(f"  one pass, every event decoded by the mapper: {baseline['seconds']} s ({baseline['pull_events_per_s']} "
-              f"pull events/s; process CPU {baseline['cpu_seconds']} s; slowest view's writes "
-              f"{baseline['slowest_view_writes_seconds']} s; load {baseline['load']})", flush=True)
+    paged, ungathered, baseline = timed["page_by_page"], timed["not_gathering"], timed["mapper_decoding"]
+    report_peer("page by page (bulk_events 0, indexes kept)", paged, pulls)
+    if ungathered:
+        report_peer(f"{', '.join(ungathered['not_gathering'])} page by page, the rest gathered", ungathered, pulls)
+    report_peer("every event decoded by the mapper", baseline, pulls)
     print(f"  all of {', '.join(names)} in one pass (bulk_events {args.bulk_events}): {together['seconds']} s "
           f"({rate(pulls, together['seconds'])} pull events/s; {rate(pulls, together['cpu_seconds'])} per CPU second; "
           f"process CPU {together['cpu_seconds']} s; slowest view's writes {together['slowest_view_writes_seconds']}"
           f" s; load {machine.load()})", flush=True)
-    if paged:
-        print(f"  bulk / page by page: {paged['seconds'] / together['seconds']:.2f}x wall, "
-              f"{paged['cpu_seconds'] / together['cpu_seconds']:.2f}x process CPU", flush=True)
-    if baseline:
-        print(f"  fast pull decoder / mapper: {baseline['seconds'] / together['seconds']:.2f}x wall, "
-              f"{baseline['cpu_seconds'] / together['cpu_seconds']:.2f}x process CPU", flush=True)
+    report_ratio("bulk / page by page", paged, together)
+    if ungathered:
+        report_ratio(f"gathering / not gathering {', '.join(ungathered['not_gathering'])}", ungathered, together)
+    report_ratio("fast pull decoder / mapper", baseline, together)
     for name, took in together["view_write_seconds"].items():
         print(f"    {name:10} writes {took:7.2f} s: {rate(pulls, took)} pull events/s", flush=True)
     for row in timed["alone"]:
@@ -227,7 +258,7 @@ def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dic
               f"load {row['load']})", flush=True)
     return {"backend": backend, "heads": heads, "write_seconds": round(written, 1),
             "together": {**together, "pull_events_per_s": rate(pulls, together["seconds"])},
-            "alone": timed["alone"], "mapper_decoding": baseline, "page_by_page": paged}
+            "alone": timed["alone"], "mapper_decoding": baseline, "page_by_page": paged, "not_gathering": ungathered}
 
 
 def main() -> int:
@@ -246,6 +277,9 @@ def main() -> int:
                         f"{REBUILD_BULK_EVENTS}; 0: page by page, indexes kept)")
     p.add_argument("--compare-page-by-page", action="store_true",
                    help="first run the one pass page by page (bulk_events 0), the bulk mode's peer, in the same run")
+    p.add_argument("--compare-not-gathering", action="append", choices=PROJECTION_NAMES, metavar="NAME",
+                   help="first run the one pass with this view (repeatable) writing page by page, as its live "
+                        "runner does, and the others gathering: the peer of its gathering, in the same run")
     p.add_argument("--profile", type=Path, help="write pyinstrument profiles of each rebuild into this directory")
     p.add_argument("--store-dir", help="SQLite: keep the store in this directory for later runs (written only "
                    "when empty, else reused: then --pulls and --images are what it holds)")

@@ -6,7 +6,8 @@ them, image evictions. Every write adds to a row, so a page is a handful of upse
 could interleave. Distinct clients and repositories are exact per bucket: each bucket keeps the set of
 its members (projections/analytics_sets.py: an integer per member, a bitmap per bucket), and a range
 counts the members of the union of its buckets' sets. Those sets are read, merged and rewritten once
-per page and bucket: only the Pulls runner writes them (the Registry runner's events have no members).
+per page (in a bulk rebuild, per gathering of pages) and bucket: only the Pulls runner writes them (the
+Registry runner's events have no members).
 Top lists over a range are exact too, without summing every day's rows (projections/analytics_top.py).
 """
 
@@ -52,7 +53,8 @@ class Totals:
 
 @dataclass
 class Page:
-    """One page of events, added up before it reaches the database. Every key starts with (org, generation)."""
+    """One page of events, or many pages gathered in a bulk rebuild, added up before it reaches the database.
+    Every key starts with (org, generation)."""
     pulls: Counter = field(default_factory=Counter)       # (org, generation, grain, start, result)
     traffic: dict = field(default_factory=dict)           # (org, generation, grain, start) -> Counter of TRAFFIC
     fills: Counter = field(default_factory=Counter)       # (org, generation, grain, start, bucket)
@@ -65,6 +67,10 @@ class Page:
     repositories: dict = field(default_factory=dict)      # (org, generation, day, repository) -> [pulls, bytes]
     generations: dict = field(default_factory=dict)       # org -> [registered, latest] (see AnalyticsView)
     registered: dict = field(default_factory=dict)        # org -> its generation at this point of Registry's log
+    # Not yet added up (write_gathered does): pulls per _pull_key, in order of each key's first pull (members
+    # are numbered in log order); evictions of orgs not in `registered` when they came: org -> [at, ...].
+    pull_keys: Counter = field(default_factory=Counter)
+    unresolved_evictions: dict = field(default_factory=dict)
 
     def add_traffic(self, org: str, generation: int, at: float, **values: int) -> None:
         for grain in ROLLUPS:
@@ -90,19 +96,26 @@ class AnalyticsView(View):
     handles = (Pull.Recorded, TrafficReport.Recorded, *EVICTION_EVENTS, CacheOrg.Registered, CacheOrg.Recreated)
     follows = ("Pulls", "Registry")
 
+    # Every event folds into a Page (sums, maxima, member sets ORed), so any number of pages, even of both
+    # logs, can be gathered and written at once (a bulk rebuild: infra/projection_runtime/bulk.py).
+    gathers = handles
+
     def process_page(self, c: Any, batch: Batch) -> None:
-        page = Page()
-        # Pulls are counted per (org, minute, result, client, repository, reference) first: a page holds
-        # many pulls of the same few keys, and each key then costs its bucket arithmetic once.
-        pulls: Counter = Counter()
-        for event, tracking in batch:
-            if isinstance(event, Pull.Recorded):
-                pulls[_pull_key(event)] += 1
-            else:
-                if isinstance(event, CachedManifest.Evicted) and event.org not in page.registered:
-                    page.registered[event.org] = self.registered_generation(c, event.org)
-                self.process_event(page, event, tracking)
-        _add_pulls(page, pulls)
+        self.gathered_page(c, batch)
+
+    def gathering(self) -> Page:
+        return Page()
+
+    def write_gathered(self, c: Any, page: Page) -> None:
+        _add_pulls(page, page.pull_keys)
+        page.pull_keys.clear()
+        # An eviction of an org with no registration earlier in the page counts for the org's generation
+        # before the page: the stored one, as nothing of the page is written yet.
+        for org, times in page.unresolved_evictions.items():
+            generation = self.registered_generation(c, org)
+            for at in times:
+                page.add_traffic(org, generation, at, evictions=1)
+        page.unresolved_evictions.clear()
         # Sorted: the two runners (Pulls, and Registry for evictions) take row locks in the same order.
         if page.pulls:
             self.add_pulls(c, sorted((*key, n) for key, n in page.pulls.items()))
@@ -120,9 +133,11 @@ class AnalyticsView(View):
             self.add_generations(c, sorted((org, *values) for org, values in page.generations.items()))
 
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
-        # `c` is the page (Page) here: the sums reach the database in process_page.
+        # `c` is the page (Page) here: the sums reach the database in write_gathered.
         if isinstance(event, Pull.Recorded):
-            _add_pulls(c, Counter([_pull_key(event)]))
+            # Counted per (org, minute, result, client, repository, reference) first: pages hold many pulls
+            # of the same few keys, and each key then costs its bucket arithmetic once (write_gathered).
+            c.pull_keys[_pull_key(event)] += 1
         elif isinstance(event, TrafficReport.Recorded):
             generation = event.generation
             c.seen(event.org, generation)
@@ -137,7 +152,10 @@ class AnalyticsView(View):
             for repository, size in event.repositories.items():
                 c.repository(event.org, generation, event.until, repository)[1] += size
         elif isinstance(event, CachedManifest.Evicted) and event.image == event.digest:
-            c.add_traffic(event.org, c.registered.get(event.org, 1), event.at, evictions=1)
+            if event.org in c.registered:
+                c.add_traffic(event.org, c.registered[event.org], event.at, evictions=1)
+            else:   # the generation stored before the page: write_gathered reads it
+                c.unresolved_evictions.setdefault(event.org, []).append(event.at)
         elif isinstance(event, (CacheOrg.Registered, CacheOrg.Recreated)):
             generation = getattr(event, "generation", 1)
             c.registered[event.name] = generation

@@ -25,8 +25,8 @@ pytestmark = pytest.mark.integration
 
 ORG = "hub"
 IMAGE = "application/vnd.oci.image.manifest.v1+json"
-# The views that gather (audit, counters, blobs, retention) and one that writes page by page (chain).
-VIEWS = ("audit", "counters", "blobs", "retention", "chain")
+# The views that gather (audit, counters, blobs, retention, analytics) and one that writes page by page (chain).
+VIEWS = ("audit", "counters", "blobs", "retention", "analytics", "chain")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -151,3 +151,62 @@ def test_a_bulk_rebuild_killed_midway_leaves_views_that_recover_exactly_once(env
         assert built_live(env) == live
     assert dumps(env) == live
     assert index_names(env) == indexes
+
+
+def write_traffic_history(env: dict) -> None:
+    """write_history, then what only the analytics view adds up: traffic reports, evictions counted for the
+    org's generation at their point of Registry's log (one before the org is deleted and made again, one
+    after), and pulls and reports of the org's second generation."""
+    from domain.traffic import TrafficReport
+
+    write_history(env, pulls_count=90)
+    records, pulls = CacheRecords(env=env), Pulls(env=env)
+    try:
+        def report(at: float, generation: int, repository: str) -> list:
+            return TrafficReport(org=ORG, process="test:1", since=at - 5, until=at, bytes_served={"blob": 300},
+                                 bytes_fetched={"blob": 100}, blob_pulls={"hit": 2, "miss": 1}, fills=1,
+                                 fill_seconds=[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], fills_failed=0,
+                                 repositories={repository: 300}, generation=generation).collect_events()
+
+        def evict(image: int, at: float) -> None:
+            assert records.evict_image(ORG, f"library/i{image}", digest(image), children=[], tags=["latest"],
+                                       bytes=900, reason="quota", policy="lru", actor="system:evictor", at=at)
+
+        def cache(image: int, at: float) -> None:
+            layers = [digest(image, 1)]
+            records.record_manifest(ORG, f"library/i{image}", digest(image), IMAGE, 500, layers, [], at,
+                                    tag="latest", sizes={layer: 100 for layer in layers})
+
+        cache(5, 50.0)
+        pulls.write([event for at in (400.0, 700.0, 4000.0) for event in report(at, 1, "library/i0")])
+        evict(5, 800.0)
+        records.delete_org(ORG)
+        records.apply_org(ORG, {"upstream": "docker.io"})
+        cache(7, 900.0)
+        pulls.write([Pull.recorded(ORG, f"library/i{n % 2 + 6}", "latest", digest(n % 2 + 6), "hit",
+                                   f"10.0.1.{n % 3}", "containerd/2.0", 1000.0 + n * 61, generation=2)
+                     for n in range(40)])
+        pulls.write(report(1500.0, 2, "library/i7"))
+        evict(7, 1600.0)
+    finally:
+        records.close()
+        pulls.close()
+
+
+def test_the_analytics_view_rebuilt_in_bulk_is_the_one_built_live(env):
+    write_traffic_history(env)
+    live = built_live(env)
+    indexes = index_names(env)
+    assert indexes["analytics"]
+    traffic = live["analytics"]["analytics_traffic"]
+    # Both generations' evictions are counted (the column after fills_failed), each in its own generation.
+    assert {row[1] for row in traffic if row[-1]} == {1, 2}
+    assert {row[1] for row in live["analytics"]["analytics_member_sets"]} == {1, 2}
+    # Pages of 7 gathered by 20: gatherings hold pulls and reports of both generations, and Registry's
+    # evictions with and without their org's registration in the same gathering.
+    rebuild_many(("analytics",), env, page_size=7, bulk_events=20)
+    assert dumps(env)["analytics"] == live["analytics"]
+    assert index_names(env) == indexes
+    for page_size, bulk_events in ((3, 0), (1000, 100_000)):
+        rebuild_many(("analytics",), env, page_size=page_size, bulk_events=bulk_events)
+        assert dumps(env)["analytics"] == live["analytics"]

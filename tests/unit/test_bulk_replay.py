@@ -95,3 +95,25 @@ def test_a_consumer_that_stops_early_stops_the_producer():
             break
     assert len(produced) < 10
     assert not any(t.name == "replay-read-ahead" for t in threading.enumerate())
+
+
+def test_a_rebuild_collects_garbage_less_often_and_gives_the_threshold_back_even_when_it_fails():
+    import gc
+
+    from infra.projection_runtime.rebuild import REBUILD_GC_THRESHOLD, collecting_less
+
+    before = gc.get_threshold()
+    assert REBUILD_GC_THRESHOLD > before[0]
+    with pytest.raises(RuntimeError):
+        with collecting_less():
+            assert gc.get_threshold() == (REBUILD_GC_THRESHOLD, *before[1:])
+            raise RuntimeError("a failed rebuild")
+    assert gc.get_threshold() == before
+    # Overlapping rebuilds (threads): the threshold comes back when the last one ends, not the first.
+    first, second = collecting_less(), collecting_less()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert gc.get_threshold()[0] == REBUILD_GC_THRESHOLD
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
