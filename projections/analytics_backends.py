@@ -169,6 +169,7 @@ class SqliteAnalyticsView(SqliteView, AnalyticsView):
 class PostgresAnalyticsView(PostgresView, AnalyticsView):
     projection = "analytics"
     tables = TABLES
+    retired_tables = ("analytics_members",)   # schema 2's row per (bucket, member)
     schema_version = SCHEMA_VERSION
     indexes = INDEXES
     # {name} placeholders stay for PostgresView to fill with this version's table names.

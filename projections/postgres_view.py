@@ -45,6 +45,7 @@ class PostgresView(PostgresTrackingRecorder, View):
 
     projection: ClassVar[str] = ""               # the projection's name: table prefix and lock key
     tables: ClassVar[tuple[str, ...]] = ()       # logical table names, for clear(), dump() and the switch
+    retired_tables: ClassVar[tuple[str, ...]] = ()   # tables older schemas had: dropped once the runner holds the view
     indexes: ClassVar[tuple[str, ...]] = ()      # index names used as {placeholders} in `schema`
     schema: ClassVar[tuple[str, ...]] = ()       # CREATE TABLE / INDEX IF NOT EXISTS with {table} placeholders
     serialise_writes: ClassVar[bool] = False     # several runners write this view: one writer at a time

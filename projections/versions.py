@@ -120,6 +120,19 @@ def drop_version(curs: Cursor, schema: str, projection: str, tables: Iterable[st
                      .format(Identifier(schema, SCHEMAS_TABLE)), (projection, version))
 
 
+def drop_retired(curs: Cursor, schema: str, retired: Iterable[str]) -> None:
+    """Tables an older schema of a view had and the current one has not: the readers' name over them
+    and every version's copy (a switch to the new schema leaves both behind otherwise). Under the DDL lock."""
+    for name in retired:
+        curs.execute(SQL("DROP VIEW IF EXISTS {}").format(Identifier(schema, name)))
+        curs.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE %s",
+                     (schema, f"{name}\\_v%"))
+        pattern = re.compile(rf"^{re.escape(name)}_v\d+$")
+        for found in (_first(row) for row in curs.fetchall()):
+            if pattern.match(found):
+                curs.execute(SQL("DROP TABLE IF EXISTS {}").format(Identifier(schema, found)))
+
+
 def record_schema(curs: Cursor, schema: str, projection: str, version: int, schema_version: int) -> None:
     """Inside the transaction (holding the DDL lock) that creates the tables of copy `version`."""
     schemas = Identifier(schema, SCHEMAS_TABLE)

@@ -109,6 +109,7 @@ def _drop_unless_running(session, schema: str, name: str, tables: tuple[str, ...
     try:
         with session.transaction():
             versions.ddl_lock(session.cursor(), schema)
+            versions.drop_retired(session.cursor(), schema, spec(name).postgres_view.retired_tables)
             for version in sorted(versions.existing_versions(session.cursor(), schema, name)):
                 if version < live:
                     versions.drop_version(session.cursor(), schema, name, tables, version)

@@ -189,13 +189,16 @@ class LockedRunners:
 
     def _drop_old_versions(self, conn: psycopg.Connection, name: str, live: int) -> None:
         """Versions below the live one are no one's any more: the lock holder owns them."""
-        tables = spec(name).postgres_view.tables
+        view_class = spec(name).postgres_view
         with conn.transaction():
             old = sorted(v for v in versions.existing_versions(conn.cursor(), self._schema, name) if v < live)
-            if old:
+            if old or view_class.retired_tables:
                 versions.ddl_lock(conn.cursor(), self._schema)
+                # The readers' names over an older schema's tables first: they depend on those copies.
+                versions.drop_retired(conn.cursor(), self._schema, view_class.retired_tables)
                 for version in old:
-                    versions.drop_version(conn.cursor(), self._schema, name, tables, version)
+                    versions.drop_version(conn.cursor(), self._schema, name, view_class.tables, version)
+            if old:
                 log.info("projection %s: dropped old version(s) %s", name, old)
 
     def _release_all(self) -> None:

@@ -227,3 +227,57 @@ def test_a_sqlite_view_of_schema_2_loses_its_member_rows_when_upgraded(tmp_path)
         names = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert "analytics_members" not in names and "analytics_member_sets" in names
         assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+@pytest.mark.parametrize("event_store_backend", ["postgres"])
+def test_a_postgres_copy_of_schema_2_is_rebuilt_and_its_member_rows_go_with_the_old_copy(env_factory):
+    """PostgreSQL keeps a copy per version: the upgrade's new copy has no member rows, and the old copy's
+    table of them, with the readers' name over it, is dropped too (the switch alone left both behind)."""
+    from contextlib import closing
+
+    from infra.projection_runtime import locks
+    from infra.projection_runtime.locked import LockedRunners
+    from projections import versions
+
+    from application.pulls import Pulls
+
+    env = env_factory("main")
+    Pulls(env=env).write(workload())
+    runners = LockedRunners(env, names=("analytics",)).start()
+    try:
+        runners.wait_caught_up(timeout=30)
+    finally:
+        runners.stop()
+    view = open_view("analytics", env)
+    before = view.dump()
+    view.close()
+    assert before["analytics_pulls"]
+    schema = locks.schema_of(env)
+    with closing(locks.connect(env)) as conn, conn.transaction():
+        c = conn.cursor()
+        live = versions.live_versions(c, schema)["analytics"]
+        versions.record_schema(c, schema, "analytics", live, 2)   # as if made by the release before schema 3
+        c.execute(f'CREATE TABLE "{schema}".analytics_members_v{live} (org text, member text)')
+        c.execute(f'CREATE VIEW "{schema}".analytics_members AS SELECT * FROM "{schema}".analytics_members_v{live}')
+
+    def names(kind: str) -> set[str]:
+        with closing(locks.connect(env)) as conn:
+            rows = conn.execute(f"SELECT {kind}name FROM pg_{kind}s WHERE schemaname = %s AND {kind}name LIKE %s",
+                                (schema, "analytics%")).fetchall()
+            return {row[0] for row in rows}
+
+    runners = LockedRunners(env, names=("analytics",)).start()
+    try:
+        runners.wait_caught_up(timeout=30)
+        with closing(locks.connect(env)) as conn:
+            assert versions.live_versions(conn.cursor(), schema)["analytics"] == live + 1   # rebuilt
+        assert "analytics_members" not in names("view")
+        assert not {name for name in names("table") if name.startswith("analytics_members_v")}
+        assert {name for name in names("table") if name.endswith("_tracking")} == {f"analytics_v{live + 1}_tracking"}
+        rebuilt = open_view("analytics", env)
+        try:
+            assert rebuilt.dump() == before
+        finally:
+            rebuilt.close()
+    finally:
+        runners.stop()
