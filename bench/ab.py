@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -64,15 +65,19 @@ def _python_for(path: Path) -> str:
     return str(path / ".venv" / "bin" / "python")
 
 
-def checkout(side: str, rev: str) -> Revision:
-    """The current checkout for ".", else a detached worktree of `rev` (made on first use)."""
-    if rev == ".":
+def checkout(side: str, rev: str, patch: Path | None = None) -> Revision:
+    """The current checkout for ".", else a detached worktree of `rev` (made on first use), with `patch`
+    applied when given (its own worktree, named after the patch's hash)."""
+    if rev == "." and patch is None:
         path = REPO_ROOT
     else:
-        commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
-        path = Path(tempfile.gettempdir()) / f"entrepot-ab-{commit[:7]}"
+        commit = _git("rev-parse", "--verify", f"{'HEAD' if rev == '.' else rev}^{{commit}}")
+        suffix = f"-{hashlib.sha256(patch.read_bytes()).hexdigest()[:8]}" if patch else ""
+        path = Path(tempfile.gettempdir()) / f"entrepot-ab-{commit[:7]}{suffix}"
         if not path.exists():
             _git("worktree", "add", "--detach", str(path), commit)
+            if patch is not None:
+                _git("apply", str(patch.resolve()), cwd=path)
     python = _python_for(path)
     imported = subprocess.run([python, "-c", "import interfaces; print(interfaces.__file__)"], cwd=path,
                               capture_output=True, text=True, check=True).stdout.strip()
@@ -117,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--before", default="e9e23e4", help="git revision measured as 'before' (default e9e23e4)")
     p.add_argument("--after", default=".", help="git revision measured as 'after'; '.' = this checkout as it is")
+    p.add_argument("--before-patch", type=Path,
+                   help="a patch applied to the 'before' revision (e.g. bench/patches/no-traffic-meter.patch: "
+                        "the same code without one part, to measure that part's cost)")
     p.add_argument("--rounds", type=int, default=5, help="wrk runs per kind and side (default 5)")
     p.add_argument("--seconds", type=float, default=8, help="seconds per wrk run (default 8)")
     p.add_argument("--engine", default="granian", choices=("granian", "uvicorn"))
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
-    revisions = (checkout("before", o.before), checkout("after", o.after))
+    revisions = (checkout("before", o.before, o.before_patch), checkout("after", o.after))
     for r in revisions:
         say(f"{r.side}: {r.commit}{' (dirty)' if r.dirty else ''} {r.subject[:70]} in {r.checkout}")
     load_before = machine.load()
@@ -188,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
               "params": {"rounds": o.rounds, "seconds": o.seconds, "engine": o.engine, "connections": 32,
                          "threads": 2, "kinds": list(kinds)},
               "revisions": {r.side: {"commit": r.commit, "subject": r.subject, "dirty": r.dirty} for r in revisions},
+              "before_patch": str(o.before_patch) if o.before_patch else None,
               "samples": samples, "summary": summary}
     output = o.output or REPO_ROOT / "bench" / "results" / f"{datetime.date.today()}-ab-{o.label}.json"
     output.write_text(json.dumps(result, indent=1) + "\n")
