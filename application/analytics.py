@@ -26,7 +26,8 @@ class AnalyticsReadModel(Protocol):
     """The analytics view (projections/analytics.py)."""
 
     def totals(self, pieces: list[tuple[int, int, int]], org: str | None = None,
-               by_start: bool = False, distinct: bool = True, generation: int | None = None) -> dict[Any, Any]: ...
+               by_start: bool = False, distinct: bool = True, generation: int | None = None,
+               parts: tuple[str, ...] = ("pulls", "traffic", "fills")) -> dict[Any, Any]: ...
 
     def top(self, org: str, since: int, until: int, by: str, limit: int,
             generation: int | None = None) -> tuple[list[tuple], list[tuple]]: ...
@@ -38,35 +39,64 @@ def iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def figures(totals: Any | None) -> dict[str, Any]:
-    """The numbers of one org over some buckets, named as the API and the dashboard show them."""
+def _sums(totals: Any | None) -> tuple[dict, Any, list[int], int, int]:
+    """(pulls by result, traffic sums, fill-duration counts, clients, repositories) of one org's totals."""
     pulls = {result: 0 for result in BASE_RESULTS}
-    traffic: dict = {}
-    fill_counts: list[int] = []
-    clients = repositories = 0
-    if totals is not None:
-        pulls.update(totals.pulls)
-        traffic = totals.traffic
-        if totals.fill_seconds:
-            fill_counts = [totals.fill_seconds.get(i, 0) for i in range(max(totals.fill_seconds) + 1)]
-        clients, repositories = totals.clients, totals.repositories
+    if totals is None:
+        return pulls, {}, [], 0, 0
+    pulls.update(totals.pulls)
+    fill_counts = ([totals.fill_seconds.get(i, 0) for i in range(max(totals.fill_seconds) + 1)]
+                   if totals.fill_seconds else [])
+    return pulls, totals.traffic, fill_counts, totals.clients, totals.repositories
+
+
+def _hit_ratio(pulls: dict) -> float | None:
+    # Manifest pulls answered from the cache (hit, stale, revalidated) over those answered with content.
     cached = sum(pulls.get(result, 0) for result in SERVED_FROM_CACHE)
     answered = cached + pulls.get("miss", 0)
-    served, fetched = traffic.get("bytes_served", 0), traffic.get("bytes_from_upstream", 0)
-    return {
-        "pulls": pulls, "pulls_total": sum(pulls.values()),
-        # Manifest pulls answered from the cache (hit, stale, revalidated) over those answered with content.
-        "hit_ratio": round(cached / answered, 4) if answered else None,
-        "bytes_served": served, "bytes_from_upstream": fetched,
-        # Bytes clients received that upstream did not send: what the cache saved upstream and the link.
-        "bytes_saved": max(0, served - fetched),
-        "clients": clients, "repositories": repositories,
-        "blob_hits": traffic.get("blob_hits", 0), "blob_misses": traffic.get("blob_misses", 0),
-        "fills": traffic.get("fills", 0), "fills_failed": traffic.get("fills_failed", 0),
-        "fill_seconds_p50": quantile(fill_counts, 0.5), "fill_seconds_p95": quantile(fill_counts, 0.95),
-        "stale": pulls.get("stale", 0), "denied": pulls.get("denied", 0),
-        "evictions": traffic.get("evictions", 0),
-    }
+    return round(cached / answered, 4) if answered else None
+
+
+# Each figure from (pulls, traffic, fill counts, clients, repositories), in the order the API lists them.
+_FIGURES: dict[str, Callable[..., Any]] = {
+    "pulls_total": lambda pulls, traffic, fills, clients, repositories: sum(pulls.values()),
+    "hit_ratio": lambda pulls, *_: _hit_ratio(pulls),
+    "bytes_served": lambda _, traffic, *__: traffic.get("bytes_served", 0),
+    "bytes_from_upstream": lambda _, traffic, *__: traffic.get("bytes_from_upstream", 0),
+    # Bytes clients received that upstream did not send: what the cache saved upstream and the link.
+    "bytes_saved": lambda _, traffic, *__: max(0, traffic.get("bytes_served", 0) - traffic.get("bytes_from_upstream", 0)),
+    "clients": lambda pulls, traffic, fills, clients, repositories: clients,
+    "repositories": lambda pulls, traffic, fills, clients, repositories: repositories,
+    "blob_hits": lambda _, traffic, *__: traffic.get("blob_hits", 0),
+    "blob_misses": lambda _, traffic, *__: traffic.get("blob_misses", 0),
+    "fills": lambda _, traffic, *__: traffic.get("fills", 0),
+    "fills_failed": lambda _, traffic, *__: traffic.get("fills_failed", 0),
+    "fill_seconds_p50": lambda pulls, traffic, fills, *_: quantile(fills, 0.5),
+    "fill_seconds_p95": lambda pulls, traffic, fills, *_: quantile(fills, 0.95),
+    "stale": lambda pulls, *_: pulls.get("stale", 0),
+    "denied": lambda pulls, *_: pulls.get("denied", 0),
+    "evictions": lambda _, traffic, *__: traffic.get("evictions", 0),
+}
+assert tuple(_FIGURES) == FIGURES
+# The view's sums each figure is made of (the rest: traffic): a series reads only what its figure needs.
+_PARTS = {"pulls_total": ("pulls",), "hit_ratio": ("pulls",), "stale": ("pulls",), "denied": ("pulls",),
+          "clients": (), "repositories": (), "fill_seconds_p50": ("fills",), "fill_seconds_p95": ("fills",)}
+
+
+def figures(totals: Any | None) -> dict[str, Any]:
+    """The numbers of one org over some buckets, named as the API and the dashboard show them."""
+    sums = _sums(totals)
+    return {"pulls": sums[0], **{name: of(*sums) for name, of in _FIGURES.items()}}
+
+
+def figure(totals: Any | None, metric: str) -> Any:
+    """One figure of figures(totals) (or `pulls.<result>`), worked out alone: a series has one per bucket."""
+    sums = _sums(totals)
+    return sums[0].get(metric[6:], 0) if metric.startswith("pulls.") else _FIGURES[metric](*sums)
+
+
+def parts_of(metric: str) -> tuple[str, ...]:
+    return ("pulls",) if metric.startswith("pulls.") else _PARTS.get(metric, ("traffic",))
 
 
 class Analytics:
@@ -115,11 +145,11 @@ class Analytics:
         """One figure per bucket from since's bucket to until's, zeros (or null) where nothing happened."""
         if metric not in FIGURES and not metric.startswith("pulls."):
             raise InvalidRequest("unknown metric", {"metric": f"one of {', '.join(FIGURES)}, or pulls.<result>"})
-        lo, hi, buckets = self.over_time(org, bucket, since, until, distinct=metric in ("clients", "repositories"),
-                                         generation=generation)
-        points = [{"start": iso(start), "t": start,
-                   "value": numbers["pulls"].get(metric[6:], 0) if metric.startswith("pulls.") else numbers[metric]}
-                  for start, numbers in buckets]
+        lo, hi, rows = self._buckets(org, bucket, since, until, distinct=metric in ("clients", "repositories"),
+                                     generation=generation, parts=parts_of(metric))
+        grain = GRAINS[bucket]
+        points = [{"start": iso(start), "t": start, "value": figure(rows.get((org, start)), metric)}
+                  for start in range(lo, hi, grain)]
         return {"org": org, **_generation_field(generation), "metric": metric, "bucket": bucket, "since": iso(lo),
                 "until": iso(hi), "points": points}
 
@@ -127,6 +157,12 @@ class Analytics:
                   distinct: bool = False, generation: int | None = None) -> tuple[int, int, list[tuple[int, dict]]]:
         """(first start, end, [(bucket start, figures)]) for every bucket of the range: what the charts draw.
         Distinct clients and repositories (0 without `distinct`) cost a row read per member and bucket."""
+        lo, hi, rows = self._buckets(org, bucket, since, until, distinct, generation)
+        return lo, hi, [(start, figures(rows.get((org, start)))) for start in range(lo, hi, GRAINS[bucket])]
+
+    def _buckets(self, org: str, bucket: str, since: float | None, until: float | None, distinct: bool,
+                 generation: int | None, parts: tuple[str, ...] = ("pulls", "traffic", "fills")) -> tuple[int, int, dict]:
+        """(first start, end, {(org, bucket start): the view's totals}) over whole buckets of the range."""
         if bucket not in GRAINS:
             raise InvalidRequest(f"bucket must be one of {', '.join(GRAINS)}", {"bucket": "minute, hour or day"})
         grain = GRAINS[bucket]
@@ -135,8 +171,8 @@ class Analytics:
         if (hi - lo) // grain > MAX_POINTS:
             raise InvalidRequest("too many points", {"bucket": f"at most {MAX_POINTS} points; use a coarser bucket"})
         self._check_org(org)
-        rows = self._view.totals([(grain, lo, hi)], org, by_start=True, distinct=distinct, generation=generation)
-        return lo, hi, [(start, figures(rows.get((org, start)))) for start in range(lo, hi, grain)]
+        return lo, hi, self._view.totals([(grain, lo, hi)], org, by_start=True, distinct=distinct,
+                                         generation=generation, parts=parts)
 
     def top(self, org: str, by: str = "pulls", since: float | None = None, until: float | None = None,
             limit: int = 10, generation: int | None = None) -> dict:

@@ -24,7 +24,8 @@ ALL_TIME = (DAY, 0, 2**40)   # every day bucket there is
 
 class AnalyticsTotals(Protocol):
     def totals(self, pieces: list[tuple[int, int, int]], org: str | None = None,
-               by_start: bool = False, distinct: bool = True, generation: int | None = None) -> dict[Any, Any]: ...
+               by_start: bool = False, distinct: bool = True, generation: int | None = None,
+               parts: tuple[str, ...] = ("pulls", "traffic", "fills")) -> dict[Any, Any]: ...
 
 
 class AnalyticsCollector(Collector):
@@ -43,8 +44,9 @@ class AnalyticsCollector(Collector):
                 self._read_at = time.monotonic()
                 try:
                     # Every generation of the name: a Prometheus counter must not fall when an org is re-created.
+                    # Only the traffic sums, which hold the evictions: not the distinct members of all time.
                     evictions = {org: totals.traffic.get("evictions", 0) for org, totals in self._analytics.totals(
-                        [ALL_TIME], generation=ALL_GENERATIONS).items()}
+                        [ALL_TIME], generation=ALL_GENERATIONS, distinct=False, parts=("traffic",)).items()}
                     self._families = self._build(self._statuses(), evictions)
                 except Exception as error:   # a scrape still gets every other series
                     log.warning("metrics: cannot read projection lag or evictions: %s", error)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,11 +252,13 @@ class AnalyticsView(View):
         of every org, which PostgreSQL would otherwise plan with parallel workers."""
 
     def totals(self, pieces: list[tuple[int, int, int]], org: str | None = None,
-               by_start: bool = False, distinct: bool = True, generation: int | None = None) -> dict[Any, Totals]:
+               by_start: bool = False, distinct: bool = True, generation: int | None = None,
+               parts: Collection[str] = ("pulls", "traffic", "fills")) -> dict[Any, Totals]:
         """Sums over the buckets (grain, first start, end) of `pieces` (domain.analytics.cover), per org,
         or per (org, bucket start) with `by_start` (then give pieces of one grain). The distinct counts,
-        the one part that reads a row per member, only with `distinct`. Of each org's latest generation,
-        or of `generation` (ALL_GENERATIONS: all added up); distinct counts then count a member once."""
+        the one part that reads a row per member, only with `distinct`; of the others only `parts`
+        (a series of one figure reads one table). Of each org's latest generation, or of `generation`
+        (ALL_GENERATIONS: all added up); distinct counts then count a member once."""
         if not pieces:
             return {}
         key = "org, start" if by_start else "org"
@@ -286,13 +289,16 @@ class AnalyticsView(View):
                 totals = out[k] = Totals()
             return totals
         width = 2 if by_start else 1
-        for row in rows("analytics_pulls", "result, n", "result, SUM(n) AS n", ", result"):
-            of(row).pulls[row[width]] += int(row[width + 1])
-        # Named columns: PostgreSQL rows come as dicts, where unnamed SUMs would share one key.
-        for row in rows("analytics_traffic", ", ".join(TRAFFIC), ", ".join(f"SUM({n}) AS {n}" for n in TRAFFIC), ""):
-            of(row).traffic.update({name: int(value) for name, value in zip(TRAFFIC, row[width:])})
-        for row in rows("analytics_fills", "bucket, n", "bucket, SUM(n) AS n", ", bucket"):
-            of(row).fill_seconds[int(row[width])] += int(row[width + 1])
+        if "pulls" in parts:
+            for row in rows("analytics_pulls", "result, n", "result, SUM(n) AS n", ", result"):
+                of(row).pulls[row[width]] += int(row[width + 1])
+        if "traffic" in parts:
+            # Named columns: PostgreSQL rows come as dicts, where unnamed SUMs would share one key.
+            for row in rows("analytics_traffic", ", ".join(TRAFFIC), ", ".join(f"SUM({n}) AS {n}" for n in TRAFFIC), ""):
+                of(row).traffic.update({name: int(value) for name, value in zip(TRAFFIC, row[width:])})
+        if "fills" in parts:
+            for row in rows("analytics_fills", "bucket, n", "bucket, SUM(n) AS n", ", bucket"):
+                of(row).fill_seconds[int(row[width])] += int(row[width + 1])
         if distinct:
             stored: dict[Any, tuple[list, list]] = {}   # key -> (clients' sets, repositories' sets) of its pieces
             for row in rows("analytics_member_sets", "clients, repositories", "clients, repositories", None):

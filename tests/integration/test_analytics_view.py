@@ -7,7 +7,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
 
 from application.admin import InvalidRequest
-from application.analytics import Analytics
+from application.analytics import FIGURES, Analytics
 from application.errors import OrgUnknown
 from domain.analytics import DAY, HOUR
 from domain.pull import Pull
@@ -281,3 +281,17 @@ def test_a_postgres_copy_of_schema_2_is_rebuilt_and_its_member_rows_go_with_the_
             rebuilt.close()
     finally:
         runners.stop()
+
+
+def test_a_series_of_each_figure_equals_that_figure_of_the_full_buckets(view):
+    """A series reads only the sums its figure is made of, and works out that figure alone: the same
+    values as the figures the charts get for every bucket."""
+    view.process(tracked(workload()))
+    asked = analytics(view)
+    _, _, buckets = asked.over_time("hub", "hour", T0, T0 + 2 * DAY, distinct=True)
+    assert any(numbers["pulls_total"] for _, numbers in buckets) and any(numbers["fills"] for _, numbers in buckets)
+    for metric in (*FIGURES, "pulls.hit", "pulls.denied", "pulls.unheard_of"):
+        points = asked.series("hub", metric, "hour", T0, T0 + 2 * DAY)["points"]
+        wanted = [numbers["pulls"].get(metric[6:], 0) if metric.startswith("pulls.") else numbers[metric]
+                  for _, numbers in buckets]
+        assert [point["value"] for point in points] == wanted, metric
