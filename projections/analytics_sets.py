@@ -14,7 +14,10 @@ A set is stored as whichever of two forms is smaller, told apart by the first by
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterable
+
+from cachetools import LRUCache
 
 DENSE, SPARSE = 0, 1
 
@@ -35,16 +38,34 @@ def decode(stored: bytes) -> int:
     return of(struct.unpack(f"<{(len(stored) - 1) // 4}I", memoryview(stored)[1:]))
 
 
+# Sparse sets decoded, by their stored bytes, so an entry is right for any view, copy or version: a range's
+# union decodes the same minute and hour sets again query after query, and decoding a sparse set (a Python
+# step per member) was most of an every-org summary's CPU. Bounded by the decoded ints' size; shared by
+# the threads that answer queries, hence the lock.
+_DECODED: LRUCache = LRUCache(maxsize=64 * 2**20, getsizeof=lambda bits: bits.bit_length() // 8 + 100)
+_DECODED_LOCK = threading.Lock()
+
+
 def union(stored: Iterable[bytes]) -> int:
-    """The union of stored sets as an int's bits: the dense ones OR-ed, the sparse ones' members
-    gathered in a set first (a range's hours and minutes repeat the same members), then set at once."""
-    bits, sparse = 0, set()
-    for value in stored:
-        if value[0] == DENSE:
-            bits |= int.from_bytes(memoryview(value)[1:], "little")
-        else:
-            sparse.update(struct.unpack(f"<{(len(value) - 1) // 4}I", memoryview(value)[1:]))
-    return bits | of(sparse) if sparse else bits
+    """The union of stored sets as an int's bits: the dense ones OR-ed, the sparse ones decoded once
+    (then found by their bytes) and OR-ed too."""
+    bits, unknown = 0, []
+    with _DECODED_LOCK:
+        for value in stored:
+            if value[0] == DENSE:
+                bits |= int.from_bytes(memoryview(value)[1:], "little")
+            else:
+                known = _DECODED.get(value)
+                if known is None:
+                    unknown.append(value)
+                else:
+                    bits |= known
+    for value in unknown:
+        decoded = decode(value)
+        with _DECODED_LOCK:
+            _DECODED[bytes(value)] = decoded
+        bits |= decoded
+    return bits
 
 
 def of(ids: Iterable[int]) -> int:

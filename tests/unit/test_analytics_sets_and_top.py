@@ -39,6 +39,21 @@ def brute_top(days, limit):
     return sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:limit]
 
 
+def test_a_union_asked_again_finds_its_sparse_sets_decoded_and_answers_the_same():
+    """Decoded sparse sets are kept by their bytes: the second union reads them from there, and a set
+    stored with other members (other bytes) is never taken for one decoded earlier."""
+    rng = random.Random(7)
+    members = [sorted(rng.sample(range(1_000_000), rng.randrange(1, 40))) for _ in range(200)]
+    stored = [analytics_sets.encode(analytics_sets.of(ids)) for ids in members]
+    assert all(value[0] == analytics_sets.SPARSE for value in stored)
+    everyone = {i for ids in members for i in ids}
+    first = analytics_sets.union(stored)
+    assert all(value in analytics_sets._DECODED for value in stored)
+    assert analytics_sets.union(stored) == first and analytics_sets.members(first) == sorted(everyone)
+    other = analytics_sets.encode(analytics_sets.of([*members[0], 999_999]))
+    assert analytics_sets.members(analytics_sets.union([other])) == sorted({*members[0], 999_999})
+
+
 def test_the_top_of_days_read_partly_is_the_top_of_the_plain_sums():
     rng = random.Random(7)
     for case in range(60):
