@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from eventsourcing.sqlite import SQLiteCursor
 from psycopg import Connection, Cursor
+from psycopg.rows import tuple_row
 
 from projections.analytics import TRAFFIC, AnalyticsView
 from projections.base import SqliteView
@@ -252,7 +253,8 @@ class PostgresAnalyticsView(PostgresView, AnalyticsView):
                 # thousand index rows take (bench/results/2026-11-30-analytics-history-s6.md). SET LOCAL:
                 # the pooled connection goes back to other views unchanged.
                 conn.execute("SET LOCAL max_parallel_workers_per_gather = 0", prepare=True)
-                return conn.execute(statement, params, prepare=True).fetchall()
-        return [tuple(row.values()) for row in read_with_retry(self.datastore, read)]
+                with conn.cursor(row_factory=tuple_row) as cursor:
+                    return cursor.execute(statement, params, prepare=True).fetchall()
+        return read_with_retry(self.datastore, read)
 
 __all__ = ["PostgresAnalyticsView", "SqliteAnalyticsView"]

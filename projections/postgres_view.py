@@ -9,6 +9,7 @@ import psycopg
 from eventsourcing.persistence import OperationalError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import Connection, Cursor
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from projections import versions
@@ -210,8 +211,13 @@ class PostgresView(PostgresTrackingRecorder, View):
     def _query(self, text: str, params: Sequence[Any] = ()) -> list[tuple]:
         """Rows as tuples, from a read statement with {table} placeholders; prepared after a few uses."""
         statement = self.read_sql(text)
-        rows = read_with_retry(self.datastore, lambda conn: conn.execute(statement, params, prepare=True).fetchall())
-        return [tuple(row.values()) for row in rows]
+
+        def read(conn: Connection) -> list[tuple]:
+            # Tuples straight from the driver: the pool's connections make dicts, which cost a dict per row
+            # and a tuple more (thousands of rows for an analytics query).
+            with conn.cursor(row_factory=tuple_row) as cursor:
+                return cursor.execute(statement, params, prepare=True).fetchall()
+        return read_with_retry(self.datastore, read)
 
     def close(self) -> None:
         self._release(self.datastore)
