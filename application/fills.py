@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from application.errors import BlobCorrupt, BlobTruncated, BlobUnknown, UpstreamBadContent, UpstreamNotFound
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 1024 * 1024
 FIRST_STEP = 64 * 1024
 ADVANCE_STEP = 1024 * 1024
+# Fills copied in worker threads at once; the upstream gives a blob a blocking body only while one is free.
+COPY_THREADS = 16
 
 
 PassThrough = Callable[[int, "int | None", Any], AsyncIterator[bytes]]
@@ -155,6 +159,58 @@ class Fill:
         finally:
             self._readers -= 1
             self.release_spool_if_idle()
+
+
+class _Copy:
+    """One fill's bytes as they arrive: hashed, counted, and when to wake its readers. Only bytes
+    that cannot be the blob's last become readable before the digest check: with a declared length,
+    every byte short of it (this chunk included, so a client's first bytes do not wait for the next
+    chunk); without one, all but this chunk, as the body may end after it. Readers are woken at
+    steps, not per network chunk (waking them costs more than it buys): at 64 KiB, doubling up to
+    1 MiB, then every MiB. Fixed offsets: a stalled upstream leaves at most one step unread, however
+    the chunks fell. The hash so far goes with them: a reader that must go on from upstream checks it."""
+
+    def __init__(self, fill: Fill, hasher: Any) -> None:
+        self.fill = fill
+        self.hasher = hasher
+        self.before_last = hasher.copy()   # the hash of every byte but the last chunk's
+        self.written = self.last = 0
+        self._step_at = FIRST_STEP
+
+    def take(self, chunk: bytes) -> tuple[int, Any] | None:
+        """Hash `chunk`; (readable, hash) to advance the fill to once it is in the spool, else None."""
+        if not chunk:
+            return None
+        self.before_last = self.hasher.copy()
+        self.hasher.update(chunk)
+        self.written += len(chunk)
+        self.last = len(chunk)
+        size = self.fill.size
+        if size is not None and self.written < size:
+            sure, sure_hash = self.written, self.hasher
+        else:
+            sure, sure_hash = self.written - self.last, self.before_last
+        if sure < self._step_at:
+            return None
+        while self._step_at <= sure:
+            self._step_at = self._step_at * 2 if self._step_at < ADVANCE_STEP else self._step_at + ADVANCE_STEP
+        return sure, sure_hash.copy()
+
+
+def blocking_chunks(blob: Any) -> Iterator[bytes] | None:
+    """The blob's body as a blocking iterator for a worker thread, if its upstream offers one."""
+    offer = getattr(blob, "blocking_chunks", None)
+    return offer() if offer is not None else None
+
+
+_threads: ThreadPoolExecutor | None = None
+
+
+def _copy_threads() -> ThreadPoolExecutor:
+    global _threads
+    if _threads is None:
+        _threads = ThreadPoolExecutor(max_workers=COPY_THREADS, thread_name_prefix="fill-copy")
+    return _threads
 
 
 class BlobFills:
@@ -291,33 +347,19 @@ class BlobFills:
             fill.size = blob.size
             self._ops.fill_started(target, fill.digest, blob.size)
             fill.started.set()
-            hasher = expected.hasher()
-            before_last = hasher.copy()   # the hash of every byte but the last chunk's
-            written = last = 0
-            step_at = FIRST_STEP
-            async for chunk in blob:
-                if not chunk:
-                    continue
-                before_last = hasher.copy()
-                hasher.update(chunk)
-                await spool.append(chunk)
-                written += len(chunk)
-                last = len(chunk)
-                # Only bytes that cannot be the blob's last become readable before the digest check:
-                # with a declared length, every byte short of it (this chunk included, so a client's
-                # first bytes do not wait for the next chunk); without one, all but this chunk, as the
-                # body may end after it. Readers are woken at steps, not per network chunk (waking them
-                # costs more than it buys): at 64 KiB, doubling up to 1 MiB, then every MiB. Fixed
-                # offsets: a stalled upstream leaves at most one step unread, however the chunks fell.
-                # The hash so far goes with them: a reader that must go on from upstream checks it.
-                if fill.size is not None and written < fill.size:
-                    sure, sure_hash = written, hasher
-                else:
-                    sure, sure_hash = written - last, before_last
-                if sure >= step_at:
-                    fill.advance(sure, sure_hash.copy())
-                    while step_at <= sure:
-                        step_at = step_at * 2 if step_at < ADVANCE_STEP else step_at + ADVANCE_STEP
+            copy = _Copy(fill, expected.hasher())
+            chunks = blocking_chunks(blob)
+            write = getattr(spool, "append_blocking", None)
+            if chunks is not None and write is not None:
+                await self._copy_in_thread(copy, chunks, write)
+            else:
+                async for chunk in blob:
+                    step = copy.take(chunk)
+                    if chunk:
+                        await spool.append(chunk)
+                    if step is not None:
+                        fill.advance(*step)
+            written, last, hasher, before_last = copy.written, copy.last, copy.hasher, copy.before_last
             if written - last > fill.readable:
                 # All but the last chunk go out while the digest is checked and the blob published.
                 fill.advance(written - last, before_last)
@@ -347,6 +389,36 @@ class BlobFills:
             await blob.aclose()
             if not published:
                 await spool.discard()
+
+    @staticmethod
+    async def _copy_in_thread(copy: _Copy, chunks: Iterator[bytes], write: Callable[[bytes], None]) -> None:
+        """The body's bytes read, hashed and written to the spool in one worker thread; the loop is woken
+        only at the readers' steps. On one event loop each upstream chunk (at most 256 KiB a socket
+        read) crossed anyio, h11, httpcore, httpx and the fill on its own, and its hashing and spool
+        write held the loop too: for a 24 MiB cold pull, most of the loop's time
+        (bench/results/2026-11-30-cold-s7.md). In the thread, socket reads, sha256 and file writes
+        run without the GIL. Cancelled, the copy stops at its next chunk and is waited for: the thread
+        never writes to a spool the fill has discarded."""
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+
+        def run() -> None:
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                step = copy.take(chunk)
+                if chunk:
+                    write(chunk)
+                if step is not None:
+                    loop.call_soon_threadsafe(copy.fill.advance, *step)
+
+        future = loop.run_in_executor(_copy_threads(), run)
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            stop.set()
+            await asyncio.wait([future])  # until the thread has let go of the spool (at most a read timeout)
+            raise
 
     async def _pass_through(self, target: UpstreamTarget, digest: str, start: int, end: int | None,
                             resume: Any) -> AsyncIterator[bytes]:

@@ -53,6 +53,10 @@ class FileSpool:
         # A local write: the page cache absorbs it, so it is not worth a thread hop per chunk.
         self.write(chunk)
 
+    def append_blocking(self, chunk: bytes) -> None:
+        """append() for a fill that copies in a worker thread (application/fills.py)."""
+        self.write(chunk)
+
     async def discard(self) -> None:
         self.remove()
 
