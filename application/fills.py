@@ -99,6 +99,11 @@ class Fill:
         self.readable, self.hashed = readable, hashed
         self._notify()
 
+    def advance_to(self, readable: int, hashed: Any) -> None:
+        """advance(), unless as many bytes are readable already."""
+        if readable > self.readable:
+            self.advance(readable, hashed)
+
     def finish(self, readable: int) -> None:
         self.readable, self.done = readable, True
         self.started.set()
@@ -351,7 +356,7 @@ class BlobFills:
             chunks = blocking_chunks(blob)
             write = getattr(spool, "append_blocking", None)
             if chunks is not None and write is not None:
-                await self._copy_in_thread(copy, chunks, write)
+                await self._copy_in_thread(copy, chunks, write, getattr(spool, "flush_blocking", None))
             else:
                 async for chunk in blob:
                     step = copy.take(chunk)
@@ -360,9 +365,8 @@ class BlobFills:
                     if step is not None:
                         fill.advance(*step)
             written, last, hasher, before_last = copy.written, copy.last, copy.hasher, copy.before_last
-            if written - last > fill.readable:
-                # All but the last chunk go out while the digest is checked and the blob published.
-                fill.advance(written - last, before_last)
+            # All but the last chunk go out while the digest is checked and the blob published.
+            fill.advance_to(written - last, before_last)
             if fill.size is not None and written != fill.size:
                 raise BlobTruncated(f"upstream sent {written} of {fill.size} bytes of {fill.digest}")
             if not expected.matches(hasher.hexdigest()):
@@ -391,14 +395,16 @@ class BlobFills:
                 await spool.discard()
 
     @staticmethod
-    async def _copy_in_thread(copy: _Copy, chunks: Iterator[bytes], write: Callable[[bytes], None]) -> None:
+    async def _copy_in_thread(copy: _Copy, chunks: Iterator[bytes], write: Callable[[bytes], None],
+                              flush: Callable[[], None] | None) -> None:
         """The body's bytes read, hashed and written to the spool in one worker thread; the loop is woken
         only at the readers' steps. On one event loop each upstream chunk (at most 256 KiB a socket
         read) crossed anyio, h11, httpcore, httpx and the fill on its own, and its hashing and spool
         write held the loop too: for a 24 MiB cold pull, most of the loop's time
         (bench/results/2026-11-30-cold-s7.md). In the thread, socket reads, sha256 and file writes
-        run without the GIL. Cancelled, the copy stops at its next chunk and is waited for: the thread
-        never writes to a spool the fill has discarded."""
+        run without the GIL. The spool is flushed to disk there too, when the spool can (`flush`), so
+        publishing waits for no other thread. Cancelled, the copy stops at its next chunk and is waited
+        for: the thread never writes to a spool the fill has discarded."""
         loop = asyncio.get_running_loop()
         stop = threading.Event()
 
@@ -411,6 +417,10 @@ class BlobFills:
                     write(chunk)
                 if step is not None:
                     loop.call_soon_threadsafe(copy.fill.advance, *step)
+            # All but the last chunk go out while the spool is flushed (as while the digest is checked).
+            loop.call_soon_threadsafe(copy.fill.advance_to, copy.written - copy.last, copy.before_last.copy())
+            if flush is not None:
+                flush()
 
         future = loop.run_in_executor(_copy_threads(), run)
         try:
