@@ -122,9 +122,12 @@ class BlockingHttpBlob:
         self.size = int(declared) if declared.isdigit() else None
 
     def blocking_chunks(self) -> Iterator[bytes]:
-        """The raw bytes, for one worker thread; Upstream* errors as the async iteration raises them."""
+        """The raw bytes, for one worker thread; Upstream* errors as the async iteration raises them.
+        Read to its end, the response is closed there too (its connection back in the pool), so that
+        aclose() needs no thread."""
         with transport_errors(self._host):
             yield from self._response.iter_raw()
+            self._response.close()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
@@ -136,8 +139,9 @@ class BlockingHttpBlob:
 
     async def aclose(self) -> None:
         try:
-            with transport_errors(self._host):
-                await anyio.to_thread.run_sync(self._response.close)
+            if not self._response.is_closed:
+                with transport_errors(self._host):
+                    await anyio.to_thread.run_sync(self._response.close)
         finally:
             self._release()
 
