@@ -386,11 +386,8 @@ class BlobFills:
             published = True
             fill.published = self._store
             fill.finish(written)
-            async def later(at=self._clock.now()):
-                await asyncio.sleep(1.0)
-                await self._ledger.blob_cached(target.org, target.repository, fill.digest, written, at,
-                                               generation=target.generation)
-            self._tasks.add(asyncio.create_task(later()))
+            await self._ledger.blob_cached(target.org, target.repository, fill.digest, written, self._clock.now(),
+                                           generation=target.generation)
             return True
         finally:
             await blob.aclose()
