@@ -31,30 +31,6 @@ def translated(action: str, call: Callable[..., T], *args) -> T:
         raise storage_error(action, error) from None
 
 
-WRITEBACK_BYTES = 1024 * 1024
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def _writeback_starter():
-    """sync_file_range(fd, offset, n, SYNC_FILE_RANGE_WRITE) through the C library (Linux; the os module
-    has no binding): starts writing those pages out and returns. None elsewhere."""
-    import ctypes
-    import ctypes.util
-    try:
-        call = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    call.restype = ctypes.c_int
-
-    def start(fd: int, offset: int, size: int) -> None:
-        call(fd, offset, size, _SYNC_FILE_RANGE_WRITE)   # a failure here is found by the fsync
-    return start
-
-
-_start_writeback = _writeback_starter()
-
-
 class FileSpool:
     """Writes go through one fd, reads use pread on another, so readers never disturb the writer.
 
@@ -72,7 +48,6 @@ class FileSpool:
             raise
         self.size = 0
         self.flushed = False   # every byte written is on disk and the write fd closed
-        self._written_back = 0  # bytes handed to the disk's writeback (append_blocking)
         self._closed = False
 
     async def append(self, chunk: bytes) -> None:
@@ -80,13 +55,8 @@ class FileSpool:
         self.write(chunk)
 
     def append_blocking(self, chunk: bytes) -> None:
-        """append() for a fill that copies in a worker thread (application/fills.py). There, each MiB
-        written is also handed to the disk's writeback at once (not waited for), so that the flush
-        before publishing, which a client waits for, has little left to write."""
+        """append() for a fill that copies in a worker thread (application/fills.py)."""
         self.write(chunk)
-        if self.size - self._written_back >= WRITEBACK_BYTES and _start_writeback is not None:
-            _start_writeback(self._write_fd, self._written_back, self.size - self._written_back)
-            self._written_back = self.size
 
     async def discard(self) -> None:
         self.remove()
