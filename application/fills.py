@@ -15,6 +15,7 @@ from application.metering import fill_failure
 from application.ops_log import NoOpsLog, OpsLog
 from application.ports import (BlobStorageUnavailable, BlobStore, Clock, FillCoordinator, FillLock, Ledger, Metrics,
                                NoMetrics, Spool, Upstream, UpstreamTarget)
+from application.orgs import OrgConfig
 from application.singleflight import InProcessOnly
 from domain.names import Digest
 
@@ -76,6 +77,7 @@ class Fill:
         self.stored: BlobStore | None = None     # set when another replica published the blob first
         self.published: BlobStore | None = None  # set once this fill published the blob
         self.started = asyncio.Event()
+        self.ended = asyncio.Event()   # the fill's task is over: published, failed or cancelled
         self._changed = asyncio.Event()
         self._pass_through = pass_through
         self._readers = 0
@@ -225,7 +227,8 @@ class BlobFills:
 
     def __init__(self, store: BlobStore, upstream: Upstream, ledger: Ledger, clock: Clock,
                  coordinator: FillCoordinator | None = None, metrics: Metrics | None = None,
-                 ops: OpsLog | None = None) -> None:
+                 ops: OpsLog | None = None, prefetch_at_once: int = 0) -> None:
+        """`prefetch_at_once`: how many fills prefetch() runs at a time in this process (0: none)."""
         self._coordinator = coordinator or InProcessOnly()
         self._ops = ops or NoOpsLog()
         self._metrics = metrics or NoMetrics()
@@ -235,6 +238,7 @@ class BlobFills:
         self._clock = clock
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._prefetch_slots = asyncio.Semaphore(prefetch_at_once) if prefetch_at_once > 0 else None
 
     def running(self, digest: str) -> Fill | None:
         fill = self._fills.get(digest)
@@ -271,6 +275,34 @@ class BlobFills:
             raise fill.error
         return fill
 
+    def prefetch(self, target: UpstreamTarget, digests: list[str]) -> None:
+        """Start fetching `digests` (an image's blobs, its client asks for them next) without waiting
+        for the client: fills exactly like those a request starts (one per digest, joined by the
+        requests that come, verified before published), at most `prefetch_at_once` at a time; a blob
+        stored or being fetched already is left alone. A fill that fails is the next request's to retry."""
+        if self._prefetch_slots is None:
+            return
+        for digest in dict.fromkeys(digests):
+            if self.running(digest) is None:
+                task = asyncio.create_task(self._prefetched(target, digest), name=f"prefetch {digest[:19]}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def prefetch_for(self, org: OrgConfig, repository: str, digests: list[str]) -> None:
+        """prefetch() for `repository` of `org` (the ManifestCache's prefetch hook)."""
+        self.prefetch(org.target(repository), digests)
+
+    async def _prefetched(self, target: UpstreamTarget, digest: str) -> None:
+        assert self._prefetch_slots is not None
+        async with self._prefetch_slots:
+            try:
+                fill = await self.join(target, digest)
+            except Exception as error:   # the fill logged why; a client asking gets the error from a new fill
+                log.debug("prefetch of %s failed: %s", digest, error)
+                return
+            if fill is not None:
+                await fill.ended.wait()
+
     async def _run(self, fill: Fill, target: UpstreamTarget) -> None:
         try:
             lock = await self._claim(fill)
@@ -302,6 +334,7 @@ class BlobFills:
             fill.release_spool_if_idle()
             if self._fills.get(fill.digest) is fill:
                 del self._fills[fill.digest]
+            fill.ended.set()
 
     async def _claim(self, fill: Fill) -> FillLock | None:
         """The cluster-wide lock to fetch fill.digest; None once another replica has published it."""
