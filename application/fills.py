@@ -381,6 +381,7 @@ class BlobFills:
         spool = fill.spool
         blob = await self._upstream.open_blob(target, fill.digest)
         published = False
+        flushing: asyncio.Future | None = None   # the copy thread flushing the spool to disk, if it does
         try:
             fill.size = blob.size
             self._ops.fill_started(target, fill.digest, blob.size)
@@ -389,7 +390,7 @@ class BlobFills:
             chunks = blocking_chunks(blob)
             write = getattr(spool, "append_blocking", None)
             if chunks is not None and write is not None:
-                await self._copy_in_thread(copy, chunks, write, getattr(spool, "flush_blocking", None))
+                flushing = await self._copy_in_thread(copy, chunks, write, getattr(spool, "flush_blocking", None))
             else:
                 async for chunk in blob:
                     step = copy.take(chunk)
@@ -406,9 +407,15 @@ class BlobFills:
                 raise BlobCorrupt(f"upstream bytes do not match digest {fill.digest}", digest=fill.digest)
             fill.size = written
             fill.verified = True
-            # The last bytes are released only once the blob is published: a client that received a
-            # whole blob can rely on the cache holding it (and on every replica finding it).
+            # Verified: every byte goes to the readers now, while the blob is flushed and published (fsync
+            # and rename, or the S3 upload's completion). Only verified bytes are released, only a flushed
+            # blob is published, and one that cannot be is still served whole from the spool. Released
+            # once published instead, a client's last bytes waited for the disk: with every fill of a cold
+            # pull flushing at once, 20-60 ms on the loaded bench machine (bench/results/2026-11-30-cold-s7.md).
+            fill.advance(written, hasher)
             try:
+                if flushing is not None:
+                    await asyncio.shield(flushing)   # cancelled meanwhile: the finally below waits for it
                 await self._store.publish(fill.digest, spool)
             except BlobStorageUnavailable as error:
                 log.warning("fill %s: storage cannot keep it (%s); its clients are served from the spool",
@@ -423,23 +430,31 @@ class BlobFills:
                                            generation=target.generation)
             return True
         finally:
+            if flushing is not None and not flushing.done():
+                await asyncio.wait([flushing])   # the thread lets go of the spool before it is discarded
             await blob.aclose()
             if not published:
                 await spool.discard()
 
     @staticmethod
     async def _copy_in_thread(copy: _Copy, chunks: Iterator[bytes], write: Callable[[bytes], None],
-                              flush: Callable[[], None] | None) -> None:
+                              flush: Callable[[], None] | None) -> asyncio.Future:
         """The body's bytes read, hashed and written to the spool in one worker thread; the loop is woken
         only at the readers' steps. On one event loop each upstream chunk (at most 256 KiB a socket
         read) crossed anyio, h11, httpcore, httpx and the fill on its own, and its hashing and spool
         write held the loop too: for a 24 MiB cold pull, most of the loop's time
         (bench/results/2026-11-30-cold-s7.md). In the thread, socket reads, sha256 and file writes
-        run without the GIL. The spool is flushed to disk there too, when the spool can (`flush`), so
-        publishing waits for no other thread. Cancelled, the copy stops at its next chunk and is waited
-        for: the thread never writes to a spool the fill has discarded."""
+        run without the GIL. Returns once the body is in the spool, with the thread's future: the
+        spool is flushed to disk there next, when the spool can (`flush`), so publishing waits for no
+        other thread. Cancelled, the copy stops at its next chunk and is waited for: the thread never
+        writes to a spool the fill has discarded."""
         loop = asyncio.get_running_loop()
         stop = threading.Event()
+        copied = loop.create_future()   # the whole body is in the spool (its flush may still run)
+
+        def body_copied() -> None:
+            if not copied.done():
+                copied.set_result(None)
 
         def run() -> None:
             for chunk in chunks:
@@ -450,18 +465,22 @@ class BlobFills:
                     write(chunk)
                 if step is not None:
                     loop.call_soon_threadsafe(copy.fill.advance, *step)
-            # All but the last chunk go out while the spool is flushed (as while the digest is checked).
-            loop.call_soon_threadsafe(copy.fill.advance_to, copy.written - copy.last, copy.before_last.copy())
+            loop.call_soon_threadsafe(body_copied)
             if flush is not None:
                 flush()
 
         future = loop.run_in_executor(_copy_threads(), run)
         try:
-            await asyncio.shield(future)
+            await asyncio.wait([copied, future], return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             stop.set()
             await asyncio.wait([future])  # until the thread has let go of the spool (at most a read timeout)
             raise
+        if not copied.done():   # the thread ended before the body did: its error
+            copied.cancel()
+            future.result()
+            raise RuntimeError("the copy thread stopped before the end of the body")   # only a stop does that
+        return future
 
     async def _pass_through(self, target: UpstreamTarget, digest: str, start: int, end: int | None,
                             resume: Any) -> AsyncIterator[bytes]:

@@ -92,6 +92,7 @@ def test_a_blocking_body_is_copied_in_a_thread_readable_as_it_arrives_and_publis
         await reading
         assert bytes(received) == DATA
         assert upstream.blob.threads and threading.get_ident() not in upstream.blob.threads
+        await wait_until(lambda: fill.published is not None)
         assert fill.spool.flushed   # flushed by the copy thread: publishing had nothing left to do
         assert await store.get_bytes(DIGEST) == DATA
         await wait_until(lambda: upstream.blob.closed)
@@ -134,4 +135,33 @@ def test_a_cancelled_fill_stops_its_copy_thread_before_the_spool_is_removed(stor
             await task
         assert upstream.blob.closed
         assert spool_files(store) == [] and await store.stat(DIGEST) is None
+    asyncio.run(scenario())
+
+
+class SlowToPublish(FilesystemBlobStore):
+    """Publishes only once `go` is set."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.go = asyncio.Event()
+
+    async def publish(self, digest, spool) -> None:
+        await self.go.wait()
+        await super().publish(digest, spool)
+
+
+def test_a_verified_blob_reaches_its_readers_whole_while_it_is_still_being_published(tmp_path):
+    async def scenario():
+        store = SlowToPublish(str(tmp_path / "blobs"))
+        upstream = BlockingUpstream(DATA)
+        upstream.blob.more.set()
+        fills = BlobFills(store, upstream, RecordingLedger(), FakeClock())
+        fill = await fills.join(TARGET, DIGEST)
+        received = b"".join([chunk async for chunk in fill.read(0, fill.size)])
+        assert received == DATA and fill.verified
+        assert await store.stat(DIGEST) is None   # not published yet
+        assert fills.running(DIGEST) is fill      # a client asking now joins the verified fill
+        store.go.set()
+        await wait_until(lambda: fill.published is not None)
+        assert await store.get_bytes(DIGEST) == DATA
     asyncio.run(scenario())
