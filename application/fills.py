@@ -399,7 +399,7 @@ class BlobFills:
                     if step is not None:
                         fill.advance(*step)
             written, last, hasher, before_last = copy.written, copy.last, copy.hasher, copy.before_last
-            # All but the last chunk go out while the digest is checked and the blob published.
+            # All but the last chunk go out while the length and the digest are checked.
             fill.advance_to(written - last, before_last)
             if fill.size is not None and written != fill.size:
                 raise BlobTruncated(f"upstream sent {written} of {fill.size} bytes of {fill.digest}")
