@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from application.errors import BlobCorrupt, BlobTruncated, BlobUnknown, UpstreamBadContent, UpstreamNotFound
@@ -13,6 +15,7 @@ from application.metering import fill_failure
 from application.ops_log import NoOpsLog, OpsLog
 from application.ports import (BlobStorageUnavailable, BlobStore, Clock, FillCoordinator, FillLock, Ledger, Metrics,
                                NoMetrics, Spool, Upstream, UpstreamTarget)
+from application.orgs import OrgConfig
 from application.singleflight import InProcessOnly
 from domain.names import Digest
 
@@ -23,6 +26,8 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 1024 * 1024
 FIRST_STEP = 64 * 1024
 ADVANCE_STEP = 1024 * 1024
+# Fills copied in worker threads at once; the upstream gives a blob a blocking body only while one is free.
+COPY_THREADS = 16
 
 
 PassThrough = Callable[[int, "int | None", Any], AsyncIterator[bytes]]
@@ -72,6 +77,7 @@ class Fill:
         self.stored: BlobStore | None = None     # set when another replica published the blob first
         self.published: BlobStore | None = None  # set once this fill published the blob
         self.started = asyncio.Event()
+        self.ended = asyncio.Event()   # the fill's task is over: published, failed or cancelled
         self._changed = asyncio.Event()
         self._pass_through = pass_through
         self._readers = 0
@@ -94,6 +100,11 @@ class Fill:
     def advance(self, readable: int, hashed: Any = None) -> None:
         self.readable, self.hashed = readable, hashed
         self._notify()
+
+    def advance_to(self, readable: int, hashed: Any) -> None:
+        """advance(), unless as many bytes are readable already."""
+        if readable > self.readable:
+            self.advance(readable, hashed)
 
     def finish(self, readable: int) -> None:
         self.readable, self.done = readable, True
@@ -157,6 +168,58 @@ class Fill:
             self.release_spool_if_idle()
 
 
+class _Copy:
+    """One fill's bytes as they arrive: hashed, counted, and when to wake its readers. Only bytes
+    that cannot be the blob's last become readable before the digest check: with a declared length,
+    every byte short of it (this chunk included, so a client's first bytes do not wait for the next
+    chunk); without one, all but this chunk, as the body may end after it. Readers are woken at
+    steps, not per network chunk (waking them costs more than it buys): at 64 KiB, doubling up to
+    1 MiB, then every MiB. Fixed offsets: a stalled upstream leaves at most one step unread, however
+    the chunks fell. The hash so far goes with them: a reader that must go on from upstream checks it."""
+
+    def __init__(self, fill: Fill, hasher: Any) -> None:
+        self.fill = fill
+        self.hasher = hasher
+        self.before_last = hasher.copy()   # the hash of every byte but the last chunk's
+        self.written = self.last = 0
+        self._step_at = FIRST_STEP
+
+    def take(self, chunk: bytes) -> tuple[int, Any] | None:
+        """Hash `chunk`; (readable, hash) to advance the fill to once it is in the spool, else None."""
+        if not chunk:
+            return None
+        self.before_last = self.hasher.copy()
+        self.hasher.update(chunk)
+        self.written += len(chunk)
+        self.last = len(chunk)
+        size = self.fill.size
+        if size is not None and self.written < size:
+            sure, sure_hash = self.written, self.hasher
+        else:
+            sure, sure_hash = self.written - self.last, self.before_last
+        if sure < self._step_at:
+            return None
+        while self._step_at <= sure:
+            self._step_at = self._step_at * 2 if self._step_at < ADVANCE_STEP else self._step_at + ADVANCE_STEP
+        return sure, sure_hash.copy()
+
+
+def blocking_chunks(blob: Any) -> Iterator[bytes] | None:
+    """The blob's body as a blocking iterator for a worker thread, if its upstream offers one."""
+    offer = getattr(blob, "blocking_chunks", None)
+    return offer() if offer is not None else None
+
+
+_threads: ThreadPoolExecutor | None = None
+
+
+def _copy_threads() -> ThreadPoolExecutor:
+    global _threads
+    if _threads is None:
+        _threads = ThreadPoolExecutor(max_workers=COPY_THREADS, thread_name_prefix="fill-copy")
+    return _threads
+
+
 class BlobFills:
     """Keeps at most one running fill per digest in this process, and (through the coordinator)
     one per cluster of replicas sharing blob storage. What a fill brings in (or finds corrupt) is
@@ -164,7 +227,8 @@ class BlobFills:
 
     def __init__(self, store: BlobStore, upstream: Upstream, ledger: Ledger, clock: Clock,
                  coordinator: FillCoordinator | None = None, metrics: Metrics | None = None,
-                 ops: OpsLog | None = None) -> None:
+                 ops: OpsLog | None = None, prefetch_at_once: int = 0) -> None:
+        """`prefetch_at_once`: how many fills prefetch() runs at a time in this process (0: none)."""
         self._coordinator = coordinator or InProcessOnly()
         self._ops = ops or NoOpsLog()
         self._metrics = metrics or NoMetrics()
@@ -174,6 +238,7 @@ class BlobFills:
         self._clock = clock
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._prefetch_slots = asyncio.Semaphore(prefetch_at_once) if prefetch_at_once > 0 else None
 
     def running(self, digest: str) -> Fill | None:
         fill = self._fills.get(digest)
@@ -210,6 +275,34 @@ class BlobFills:
             raise fill.error
         return fill
 
+    def prefetch(self, target: UpstreamTarget, digests: list[str]) -> None:
+        """Start fetching `digests` (an image's blobs, its client asks for them next) without waiting
+        for the client: fills exactly like those a request starts (one per digest, joined by the
+        requests that come, verified before published), at most `prefetch_at_once` at a time; a blob
+        stored or being fetched already is left alone. A fill that fails is the next request's to retry."""
+        if self._prefetch_slots is None:
+            return
+        for digest in dict.fromkeys(digests):
+            if self.running(digest) is None:
+                task = asyncio.create_task(self._prefetched(target, digest), name=f"prefetch {digest[:19]}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def prefetch_for(self, org: OrgConfig, repository: str, digests: list[str]) -> None:
+        """prefetch() for `repository` of `org` (the ManifestCache's prefetch hook)."""
+        self.prefetch(org.target(repository), digests)
+
+    async def _prefetched(self, target: UpstreamTarget, digest: str) -> None:
+        assert self._prefetch_slots is not None
+        async with self._prefetch_slots:
+            try:
+                fill = await self.join(target, digest)
+            except Exception as error:   # the fill logged why; a client asking gets the error from a new fill
+                log.debug("prefetch of %s failed: %s", digest, error)
+                return
+            if fill is not None:
+                await fill.ended.wait()
+
     async def _run(self, fill: Fill, target: UpstreamTarget) -> None:
         try:
             lock = await self._claim(fill)
@@ -241,6 +334,7 @@ class BlobFills:
             fill.release_spool_if_idle()
             if self._fills.get(fill.digest) is fill:
                 del self._fills[fill.digest]
+            fill.ended.set()
 
     async def _claim(self, fill: Fill) -> FillLock | None:
         """The cluster-wide lock to fetch fill.digest; None once another replica has published it."""
@@ -287,49 +381,41 @@ class BlobFills:
         spool = fill.spool
         blob = await self._upstream.open_blob(target, fill.digest)
         published = False
+        flushing: asyncio.Future | None = None   # the copy thread flushing the spool to disk, if it does
         try:
             fill.size = blob.size
             self._ops.fill_started(target, fill.digest, blob.size)
             fill.started.set()
-            hasher = expected.hasher()
-            before_last = hasher.copy()   # the hash of every byte but the last chunk's
-            written = last = 0
-            step_at = FIRST_STEP
-            async for chunk in blob:
-                if not chunk:
-                    continue
-                before_last = hasher.copy()
-                hasher.update(chunk)
-                await spool.append(chunk)
-                written += len(chunk)
-                last = len(chunk)
-                # Only bytes that cannot be the blob's last become readable before the digest check:
-                # with a declared length, every byte short of it (this chunk included, so a client's
-                # first bytes do not wait for the next chunk); without one, all but this chunk, as the
-                # body may end after it. Readers are woken at steps, not per network chunk (waking them
-                # costs more than it buys): at 64 KiB, doubling up to 1 MiB, then every MiB. Fixed
-                # offsets: a stalled upstream leaves at most one step unread, however the chunks fell.
-                # The hash so far goes with them: a reader that must go on from upstream checks it.
-                if fill.size is not None and written < fill.size:
-                    sure, sure_hash = written, hasher
-                else:
-                    sure, sure_hash = written - last, before_last
-                if sure >= step_at:
-                    fill.advance(sure, sure_hash.copy())
-                    while step_at <= sure:
-                        step_at = step_at * 2 if step_at < ADVANCE_STEP else step_at + ADVANCE_STEP
-            if written - last > fill.readable:
-                # All but the last chunk go out while the digest is checked and the blob published.
-                fill.advance(written - last, before_last)
+            copy = _Copy(fill, expected.hasher())
+            chunks = blocking_chunks(blob)
+            write = getattr(spool, "append_blocking", None)
+            if chunks is not None and write is not None:
+                flushing = await self._copy_in_thread(copy, chunks, write, getattr(spool, "flush_blocking", None))
+            else:
+                async for chunk in blob:
+                    step = copy.take(chunk)
+                    if chunk:
+                        await spool.append(chunk)
+                    if step is not None:
+                        fill.advance(*step)
+            written, last, hasher, before_last = copy.written, copy.last, copy.hasher, copy.before_last
+            # All but the last chunk go out while the length and the digest are checked.
+            fill.advance_to(written - last, before_last)
             if fill.size is not None and written != fill.size:
                 raise BlobTruncated(f"upstream sent {written} of {fill.size} bytes of {fill.digest}")
             if not expected.matches(hasher.hexdigest()):
                 raise BlobCorrupt(f"upstream bytes do not match digest {fill.digest}", digest=fill.digest)
             fill.size = written
             fill.verified = True
-            # The last bytes are released only once the blob is published: a client that received a
-            # whole blob can rely on the cache holding it (and on every replica finding it).
+            # Verified: every byte goes to the readers now, while the blob is flushed and published (fsync
+            # and rename, or the S3 upload's completion). Only verified bytes are released, only a flushed
+            # blob is published, and one that cannot be is still served whole from the spool. Released
+            # once published instead, a client's last bytes waited for the disk: with every fill of a cold
+            # pull flushing at once, 20-60 ms on the loaded bench machine (bench/results/2026-11-30-cold-s7.md).
+            fill.advance(written, hasher)
             try:
+                if flushing is not None:
+                    await asyncio.shield(flushing)   # cancelled meanwhile: the finally below waits for it
                 await self._store.publish(fill.digest, spool)
             except BlobStorageUnavailable as error:
                 log.warning("fill %s: storage cannot keep it (%s); its clients are served from the spool",
@@ -344,9 +430,57 @@ class BlobFills:
                                            generation=target.generation)
             return True
         finally:
+            if flushing is not None and not flushing.done():
+                await asyncio.wait([flushing])   # the thread lets go of the spool before it is discarded
             await blob.aclose()
             if not published:
                 await spool.discard()
+
+    @staticmethod
+    async def _copy_in_thread(copy: _Copy, chunks: Iterator[bytes], write: Callable[[bytes], None],
+                              flush: Callable[[], None] | None) -> asyncio.Future:
+        """The body's bytes read, hashed and written to the spool in one worker thread; the loop is woken
+        only at the readers' steps. On one event loop each upstream chunk (at most 256 KiB a socket
+        read) crossed anyio, h11, httpcore, httpx and the fill on its own, and its hashing and spool
+        write held the loop too: for a 24 MiB cold pull, most of the loop's time
+        (bench/results/2026-11-30-cold-s7.md). In the thread, socket reads, sha256 and file writes
+        run without the GIL. Returns once the body is in the spool, with the thread's future: the
+        spool is flushed to disk there next, when the spool can (`flush`), so publishing waits for no
+        other thread. Cancelled, the copy stops at its next chunk and is waited for: the thread never
+        writes to a spool the fill has discarded."""
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        copied = loop.create_future()   # the whole body is in the spool (its flush may still run)
+
+        def body_copied() -> None:
+            if not copied.done():
+                copied.set_result(None)
+
+        def run() -> None:
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                step = copy.take(chunk)
+                if chunk:
+                    write(chunk)
+                if step is not None:
+                    loop.call_soon_threadsafe(copy.fill.advance, *step)
+            loop.call_soon_threadsafe(body_copied)
+            if flush is not None:
+                flush()
+
+        future = loop.run_in_executor(_copy_threads(), run)
+        try:
+            await asyncio.wait([copied, future], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            stop.set()
+            await asyncio.wait([future])  # until the thread has let go of the spool (at most a read timeout)
+            raise
+        if not copied.done():   # the thread ended before the body did: its error
+            copied.cancel()
+            future.result()
+            raise RuntimeError("the copy thread stopped before the end of the body")   # only a stop does that
+        return future
 
     async def _pass_through(self, target: UpstreamTarget, digest: str, start: int, end: int | None,
                             resume: Any) -> AsyncIterator[bytes]:

@@ -95,9 +95,9 @@ class AllowedManifests:
     def __getattr__(self, name: str):
         return getattr(self._inner, name)   # held(), ... : everything but manifest() is the cache's own
 
-    async def manifest(self, org: OrgConfig, repository: str, reference, accept: list[str]):
+    async def manifest(self, org: OrgConfig, repository: str, reference, accept: list[str], prefetch: bool = False):
         check_allowed(org, repository)
-        return await self._inner.manifest(org, repository, reference, accept)
+        return await self._inner.manifest(org, repository, reference, accept, prefetch)
 
 
 class AllowedBlobs:

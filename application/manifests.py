@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cachetools import TLRUCache
@@ -43,8 +44,12 @@ class ManifestAnswer:
 class ManifestCache:
     def __init__(self, *, reads: BoundedReads, tags: TagLookup, content: ManifestBytes, upstream: Upstream,
                  ledger: Ledger, clock: Clock, replicas: AcrossReplicas, rate_limits: RateLimits,
-                 max_entries: int = 50_000, row_seconds: float = 30.0) -> None:
+                 max_entries: int = 50_000, row_seconds: float = 30.0,
+                 prefetch: Callable[[OrgConfig, str, list[str]], None] | None = None) -> None:
+        """`prefetch(org, repository, digests)`: told the blobs of an image manifest a client GETs cold,
+        which its client asks for next (BlobFills.prefetch starts their fills at once)."""
         self._reads, self._tags, self._content = reads, tags, content
+        self._prefetch = prefetch
         self._upstream, self._ledger, self._clock = upstream, ledger, clock
         self._replicas, self.rate_limits = replicas, rate_limits
         self._flights: SingleFlight = SingleFlight()
@@ -62,12 +67,14 @@ class ManifestCache:
         return {"manifest_rows": len(self._rows), "missing": len(self._missing), **self._tags.held()}
 
     async def manifest(self, org: OrgConfig, repository: str, reference: Reference,
-                       accept: list[str]) -> ManifestAnswer:
+                       accept: list[str], prefetch: bool = False) -> ManifestAnswer:
+        """`prefetch`: a GET (not a HEAD): an image manifest fetched for it has its blobs prefetched."""
         if isinstance(reference, Digest):
-            return await self._by_digest(org, repository, str(reference), accept)
-        return await self._by_tag(org, repository, str(reference), accept)
+            return await self._by_digest(org, repository, str(reference), accept, prefetch)
+        return await self._by_tag(org, repository, str(reference), accept, prefetch)
 
-    async def _by_digest(self, org: OrgConfig, repository: str, digest: str, accept: list[str]) -> ManifestAnswer:
+    async def _by_digest(self, org: OrgConfig, repository: str, digest: str, accept: list[str],
+                         prefetch: bool = False) -> ManifestAnswer:
         key = (org.name, repository, digest)
         row = self._rows.fresh(key)
         if row is None:
@@ -85,21 +92,22 @@ class ManifestCache:
                 return ManifestAnswer(content, row.media_type, digest, PullResult.HIT)
         # Never cached for this repository of this org (a pull by digest is immutable, so once
         # cached it is never checked upstream again).
-        return await self._miss(org, repository, digest, accept, tag=None)
+        return await self._miss(org, repository, digest, accept, tag=None, prefetch=prefetch)
 
-    async def _by_tag(self, org: OrgConfig, repository: str, tag: str, accept: list[str]) -> ManifestAnswer:
+    async def _by_tag(self, org: OrgConfig, repository: str, tag: str, accept: list[str],
+                      prefetch: bool = False) -> ManifestAnswer:
         row = await self._tags.get(org.name, repository, tag)
         if row is None:
-            return await self._miss(org, repository, tag, accept, tag=tag)
+            return await self._miss(org, repository, tag, accept, tag=tag, prefetch=prefetch)
         freshness = tag_freshness(row.checked_at, self._clock.now(), org.staleness_seconds, org.max_stale_seconds)
         if freshness is Freshness.FRESH:
             content = await self._content.get(row.digest)
             if content is not None:
                 return ManifestAnswer(content, row.media_type, row.digest, PullResult.HIT)
-            return await self._miss(org, repository, tag, accept, tag=tag)
+            return await self._miss(org, repository, tag, accept, tag=tag, prefetch=prefetch)
         try:
             return await self._flights.run(("revalidate", org.name, repository, tag),
-                                           lambda: self._revalidate(org, repository, tag, row, accept))
+                                           lambda: self._revalidate(org, repository, tag, row, accept, prefetch))
         except (UpstreamError, ManifestUnknown) as error:
             return await self._stale_or_raise(org, repository, tag, row, freshness, error)
 
@@ -116,7 +124,7 @@ class ManifestCache:
         return ManifestAnswer(content, row.media_type, row.digest, PullResult.STALE, warning=reason)
 
     async def _revalidate(self, org: OrgConfig, repository: str, tag: str, row: TagRow,
-                          accept: list[str]) -> ManifestAnswer:
+                          accept: list[str], prefetch: bool = False) -> ManifestAnswer:
         """Past staleness: a HEAD upstream (not counted by Docker Hub) confirms or moves the tag."""
         try:
             head = await self._upstream.head_manifest(org.target(repository), tag, accept)
@@ -127,7 +135,7 @@ class ManifestCache:
         content = await self._content.get(row.digest) if head.digest == row.digest else None
         if content is None:
             self.rate_limits.check_floor(org.name, org.rate_limit_floor)
-            return await self._fetch(org, repository, tag, accept, tag=tag)
+            return await self._fetch(org, repository, tag, accept, tag=tag, prefetch=prefetch)
         now = self._clock.now()
         try:
             await self._ledger.tag_checked(org.name, repository, tag, row.digest, row.media_type, now)
@@ -139,7 +147,7 @@ class ManifestCache:
         return ManifestAnswer(content, row.media_type, row.digest, PullResult.REVALIDATED)
 
     async def _miss(self, org: OrgConfig, repository: str, reference: str, accept: list[str],
-                    tag: str | None) -> ManifestAnswer:
+                    tag: str | None, prefetch: bool = False) -> ManifestAnswer:
         """Not cached: fetch it once however many clients ask, remembering upstream 404s for a while."""
         key = (org.name, repository, reference)
         if key in self._missing:
@@ -148,7 +156,8 @@ class ManifestCache:
         try:
             return await self._flights.run(("manifest", *key), lambda: self._replicas.run(
                 f"manifest:{org.name}/{repository}@{reference}",
-                lambda: self._fetch(org, repository, reference, accept, tag=tag),
+                # One fetch for every client asking: the first one's `prefetch` holds for all of them.
+                lambda: self._fetch(org, repository, reference, accept, tag=tag, prefetch=prefetch),
                 lambda: self._fetched_by_another_replica(org, repository, reference, tag)))
         except ManifestUnknown:
             if org.negative_cache_seconds > 0:
@@ -156,7 +165,7 @@ class ManifestCache:
             raise
 
     async def _fetch(self, org: OrgConfig, repository: str, reference: str, accept: list[str],
-                     tag: str | None) -> ManifestAnswer:
+                     tag: str | None, prefetch: bool = False) -> ManifestAnswer:
         """A miss: fetch, verify, store, record; answer with the bytes in hand."""
         try:
             fetched = await self._upstream.get_manifest(org.target(repository), reference, accept)
@@ -173,6 +182,11 @@ class ManifestCache:
         # "One cold client, per phase"). Neither needs the other: an event whose bytes did not make it
         # (a crash between) reads as "not held", and the next pull fetches them again (_by_digest,
         # _by_tag); the bytes are held in memory either way.
+        not_kept = _not_kept(org, len(fetched.content), content)
+        if prefetch and self._prefetch is not None and content.blobs and not content.children and not not_kept:
+            # The client asks for these next: their fills start now, not once the manifest is stored,
+            # recorded and answered, the client has read it and asked (a few at a time).
+            self._prefetch(org, repository, list(content.blobs))
         stored = asyncio.ensure_future(self._content.put(fetched.digest, fetched.content))
         self._missing.pop((org.name, repository, reference), None)
         now = self._clock.now()
@@ -189,8 +203,7 @@ class ManifestCache:
             fetched.digest, content.media_type, len(fetched.content), list(content.blobs), list(content.children)))
         if tag is not None:
             await self._tags.remember(org.name, repository, tag, TagRow(fetched.digest, content.media_type, now))
-        return ManifestAnswer(fetched.content, content.media_type, fetched.digest, PullResult.MISS,
-                              not_kept=_not_kept(org, len(fetched.content), content))
+        return ManifestAnswer(fetched.content, content.media_type, fetched.digest, PullResult.MISS, not_kept=not_kept)
 
     async def _fetched_by_another_replica(self, org: OrgConfig, repository: str, reference: str,
                                           tag: str | None) -> ManifestAnswer | None:

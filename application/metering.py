@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from application import errors
@@ -106,6 +106,16 @@ class CountedBlob:
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         async for chunk in self._blob:
+            self._received(len(chunk))
+            yield chunk
+
+    def blocking_chunks(self) -> Iterator[bytes] | None:
+        """The inner blob's blocking body (for a worker thread), counted the same way; None without one."""
+        offer = getattr(self._blob, "blocking_chunks", None)
+        return None if offer is None else self._counted(offer())
+
+    def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
             self._received(len(chunk))
             yield chunk
 

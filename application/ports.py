@@ -64,7 +64,10 @@ class UpstreamReferrers:
 
 
 class UpstreamBlob(Protocol):
-    """An open upstream blob response. Iterate its raw bytes once, then aclose() it (always)."""
+    """An open upstream blob response. Iterate its raw bytes once, then aclose() it (always).
+
+    It may also offer `blocking_chunks()`: the same bytes as a blocking iterator for one worker thread,
+    which a fill then uses with a spool's `append_blocking` (application/fills.py)."""
 
     size: int | None
 
@@ -97,7 +100,8 @@ class Spool(Protocol):
     """A local temporary file a fill writes into while any number of readers read it as it grows.
 
     append() and discard() are async so that a backend may ship bytes elsewhere as they arrive
-    (S3 uploads full parts while the fill runs, and aborts the upload on discard).
+    (S3 uploads full parts while the fill runs, and aborts the upload on discard). A spool whose
+    append is a local write may offer `append_blocking(chunk)` too, for a fill copying in a thread.
     """
 
     async def append(self, chunk: bytes) -> None: ...

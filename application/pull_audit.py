@@ -62,7 +62,8 @@ class PullAudit:
         """`record` is False for HEAD, which is not a pull. A pull that fails is recorded too
         (result `error`), unless its input was bad."""
         try:
-            answer = await self._manifests.manifest(org, repository, reference, accept)
+            # A GET (record) is a client that goes on to the blobs: they may be prefetched.
+            answer = await self._manifests.manifest(org, repository, reference, accept, prefetch=record)
         except Exception as error:
             if record:
                 await self._failed(org, repository, str(reference), client, error)

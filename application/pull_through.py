@@ -43,6 +43,7 @@ class Limits:
     max_holdings: int = 100_000        # (org, blob) pairs known held
     max_referrers: int = 200_000       # descriptors of upstream referrers lists held in process, over all subjects
     manifest_bytes: int = 64 * 1024 * 1024
+    prefetch_blobs: int = 0            # blob fills a cold image manifest's GET starts at once, per process (0: off)
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,15 @@ def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndMani
     rate_limits = RateLimits()
     tags = TagLookup(reads, shared_tags, max_tags=limits.max_rows, row_seconds=limits.tag_row_seconds,
                      recent_seconds=limits.recent_tag_seconds)
+    holdings = Holdings(limits.max_holdings)
+    fills = BlobFills(store, upstream, NotingLedger(ledger, holdings), clock, fill_coordinator, metrics, ops,
+                      prefetch_at_once=limits.prefetch_blobs)
     manifests = ManifestCache(reads=reads, tags=tags, content=ManifestBytes(store, limits.manifest_bytes),
                               upstream=upstream, ledger=ledger, clock=clock,
                               replicas=AcrossReplicas(fill_coordinator or InProcessOnly()),
                               rate_limits=rate_limits, max_entries=limits.max_rows,
-                              row_seconds=limits.manifest_row_seconds)
-    holdings = Holdings(limits.max_holdings)
-    fills = BlobFills(store, upstream, NotingLedger(ledger, holdings), clock, fill_coordinator, metrics, ops)
+                              row_seconds=limits.manifest_row_seconds,
+                              prefetch=fills.prefetch_for if limits.prefetch_blobs > 0 else None)
     blobs = BlobCache(store=store, upstream=upstream, fills=fills, reads=reads, ledger=ledger, clock=clock,
                       holdings=holdings)
     referrers_cache = ReferrersCache(manifests=manifests, upstream=upstream, reads=reads, ledger=ledger, clock=clock,

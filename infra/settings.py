@@ -96,6 +96,9 @@ class UpstreamSettings(_Section, frozen=True):
     # environment's HTTPS_PROXY / HTTP_PROXY / NO_PROXY; "none": direct, whatever the environment says.
     proxy: Text = ""
     no_proxy: tuple[Annotated[str, Meta(max_length=255)], ...] = ()   # hosts, .domains, IPs, CIDRs reached directly
+    # A client that GETs an image manifest the cache fetches cold asks for its blobs next: that many of
+    # them (per process) are fetched at once, before the client asks. 0: only when asked.
+    prefetch_blobs: Annotated[int, Meta(ge=0, le=64)] = 8
 
 
 class RedisSettings(_Section, frozen=True):

@@ -160,7 +160,8 @@ class Container:
         grace = settings.storage.delete_grace_seconds
         # In-process answers of an evicted image end well within the grace period.
         limits = Limits(recent_tag_seconds=min(5.0, max(grace / 4, 0.25)),
-                        manifest_row_seconds=min(30.0, max(grace / 2, 0.5)))
+                        manifest_row_seconds=min(30.0, max(grace / 2, 0.5)),
+                        prefetch_blobs=settings.upstream.prefetch_blobs)
         # A request waits for its pull's record as long as for any other record.
         self.group_commit = GroupCommit(self.pulls, metrics=self.metrics, max_backlog=settings.database.pull_backlog,
                                         wait_timeout=limits.record_timeout)

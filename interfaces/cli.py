@@ -33,7 +33,8 @@ def serve(args: argparse.Namespace) -> int:
     from interfaces.http.access_log import with_access_log
     from interfaces.http.app import create_app
     from interfaces.http.forwarded import with_forwarded_client
-    from interfaces.serving import bind_listener, bound_port, freeze_startup_heap, run_granian, run_uvicorn
+    from interfaces.serving import (bind_listener, bound_port, freeze_startup_heap, keep_buffers_on_the_heap, run_granian,
+                                    run_uvicorn)
 
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -49,6 +50,7 @@ def serve(args: argparse.Namespace) -> int:
     def started() -> None:
         # Before the line that says we serve: the freeze's collection stalls the loop once, here.
         frozen = freeze_startup_heap()
+        keep_buffers_on_the_heap()
         logging.getLogger(__name__).info("%d objects of start-up set aside from garbage collection", frozen)
         # Once serving: the line gives the real port (also when 0 was asked for); tests read it.
         print(f"Entrepôt serving on http://{display_host(settings.host)}:{port} (data in {container.data_dir}; "

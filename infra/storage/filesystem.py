@@ -113,6 +113,7 @@ class FilesystemBlobStore:
 
     async def publish(self, digest: str, spool: FileSpool) -> None:
         dest = self._path(digest)
-        await anyio.to_thread.run_sync(spool.finish)
+        if not spool.flushed:
+            await anyio.to_thread.run_sync(spool.finish)
         translated(f"storing {digest}", os.makedirs, os.path.dirname(dest), 0o777, True)
         translated(f"storing {digest}", os.replace, spool.path, dest)

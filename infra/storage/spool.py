@@ -47,10 +47,15 @@ class FileSpool:
             self.remove()
             raise
         self.size = 0
+        self.flushed = False   # every byte written is on disk and the write fd closed
         self._closed = False
 
     async def append(self, chunk: bytes) -> None:
         # A local write: the page cache absorbs it, so it is not worth a thread hop per chunk.
+        self.write(chunk)
+
+    def append_blocking(self, chunk: bytes) -> None:
+        """append() for a fill that copies in a worker thread (application/fills.py)."""
         self.write(chunk)
 
     async def discard(self) -> None:
@@ -69,10 +74,18 @@ class FileSpool:
         return os.pread(self._read_fd, size, offset)
 
     def finish(self) -> None:
-        """Flush the bytes to disk before the file is published under its digest."""
+        """Flush the bytes to disk before the file is published under its digest (once: a fill copying
+        in a worker thread flushes there, through flush_blocking, and publishing then has nothing to do)."""
+        if self.flushed:
+            return
         translated("flushing a spool file", os.fsync, self._write_fd)
         os.close(self._write_fd)
         self._write_fd = -1
+        self.flushed = True
+
+    def flush_blocking(self) -> None:
+        """finish(), for the worker thread that wrote the last bytes: no hop back and forth for it."""
+        self.finish()
 
     def remove(self) -> None:
         """Drop the file; readers that hold the read fd still finish from it."""

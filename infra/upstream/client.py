@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
+import anyio
+import anyio.to_thread
 import httpcore
 import httpx
 
@@ -18,7 +20,7 @@ from infra.upstream import headers
 from infra.upstream.auth import RegistryAuth, TokenCache
 from infra.upstream.errors import error_for, transport_errors
 from infra.upstream.egress import EgressProxy
-from infra.upstream.guard import POLICY, GuardedTransport, UpstreamGuard
+from infra.upstream.guard import POLICY, BlockingGuardedTransport, GuardedTransport, UpstreamGuard
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024        # what the distribution spec says a registry must accept
 MAX_ERROR_BODY = 16 * 1024
@@ -35,8 +37,11 @@ USER_AGENT = "entrepot/0.1"
 # copied again and carried through every async layer (httpcore, httpx, ours) on its own. Up to 1 MiB
 # a read, a cold blob crosses those layers in a quarter of the steps (bench/results/*-cold-reads.json).
 UPSTREAM_READ_BYTES = 1024 * 1024
-if getattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES", 0) < UPSTREAM_READ_BYTES:
-    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = UPSTREAM_READ_BYTES
+for _connection in (httpcore.AsyncHTTP11Connection, httpcore.HTTP11Connection):
+    if getattr(_connection, "READ_NUM_BYTES", 0) < UPSTREAM_READ_BYTES:
+        _connection.READ_NUM_BYTES = UPSTREAM_READ_BYTES
+# Cold blob bodies read at once by worker threads (see BlockingHttpBlob); past that, on the event loop.
+MAX_BLOCKING_BODIES = 16
 
 
 async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
@@ -50,6 +55,17 @@ async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
         size += len(chunks[-1])
         if size > limit:
             raise ManifestTooLarge(f"{what} is more than {limit} bytes")
+    return b"".join(chunks)
+
+
+def _read_capped_blocking(response: httpx.Response, limit: int) -> bytes:
+    """An error answer's body, at most `limit` bytes (past it: none, as read_capped's callers do)."""
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b""
     return b"".join(chunks)
 
 
@@ -93,6 +109,43 @@ class HttpBlob:
             await self._response.aclose()
 
 
+class BlockingHttpBlob:
+    """An open upstream blob whose body a worker thread reads (`blocking_chunks`), off the event loop:
+    socket reads, and the caller's hashing and file writes, then run without the GIL, and the loop
+    is not woken per network chunk. Iterated with `async for`, each chunk is read in a thread."""
+
+    def __init__(self, response: httpx.Response, release: Callable[[], None]) -> None:
+        self._response = response
+        self._host = response.request.url.netloc.decode()
+        self._release = release
+        declared = response.headers.get("Content-Length", "")
+        self.size = int(declared) if declared.isdigit() else None
+
+    def blocking_chunks(self) -> Iterator[bytes]:
+        """The raw bytes, for one worker thread; Upstream* errors as the async iteration raises them.
+        Read to its end, the response is closed there too (its connection back in the pool), so that
+        aclose() needs no thread."""
+        with transport_errors(self._host):
+            yield from self._response.iter_raw()
+            self._response.close()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        chunks = self.blocking_chunks()
+        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            if not self._response.is_closed:
+                with transport_errors(self._host):
+                    await anyio.to_thread.run_sync(self._response.close)
+        finally:
+            self._release()
+
+
 class HttpUpstream:
     """The Upstream port: manifests, blobs and tags from any distribution-API registry."""
 
@@ -114,6 +167,13 @@ class HttpUpstream:
             timeout=timeout, headers={"User-Agent": USER_AGENT},
             transport=GuardedTransport(httpx.AsyncHTTPTransport(limits=LIMITS), via=self._guard.via, egress=egress,
                                        proxied=lambda proxy: httpx.AsyncHTTPTransport(proxy=proxy, limits=LIMITS)))
+        # Blob bodies go through a blocking client read by worker threads (BlockingHttpBlob), with the
+        # same guard and egress; an injected client (tests, library users) keeps every request async.
+        self._blocking: httpx.Client | None = None if client is not None else httpx.Client(
+            timeout=timeout, headers={"User-Agent": USER_AGENT},
+            transport=BlockingGuardedTransport(httpx.HTTPTransport(limits=LIMITS), via=self._guard.via, egress=egress,
+                                               proxied=lambda proxy: httpx.HTTPTransport(proxy=proxy, limits=LIMITS)))
+        self._blocking_bodies = 0
         self._tokens = tokens or TokenCache()
         self._tag_page_size = tag_page_size
         self._max_manifest_bytes = max_manifest_bytes
@@ -194,11 +254,48 @@ class HttpUpstream:
         declared = response.headers.get("Content-Length", "")
         return int(declared) if declared.isdigit() else None
 
-    async def open_blob(self, target: UpstreamTarget, digest: str) -> HttpBlob:
+    async def open_blob(self, target: UpstreamTarget, digest: str) -> HttpBlob | BlockingHttpBlob:
         # identity: the bytes must reach us exactly as stored, or the digest will not match.
-        response = await self._send(target, "GET", self._url(target, "blobs", digest),
-                                    f"blob {target.repository}@{digest}", {"Accept-Encoding": "identity"})
-        return HttpBlob(response)
+        url, what, request_headers = self._url(target, "blobs", digest), f"blob {target.repository}@{digest}", \
+            {"Accept-Encoding": "identity"}
+        if self._blocking is None or self._blocking_bodies >= MAX_BLOCKING_BODIES:
+            return HttpBlob(await self._send(target, "GET", url, what, request_headers))
+        self._blocking_bodies += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._blocking_bodies -= 1
+        try:
+            # abandon_on_cancel=False: a cancelled open still ends with the response in hand, closed below.
+            response = await anyio.to_thread.run_sync(self._send_blocking, target, url, what, request_headers)
+        except BaseException:
+            release()
+            raise
+        return BlockingHttpBlob(response, release)
+
+    def _send_blocking(self, target: UpstreamTarget, url: str, what: str,
+                       request_headers: dict[str, str]) -> httpx.Response:
+        """_send over the blocking client, in a worker thread."""
+        assert self._blocking is not None
+        with transport_errors(target.base_url[:200]):
+            host = httpx.URL(target.base_url).netloc.decode()
+        policy = self._guard.policy_for(target.org, target.base_url)
+        with transport_errors(host):
+            request = self._blocking.build_request("GET", url, headers=request_headers,
+                                                   extensions={POLICY: policy})
+            auth = RegistryAuth(self._tokens, target.username, target.password, policy=policy,
+                                upstream=httpx.URL(target.base_url))
+            response = self._blocking.send(request, auth=auth, stream=True, follow_redirects=True)
+            if response.is_success:
+                return response
+            try:
+                body = _read_capped_blocking(response, MAX_ERROR_BODY)
+            finally:
+                response.close()
+        raise error_for(response, what, body)
 
     async def list_tags(self, target: UpstreamTarget) -> list[str]:
         with transport_errors(target.base_url[:200]):
@@ -259,6 +356,8 @@ class HttpUpstream:
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.aclose()
+        if self._blocking is not None:
+            self._blocking.close()
 
     async def __aenter__(self) -> HttpUpstream:
         return self

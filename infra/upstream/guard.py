@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Callable, Iterable
 
 import anyio
@@ -85,19 +86,15 @@ def _resolve_now(host: str, port: int) -> list[Address] | None:
     return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
 
 
-class GuardedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that connects only to addresses the request's policy allows."""
+class _Guarded:
+    """What both guarded transports do around the request: refuse by the policy, add the hop header,
+    choose the egress proxy, and pin the request to the address that was checked."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, via: str = "", egress: EgressProxy = EgressProxy(),
-                 proxied: Callable[[str], httpx.AsyncBaseTransport] | None = None) -> None:
-        """`egress`: the company's outbound proxy, if any; `proxied(url)` makes the transport through it."""
-        self._inner = inner
+    def __init__(self, via: str, egress: EgressProxy) -> None:
         self._via = via
         self._egress = egress
-        self._make_proxied = proxied or (lambda proxy: httpx.AsyncHTTPTransport(proxy=proxy))
-        self._proxied: dict[str, httpx.AsyncBaseTransport] = {}
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def _prepare(self, request: httpx.Request) -> tuple[UpstreamPolicy, str, httpx.Headers, str | None]:
         policy: UpstreamPolicy = request.extensions.get(POLICY, STRICT)
         url = request.url
         where = url.netloc.decode(errors="replace")[:200]
@@ -106,45 +103,74 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         headers = httpx.Headers(request.headers)
         if self._via:
             headers[VIA] = self._via
-        proxy = self._egress.proxy_for(url)
-        if proxy is not None:
-            # Through the proxy the name travels as it is (the proxy connects); what we can check, we do.
-            await self._checked_address(policy, request, where, unresolvable_ok=True)
-            forwarded = httpx.Request(request.method, url, headers=headers, stream=request.stream,
-                                      extensions=dict(request.extensions))
-            return await self._through(proxy).handle_async_request(forwarded)
-        address = await self._checked_address(policy, request, where)
+        return policy, where, headers, self._egress.proxy_for(request.url)
+
+    @staticmethod
+    def _proxied_request(request: httpx.Request, headers: httpx.Headers) -> httpx.Request:
+        # Through the proxy the name travels as it is (the proxy connects); what we can check, we do.
+        return httpx.Request(request.method, request.url, headers=headers, stream=request.stream,
+                             extensions=dict(request.extensions))
+
+    @staticmethod
+    def _pinned_request(request: httpx.Request, headers: httpx.Headers, address: Address) -> httpx.Request:
+        url = request.url
         extensions = dict(request.extensions)
         if url.scheme == "https" and host_literal(url.host) is None:
             extensions["sni_hostname"] = url.host   # TLS checks the certificate against the name, not the IP
-        pinned = httpx.Request(request.method, url.copy_with(host=str(address)), headers=headers,
-                               stream=request.stream, extensions=extensions)
-        return await self._inner.handle_async_request(pinned)
+        return httpx.Request(request.method, url.copy_with(host=str(address)), headers=headers,
+                             stream=request.stream, extensions=extensions)
 
     @staticmethod
-    async def _checked_address(policy: UpstreamPolicy, request: httpx.Request, where: str,
+    def _judged(policy: UpstreamPolicy, request: httpx.Request, where: str, addresses: list[Address]) -> Address:
+        """The first address once every one passed the policy."""
+        # Every address must pass: a name answering one public and one internal address is refused.
+        for address in addresses:
+            if refusal := policy.address_refusal(address):
+                raise UpstreamRefused(f"upstream {where} refused by the SSRF policy: {refusal}", upstream=where)
+        if not addresses:
+            raise httpx.ConnectError(f"cannot resolve {request.url.host}", request=request)
+        return addresses[0]
+
+
+def _addresses(infos: list) -> list[Address]:
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+class GuardedTransport(_Guarded, httpx.AsyncBaseTransport):
+    """An httpx transport that connects only to addresses the request's policy allows."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, via: str = "", egress: EgressProxy = EgressProxy(),
+                 proxied: Callable[[str], httpx.AsyncBaseTransport] | None = None) -> None:
+        """`egress`: the company's outbound proxy, if any; `proxied(url)` makes the transport through it."""
+        super().__init__(via, egress)
+        self._inner = inner
+        self._make_proxied = proxied or (lambda proxy: httpx.AsyncHTTPTransport(proxy=proxy))
+        self._proxied: dict[str, httpx.AsyncBaseTransport] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        policy, where, headers, proxy = self._prepare(request)
+        if proxy is not None:
+            await self._checked_address(policy, request, where, unresolvable_ok=True)
+            return await self._through(proxy).handle_async_request(self._proxied_request(request, headers))
+        address = await self._checked_address(policy, request, where)
+        return await self._inner.handle_async_request(self._pinned_request(request, headers, address))
+
+    @classmethod
+    async def _checked_address(cls, policy: UpstreamPolicy, request: httpx.Request, where: str,
                                unresolvable_ok: bool = False) -> Address | None:
         """The first address of the request's host once every one passed the policy. `unresolvable_ok`
         (behind a proxy, which may resolve names this host cannot): None instead of a ConnectError."""
         url = request.url
         literal = host_literal(url.host)
         if literal is not None:
-            addresses = [literal]
-        else:
-            try:
-                infos = await anyio.getaddrinfo(url.host, url.port or 443, type=socket.SOCK_STREAM)
-            except (OSError, UnicodeError) as error:
-                if unresolvable_ok:
-                    return None
-                raise httpx.ConnectError(f"cannot resolve {url.host}: {error}", request=request) from None
-            addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-        # Every address must pass: a name answering one public and one internal address is refused.
-        for address in addresses:
-            if refusal := policy.address_refusal(address):
-                raise UpstreamRefused(f"upstream {where} refused by the SSRF policy: {refusal}", upstream=where)
-        if not addresses:
-            raise httpx.ConnectError(f"cannot resolve {url.host}", request=request)
-        return addresses[0]
+            return cls._judged(policy, request, where, [literal])
+        try:
+            infos = await anyio.getaddrinfo(url.host, url.port or 443, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as error:
+            if unresolvable_ok:
+                return None
+            raise httpx.ConnectError(f"cannot resolve {url.host}: {error}", request=request) from None
+        return cls._judged(policy, request, where, _addresses(infos))
 
     def _through(self, proxy: str) -> httpx.AsyncBaseTransport:
         if proxy not in self._proxied:
@@ -157,4 +183,50 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             await transport.aclose()
 
 
-__all__ = ["OPERATOR", "POLICY", "VIA", "GuardedTransport", "UpstreamGuard"]
+class BlockingGuardedTransport(_Guarded, httpx.BaseTransport):
+    """GuardedTransport for a blocking client (used from worker threads): the same checks, the same pinning."""
+
+    def __init__(self, inner: httpx.BaseTransport, via: str = "", egress: EgressProxy = EgressProxy(),
+                 proxied: Callable[[str], httpx.BaseTransport] | None = None) -> None:
+        super().__init__(via, egress)
+        self._inner = inner
+        self._make_proxied = proxied or (lambda proxy: httpx.HTTPTransport(proxy=proxy))
+        self._proxied: dict[str, httpx.BaseTransport] = {}
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        policy, where, headers, proxy = self._prepare(request)
+        if proxy is not None:
+            self._checked_address(policy, request, where, unresolvable_ok=True)
+            return self._through(proxy).handle_request(self._proxied_request(request, headers))
+        address = self._checked_address(policy, request, where)
+        return self._inner.handle_request(self._pinned_request(request, headers, address))
+
+    @classmethod
+    def _checked_address(cls, policy: UpstreamPolicy, request: httpx.Request, where: str,
+                         unresolvable_ok: bool = False) -> Address | None:
+        url = request.url
+        literal = host_literal(url.host)
+        if literal is not None:
+            return cls._judged(policy, request, where, [literal])
+        try:
+            infos = socket.getaddrinfo(url.host, url.port or 443, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as error:
+            if unresolvable_ok:
+                return None
+            raise httpx.ConnectError(f"cannot resolve {url.host}: {error}", request=request) from None
+        return cls._judged(policy, request, where, _addresses(infos))
+
+    def _through(self, proxy: str) -> httpx.BaseTransport:
+        with self._lock:   # worker threads share the transport
+            if proxy not in self._proxied:
+                self._proxied[proxy] = self._make_proxied(proxy)
+            return self._proxied[proxy]
+
+    def close(self) -> None:
+        self._inner.close()
+        for transport in self._proxied.values():
+            transport.close()
+
+
+__all__ = ["OPERATOR", "POLICY", "VIA", "BlockingGuardedTransport", "GuardedTransport", "UpstreamGuard"]

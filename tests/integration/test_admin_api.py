@@ -12,7 +12,7 @@ import time
 import pytest
 from litestar.testing import TestClient
 
-from infra.settings import SecuritySettings, Settings, load_settings
+from infra.settings import SecuritySettings, Settings, UpstreamSettings, load_settings
 from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from tests.support.images import build_image, push_image
@@ -39,7 +39,8 @@ def api(tmp_path, upstream):
     # hub is created through the API: the API may change it (an org of the config file it may not).
     # It uses the loopback registry: the operator allows loopback for orgs made through the API.
     settings = Settings(data_dir=str(tmp_path / "data"), admin_token=TOKEN, organizations=(),
-                        security=SecuritySettings(allowed_upstream_networks=("127.0.0.0/8",)))
+                        security=SecuritySettings(allowed_upstream_networks=("127.0.0.0/8",)),
+                        upstream=UpstreamSettings(prefetch_blobs=0))   # counts the blobs its pulls bring in
     container = bootstrap(settings)
     with TestClient(create_app(container)) as client:
         client.headers.update(AUTH)

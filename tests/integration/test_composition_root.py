@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from litestar.testing import TestClient
 
-from infra.settings import OrgSettings, Settings
+from infra.settings import OrgSettings, Settings, UpstreamSettings
 from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from tests.support.clock import ManualClock
@@ -20,7 +20,8 @@ def test_an_injected_upstream_and_clock_drive_a_pull_through_the_whole_app(tmp_p
     old, new = build_image("root"), build_image("root", revision=1)
     upstream.put_manifest("team/app", "1", old.manifest_bytes, old.media_type)
     settings = Settings(data_dir=str(tmp_path / "data"), organizations=(
-        OrgSettings(name="org", upstream="http://upstream.invalid", staleness_seconds=60),))
+        OrgSettings(name="org", upstream="http://upstream.invalid", staleness_seconds=60),),
+        upstream=UpstreamSettings(prefetch_blobs=0))   # the upstream's calls are the client's own
     url, accept = "/v2/org/team/app/manifests/1", {"Accept": old.media_type}
     with TestClient(create_app(bootstrap(settings, upstream=upstream, clock=clock))) as api:
         first = api.get(url, headers=accept)

@@ -57,8 +57,10 @@ def image(upstream_registry):
 @pytest.fixture
 def server(upstream_registry, image, entrepot_server_factory):
     # Two orgs on one upstream; in "fresh" (staleness 0) every pull of a tag after the first asks upstream (a HEAD).
+    # Counts what a client's own requests fetch: no prefetch of an image's blobs ([upstream] prefetch_blobs).
     return entrepot_server_factory([{"name": "hub", "upstream": upstream_registry.url},
-                                    {"name": "fresh", "upstream": upstream_registry.url, "staleness_seconds": 0}])
+                                    {"name": "fresh", "upstream": upstream_registry.url, "staleness_seconds": 0}],
+                                   sections={"upstream": {"prefetch_blobs": 0}})
 
 
 def test_a_miss_a_hit_and_a_blob_are_counted_exactly_for_the_org(server, image):

@@ -10,7 +10,7 @@ import pytest
 from litestar.testing import TestClient
 
 from infra.projection_runtime import rebuild
-from infra.settings import AnalyticsSettings, DatabaseSettings, SecuritySettings, Settings
+from infra.settings import AnalyticsSettings, DatabaseSettings, SecuritySettings, Settings, UpstreamSettings
 from interfaces.bootstrap import bootstrap
 from interfaces.http.app import create_app
 from projections.catalog import PROJECTION_NAMES
@@ -41,7 +41,8 @@ def settings(request, tmp_path) -> Settings:
     return Settings(data_dir=str(tmp_path / "data"), admin_token=TOKEN, organizations=(), database=database,
                     security=SecuritySettings(allowed_upstream_networks=("127.0.0.0/8",)),
                     # Traffic reports (bytes served, blob hits) every 0.2 s, so the analytics see them soon.
-                    analytics=AnalyticsSettings(traffic_interval_seconds=0.2))
+                    analytics=AnalyticsSettings(traffic_interval_seconds=0.2),
+                    upstream=UpstreamSettings(prefetch_blobs=0))   # counts the blobs its pulls bring in
 
 
 def serving(settings: Settings) -> TestClient:

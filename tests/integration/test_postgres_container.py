@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from litestar.testing import TestClient
 
-from infra.settings import DatabaseSettings, OrgSettings, Settings
+from infra.settings import DatabaseSettings, OrgSettings, Settings, UpstreamSettings
 from interfaces.bootstrap import Container, bootstrap, projection_status
 from interfaces.http.app import create_app
 from infra.projection_runtime import open_view
@@ -23,7 +23,8 @@ def test_pulls_through_the_app_on_postgresql_are_served_recorded_and_projected(p
     push_image(upstream_registry.url, "library/alpine", "3.19", image)
     settings = Settings(data_dir=str(tmp_path / "data"), secret_key="",
                         organizations=(OrgSettings(name="hub", upstream=upstream_registry.url),),
-                        database=DatabaseSettings(url=postgres_url, schema="app"))
+                        database=DatabaseSettings(url=postgres_url, schema="app"),
+                        upstream=UpstreamSettings(prefetch_blobs=0))   # a blob's first GET is a miss
     container = bootstrap(settings)
     assert container.env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
     with TestClient(create_app(container)) as client:

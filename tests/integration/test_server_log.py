@@ -34,7 +34,9 @@ def proxied(upstream_registry, entrepot_server_factory):
     image = build_image("server-log", layers=1, layer_size=2_000_000)
     push_image(upstream_registry.url, "team/app", "1", image)
     with FaultProxy(upstream_registry.url) as proxy:
-        yield entrepot_server_factory([{"name": "org", "upstream": proxy.url}]), proxy, image
+        # A cold blob's fill is the client's own, not a prefetch ([upstream] prefetch_blobs).
+        yield entrepot_server_factory([{"name": "org", "upstream": proxy.url}],
+                                      sections={"upstream": {"prefetch_blobs": 0}}), proxy, image
 
 
 def test_a_cold_blob_logs_its_fill_with_size_time_and_rate_and_a_warm_hit_logs_nothing(proxied):

@@ -7,6 +7,7 @@ import json
 import time
 from urllib.parse import parse_qs, urlsplit
 
+import anyio.to_thread
 import httpx
 import pytest
 
@@ -20,6 +21,7 @@ from application.errors import (
 )
 from application.ports import RateLimit, UpstreamTarget
 from infra.upstream import HttpUpstream, RegistryAuth, TokenCache
+from infra.upstream.client import MAX_BLOCKING_BODIES, BlockingHttpBlob, HttpBlob
 from tests.support.httpserver import LocalHTTPServer, Reply, Request
 from tests.support.images import (
     DOCKER_MANIFEST,
@@ -129,6 +131,27 @@ async def test_blob_streams_bytes_matching_its_digest_in_one_get(upstream, upstr
     assert blob.size == len(data)
     assert sha256(received) == digest
     assert upstream_registry.count("GET", f"/blobs/{digest}") == 1
+
+
+async def test_blob_bodies_are_read_by_worker_threads_up_to_a_bound_then_on_the_loop(upstream, upstream_registry):
+    image = build_image(6, layer_size=300_000)
+    push_image(upstream_registry.url, "team/app", "v1", image)
+    digest, data = image.layers[0]
+
+    blobs = [await upstream.open_blob(target(upstream_registry.url), digest) for _ in range(MAX_BLOCKING_BODIES + 1)]
+    try:
+        threaded, past_the_bound = blobs[:-1], blobs[-1]
+        assert all(isinstance(blob, BlockingHttpBlob) for blob in threaded)
+        assert isinstance(past_the_bound, HttpBlob)   # no thread left for it: read on the event loop
+        received = await anyio.to_thread.run_sync(lambda: b"".join(threaded[0].blocking_chunks()))
+        assert sha256(received) == digest and len(received) == len(data)
+        assert sha256(b"".join([chunk async for chunk in past_the_bound])) == digest
+    finally:
+        for blob in blobs:
+            await blob.aclose()
+    again = await upstream.open_blob(target(upstream_registry.url), digest)   # closed blobs gave their threads back
+    await again.aclose()
+    assert isinstance(again, BlockingHttpBlob)
 
 
 async def test_all_tags_are_listed_in_pages(upstream, upstream_registry):

@@ -1,0 +1,106 @@
+"""A client that GETs an image manifest the cache fetches cold asks for its blobs next: their fills start
+at once (`[upstream] prefetch_blobs`), one upstream fetch each, and the client's requests join them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from application.breaker import UpstreamBackoff
+from application.cache_records import CacheRecords
+from application.credentials import Credentials
+from application.orgs import OrgDirectory
+from application.pull_through import Client, Limits
+from application.pulls import GroupCommit, Pulls
+from domain.manifest import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST
+from domain.pull import PullResult
+from tests.unit.fakes import FakeClock, FakeUpstream, MemoryBlobStore, RecordsView, edge_cache, run_scenario
+
+POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+
+
+class World:
+    def __init__(self, prefetch_blobs: int = 8) -> None:
+        self.clock = FakeClock()
+        self.records = CacheRecords(env=POPO)
+        self.pulls = Pulls(env=POPO)
+        self.upstream = FakeUpstream()
+        self.store = MemoryBlobStore()
+        self.orgs = OrgDirectory(self.records, Credentials(env=POPO), ttl=0)
+        self.orgs.apply("hub", {"upstream": "http://up.example", "staleness_seconds": 300,
+                                "max_stale_seconds": 3600})
+        self.group = GroupCommit(self.pulls)
+        self.cache = edge_cache(records=self.records, orgs=self.orgs, view=RecordsView(self.records),
+                                store=self.store, upstream=UpstreamBackoff(self.upstream, self.clock),
+                                pulls=self.group, clock=self.clock, limits=Limits(prefetch_blobs=prefetch_blobs))
+        self.layer = self.upstream.put_blob(b"layer-bytes-" * 10)
+        self.config = self.upstream.put_blob(b'{"config": true}')
+        self.manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+                                    "config": {"digest": self.config, "size": 16},
+                                    "layers": [{"digest": self.layer, "size": 120}]}).encode()
+        self.digest = self.upstream.put_manifest("library/alpine", "3.19", self.manifest, DOCKER_MANIFEST)
+        index = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST_LIST, "manifests": [
+            {"digest": self.digest, "mediaType": DOCKER_MANIFEST, "size": len(self.manifest),
+             "platform": {"architecture": "amd64", "os": "linux"}}]}).encode()
+        self.upstream.put_manifest("library/alpine", "multi", index, DOCKER_MANIFEST_LIST)
+
+    async def get(self, ref: str = "3.19", record: bool = True):
+        return await self.cache.manifest("hub", "library/alpine", ref, [DOCKER_MANIFEST, DOCKER_MANIFEST_LIST],
+                                         Client("10.0.0.1", "test"), record=record)
+
+    def blob_gets(self) -> list[str]:
+        return [call[2] for call in self.upstream.calls if call[0] == "GET" and call[2] in (self.config, self.layer)]
+
+    async def settle(self, seconds: float = 0.05) -> None:
+        await asyncio.sleep(seconds)
+
+
+def run(test, **options):
+    return run_scenario(lambda: World(**options), test)
+
+
+def test_a_cold_image_manifest_get_fetches_its_blobs_before_the_client_asks_once_each():
+    async def scenario(w: World):
+        answer = await w.get()
+        assert answer.result is PullResult.MISS
+        for _ in range(200):
+            if w.config in w.store.objects and w.layer in w.store.objects:
+                break
+            await asyncio.sleep(0.005)
+        assert sorted(w.blob_gets()) == sorted([w.config, w.layer])
+        blob = await w.cache.blob("hub", "library/alpine", w.layer)   # the client asks: served from storage
+        assert b"".join([chunk async for chunk in blob.open(0, blob.size)]) == b"layer-bytes-" * 10
+        assert sorted(w.blob_gets()) == sorted([w.config, w.layer])   # still one upstream GET each
+    run(scenario)
+
+
+def test_a_head_of_a_manifest_prefetches_nothing():
+    async def scenario(w: World):
+        await w.get(record=False)
+        await w.settle()
+        assert w.blob_gets() == [] and w.store.objects.keys().isdisjoint({w.config, w.layer})
+    run(scenario)
+
+
+def test_a_manifest_list_prefetches_nothing_and_its_platform_manifest_does():
+    async def scenario(w: World):
+        await w.get("multi")
+        await w.settle()
+        assert w.blob_gets() == []
+        await w.get(w.digest)
+        for _ in range(200):
+            if len(w.blob_gets()) == 2:
+                break
+            await asyncio.sleep(0.005)
+        assert sorted(w.blob_gets()) == sorted([w.config, w.layer])
+    run(scenario)
+
+
+def test_with_prefetch_blobs_0_a_blob_is_fetched_only_when_asked():
+    async def scenario(w: World):
+        await w.get()
+        await w.settle()
+        assert w.blob_gets() == []
+        await w.cache.blob("hub", "library/alpine", w.config)
+        assert w.blob_gets() == [w.config]
+    run(scenario, prefetch_blobs=0)
