@@ -270,13 +270,37 @@ def main() -> None:
     document = {"benchmark": "bench.scale_warm", "shape": {"orgs": args.orgs, "images": args.images, "pulls": args.pulls},
                 "params": {"rounds": args.rounds, "seconds": args.seconds, "modes": modes, "kinds": kinds,
                            "connections": 32},
-                "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                "commit": os.environ.get("SCALE_WARM_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                          cwd=REPO_ROOT).stdout.strip(),
                 "load_before": load_before, "load_after": os.getloadavg(), "summary": summary, "samples": samples,
                 "runner_statements": {name: dict(c.most_common(25)) for name, c in statements.items()}}
     stem = f"{datetime.now(UTC):%Y-%m-%d}-scale-warm" + (f"-{args.label}" if args.label else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps(document, indent=1) + "\n")
-    say(f"wrote bench/results/{stem}.json")
+    (RESULTS / f"{stem}.md").write_text(markdown(document))
+    say(f"wrote bench/results/{stem}.json and .md")
+
+
+def markdown(document: dict) -> str:
+    shape, params = document["shape"], document["params"]
+    lines = [f"# Warm pulls on a large PostgreSQL store against an empty one: {shape['pulls']:,} pulls, "
+             f"{shape['images']:,} images, {shape['orgs']} orgs", "",
+             f"Commit {document['commit']}; {params['rounds']} rounds of {params['seconds']:g} s per store and kind, "
+             f"wrk -c {params['connections']}, the stores alternating; load average {document['load_before'][0]:.1f} "
+             f"before, {document['load_after'][0]:.1f} after. CPU per request until the store is idle again, in µs: "
+             "server (`serve`), projections runner (`runner`) and the PostgreSQL backends of each (`pg_*`).", "",
+             "| mode | kind | large req/s | empty req/s | ratio | large CPU µs/req | empty CPU µs/req | loads (large runs) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for mode, by_kind in document["summary"].items():
+        for kind, by_store in by_kind.items():
+            cpu = {name: ", ".join(f"{k} {v:,.0f}" for k, v in by_store[name]["cpu_us_total"].items())
+                   for name in ("large", "empty")}
+            loads = " ".join(f"{r['load']:.1f}" for r in document["samples"][mode][kind]["large"])
+            lines.append(f"| {mode} | {kind} | {by_store['large']['rps']:,.0f} | {by_store['empty']['rps']:,.0f} | "
+                         f"{by_store['ratio']}x | {cpu['large']} | {cpu['empty']} | {loads} |")
+    lines += ["", "The runner's active statements, sampled every 20 ms while it ran (most frequent first):", ""]
+    for name, counts in document["runner_statements"].items():
+        lines.append(f"- {name}: " + "; ".join(f"{n} × `{q[:90]}`" for q, n in list(counts.items())[:8]))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
