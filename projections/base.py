@@ -86,8 +86,9 @@ class View(TrackingRecorder, ABC):
         self.write_gathered(c, gathered)
 
     @abstractmethod
-    def process_gathered(self, gathered: Any, tracking: Tracking) -> None:
-        """Write a gathering and its last event's tracking in one transaction (a bulk rebuild's flush)."""
+    def process_gathered(self, gathered: Any, tracking: Tracking, events: int = 1) -> None:
+        """Write a gathering of `events` events and its last event's tracking in one transaction (a bulk
+        rebuild's flush)."""
 
     # -- a bulk rebuild from empty ---------------------------------------------------------------------
     @abstractmethod
@@ -189,7 +190,7 @@ class SqliteView(SQLiteTrackingRecorder, View):
             self._insert_tracking(c, batch[-1][1])
             self.process_page(c, batch)
 
-    def process_gathered(self, gathered: Any, tracking: Tracking) -> None:
+    def process_gathered(self, gathered: Any, tracking: Tracking, events: int = 1) -> None:
         with self._writing() as c:
             self._insert_tracking(c, tracking)
             self.write_gathered(c, gathered)

@@ -75,7 +75,10 @@ class PostgresView(PostgresTrackingRecorder, View):
         self._index_statements = [SQL(ddl).format(**names) for ddl in self.schema if ddl.startswith("CREATE INDEX")]
         self._lock_key = advisory_key(s, self.projection, f"write-v{version}")
         self._statements: dict[tuple[str, str], Composed] = {}
-        self._pages = 0   # pages written through this object: when to analyze (_analyze)
+        # When to analyze (_written): events written through this object since its copy's statistics were
+        # last brought up to date, and how many that takes (None: not read yet from the copy's statistics).
+        self._since_analysis = 0
+        self._analyze_after: float | None = None
 
     def sql(self, text: str) -> Composed:
         """A write statement: {table} placeholders name this version's tables."""
@@ -128,33 +131,52 @@ class PostgresView(PostgresTrackingRecorder, View):
             return
         with self.datastore.transaction(commit=True) as c:
             self._process(c, batch)
-        self._written()
+        self._written(len(batch))
 
-    def _written(self) -> None:
-        """One more page (or gathering) written through this object: analyze after the 1st, 2nd, 4th..."""
-        self._pages += 1
-        if self._pages & (self._pages - 1) == 0:
-            self._analyze()
-
-    def _analyze(self) -> None:
-        """Fresh statistics for this copy's tables, after its 1st, 2nd, 4th, 8th... page (or gathering).
+    def _written(self, events: int) -> None:
+        """`events` more written through this object: analyze the copy once it may have doubled since the last time.
 
         A copy being rebuilt grows from empty faster than autovacuum analyzes it (and never, where
         autovacuum is off, as on the bench machine): the planner then keeps the plans of an empty
         table, e.g. a hash join over every image for each manifest, so a replay slowed down as the
-        copy grew (retention: 127 events/s at 200k pulls). Doubling the pages between analyses keeps
-        their total cost in proportion to the copy's size.
+        copy grew (retention: 127 events/s at 200k pulls). So the copy is analyzed after its first
+        page, then whenever the events written since reach what its largest table held at the last
+        analysis (or the events written before it, for a view with fewer rows than events): at
+        doublings, so the analyses cost in proportion to the copy's size.
+
+        The baseline is the copy's own statistics, not this object's history: a runner that starts on
+        a copy of a million rows (every restart of `projections run`) follows a few pulls a page, and
+        counting its pages analyzed all its tables after the 1st, 2nd, 4th, 8th... page, each time
+        sampling 30,000 rows of each table: on the 1M-pull store that was most of the PostgreSQL CPU a
+        warm pull cost (bench.scale_warm), for statistics that barely moved.
         """
+        self._since_analysis += events
+        if self._analyze_after is None:
+            self._analyze_after = self._rows_analyzed()
+        if self._since_analysis >= self._analyze_after:
+            written, self._since_analysis = self._since_analysis, 0
+            self._analyze_after = max(self._analyze(), written, 1)
+
+    def _rows_analyzed(self) -> float:
+        """Rows in the copy's largest table when it was last analyzed (0: never, or empty then)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT coalesce(max(c.reltuples), 0) AS n FROM pg_class c WHERE c.oid = ANY(%s::regclass[])",
+                      ([self._write[name].as_string(c) for name in self.tables],))
+            return max(float(c.fetchone()["n"]), 0.0)
+
+    def _analyze(self) -> float:
+        """Fresh statistics for this copy's tables; the rows of its largest table now."""
         with self.datastore.transaction(commit=True) as c:
             c.execute("SET LOCAL statement_timeout = 0")
             for name in self.tables:
                 c.execute(SQL("ANALYZE {}").format(self._write[name]))
+        return self._rows_analyzed()
 
-    def process_gathered(self, gathered: Any, tracking: Tracking) -> None:
+    def process_gathered(self, gathered: Any, tracking: Tracking, events: int = 1) -> None:
         with self.datastore.transaction(commit=True) as c:
             self._begin_page(c, tracking)
             self.write_gathered(c, gathered)
-        self._written()
+        self._written(events)
 
     def _process(self, c: Cursor, batch: Batch) -> None:
         self._begin_page(c, batch[-1][1])
@@ -193,6 +215,7 @@ class PostgresView(PostgresTrackingRecorder, View):
                 c.execute(statement)
 
     def clear(self) -> None:
+        self._since_analysis, self._analyze_after = 0, None   # emptied: its statistics are read afresh
         with self.datastore.transaction(commit=True) as c:
             for name in self.tables:
                 c.execute(self.sql(f"DELETE FROM {{{name}}}"))

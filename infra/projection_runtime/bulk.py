@@ -45,7 +45,7 @@ class Gathering:
     def write(self) -> None:
         """Write what is gathered with its last event's tracking, in one transaction; then start afresh."""
         if self.last is not None:
-            self.view.process_gathered(self.gathered, self.last)
+            self.view.process_gathered(self.gathered, self.last, self.events)
         self.gathered, self.events, self.last = None, 0, None
 
 

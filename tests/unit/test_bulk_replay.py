@@ -33,7 +33,7 @@ class FakeView:
     def gather(self, gathered: list[int], event, tracking: Tracking) -> None:
         gathered.append(tracking.notification_id)
 
-    def process_gathered(self, gathered: list[int], tracking: Tracking) -> None:
+    def process_gathered(self, gathered: list[int], tracking: Tracking, events: int = 1) -> None:
         self.written.append(("gathered", list(gathered), tracking.notification_id))
 
     def process(self, batch) -> None:
