@@ -40,7 +40,10 @@ from bench import machine
 from bench.postgres import add_backend_arguments, chosen_backends, fresh_env
 from domain.pull import Pull
 from infra.projection_runtime import replay as replay_module
-from infra.projection_runtime.rebuild import REBUILD_BULK_EVENTS, REBUILD_CHILD_EVENTS, REBUILD_PAGE_SIZE, rebuild_many
+from infra.projection_runtime import second_process
+from infra.projection_runtime.second_process import spare_core
+from infra.projection_runtime.rebuild import (REBUILD_BULK_EVENTS, REBUILD_CHILD_EVENTS, REBUILD_CHILD_LOAD,
+                                              REBUILD_PAGE_SIZE, rebuild_many)
 from projections import PROJECTION_NAMES
 from projections.catalog import spec
 
@@ -137,13 +140,17 @@ def one_pass(names: list[str], env: dict, page_size: int, profile: Path | None,
     `child_events` None: every view in this process (the peer of the second process)."""
     seconds: dict[str, float] = {}
     started, cpu, child_cpu = time.perf_counter(), time.process_time(), children_cpu()
+    # The split pass starts its second process whatever the load (child_load None): rebuild_many's default
+    # would not on a machine with no core to spare (REBUILD_CHILD_LOAD), which is recorded with the pass.
+    would_split = spare_core(REBUILD_CHILD_LOAD)
     replayed = profiled(lambda: rebuild_many(tuple(names), env, page_size, seconds, cache_kib=CACHE_KIB,
-                                             bulk_events=bulk_events, child_events=child_events), profile)
+                                             bulk_events=bulk_events, child_events=child_events, child_load=None),
+                        profile)
     together = {"seconds": round(time.perf_counter() - started, 2), "cpu_seconds": round(time.process_time() - cpu, 2),
                 "child_cpu_seconds": round(children_cpu() - child_cpu, 2),
                 "view_write_seconds": {name: round(value, 2) for name, value in seconds.items()},
                 "replayed": replayed, "load": machine.load(), "bulk_events": bulk_events,
-                "child_events": child_events}
+                "child_events": child_events, "default_would_split": would_split}
     # Views write in threads of their own (infra/projection_runtime/bulk.py), overlapping each other and the
     # reading: the pass takes at least its slowest view's writes; the rest is reading, decoding and waiting.
     together["slowest_view_writes_seconds"] = round(max(seconds.values(), default=0.0), 2)
@@ -175,12 +182,12 @@ def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Pat
         # The second process's peer (every view here) in the same run, first in odd rounds, last in even ones.
         order = ("one_process", "split") if round_ % 2 == 0 else ("split", "one_process")
         for kind in order if compare_one_process else ("split",):
+            profile = profile_dir and profile_dir / f"rebuild-{backend}-all{'-one-process' if kind == 'one_process' else ''}.html"
             if kind == "one_process":
-                one_process = one_pass(names, env, page_size, profile_dir and profile_dir / f"rebuild-{backend}-all-one-process.html",
-                                       bulk_events, None)
+                one_process = one_pass(names, env, page_size, profile, bulk_events, None)
                 passes.append({"kind": kind, "round": round_ + 1, **one_process})
             else:
-                together = one_pass(names, env, page_size, profile_dir and profile_dir / f"rebuild-{backend}-all.html", bulk_events)
+                together = one_pass(names, env, page_size, profile, bulk_events)
                 passes.append({"kind": kind, "round": round_ + 1, **together})
             print(f"  round {round_ + 1} {kind}: {passes[-1]['seconds']} s (CPU {passes[-1]['cpu_seconds']} s here, "
                   f"{passes[-1]['child_cpu_seconds']} s in the child; load {passes[-1]['load']})", flush=True)
@@ -285,12 +292,12 @@ def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dic
     report_peer("every view in one process", timed["one_process"], pulls)
     medians = median_passes(timed["passes"], pulls)
     for kind, median in medians.items():
-        print(f"  median of {median['rounds']} rounds, {kind}: {median['seconds']} s ({median['pull_events_per_s']} pull "
-              f"events/s; CPU {median['cpu_seconds']} s here + {median['child_cpu_seconds']} s in the child; loads "
+        print(f"  median of {median['rounds']} rounds, {kind}: {median['seconds']} s ({median['pull_events_per_s']} "
+              f"pull events/s; CPU {median['cpu_seconds']} s here + {median['child_cpu_seconds']} s in the child; loads "
               f"{median['loads']})", flush=True)
     if len(medians) == 2:
-        print(f"  second process / one process (medians): {medians['one_process']['seconds'] / medians['split']['seconds']:.2f}x "
-              f"wall", flush=True)
+        ratio = medians["one_process"]["seconds"] / medians["split"]["seconds"]
+        print(f"  second process / one process (medians): {ratio:.2f}x wall", flush=True)
     print(f"  all of {', '.join(names)} in one pass (bulk_events {args.bulk_events}): {together['seconds']} s "
           f"({rate(pulls, together['seconds'])} pull events/s; {rate(pulls, together['cpu_seconds'])} per CPU second; "
           f"process CPU {together['cpu_seconds']} s; slowest view's writes {together['slowest_view_writes_seconds']}"
@@ -333,6 +340,8 @@ def main() -> int:
     p.add_argument("--compare-one-process", action="store_true",
                    help="also run the one pass with every view in this process (no second process), the peer of "
                         "the split, in the same run (alternating with it over --rounds)")
+    p.add_argument("--child-views", help="the views the rebuild's second process takes first, comma-separated "
+                   f"(default: {','.join(second_process.CHILD_PREFERENCE)}; e.g. chain: no decoding in the child)")
     p.add_argument("--rounds", type=int, default=1, help="one passes per kind (alternating; medians reported)")
     p.add_argument("--profile", type=Path, help="write pyinstrument profiles of each rebuild into this directory")
     p.add_argument("--store-dir", help="SQLite: keep the store in this directory for later runs (written only "
@@ -343,6 +352,8 @@ def main() -> int:
     p.add_argument("--cache-kib", type=int, default=0,
                    help="SQLite page cache per view during the rebuilds, KiB (default 0: SQLite's own, 2 MiB)")
     args = p.parse_args()
+    if args.child_views:
+        second_process.CHILD_PREFERENCE = tuple(args.child_views.split(","))   # split() runs in this process
     global CACHE_KIB
     CACHE_KIB = args.cache_kib
     backends = chosen_backends(args)
@@ -353,6 +364,7 @@ def main() -> int:
               "machine": machine.machine(), "load_before": load_before, "load_after": machine.load(),
               "pulls": args.pulls, "images": args.images, "page_size": args.page_size, "target": TARGET,
               "cache_kib": args.cache_kib, "bulk_events": args.bulk_events,
+              "child_views": list(second_process.CHILD_PREFERENCE),
               "runs": runs}
     out = args.results or RESULTS_DIR / f"{datetime.now(timezone.utc):%Y-%m-%d}-rebuild.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -13,7 +13,7 @@ from infra.projection_runtime.bulk import restore_indexes
 from infra.projection_runtime.bluegreen import RebuildInProgress, rebuild_blue_green_many
 from infra.projection_runtime.opening import APPLICATIONS, is_postgres, open_view
 from infra.projection_runtime.replay import replay_shared
-from infra.projection_runtime.second_process import ChildRebuild, split
+from infra.projection_runtime.second_process import ChildRebuild, spare_core, split
 from projections.catalog import spec
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,13 @@ REBUILD_BULK_EVENTS = 100_000
 REBUILD_GC_THRESHOLD = 100_000
 # A rebuild of several views hands some of them (second_process.split: the chain, audit) to a child process
 # that reads the logs itself, when their logs hold at least this many events (below, starting a Python
-# process costs more than it saves). None: every view in this process.
+# process costs more than it saves). None: every view in this process; so too with one CPU to run on.
 REBUILD_CHILD_EVENTS: int | None = 100_000
+# ... and only with a core to spare: the 1-minute load average below this many times the CPUs it may use.
+# The child reads (and for audit decodes) the logs again: ~30 % more CPU in all, which a saturated machine
+# pays in wall time (1M pulls at load 8-13, same run: 0.85x one process on SQLite, 0.73x on PostgreSQL:
+# bench/results/2026-11-30-rebuild-s7.md). None: whatever the load.
+REBUILD_CHILD_LOAD: float | None = 1.0
 
 __all__ = ["PAGE_SIZE", "REBUILD_BULK_EVENTS", "REBUILD_PAGE_SIZE", "RebuildInProgress", "rebuild", "rebuild_many"]
 
@@ -62,18 +67,20 @@ def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAG
                  archive: ArchivedRecords | None = None,
                  cache_kib: int = REBUILD_CACHE_KIB,
                  bulk_events: int = REBUILD_BULK_EVENTS,
-                 child_events: int | None = REBUILD_CHILD_EVENTS) -> dict[str, dict[str, int]]:
+                 child_events: int | None = REBUILD_CHILD_EVENTS,
+                 child_load: float | None = REBUILD_CHILD_LOAD) -> dict[str, dict[str, int]]:
     """Rebuild several views in one pass over each application's log: a page is read and decoded once
     and written into every view that follows the application (each view in its own transaction).
 
     Returns {view: {application: events replayed}}; `seconds`, when given, receives each view's
     writing time (the rest, reading and decoding, is shared). `bulk_events`: see REBUILD_BULK_EVENTS.
-    `child_events`: see REBUILD_CHILD_EVENTS (None: every view in this process).
+    `child_events`, `child_load`: see REBUILD_CHILD_EVENTS and REBUILD_CHILD_LOAD (events None: every view
+    in this process).
     """
     names = tuple(names)
     for name in names:
         spec(name)   # an unknown name fails before anything is cleared
-    here, there = split(names, archive) if child_events is not None else (names, ())
+    here, there = split(names, archive) if child_events is not None and spare_core(child_load) else (names, ())
     if there and logged_events(env, there) < child_events:
         here, there = names, ()
     kwargs = {"env": env, "page_size": page_size, "cache_kib": cache_kib, "bulk_events": bulk_events}

@@ -50,6 +50,24 @@ def split(names: tuple[str, ...], archive: Any) -> tuple[tuple[str, ...], tuple[
     return tuple(name for name in names if name not in child), child
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the platform tells it): with one, a second
+    process would only add its own start and reading to the same core."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def spare_core(load: float | None) -> bool:
+    """Whether a second process would have a CPU of its own: more than one to use, and the 1-minute load
+    average below `load` times their number (None: whatever the load)."""
+    cpus = usable_cpus()
+    if cpus < 2:
+        return False
+    return load is None or os.getloadavg()[0] < load * cpus
+
+
 class ChildRebuild:
     """`rebuild(names, **kwargs)` of the given function in a spawned child, until `result()` is taken."""
 
