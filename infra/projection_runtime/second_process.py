@@ -30,9 +30,10 @@ from typing import Any
 
 from projections.catalog import spec
 
-# Views a second process takes first, heaviest first (their CPU per pull in this process, 1M pulls,
-# bench/results/2026-11-30-rebuild-s7.md). The chain takes stored notifications, so the child need not
-# decode the pulls for it.
+# Views a second process takes, in order: the two that write a row per pull (their inserts and the chain's
+# sequential links are the longest writes of a one-process rebuild, bench/results/2026-11-30-rebuild-s7.md)
+# and follow no Registry (whose replay stays here, before this process's pulls). The chain takes stored
+# notifications: a child with it alone decodes nothing.
 CHILD_PREFERENCE = ("chain", "audit")
 
 
