@@ -84,7 +84,7 @@ def test_a_rebuild_split_over_two_processes_writes_what_the_live_runners_wrote(e
 
 # Run as a file: a spawned child runs it again as __mp_main__, so the patch below applies in the child too.
 KILLED = """
-import importlib, json, os, signal, sys, multiprocessing
+import importlib, json, os, signal, sys, multiprocessing, time
 from infra.projection_runtime import bulk
 rebuild = importlib.import_module("infra.projection_runtime.rebuild")
 from infra.projection_runtime.rebuild import rebuild_many
@@ -94,12 +94,20 @@ VICTIM = os.environ["REBUILD_VICTIM"]   # "child" or "parent"
 writes = 0
 write = bulk.Gathering.write
 
+WRITING = os.environ["REBUILD_CHILD_PID"] + ".writing"   # the child has begun writing its views
+
+
 def write_then_die(self):
     global writes
     write(self)
     writes += 1
     in_child = multiprocessing.parent_process() is not None   # not yet known while the child imports this file
+    if VICTIM == "parent" and in_child:
+        open(WRITING, "w").close()
+        time.sleep(3)   # a child that would outlive its parent by far, were it not killed with it
     if writes == 2 and (VICTIM == "child") == in_child:   # some gatherings written, not all: killed midway
+        while VICTIM == "parent" and not os.path.exists(WRITING):
+            time.sleep(0.05)   # the parent dies once its child is at work, not while it starts
         os.kill(os.getpid(), signal.SIGKILL)
 
 bulk.Gathering.write = write_then_die
@@ -125,9 +133,12 @@ if __name__ == "__main__":
 def killed_rebuild(env: dict, victim: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, int]:
     script, pid_file = tmp_path / "killed_rebuild.py", tmp_path / "child.pid"
     script.write_text(KILLED)
-    done = subprocess.run([sys.executable, str(script), ",".join(VIEWS)], cwd=ROOT, timeout=180, capture_output=True,
-                          text=True, env={**os.environ, "REBUILD_ENV": json.dumps(env), "REBUILD_VICTIM": victim,
-                                          "REBUILD_CHILD_PID": str(pid_file), "PYTHONPATH": str(ROOT)})
+    # Output to files, not pipes: reading a pipe to its end would wait for the child too, which holds it.
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        done = subprocess.run([sys.executable, str(script), ",".join(VIEWS)], cwd=ROOT, timeout=180, stdout=out,
+                              stderr=err, env={**os.environ, "REBUILD_ENV": json.dumps(env), "REBUILD_VICTIM": victim,
+                                               "REBUILD_CHILD_PID": str(pid_file), "PYTHONPATH": str(ROOT)})
+    done.stdout, done.stderr = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
     return done, int(pid_file.read_text())
 
 
@@ -176,7 +187,7 @@ def test_a_parent_killed_midway_takes_its_child_with_it(env, tmp_path):
     indexes = index_names(env)
     done, child = killed_rebuild(env, "parent", tmp_path)
     assert done.returncode == -signal.SIGKILL, done.stderr
-    assert gone(child)
+    assert gone(child, timeout=5)   # alone, its slowed writes would take 15 s more
     recovers(env, live, indexes)
 
 
