@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
+import statistics
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager
@@ -38,7 +40,10 @@ from bench import machine
 from bench.postgres import add_backend_arguments, chosen_backends, fresh_env
 from domain.pull import Pull
 from infra.projection_runtime import replay as replay_module
-from infra.projection_runtime.rebuild import REBUILD_BULK_EVENTS, REBUILD_PAGE_SIZE, rebuild_many
+from infra.projection_runtime import second_process
+from infra.projection_runtime.second_process import spare_core
+from infra.projection_runtime.rebuild import (REBUILD_BULK_EVENTS, REBUILD_CHILD_EVENTS, REBUILD_CHILD_LOAD,
+                                              REBUILD_PAGE_SIZE, rebuild_many)
 from projections import PROJECTION_NAMES
 from projections.catalog import spec
 
@@ -123,16 +128,29 @@ def rate(events: int, seconds: float) -> int | None:
     return round(events / seconds) if seconds else None
 
 
+def children_cpu() -> float:
+    """CPU seconds of this process's ended children (a rebuild's second process, once joined)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def one_pass(names: list[str], env: dict, page_size: int, profile: Path | None,
-             bulk_events: int = REBUILD_BULK_EVENTS) -> dict:
-    """Every view in one pass (rebuild_many: each page read and decoded once), with each view's writing time."""
+             bulk_events: int = REBUILD_BULK_EVENTS, child_events: int | None = REBUILD_CHILD_EVENTS) -> dict:
+    """Every view in one pass (rebuild_many: each page read and decoded once), with each view's writing time.
+    `child_events` None: every view in this process (the peer of the second process)."""
     seconds: dict[str, float] = {}
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu, child_cpu = time.perf_counter(), time.process_time(), children_cpu()
+    # The split pass starts its second process whatever the load (child_load None): rebuild_many's default
+    # would not on a machine with no core to spare (REBUILD_CHILD_LOAD), which is recorded with the pass.
+    would_split = spare_core(REBUILD_CHILD_LOAD)
     replayed = profiled(lambda: rebuild_many(tuple(names), env, page_size, seconds, cache_kib=CACHE_KIB,
-                                             bulk_events=bulk_events), profile)
+                                             bulk_events=bulk_events, child_events=child_events, child_load=None),
+                        profile)
     together = {"seconds": round(time.perf_counter() - started, 2), "cpu_seconds": round(time.process_time() - cpu, 2),
+                "child_cpu_seconds": round(children_cpu() - child_cpu, 2),
                 "view_write_seconds": {name: round(value, 2) for name, value in seconds.items()},
-                "replayed": replayed, "load": machine.load(), "bulk_events": bulk_events}
+                "replayed": replayed, "load": machine.load(), "bulk_events": bulk_events,
+                "child_events": child_events, "default_would_split": would_split}
     # Views write in threads of their own (infra/projection_runtime/bulk.py), overlapping each other and the
     # reading: the pass takes at least its slowest view's writes; the rest is reading, decoding and waiting.
     together["slowest_view_writes_seconds"] = round(max(seconds.values(), default=0.0), 2)
@@ -141,7 +159,8 @@ def one_pass(names: list[str], env: dict, page_size: int, profile: Path | None,
 
 def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Path | None, backend: str,
                    each_alone: bool = True, compare_mapper: bool = False, bulk_events: int = REBUILD_BULK_EVENTS,
-                   compare_page_by_page: bool = False, not_gathering_views: list[str] | None = None) -> dict:
+                   compare_page_by_page: bool = False, not_gathering_views: list[str] | None = None,
+                   compare_one_process: bool = False, rounds: int = 1) -> dict:
     """Every view in one pass (first with the mapper's decoding when `compare_mapper`, or page by page when
     `compare_page_by_page`, or with `not_gathering_views` writing page by page), then each view alone."""
     baseline = None
@@ -158,7 +177,20 @@ def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Pat
             ungathered = one_pass(names, env, page_size,
                                   profile_dir and profile_dir / f"rebuild-{backend}-all-not-gathering.html", bulk_events)
         ungathered["not_gathering"] = list(not_gathering_views)
-    together = one_pass(names, env, page_size, profile_dir and profile_dir / f"rebuild-{backend}-all.html", bulk_events)
+    together, one_process, passes = None, None, []
+    for round_ in range(rounds):
+        # The second process's peer (every view here) in the same run, first in odd rounds, last in even ones.
+        order = ("one_process", "split") if round_ % 2 == 0 else ("split", "one_process")
+        for kind in order if compare_one_process else ("split",):
+            profile = profile_dir and profile_dir / f"rebuild-{backend}-all{'-one-process' if kind == 'one_process' else ''}.html"
+            if kind == "one_process":
+                one_process = one_pass(names, env, page_size, profile, bulk_events, None)
+                passes.append({"kind": kind, "round": round_ + 1, **one_process})
+            else:
+                together = one_pass(names, env, page_size, profile, bulk_events)
+                passes.append({"kind": kind, "round": round_ + 1, **together})
+            print(f"  round {round_ + 1} {kind}: {passes[-1]['seconds']} s (CPU {passes[-1]['cpu_seconds']} s here, "
+                  f"{passes[-1]['child_cpu_seconds']} s in the child; load {passes[-1]['load']})", flush=True)
     alone = []
     for name in names if each_alone else ():
         started, cpu = time.perf_counter(), time.process_time()
@@ -169,7 +201,7 @@ def timed_rebuilds(names: list[str], env: dict, page_size: int, profile_dir: Pat
                       "cpu_seconds": round(time.process_time() - cpu, 2), "events_per_s": rate(events, took),
                       "verdict": "PASS" if took and events / took >= TARGET else "MISS", "load": machine.load()})
     return {"together": together, "alone": alone, "mapper_decoding": baseline, "page_by_page": paged,
-            "not_gathering": ungathered}
+            "not_gathering": ungathered, "one_process": one_process, "passes": passes}
 
 
 def kept_env(backend: str, store: str, admin_url: str) -> dict:
@@ -210,6 +242,20 @@ def report_ratio(label: str, peer: dict | None, together: dict) -> None:
               f"{peer['cpu_seconds'] / together['cpu_seconds']:.2f}x process CPU", flush=True)
 
 
+def median_passes(passes: list[dict], pulls: int) -> dict[str, dict]:
+    """Per kind of pass (split, one_process): the median wall and CPU seconds over the rounds, and each load."""
+    out = {}
+    for kind in ("split", "one_process"):
+        mine = [p for p in passes if p["kind"] == kind]
+        if mine:
+            seconds = statistics.median(p["seconds"] for p in mine)
+            out[kind] = {"rounds": len(mine), "seconds": round(seconds, 2), "pull_events_per_s": rate(pulls, seconds),
+                         "cpu_seconds": round(statistics.median(p["cpu_seconds"] for p in mine), 2),
+                         "child_cpu_seconds": round(statistics.median(p["child_cpu_seconds"] for p in mine), 2),
+                         "loads": [p["load"][0] for p in mine]}
+    return out
+
+
 def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dict:
     store = args.store_dir if backend == "sqlite" else args.store_database
     if store:
@@ -234,7 +280,8 @@ def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dic
         return {"backend": backend, "heads": heads, "write_seconds": round(written, 1)}
     names = list(args.projection or PULL_VIEWS)
     timed = timed_rebuilds(names, env, args.page_size, args.profile, backend, not args.no_alone, args.compare_mapper,
-                           args.bulk_events, args.compare_page_by_page, args.compare_not_gathering)
+                           args.bulk_events, args.compare_page_by_page, args.compare_not_gathering,
+                           args.compare_one_process, args.rounds)
     together = timed["together"]
     pulls = heads["Pulls"]
     paged, ungathered, baseline = timed["page_by_page"], timed["not_gathering"], timed["mapper_decoding"]
@@ -242,6 +289,15 @@ def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dic
     if ungathered:
         report_peer(f"{', '.join(ungathered['not_gathering'])} page by page, the rest gathered", ungathered, pulls)
     report_peer("every event decoded by the mapper", baseline, pulls)
+    report_peer("every view in one process", timed["one_process"], pulls)
+    medians = median_passes(timed["passes"], pulls)
+    for kind, median in medians.items():
+        print(f"  median of {median['rounds']} rounds, {kind}: {median['seconds']} s ({median['pull_events_per_s']} "
+              f"pull events/s; CPU {median['cpu_seconds']} s here + {median['child_cpu_seconds']} s in the child; loads "
+              f"{median['loads']})", flush=True)
+    if len(medians) == 2:
+        ratio = medians["one_process"]["seconds"] / medians["split"]["seconds"]
+        print(f"  second process / one process (medians): {ratio:.2f}x wall", flush=True)
     print(f"  all of {', '.join(names)} in one pass (bulk_events {args.bulk_events}): {together['seconds']} s "
           f"({rate(pulls, together['seconds'])} pull events/s; {rate(pulls, together['cpu_seconds'])} per CPU second; "
           f"process CPU {together['cpu_seconds']} s; slowest view's writes {together['slowest_view_writes_seconds']}"
@@ -258,7 +314,8 @@ def run_backend(backend: str, args: argparse.Namespace, stack: ExitStack) -> dic
               f"load {row['load']})", flush=True)
     return {"backend": backend, "heads": heads, "write_seconds": round(written, 1),
             "together": {**together, "pull_events_per_s": rate(pulls, together["seconds"])},
-            "alone": timed["alone"], "mapper_decoding": baseline, "page_by_page": paged, "not_gathering": ungathered}
+            "alone": timed["alone"], "mapper_decoding": baseline, "page_by_page": paged, "not_gathering": ungathered,
+            "one_process": timed["one_process"], "passes": timed["passes"], "medians": medians}
 
 
 def main() -> int:
@@ -280,6 +337,12 @@ def main() -> int:
     p.add_argument("--compare-not-gathering", action="append", choices=PROJECTION_NAMES, metavar="NAME",
                    help="first run the one pass with this view (repeatable) writing page by page, as its live "
                         "runner does, and the others gathering: the peer of its gathering, in the same run")
+    p.add_argument("--compare-one-process", action="store_true",
+                   help="also run the one pass with every view in this process (no second process), the peer of "
+                        "the split, in the same run (alternating with it over --rounds)")
+    p.add_argument("--child-views", help="the views the rebuild's second process takes first, comma-separated "
+                   f"(default: {','.join(second_process.CHILD_PREFERENCE)}; e.g. chain: no decoding in the child)")
+    p.add_argument("--rounds", type=int, default=1, help="one passes per kind (alternating; medians reported)")
     p.add_argument("--profile", type=Path, help="write pyinstrument profiles of each rebuild into this directory")
     p.add_argument("--store-dir", help="SQLite: keep the store in this directory for later runs (written only "
                    "when empty, else reused: then --pulls and --images are what it holds)")
@@ -289,6 +352,8 @@ def main() -> int:
     p.add_argument("--cache-kib", type=int, default=0,
                    help="SQLite page cache per view during the rebuilds, KiB (default 0: SQLite's own, 2 MiB)")
     args = p.parse_args()
+    if args.child_views:
+        second_process.CHILD_PREFERENCE = tuple(args.child_views.split(","))   # split() runs in this process
     global CACHE_KIB
     CACHE_KIB = args.cache_kib
     backends = chosen_backends(args)
@@ -299,6 +364,7 @@ def main() -> int:
               "machine": machine.machine(), "load_before": load_before, "load_after": machine.load(),
               "pulls": args.pulls, "images": args.images, "page_size": args.page_size, "target": TARGET,
               "cache_kib": args.cache_kib, "bulk_events": args.bulk_events,
+              "child_views": list(second_process.CHILD_PREFERENCE),
               "runs": runs}
     out = args.results or RESULTS_DIR / f"{datetime.now(timezone.utc):%Y-%m-%d}-rebuild.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

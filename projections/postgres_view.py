@@ -175,6 +175,11 @@ class PostgresView(PostgresTrackingRecorder, View):
     def process_gathered(self, gathered: Any, tracking: Tracking, events: int = 1) -> None:
         with self.datastore.transaction(commit=True) as c:
             self._begin_page(c, tracking)
+            # A gathering's rows are built between its statements (analytics: seconds of Python when a loaded
+            # machine starves the writer's thread), and the views' pool ends a session idle in a transaction
+            # after a few seconds: a 1M rebuild failed so at load 10. Only a bulk rebuild gathers, into a copy
+            # of its own (PostgreSQL: blue/green), so no one else waits on this transaction's locks.
+            c.execute("SELECT set_config('idle_in_transaction_session_timeout', '0', true)", prepare=True)
             self.write_gathered(c, gathered)
         self._written(events)
 

@@ -13,6 +13,7 @@ from infra.projection_runtime.bulk import restore_indexes
 from infra.projection_runtime.bluegreen import RebuildInProgress, rebuild_blue_green_many
 from infra.projection_runtime.opening import APPLICATIONS, is_postgres, open_view
 from infra.projection_runtime.replay import replay_shared
+from infra.projection_runtime.second_process import ChildRebuild, spare_core, split
 from projections.catalog import spec
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,15 @@ REBUILD_BULK_EVENTS = 100_000
 # six views, SQLite, same run: 40.2 s (CPU 43.4 s) against 58.2 s (CPU 53.8 s) at Python's default
 # (bench/results/2026-11-30-rebuild-analytics-bulk-s6.md). Events and rows form no cycles to wait for.
 REBUILD_GC_THRESHOLD = 100_000
+# A rebuild of several views hands some of them (second_process.split: the chain, audit) to a child process
+# that reads the logs itself, when their logs hold at least this many events (below, starting a Python
+# process costs more than it saves). None: every view in this process; so too with one CPU to run on.
+REBUILD_CHILD_EVENTS: int | None = 100_000
+# ... and only with a core to spare: the 1-minute load average below this many times the CPUs it may use.
+# The child reads (and for audit decodes) the logs again: ~30 % more CPU in all, which a saturated machine
+# pays in wall time (1M pulls at load 8-13, same run: 0.85x one process on SQLite, 0.73x on PostgreSQL:
+# bench/results/2026-11-30-rebuild-s7.md). None: whatever the load.
+REBUILD_CHILD_LOAD: float | None = 1.0
 
 __all__ = ["PAGE_SIZE", "REBUILD_BULK_EVENTS", "REBUILD_PAGE_SIZE", "RebuildInProgress", "rebuild", "rebuild_many"]
 
@@ -56,20 +66,65 @@ def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAG
                  seconds: dict[str, float] | None = None,
                  archive: ArchivedRecords | None = None,
                  cache_kib: int = REBUILD_CACHE_KIB,
-                 bulk_events: int = REBUILD_BULK_EVENTS) -> dict[str, dict[str, int]]:
+                 bulk_events: int = REBUILD_BULK_EVENTS,
+                 child_events: int | None = REBUILD_CHILD_EVENTS,
+                 child_load: float | None = REBUILD_CHILD_LOAD) -> dict[str, dict[str, int]]:
     """Rebuild several views in one pass over each application's log: a page is read and decoded once
     and written into every view that follows the application (each view in its own transaction).
 
     Returns {view: {application: events replayed}}; `seconds`, when given, receives each view's
     writing time (the rest, reading and decoding, is shared). `bulk_events`: see REBUILD_BULK_EVENTS.
+    `child_events`, `child_load`: see REBUILD_CHILD_EVENTS and REBUILD_CHILD_LOAD (events None: every view
+    in this process).
     """
+    names = tuple(names)
     for name in names:
         spec(name)   # an unknown name fails before anything is cleared
+    here, there = split(names, archive) if child_events is not None and spare_core(child_load) else (names, ())
+    if there and logged_events(env, there) < child_events:
+        here, there = names, ()
+    kwargs = {"env": env, "page_size": page_size, "cache_kib": cache_kib, "bulk_events": bulk_events}
+    if not there:
+        replayed, spent = rebuild_here(names, archive=archive, **kwargs)
+    else:
+        child = ChildRebuild(rebuild_here, there, kwargs)
+        try:
+            try:
+                replayed, spent = rebuild_here(here, archive=archive, **kwargs)
+            except BaseException:
+                child.stop()
+                raise
+            replayed_there, spent_there = child.result()
+        finally:
+            child.close()
+        replayed, spent = {**replayed, **replayed_there}, {**spent, **spent_there}
+    if seconds is not None:
+        seconds.update(spent)
+    return {name: replayed[name] for name in names}
+
+
+def rebuild_here(names: tuple[str, ...], env: dict, page_size: int, cache_kib: int, bulk_events: int,
+                 archive: ArchivedRecords | None = None) -> tuple[dict[str, dict[str, int]], dict[str, float]]:
+    """rebuild_many's views in this process: (replayed, each view's writing seconds)."""
+    spent: dict[str, float] = {}
     with collecting_less():
         if is_postgres(env):
-            return rebuild_blue_green_many(tuple(names), env, page_size, seconds, archive=archive,
-                                           bulk_events=bulk_events)
-        return _rebuild_in_place(names, env, page_size, seconds, archive, cache_kib, bulk_events)
+            replayed = rebuild_blue_green_many(names, env, page_size, spent, archive=archive, bulk_events=bulk_events)
+        else:
+            replayed = _rebuild_in_place(names, env, page_size, spent, archive, cache_kib, bulk_events)
+    return replayed, spent
+
+
+def logged_events(env: dict, names: tuple[str, ...]) -> int:
+    """How many events the logs the views follow hold (their heads): what a child process would replay."""
+    total = 0
+    for app_name in {app for name in names for app in spec(name).applications}:
+        app = APPLICATIONS[app_name](env=env)
+        try:
+            total += app.recorder.max_notification_id() or 0
+        finally:
+            app.close()
+    return total
 
 
 _collecting = threading.Lock()

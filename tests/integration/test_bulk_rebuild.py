@@ -210,3 +210,26 @@ def test_the_analytics_view_rebuilt_in_bulk_is_the_one_built_live(env):
     for page_size, bulk_events in ((3, 0), (1000, 100_000)):
         rebuild_many(("analytics",), env, page_size=page_size, bulk_events=bulk_events)
         assert dumps(env)["analytics"] == live["analytics"]
+
+
+def test_a_gathering_written_slowly_is_not_ended_as_idle_in_its_transaction(env, monkeypatch):
+    # On a loaded machine a gathering's Python work between its statements can outlast the views' pool limit
+    # on sessions idle in a transaction (a 1M rebuild failed so at load 10): a bulk rebuild's writes lift it.
+    if not is_postgres(env):
+        pytest.skip("PostgreSQL's idle_in_transaction_session_timeout")
+    import time
+
+    from projections.counters import PostgresCountersView
+
+    write_history(env, pulls_count=30)
+    live = built_live(env)
+    write = PostgresCountersView.write_gathered
+
+    def slowly(self, c, gathered):
+        time.sleep(1.5)   # the writer's thread waiting for the GIL, longer than the limit below
+        write(self, c, gathered)
+
+    monkeypatch.setattr(PostgresCountersView, "write_gathered", slowly)
+    slow_env = {**env, "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "1"}
+    rebuild_many(("counters",), slow_env, page_size=7, bulk_events=20, child_events=None)
+    assert dumps(env)["counters"] == live["counters"]
