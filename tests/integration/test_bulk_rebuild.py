@@ -212,11 +212,11 @@ def test_the_analytics_view_rebuilt_in_bulk_is_the_one_built_live(env):
         assert dumps(env)["analytics"] == live["analytics"]
 
 
+# PostgreSQL's idle_in_transaction_session_timeout: PostgreSQL only.
+@pytest.mark.parametrize("event_store_backend", ["postgres"])
 def test_a_gathering_written_slowly_is_not_ended_as_idle_in_its_transaction(env, monkeypatch):
     # On a loaded machine a gathering's Python work between its statements can outlast the views' pool limit
     # on sessions idle in a transaction (a 1M rebuild failed so at load 10): a bulk rebuild's writes lift it.
-    if not is_postgres(env):
-        pytest.skip("PostgreSQL's idle_in_transaction_session_timeout")
     import time
 
     from projections.counters import PostgresCountersView
