@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,19 +290,27 @@ class AnalyticsView(View):
                 totals = out[k] = Totals()
             return totals
         width = 2 if by_start else 1
+        reads = {}
         if "pulls" in parts:
-            for row in rows("analytics_pulls", "result, n", "result, SUM(n) AS n", ", result"):
-                of(row).pulls[row[width]] += int(row[width + 1])
+            reads["pulls"] = lambda: rows("analytics_pulls", "result, n", "result, SUM(n) AS n", ", result")
         if "traffic" in parts:
             # Named columns: PostgreSQL rows come as dicts, where unnamed SUMs would share one key.
-            for row in rows("analytics_traffic", ", ".join(TRAFFIC), ", ".join(f"SUM({n}) AS {n}" for n in TRAFFIC), ""):
-                of(row).traffic.update({name: int(value) for name, value in zip(TRAFFIC, row[width:])})
+            reads["traffic"] = lambda: rows("analytics_traffic", ", ".join(TRAFFIC),
+                                            ", ".join(f"SUM({n}) AS {n}" for n in TRAFFIC), "")
         if "fills" in parts:
-            for row in rows("analytics_fills", "bucket, n", "bucket, SUM(n) AS n", ", bucket"):
-                of(row).fill_seconds[int(row[width])] += int(row[width + 1])
+            reads["fills"] = lambda: rows("analytics_fills", "bucket, n", "bucket, SUM(n) AS n", ", bucket")
+        if distinct:
+            reads["sets"] = lambda: rows("analytics_member_sets", "clients, repositories", "clients, repositories", None)
+        read = _read_together(reads) if org is None else {name: call() for name, call in reads.items()}
+        for row in read.get("pulls", ()):
+            of(row).pulls[row[width]] += int(row[width + 1])
+        for row in read.get("traffic", ()):
+            of(row).traffic.update({name: int(value) for name, value in zip(TRAFFIC, row[width:])})
+        for row in read.get("fills", ()):
+            of(row).fill_seconds[int(row[width])] += int(row[width + 1])
         if distinct:
             stored: dict[Any, tuple[list, list]] = {}   # key -> (clients' sets, repositories' sets) of its pieces
-            for row in rows("analytics_member_sets", "clients, repositories", "clients, repositories", None):
+            for row in read["sets"]:
                 k = (row[0], row[1]) if by_start else row[0]
                 sets = stored.get(k)
                 if sets is None:
@@ -413,6 +422,20 @@ class AnalyticsView(View):
         return [row[0] for row in self._rows(
             "SELECT org FROM {analytics_generations} AS g WHERE EXISTS (SELECT 1 FROM {analytics_pulls} AS p "
             "WHERE p.org = g.org) OR EXISTS (SELECT 1 FROM {analytics_traffic} AS t WHERE t.org = g.org) ORDER BY 1", [])]
+
+
+# Every org's summary reads four tables of every org: at once, each on its own pooled connection, so the
+# database's work on one overlaps the others' and the decoding of what came first (PostgreSQL's part of
+# a 36-org summary at 10M pulls was ~27 ms of ~40). Shared by the threads answering queries.
+_READERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="analytics-read")
+
+
+def _read_together(reads: dict[str, Callable[[], list[tuple]]]) -> dict[str, list[tuple]]:
+    """Each read's rows, the reads run at the same time."""
+    if len(reads) < 2:
+        return {name: call() for name, call in reads.items()}
+    started = {name: _READERS.submit(call) for name, call in reads.items()}
+    return {name: future.result() for name, future in started.items()}
 
 
 def _pull_key(event: Any) -> tuple:
