@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import InterfaceError, InternalError, OperationalError, StoredEvent
+from eventsourcing.persistence import IntegrityError, InterfaceError, InternalError, OperationalError, StoredEvent
 
 from application.cache_records import CacheRecords
 from application.pulls import Pulls
@@ -66,7 +66,9 @@ def org_name(number: int) -> str:
     return f"team{number:02d}"
 
 
-@functools.lru_cache(maxsize=65_536)   # Zipf: the hot images come back again and again
+# Every image stays computed (200k: ~250 MB): a miss reseeds a Random, a quarter of a pull's cost when
+# the cache held 65,536. Filled in the parent before the workers fork, so they start with all of it.
+@functools.lru_cache(maxsize=None)
 def image(shape: Shape, i: int) -> Image:
     """Image i, computed (not stored): 4 versions per repository, 2 base layers shared across the site."""
     rng = random.Random(shape.seed * 1_000_003 + i)
@@ -182,12 +184,19 @@ class Progress:
         return self.state[key]
 
 
-def insert_batch(app: Application, stored: list, say: Callable[[str], None]) -> None:
+def insert_batch(app: Application, stored: list, say: Callable[[str], None], resumed: bool = False) -> None:
     """One transaction, written again if the server ended it: on a machine loaded enough to deschedule
-    this writer for 5 s, the server's idle-in-transaction bound rolls the batch back."""
+    this writer for 5 s, the server's idle-in-transaction bound rolls the batch back. The first batch
+    of a resumed build may be in already (stopped between its commit and progress.json): a batch is
+    one transaction, so a duplicate means all of it is, and it is skipped."""
     for attempt in range(5):
         try:
             app.recorder.insert_events(stored)
+            return
+        except IntegrityError:
+            if not resumed:
+                raise
+            say("  the first batch after the resume was stored already; skipped")
             return
         except (InternalError, OperationalError, InterfaceError) as error:
             say(f"  batch rolled back ({error}); writing it again")
@@ -250,13 +259,15 @@ def write_history(env: dict, shape: Shape, progress: Progress, say: Callable[[st
         _WORK.update(shape=shape, end=end, records=records, pull_log=pull_log,
                      first_use=first_uses(shape) if progress["images"] < shape.images else {},
                      popularity=Popularity(shape))
+        for i in range(shape.images):   # computed once here, inherited by the workers
+            image(shape, i)
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             if progress["images"] < shape.images:
                 started, events = time.perf_counter(), 0
                 ranges = [(start, min(start + image_batch, shape.images))
                           for start in range(progress["images"], shape.images, image_batch)]
                 for stop, stored in _pipelined(pool, "registry", ranges, 2 * workers):
-                    insert_batch(records, stored, say)
+                    insert_batch(records, stored, say, resumed=stop == ranges[0][1] and progress["images"] > 0)
                     events += len(stored)
                     progress.save(images=stop)
                     if stop % 20_000 < image_batch:
