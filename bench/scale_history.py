@@ -1,8 +1,9 @@
 """A large site's history for bench.scale: orgs, images with shared layers, tag moves, Zipf-popular pulls.
 
-Everything goes through the applications' own write path (CacheRecords.save and Pulls.record, many
-events per transaction as the group commit writes them), never SQL into the views: the views are then
-built by the projections' own rebuild, as an operator would. The build is resumable: `progress.json`
+Everything goes through the applications' own write path, never SQL into the views: the events
+CacheRecords.save and the group commit (Pulls.write) would store, made by worker processes and mapped
+by the applications' own mappers, inserted in order by the applications' recorders, many events per
+transaction (write_history). The views are then built by the projections' own rebuild, as an operator would. The build is resumable: `progress.json`
 in the data directory says how far it got, and a run with the same shape continues from there.
 """
 
