@@ -48,6 +48,20 @@ WHOLE_CACHE = ""      # org_usage's row of every org together: not an org name (
 KEYS_PER_READ = 300   # images per SELECT ... IN (VALUES ...): three parameters each, well under SQLite's limit
 
 
+def org_bytes_new_to(count: int) -> str:
+    """The bytes of `count` digests just listed by one image (org, repository, image: the three parameters
+    after the digests) that no other image of the org lists: what the org's usage grows by.
+
+    `{by_org_digest}` pins SQLite to the (org, digest) index: without statistics its planner took the
+    covering primary key on `org` alone, and a digest no other image lists (an app's own layer, most
+    of them) then walked every member row of the org — each new image cost O(the org's images), and a
+    rebuild of 200k images slowed from 700 to under 370 events/s as the orgs filled. PostgreSQL plans
+    from its statistics (the placeholder is empty there)."""
+    marks = ", ".join(["?"] * count)
+    return (f"SELECT coalesce(sum(s.size), 0) FROM {{sizes}} s WHERE s.digest IN ({marks}) AND NOT EXISTS "
+            "(SELECT 1 FROM {members} m {by_org_digest} WHERE m.org = ? AND m.digest = s.digest "
+            "AND (m.repository <> ? OR m.image <> ?))")
+
 
 @dataclass(frozen=True)
 class ImageRank:
@@ -224,9 +238,7 @@ class RetentionView(View):
                         f"{marks})), 0) WHERE org = ? AND repository = ? AND digest = ?", (*new, org, repository, image))
             # A digest counts in a usage when its first member row there arrives: no other image lists it.
             # NOT EXISTS stops at the first other row (a shared base layer has thousands; a count read them all).
-            self._add_usage(c, org, f"SELECT coalesce(sum(s.size), 0) FROM {{sizes}} s WHERE s.digest IN ({marks}) "
-                            "AND NOT EXISTS (SELECT 1 FROM {members} m WHERE m.org = ? AND m.digest = s.digest "
-                            "AND (m.repository <> ? OR m.image <> ?))", (*new, org, repository, image))
+            self._add_usage(c, org, org_bytes_new_to(len(new)), (*new, org, repository, image))
             self._add_usage(c, WHOLE_CACHE, f"SELECT coalesce(sum(s.size), 0) FROM {{sizes}} s WHERE s.digest IN ({marks}) "
                             "AND NOT EXISTS (SELECT 1 FROM {members} m WHERE m.digest = s.digest "
                             "AND (m.org <> ? OR m.repository <> ? OR m.image <> ?))", (*new, org, repository, image))

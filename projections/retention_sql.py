@@ -66,7 +66,8 @@ _PULLS_UNNEST = ("INSERT INTO {images} (org, repository, digest, last_used, pull
                  "CAST(? AS bigint[]), CAST(? AS double precision[]), CAST(? AS bigint[])) "
                  "ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
 
-_SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": ""}
+_SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": "",
+                 "by_org_digest": "INDEXED BY retention_members_org"}   # see retention.org_bytes_new_to
 
 
 class SqliteRetentionView(SqliteView, RetentionView):
@@ -100,7 +101,8 @@ class PostgresRetentionView(PostgresView, RetentionView):
 
     @staticmethod
     def _dialect(text: str) -> str:
-        return text.replace("{max}", "GREATEST").replace("{C}", ' COLLATE "C"').replace("?", "%s")
+        return (text.replace("{max}", "GREATEST").replace("{C}", ' COLLATE "C"').replace("{by_org_digest}", "")
+                .replace("?", "%s"))
 
     def run(self, c: Any, text: str, params: tuple = ()) -> list[tuple]:
         c.execute(self.sql(self._dialect(text)), params, prepare=True)
