@@ -1,8 +1,9 @@
 """A large site's history for bench.scale: orgs, images with shared layers, tag moves, Zipf-popular pulls.
 
-Everything goes through the applications' own write path (CacheRecords.save and Pulls.record, many
-events per transaction as the group commit writes them), never SQL into the views: the views are then
-built by the projections' own rebuild, as an operator would. The build is resumable: `progress.json`
+Everything goes through the applications' own write path, never SQL into the views: the events
+CacheRecords.save and the group commit (Pulls.write) would store, made by worker processes and mapped
+by the applications' own mappers, inserted in order by the applications' recorders, many events per
+transaction (write_history). The views are then built by the projections' own rebuild, as an operator would. The build is resumable: `progress.json`
 in the data directory says how far it got, and a run with the same shape continues from there.
 """
 
@@ -11,13 +12,17 @@ from __future__ import annotations
 import bisect
 import functools
 import json
+import multiprocessing
+import os
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from eventsourcing.persistence import InterfaceError, InternalError, OperationalError
+from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError, InterfaceError, InternalError, OperationalError, StoredEvent
 
 from application.cache_records import CacheRecords
 from application.pulls import Pulls
@@ -62,7 +67,9 @@ def org_name(number: int) -> str:
     return f"team{number:02d}"
 
 
-@functools.lru_cache(maxsize=65_536)   # Zipf: the hot images come back again and again
+# Every image stays computed (200k: ~250 MB): a miss reseeds a Random, a quarter of a pull's cost when
+# the cache held 65,536. Filled in the parent before the workers fork, so they start with all of it.
+@functools.lru_cache(maxsize=None)
 def image(shape: Shape, i: int) -> Image:
     """Image i, computed (not stored): 4 versions per repository, 2 base layers shared across the site."""
     rng = random.Random(shape.seed * 1_000_003 + i)
@@ -77,8 +84,21 @@ def image(shape: Shape, i: int) -> Image:
     return Image(org, f"apps/service{repository_number}", f"v{i % 4}", f"sha256:{i:016x}{'d' * 48}", tuple(blobs))
 
 
+def first_uses(shape: Shape) -> dict[tuple[str, str], int]:
+    """The first image of each org to use each shared base layer: that image caches the blob for its org.
+    Config and app layers are an image's own. Known up front, any batch of images is written on its own
+    (by a worker, or after a resume) and still records each org's blob exactly once, where a sequential
+    pass would have."""
+    first: dict[tuple[str, str], int] = {}
+    for i in range(shape.images):
+        im = image(shape, i)
+        for digest, _ in im.blobs[1:3]:
+            first.setdefault((im.org, digest), i)
+    return first
+
+
 def registry_changes(shape: Shape, start: int, stop: int, cached_at: Callable[[int], float],
-                     seen_blobs: set[tuple[str, str]]) -> list:
+                     first_use: dict[tuple[str, str], int]) -> list:
     """The aggregates images start..stop-1 create: manifest, blobs new to their org, version tag, `latest`."""
     changes: list = []
     for i in range(start, stop):
@@ -88,8 +108,7 @@ def registry_changes(shape: Shape, start: int, stop: int, cached_at: Callable[[i
                                       size=900, blobs=[d for d, _ in im.blobs], children=[], cached_at=at,
                                       subject="", artifact_type="", annotations={}, sizes=dict(im.blobs)))
         for digest, size in im.blobs:
-            if (im.org, digest) not in seen_blobs:
-                seen_blobs.add((im.org, digest))
+            if first_use.get((im.org, digest), i) == i:
                 changes.append(CachedBlob(org=im.org, repository=im.repository, digest=digest, size=size,
                                           cached_at=at))
         changes.append(TagResolution(org=im.org, repository=im.repository, tag=im.tag, digest=im.digest,
@@ -121,8 +140,9 @@ class Popularity:
         return self.order[min(bisect.bisect_left(self.cumulative, u), len(self.order) - 1)]
 
 
-def pulls(shape: Shape, start: int, stop: int, popularity: Popularity, end: float) -> Iterator[Pull]:
-    """Pulls start..stop-1 in time order over `days` up to `end`; the same batch gives the same pulls."""
+def pulls(shape: Shape, start: int, stop: int, popularity: Popularity, end: float) -> Iterator[Pull.Recorded]:
+    """Pulls start..stop-1 in time order over `days` up to `end`; the same batch gives the same pulls.
+    Each is the event the request path records (`Pull.recorded`, the group commit's factory)."""
     step = shape.days * DAY / shape.pulls
     results = [name for name, share in RESULTS for _ in range(round(share * 1000))]
     rng = random.Random(shape.seed * 7_919 + start)
@@ -132,14 +152,14 @@ def pulls(shape: Shape, start: int, stop: int, popularity: Popularity, end: floa
         client = rng.randrange(shape.clients)
         by_tag = rng.random() < 0.8
         robot = client % 5 == 0
-        yield Pull(org=im.org, repository=im.repository, reference=im.tag if by_tag else im.digest,
-                   digest="" if result in ("error", "denied") else im.digest, result=result,
-                   client=f"10.{client // 65536 % 256}.{client // 256 % 256}.{client % 256}",
-                   user_agent=AGENTS[client % len(AGENTS)], at=end - shape.days * DAY + n * step,
-                   status={"error": 502, "denied": 403}.get(result, 200),
-                   error_code={"error": "UNKNOWN", "denied": "DENIED"}.get(result, ""),
-                   note="upstream timed out" if result in ("stale", "error") else "",
-                   actor=f"{im.org}+ci" if robot else "anonymous")
+        yield Pull.recorded(org=im.org, repository=im.repository, reference=im.tag if by_tag else im.digest,
+                            digest="" if result in ("error", "denied") else im.digest, result=result,
+                            client=f"10.{client // 65536 % 256}.{client // 256 % 256}.{client % 256}",
+                            user_agent=AGENTS[client % len(AGENTS)], at=end - shape.days * DAY + n * step,
+                            status={"error": 502, "denied": 403}.get(result, 200),
+                            error_code={"error": "UNKNOWN", "denied": "DENIED"}.get(result, ""),
+                            note="upstream timed out" if result in ("stale", "error") else "",
+                            actor=f"{im.org}+ci" if robot else "anonymous")
 
 
 class Progress:
@@ -165,22 +185,65 @@ class Progress:
         return self.state[key]
 
 
-def record_batch(pull_log: Pulls, batch: Callable[[], Iterator[Pull]], say: Callable[[str], None]) -> None:
-    """One transaction of pulls, written again if the server ended it: on a machine loaded enough to
-    deschedule this writer for 5 s, the server's idle-in-transaction bound rolls the batch back."""
+def insert_batch(app: Application, stored: list, say: Callable[[str], None], resumed: bool = False) -> None:
+    """One transaction, written again if the server ended it: on a machine loaded enough to deschedule
+    this writer for 5 s, the server's idle-in-transaction bound rolls the batch back. The first batch
+    of a resumed build may be in already (stopped between its commit and progress.json): a batch is
+    one transaction, so a duplicate means all of it is, and it is skipped."""
     for attempt in range(5):
         try:
-            pull_log.record(*batch())   # the same pulls again: a batch is a function of its first number
+            app.recorder.insert_events(stored)
+            return
+        except IntegrityError:
+            if not resumed:
+                raise
+            say("  the first batch after the resume was stored already; skipped")
             return
         except (InternalError, OperationalError, InterfaceError) as error:
             say(f"  batch rolled back ({error}); writing it again")
             time.sleep(1 + attempt)
-    pull_log.record(*batch())
+    app.recorder.insert_events(stored)
+
+
+# What the mapping workers use: set in the parent before the fork, inherited by the children.
+_WORK: dict = {}
+
+
+def _stored_batch(part: str, start: int, stop: int) -> tuple[int, list[StoredEvent]]:
+    """A worker's share: the events of images or pulls start..stop-1, mapped by the application's own
+    mapper to the rows its recorder inserts (what Application.save and Pulls.write do before inserting)."""
+    shape, end = _WORK["shape"], _WORK["end"]
+    if part == "registry":
+        span = shape.days * DAY
+        changes = registry_changes(shape, start, stop, lambda i: end - span + i * (span / 2) / shape.images,
+                                   _WORK["first_use"])
+        events = [event for aggregate in changes for event in aggregate.collect_events()]
+        mapper = _WORK["records"].mapper
+    else:
+        events = list(pulls(shape, start, stop, _WORK["popularity"], end))
+        mapper = _WORK["pull_log"].mapper
+    return stop, [mapper.to_stored_event(event) for event in events]
+
+
+def _pipelined(pool, part: str, ranges: list[tuple[int, int]], depth: int) -> Iterator[tuple[int, list]]:
+    """The workers' batches in order, at most `depth` ahead of the writer (memory stays bounded)."""
+    pending: deque = deque()
+    for start, stop in ranges:
+        pending.append(pool.apply_async(_stored_batch, (part, start, stop)))
+        if len(pending) >= depth:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 def write_history(env: dict, shape: Shape, progress: Progress, say: Callable[[str], None],
-                  image_batch: int = 200, pull_batch: int = 1000) -> dict:
-    """Write (or finish writing) the history; returns seconds and events/s of each part written now."""
+                  image_batch: int = 1000, pull_batch: int = 5000, workers: int = 2) -> dict:
+    """Write (or finish writing) the history; returns seconds and events/s of each part written now.
+
+    `workers` processes build the events and map them with the applications' mappers while this one
+    inserts each batch, in order, through the applications' recorders in one transaction: the write
+    path of Application.save and of the group commit (Pulls.write), pipelined over the cores. One
+    writer keeps the logs in time order, as the server writes them."""
     figures: dict = {}
     records, pull_log = CacheRecords(env=env), Pulls(env=env)
     try:
@@ -189,38 +252,46 @@ def write_history(env: dict, shape: Shape, progress: Progress, say: Callable[[st
                 records.apply_org(org_name(o), {"upstream": f"https://registry-{o}.example.com",
                                                 "staleness_seconds": 86_400})
             progress.save(orgs=True)
-        end, span = progress["end"], shape.days * DAY
-        cached_at = lambda i: end - span + i * (span / 2) / shape.images   # noqa: E731 - first half of the span
-        if progress["images"] < shape.images:
-            seen = {(im.org, d) for i in range(progress["images"]) for im in [image(shape, i)] for d, _ in im.blobs}
-            started, events = time.perf_counter(), 0
-            for start in range(progress["images"], shape.images, image_batch):
-                stop = min(start + image_batch, shape.images)
-                changes = registry_changes(shape, start, stop, cached_at, seen)
-                events += sum(len(aggregate.pending_events) for aggregate in changes)
-                records.save(*changes)
-                progress.save(images=stop)
-                if stop % 20_000 < image_batch:
-                    say(f"  images {stop:,}/{shape.images:,} ({events / (time.perf_counter() - started):,.0f} events/s)")
-            seconds = time.perf_counter() - started
-            figures["registry"] = {"events": events, "seconds": round(seconds, 1), "events_per_s": round(events / seconds)}
+        end = progress["end"]
         # A batch is one transaction, so the pulls stored are whole batches: resume after the last one.
-        first = pull_log.recorder.max_notification_id() or 0
-        if first < shape.pulls:
-            popularity = Popularity(shape)
-            started = time.perf_counter()
-            for start in range(first, shape.pulls, pull_batch):
-                stop = min(start + pull_batch, shape.pulls)
-                record_batch(pull_log, lambda: pulls(shape, start, stop, popularity, end), say)
-                if stop % 100_000 < pull_batch or stop == shape.pulls:
-                    progress.save(pulls=stop)
-                    rate = (stop - first) / (time.perf_counter() - started)
-                    say(f"  pulls {stop:,}/{shape.pulls:,} ({rate:,.0f}/s)")
-            progress.save(pulls=shape.pulls)
-            seconds = time.perf_counter() - started
-            figures["pulls"] = {"events": shape.pulls - first, "seconds": round(seconds, 1),
-                                "events_per_s": round((shape.pulls - first) / seconds)}
+        first_pull = pull_log.recorder.max_notification_id() or 0
+        if progress["images"] >= shape.images and first_pull >= shape.pulls:
+            return figures
+        _WORK.update(shape=shape, end=end, records=records, pull_log=pull_log,
+                     first_use=first_uses(shape) if progress["images"] < shape.images else {},
+                     popularity=Popularity(shape))
+        for i in range(shape.images):   # computed once here, inherited by the workers
+            image(shape, i)
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            if progress["images"] < shape.images:
+                started, events = time.perf_counter(), 0
+                ranges = [(start, min(start + image_batch, shape.images))
+                          for start in range(progress["images"], shape.images, image_batch)]
+                for stop, stored in _pipelined(pool, "registry", ranges, 2 * workers):
+                    insert_batch(records, stored, say, resumed=stop == ranges[0][1] and progress["images"] > 0)
+                    events += len(stored)
+                    progress.save(images=stop)
+                    if stop % 20_000 < image_batch:
+                        say(f"  images {stop:,}/{shape.images:,} ({events / (time.perf_counter() - started):,.0f} events/s)")
+                seconds = time.perf_counter() - started
+                figures["registry"] = {"events": events, "seconds": round(seconds, 1),
+                                       "events_per_s": round(events / seconds)}
+            if first_pull < shape.pulls:
+                started = time.perf_counter()
+                ranges = [(start, min(start + pull_batch, shape.pulls))
+                          for start in range(first_pull, shape.pulls, pull_batch)]
+                for stop, stored in _pipelined(pool, "pulls", ranges, 2 * workers):
+                    insert_batch(pull_log, stored, say)
+                    if stop % 100_000 < pull_batch or stop == shape.pulls:
+                        progress.save(pulls=stop)
+                        rate = (stop - first_pull) / (time.perf_counter() - started)
+                        say(f"  pulls {stop:,}/{shape.pulls:,} ({rate:,.0f}/s, load {os.getloadavg()[0]:.1f})")
+                progress.save(pulls=shape.pulls)
+                seconds = time.perf_counter() - started
+                figures["pulls"] = {"events": shape.pulls - first_pull, "seconds": round(seconds, 1),
+                                    "events_per_s": round((shape.pulls - first_pull) / seconds)}
     finally:
+        _WORK.clear()
         records.close()
         pull_log.close()
     return figures

@@ -145,9 +145,13 @@ class BoundedPostgresApplicationRecorder(PostgresApplicationRecorder):
         # Sent in the same pipeline as the LOCK TABLE, so they cost no round trip. statement_timeout
         # also ends a lock holder whose insert runs too long; the server cannot time out a backend
         # waiting for the rest of a client's message, hence no pipeline for big payloads below.
+        # The idle bound is the session's (POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT, IDLE_IN_TRANSACTION
+        # as postgres_env sets it): a bulk writer that sets it longer (bench.scale's history builder,
+        # descheduled for seconds between its lock and its insert at load 11) is not cut to 5 s here.
+        idle = getattr(datastore, "idle_in_transaction_session_timeout", 0) or IDLE_IN_TRANSACTION
         self.lock_table_statements[:0] = [
             SQL("SET LOCAL statement_timeout = '{0}s'").format(STATEMENT_TIMEOUT),
-            SQL("SET LOCAL idle_in_transaction_session_timeout = '{0}s'").format(IDLE_IN_TRANSACTION),
+            SQL("SET LOCAL idle_in_transaction_session_timeout = '{0}ms'").format(int(idle * 1000)),
         ]
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:

@@ -97,6 +97,24 @@ def test_a_session_idle_inside_a_transaction_is_ended_by_the_server(postgres_env
         records.close()
 
 
+def test_a_write_transaction_is_bounded_by_the_sessions_idle_timeout_as_configured(postgres_env_factory):
+    """SET LOCAL inside each write repeats the session's bound: 5 s as served, longer when the env says so."""
+    for seconds, expected in ((None, f"{bounds.IDLE_IN_TRANSACTION}s"), ("120", "2min")):
+        env = postgres_env_factory(f"idle{seconds or 5}")
+        if seconds:
+            env["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"] = seconds
+        records = CacheRecords(env=env)
+        try:
+            records.apply_org("first", {"upstream": "http://127.0.0.1:1"})
+            with records.recorder.datastore.get_connection() as conn, conn.transaction():
+                for statement in records.recorder.lock_table_statements[:2]:
+                    conn.execute(statement)
+                timeout = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
+            assert list(timeout.values()) == [expected]
+        finally:
+            records.close()
+
+
 def test_calls_fail_fast_while_the_database_refuses_connections_and_work_again_once_it_is_back(
         postgres_env_factory, postgres_url):
     env = postgres_env_factory("blocked")
