@@ -144,7 +144,8 @@ def one_pass(names: list[str], env: dict, page_size: int, profile: Path | None,
     # would not on a machine with no core to spare (REBUILD_CHILD_LOAD), which is recorded with the pass.
     would_split = spare_core(REBUILD_CHILD_LOAD)
     replayed = profiled(lambda: rebuild_many(tuple(names), env, page_size, seconds, cache_kib=CACHE_KIB,
-                                             bulk_events=bulk_events, child_events=child_events, child_load=None),
+                                             bulk_events=bulk_events, child_events=child_events, child_load=None,
+                                             child_on_postgres=True),
                         profile)
     together = {"seconds": round(time.perf_counter() - started, 2), "cpu_seconds": round(time.process_time() - cpu, 2),
                 "child_cpu_seconds": round(children_cpu() - child_cpu, 2),

@@ -45,6 +45,9 @@ def rebuild_blue_green_many(names: tuple[str, ...], env: dict, page_size: int,
     schema = locks.schema_of(env)
     with ExitStack() as stack:
         session = stack.enter_context(closing(locks.connect(env)))
+        # Released before the session closes, not when PostgreSQL notices it closed: a rebuild right after this
+        # one (another process's, or this process's after a child's) must not find the locks still held.
+        stack.callback(_unlock_all, session)
         views: dict[str, PostgresView] = {}
         for name in names:
             if not locks.try_lock(session, locks.advisory_key(schema, name, "rebuild")):
@@ -85,6 +88,13 @@ def rebuild_blue_green_many(names: tuple[str, ...], env: dict, page_size: int,
         if seconds is not None:
             seconds.update({name: seconds.get(name, 0.0) + took for name, took in zip(names, spent)})
         return replayed
+
+
+def _unlock_all(session) -> None:
+    try:
+        locks.unlock_all(session)
+    except Exception:   # a dead session: its locks went with it
+        pass
 
 
 def _fresh_copy(session, schema: str, name: str, env: dict) -> PostgresView:

@@ -45,6 +45,10 @@ REBUILD_CHILD_EVENTS: int | None = 100_000
 # pays in wall time (1M pulls at load 8-13, same run: 0.85x one process on SQLite, 0.73x on PostgreSQL:
 # bench/results/2026-11-30-rebuild-s7.md). None: whatever the load.
 REBUILD_CHILD_LOAD: float | None = 1.0
+# ... and on SQLite only, unless asked: PostgreSQL's own backends use the second core during a rebuild, and a
+# child there took 0.89x the speed of one process on a quiet machine (0.68x at load 8-13), where SQLite's took
+# 1.49x (1M pulls, six views, medians of 2 alternating rounds: bench/results/2026-11-30-rebuild-quiet-s7.json).
+REBUILD_CHILD_ON_POSTGRES = False
 
 __all__ = ["PAGE_SIZE", "REBUILD_BULK_EVENTS", "REBUILD_PAGE_SIZE", "RebuildInProgress", "rebuild", "rebuild_many"]
 
@@ -68,19 +72,21 @@ def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAG
                  cache_kib: int = REBUILD_CACHE_KIB,
                  bulk_events: int = REBUILD_BULK_EVENTS,
                  child_events: int | None = REBUILD_CHILD_EVENTS,
-                 child_load: float | None = REBUILD_CHILD_LOAD) -> dict[str, dict[str, int]]:
+                 child_load: float | None = REBUILD_CHILD_LOAD,
+                 child_on_postgres: bool = REBUILD_CHILD_ON_POSTGRES) -> dict[str, dict[str, int]]:
     """Rebuild several views in one pass over each application's log: a page is read and decoded once
     and written into every view that follows the application (each view in its own transaction).
 
     Returns {view: {application: events replayed}}; `seconds`, when given, receives each view's
     writing time (the rest, reading and decoding, is shared). `bulk_events`: see REBUILD_BULK_EVENTS.
-    `child_events`, `child_load`: see REBUILD_CHILD_EVENTS and REBUILD_CHILD_LOAD (events None: every view
-    in this process).
+    `child_events`, `child_load`, `child_on_postgres`: see REBUILD_CHILD_EVENTS, REBUILD_CHILD_LOAD and
+    REBUILD_CHILD_ON_POSTGRES (events None: every view in this process).
     """
     names = tuple(names)
     for name in names:
         spec(name)   # an unknown name fails before anything is cleared
-    here, there = split(names, archive) if child_events is not None and spare_core(child_load) else (names, ())
+    child = child_events is not None and (child_on_postgres or not is_postgres(env)) and spare_core(child_load)
+    here, there = split(names, archive) if child else (names, ())
     if there and logged_events(env, there) < child_events:
         here, there = names, ()
     kwargs = {"env": env, "page_size": page_size, "cache_kib": cache_kib, "bulk_events": bulk_events}

@@ -56,7 +56,7 @@ def test_a_rebuild_split_over_two_processes_writes_what_the_live_runners_wrote(e
 
     monkeypatch.setattr(rebuild_module, "ChildRebuild", Counted)
     seconds: dict[str, float] = {}
-    replayed = rebuild_many(VIEWS, env, page_size=7, seconds=seconds, bulk_events=20, child_events=0,
+    replayed = rebuild_many(VIEWS, env, page_size=7, seconds=seconds, bulk_events=20, child_events=0, child_on_postgres=True,
                             child_load=None)
     assert [child.exitcode for child in children] == [0]
     assert replayed["audit"] == {"Pulls": 120} and replayed["chain"]["Pulls"] == 120
@@ -70,15 +70,19 @@ def test_a_rebuild_split_over_two_processes_writes_what_the_live_runners_wrote(e
     assert dumps(env) == live
     # Nor with one CPU to run on, or none to spare, whatever the events.
     monkeypatch.setattr(second_process, "usable_cpus", lambda: 1)
-    rebuild_many(VIEWS, env, page_size=7, bulk_events=20, child_events=0, child_load=None)
+    rebuild_many(VIEWS, env, page_size=7, bulk_events=20, child_events=0, child_on_postgres=True, child_load=None)
     monkeypatch.setattr(second_process, "usable_cpus", lambda: 2)
     monkeypatch.setattr(second_process.os, "getloadavg", lambda: (2.5, 2.0, 2.0))
-    rebuild_many(VIEWS, env, page_size=7, bulk_events=20, child_events=0, child_load=1.0)
+    rebuild_many(VIEWS, env, page_size=7, bulk_events=20, child_events=0, child_on_postgres=True, child_load=1.0)
     assert len(children) == 1
     assert dumps(env) == live
     monkeypatch.setattr(second_process.os, "getloadavg", lambda: (1.5, 2.0, 2.0))
-    rebuild_many(VIEWS, env, page_size=7, bulk_events=20, child_events=0, child_load=1.0)
+    rebuild_many(VIEWS, env, page_size=7, bulk_events=20, child_events=0, child_on_postgres=True, child_load=1.0)
     assert len(children) == 2
+    assert dumps(env) == live
+    # By default only SQLite's rebuild splits: PostgreSQL's backends use the second core themselves.
+    rebuild_many(VIEWS, env, page_size=7, bulk_events=20, child_events=0, child_load=1.0)
+    assert len(children) == (3 if not is_postgres(env) else 2)
     assert dumps(env) == live
 
 
@@ -123,7 +127,7 @@ rebuild.ChildRebuild = Noted
 if __name__ == "__main__":
     try:
         rebuild_many(tuple(sys.argv[1].split(",")), json.loads(os.environ["REBUILD_ENV"]), page_size=7,
-                     bulk_events=20, child_events=0, child_load=None)
+                     bulk_events=20, child_events=0, child_on_postgres=True, child_load=None)
     except ChildRebuildFailed as error:
         print(error)
         sys.exit(3)
@@ -162,7 +166,7 @@ def recovers(env: dict, live: dict, indexes: dict) -> None:
     tracking, its next opening making the dropped indexes again."""
     if is_postgres(env):
         assert dumps(env) == live
-        rebuild_many(VIEWS, env, page_size=7, bulk_events=20, child_events=0, child_load=None)
+        rebuild_many(VIEWS, env, page_size=7, bulk_events=20, child_events=0, child_on_postgres=True, child_load=None)
     else:
         assert dumps(env) != live
         assert built_live(env) == live
