@@ -6,39 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 
-from application.breaker import UpstreamBackoff
-from application.cache_records import CacheRecords
-from application.credentials import Credentials
-from application.orgs import OrgDirectory
 from application.pull_through import Client, Limits
-from application.pulls import GroupCommit, Pulls
 from domain.manifest import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST
 from domain.pull import PullResult
-from tests.unit.fakes import FakeClock, FakeUpstream, MemoryBlobStore, RecordsView, edge_cache, run_scenario
+from tests.unit.fakes import run_scenario
+from tests.unit.test_pull_through_cache import World as PullThroughWorld
 
-POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
+class World(PullThroughWorld):
+    """The pull-through cache's unit world with prefetch on, and a manifest list of the image."""
 
-class World:
     def __init__(self, prefetch_blobs: int = 8) -> None:
-        self.clock = FakeClock()
-        self.records = CacheRecords(env=POPO)
-        self.pulls = Pulls(env=POPO)
-        self.upstream = FakeUpstream()
-        self.store = MemoryBlobStore()
-        self.orgs = OrgDirectory(self.records, Credentials(env=POPO), ttl=0)
-        self.orgs.apply("hub", {"upstream": "http://up.example", "staleness_seconds": 300,
-                                "max_stale_seconds": 3600})
-        self.group = GroupCommit(self.pulls)
-        self.cache = edge_cache(records=self.records, orgs=self.orgs, view=RecordsView(self.records),
-                                store=self.store, upstream=UpstreamBackoff(self.upstream, self.clock),
-                                pulls=self.group, clock=self.clock, limits=Limits(prefetch_blobs=prefetch_blobs))
-        self.layer = self.upstream.put_blob(b"layer-bytes-" * 10)
-        self.config = self.upstream.put_blob(b'{"config": true}')
-        self.manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
-                                    "config": {"digest": self.config, "size": 16},
-                                    "layers": [{"digest": self.layer, "size": 120}]}).encode()
-        self.digest = self.upstream.put_manifest("library/alpine", "3.19", self.manifest, DOCKER_MANIFEST)
+        super().__init__(limits=Limits(prefetch_blobs=prefetch_blobs))
         index = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST_LIST, "manifests": [
             {"digest": self.digest, "mediaType": DOCKER_MANIFEST, "size": len(self.manifest),
              "platform": {"architecture": "amd64", "os": "linux"}}]}).encode()

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from application.breaker import BackoffPolicy, UpstreamBackoff
-from application.pull_through import Client
+from application.pull_through import Client, Limits
 from application.credentials import Credentials
 from application.errors import BlobUnknown, ManifestUnknown, OrgUnknown, UpstreamBadContent, UpstreamUnavailable
 from application.orgs import OrgDirectory
@@ -27,7 +27,7 @@ POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
 
 class World:
-    def __init__(self, **org_settings) -> None:
+    def __init__(self, limits: Limits = Limits(), **org_settings) -> None:
         self.clock = FakeClock()
         self.records = CacheRecords(env=POPO)
         self.pulls = Pulls(env=POPO)
@@ -38,7 +38,8 @@ class World:
                                 "max_stale_seconds": 3600, **org_settings})
         self.group = GroupCommit(self.pulls)
         self.cache = edge_cache(records=self.records, orgs=self.orgs, view=RecordsView(self.records),
-                                      store=self.store, upstream=UpstreamBackoff(self.upstream, self.clock, ONE_REPOSITORY), pulls=self.group, clock=self.clock)
+                                      store=self.store, upstream=UpstreamBackoff(self.upstream, self.clock, ONE_REPOSITORY), pulls=self.group, clock=self.clock,
+                                      limits=limits)
         self.layer = self.upstream.put_blob(b"layer-bytes-" * 10)
         self.config = self.upstream.put_blob(b'{"config": true}')
         self.manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
