@@ -29,7 +29,8 @@ def image():
 def full_disk_server(tmp_path, upstream_registry, image):
     push_image(upstream_registry.url, "library/big", "v1", image)
     server = EntrepotServer(tmp_path / "entrepot", [{"name": "hub", "upstream": upstream_registry.url}],
-                            sections={"storage": STORAGE})
+                            # The client's own fills, one blob at a time: no prefetch of the image's layers.
+                            sections={"storage": STORAGE, "upstream": {"prefetch_blobs": 0}})
     with small_disk(server.data_dir, 40):
         server.start()
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from litestar.testing import TestClient
 
@@ -33,6 +35,12 @@ def test_while_s3_is_down_blobs_answer_503_and_after_it_is_back_pulls_work_again
             assert api.get(manifest, headers=accept).content == image.manifest_bytes
             for digest, path in blobs.items():
                 assert api.get(path).content == image.blobs[digest]
+            # A verified blob's last bytes go out while its upload completes: stop S3 once every blob is in it,
+            # so that what answers next is the store (down), not a fill still publishing.
+            deadline = time.monotonic() + 10
+            while not all(any(digest.split(":")[1] in key for key in stored_keys(s3, bucket)) for digest in blobs):
+                assert time.monotonic() < deadline, "the blobs never reached the bucket"
+                time.sleep(0.05)
 
             s3.stop()
             answers = [api.get(path) for path in blobs.values()]
@@ -51,3 +59,7 @@ def test_while_s3_is_down_blobs_answer_503_and_after_it_is_back_pulls_work_again
             assert api.get("/readyz").json()["blob_storage"] == "ok"
     finally:
         s3.stop()
+
+
+def stored_keys(s3: MotoS3, bucket: str) -> list[str]:
+    return [item["Key"] for item in s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
