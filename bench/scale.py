@@ -62,8 +62,10 @@ def persistent_database(admin_url: str, name: str) -> str:
     return f"{admin_url.rsplit('/', 1)[0]}/{name}"
 
 
-def build(directory: Path, upstream_url: str, database_url: str | None, shape: Shape, token: str) -> dict:
-    """The history and its views, written once; what this call wrote and how fast."""
+def build(directory: Path, upstream_url: str, database_url: str | None, shape: Shape, token: str,
+          events_only: bool = False) -> dict:
+    """The history and its views, written once; what this call wrote and how fast. `events_only`: stop
+    once the events are written (the views are built by the next run, e.g. with newer projection code)."""
     server = entrepot_server(directory, upstream_url, database_url)
     server.server["admin_token"] = token
     server.write_config()
@@ -80,6 +82,9 @@ def build(directory: Path, upstream_url: str, database_url: str | None, shape: S
     env["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"] = "120"
     say(f"writing the history into {directory} ({shape})")
     figures = write_history(env, shape, progress, say)
+    if events_only:
+        say("events written; the views are left for the next run")
+        return {"write": figures}
     # One pass over each application's log for every view (as `entrepot projections rebuild all` does):
     # a page is read and decoded once. Each view's seconds are its own writing time; the pass's wall
     # time, reading and decoding included, is kept beside them.
@@ -179,6 +184,8 @@ def main() -> None:
     parser.add_argument("--database-prefix", default="entrepot_scale",
                         help="PostgreSQL: the large store's database is <prefix>_<shape>, kept for the next run")
     parser.add_argument("--build-only", action="store_true", help="build (or finish building) the histories only")
+    parser.add_argument("--events-only", action="store_true",
+                        help="with --build-only: write (or finish writing) the histories' events, not the views")
     parser.add_argument("--as-built", action="store_true",
                         help="measure the store as far as its build got, a view still catching up (readiness: "
                              "degraded accepted)")
@@ -204,7 +211,7 @@ def main() -> None:
                 tag = f"{shape.orgs}o-{shape.images}i-{shape.pulls}p"
                 url = (persistent_database(args.postgres_url, f"{args.database_prefix}_{tag.replace('-', '_')}")
                        if backend == "postgres" else None)
-                build(Path(args.data) / f"{backend}-{tag}", upstream.url, url, shape, token)
+                build(Path(args.data) / f"{backend}-{tag}", upstream.url, url, shape, token, args.events_only)
                 continue
             results.append(run_backend(backend, args, shape, upstream.url, image, stack))
     if args.build_only:
