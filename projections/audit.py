@@ -164,6 +164,10 @@ class SqliteAuditView(SqliteView, AuditView):
         # The pulls of one digest (`history digest`). An index needs no replay, so no new schema_version:
         # CREATE INDEX IF NOT EXISTS runs at every open and builds it once on an older file.
         "CREATE INDEX IF NOT EXISTS audit_digest ON audit (digest, id)",
+        # ?client= and ?actor= (an incident's "what did this node / robot pull"): without them a client or
+        # actor that pulled little or nothing walked the whole log for one page (~0.7 s at 5M pulls).
+        "CREATE INDEX IF NOT EXISTS audit_client_id ON audit (client, id)",
+        "CREATE INDEX IF NOT EXISTS audit_actor_id ON audit (actor, id)",
     )
 
     def add_rows(self, c: SQLiteCursor, rows: list[tuple]) -> None:
@@ -197,7 +201,7 @@ class PostgresAuditView(PostgresView, AuditView):
     projection = "audit"
     tables = ("audit", "audit_times")
     schema_version = 5   # 2: status, error_code and note; 3: actor; 4: generation; 5: audit_times, no index on at
-    indexes = ("audit_org", "audit_org_id", "audit_repository_id", "audit_digest")
+    indexes = ("audit_org", "audit_org_id", "audit_repository_id", "audit_digest", "audit_client_id", "audit_actor_id")
     schema = (
         "CREATE TABLE IF NOT EXISTS {audit} (id bigint PRIMARY KEY, org text NOT NULL, repository text NOT NULL, "
         "reference text NOT NULL, digest text NOT NULL, result text NOT NULL, client text NOT NULL, actor text NOT NULL, "
@@ -209,6 +213,8 @@ class PostgresAuditView(PostgresView, AuditView):
         "CREATE INDEX IF NOT EXISTS {audit_org_id} ON {audit} (org, id)",   # see SqliteAuditView
         "CREATE INDEX IF NOT EXISTS {audit_repository_id} ON {audit} (repository, id)",
         "CREATE INDEX IF NOT EXISTS {audit_digest} ON {audit} (digest, id)",   # as on SQLite: no replay needed
+        "CREATE INDEX IF NOT EXISTS {audit_client_id} ON {audit} (client, id)",   # see SqliteAuditView
+        "CREATE INDEX IF NOT EXISTS {audit_actor_id} ON {audit} (actor, id)",
     )
 
     def add_rows(self, c: Cursor, rows: list[tuple]) -> None:
