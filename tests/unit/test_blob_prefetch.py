@@ -16,8 +16,8 @@ from tests.unit.test_pull_through_cache import World as PullThroughWorld
 class World(PullThroughWorld):
     """The pull-through cache's unit world with prefetch on, and a manifest list of the image."""
 
-    def __init__(self, prefetch_blobs: int = 8) -> None:
-        super().__init__(limits=Limits(prefetch_blobs=prefetch_blobs))
+    def __init__(self, prefetch_blobs: int = 8, **options) -> None:
+        super().__init__(limits=Limits(prefetch_blobs=prefetch_blobs), **options)
         index = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST_LIST, "manifests": [
             {"digest": self.digest, "mediaType": DOCKER_MANIFEST, "size": len(self.manifest),
              "platform": {"architecture": "amd64", "os": "linux"}}]}).encode()
@@ -83,3 +83,53 @@ def test_with_prefetch_blobs_0_a_blob_is_fetched_only_when_asked():
         await w.cache.blob("hub", "library/alpine", w.config)
         assert w.blob_gets() == [w.config]
     run(scenario, prefetch_blobs=0)
+
+
+# The image's config is 16 bytes, its layer 120 (the pull-through World's image).
+
+async def prefetched(w: World) -> list[str]:
+    """The blobs fetched before the client asked, once the prefetch has had time to start them all."""
+    await w.settle(0.1)
+    return sorted(w.blob_gets())
+
+
+def test_a_prefetch_takes_no_more_than_the_room_above_low_free_bytes_and_the_client_fills_the_rest():
+    async def scenario(w: World):
+        w.store.free_room = 100   # the config fits, the layer would take free space below low_free_bytes
+        await w.get()
+        assert await prefetched(w) == [w.config]
+        assert await w.read_blob(w.layer) == b"layer-bytes-" * 10   # the client's own GET still fills it
+        assert sorted(w.blob_gets()) == sorted([w.config, w.layer]) and w.layer in w.store.objects
+    run(scenario)
+
+
+def test_with_no_room_left_above_low_free_bytes_nothing_is_prefetched():
+    async def scenario(w: World):
+        w.store.free_room = -1
+        await w.get()
+        assert await prefetched(w) == []
+    run(scenario)
+
+
+def test_with_room_for_every_blob_each_is_prefetched():
+    async def scenario(w: World):
+        w.store.free_room = 136
+        await w.get()
+        assert await prefetched(w) == sorted([w.config, w.layer])
+    run(scenario)
+
+
+def test_an_org_with_a_quota_gets_no_more_prefetched_than_its_headroom():
+    usage = {"hub": 99_900}   # of a 100,000-byte quota: 100 bytes left, room for the config only
+    async def scenario(w: World):
+        await w.get()
+        assert await prefetched(w) == [w.config]
+        assert await w.read_blob(w.layer) == b"layer-bytes-" * 10
+    run_scenario(lambda: World(usage=usage.__getitem__, quota_bytes=100_000), scenario)
+
+
+def test_an_org_whose_quota_has_room_for_the_image_gets_all_of_it_prefetched():
+    async def scenario(w: World):
+        await w.get()
+        assert await prefetched(w) == sorted([w.config, w.layer])
+    run_scenario(lambda: World(usage={"hub": 99_800}.__getitem__, quota_bytes=100_000), scenario)
