@@ -319,20 +319,22 @@ class BlobFills:
         async with self._planning:
             try:
                 room = room_left(await self._disk_room(), await self._quota_room(target.org, quota_bytes))
+                if room is not None and sum(sizes.get(digest, room + 1) for digest in digests) > room:
+                    # Not all fit: a blob stored already (a base layer another image brought) needs no
+                    # fill and takes no room. Asked only then: on S3 each is a HEAD, and join() asks again.
+                    stored = await asyncio.gather(*(self._store.stat(digest) for digest in digests))
+                    digests = [digest for digest, size in zip(digests, stored) if size is None]
             except Exception as error:   # no room known, no prefetch: the client's GETs fill as usual
                 log.debug("prefetch for %s skipped: %s", target.repository, error)
                 return
-            # A blob stored already (a base layer another image brought) takes no room and needs no fill.
-            stored = await asyncio.gather(*(self._store.stat(digest) for digest in digests))
-            missing = [digest for digest, size in zip(digests, stored) if size is None]
-            chosen = [digest for digest in blobs_that_fit(missing, sizes, room)
+            chosen = [digest for digest in blobs_that_fit(digests, sizes, room)
                       if self.running(digest) is None and digest not in self._prefetching]
             for digest in chosen:
                 self._prefetching[digest] = (target.org, sizes.get(digest, 0))
                 self._spawn(self._prefetched(target, digest), f"prefetch {digest[:19]}")
-        if len(chosen) < len(missing):
+        if len(chosen) < len(digests):
             log.info("prefetch for %s: %d of %d blobs fit in the %s bytes left above low_free_bytes or the "
-                     "quota; the others are filled when asked", target.repository, len(chosen), len(missing), room)
+                     "quota; the others are filled when asked", target.repository, len(chosen), len(digests), room)
 
     async def _disk_room(self) -> int | None:
         """What the store may still take above its low watermark, less what the fills under way (and the

@@ -133,3 +133,12 @@ def test_an_org_whose_quota_has_room_for_the_image_gets_all_of_it_prefetched():
         await w.get()
         assert await prefetched(w) == sorted([w.config, w.layer])
     run_scenario(lambda: World(usage={"hub": 99_800}.__getitem__, quota_bytes=100_000), scenario)
+
+
+def test_a_blob_stored_already_takes_none_of_the_room():
+    async def scenario(w: World):
+        w.store.objects[w.config] = b'{"config": true}'   # brought by another image
+        w.store.free_room = 16 + 120   # less the stored config: room for the layer alone
+        await w.get()
+        assert await prefetched(w) == [w.layer]
+    run(scenario)
