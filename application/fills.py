@@ -31,6 +31,10 @@ FIRST_STEP = 64 * 1024
 ADVANCE_STEP = 1024 * 1024
 # Fills copied in worker threads at once; the upstream gives a blob a blocking body only while one is free.
 COPY_THREADS = 16
+# How long a prefetch may take to learn the room it has (statvfs, the quota usage read): past that, a
+# hung filesystem or database skips the prefetch (the client's GETs fill as usual) instead of holding
+# every later prefetch behind it.
+PLANNING_SECONDS = 1.0
 
 
 PassThrough = Callable[[int, "int | None", Any], AsyncIterator[bytes]]
@@ -318,14 +322,15 @@ class BlobFills:
                                     quota_bytes: int) -> None:
         async with self._planning:
             try:
-                room = room_left(await self._disk_room(), await self._quota_room(target.org, quota_bytes))
-                if room is not None and sum(sizes.get(digest, room + 1) for digest in digests) > room:
-                    # Not all fit: a blob stored already (a base layer another image brought) needs no
-                    # fill and takes no room. Asked only then: on S3 each is a HEAD, and join() asks again.
-                    stored = await asyncio.gather(*(self._store.stat(digest) for digest in digests))
-                    digests = [digest for digest, size in zip(digests, stored) if size is None]
+                async with asyncio.timeout(PLANNING_SECONDS):
+                    room = room_left(await self._disk_room(), await self._quota_room(target.org, quota_bytes))
+                    if room is not None and sum(sizes.get(digest, room + 1) for digest in digests) > room:
+                        # Not all fit: a blob stored already (a base layer another image brought) needs no
+                        # fill and takes no room. Asked only then: on S3 each is a HEAD, and join() asks again.
+                        stored = await asyncio.gather(*(self._store.stat(digest) for digest in digests))
+                        digests = [digest for digest, size in zip(digests, stored) if size is None]
             except Exception as error:   # no room known, no prefetch: the client's GETs fill as usual
-                log.debug("prefetch for %s skipped: %s", target.repository, error)
+                log.info("prefetch for %s skipped: %s", target.repository, repr(error))
                 return
             chosen = [digest for digest in blobs_that_fit(digests, sizes, room)
                       if self.running(digest) is None and digest not in self._prefetching]
@@ -351,7 +356,7 @@ class BlobFills:
     async def _quota_room(self, org: str, quota_bytes: int) -> int | None:
         if not quota_bytes:
             return None
-        usage = await anyio.to_thread.run_sync(self._usage, org) if self._usage is not None else 0
+        usage = await anyio.to_thread.run_sync(self._usage, org, abandon_on_cancel=True) if self._usage else 0
         reserved = sum(size for owner, size in self._prefetching.values() if owner == org)
         return quota_room(quota_bytes, usage, reserved)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+
+from application import fills
 
 from application.pull_through import Client, Limits
 from domain.manifest import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST
@@ -142,3 +145,35 @@ def test_a_blob_stored_already_takes_none_of_the_room():
         await w.get()
         assert await prefetched(w) == [w.layer]
     run(scenario)
+
+
+def test_a_quota_usage_read_that_hangs_skips_the_prefetch_and_the_next_one_is_not_held_behind_it(monkeypatch):
+    monkeypatch.setattr(fills, "PLANNING_SECONDS", 0.05)
+    released = threading.Event()
+    reads: list[str] = []
+
+    def usage(org: str) -> int:
+        reads.append(org)
+        if len(reads) == 1:
+            released.wait(5)   # a database that does not answer
+        return 0
+
+    async def scenario(w: World):
+        other = w.upstream.put_blob(b"other-layer-" * 10)
+        w.upstream.put_manifest("library/alpine", "3.20", json.dumps({
+            "schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": {"digest": w.config, "size": 16},
+            "layers": [{"digest": other, "size": 120}]}).encode(), DOCKER_MANIFEST)
+        try:
+            await w.get()
+            await asyncio.sleep(0.2)
+            assert w.blob_gets() == []   # skipped: the room was not known in time
+            assert await w.read_blob(w.layer) == b"layer-bytes-" * 10   # the client's GET fills it
+            await w.get("3.20")          # the next image's prefetch is not held behind the hung read
+            for _ in range(100):
+                if other in w.store.objects:
+                    break
+                await asyncio.sleep(0.005)
+            assert other in w.store.objects and reads == ["hub", "hub"]
+        finally:
+            released.set()
+    run_scenario(lambda: World(usage=usage, quota_bytes=100_000), scenario)
