@@ -299,14 +299,16 @@ class BlobFills:
         Only what fits is prefetched (`sizes`: what the manifest declares): free space stays above
         [storage] low_free_bytes, counting what the fills under way have still to write, and an org
         with a quota (`quota_bytes`) is not taken past it. Started all at once regardless, three 20 MiB
-        layers filled a 40 MiB disk to `unavailable` where the client's own GETs leave it `degraded`
-        (tests/integration/test_full_disk.py). What is not prefetched is filled when the client asks."""
+        layers ran a 40 MiB disk out of room (every one of them failed, and the disk once ended
+        `unavailable`) where the client's own GETs leave it `degraded` (tests/integration/test_full_disk.py).
+        What is not prefetched is filled when the client asks."""
         if self._prefetch_slots is None:
             return
         wanted = [digest for digest in dict.fromkeys(digests)
                   if self.running(digest) is None and digest not in self._prefetching]
         if wanted:
-            self._spawn(self._prefetch_within_room(target, wanted, sizes or {}, quota_bytes), f"prefetch {target.repository}")
+            self._spawn(self._prefetch_within_room(target, wanted, sizes or {}, quota_bytes),
+                        f"prefetch {target.repository}")
 
     def prefetch_for(self, org: OrgConfig, repository: str, digests: list[str],
                      sizes: dict[str, int] | None = None) -> None:

@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     phases = {side: {step: statistics.median(s["phases"][step] for s in runs) for step in runs[0]["phases"]}
               for side, runs in samples.items() if runs and all(s["phases"] for s in runs)}
     for side, steps in phases.items():
-        print(f"{side:<7} steps: " + ", ".join(f"{step} {seconds * 1000:.1f}" for step, seconds in steps.items()) + " ms")
+        shown = ", ".join(f"{step} {seconds * 1000:.1f}" for step, seconds in steps.items())
+        print(f"{side:<7} steps: {shown} ms")
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine.machine(), "load_before": load_before, "load_after": machine.load(),
               "params": {"rounds": o.rounds, "layers": o.layers, "layer_mib": o.layer_mib, "engine": o.engine},
