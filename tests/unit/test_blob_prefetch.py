@@ -182,3 +182,24 @@ def test_a_quota_usage_read_that_hangs_skips_the_prefetch_and_the_next_one_is_no
         finally:
             released.set()
     run_scenario(lambda: World(usage=usage, quota_bytes=100_000), scenario)
+
+
+def test_the_fills_under_way_count_against_the_room_until_they_are_written():
+    async def scenario(w: World):
+        other = w.upstream.put_blob(b"other-layer-" * 10)
+        second = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+                             "config": {"digest": w.config, "size": 16},
+                             "layers": [{"digest": other, "size": 120}]}).encode()
+        w.upstream.put_manifest("library/alpine", "3.20", second, DOCKER_MANIFEST)
+        w.upstream.gate = asyncio.Event()   # bodies stall: the first image's fills have written nothing yet
+        # Room for the first manifest and one image's blobs (136 bytes), not two images' (256). (The
+        # second manifest is stored after its prefetch has weighed the room: it takes none of it here.)
+        w.store.free_room = len(w.manifest) + 200
+        await w.get()
+        assert await prefetched(w, [w.config, w.layer]) == sorted([w.config, w.layer])
+        await w.get("3.20")
+        await w.settle(0.1)
+        assert [call for call in w.upstream.calls if call[0] == "GET" and call[2] == other] == []
+        w.upstream.gate.set()
+        assert await w.read_blob(other) == b"other-layer-" * 10   # the client's own GET fills it
+    run(scenario)
