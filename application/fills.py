@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anyio.to_thread
+
 from application.errors import BlobCorrupt, BlobTruncated, BlobUnknown, UpstreamBadContent, UpstreamNotFound
 from application.metering import fill_failure
 from application.ops_log import NoOpsLog, OpsLog
@@ -18,6 +20,7 @@ from application.ports import (BlobStorageUnavailable, BlobStore, Clock, FillCoo
 from application.orgs import OrgConfig
 from application.singleflight import InProcessOnly
 from domain.names import Digest
+from domain.prefetch import blobs_that_fit, quota_room, room_left
 
 log = logging.getLogger(__name__)
 # What a reader takes from the spool at once: a wake-up step's worth, so a reader woken at a step
@@ -28,6 +31,10 @@ FIRST_STEP = 64 * 1024
 ADVANCE_STEP = 1024 * 1024
 # Fills copied in worker threads at once; the upstream gives a blob a blocking body only while one is free.
 COPY_THREADS = 16
+# How long a prefetch may take to learn the room it has (statvfs, the quota usage read): past that, a
+# hung filesystem or database skips the prefetch (the client's GETs fill as usual) instead of holding
+# every later prefetch behind it.
+PLANNING_SECONDS = 1.0
 
 
 PassThrough = Callable[[int, "int | None", Any], AsyncIterator[bytes]]
@@ -227,8 +234,11 @@ class BlobFills:
 
     def __init__(self, store: BlobStore, upstream: Upstream, ledger: Ledger, clock: Clock,
                  coordinator: FillCoordinator | None = None, metrics: Metrics | None = None,
-                 ops: OpsLog | None = None, prefetch_at_once: int = 0) -> None:
-        """`prefetch_at_once`: how many fills prefetch() runs at a time in this process (0: none)."""
+                 ops: OpsLog | None = None, prefetch_at_once: int = 0,
+                 usage: Callable[[str], int] | None = None) -> None:
+        """`prefetch_at_once`: how many fills prefetch() runs at a time in this process (0: none);
+        `usage(org)`: the bytes an org's images hold as its quota counts them (a view read, run in a
+        thread), so a prefetch stays within the org's quota."""
         self._coordinator = coordinator or InProcessOnly()
         self._ops = ops or NoOpsLog()
         self._metrics = metrics or NoMetrics()
@@ -239,6 +249,10 @@ class BlobFills:
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task] = set()
         self._prefetch_slots = asyncio.Semaphore(prefetch_at_once) if prefetch_at_once > 0 else None
+        self._usage = usage
+        # Prefetches under way: digest -> (org, declared size), counted against the room left until they end.
+        self._prefetching: dict[str, tuple[str, int]] = {}
+        self._planning = asyncio.Lock()   # one prefetch weighs the room at a time, so two never share it
 
     def running(self, digest: str) -> Fill | None:
         fill = self._fills.get(digest)
@@ -275,33 +289,92 @@ class BlobFills:
             raise fill.error
         return fill
 
-    def prefetch(self, target: UpstreamTarget, digests: list[str]) -> None:
+    def prefetch(self, target: UpstreamTarget, digests: list[str], sizes: dict[str, int] | None = None,
+                 quota_bytes: int = 0) -> None:
         """Start fetching `digests` (an image's blobs, its client asks for them next) without waiting
         for the client: fills exactly like those a request starts (one per digest, joined by the
         requests that come, verified before published), at most `prefetch_at_once` at a time; a blob
-        stored or being fetched already is left alone. A fill that fails is the next request's to retry."""
+        stored or being fetched already is left alone. A fill that fails is the next request's to retry.
+
+        Only what fits is prefetched (`sizes`: what the manifest declares): free space stays above
+        [storage] low_free_bytes, counting what the fills under way have still to write, and an org
+        with a quota (`quota_bytes`) is not taken past it. Started all at once regardless, three 20 MiB
+        layers ran a 40 MiB disk out of room (every one of them failed, and the disk once ended
+        `unavailable`) where the client's own GETs leave it `degraded` (tests/integration/test_full_disk.py).
+        What is not prefetched is filled when the client asks."""
         if self._prefetch_slots is None:
             return
-        for digest in dict.fromkeys(digests):
-            if self.running(digest) is None:
-                task = asyncio.create_task(self._prefetched(target, digest), name=f"prefetch {digest[:19]}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        wanted = [digest for digest in dict.fromkeys(digests)
+                  if self.running(digest) is None and digest not in self._prefetching]
+        if wanted:
+            self._spawn(self._prefetch_within_room(target, wanted, sizes or {}, quota_bytes),
+                        f"prefetch {target.repository}")
 
-    def prefetch_for(self, org: OrgConfig, repository: str, digests: list[str]) -> None:
+    def prefetch_for(self, org: OrgConfig, repository: str, digests: list[str],
+                     sizes: dict[str, int] | None = None) -> None:
         """prefetch() for `repository` of `org` (the ManifestCache's prefetch hook)."""
-        self.prefetch(org.target(repository), digests)
+        self.prefetch(org.target(repository), digests, sizes, org.quota_bytes)
+
+    def _spawn(self, work, name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _prefetch_within_room(self, target: UpstreamTarget, digests: list[str], sizes: dict[str, int],
+                                    quota_bytes: int) -> None:
+        async with self._planning:
+            try:
+                async with asyncio.timeout(PLANNING_SECONDS):
+                    room = room_left(await self._disk_room(), await self._quota_room(target.org, quota_bytes))
+                    if room is not None and sum(sizes.get(digest, room + 1) for digest in digests) > room:
+                        # Not all fit: a blob stored already (a base layer another image brought) needs no
+                        # fill and takes no room. Asked only then: on S3 each is a HEAD, and join() asks again.
+                        stored = await asyncio.gather(*(self._store.stat(digest) for digest in digests))
+                        digests = [digest for digest, size in zip(digests, stored) if size is None]
+            except Exception as error:   # no room known, no prefetch: the client's GETs fill as usual
+                log.info("prefetch for %s skipped: %s", target.repository, repr(error))
+                return
+            chosen = [digest for digest in blobs_that_fit(digests, sizes, room)
+                      if self.running(digest) is None and digest not in self._prefetching]
+            for digest in chosen:
+                self._prefetching[digest] = (target.org, sizes.get(digest, 0))
+                self._spawn(self._prefetched(target, digest), f"prefetch {digest[:19]}")
+        if len(chosen) < len(digests):
+            log.info("prefetch for %s: %d of %d blobs fit in the %s bytes left above low_free_bytes or the "
+                     "quota; the others are filled when asked", target.repository, len(chosen), len(digests), room)
+
+    async def _disk_room(self) -> int | None:
+        """What the store may still take above its low watermark, less what the fills under way (and the
+        prefetches not started yet) have still to write: statvfs counts only what is written already."""
+        room = await self._store.room()
+        if room is None:
+            return None
+        coming = {digest: size for digest, (_, size) in self._prefetching.items()}
+        for digest, fill in self._fills.items():
+            expected = fill.size if fill.size is not None else coming.get(digest, 0)
+            coming[digest] = 0 if fill.done or fill.error is not None else max(0, expected - fill.readable)
+        return room - sum(coming.values())
+
+    async def _quota_room(self, org: str, quota_bytes: int) -> int | None:
+        if not quota_bytes:
+            return None
+        usage = await anyio.to_thread.run_sync(self._usage, org, abandon_on_cancel=True) if self._usage else 0
+        reserved = sum(size for owner, size in self._prefetching.values() if owner == org)
+        return quota_room(quota_bytes, usage, reserved)
 
     async def _prefetched(self, target: UpstreamTarget, digest: str) -> None:
         assert self._prefetch_slots is not None
-        async with self._prefetch_slots:
-            try:
-                fill = await self.join(target, digest)
-            except Exception as error:   # the fill logged why; a client asking gets the error from a new fill
-                log.debug("prefetch of %s failed: %s", digest, error)
-                return
-            if fill is not None:
-                await fill.ended.wait()
+        try:
+            async with self._prefetch_slots:
+                try:
+                    fill = await self.join(target, digest)
+                except Exception as error:   # the fill logged why; a client asking gets the error from a new fill
+                    log.debug("prefetch of %s failed: %s", digest, error)
+                    return
+                if fill is not None:
+                    await fill.ended.wait()
+        finally:
+            self._prefetching.pop(digest, None)
 
     async def _run(self, fill: Fill, target: UpstreamTarget) -> None:
         try:

@@ -45,9 +45,10 @@ class ManifestCache:
     def __init__(self, *, reads: BoundedReads, tags: TagLookup, content: ManifestBytes, upstream: Upstream,
                  ledger: Ledger, clock: Clock, replicas: AcrossReplicas, rate_limits: RateLimits,
                  max_entries: int = 50_000, row_seconds: float = 30.0,
-                 prefetch: Callable[[OrgConfig, str, list[str]], None] | None = None) -> None:
-        """`prefetch(org, repository, digests)`: told the blobs of an image manifest a client GETs cold,
-        which its client asks for next (BlobFills.prefetch starts their fills at once)."""
+                 prefetch: Callable[[OrgConfig, str, list[str], dict[str, int]], None] | None = None) -> None:
+        """`prefetch(org, repository, digests, sizes)`: told the blobs of an image manifest a client GETs
+        cold (and the sizes it declares), which its client asks for next (BlobFills.prefetch starts the
+        fills of those that fit at once)."""
         self._reads, self._tags, self._content = reads, tags, content
         self._prefetch = prefetch
         self._upstream, self._ledger, self._clock = upstream, ledger, clock
@@ -186,7 +187,7 @@ class ManifestCache:
         if prefetch and self._prefetch is not None and content.blobs and not content.children and not not_kept:
             # The client asks for these next: their fills start now, not once the manifest is stored,
             # recorded and answered, the client has read it and asked (a few at a time).
-            self._prefetch(org, repository, list(content.blobs))
+            self._prefetch(org, repository, list(content.blobs), dict(content.sizes))
         stored = asyncio.ensure_future(self._content.put(fetched.digest, fetched.content))
         self._missing.pop((org.name, repository, reference), None)
         now = self._clock.now()

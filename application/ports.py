@@ -153,6 +153,10 @@ class BlobStore(Protocol):
     async def redirect_url(self, digest: str) -> str | None:
         """A URL clients may fetch the published object from directly (a presigned GET), or None."""
 
+    async def room(self) -> int | None:
+        """Bytes fills may still write before local free space falls below [storage] low_free_bytes
+        (negative once under it; None: not bounded). A prefetch takes no more than this."""
+
     async def delete(self, digest: str) -> bool:
         """Remove a published object; False when it was not there (deleting twice is not an error).
         A send that already opened it finishes (filesystem: the open file outlives its name)."""

@@ -3,6 +3,7 @@ one bounded view reader, one ledger and the org lookup every request starts with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from application.blobs import BlobAnswer, BlobCache, Holdings, NotingLedger
@@ -76,7 +77,9 @@ def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndMani
                  pulls: GroupCommit, clock: Clock, fill_coordinator: FillCoordinator | None = None,
                  shared_tags: SharedTags | None = None, metrics: Metrics | None = None,
                  ledger: Ledger | None = None, limits: Limits = Limits(), ops: OpsLog | None = None,
-                 referrers: ReferrersRead | None = None) -> PullThrough:
+                 referrers: ReferrersRead | None = None, usage: Callable[[str], int] | None = None) -> PullThrough:
+    """`usage(org)`: the bytes an org's images hold as its quota counts them (the retention view), so
+    that prefetches stay within an org's quota; without it only the prefetches under way are counted."""
     ledger = ledger or RecordsLedger(records, timeout=limits.record_timeout)
     metrics = metrics or NoMetrics()
     ops = ops or NoOpsLog()
@@ -87,7 +90,7 @@ def pull_through(*, records: CacheRecords, orgs: OrgDirectory, view: TagsAndMani
                      recent_seconds=limits.recent_tag_seconds)
     holdings = Holdings(limits.max_holdings)
     fills = BlobFills(store, upstream, NotingLedger(ledger, holdings), clock, fill_coordinator, metrics, ops,
-                      prefetch_at_once=limits.prefetch_blobs)
+                      prefetch_at_once=limits.prefetch_blobs, usage=usage)
     manifests = ManifestCache(reads=reads, tags=tags, content=ManifestBytes(store, limits.manifest_bytes),
                               upstream=upstream, ledger=ledger, clock=clock,
                               replicas=AcrossReplicas(fill_coordinator or InProcessOnly()),

@@ -9,7 +9,8 @@ once, cold, through each revision (the order rotates every round), as bench/run'
 `GET /v2/`, the tag, the platform manifest, then the config and layers with one `curl --parallel`.
 Prints every sample with the load average and the serving process's CPU time (steadier than wall time on
 a shared machine), how long its main thread (Entrepôt's event loop) ran and waited for a CPU, the medians
-and the ratios to the direct pull; writes JSON (never over an earlier file).
+and the ratios to the direct pull, and the median of each of the client's steps (its setup, /v2/, the
+tag, the platform manifest, the blobs) per side; writes JSON (never over an earlier file).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                     # waited for a CPU; and the same summed over every thread of the process.
                     main_after, all_after = machine.scheduled(pid, pid), machine.scheduled(pid)
                     sample = {"round": number, "seconds": result["seconds"], "cpu_seconds": cpu, "load": machine.load(),
+                              "phases": result.get("phases", {}),
                               "main_thread_run_seconds": main_after[0] - main_before[0],
                               "main_thread_wait_seconds": main_after[1] - main_before[1],
                               "threads_run_seconds": all_after[0] - all_before[0],
@@ -116,12 +118,19 @@ def main(argv: list[str] | None = None) -> int:
               f"ran {scheduling[side]['main_thread_run_seconds'] * 1000:4.0f} ms, waited "
               f"{scheduling[side]['main_thread_wait_seconds'] * 1000:4.0f} ms for a CPU; every thread waited "
               f"{scheduling[side]['threads_wait_seconds'] * 1000:4.0f} ms")
+    # The client's steps (its setup, /v2/, the tag, the platform manifest, the blobs): where a side's
+    # time goes against the direct pull's.
+    phases = {side: {step: statistics.median(s["phases"][step] for s in runs) for step in runs[0]["phases"]}
+              for side, runs in samples.items() if runs and all(s["phases"] for s in runs)}
+    for side, steps in phases.items():
+        shown = ", ".join(f"{step} {seconds * 1000:.1f}" for step, seconds in steps.items())
+        print(f"{side:<7} steps: {shown} ms")
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine.machine(), "load_before": load_before, "load_after": machine.load(),
               "params": {"rounds": o.rounds, "layers": o.layers, "layer_mib": o.layer_mib, "engine": o.engine},
               "revisions": {r.side: {"commit": r.commit, "subject": r.subject, "dirty": r.dirty} for r in revisions},
               "samples": samples, "medians_seconds": medians, "ratio_to_direct": ratios,
-              "median_server_cpu_seconds": cpu, "median_scheduling": scheduling}
+              "median_server_cpu_seconds": cpu, "median_scheduling": scheduling, "median_phases_seconds": phases}
     output = REPO_ROOT / "bench" / "results" / f"{datetime.date.today()}-cold-{o.label}.json"
     copy = 2
     while output.exists():   # a label used twice the same day: keep the earlier figures

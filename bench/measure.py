@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -88,9 +90,12 @@ def blob_throughput(url: str, size: int, streams: int, seconds: float) -> dict:
 
 # -- cold pulls ------------------------------------------------------------------------------------
 
-def platform_manifest(http: httpx.Client, target: Target, image: BenchImage) -> dict:
-    """GET the tag as a client does (an index → the linux/amd64 manifest by digest)."""
+def platform_manifest(http: httpx.Client, target: Target, image: BenchImage,
+                      step: Callable[[str], None] = lambda _: None) -> dict:
+    """GET the tag as a client does (an index → the linux/amd64 manifest by digest); `step(name)` is
+    called after each of the two ("tag", "platform")."""
     answer = http.get(target.manifest_url(image.repository, image.tag), headers={"Accept": ACCEPT_ALL})
+    step("tag")
     if answer.status_code != 200:
         raise MeasurementFailed(f"{target.name}: manifest {image.repository}:{image.tag}: {answer.status_code} "
                                 f"{answer.text[:200]}")
@@ -101,18 +106,33 @@ def platform_manifest(http: httpx.Client, target: Target, image: BenchImage) -> 
         if answer.status_code != 200:
             raise MeasurementFailed(f"{target.name}: manifest {amd64['digest']}: {answer.status_code}")
         document = answer.json()
+    step("platform")
     return document
 
 
-def _pull_with_curl(target: Target, image: BenchImage) -> None:
+def _pull_with_curl(target: Target, image: BenchImage, phases: dict[str, float] | None = None) -> None:
+    """`phases`, when given, gets the seconds of each step: the client's setup (an httpx.Client, its SSL
+    context), `GET /v2/`, the tag (an index), the platform manifest, the blobs (one curl)."""
+    mark = time.monotonic()
+
+    def step(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        if phases is not None:
+            phases[name] = now - mark
+        mark = now
+
     with httpx.Client(timeout=120) as http:
+        step("client")
         http.get(f"{target.url}/v2/")
-        document = platform_manifest(http, target, image)
+        step("v2")
+        document = platform_manifest(http, target, image, step)
     blobs = [document["config"], *document["layers"]]
     args = ["-Z", "--parallel-max", "4"]  # containers/image fetches layers in parallel too
     for blob in blobs:
         args += ["-o", "/dev/null", target.blob_url(image.repository, blob["digest"])]
     got = sorted(curl(*args))
+    step("blobs")
     want = sorted((200, blob["size"]) for blob in blobs)
     if got != want:
         raise MeasurementFailed(f"{target.name}: blobs of {image.repository} answered {got}, wanted {want}")
@@ -131,8 +151,15 @@ def _pull_with_skopeo(target: Target, image: BenchImage) -> None:
 
 
 def cold_pull(target: Target, image: BenchImage, clients: int, client: str = "curl") -> dict:
-    """Wall time of `clients` clients pulling the never-pulled `image` at once, and the upstream bytes it cost."""
-    pull = _pull_with_skopeo if client == "skopeo" else _pull_with_curl
+    """Wall time of `clients` clients pulling the never-pulled `image` at once, and the upstream bytes it
+    cost; with one curl client, the seconds of each of its steps too (`phases`, see _pull_with_curl)."""
+    phases: dict[str, float] = {}
+    if client == "skopeo":
+        pull = _pull_with_skopeo
+    elif clients == 1:
+        pull = functools.partial(_pull_with_curl, phases=phases)
+    else:
+        pull = _pull_with_curl
     if target.upstream:
         target.upstream.mark()
     gate = threading.Barrier(clients + 1)
@@ -155,7 +182,7 @@ def cold_pull(target: Target, image: BenchImage, clients: int, client: str = "cu
     wall = time.monotonic() - start
     if errors:
         raise MeasurementFailed(f"{len(errors)} of {clients} pulls failed; first: {errors[0]}")
-    result = {"seconds": wall}
+    result = {"seconds": wall, **({"phases": phases} if phases else {})}
     if target.upstream:
         target.upstream.settle()
         sent = target.upstream.sent()

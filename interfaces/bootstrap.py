@@ -183,7 +183,8 @@ class Container:
                                   upstream=self.upstream, pulls=self.group_commit, clock=self.clock,
                                   fill_coordinator=self.coordination, shared_tags=self.coordination,
                                   metrics=self.metrics, ops=self.ops_log, referrers=referrers_view,
-                                  ledger=ledger, limits=limits)
+                                  ledger=ledger, limits=limits,
+                                  usage=views["retention"].usage)   # a prefetch stays within an org's quota
         self.metrics_registry.register(
             ReadModelCollector(views["blobs"], views["manifests"], views["tags"], views["counters"]))
         self.metrics_registry.register(RetentionCollector(views["retention"], orgs_view))

@@ -111,6 +111,10 @@ class FilesystemBlobStore:
                 raise BlobStorageUnavailable(f"{directory} is not writable")
         return await self.floor.judge(self.root)
 
+    async def room(self) -> int:
+        """Bytes fills may still write here before free space falls below low_free_bytes."""
+        return await self.floor.room(self.root)
+
     async def publish(self, digest: str, spool: FileSpool) -> None:
         dest = self._path(digest)
         if not spool.flushed:

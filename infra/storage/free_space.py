@@ -29,6 +29,12 @@ class FreeSpaceFloor:
                                   f"below min_free_bytes ({_size(self.min_free_bytes)})")
         return "low" if free < self.low_free_bytes else "ok"
 
+    async def room(self, path: str) -> int:
+        """Bytes that may still be written under `path` before its free space falls below
+        low_free_bytes (negative when it already has): what a prefetch may take. statvfs in a thread."""
+        stats = await anyio.to_thread.run_sync(os.statvfs, path, abandon_on_cancel=True)   # a hung mount: given up
+        return stats.f_bavail * stats.f_frsize - self.low_free_bytes
+
 
 def _size(count: int) -> str:
     return f"{count / (1024 * 1024):.1f} MiB"

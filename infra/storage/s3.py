@@ -161,6 +161,11 @@ class S3BlobStore:
             raise BlobStorageUnavailable(f"bucket {self.bucket!r} does not exist") from None
         return await self.floor.judge(self.spool_dir)
 
+    async def room(self) -> int:
+        """Bytes fills may still spool before the spool's filesystem falls below low_free_bytes (a fill
+        holds its whole blob in the spool until the upload completes)."""
+        return await self.floor.room(self.spool_dir)
+
     def clean_spool(self, older_than: float = 0.0) -> int:
         """Remove what killed processes left: local spool files, and multipart uploads older than
         `abandoned_after` (younger ones may belong to a fill running on another replica)."""

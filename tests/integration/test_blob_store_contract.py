@@ -215,3 +215,16 @@ def test_the_storage_probe_says_low_below_the_watermark_and_storage_full_below_t
     backend.store.floor = FreeSpaceFloor(min_free_bytes=free * 2, low_free_bytes=free * 4)
     with pytest.raises(BlobStorageFull, match="^storage full: .* below min_free_bytes"):
         run(backend.store.check())
+
+
+def test_the_room_a_prefetch_may_take_is_the_free_space_above_low_free_bytes(backend):
+    def free() -> int:
+        stats = os.statvfs(backend.store.spool_dir)
+        return stats.f_bavail * stats.f_frsize
+    low = 64 * 1024 * 1024
+    backend.store.floor = FreeSpaceFloor(min_free_bytes=0, low_free_bytes=low)
+    before, room, after = free(), run(backend.store.room()), free()
+    # Other writers share the filesystem: the room lies within what was free just before and after.
+    assert min(before, after) - low - 16 * 1024 * 1024 <= room <= max(before, after) - low + 16 * 1024 * 1024
+    backend.store.floor = FreeSpaceFloor(min_free_bytes=0, low_free_bytes=before * 2)
+    assert run(backend.store.room()) < 0   # under the watermark already: no room at all

@@ -26,11 +26,13 @@ def image():
 
 
 @pytest.fixture
-def full_disk_server(tmp_path, upstream_registry, image):
+def full_disk_server(request, tmp_path, upstream_registry, image):
     push_image(upstream_registry.url, "library/big", "v1", image)
+    # By default the client's own fills, one blob at a time; a test may turn the prefetch of an image's
+    # blobs on (indirect parametrization: the number of prefetches at once).
+    prefetch_blobs = getattr(request, "param", 0)
     server = EntrepotServer(tmp_path / "entrepot", [{"name": "hub", "upstream": upstream_registry.url}],
-                            # The client's own fills, one blob at a time: no prefetch of the image's layers.
-                            sections={"storage": STORAGE, "upstream": {"prefetch_blobs": 0}})
+                            sections={"storage": STORAGE, "upstream": {"prefetch_blobs": prefetch_blobs}})
     with small_disk(server.data_dir, 40):
         server.start()
         try:
@@ -84,6 +86,10 @@ def deleted_files_held_open(server: EntrepotServer) -> list[str]:
     return held
 
 
+# With prefetch on, the manifest's GET starts no fill that would take free space below low_free_bytes:
+# started all at once, the three 20 MiB layers filled the disk to `unavailable` (free space under
+# min_free_bytes) where the client's own GETs, one after the other, leave it `degraded`.
+@pytest.mark.parametrize("full_disk_server", [0, 8], indirect=True, ids=["no-prefetch", "prefetch"])
 def test_a_60_mib_image_pulled_into_a_40_mib_disk_is_served_whole_and_the_disk_is_reported(full_disk_server, image):
     server = full_disk_server
     manifest = get(server, "/v2/hub/library/big/manifests/v1",
@@ -111,6 +117,50 @@ def test_a_60_mib_image_pulled_into_a_40_mib_disk_is_served_whole_and_the_disk_i
     assert [pull_blob(server, digest) for digest in digests] == [(200, digest) for digest in digests]
     assert len(audited(server, 2)) == 2
     assert 'reason="storage"' in get(server, "/metrics").text   # fill_failed{reason="storage"}
+    assert " 500 " not in server.log_tail(400) and "Traceback" not in server.log_tail(400)
+
+
+def fills_ended(server: EntrepotServer, timeout: float = 10.0) -> dict[str, float]:
+    """entrepot_fills_* of the server once every fill it started has ended: started, completed, and
+    failed by reason (`failed_storage`, ...)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts: dict[str, float] = {"started": 0.0, "completed": 0.0, "failed": 0.0}
+        for line in get(server, "/metrics").text.splitlines():
+            for kind in ("started", "completed", "failed"):
+                if line.startswith(f"entrepot_fills_{kind}_total{{"):
+                    value = float(line.rsplit(" ", 1)[1])
+                    counts[kind] += value
+                    if kind == "failed":
+                        reason = line.split('reason="', 1)[1].split('"', 1)[0]
+                        counts[f"failed_{reason}"] = counts.get(f"failed_{reason}", 0.0) + value
+        if (counts["started"] and counts["started"] == counts["completed"] + counts["failed"]) \
+                or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("full_disk_server", [8], indirect=True, ids=["prefetch"])
+def test_a_cold_manifest_prefetches_only_the_blobs_the_disk_has_room_for_above_low_free_bytes(full_disk_server, image):
+    """Started all at once, the prefetches of the three 20 MiB layers (60 MiB into about 38 MiB free) filled
+    the disk and all failed, racing the cold pull's own event commits for the last bytes (once the disk
+    ended `unavailable`). Only the config fits above low_free_bytes (24 MiB): nothing else starts before
+    the client asks, and the client's own GETs end the way they do without prefetch."""
+    server = full_disk_server
+    manifest = get(server, "/v2/hub/library/big/manifests/v1", headers={"Accept": image.media_type})
+    assert manifest.status_code == 200 and manifest.content == image.manifest_bytes
+    prefetched = fills_ended(server)
+    assert (prefetched["started"], prefetched["completed"], prefetched["failed"]) == (1, 1, 0), prefetched
+    assert free_bytes(server.data_dir) >= STORAGE["low_free_bytes"]
+    ready = get(server, "/readyz")
+    assert (ready.status_code, ready.json()["status"], ready.json()["blob_storage"]) == (200, "ready", "ok")
+
+    digests = [image.config.digest] + [blob.digest for blob in image.layers]
+    assert [pull_blob(server, digest) for digest in digests] == [(200, digest) for digest in digests]
+    assert spool_files(server) == [] and deleted_files_held_open(server) == []
+    assert free_bytes(server.data_dir) < STORAGE["low_free_bytes"]
+    ready = get(server, "/readyz")
+    assert (ready.status_code, ready.json()["status"], ready.json()["blob_storage"]) == (200, "degraded", "low")
     assert " 500 " not in server.log_tail(400) and "Traceback" not in server.log_tail(400)
 
 

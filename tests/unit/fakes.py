@@ -56,6 +56,7 @@ class MemoryBlobStore:
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
         self.spools: list[MemorySpool] = []
+        self.free_room: int | None = None   # what room() answers: None, not bounded
 
     async def stat(self, digest: str) -> int | None:
         content = self.objects.get(digest)
@@ -91,6 +92,12 @@ class MemoryBlobStore:
 
     async def delete(self, digest: str) -> bool:
         return self.objects.pop(digest, None) is not None
+
+    async def room(self) -> int | None:
+        """free_room less what is stored (spools take no room here: fills in progress are the caller's to count)."""
+        if self.free_room is None:
+            return None
+        return self.free_room - sum(len(content) for content in self.objects.values())
 
 
 class FakeBlob:

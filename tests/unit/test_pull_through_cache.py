@@ -27,7 +27,7 @@ POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
 
 class World:
-    def __init__(self, limits: Limits = Limits(), **org_settings) -> None:
+    def __init__(self, limits: Limits = Limits(), usage=None, **org_settings) -> None:
         self.clock = FakeClock()
         self.records = CacheRecords(env=POPO)
         self.pulls = Pulls(env=POPO)
@@ -39,7 +39,7 @@ class World:
         self.group = GroupCommit(self.pulls)
         self.cache = edge_cache(records=self.records, orgs=self.orgs, view=RecordsView(self.records),
                                       store=self.store, upstream=UpstreamBackoff(self.upstream, self.clock, ONE_REPOSITORY), pulls=self.group, clock=self.clock,
-                                      limits=limits)
+                                      limits=limits, usage=usage)
         self.layer = self.upstream.put_blob(b"layer-bytes-" * 10)
         self.config = self.upstream.put_blob(b'{"config": true}')
         self.manifest = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
