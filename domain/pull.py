@@ -75,7 +75,7 @@ class Pull(Aggregate):
         """The one event of a new Pull, made without building the aggregate: the event `Pull(...)` would
         collect (same topic, fresh id, version 1). The request path only writes pulls, and building each
         Pull to collect its event cost a warm pull ~8 % of its CPU; the repository still loads a Pull from it."""
-        return cls.Recorded(originator_topic=_PULL_TOPIC, originator_id=fresh_id(), originator_version=cls.INITIAL_VERSION,
+        return cls.Recorded(originator_topic=_PULL_TOPIC, originator_id=fresh_id(at), originator_version=cls.INITIAL_VERSION,
                             timestamp=cls.Recorded.create_timestamp(), org=org, repository=repository,
                             reference=reference, digest=digest, result=result, client=client, user_agent=user_agent,
                             at=at, note=note, status=status, error_code=error_code, actor=actor,
@@ -84,23 +84,30 @@ class Pull(Aggregate):
 
 _PULL_TOPIC = get_topic(Pull)
 
-# Random (version 4) ids made IDS_PER_DRAW at a time from one os.urandom call. uuid4() asks the kernel
-# for 16 bytes per pull, and every such call lets go of the GIL: on the event loop of a busy server the
-# request then waits for the projection threads to hand it back (a warm pull spent more time in
-# urandom than in anything else of the audit).
+# Time-ordered ids (UUID version 7, RFC 9562): the pull's time in milliseconds, then 74 random bits. The
+# event store's key is (originator_id, version): random (version 4) ids landed each insert on a random leaf
+# of that index, which at millions of pulls is a page read and a page written per pull (SQLite, 10M pulls:
+# ~30 us more CPU per insert than at the index's right edge, where ids in time order land; PostgreSQL writes
+# a full page image per leaf first touched after a checkpoint). The random bits are drawn IDS_PER_DRAW at a
+# time from one os.urandom call: uuid4() asked the kernel for 16 bytes per pull, and every such call let go
+# of the GIL, so on a busy server the request waited for the projection threads to hand it back.
 IDS_PER_DRAW = 256
-_fresh: list[UUID] = []
+_RANDOM_BITS = 74
+_fresh: list[int] = []
 
 
-def fresh_id() -> UUID:
-    """A random UUID, as uuid4() makes them. list.pop is atomic, so threads never share one; a refill
-    that races another only draws a few more."""
+def fresh_id(at: float) -> UUID:
+    """A new UUID (version 7) for a pull at `at` (seconds since the epoch). list.pop is atomic, so threads
+    never share random bits; a refill that races another only draws a few more."""
     try:
-        return _fresh.pop()
+        bits = _fresh.pop()
     except IndexError:
-        drawn = os.urandom(16 * IDS_PER_DRAW)
-        _fresh.extend(UUID(bytes=drawn[at:at + 16], version=4) for at in range(0, len(drawn), 16))
-        return _fresh.pop()
+        drawn = os.urandom(10 * IDS_PER_DRAW)   # 80 bits each, 74 used
+        _fresh.extend(int.from_bytes(drawn[i:i + 10], "big") >> 6 for i in range(0, len(drawn), 10))
+        bits = _fresh.pop()
+    millis = max(0, int(at * 1000)) & ((1 << 48) - 1)
+    # 48 bits of time | version 7 | 12 random bits | variant 0b10 | 62 random bits
+    return UUID(int=(millis << 80) | (0x7 << 76) | ((bits >> 62) << 64) | (0b10 << 62) | (bits & ((1 << 62) - 1)))
 
 
 # A forked child must not hand out the ids its parent drew too.
