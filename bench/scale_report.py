@@ -54,7 +54,7 @@ def markdown(document: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-PER_PULL = ("pulls", "audit", "counters", "analytics")   # files and tables fed by pull events
+PER_PULL = ("pulls", "audit", "counters", "analytics", "chain")   # files and tables fed by pull events (a link each)
 
 
 def _sizes(sizes: dict, shape: dict) -> list[str]:
