@@ -66,7 +66,7 @@ _PULLS_UNNEST = ("INSERT INTO {images} (org, repository, digest, last_used, pull
                  "CAST(? AS bigint[]), CAST(? AS double precision[]), CAST(? AS bigint[])) "
                  "ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
 
-_SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": "",
+_SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": "", "cross_join": "CROSS JOIN",
                  "members_by_org": "members AS m INDEXED BY retention_members_org"}   # kept in a bulk rebuild (written_through)
 
 
@@ -102,6 +102,7 @@ class PostgresRetentionView(PostgresView, RetentionView):
     @staticmethod
     def _dialect(text: str) -> str:
         return (text.replace("{max}", "GREATEST").replace("{C}", ' COLLATE "C"').replace("{members_by_org}", "{members} AS m")
+                .replace("{cross_join}", "JOIN")
                 .replace("?", "%s"))
 
     def run(self, c: Any, text: str, params: tuple = ()) -> list[tuple]:

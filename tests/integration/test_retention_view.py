@@ -253,3 +253,25 @@ def test_the_usage_of_a_new_member_is_looked_up_by_org_and_digest(retention, mon
         plan = view.read(f"EXPLAIN QUERY PLAN {text}", params)
         assert any("retention_members_org" in str(row[-1]) for row in plan), plan
     assert retention.view.usage(ORG) == 10 + 10 + 5 + 2 * 100
+
+
+# SQLite only, as above.
+@pytest.mark.parametrize("event_store_backend", ["sqlite"])
+def test_a_page_of_pulls_reads_its_images_by_primary_key(retention, monkeypatch):
+    # `(org, repository, digest) IN (VALUES ...)` was planned as a scan of every image per chunk of keys: with
+    # 200,000 images a rebuild's pulls read the table over and over (issue 16). The keys now drive the join.
+    view = retention.view
+    retention.image(A, {LA: 10}, at=1.0)
+    retention.image(B, {LB: 10}, at=2.0)
+    statements = []
+    run = view.run
+    monkeypatch.setattr(view, "run", lambda c, text, params=(): statements.append((text, params)) or run(c, text, params))
+    retention("Pulls", *(Pull(org=ORG, repository=REPO, reference="x", digest=digest, result="hit", client="c",
+                              user_agent="skopeo", at=at) for digest, at in ((A, 3.0), (B, 4.0), (A, 5.0))))
+    reads = [(text, params) for text, params in statements if text.lstrip().startswith("SELECT")]
+    assert reads
+    for text, params in reads:
+        plan = [str(row[-1]) for row in view.read(f"EXPLAIN QUERY PLAN {text}", params)]
+        assert not any(step.startswith("SCAN i") for step in plan), plan
+        assert any(step.startswith("SEARCH i USING") for step in plan), plan
+    assert [(image.digest, image.pull_count) for image in view.held_images(ORG)] == [(A, 2), (B, 1)]
