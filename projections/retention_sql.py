@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from projections.base import Batch, SqliteView
+from projections.base import SqliteView
 from projections.postgres_view import PostgresView
 from projections.retention import PULL_STATS, RetentionView
 from domain.retention import NO_PULLS
@@ -100,6 +100,7 @@ class PostgresRetentionView(PostgresView, RetentionView):
     schema_version = SCHEMA_VERSION
     indexes = tuple(name for name, _ in INDEXES)
     serialise_writes = True
+    pipelined = True   # run() fetches by the statement's text
     schema = (*_columns("double precision", "bigint", "text"),
               *(f"CREATE INDEX IF NOT EXISTS {{{name}}} ON {on}" for name, on in INDEXES))
 
@@ -113,13 +114,6 @@ class PostgresRetentionView(PostgresView, RetentionView):
         c.execute(self.sql(self._dialect(text)), params, prepare=True)
         # Whether it returns rows by its text, not c.description: in a pipeline a result is there once fetched.
         return [tuple(row.values()) for row in c.fetchall()] if _returns_rows(text) else []
-
-    def process_page(self, c: Any, batch: Batch) -> None:
-        # A pipeline: a statement whose rows are not needed (most of them) is sent without waiting for its
-        # result, and a round trip is taken only to read rows. A 200k-image rebuild ran ~17 statements an image,
-        # each a round trip (167 events/s at load 12); an error still fails the page, at the next read or the end.
-        with c.connection.pipeline():
-            super().process_page(c, batch)
 
     def read(self, text: str, params: tuple = ()) -> list[tuple]:
         return self._query(self._dialect(text), params)
