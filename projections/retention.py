@@ -107,6 +107,10 @@ class RetentionView(View):
     def run(self, c: Any, text: str, params: tuple = ()) -> list[tuple]:
         raise NotImplementedError
 
+    # True where a read in the page's transaction costs no round trip (SQLite): one read then spares the
+    # statements it would make no-ops. PostgreSQL pipelines the statements instead (a read waits for the server).
+    reads_are_local = False
+
     def read(self, text: str, params: tuple = ()) -> list[tuple]:
         raise NotImplementedError
 
@@ -313,6 +317,9 @@ class RetentionView(View):
             # Members listed before their size was known: each image grows by its members' new sizes.
             marks = ", ".join(["?"] * len(added))
             new = tuple(digest for (digest,) in added)
+            if self.reads_are_local and not self.run(c, f"SELECT 1 FROM {{members}} WHERE digest IN ({marks}) LIMIT 1",
+                                                     new):
+                return   # listed by no image yet (a manifest's own declared sizes, before its members): no one grows
             self.run(c, "UPDATE {images} SET bytes = bytes + coalesce((SELECT SUM(s.size) FROM {members} m JOIN {sizes} s "
                         "ON s.digest = m.digest WHERE m.org = {images}.org AND m.repository = {images}.repository "
                         f"AND m.image = {{images}}.digest AND m.digest IN ({marks})), 0) WHERE (org, repository, digest) "

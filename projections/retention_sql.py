@@ -78,6 +78,7 @@ class SqliteRetentionView(SqliteView, RetentionView):
     tables = TABLES
     schema_version = SCHEMA_VERSION
     _names = _SQLITE_NAMES
+    reads_are_local = True
     schema = (*(statement.format(**_SQLITE_NAMES) for statement in _columns("REAL", "INTEGER", "TEXT")),
               *(f"CREATE INDEX IF NOT EXISTS {name} ON {on.format(**_SQLITE_NAMES)}" for name, on in INDEXES))
 
