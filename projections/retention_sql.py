@@ -6,7 +6,7 @@ from typing import Any
 
 from projections.base import SqliteView
 from projections.postgres_view import PostgresView
-from projections.retention import PULL_STATS, RetentionView
+from projections.retention import PULL_STATS, WHOLE_CACHE, RetentionView
 from domain.retention import NO_PULLS
 
 TABLES = ("images", "members", "children", "sizes", "image_tags", "orphans", "retention_log", "eviction_totals",
@@ -118,6 +118,48 @@ class PostgresRetentionView(PostgresView, RetentionView):
 
     def read(self, text: str, params: tuple = ()) -> list[tuple]:
         return self._query(self._dialect(text), params)
+
+    # The two steps of a manifest that read what they wrote (the digests new to `sizes`, to `members`) are one
+    # statement each here, whose later parts take the rows added from the first (RETURNING), so the pipeline
+    # sends them on without a round trip: a Registry page then waits for the server only to read the indexes
+    # of its manifests and its orgs' generations. Every part of a statement sees the tables as they were before
+    # it: a part that needs the new sizes takes them from `added`; the new members are all this image's, which
+    # the usage's NOT EXISTS leaves out anyway. Rows as RetentionView's two-step statements write them.
+    def _sized_chunk(self, c: Any, pairs: list[tuple[str, int]]) -> None:
+        self._send(c, "WITH added AS (INSERT INTO {sizes} VALUES " + ", ".join(["(?, ?)"] * len(pairs))
+                   + " ON CONFLICT DO NOTHING RETURNING digest, size), "
+                   "grown AS (UPDATE {images} AS i SET bytes = i.bytes + g.total FROM (SELECT m.org, m.repository, "
+                   "m.image, sum(a.size) AS total FROM {members} m JOIN added a ON a.digest = m.digest "
+                   "GROUP BY m.org, m.repository, m.image) g "
+                   "WHERE i.org = g.org AND i.repository = g.repository AND i.digest = g.image), "
+                   "orgs AS (INSERT INTO {org_usage} AS u SELECT m.org, sum(a.size) FROM (SELECT DISTINCT org, digest "
+                   "FROM {members} WHERE digest IN (SELECT digest FROM added)) m JOIN added a ON a.digest = m.digest "
+                   "GROUP BY m.org ON CONFLICT (org) DO UPDATE SET bytes = u.bytes + excluded.bytes) "
+                   "INSERT INTO {org_usage} AS u SELECT CAST(? AS TEXT), coalesce(sum(a.size) FILTER (WHERE EXISTS "
+                   "(SELECT 1 FROM {members} m WHERE m.digest = a.digest)), 0) FROM added a HAVING count(*) > 0 "
+                   "ON CONFLICT (org) DO UPDATE SET bytes = u.bytes + excluded.bytes",
+                   (*(part for pair in pairs for part in pair), WHOLE_CACHE))
+
+    def _add_member_chunk(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
+        self._send(c, "WITH added AS (INSERT INTO {members} VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(digests))
+                   + " ON CONFLICT DO NOTHING RETURNING digest), "
+                   "grown AS (UPDATE {images} SET bytes = bytes + coalesce((SELECT sum(s.size) FROM {sizes} s "
+                   "WHERE s.digest IN (SELECT digest FROM added)), 0) WHERE org = ? AND repository = ? AND digest = ? "
+                   "AND EXISTS (SELECT 1 FROM added)), "
+                   "org AS (INSERT INTO {org_usage} AS u SELECT CAST(? AS TEXT), coalesce(sum(s.size), 0) FROM {sizes} s "
+                   "WHERE s.digest IN (SELECT digest FROM added) AND NOT EXISTS (SELECT 1 FROM {members} m "
+                   "WHERE m.org = ? AND m.digest = s.digest AND (m.repository <> ? OR m.image <> ?)) "
+                   "HAVING EXISTS (SELECT 1 FROM added) ON CONFLICT (org) DO UPDATE SET bytes = u.bytes + excluded.bytes) "
+                   "INSERT INTO {org_usage} AS u SELECT CAST(? AS TEXT), coalesce(sum(s.size), 0) FROM {sizes} s "
+                   "WHERE s.digest IN (SELECT digest FROM added) AND NOT EXISTS (SELECT 1 FROM {members} m "
+                   "WHERE m.digest = s.digest AND (m.org <> ? OR m.repository <> ? OR m.image <> ?)) "
+                   "HAVING EXISTS (SELECT 1 FROM added) ON CONFLICT (org) DO UPDATE SET bytes = u.bytes + excluded.bytes",
+                   (*(part for digest in digests for part in (org, repository, image, digest)),
+                    org, repository, image, org, org, repository, image, WHOLE_CACHE, org, repository, image))
+
+    def _send(self, c: Any, text: str, params: tuple) -> None:
+        """A statement whose rows are not read: in the page's pipeline, sent without waiting for it."""
+        c.execute(self.sql(self._dialect(text)), params, prepare=True)
 
     def add_pull_stats(self, c: Any, rows: list[tuple]) -> None:
         # One statement over arrays (the page's keys are distinct) rather than one per image.
