@@ -208,6 +208,7 @@ class SqliteHistoryView(_Queries, SqliteView, HistoryView):
 
 class PostgresHistoryView(_Queries, PostgresView, HistoryView):
     projection = "history"
+    pipelined = True   # its writes read nothing back
     tables = ("tag_history",)
     indexes = ("tag_history_since", "tag_history_digest")
     schema = (

@@ -94,6 +94,7 @@ class SqliteManifestsView(SqliteView, ManifestsView):
 
 class PostgresManifestsView(PostgresView, ManifestsView):
     projection = "manifests"
+    pipelined = True   # its writes read nothing back
     tables = ("manifests", "manifest_totals")
     schema = (
         "CREATE TABLE IF NOT EXISTS {manifests} (org text NOT NULL, repository text NOT NULL, digest text NOT NULL, "

@@ -49,6 +49,17 @@ KEYS_PER_READ = 300   # images per SELECT ... IN (VALUES ...): three parameters 
 
 
 
+class _Page:
+    """What a page's events read once and share: each org's generation (dropped when the page changes it),
+    and the indexes each of its manifests is a child of (None: read per manifest)."""
+
+    __slots__ = ("generations", "parents")
+
+    def __init__(self, parents: dict[tuple[str, str, str], list[str]] | None) -> None:
+        self.generations: dict[str, int] = {}
+        self.parents = parents
+
+
 @dataclass(frozen=True)
 class ImageRank:
     org: str
@@ -96,6 +107,10 @@ class RetentionView(View):
     def run(self, c: Any, text: str, params: tuple = ()) -> list[tuple]:
         raise NotImplementedError
 
+    # True where a read in the page's transaction costs no round trip (SQLite): one read then spares the
+    # statements it would make no-ops. PostgreSQL pipelines the statements instead (a read waits for the server).
+    reads_are_local = False
+
     def read(self, text: str, params: tuple = ()) -> list[tuple]:
         raise NotImplementedError
 
@@ -119,32 +134,42 @@ class RetentionView(View):
         self._count_pulls(c, gathered)
 
     def process_page(self, c: Any, batch: Batch) -> None:
+        # Fewer statements per page than per event, each step the same rows as event by event (issue 16: a
+        # rebuild of 200k images ran ~17 statements an image, one round trip each on PostgreSQL): blobs stored
+        # one after another are written together (_blobs_stored), the orgs' generations are read once a page,
+        # and the indexes a page's manifests belong to are read at once when the page changes none.
         pulls: dict[tuple[str, str, str], list] = {}
+        page = _Page(self._parents_of_page(c, batch))
+        blobs: list = []
         for event, tracking in batch:
             if isinstance(event, Pull.Recorded):
                 _gather_pull(pulls, event)
+            elif isinstance(event, (CachedBlob.Cached, StoredBlob.Restored)):
+                blobs.append(event)
             else:
-                self.process_event(c, event, tracking)
+                if blobs:
+                    self._blobs_stored(c, blobs)
+                    blobs = []
+                self._apply(c, event, tracking, page)
+        if blobs:
+            self._blobs_stored(c, blobs)
         self._count_pulls(c, pulls)
 
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
+        self._apply(c, event, tracking, _Page(None))
+
+    def _apply(self, c: Any, event: Any, tracking: Tracking, page: _Page) -> None:
         if isinstance(event, Pull.Recorded):
             pulls: dict = {}
             _gather_pull(pulls, event)
             self._count_pulls(c, pulls)
         elif isinstance(event, (CachedManifest.Cached, CachedManifest.Recached)):
-            self._cached(c, event)
+            self._cached(c, event, page)
         elif isinstance(event, CachedManifest.Evicted):
             if event.image == event.digest:   # children leave with their image's event
-                self._evicted(c, event, tracking.notification_id)
+                self._evicted(c, event, tracking.notification_id, page)
         elif isinstance(event, (CachedBlob.Cached, StoredBlob.Restored)):
-            self._sized(c, event.digest, event.size)
-            # Stored but referenced by no image (fetched by digest alone, or its image already
-            # evicted): it would otherwise stay forever.
-            at = event.cached_at if isinstance(event, CachedBlob.Cached) else event.at
-            self.run(c, "INSERT INTO {orphans} SELECT CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), 'waiting' "
-                        "WHERE NOT EXISTS (SELECT 1 FROM {members} WHERE digest = ?) ON CONFLICT DO NOTHING",
-                     (event.digest, at, event.digest))
+            self._blobs_stored(c, [event])
         elif isinstance(event, (TagResolution.Resolved, TagResolution.Retargeted)):
             self.run(c, "INSERT INTO {image_tags} VALUES (?, ?, ?, ?) ON CONFLICT (org, repository, tag) "
                         "DO UPDATE SET digest = excluded.digest", (event.org, event.repository, event.tag, event.digest))
@@ -152,10 +177,10 @@ class RetentionView(View):
             self.run(c, "DELETE FROM {image_tags} WHERE org = ? AND repository = ? AND tag = ?",
                      (event.org, event.repository, event.tag))
         elif isinstance(event, (ImagePin.Pinned, ImagePin.Repinned, ImagePin.Unpinned)):
-            self._pinned(c, event, tracking.notification_id)
+            self._pinned(c, event, tracking.notification_id, page)
         elif isinstance(event, CacheFlush.Flushed):
             self._log(c, tracking.notification_id, "flush", event.org, event.repository, "", event.tag, event.bytes,
-                      "flush", "", event.actor, event.at, event.dry_run)
+                      "flush", "", event.actor, event.at, event.dry_run, page)
         elif isinstance(event, StoredBlob.Orphaned):
             self.run(c, "UPDATE {orphans} SET state = 'deleting' WHERE digest = ?", (event.digest,))
         elif isinstance(event, StoredBlob.Deleted):
@@ -164,14 +189,60 @@ class RetentionView(View):
             self.run(c, "INSERT INTO {retention_generations} VALUES (?, ?) ON CONFLICT (org) DO UPDATE SET "
                         "generation = {max}({retention_generations}.generation, excluded.generation)",
                      (event.name, getattr(event, "generation", 1)))
+            page.generations.pop(event.name, None)   # read again when next needed
 
-    def _cached(self, c: Any, e: Any) -> None:
+    def _parents_of_page(self, c: Any, batch: Batch) -> dict[tuple[str, str, str], list[str]] | None:
+        """{(org, repository, manifest): the indexes listing it as a child} for every manifest the page caches,
+        read in one statement a chunk; None when the page itself changes `children` (an index cached, an
+        image evicted): then each manifest reads its own when its turn comes."""
+        keys = []
+        for event, _ in batch:
+            if isinstance(event, CachedManifest.Evicted) or (
+                    isinstance(event, (CachedManifest.Cached, CachedManifest.Recached)) and event.children):
+                return None
+            if isinstance(event, (CachedManifest.Cached, CachedManifest.Recached)):
+                keys.append((event.org, event.repository, event.digest))
+        parents: dict[tuple[str, str, str], list[str]] = {key: [] for key in keys}
+        keys = list(parents)
+        for start in range(0, len(keys), KEYS_PER_READ):
+            chunk = keys[start:start + KEYS_PER_READ]
+            for org, repository, child, image in self.run(
+                    c, "SELECT p.org, p.repository, p.child, p.image FROM (VALUES " + ", ".join(["(?, ?, ?)"] * len(chunk))
+                    + ") AS v {cross_join} {children} AS p ON p.org = v.column1 AND p.repository = v.column2 "
+                    "AND p.child = v.column3", tuple(part for key in chunk for part in key)):
+                parents[(org, repository, child)].append(image)
+        return parents
+
+    def _blobs_stored(self, c: Any, events: list) -> None:
+        """Blobs stored (CachedBlob.Cached, StoredBlob.Restored), one after another in the log: their sizes
+        (a digest's first counts), then the ones no image references are orphans since their first event.
+        Together as one by one: these events change no member, so each sees the same references."""
+        first: dict[str, tuple[int, float]] = {}
+        for event in events:
+            first.setdefault(event.digest, (event.size, event.cached_at if isinstance(event, CachedBlob.Cached)
+                                            else event.at))
+        self._sized_many(c, [(digest, size) for digest, (size, _) in first.items()])
+        # Stored but referenced by no image (fetched by digest alone, or its image already evicted): it
+        # would otherwise stay forever.
+        rows = [(digest, at) for digest, (_, at) in first.items()]
+        for start in range(0, len(rows), KEYS_PER_READ):
+            chunk = rows[start:start + KEYS_PER_READ]
+            self.run(c, "INSERT INTO {orphans} SELECT v.column1, v.column2, 'waiting' FROM (VALUES "
+                        + ", ".join(["(CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION))"] * len(chunk))
+                        + ") AS v WHERE NOT EXISTS (SELECT 1 FROM {members} m WHERE m.digest = v.column1) "
+                        "ON CONFLICT DO NOTHING", tuple(part for row in chunk for part in row))
+
+    def _cached(self, c: Any, e: Any, page: _Page) -> None:
         # Declared sizes: the image counts whole before its layers arrive.
         self._sized_many(c, [(e.digest, e.size), *(e.sizes or {}).items()])
-        parents = self.run(c, "SELECT image FROM {children} WHERE org = ? AND repository = ? AND child = ?",
-                           (e.org, e.repository, e.digest))
+        if page.parents is not None:
+            parents = page.parents[(e.org, e.repository, e.digest)]
+        else:
+            parents = [parent for (parent,) in self.run(
+                c, "SELECT image FROM {children} WHERE org = ? AND repository = ? AND child = ?",
+                (e.org, e.repository, e.digest))]
         if parents:   # a platform manifest of a cached index: it belongs to that image
-            for (parent,) in parents:
+            for parent in parents:
                 self._add_members(c, e.org, e.repository, parent, [e.digest, *e.blobs])
         else:
             # Caching it was a pull (a miss) whose Pull event may not be projected yet (another
@@ -192,7 +263,7 @@ class RetentionView(View):
                         "ELSE {images}.pull_count END, "
                         "generation = {max}({images}.generation, excluded.generation)",
                      (e.org, e.repository, e.digest, e.media_type, e.cached_at, e.cached_at, pull_weight(e.cached_at),
-                      self._generation(c, e.org)))
+                      self._generation(c, e.org, page)))
             self._add_members(c, e.org, e.repository, e.digest, [e.digest, *e.blobs, *e.children])
             for child in e.children:
                 self.run(c, "INSERT INTO {children} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -234,7 +305,8 @@ class RetentionView(View):
                             "AND (m.org <> ? OR m.repository <> ? OR m.image <> ?))", (*new, org, repository, image))
 
     def _sized_many(self, c: Any, pairs: list[tuple[str, int]]) -> None:
-        """_sized for several (digest, size) in two statements a chunk; a digest's first size counts, as one by one."""
+        """The sizes of digests stored (or declared), in two statements a chunk when any is new: images listing
+        a digest whose size was not known yet grow by it, and so do the usages. A digest's first size counts."""
         for start in range(0, len(pairs), KEYS_PER_READ):
             self._sized_chunk(c, pairs[start:start + KEYS_PER_READ])
 
@@ -245,18 +317,14 @@ class RetentionView(View):
             # Members listed before their size was known: each image grows by its members' new sizes.
             marks = ", ".join(["?"] * len(added))
             new = tuple(digest for (digest,) in added)
+            if self.reads_are_local and not self.run(c, f"SELECT 1 FROM {{members}} WHERE digest IN ({marks}) LIMIT 1",
+                                                     new):
+                return   # listed by no image yet (a manifest's own declared sizes, before its members): no one grows
             self.run(c, "UPDATE {images} SET bytes = bytes + coalesce((SELECT SUM(s.size) FROM {members} m JOIN {sizes} s "
                         "ON s.digest = m.digest WHERE m.org = {images}.org AND m.repository = {images}.repository "
                         f"AND m.image = {{images}}.digest AND m.digest IN ({marks})), 0) WHERE (org, repository, digest) "
                         f"IN (SELECT org, repository, image FROM {{members}} WHERE digest IN ({marks}))", new + new)
             self._usages_sized(c, new)
-
-    def _sized(self, c: Any, digest: str, size: int) -> None:
-        if self.run(c, "INSERT INTO {sizes} VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1", (digest, size)):
-            # Members listed before their size was known (a manifest is cached before its layers).
-            self.run(c, "UPDATE {images} SET bytes = bytes + ? WHERE (org, repository, digest) IN "
-                        "(SELECT org, repository, image FROM {members} WHERE digest = ?)", (size, digest))
-            self._usages_sized(c, (digest,))
 
     def _usages_sized(self, c: Any, new: tuple[str, ...]) -> None:
         """Digests whose size just became known count in the usage of every org with an image listing them."""
@@ -272,7 +340,7 @@ class RetentionView(View):
         self.run(c, f"INSERT INTO {{org_usage}} SELECT CAST(? AS TEXT), ({total}) WHERE 1 = 1 ON CONFLICT (org) "
                     "DO UPDATE SET bytes = {org_usage}.bytes + excluded.bytes", (scope, *params))
 
-    def _evicted(self, c: Any, e: Any, position: int) -> None:
+    def _evicted(self, c: Any, e: Any, position: int, page: _Page) -> None:
         key = (e.org, e.repository, e.digest)
         members = self.run(c, "SELECT digest FROM {members} WHERE org = ? AND repository = ? AND image = ?", key)
         self.run(c, "DELETE FROM {members} WHERE org = ? AND repository = ? AND image = ?", key)
@@ -294,27 +362,29 @@ class RetentionView(View):
         self.run(c, "INSERT INTO {eviction_totals} VALUES (?, ?, ?, 1, ?) ON CONFLICT (org, generation, reason) "
                     "DO UPDATE SET evictions = {eviction_totals}.evictions + 1, "
                     "bytes = {eviction_totals}.bytes + excluded.bytes",
-                 (e.org, self._generation(c, e.org), e.reason, e.bytes))
+                 (e.org, self._generation(c, e.org, page), e.reason, e.bytes))
         self._log(c, position, "eviction", e.org, e.repository, e.digest, ",".join(e.tags), e.bytes, e.reason,
-                  e.policy, e.actor, e.at, False)
+                  e.policy, e.actor, e.at, False, page)
 
-    def _pinned(self, c: Any, e: Any, position: int) -> None:
+    def _pinned(self, c: Any, e: Any, position: int, page: _Page) -> None:
         pinned = not isinstance(e, ImagePin.Unpinned)
         self.run(c, "INSERT INTO {images} (org, repository, digest, pinned) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (org, repository, digest) DO UPDATE SET pinned = excluded.pinned",
                  (e.org, e.repository, e.digest, int(pinned)))
         self._log(c, position, "pin" if pinned else "unpin", e.org, e.repository, e.digest, getattr(e, "tag", ""),
-                  0, "", "", e.actor, e.at, False)
+                  0, "", "", e.actor, e.at, False, page)
 
     def _log(self, c: Any, position: int, kind: str, org: str, repository: str, digest: str, tags: str, size: int,
-             reason: str, policy: str, actor: str, at: float, dry_run: bool) -> None:
+             reason: str, policy: str, actor: str, at: float, dry_run: bool, page: _Page) -> None:
         self.run(c, "INSERT INTO {retention_log} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                  (position, kind, org, repository, digest, tags, size, reason, policy, actor, at, int(dry_run),
-                  self._generation(c, org)))
+                  self._generation(c, org, page)))
 
-    def _generation(self, c: Any, org: str) -> int:
-        rows = self.run(c, "SELECT generation FROM {retention_generations} WHERE org = ?", (org,))
-        return int(rows[0][0]) if rows else 1
+    def _generation(self, c: Any, org: str, page: _Page) -> int:
+        if org not in page.generations:
+            rows = self.run(c, "SELECT generation FROM {retention_generations} WHERE org = ?", (org,))
+            page.generations[org] = int(rows[0][0]) if rows else 1
+        return page.generations[org]
 
     def _count_pulls(self, c: Any, pulls: dict[tuple[str, str, str], list]) -> None:
         """Add a page's pulls to their images' stats in one read and one batched upsert.
@@ -329,9 +399,13 @@ class RetentionView(View):
         keys = list(pulls)
         for start in range(0, len(keys), KEYS_PER_READ):
             chunk = keys[start:start + KEYS_PER_READ]
-            rows = self.run(c, "SELECT org, repository, digest, score, provisional, generation FROM {images} "
-                               "WHERE (org, repository, digest) IN (VALUES " + ", ".join(["(?, ?, ?)"] * len(chunk))
-                            + ")", tuple(part for key in chunk for part in key))
+            # The keys drive the join (CROSS JOIN keeps that order on SQLite), one primary-key search each:
+            # SQLite planned `(org, repository, digest) IN (VALUES ...)` as a scan of every image per chunk
+            # (200,000 images: a gathering's pulls read the table ~150 times over).
+            rows = self.run(c, "SELECT i.org, i.repository, i.digest, i.score, i.provisional, i.generation FROM (VALUES "
+                            + ", ".join(["(?, ?, ?)"] * len(chunk)) + ") AS v {cross_join} {images} AS i ON "
+                            "i.org = v.column1 AND i.repository = v.column2 AND i.digest = v.column3",
+                            tuple(part for key in chunk for part in key))
             stored.update({(org, repository, digest): (score, provisional, generation)
                            for org, repository, digest, score, provisional, generation in rows})
         values = []

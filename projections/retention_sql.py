@@ -6,7 +6,7 @@ from typing import Any
 
 from projections.base import SqliteView
 from projections.postgres_view import PostgresView
-from projections.retention import PULL_STATS, RetentionView
+from projections.retention import PULL_STATS, WHOLE_CACHE, RetentionView
 from domain.retention import NO_PULLS
 
 TABLES = ("images", "members", "children", "sizes", "image_tags", "orphans", "retention_log", "eviction_totals",
@@ -66,14 +66,19 @@ _PULLS_UNNEST = ("INSERT INTO {images} (org, repository, digest, last_used, pull
                  "CAST(? AS bigint[]), CAST(? AS double precision[]), CAST(? AS bigint[])) "
                  "ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
 
-_SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": "",
+_SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": "", "cross_join": "CROSS JOIN",
                  "members_by_org": "members AS m INDEXED BY retention_members_org"}   # kept in a bulk rebuild (written_through)
+
+
+def _returns_rows(text: str) -> bool:
+    return text.lstrip().startswith("SELECT") or " RETURNING " in text
 
 
 class SqliteRetentionView(SqliteView, RetentionView):
     tables = TABLES
     schema_version = SCHEMA_VERSION
     _names = _SQLITE_NAMES
+    reads_are_local = True
     schema = (*(statement.format(**_SQLITE_NAMES) for statement in _columns("REAL", "INTEGER", "TEXT")),
               *(f"CREATE INDEX IF NOT EXISTS {name} ON {on.format(**_SQLITE_NAMES)}" for name, on in INDEXES))
 
@@ -96,20 +101,65 @@ class PostgresRetentionView(PostgresView, RetentionView):
     schema_version = SCHEMA_VERSION
     indexes = tuple(name for name, _ in INDEXES)
     serialise_writes = True
+    pipelined = True   # run() fetches by the statement's text
     schema = (*_columns("double precision", "bigint", "text"),
               *(f"CREATE INDEX IF NOT EXISTS {{{name}}} ON {on}" for name, on in INDEXES))
 
     @staticmethod
     def _dialect(text: str) -> str:
         return (text.replace("{max}", "GREATEST").replace("{C}", ' COLLATE "C"').replace("{members_by_org}", "{members} AS m")
+                .replace("{cross_join}", "JOIN")
                 .replace("?", "%s"))
 
     def run(self, c: Any, text: str, params: tuple = ()) -> list[tuple]:
         c.execute(self.sql(self._dialect(text)), params, prepare=True)
-        return [tuple(row.values()) for row in c.fetchall()] if c.description else []
+        # Whether it returns rows by its text, not c.description: in a pipeline a result is there once fetched.
+        return [tuple(row.values()) for row in c.fetchall()] if _returns_rows(text) else []
 
     def read(self, text: str, params: tuple = ()) -> list[tuple]:
         return self._query(self._dialect(text), params)
+
+    # The two steps of a manifest that read what they wrote (the digests new to `sizes`, to `members`) are one
+    # statement each here, whose later parts take the rows added from the first (RETURNING), so the pipeline
+    # sends them on without a round trip: a Registry page then waits for the server only to read the indexes
+    # of its manifests and its orgs' generations. Every part of a statement sees the tables as they were before
+    # it: a part that needs the new sizes takes them from `added`; the new members are all this image's, which
+    # the usage's NOT EXISTS leaves out anyway. Rows as RetentionView's two-step statements write them.
+    def _sized_chunk(self, c: Any, pairs: list[tuple[str, int]]) -> None:
+        self._send(c, "WITH added AS (INSERT INTO {sizes} VALUES " + ", ".join(["(?, ?)"] * len(pairs))
+                   + " ON CONFLICT DO NOTHING RETURNING digest, size), "
+                   "grown AS (UPDATE {images} AS i SET bytes = i.bytes + g.total FROM (SELECT m.org, m.repository, "
+                   "m.image, sum(a.size) AS total FROM {members} m JOIN added a ON a.digest = m.digest "
+                   "GROUP BY m.org, m.repository, m.image) g "
+                   "WHERE i.org = g.org AND i.repository = g.repository AND i.digest = g.image), "
+                   "orgs AS (INSERT INTO {org_usage} AS u SELECT m.org, sum(a.size) FROM (SELECT DISTINCT org, digest "
+                   "FROM {members} WHERE digest IN (SELECT digest FROM added)) m JOIN added a ON a.digest = m.digest "
+                   "GROUP BY m.org ON CONFLICT (org) DO UPDATE SET bytes = u.bytes + excluded.bytes) "
+                   "INSERT INTO {org_usage} AS u SELECT CAST(? AS TEXT), coalesce(sum(a.size) FILTER (WHERE EXISTS "
+                   "(SELECT 1 FROM {members} m WHERE m.digest = a.digest)), 0) FROM added a HAVING count(*) > 0 "
+                   "ON CONFLICT (org) DO UPDATE SET bytes = u.bytes + excluded.bytes",
+                   (*(part for pair in pairs for part in pair), WHOLE_CACHE))
+
+    def _add_member_chunk(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
+        self._send(c, "WITH added AS (INSERT INTO {members} VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(digests))
+                   + " ON CONFLICT DO NOTHING RETURNING digest), "
+                   "grown AS (UPDATE {images} SET bytes = bytes + coalesce((SELECT sum(s.size) FROM {sizes} s "
+                   "WHERE s.digest IN (SELECT digest FROM added)), 0) WHERE org = ? AND repository = ? AND digest = ? "
+                   "AND EXISTS (SELECT 1 FROM added)), "
+                   "org AS (INSERT INTO {org_usage} AS u SELECT CAST(? AS TEXT), coalesce(sum(s.size), 0) FROM {sizes} s "
+                   "WHERE s.digest IN (SELECT digest FROM added) AND NOT EXISTS (SELECT 1 FROM {members} m "
+                   "WHERE m.org = ? AND m.digest = s.digest AND (m.repository <> ? OR m.image <> ?)) "
+                   "HAVING EXISTS (SELECT 1 FROM added) ON CONFLICT (org) DO UPDATE SET bytes = u.bytes + excluded.bytes) "
+                   "INSERT INTO {org_usage} AS u SELECT CAST(? AS TEXT), coalesce(sum(s.size), 0) FROM {sizes} s "
+                   "WHERE s.digest IN (SELECT digest FROM added) AND NOT EXISTS (SELECT 1 FROM {members} m "
+                   "WHERE m.digest = s.digest AND (m.org <> ? OR m.repository <> ? OR m.image <> ?)) "
+                   "HAVING EXISTS (SELECT 1 FROM added) ON CONFLICT (org) DO UPDATE SET bytes = u.bytes + excluded.bytes",
+                   (*(part for digest in digests for part in (org, repository, image, digest)),
+                    org, repository, image, org, org, repository, image, WHOLE_CACHE, org, repository, image))
+
+    def _send(self, c: Any, text: str, params: tuple) -> None:
+        """A statement whose rows are not read: in the page's pipeline, sent without waiting for it."""
+        c.execute(self.sql(self._dialect(text)), params, prepare=True)
 
     def add_pull_stats(self, c: Any, rows: list[tuple]) -> None:
         # One statement over arrays (the page's keys are distinct) rather than one per image.

@@ -145,6 +145,7 @@ class SqliteTagsView(SqliteView, TagsView):
 
 class PostgresTagsView(PostgresView, TagsView):
     projection = "tags"
+    pipelined = True   # its writes read nothing back
     tables = ("tags", "tag_totals")
     schema = (
         "CREATE TABLE IF NOT EXISTS {tags} (org text NOT NULL, repository text NOT NULL, tag text NOT NULL, "
