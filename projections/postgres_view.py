@@ -77,8 +77,9 @@ class PostgresView(PostgresTrackingRecorder, View):
         else:
             self._read = self._write
         names = {**self._write, **{i: Identifier(versions.table(i, version)) for i in self.indexes}}
-        self.sql_create_statements.extend(SQL(ddl).format(**names) for ddl in self.schema)
-        self._index_statements = [SQL(ddl).format(**names) for ddl in self.schema if ddl.startswith("CREATE INDEX")]
+        created = [SQL(ddl).format(**names) for ddl in self.schema]
+        self.sql_create_statements.extend(created)
+        self._index_statements = [statement for ddl, statement in zip(self.schema, created) if ddl.startswith("CREATE INDEX")]
         self._lock_key = advisory_key(s, self.projection, f"write-v{version}")
         self._statements: dict[tuple[str, str], Composed] = {}
         # When to analyze (_written): events written through this object since its copy's statistics were
@@ -118,8 +119,14 @@ class PostgresView(PostgresTrackingRecorder, View):
         curs.execute("SELECT to_regclass(%s) IS NOT NULL AS present",
                      (f'"{self.datastore.schema}"."{self.tracking_table_name}"',))
         new_copy = not curs.fetchone()["present"]
+        # A copy made with an older schema is only read until its rebuild replaces it (LockedRunners._upgrade):
+        # it gets no index a newer schema added, which may name a column it lacks (audit's (actor, id)).
+        older = not new_copy and versions.schema_of(curs, self.datastore.schema, self.projection,
+                                                     self.version) < self.schema_version
+        indexes = {id(statement) for statement in self._index_statements} if older else set()
         for statement in self.sql_create_statements:
-            curs.execute(statement)
+            if id(statement) not in indexes:
+                curs.execute(statement)
         if new_copy:  # an existing copy keeps the schema version it was made with
             # The library's mark of a single-row tracking table, as its own create_table() writes it.
             self._insert_tracking(curs, Tracking(self.table_migration_identifier, 1))
