@@ -25,6 +25,7 @@ from domain.archive import ArchiveSegment
 from domain.audit_chain import CHAINED_APPLICATIONS, ChainHead, chained, empty_head, links_of
 from projections.base import Batch, SqliteView, View
 from projections.postgres_view import PostgresView
+from projections.sqlite_rows import insert_rows
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class SqliteChainView(SqliteView, ChainView):
                   (head.application, head.position, head.count, head.link))
 
     def add_links(self, c: SQLiteCursor, rows: list[tuple]) -> None:
-        c.executemany("INSERT INTO chain_links VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        insert_rows(c, "INSERT INTO chain_links VALUES", rows, 7)
 
     def head(self, application: str) -> ChainHead:
         rows = self._query("SELECT position, n, link FROM chain_heads WHERE application = ?", (application,))
