@@ -20,6 +20,8 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification
 
+from infra.projection_runtime.page_reading import select_page
+
 
 class ArchivedRecords(Protocol):
     """What a replay needs of the archive (application/archive_reading.py's SegmentArchive)."""
@@ -57,8 +59,7 @@ def pages(app: Application, archive: ArchivedRecords | None, start: int, page_si
             # the window, so a rebuild of views that all filter topics was quadratic in the log's length.
             upto = min(stop, position + page_size) if topics else stop
             wanted = page_size - len(page)
-            found = app.recorder.select_notifications(start=position, limit=wanted, stop=upto, topics=list(topics),
-                                                      inclusive_of_start=False)
+            found = select_page(app.recorder, position, wanted, upto, topics)
             page += found
             # Fewer than asked: every position up to `upto` was read.
             position = found[-1].id if len(found) == wanted else upto
