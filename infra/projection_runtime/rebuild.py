@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from infra.projection_runtime.archived_pages import ArchivedRecords
-from infra.projection_runtime.bulk import restore_indexes
+from infra.projection_runtime.bulk import clear_views, restore_indexes
 from infra.projection_runtime.bluegreen import RebuildInProgress, rebuild_blue_green_many
 from infra.projection_runtime.opening import APPLICATIONS, is_postgres, open_view
 from infra.projection_runtime.replay import replay_shared
@@ -167,10 +167,7 @@ def _rebuild_in_place(names: tuple[str, ...], env: dict, page_size: int, seconds
             views[name] = open_view(name, env)
             views[name].cache_kib = cache_kib
             stack.callback(views[name].close)
-            views[name].clear()  # rows and tracking in one transaction: a failed rebuild restarts from scratch
-            if bulk_events:
-                # Made again at the end; a rebuild killed before that leaves them to the view's next opening.
-                views[name].drop_indexes()
+        clear_views(list(views.values()), drop_indexes=bool(bulk_events))
         for app_name, app_class in APPLICATIONS.items():
             followers = [name for name in names if app_name in spec(name).applications]
             if not followers:
