@@ -28,7 +28,7 @@ REBUILD_CACHE_KIB = 0
 # A rebuild is a bulk load into empty views: views that gather (View.gathers) write every this many events
 # instead of every page, and secondary indexes are dropped first and made once at the end (bulk.py).
 # 0: page by page with the indexes kept, as before. Bounds the memory a gathering holds (the audit
-# view's rows: ~0.5 KB each).
+# view's rows: ~0.5 KB each; the chain's stored notifications, linked when written: ~1.1 KB each).
 REBUILD_BULK_EVENTS = 100_000
 # Python's cyclic garbage collector during a rebuild: its first generation is collected every this many
 # allocations (Python's default: 700). A bulk rebuild keeps hundreds of thousands of objects alive (the
