@@ -13,6 +13,7 @@ from psycopg import Cursor
 from domain.pull import Pull
 from projections.base import Batch, SqliteView, View
 from projections.postgres_view import PostgresView
+from projections.sqlite_rows import insert_rows
 
 MAX_LIMIT = 10_000
 # `audit_times` keeps, per block of TIME_BLOCK ids, the earliest and latest `at` of its rows. A `since` query
@@ -171,7 +172,7 @@ class SqliteAuditView(SqliteView, AuditView):
     )
 
     def add_rows(self, c: SQLiteCursor, rows: list[tuple]) -> None:
-        c.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        insert_rows(c, "INSERT INTO audit VALUES", rows, 14)
 
     def note_times(self, c: SQLiteCursor, spans: list[tuple[int, float, float]]) -> None:
         c.executemany("INSERT INTO audit_times VALUES (?, ?, ?) ON CONFLICT (block) DO UPDATE SET "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.sqlite import SQLiteCursor
 from psycopg import Cursor
 
@@ -25,6 +25,7 @@ from domain.archive import ArchiveSegment
 from domain.audit_chain import CHAINED_APPLICATIONS, ChainHead, chained, empty_head, links_of
 from projections.base import Batch, SqliteView, View
 from projections.postgres_view import PostgresView
+from projections.sqlite_rows import insert_rows
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,12 @@ class ChainView(View):
     # are not hashed again (their links are in the segments). A point-in-time replay feeds them anyway, as
     # the chain stood before they were archived; process_page skips those its seed already covers.
     takes_archived: ClassVar[bool] = False
+    # A bulk rebuild gathers the chain's pages too (the stored notifications as they come, any topic) and
+    # links them when the gathering is written: process_page over the pages in order, in one transaction, so
+    # the same rows and head as page by page, in 10 transactions for 1M pulls instead of 200. Each page's
+    # transaction cost head and seed reads, a commit and (SQLite) a WAL checkpoint every few pages, and
+    # each statement's GIL release a wait to get it back from the child's other threads.
+    gathers: ClassVar[tuple[type, ...]] = (Notification,)
 
     def archive_covered(self, application: str) -> int | None:
         # The seed comes from Access (ArchiveSegment.Written): until it covers the archive, the Pulls worker
@@ -90,6 +97,15 @@ class ChainView(View):
             self.add_links(c, out)
             last = out[-1]
             self.put_head(c, ChainHead(application, last[1], last[5], last[6]))
+
+    def gathering(self) -> list[tuple[Any, Tracking]]:
+        return []
+
+    def gather(self, gathered: list[tuple[Any, Tracking]], event: Any, tracking: Tracking) -> None:
+        gathered.append((event, tracking))
+
+    def write_gathered(self, c: Any, gathered: list[tuple[Any, Tracking]]) -> None:
+        self.process_page(c, gathered)
 
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
         # `c` is the page's list here; `event` is a stored notification (the view is `stored`).
@@ -165,7 +181,7 @@ class SqliteChainView(SqliteView, ChainView):
                   (head.application, head.position, head.count, head.link))
 
     def add_links(self, c: SQLiteCursor, rows: list[tuple]) -> None:
-        c.executemany("INSERT INTO chain_links VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        insert_rows(c, "INSERT INTO chain_links VALUES", rows, 7)
 
     def head(self, application: str) -> ChainHead:
         rows = self._query("SELECT position, n, link FROM chain_heads WHERE application = ?", (application,))

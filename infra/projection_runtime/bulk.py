@@ -102,6 +102,23 @@ class ViewWriter:
             self.seconds += time.perf_counter() - started
 
 
+def clear_views(views: Sequence[View], drop_indexes: bool) -> None:
+    """Clear the views (and drop their secondary indexes, for a bulk load), each in a thread. Emptying a large
+    SQLite view frees every page of its tables, which SQLite reads first: seconds of I/O and C code without
+    the GIL per view at 1M pulls (audit 3.1 s, chain 1.5 s alone at load ~9), which one after the other
+    delayed the start of the replay by their sum. Raises the first error once all are done."""
+    def clear(view: View) -> None:
+        view.clear()   # rows and tracking in one transaction: a failed rebuild restarts from scratch
+        if drop_indexes:
+            # Made again at the end; a rebuild killed before that leaves them to the view's next opening.
+            view.drop_indexes()
+
+    with ThreadPoolExecutor(max_workers=max(1, len(views)), thread_name_prefix="clear-views") as pool:
+        futures = [pool.submit(clear, view) for view in views]
+    for future in futures:
+        future.result()
+
+
 def restore_indexes(views: Sequence[View]) -> dict[str, float]:
     """Make the views' dropped indexes again, each view in a thread (the databases sort in parallel, without
     the GIL); returns each view's seconds. Raises the first error once all are done."""

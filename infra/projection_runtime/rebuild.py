@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from infra.projection_runtime.archived_pages import ArchivedRecords
-from infra.projection_runtime.bulk import restore_indexes
+from infra.projection_runtime.bulk import clear_views, restore_indexes
 from infra.projection_runtime.bluegreen import RebuildInProgress, rebuild_blue_green_many
 from infra.projection_runtime.opening import APPLICATIONS, is_postgres, open_view
 from infra.projection_runtime.replay import replay_shared
@@ -28,7 +28,7 @@ REBUILD_CACHE_KIB = 0
 # A rebuild is a bulk load into empty views: views that gather (View.gathers) write every this many events
 # instead of every page, and secondary indexes are dropped first and made once at the end (bulk.py).
 # 0: page by page with the indexes kept, as before. Bounds the memory a gathering holds (the audit
-# view's rows: ~0.5 KB each).
+# view's rows: ~0.5 KB each; the chain's stored notifications, linked when written: ~1.1 KB each).
 REBUILD_BULK_EVENTS = 100_000
 # Python's cyclic garbage collector during a rebuild: its first generation is collected every this many
 # allocations (Python's default: 700). A bulk rebuild keeps hundreds of thousands of objects alive (the
@@ -167,10 +167,7 @@ def _rebuild_in_place(names: tuple[str, ...], env: dict, page_size: int, seconds
             views[name] = open_view(name, env)
             views[name].cache_kib = cache_kib
             stack.callback(views[name].close)
-            views[name].clear()  # rows and tracking in one transaction: a failed rebuild restarts from scratch
-            if bulk_events:
-                # Made again at the end; a rebuild killed before that leaves them to the view's next opening.
-                views[name].drop_indexes()
+        clear_views(list(views.values()), drop_indexes=bool(bulk_events))
         for app_name, app_class in APPLICATIONS.items():
             followers = [name for name in names if app_name in spec(name).applications]
             if not followers:

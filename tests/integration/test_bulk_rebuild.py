@@ -233,3 +233,22 @@ def test_a_gathering_written_slowly_is_not_ended_as_idle_in_its_transaction(env,
     slow_env = {**env, "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "1"}
     rebuild_many(("counters",), slow_env, page_size=7, bulk_events=20, child_events=None)
     assert dumps(env)["counters"] == live["counters"]
+
+
+def test_the_chain_links_a_gathering_of_pages_at_once_in_a_bulk_rebuild(env, monkeypatch):
+    from projections.chain import ChainView
+
+    write_history(env)
+    live = built_live(env)
+    written = []   # the batches the chain linked, one transaction each
+    process_page = ChainView.process_page
+
+    def counted(self, c, batch):
+        written.append(len(batch))
+        process_page(self, c, batch)
+
+    monkeypatch.setattr(ChainView, "process_page", counted)
+    rebuild_many(("chain",), env, page_size=7, bulk_events=20)
+    assert dumps(env)["chain"] == live["chain"]
+    # 120 pulls in pages of 7, gathered 21 at a time (three pages): 6 gatherings, not 18 pages.
+    assert written == [21] * 5 + [15]

@@ -117,3 +117,33 @@ def test_a_rebuild_collects_garbage_less_often_and_gives_the_threshold_back_even
     assert gc.get_threshold()[0] == REBUILD_GC_THRESHOLD
     second.__exit__(None, None, None)
     assert gc.get_threshold() == before
+
+
+class ClearedView:
+    """A view whose clear waits for the others' (a barrier): only clears running at once get past it."""
+
+    def __init__(self, name: str, barrier: threading.Barrier, fail: bool = False) -> None:
+        self.name, self.barrier, self.fail, self.done = name, barrier, fail, []
+
+    def clear(self) -> None:
+        self.barrier.wait(timeout=10)
+        if self.fail:
+            raise RuntimeError(f"{self.name}: disk full")
+        self.done.append("clear")
+
+    def drop_indexes(self) -> None:
+        self.done.append("drop_indexes")
+
+
+def test_views_are_cleared_at_once_each_in_a_thread_and_the_first_error_is_raised():
+    from infra.projection_runtime.bulk import clear_views
+
+    barrier = threading.Barrier(3)
+    views = [ClearedView(name, barrier) for name in ("chain", "audit", "analytics")]
+    clear_views(views, drop_indexes=True)
+    assert [view.done for view in views] == [["clear", "drop_indexes"]] * 3
+    barrier = threading.Barrier(2)
+    views = [ClearedView("chain", barrier), ClearedView("audit", barrier, fail=True)]
+    with pytest.raises(RuntimeError, match="audit: disk full"):
+        clear_views(views, drop_indexes=False)
+    assert views[0].done == ["clear"]

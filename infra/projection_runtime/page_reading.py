@@ -1,0 +1,79 @@
+"""Reading a page of an application's notifications for a replay, with a faster path for SQLite stores.
+
+A rebuild reads the whole log once per process (twice when a second process rebuilds some views), and
+eventsourcing's SQLite `select_notifications` spent ~6.5 us of CPU per notification (1M pulls: ~6.5 s
+per process): rows as `sqlite3.Row` read by name, `uuid.UUID(text)` (pure Python: strip, replace,
+checks) and each `Notification` built through its frozen dataclass `__init__` (one `object.__setattr__`
+per field). The fast path runs the recorder's own query (the same columns, filters and order) with
+plain tuple rows, and builds the same objects directly: the UUID from the text's 16 bytes, the
+notification with its fields' dict in the dataclass's order. Equal, field for field and type for type,
+to what the recorder returns (tests/integration/test_page_reading.py). Anything else (PostgreSQL,
+another recorder class) reads through the recorder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID, SafeUUID
+
+from eventsourcing.persistence import Notification
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+_new = object.__new__
+_set = object.__setattr__
+_UNKNOWN = SafeUUID.unknown
+
+
+def select_page(recorder: Any, start: int, limit: int, stop: int, topics: Sequence[str] = ()) -> list[Notification]:
+    """The notifications after `start` up to `stop` (of `topics`, when given), at most `limit`, in order:
+    `recorder.select_notifications(start, limit, stop, topics, inclusive_of_start=False)`."""
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        return _sqlite_page(recorder, start, limit, stop, topics)
+    return list(recorder.select_notifications(start=start, limit=limit, stop=stop, topics=list(topics),
+                                              inclusive_of_start=False))
+
+
+def _sqlite_page(recorder: SQLiteApplicationRecorder, start: int, limit: int, stop: int,
+                 topics: Sequence[str]) -> list[Notification]:
+    statement = (f"SELECT rowid, originator_id, originator_version, topic, state FROM {recorder.events_table_name} "
+                 "WHERE rowid>? AND rowid<=? ")
+    params: list[Any] = [start, stop]
+    if topics:
+        statement += f"AND topic IN ({','.join('?' * len(topics))}) "
+        params += list(topics)
+    statement += "ORDER BY rowid LIMIT ?"
+    params.append(limit)
+    uuid_ids = recorder.datastore.originator_id_type == "uuid"
+    with recorder.datastore.transaction(commit=False) as c:
+        cursor = c.sqlite_cursor
+        cursor.row_factory = None   # plain tuples: this cursor only (the connection's rows stay sqlite3.Row)
+        cursor.execute(statement, params)
+        rows = cursor.fetchall()
+    page = []
+    append = page.append
+    for rowid, originator_id, version, topic, state in rows:
+        notification = _new(Notification)
+        # The dataclass's field order (StoredEvent's, then id), as its __init__ would fill the dict.
+        _set(notification, "__dict__", {"originator_id": _uuid(originator_id) if uuid_ids else originator_id,
+                                        "originator_version": version, "topic": topic, "state": state,
+                                        "id": rowid})
+        append(notification)
+    return page
+
+
+def _uuid(text: str) -> UUID:
+    """UUID(text): directly from its 16 bytes for the canonical spellings, through UUID() for anything else
+    (which also raises what UUID() raises)."""
+    try:
+        digits = text.replace("-", "")
+        # 32 characters that make 16 bytes: hex digits only (fromhex skips whitespace, UUID() does not).
+        raw = bytes.fromhex(digits) if len(digits) == 32 else b""
+    except (ValueError, AttributeError, TypeError):
+        return UUID(text)
+    if len(raw) != 16:
+        return UUID(text)
+    uuid = _new(UUID)
+    _set(uuid, "int", int.from_bytes(raw, "big"))
+    _set(uuid, "is_safe", _UNKNOWN)
+    return uuid
