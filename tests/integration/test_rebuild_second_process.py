@@ -80,9 +80,12 @@ def test_a_rebuild_split_over_two_processes_writes_what_the_live_runners_wrote(e
     rebuild_many(VIEWS, env, page_size=7, bulk_events=20, child_events=0, child_on_postgres=True, child_load=1.0)
     assert len(children) == 2
     assert dumps(env) == live
-    # By default only SQLite's rebuild splits: PostgreSQL's backends use the second core themselves.
+    # By default both backends' rebuilds split (REBUILD_CHILD_ON_POSTGRES); asked not to, PostgreSQL's does not.
     rebuild_many(VIEWS, env, page_size=7, bulk_events=20, child_events=0, child_load=1.0)
-    assert len(children) == (3 if not is_postgres(env) else 2)
+    assert len(children) == 3
+    assert dumps(env) == live
+    rebuild_many(VIEWS, env, page_size=7, bulk_events=20, child_events=0, child_load=1.0, child_on_postgres=False)
+    assert len(children) == (4 if not is_postgres(env) else 3)
     assert dumps(env) == live
 
 
