@@ -34,13 +34,12 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from bench.images import Pusher, push_image
 from bench.postgres import chosen_backends, fresh_database_url
 from bench.scale_history import Progress, Shape, org_name, write_history
 from bench.scale_measure import (admin_api, many_clients, postgres_sizes, settle_idle_rss, sqlite_sizes,
-                                 start_until_ready, warm_pulls)
+                                 start_until_ready, warm_image_upstream, warm_pulls)
 from bench.scale_report import markdown
-from bench.targets import DockerRegistry, entrepot_server, projection_runner
+from bench.targets import entrepot_server, projection_runner
 from infra.persistence import event_store_env
 from infra.projection_runtime import rebuild_many
 from infra.settings import load_settings
@@ -200,11 +199,7 @@ def main() -> None:
     load_before = os.getloadavg()
     results = []
     with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-scale-")))
-        upstream = stack.enter_context(DockerRegistry(work / "upstream", work / "storage", access_log=False))
-        pusher = Pusher(upstream.url)
-        stack.callback(pusher.close)
-        image = push_image(pusher, work, "library/small", "1.0", [64 * 1024] * 5)
+        _, upstream, image = warm_image_upstream(stack, "entrepot-scale-")
         for backend in backends:
             if args.build_only:
                 token = "scale-build"

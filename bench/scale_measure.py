@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import psycopg
 
+from bench.images import BenchImage, Pusher, push_image
 from bench.measure import wrk
 from bench.memory import PeakMemory, _status_kib, _tree
-from bench.targets import ORG
+from bench.targets import ORG, DockerRegistry
 from tests.support.server import EntrepotServer
 
 EVENT_TABLES = {"registry_events", "pulls_events", "registry_snapshots", "credentials_events", "access_events"}
@@ -62,6 +65,16 @@ def start_until_ready(server: EntrepotServer, timeout: float = 600, accept: tupl
 def settle_idle_rss(pid: int, seconds: float = 5.0) -> float:
     time.sleep(seconds)
     return rss_mib(pid)
+
+
+def warm_image_upstream(stack: ExitStack, prefix: str) -> tuple[Path, DockerRegistry, BenchImage]:
+    """A work directory, a distribution registry in it, and the small image every warm measurement pulls
+    (five 64 KiB layers) pushed there; all of it closed with `stack`."""
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    upstream = stack.enter_context(DockerRegistry(work / "upstream", work / "storage", access_log=False))
+    pusher = Pusher(upstream.url)
+    stack.callback(pusher.close)
+    return work, upstream, push_image(pusher, work, "library/small", "1.0", [64 * 1024] * 5)
 
 
 def warm_pulls(servers: dict[str, EntrepotServer], repository: str, tag: str, digest: str, seconds: float,

@@ -39,13 +39,12 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from bench.images import Pusher, push_image
 from bench.measure import wrk
 from bench.memory import _tree
 from bench.postgres import FreshDatabase
 from bench.scale import persistent_database
-from bench.scale_measure import start_until_ready
-from bench.targets import ORG, DockerRegistry, entrepot_server
+from bench.scale_measure import start_until_ready, warm_image_upstream
+from bench.targets import ORG, entrepot_server
 from tests.support.processes import stop_process
 from tests.support.server import REPO_ROOT
 
@@ -224,11 +223,7 @@ def main() -> None:
     samples: dict = {}
     statements: dict[str, collections.Counter] = {}
     with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-scale-warm-")))
-        upstream = stack.enter_context(DockerRegistry(work / "upstream", work / "storage", access_log=False))
-        pusher = Pusher(upstream.url)
-        stack.callback(pusher.close)
-        image = push_image(pusher, work, "library/small", "1.0", [64 * 1024] * 5)
+        _, upstream, image = warm_image_upstream(stack, "entrepot-scale-warm-")
         large_url = persistent_database(args.postgres_url, f"{args.database_prefix}_{tag.replace('-', '_')}")
         empty = FreshDatabase(args.postgres_url)
         empty.name = f"{args.database_prefix}_empty_{os.getpid()}"
