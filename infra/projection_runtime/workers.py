@@ -10,12 +10,18 @@ An idle worker sleeps until a writer in this process commits to the log it follo
 recorders set a commit signal, infra/commit_signals.py; on PostgreSQL LISTEN/NOTIFY wakes it too).
 It polls on its own only every IDLE_POLL seconds, for what other processes write: polling every few
 milliseconds cost a warm pull 17 % of the server's CPU, most of it holding the GIL.
+
+A worker woken again within GATHER seconds of its last read waits out the rest of GATHER first, so
+that a burst of commits (a cold pull makes a dozen, each waking every worker of its log) is read as
+one page: a lone commit after a quiet spell is still read at once, and no view lags a busy log by
+more than GATHER plus a page's processing.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from eventsourcing.application import Application
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
 IDLE_POLL = 1.0   # seconds between polls of an idle log that no in-process commit signalled
+GATHER = 0.1   # seconds: commits arriving within this of a worker's last read are read together
 ARCHIVE_COVER_POLL = 0.1   # seconds between looks at whether another worker has seeded the view from the archive
 
 
@@ -92,9 +99,11 @@ class ProjectionWorker:
         COMMITS.subscribe(log_name, self._wakeup)
         try:
             position = self._archived_first(self.view.max_tracking_id(self.app_name) or 0)
+            read_at = float("-inf")
             while not self._stopping.is_set():
                 # Cleared before the read: a commit after this point sets it again, so none is missed.
                 self._wakeup.clear()
+                read_at = time.monotonic()
                 page = recorder.select_notifications(start=position, limit=self.page_size,
                                                      inclusive_of_start=False)
                 if page:
@@ -102,9 +111,16 @@ class ProjectionWorker:
                     position = page[-1].id
                     if len(page) == self.page_size:
                         continue   # a backlog: the next page at once
-                self._wakeup.wait(IDLE_POLL)
+                if self._wakeup.wait(IDLE_POLL):
+                    self._gather(read_at)
         finally:
             COMMITS.unsubscribe(log_name, self._wakeup)
+
+    def _gather(self, read_at: float) -> None:
+        """Woken soon after the last read: let the burst's other commits land before reading them (GATHER)."""
+        rest = read_at + GATHER - time.monotonic()
+        if rest > 0:
+            self._stopping.wait(rest)
 
     def _archived_first(self, position: int) -> int:
         """A view starting below the archive (new, or emptied by a schema change) takes the archived events

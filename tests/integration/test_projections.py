@@ -377,6 +377,33 @@ def test_idle_workers_wake_on_a_commit_of_this_process_not_on_a_poll(env, apps, 
         view.close()
 
 
+def test_a_burst_of_commits_is_read_together_not_one_read_per_commit(env, apps, monkeypatch):
+    """The commits that follow a read within GATHER wait for it to run out and are read together: one
+    view transaction for the burst, not one per commit (a cold pull's dozen commits woke every worker
+    of their log each)."""
+    monkeypatch.setattr(workers, "IDLE_POLL", 3600.0)
+    monkeypatch.setattr(workers, "GATHER", 0.5)
+    _, pulls = apps
+    view = open_view("counters", env)
+    pages = []
+    process = view.process
+    view.process = lambda batch: (pages.append(len(batch)), process(batch))
+    worker = ProjectionWorker("counters", view, Pulls, env).start()
+    try:
+        pull(pulls, M1, "hit", 1.0)
+        wait_for([(view, "Pulls", pulls.recorder.max_notification_id())], timeout=10, interval=0.01)
+        assert pages == [1]
+        for number in range(2, 12):   # ten commits, well within GATHER of the first read
+            pull(pulls, M1, "hit", float(number))
+        wait_for([(view, "Pulls", pulls.recorder.max_notification_id())], timeout=10, interval=0.01)
+        assert sum(pages) == 11 and len(pages) <= 3, pages   # the burst in one or two reads, not ten
+        assert view.counts() == {ORG: {"hit": 11}}
+        assert worker.state == "running" and worker.error is None
+    finally:
+        worker.stop()
+        view.close()
+
+
 def test_a_write_no_commit_signal_announces_is_found_by_the_fallback_poll(env, monkeypatch):
     """Another process's writes wake no worker here: the worker's own poll finds them."""
     monkeypatch.setattr(workers, "IDLE_POLL", 0.05)
