@@ -72,7 +72,9 @@ class Cache:
         return response.headers["X-Cache"]
 
     def settle(self) -> None:
-        """Evictor rounds until one has nothing left to do (what the background task does after each fill)."""
+        """Every view caught up with the pulls so far (they gather commits for up to 0.1 s), then evictor
+        rounds until one has nothing left to do (what the background task does after each fill)."""
+        self.container.runners.wait_caught_up(timeout=30)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             lock = self.container.evictions.lock
