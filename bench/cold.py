@@ -11,6 +11,10 @@ Prints every sample with the load average and the serving process's CPU time (st
 a shared machine), how long its main thread (Entrepôt's event loop) ran and waited for a CPU, the medians
 and the ratios to the direct pull, and the median of each of the client's steps (its setup, /v2/, the
 tag, the platform manifest, the blobs) per side; writes JSON (never over an earlier file).
+
+`--upstream-mbit N` holds what every registry sends (the direct one, and each revision's upstream) to N
+Mbit/s each (bench/shaping.py, needs root): an upstream a network away, as Docker Hub is, instead of one
+on the same two cores.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 from bench import machine, measure
 from bench.ab import checkout, cpu_seconds, server
 from bench.images import Pusher, push_image
+from bench.shaping import shaped_ports
 from bench.targets import ORG, DockerRegistry, Target
 from tests.support.server import REPO_ROOT
 
@@ -45,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", type=int, default=6, help="layers per image (bench/run full: 6)")
     p.add_argument("--layer-mib", type=float, default=4, help="MiB per layer (bench/run full: 4)")
     p.add_argument("--engine", default="granian", choices=("granian", "uvicorn"))
+    p.add_argument("--upstream-mbit", type=float,
+                   help="hold what each registry sends to this many Mbit/s (tc on loopback; needs root)")
     p.add_argument("--label", default="cold", help="names the output: bench/results/<date>-cold-<label>.json")
     o = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -67,10 +74,14 @@ def main(argv: list[str] | None = None) -> int:
             pusher = Pusher(direct.url)
             stack.callback(pusher.close)
             targets = {"direct": Target("direct", direct.url, pid=direct.pid)}
+            registries = [direct]   # what the direct pull and each revision's fills come from
             for r in revisions:   # each revision fetches from its own registry process over the same storage
                 behind = stack.enter_context(DockerRegistry(work / f"up-{r.side}", storage, access_log=False))
+                registries.append(behind)
                 s = stack.enter_context(server(r, work / r.side, behind.url, o.engine))
                 targets[r.side] = Target(r.side, s.url, f"{ORG}/", s.process.pid)
+            if o.upstream_mbit:
+                stack.enter_context(shaped_ports([registry.port for registry in registries], o.upstream_mbit))
             warm = push_image(pusher, work, "bench/warmup", "v1", [MIB] * 2, multi_arch=True)
             for target in targets.values():
                 measure.cold_pull(target, warm, 1)
@@ -127,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{side:<7} steps: {shown} ms")
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine.machine(), "load_before": load_before, "load_after": machine.load(),
-              "params": {"rounds": o.rounds, "layers": o.layers, "layer_mib": o.layer_mib, "engine": o.engine},
+              "params": {"rounds": o.rounds, "layers": o.layers, "layer_mib": o.layer_mib, "engine": o.engine,
+                         "upstream_mbit": o.upstream_mbit},
               "revisions": {r.side: {"commit": r.commit, "subject": r.subject, "dirty": r.dirty} for r in revisions},
               "samples": samples, "medians_seconds": medians, "ratio_to_direct": ratios,
               "median_server_cpu_seconds": cpu, "median_scheduling": scheduling, "median_phases_seconds": phases}
