@@ -127,10 +127,13 @@ class CacheRetention:
         repository = _repository(repository)
         if (tag is None) == (digest is None):
             raise InvalidRequest("give either tag or digest", {"tag": "either tag or digest"})
+        tag = _tag(tag) if tag is not None else None
+        digest = _digest(digest) if digest is not None else None
+        # Read from the retention view, which gathers commits for up to 0.1 s: let it show an image
+        # cached a moment ago first (a script that pulls, then pins at once).
+        self._settled()
         if tag is not None:
-            digest = self._view.tag_digest(org, repository, _tag(tag))
-        else:
-            digest = _digest(digest)
+            digest = self._view.tag_digest(org, repository, tag)
         image = self._view.image(org, repository, digest) if digest else None
         if image is None and pinned:   # an unpin of an image evicted meanwhile still unpins it
             raise ImageUnknown(f"{org}/{repository}:{tag or digest} is not cached", org=org)
