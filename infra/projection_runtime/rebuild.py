@@ -12,7 +12,7 @@ from infra.projection_runtime.archived_pages import ArchivedRecords
 from infra.projection_runtime.bulk import clear_views, restore_indexes
 from infra.projection_runtime.bluegreen import RebuildInProgress, rebuild_blue_green_many
 from infra.projection_runtime.opening import APPLICATIONS, is_postgres, open_view
-from infra.projection_runtime.replay import replay_shared
+from infra.projection_runtime.replay import STOP_CHECK, replay_shared
 from infra.projection_runtime.second_process import ChildRebuild, spare_core, split
 from projections.catalog import spec
 
@@ -96,12 +96,15 @@ def rebuild_many(names: tuple[str, ...], env: dict, page_size: int = REBUILD_PAG
         replayed, spent = rebuild_here(names, archive=archive, **kwargs)
     else:
         child = ChildRebuild(rebuild_here, there, kwargs)
+        stop_when_failed = STOP_CHECK.set(child.raise_if_failed)   # a failed child stops this part too
         try:
             try:
                 replayed, spent = rebuild_here(here, archive=archive, **kwargs)
             except BaseException:
                 child.stop()
                 raise
+            finally:
+                STOP_CHECK.reset(stop_when_failed)
             replayed_there, spent_there = child.result()
         finally:
             child.close()

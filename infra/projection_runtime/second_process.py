@@ -81,19 +81,32 @@ class ChildRebuild:
         self.process.start()
         results_end.close()   # this process keeps only its own ends: either side dying breaks the pipes
         alive_end.close()
+        self._outcome: tuple | None = None   # what the child reported, once read
+
+    def raise_if_failed(self) -> None:
+        """Without waiting: raise the child's error, or ChildRebuildFailed if it died, once either happened
+        (replay.STOP_CHECK, between this process's pages); nothing while it works or once it is done."""
+        if self._outcome is None and self._results.poll():
+            self._outcome = self._receive()
+        if self._outcome is not None and self._outcome[0] == "error":
+            raise self._outcome[1]
 
     def result(self) -> tuple[dict, dict]:
         """(replayed, seconds) of the child's rebuild; raises its error, or ChildRebuildFailed if it died."""
-        try:
-            outcome = self._results.recv()
-        except EOFError:
-            self.process.join()
-            raise ChildRebuildFailed(f"the rebuild's child process ({self.process.name}) ended with exit code "
-                                     f"{self.process.exitcode} before reporting") from None
+        outcome = self._outcome if self._outcome is not None else self._receive()
         self.process.join()
         if outcome[0] == "error":
             raise outcome[1]
         return outcome[1], outcome[2]
+
+    def _receive(self) -> tuple:
+        """The child's report; an error report of its own when it died without one (the pipe broke)."""
+        try:
+            return self._results.recv()
+        except EOFError:
+            self.process.join()
+            return ("error", ChildRebuildFailed(f"the rebuild's child process ({self.process.name}) ended with "
+                                                f"exit code {self.process.exitcode} before reporting"))
 
     def stop(self) -> None:
         """Kill the child (this process failed): its views are left as a killed rebuild leaves them."""

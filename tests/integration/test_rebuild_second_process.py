@@ -219,3 +219,64 @@ def test_an_error_in_the_child_is_raised_by_the_parent():
             child.result()
     finally:
         child.close()
+
+
+def sleeping(names: tuple[str, ...]) -> tuple[dict, dict]:
+    time.sleep(60)   # killed before
+    return {}, {}
+
+
+def raised(check, timeout: float = 30.0) -> BaseException:
+    """What `check()` raises within `timeout` (it returns nothing while the child works)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            check()
+        except BaseException as error:   # the child's error, as the parent raises it
+            return error
+        time.sleep(0.02)
+    raise AssertionError("the child's failure was never seen")
+
+
+def test_a_failed_or_dead_child_is_seen_without_waiting_for_its_result():
+    child = ChildRebuild(failing, ("chain",), {"how": "plain"})
+    try:
+        assert isinstance(raised(child.raise_if_failed), ValueError)
+        with pytest.raises(ValueError, match=r"cannot rebuild \('chain',\)"):
+            child.result()   # the same error, read once
+    finally:
+        child.close()
+    child = ChildRebuild(sleeping, ("chain",), {})
+    try:
+        child.raise_if_failed()   # at work: nothing to say
+        os.kill(child.process.pid, signal.SIGKILL)
+        error = raised(child.raise_if_failed)
+        assert isinstance(error, ChildRebuildFailed) and "exit code -9" in str(error)
+    finally:
+        child.close()
+
+
+def test_the_parent_stops_at_its_next_page_once_its_child_has_failed(env, monkeypatch):
+    """Its part would be thrown away at the end: on 10M pulls, an hour of it (session 9)."""
+    write_history(env)
+
+    class FailedChild:
+        checks = 0
+
+        def __init__(self, *_args) -> None:
+            pass
+
+        def raise_if_failed(self) -> None:
+            FailedChild.checks += 1
+            raise ChildRebuildFailed("the child's database went away")
+
+        def stop(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(rebuild_module, "ChildRebuild", FailedChild)
+    with pytest.raises(ChildRebuildFailed, match="went away"):
+        rebuild_many(VIEWS, env, page_size=7, bulk_events=20, child_events=0, child_on_postgres=True, child_load=None)
+    assert FailedChild.checks == 1   # at the parent's first page, not after all of them
