@@ -99,7 +99,6 @@ class ProjectionWorker:
         COMMITS.subscribe(log_name, self._wakeup)
         try:
             position = self._archived_first(self.view.max_tracking_id(self.app_name) or 0)
-            read_at = float("-inf")
             while not self._stopping.is_set():
                 # Cleared before the read: a commit after this point sets it again, so none is missed.
                 self._wakeup.clear()
