@@ -69,6 +69,7 @@ from domain.upstream_policy import parse_networks
 from infra.projection_runtime.point_in_time import ReplayReport, replay_until
 from infra.projection_runtime import (LockedRunners, is_postgres, open_tags_and_manifests, open_view, projection_runners,
                                      rebuild_many, status)
+from infra.projection_runtime.progress import wait_for
 from interfaces.http.accel import AccelRedirect
 from interfaces.http.health import (Probe, blob_storage_check, coordination_check, event_store_check,
                                     quota_check, read_model_check)
@@ -95,6 +96,7 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, upstream: Upstr
 
 
 STOP_STEP_SECONDS = 5.0   # per background part at shutdown
+SETTLE_POLL = 0.005       # seconds between looks at a view an admin's flush, pin or seal waits for
 
 
 class Container:
@@ -242,10 +244,12 @@ class Container:
 
     def _views_settled(self, timeout: float = 2.0) -> None:
         """After an admin's flush or pin: the hot path's views (and the retention view) show it."""
-        position = self.records.recorder.max_notification_id()
+        # wait_for, not the views' own wait(): that one sleeps 100 ms or more whenever the view is behind
+        # (STACK-NOTES P4), and it does not tell this process's gathering workers to read now (HURRY).
+        position = self.records.recorder.max_notification_id() or 0
         for name in ("tags", "manifests", "retention", "referrers"):
             try:
-                self.read_views[name].wait(self.records.name, position, timeout=timeout)
+                wait_for([(self.read_views[name], self.records.name, position)], timeout, SETTLE_POLL)
             except TimeoutError:
                 log.warning("the %s view has not caught up after %ss", name, timeout)
 
@@ -254,7 +258,7 @@ class Container:
         for app in (self.pulls, self.access):
             position = app.recorder.max_notification_id() or 0
             try:
-                self.read_views["chain"].wait(app.name, position, timeout=timeout)
+                wait_for([(self.read_views["chain"], app.name, position)], timeout, SETTLE_POLL)
             except TimeoutError:
                 log.warning("the chain view has not caught up with %s after %ss; sealing what it holds",
                             app.name, timeout)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from eventsourcing.application import Application
 from eventsourcing.persistence import ApplicationRecorder, TrackingRecorder
 
+from infra.commit_signals import HURRY
 from infra.projection_runtime import locks
 from infra.projection_runtime.opening import application_classes, is_postgres, open_view
 from projections.base import View
@@ -50,8 +51,12 @@ def wait_for(targets: Sequence[tuple[TrackingRecorder, str, int]], timeout: floa
     Short fixed sleeps, not TrackingRecorder.wait(), whose 100-800 ms backoff (STACK-NOTES P4)
     would dominate tests and rebuilds that are caught up within milliseconds.
     """
-    deadline = time.monotonic() + timeout
-    pending = list(targets)
+    with HURRY:   # this process's gathering workers read now (infra/commit_signals.py)
+        _poll(list(targets), time.monotonic() + timeout, timeout, interval, check)
+
+
+def _poll(pending: list[tuple[TrackingRecorder, str, int]], deadline: float, timeout: float, interval: float,
+          check: Callable[[], None]) -> None:
     while True:
         check()
         pending = [(view, app, target) for view, app, target in pending if position_of(view, app) < target]

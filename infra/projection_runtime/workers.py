@@ -14,7 +14,8 @@ milliseconds cost a warm pull 17 % of the server's CPU, most of it holding the G
 A worker woken again within GATHER seconds of its last read waits out the rest of GATHER first, so
 that a burst of commits (a cold pull makes a dozen, each waking every worker of its log) is read as
 one page: a lone commit after a quiet spell is still read at once, and no view lags a busy log by
-more than GATHER plus a page's processing.
+more than GATHER plus a page's processing. Unless someone in this process is waiting for the views
+(`HURRY`: a flush, a pin, a seal, a test): then a gathering worker reads at once.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Callable
 
 from eventsourcing.application import Application
 
-from infra.commit_signals import COMMITS, log_of
+from infra.commit_signals import COMMITS, HURRY, log_of
 from infra.projection_runtime.archived_pages import ArchivedRecords, archived_until, pages
 from infra.projection_runtime.failures import log_failure
 from projections.base import View, page_of
@@ -53,10 +54,12 @@ class ProjectionWorker:
         self.name, self.view, self.page_size, self.archive = name, view, page_size, archive
         self.app = app_class(env=env)
         self.app_name = self.app.name
+        self.log = log_of(self.app.recorder)
         self.error: BaseException | None = None
         self._crashed = crashed
         self._stopping = threading.Event()
         self._wakeup = threading.Event()
+        self._cut_short = threading.Event()   # ends a gathering wait: stopping, or someone waits for the views
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"projection-{name}-{self.app_name}")
 
     def start(self) -> ProjectionWorker:
@@ -64,13 +67,14 @@ class ProjectionWorker:
         return self
 
     def wake(self) -> None:
-        """New events were recorded: poll now instead of after the idle delay."""
+        """Another process recorded events (PostgreSQL NOTIFY): read now instead of after the idle delay."""
         self._wakeup.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the page in hand, stop, and close the worker's application."""
         self._stopping.set()
         self._wakeup.set()
+        self._cut_short.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
         self.app.close()
@@ -94,17 +98,17 @@ class ProjectionWorker:
                 self._crashed(error)
 
     def _follow(self) -> None:
-        recorder = self.app.recorder
-        log_name = log_of(recorder)
+        log_name = self.log
         COMMITS.subscribe(log_name, self._wakeup)
+        HURRY.subscribe(self._cut_short)
         try:
             position = self._archived_first(self.view.max_tracking_id(self.app_name) or 0)
             while not self._stopping.is_set():
                 # Cleared before the read: a commit after this point sets it again, so none is missed.
                 self._wakeup.clear()
                 read_at = time.monotonic()
-                page = recorder.select_notifications(start=position, limit=self.page_size,
-                                                     inclusive_of_start=False)
+                page = self.app.recorder.select_notifications(start=position, limit=self.page_size,
+                                                              inclusive_of_start=False)
                 if page:
                     self.view.process(page_of(self.view, self.app, page))
                     position = page[-1].id
@@ -114,12 +118,19 @@ class ProjectionWorker:
                     self._gather(read_at)
         finally:
             COMMITS.unsubscribe(log_name, self._wakeup)
+            HURRY.unsubscribe(self._cut_short)
 
     def _gather(self, read_at: float) -> None:
         """Woken soon after the last read: let the burst's other commits land before reading them (GATHER)."""
         rest = read_at + GATHER - time.monotonic()
-        if rest > 0:
-            self._stopping.wait(rest)
+        if rest <= 0:
+            return
+        # Cleared before the checks: HURRY counts its waiter before it sets the event, so a waiter that
+        # comes after the checks still ends the wait.
+        self._cut_short.clear()
+        if HURRY.waiting or self._stopping.is_set():
+            return
+        self._cut_short.wait(rest)
 
     def _archived_first(self, position: int) -> int:
         """A view starting below the archive (new, or emptied by a schema change) takes the archived events

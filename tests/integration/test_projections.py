@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 
 import psycopg
 import pytest
@@ -398,6 +399,29 @@ def test_a_burst_of_commits_is_read_together_not_one_read_per_commit(env, apps, 
         wait_for([(view, "Pulls", pulls.recorder.max_notification_id())], timeout=10, interval=0.01)
         assert sum(pages) == 11 and len(pages) <= 3, pages   # the burst in one or two reads, not ten
         assert view.counts() == {ORG: {"hit": 11}}
+        assert worker.state == "running" and worker.error is None
+    finally:
+        worker.stop()
+        view.close()
+
+
+def test_someone_waiting_for_the_views_ends_a_gathering_at_once(env, apps, monkeypatch):
+    """A flush, a pin, a seal or a test waiting for the views (wait_for enters HURRY) does not also wait out
+    the gathering window: the gathering workers read at once. Without a waiter they keep gathering."""
+    monkeypatch.setattr(workers, "IDLE_POLL", 3600.0)
+    monkeypatch.setattr(workers, "GATHER", 60.0)
+    _, pulls = apps
+    view = open_view("counters", env)
+    worker = ProjectionWorker("counters", view, Pulls, env).start()
+    try:
+        pull(pulls, M1, "hit", 1.0)   # within GATHER of the worker's first read: it gathers
+        wait_for([(view, "Pulls", pulls.recorder.max_notification_id())], timeout=10, interval=0.01)
+        assert view.counts() == {ORG: {"hit": 1}}
+        pull(pulls, M1, "hit", 2.0)
+        time.sleep(0.3)
+        assert view.counts() == {ORG: {"hit": 1}}   # nobody waits: the worker is still gathering
+        wait_for([(view, "Pulls", pulls.recorder.max_notification_id())], timeout=10, interval=0.01)
+        assert view.counts() == {ORG: {"hit": 2}}
         assert worker.state == "running" and worker.error is None
     finally:
         worker.stop()
