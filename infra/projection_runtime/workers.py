@@ -26,10 +26,12 @@ import time
 from collections.abc import Callable
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import Tracking
 
 from infra.commit_signals import COMMITS, HURRY, log_of
 from infra.projection_runtime.archived_pages import ArchivedRecords, archived_until, pages
 from infra.projection_runtime.failures import log_failure
+from infra.projection_runtime.tail_reads import TAILS, TailPage
 from projections.base import View, page_of
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class ProjectionWorker:
 
     def wake(self) -> None:
         """Another process recorded events (PostgreSQL NOTIFY): read now instead of after the idle delay."""
+        COMMITS.announced(self.log)   # a shared tail page read before this is stale (tail_reads.py)
         self._wakeup.set()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -107,11 +110,11 @@ class ProjectionWorker:
                 # Cleared before the read: a commit after this point sets it again, so none is missed.
                 self._wakeup.clear()
                 read_at = time.monotonic()
-                page = self.app.recorder.select_notifications(start=position, limit=self.page_size,
-                                                              inclusive_of_start=False)
+                # The log's other workers may have just read this page: taken from them (tail_reads.py).
+                page = TAILS.read(log_name, self.app_name, self._select, position, self.page_size)
                 if page:
-                    self.view.process(page_of(self.view, self.app, page))
-                    position = page[-1].id
+                    self.view.process(self._page_of(page))
+                    position = page.last_id
                     if len(page) == self.page_size:
                         continue   # a backlog: the next page at once
                 if self._wakeup.wait(IDLE_POLL):
@@ -119,6 +122,16 @@ class ProjectionWorker:
         finally:
             COMMITS.unsubscribe(log_name, self._wakeup)
             HURRY.unsubscribe(self._cut_short)
+
+    def _select(self, start: int, limit: int) -> list:
+        return self.app.recorder.select_notifications(start=start, limit=limit, inclusive_of_start=False)
+
+    def _page_of(self, page: TailPage) -> list:
+        """The page as the view takes it (page_of), with the events decoded once for the log's workers."""
+        if self.view.stored:
+            return page_of(self.view, self.app, page.notifications)
+        events = page.events(self.app.mapper.to_domain_event)
+        return [(event, Tracking(self.app_name, n.id)) for event, n in zip(events, page.notifications)]
 
     def _gather(self, read_at: float) -> None:
         """Woken soon after the last read: let the burst's other commits land before reading them (GATHER)."""
