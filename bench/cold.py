@@ -15,6 +15,10 @@ tag, the platform manifest, the blobs) per side; writes JSON (never over an earl
 `--upstream-mbit N` holds what every registry sends (the direct one, and each revision's upstream) to N
 Mbit/s each (bench/shaping.py, needs root): an upstream a network away, as Docker Hub is, instead of one
 on the same two cores.
+
+`--warm-memory-mib N` touches and frees N MiB before each pull (bench/machine.py warm_memory): on this VM the
+first write to a page the host has taken back costs a host fault, which a cache pays for every byte it
+stores and a direct pull never does; warming models a long-running host, whose new pages are recycled.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", default="granian", choices=("granian", "uvicorn"))
     p.add_argument("--upstream-mbit", type=float,
                    help="hold what each registry sends to this many Mbit/s (tc on loopback; needs root)")
+    p.add_argument("--warm-memory-mib", type=int, default=0,
+                   help="before each pull, touch and free this many MiB, so the pull's new pages are ones the "
+                        "hypervisor backs, as on a long-running host (bench/machine.py warm_memory; 0: off)")
     p.add_argument("--label", default="cold", help="names the output: bench/results/<date>-cold-<label>.json")
     o = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -91,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                                    [int(o.layer_mib * MIB)] * o.layers, multi_arch=True)
                 order = sides[number % len(sides):] + sides[:number % len(sides)]
                 for side in order:
+                    machine.warm_memory(o.warm_memory_mib)
                     machine.wait_idle(pids)
                     pid = targets[side].pid
                     cpu_before = cpu_seconds(pid)
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine.machine(), "load_before": load_before, "load_after": machine.load(),
               "params": {"rounds": o.rounds, "layers": o.layers, "layer_mib": o.layer_mib, "engine": o.engine,
-                         "upstream_mbit": o.upstream_mbit},
+                         "upstream_mbit": o.upstream_mbit, "warm_memory_mib": o.warm_memory_mib},
               "revisions": {r.side: {"commit": r.commit, "subject": r.subject, "dirty": r.dirty} for r in revisions},
               "samples": samples, "medians_seconds": medians, "ratio_to_direct": ratios,
               "median_server_cpu_seconds": cpu, "median_scheduling": scheduling, "median_phases_seconds": phases}

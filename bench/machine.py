@@ -99,3 +99,21 @@ def wait_idle(pids: list[int], busy_below: float = 0.15, window: float = 0.3, ti
             return time.monotonic() - start
         before = after
     return time.monotonic() - start
+
+
+def warm_memory(mib: int) -> None:
+    """Touch `mib` MiB of fresh memory, then give it back: the next pages the kernel hands out (a cache's
+    new page-cache pages, its buffers) are ones the hypervisor already backs.
+
+    On this machine kind (a Firecracker VM with free page reporting: /sys/module/page_reporting) the
+    guest's free memory is handed back to the host, and the first write to such a page costs a host
+    fault: writing 28 MiB into new files cost 7-8 ms of CPU in warm memory and 90-110 ms in cold memory
+    (bench/results/2026-11-30-cold-s10.md). A long-running host's memory is all in use and its new pages
+    are recycled ones; a pull straight from a registry writes no page at all, a cache writes every byte it
+    stores. Warming before each pull (outside the timed part) models the long-running host."""
+    if mib <= 0:
+        return
+    block = bytearray(mib * 2**20)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+    del block
