@@ -25,8 +25,11 @@ class CachedRepositories(Protocol):
 
 class AccessAdmin:
     def __init__(self, access: Access, org_exists: Callable[[str], bool], tags: CachedRepositories, clock: Clock,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+                 on_change: Callable[[], None] = lambda: None, settled: Callable[[], None] = lambda: None) -> None:
         self._access = access
+        # Waits (briefly) for the tags view to show what was just cached: "every repository cached now"
+        # includes an image pulled a moment ago, not only what the view had read by then.
+        self._settled = settled
         self._org_exists = org_exists
         self._tags = tags
         self._clock = clock
@@ -119,6 +122,7 @@ class AccessAdmin:
         patterns = list(repositories)
         if not all_cached:
             return patterns, ""
+        self._settled()
         cached = self._tags.org_repositories(org)
         return list(dict.fromkeys(patterns + cached)), f"expanded from the {len(cached)} repositories cached now"
 

@@ -227,7 +227,8 @@ class Container:
         self.tokens = JwtTokens(secret_key(self.data_dir, settings.secret_key), self.clock)
         self.authenticator = Authenticator(self.access, self.tokens, self.admin_token)
         self.access_admin = AccessAdmin(self.access, lambda org: self.orgs.get(org) is not None, views["tags"],
-                                        self.clock, on_change=self.authenticator.forget)
+                                        self.clock, on_change=self.authenticator.forget,
+                                        settled=self._views_settled)
         # What /readyz asks, in its answer's order; without a required one a replica cannot serve correctly
         # (without Redis it serves, uncoordinated).
         self.probes = [

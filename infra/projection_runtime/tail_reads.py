@@ -30,9 +30,9 @@ SHARE_SECONDS = 0.25   # the oldest kept page another worker may take (see the m
 class _Page:
     """One select's answer: the notifications after `start` (at most `limit`), with their events once decoded."""
 
-    def __init__(self, start: int, limit: int, generation: int, notifications: Sequence[Any]) -> None:
+    def __init__(self, start: int, limit: int, generation: int, read_at: float, notifications: Sequence[Any]) -> None:
         self.start, self.limit, self.generation = start, limit, generation
-        self.read_at = time.monotonic()
+        self.read_at = read_at   # when its select began: the page shows the log as it was then
         self.notifications = list(notifications)
         self.ids = [n.id for n in self.notifications]
         self._events: list[Any] | None = None
@@ -87,12 +87,16 @@ class TailReads:
         self._pages: dict[Hashable, _Page] = {}
 
     def read(self, log: Hashable, app_name: str, select: Callable[[int, int], Sequence[Any]], start: int,
-             limit: int) -> TailPage:
+             limit: int, since: float = 0.0) -> TailPage:
         """The notifications of `log` (application `app_name`'s) after `start`, at most `limit`: a kept page's
         if it is still the tail and holds them, else `select(start, limit)`'s. Near the tail, one worker
         selects at a time, so the workers a commit woke together wait for one select instead of each
         making its own. Pages are kept by log and application both: one application's events must never
-        reach another's views, even if two logs were ever given the same key."""
+        reach another's views, even if two logs were ever given the same key.
+
+        `since` (time.monotonic()): take no page selected before then. A worker passes its start: a page
+        read before it began may predate what was done to the store or the view meanwhile (a view cleared
+        for a rebuild over an edited or archived store), which only a select of its own sees."""
         key = (log, app_name)
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())
@@ -103,7 +107,7 @@ class TailReads:
             return self._select(key, select, start, limit, keep=False)
         with lock:
             kept = self._pages.get(key)
-            if (kept is not None and kept.generation == COMMITS.generation(log)
+            if (kept is not None and kept.generation == COMMITS.generation(log) and kept.read_at >= since
                     and time.monotonic() - kept.read_at < SHARE_SECONDS):
                 found = kept.after(start, limit)
                 if found is not None:
@@ -113,7 +117,8 @@ class TailReads:
     def _select(self, key: tuple[Hashable, str], select: Callable[[int, int], Sequence[Any]], start: int,
                 limit: int, keep: bool) -> TailPage:
         generation = COMMITS.generation(key[0])   # before the select: a commit during it makes the page stale
-        page = _Page(start, limit, generation, select(start, limit))
+        read_at = time.monotonic()
+        page = _Page(start, limit, generation, read_at, select(start, limit))
         if keep:
             with self._lock:
                 self._pages[key] = page

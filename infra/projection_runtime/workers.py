@@ -102,6 +102,7 @@ class ProjectionWorker:
 
     def _follow(self) -> None:
         log_name = self.log
+        started = time.monotonic()   # no shared page read before this worker began (tail_reads.py)
         COMMITS.subscribe(log_name, self._wakeup)
         HURRY.subscribe(self._cut_short)
         try:
@@ -111,7 +112,7 @@ class ProjectionWorker:
                 self._wakeup.clear()
                 read_at = time.monotonic()
                 # The log's other workers may have just read this page: taken from them (tail_reads.py).
-                page = TAILS.read(log_name, self.app_name, self._select, position, self.page_size)
+                page = TAILS.read(log_name, self.app_name, self._select, position, self.page_size, since=started)
                 if page:
                     self.view.process(self._page_of(page))
                     position = page.last_id

@@ -3,6 +3,7 @@ a page that may miss something (a commit since, a page cut at its limit, too old
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 from infra.commit_signals import COMMITS
@@ -122,3 +123,16 @@ def test_a_shared_page_is_decoded_once():
     assert first.events(decode) == [("event", 1), ("event", 2), ("event", 3), ("event", 4)]
     assert rest.events(decode) == [("event", 3), ("event", 4)]
     assert decoded == [1, 2, 3, 4]
+
+
+def test_a_worker_takes_no_page_selected_before_it_began():
+    """A page read by the workers of an earlier run may predate what was done to the store since (a view
+    cleared and rebuilt over an edited or archived store): a new worker selects for itself."""
+    log, tails = Log(5), TailReads()
+    tails.read(log.key, "Pulls", log.select, 0, 500)
+    began = time.monotonic()
+    assert ids(tails.read(log.key, "Pulls", log.select, 0, 500, since=began)) == [1, 2, 3, 4, 5]
+    assert log.selects == [(0, 500), (0, 500)]
+    # Its own page, and pages read after it began, it takes.
+    assert ids(tails.read(log.key, "Pulls", log.select, 2, 500, since=began)) == [3, 4, 5]
+    assert log.selects == [(0, 500), (0, 500)]
