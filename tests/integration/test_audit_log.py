@@ -129,7 +129,10 @@ def test_failed_pulls_are_audited_with_their_status_code_and_message(api, proxy)
     # The note is the message the client got.
     assert [r["note"] for r in rows] == [oci_message(missing), oci_message(limited), oci_message(down)]
     assert all(r["result"] == "error" and r["user_agent"] == "podman/5.0" for r in rows)
-    shown = api.get("/api/v1/organizations/hub").json()
+    # The counters view follows the same log as the audit view, but reads it on its own: waited for too.
+    deadline = time.monotonic() + 5
+    while (shown := api.get("/api/v1/organizations/hub").json())["pulls"] != {"error": 2} and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert shown["pulls"] == {"error": 2}   # counted per org, as neither hits nor misses
 
 
