@@ -24,6 +24,9 @@ from infra.settings import Settings, SettingsError
 from projections.catalog import PROJECTION_NAMES
 from projections.versions import advisory_key
 
+# The Pulls application's mapper (infra/event_encoding.py): pull events encoded by msgspec, the library's bytes.
+PULL_MAPPER_TOPIC = "infra.event_encoding:PullMapper"
+
 log = logging.getLogger(__name__)
 
 # The apps projections follow (Access: only the audit chain); Credentials is never projected.
@@ -86,6 +89,7 @@ def postgres_env(url: str, schema: str) -> dict[str, str]:
         "POSTGRES_SCHEMA": schema,
         # Never the plpgsql insert functions: they skip the table lock and subscribers then miss events (P5).
         "POSTGRES_ENABLE_DB_FUNCTIONS": "no",
+        "PULLS_MAPPER_TOPIC": PULL_MAPPER_TOPIC,   # pull events encoded by msgspec, the library's bytes
         "APPLICATION_RECORDER_TOPIC": LOCKED_RECORDER_TOPIC,
         # Every app has its own pool (P9): one idle connection each, more only under load, so that
         # replicas fit max_connections. The views of a process share one pool (infra/projection_runtime/datastores.py).
@@ -228,7 +232,7 @@ def embedded_env(data_dir: str | Path) -> dict[str, str]:
     root = Path(data_dir).absolute()
     private_dir(root / "views")
     private_dir(root)
-    env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite"}
+    env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "PULLS_MAPPER_TOPIC": PULL_MAPPER_TOPIC}
     for app in APPLICATION_NAMES:
         env[f"{app.upper()}_SQLITE_DBNAME"] = str(private_file(root / f"{app.lower()}.db"))
         env[f"{app.upper()}_APPLICATION_RECORDER_TOPIC"] = POLLING_RECORDER_TOPIC
