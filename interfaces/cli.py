@@ -34,8 +34,9 @@ def serve(args: argparse.Namespace) -> int:
     from interfaces.http.app import create_app
     from interfaces.http.forwarded import with_forwarded_client
     from interfaces.serving import (bind_listener, bound_port, freeze_startup_heap, keep_buffers_on_the_heap, run_granian,
-                                    run_uvicorn)
+                                    run_uvicorn, share_malloc_arenas)
 
+    share_malloc_arenas()   # before any thread starts: each keeps the arena it first gets
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is noise
