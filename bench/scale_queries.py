@@ -7,7 +7,9 @@ Runs each pair (the query the code ran before issue 16's maintained totals and t
 one it runs now) alternately on the same store, in the same run, `--repeat` times each, and reports
 medians, their ratio and the load average. The store is one `bench.scale` built (its views already
 hold the kept totals). The old `?since=` plan needs the index on `at` the audit view no longer has:
-it is created for the run and dropped at its end.
+it is created for the run and dropped at its end. The result filters' "before" reads run without the
+partial `(result, id)` and `(org, result, id)` indexes: dropped for each such read in a transaction
+rolled back after it.
 Writes bench/results/<date>-scale-queries[-label].json and .md.
 """
 
@@ -18,6 +20,7 @@ import json
 import os
 import statistics
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,19 +70,42 @@ def pairs(org: str, end: float) -> dict[str, tuple[tuple[str, tuple], tuple[str,
             (f"SELECT * FROM audit WHERE {since} AND at + 0 >= %s ORDER BY id LIMIT 101", (month, month))),
         "audit ?org&result=miss&since=7d, first page": (
             ("SELECT * FROM audit WHERE org = %s AND result = 'miss' AND at >= %s ORDER BY id LIMIT 101", (org, week)),
+            (f"SELECT * FROM audit WHERE {since} AND org = %s AND result = 'miss' AND result <> 'hit' AND at + 0 >= %s "
+             "ORDER BY id LIMIT 101", (week, org, week))),
+        # Before: the plans the audit view had before its partial result indexes (they are dropped for the
+        # "before" reads only, in a transaction rolled back after each: WITHOUT_PARTIAL).
+        "audit ?org&result=miss&since=7d, first page (partial indexes)": (
             (f"SELECT * FROM audit WHERE {since} AND org = %s AND result = 'miss' AND at + 0 >= %s ORDER BY id "
-             "LIMIT 101", (week, org, week))),
+             "LIMIT 101", (week, org, week)),
+            (f"SELECT * FROM audit WHERE {since} AND org = %s AND result = 'miss' AND result <> 'hit' AND at + 0 >= %s "
+             "ORDER BY id LIMIT 101", (week, org, week))),
+        "audit ?result=denied, first page": (
+            ("SELECT * FROM audit WHERE result = 'denied' ORDER BY id LIMIT 101", ()),
+            ("SELECT * FROM audit WHERE result = 'denied' AND result <> 'hit' ORDER BY id LIMIT 101", ())),
+        "audit ?org&result=error, first page": (
+            ("SELECT * FROM audit WHERE org = %s AND result = 'error' ORDER BY id LIMIT 101", (org,)),
+            ("SELECT * FROM audit WHERE org = %s AND result = 'error' AND result <> 'hit' ORDER BY id LIMIT 101",
+             (org,))),
     }
 
 
-def timed(conn: psycopg.Connection, text: str, params: tuple) -> tuple[float | None, object]:
-    """Milliseconds and rows; None when it ran past the statement timeout (then it is not run again)."""
-    started = time.perf_counter()
-    try:
-        rows = conn.execute(text, params).fetchall()
-    except psycopg.errors.QueryCanceled:
-        return None, None
-    return (time.perf_counter() - started) * 1000, rows
+WITHOUT_PARTIAL = {"audit ?org&result=miss&since=7d, first page (partial indexes)", "audit ?result=denied, first page",
+                   "audit ?org&result=error, first page"}
+PARTIAL_INDEXES = ("audit_result_id", "audit_org_result_id")
+
+
+def timed(conn: psycopg.Connection, text: str, params: tuple, hidden: tuple[str, ...] = ()) -> tuple[float | None, object]:
+    """Milliseconds and rows; None when it ran past the statement timeout (then it is not run again).
+    `hidden`: indexes dropped for this read only, in a transaction rolled back after it (not timed)."""
+    with conn.transaction(force_rollback=True) if hidden else nullcontext():
+        for index in hidden:
+            conn.execute(f"DROP INDEX IF EXISTS {index}")
+        started = time.perf_counter()
+        try:
+            rows = conn.execute(text, params).fetchall()
+        except psycopg.errors.QueryCanceled:
+            return None, None
+        return (time.perf_counter() - started) * 1000, rows
 
 
 def main() -> None:
@@ -97,6 +123,7 @@ def main() -> None:
         conn.execute(f"SET statement_timeout = {int(args.timeout_s * 1000)}")
         version = conn.execute("SELECT version FROM view_versions WHERE projection = 'audit'").fetchone()[0]
         table = f"audit_v{version}"
+        partial = tuple(f"{index}_v{version}" for index in PARTIAL_INDEXES)
         with conn.transaction():   # no statement timeout for building the old plan's index
             conn.execute("SET LOCAL statement_timeout = 0")
             conn.execute(f"CREATE INDEX IF NOT EXISTS scale_queries_audit_at ON {table} (at)")
@@ -111,7 +138,8 @@ def main() -> None:
                     for key, text, params in (("before", before, before_params), ("now", now, now_params)):
                         if key == "before" and timed_out:
                             continue
-                        ms, rows = timed(conn, text, params)
+                        hidden = partial if key == "before" and name in WITHOUT_PARTIAL else ()
+                        ms, rows = timed(conn, text, params, hidden)
                         if ms is None:
                             timed_out = True
                             continue
