@@ -178,19 +178,24 @@ def test_audit_pages_by_client_or_actor_follow_an_index_not_the_whole_log(view, 
     audit = view("audit")
     pulls = [Pull(org=ORG, repository=REPO, reference="latest", digest=M1, result="hit", client=f"10.0.{n % 50}.1",
                   user_agent="containerd/2.0", at=float(n), actor=f"robot{n % 50}") for n in range(2000)]
+    plans = planned_audit(audit, pulls, monkeypatch)
+    assert audit.query(**{column: "nobody"}) == []
+    assert [r.id for r in audit.query(**{column: pulls[7].client if column == "client" else "robot7"}, limit=3)] == [
+        8, 58, 108]
+    assert f"audit_{column}_id" in plans()[0], plans()[0]
+
+
+def planned_audit(audit, pulls, monkeypatch):
+    """Record `pulls` into the audit view, analyzed; returns plans(): the plan of each query it ran since."""
     audit.process(tracked("Pulls", events(*pulls)))
     if hasattr(audit, "version"):   # PostgreSQL plans with statistics
         audit._analyze()
     asked = []
     query = audit._query
     monkeypatch.setattr(audit, "_query", lambda text, params=(): asked.append((text, params)) or query(text, params))
-    assert audit.query(**{column: "nobody"}) == []
-    assert [r.id for r in audit.query(**{column: pulls[7].client if column == "client" else "robot7"}, limit=3)] == [
-        8, 58, 108]
-    text, params = asked[0]
     explain = "EXPLAIN " if hasattr(audit, "version") else "EXPLAIN QUERY PLAN "
-    plan = " ".join(str(part) for row in query(explain + text, params) for part in row)
-    assert f"audit_{column}_id" in plan, plan
+    return lambda: [" ".join(str(part) for row in query(explain + text, params) for part in row)
+                    for text, params in asked]
 
 
 @pytest.mark.parametrize("org", [None, ORG])
@@ -202,12 +207,7 @@ def test_audit_pages_of_a_rare_result_follow_a_partial_index_not_the_whole_log(v
     results = {n: "denied" if n % 500 == 7 else "miss" if n % 100 == 3 else "hit" for n in range(3000)}
     pulls = [Pull(org=ORG if n % 3 else "other", repository=REPO, reference="latest", digest=M1, result=results[n],
                   client="10.0.0.7", user_agent="containerd/2.0", at=float(n)) for n in range(3000)]
-    audit.process(tracked("Pulls", events(*pulls)))
-    if hasattr(audit, "version"):   # PostgreSQL plans with statistics
-        audit._analyze()
-    asked = []
-    query = audit._query
-    monkeypatch.setattr(audit, "_query", lambda text, params=(): asked.append((text, params)) or query(text, params))
+    plans = planned_audit(audit, pulls, monkeypatch)
     denied = [n + 1 for n in range(3000) if results[n] == "denied" and (org is None or n % 3)]
     assert [r.id for r in audit.query(org=org, result="denied")] == denied
     assert [r.id for r in audit.query(org=org, result="stale")] == []
@@ -215,9 +215,7 @@ def test_audit_pages_of_a_rare_result_follow_a_partial_index_not_the_whole_log(v
         n + 1 for n in range(2000, 3000) if results[n] == "miss" and (org is None or n % 3)][:2]
     hits = [r.id for r in audit.query(org=org, result="hit", limit=5)]   # hits: no partial index, same answers
     assert hits == [n + 1 for n in range(3000) if results[n] == "hit" and (org is None or n % 3)][:5]
-    explain = "EXPLAIN " if hasattr(audit, "version") else "EXPLAIN QUERY PLAN "
-    for text, params in asked[:3]:
-        plan = " ".join(str(part) for row in query(explain + text, params) for part in row)
+    for plan in plans()[:3]:
         # Either partial index holds only the rare rows (a planner may take (result, id) with org a filter).
         assert "audit_result_id" in plan or "audit_org_result_id" in plan, plan
 
