@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psycopg
 
-from projections.audit import TIME_BLOCK
+from projections.audit import DISTINCT_AGENTS, MOST_AGENTS, TIME_BLOCK
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DAY = 86400
@@ -86,6 +86,12 @@ def pairs(org: str, end: float) -> dict[str, tuple[tuple[str, tuple], tuple[str,
             ("SELECT * FROM audit WHERE org = %s AND result = 'error' ORDER BY id LIMIT 101", (org,)),
             ("SELECT * FROM audit WHERE org = %s AND result = 'error' AND result <> 'hit' ORDER BY id LIMIT 101",
              (org,))),
+        # A substring no agent has: the page walked the whole log; now the view lists its distinct agents
+        # (one probe each of the (user_agent, id) index) and, none matching, reads no page at all.
+        "audit ?user_agent=<a substring no pull has>, first page": (
+            ("SELECT * FROM audit WHERE strpos(user_agent, %s) > 0 ORDER BY id LIMIT 101", ("no-such-agent/0",)),
+            (f"SELECT * FROM ({DISTINCT_AGENTS.format(audit='audit').replace('?', '%s')}) AS d "
+             "WHERE strpos(agent, %s) > 0", (MOST_AGENTS + 1, "no-such-agent/0"))),
     }
 
 

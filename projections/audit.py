@@ -21,6 +21,14 @@ MAX_LIMIT = 10_000
 # stops after the last block holding one older: exact even for pulls recorded out of time order (a backlog
 # written back after an outage), and a page costs a walk of a few blocks, not a sort of every row in range.
 TIME_BLOCK = 4096
+# A `user_agent` filter matches a substring of the agent. The view lists its distinct agents through the
+# (user_agent, id) index, one probe each, up to MOST_AGENTS of them: a substring no agent has answers at
+# once, and one that a few agents have (AGENT_ARMS at most) reads each agent's rows through the index, in
+# id order, merged. Otherwise (a common substring, or a view of very many agents) the page walks ids as
+# before, which is quick exactly when many rows match. Before, a rare agent walked the whole log for one
+# page: 4.3 s at 10M pulls on PostgreSQL.
+MOST_AGENTS = 2048
+AGENT_ARMS = 16
 # The one result the partial indexes leave out: most pulls have it, so a page of them is found by walking ids.
 UNINDEXED_RESULT = "hit"
 UNUSUAL_RESULT = f"result <> '{UNINDEXED_RESULT}'"
@@ -86,7 +94,6 @@ class AuditView(View):
     def remove_rows(self, first: int, last: int) -> int:
         """Delete the rows with ids in [first, last] (their pulls were archived); returns how many."""
 
-    @abstractmethod
     def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
               since: float | None = None, until: float | None = None, after_id: int | None = None,
               limit: int = 100, client: str | None = None, user_agent: str | None = None,
@@ -95,6 +102,27 @@ class AuditView(View):
 
         `client` matches the address exactly, `actor` and `digest` exactly, `user_agent` any substring of it.
         """
+        filters = {"org": org, "repository": repository, "result": result, "since": since, "until": until,
+                   "after_id": after_id, "client": client, "actor": actor, "digest": digest}
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        if user_agent is not None:
+            agents = self.user_agents(MOST_AGENTS + 1)
+            if len(agents) <= MOST_AGENTS:   # every agent the view holds: the match is decided here
+                matching = [agent for agent in agents if user_agent in agent]
+                if not matching:
+                    return []
+                if len(matching) <= AGENT_ARMS:
+                    return [AuditRow(*row) for row in self.select([{**filters, "agent": agent} for agent in matching],
+                                                                   limit)]
+        return [AuditRow(*row) for row in self.select([{**filters, "user_agent": user_agent}], limit)]
+
+    @abstractmethod
+    def user_agents(self, most: int) -> list[str]:
+        """Up to `most` of the distinct user agents the view holds, in their order."""
+
+    @abstractmethod
+    def select(self, arms: list[dict], limit: int) -> list[tuple]:
+        """A page of rows (AuditRow's columns) in id order: those of every arm (audit_filters' keywords)."""
 
 
 def times_by_block(rows: list[tuple]) -> list[tuple[int, float, float]]:
@@ -106,8 +134,31 @@ def times_by_block(rows: list[tuple]) -> list[tuple[int, float, float]]:
     return [(block, earliest, latest) for block, (earliest, latest) in sorted(times.items())]
 
 
-def audit_filters(placeholder: str, contains: str, org, repository, result, since, until, after_id, limit,
-                  client, user_agent, actor=None, digest=None) -> tuple[str, list]:
+def page_statement(placeholder: str, contains: str, arms: list[dict], limit: int) -> tuple[str, list]:
+    """The SELECT of a page and its parameters: one arm's rows, or several arms' merged in id order (each
+    arm limited and ordered on its own, so each walks its index only as far as the page needs)."""
+    statements, params = [], []
+    for arm in arms:
+        where, arm_params = audit_filters(placeholder, contains, limit=limit, **arm)
+        statements.append(f"SELECT {COLUMNS} FROM {{audit}} {where}ORDER BY id LIMIT {placeholder}")
+        params += arm_params
+    if len(statements) == 1:
+        return statements[0], params
+    merged = " UNION ALL ".join(f"SELECT * FROM ({statement}) AS arm{n}" for n, statement in enumerate(statements))
+    return f"{merged} ORDER BY id LIMIT {placeholder}", [*params, limit]
+
+
+# The distinct agents, each the next one up in the (user_agent, id) index: a probe per agent, not a scan.
+DISTINCT_AGENTS = ("WITH RECURSIVE agents(agent, n) AS ("
+                   "SELECT (SELECT user_agent FROM {audit} ORDER BY user_agent LIMIT 1), 1 "
+                   "UNION ALL SELECT (SELECT user_agent FROM {audit} WHERE user_agent > agents.agent "
+                   "ORDER BY user_agent LIMIT 1), n + 1 FROM agents WHERE agents.agent IS NOT NULL AND n < ?) "
+                   "SELECT agent FROM agents WHERE agent IS NOT NULL")
+
+
+def audit_filters(placeholder: str, contains: str, org=None, repository=None, result=None, since=None, until=None,
+                  after_id=None, limit=100, client=None, user_agent=None, actor=None, digest=None,
+                  agent=None) -> tuple[str, list]:
     """The WHERE clause and parameters of a query, in either SQL dialect (`?` or `%s`)."""
     clauses, params = [], []
     # The ids of rows in the time range lie within these bounds (audit_times): pages walk ids there rather
@@ -130,7 +181,7 @@ def audit_filters(placeholder: str, contains: str, org, repository, result, sinc
     for clause, value in (("org = ?", org), ("repository = ?", repository), ("result = ?", result),
                           ("at + 0 >= ?", since), ("at + 0 < ?", until), ("id > ?", after_id),
                           ("client = ?", client), ("actor = ?", actor), ("digest = ?", digest),
-                          (contains, user_agent)):
+                          (contains, user_agent), ("user_agent = ?", agent)):
         if value is not None:
             clauses.append(clause.replace("?", placeholder))
             params.append(value)
@@ -183,6 +234,8 @@ class SqliteAuditView(SqliteView, AuditView):
         # (denied, error) walked the whole log for one page. Partial: a hit, most pulls, writes neither.
         f"CREATE INDEX IF NOT EXISTS audit_result_id ON audit (result, id) WHERE {UNUSUAL_RESULT}",
         f"CREATE INDEX IF NOT EXISTS audit_org_result_id ON audit (org, result, id) WHERE {UNUSUAL_RESULT}",
+        # ?user_agent= (see MOST_AGENTS): the distinct agents, and the rows of each in id order.
+        "CREATE INDEX IF NOT EXISTS audit_user_agent_id ON audit (user_agent, id)",
     )
 
     def add_rows(self, c: SQLiteCursor, rows: list[tuple]) -> None:
@@ -201,15 +254,12 @@ class SqliteAuditView(SqliteView, AuditView):
                           (first // TIME_BLOCK, last // TIME_BLOCK))
             return removed
 
-    def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
-              since: float | None = None, until: float | None = None, after_id: int | None = None,
-              limit: int = 100, client: str | None = None, user_agent: str | None = None,
-              actor: str | None = None, digest: str | None = None) -> list[AuditRow]:
-        where, params = audit_filters("?", "instr(user_agent, ?) > 0", org, repository, result, since, until,
-                                      after_id, limit, client, user_agent, actor, digest)
-        rows = self._query(f"SELECT {COLUMNS} FROM audit {where.format(audit_times='audit_times')}ORDER BY id LIMIT ?",
-                           params)
-        return [AuditRow(*row) for row in rows]
+    def user_agents(self, most: int) -> list[str]:
+        return [row[0] for row in self._query(DISTINCT_AGENTS.format(audit="audit"), (most,))]
+
+    def select(self, arms: list[dict], limit: int) -> list[tuple]:
+        statement, params = page_statement("?", "instr(user_agent, ?) > 0", arms, limit)
+        return self._query(statement.format(audit="audit", audit_times="audit_times"), params)
 
 
 class PostgresAuditView(PostgresView, AuditView):
@@ -217,7 +267,7 @@ class PostgresAuditView(PostgresView, AuditView):
     tables = ("audit", "audit_times")
     schema_version = 5   # 2: status, error_code and note; 3: actor; 4: generation; 5: audit_times, no index on at
     indexes = ("audit_org", "audit_org_id", "audit_repository_id", "audit_digest", "audit_client_id", "audit_actor_id",
-               "audit_result_id", "audit_org_result_id")
+               "audit_result_id", "audit_org_result_id", "audit_user_agent_id")
     schema = (
         "CREATE TABLE IF NOT EXISTS {audit} (id bigint PRIMARY KEY, org text NOT NULL, repository text NOT NULL, "
         "reference text NOT NULL, digest text NOT NULL, result text NOT NULL, client text NOT NULL, actor text NOT NULL, "
@@ -233,6 +283,7 @@ class PostgresAuditView(PostgresView, AuditView):
         "CREATE INDEX IF NOT EXISTS {audit_actor_id} ON {audit} (actor, id)",
         f"CREATE INDEX IF NOT EXISTS {{audit_result_id}} ON {{audit}} (result, id) WHERE {UNUSUAL_RESULT}",
         f"CREATE INDEX IF NOT EXISTS {{audit_org_result_id}} ON {{audit}} (org, result, id) WHERE {UNUSUAL_RESULT}",
+        "CREATE INDEX IF NOT EXISTS {audit_user_agent_id} ON {audit} (user_agent, id)",
     )
 
     def add_rows(self, c: Cursor, rows: list[tuple]) -> None:
@@ -256,11 +307,8 @@ class PostgresAuditView(PostgresView, AuditView):
                 c.execute(self.sql(statement), (first // TIME_BLOCK, last // TIME_BLOCK))
             return removed
 
-    def query(self, org: str | None = None, repository: str | None = None, result: str | None = None,
-              since: float | None = None, until: float | None = None, after_id: int | None = None,
-              limit: int = 100, client: str | None = None, user_agent: str | None = None,
-              actor: str | None = None, digest: str | None = None) -> list[AuditRow]:
-        where, params = audit_filters("%s", "strpos(user_agent, %s) > 0", org, repository, result, since, until,
-                                      after_id, limit, client, user_agent, actor, digest)
-        rows = self._query(f"SELECT {COLUMNS} FROM {{audit}} {where}ORDER BY id LIMIT %s", params)
-        return [AuditRow(*row) for row in rows]
+    def user_agents(self, most: int) -> list[str]:
+        return [row[0] for row in self._query(DISTINCT_AGENTS.replace("?", "%s"), (most,))]
+
+    def select(self, arms: list[dict], limit: int) -> list[tuple]:
+        return self._query(*page_statement("%s", "strpos(user_agent, %s) > 0", arms, limit))

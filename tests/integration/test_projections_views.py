@@ -186,7 +186,8 @@ def test_audit_pages_by_client_or_actor_follow_an_index_not_the_whole_log(view, 
 
 
 def planned_audit(audit, pulls, monkeypatch):
-    """Record `pulls` into the audit view, analyzed; returns plans(): the plan of each query it ran since."""
+    """Record `pulls` into the audit view, analyzed; returns plans(): the plan of each query it ran since
+    (and plans.asked: their texts and parameters)."""
     audit.process(tracked("Pulls", events(*pulls)))
     if hasattr(audit, "version"):   # PostgreSQL plans with statistics
         audit._analyze()
@@ -194,8 +195,11 @@ def planned_audit(audit, pulls, monkeypatch):
     query = audit._query
     monkeypatch.setattr(audit, "_query", lambda text, params=(): asked.append((text, params)) or query(text, params))
     explain = "EXPLAIN " if hasattr(audit, "version") else "EXPLAIN QUERY PLAN "
-    return lambda: [" ".join(str(part) for row in query(explain + text, params) for part in row)
-                    for text, params in asked]
+
+    def plans() -> list[str]:
+        return [" ".join(str(part) for row in query(explain + text, params) for part in row) for text, params in asked]
+    plans.asked = asked   # the (text, params) of each query
+    return plans
 
 
 @pytest.mark.parametrize("org", [None, ORG])
@@ -218,6 +222,51 @@ def test_audit_pages_of_a_rare_result_follow_a_partial_index_not_the_whole_log(v
     for plan in plans()[:3]:
         # Either partial index holds only the rare rows (a planner may take (result, id) with org a filter).
         assert "audit_result_id" in plan or "audit_org_result_id" in plan, plan
+
+
+AGENTS = ("containerd/1.7.20", "containerd/2.0.1", "cri-o/1.30.2 os/linux", "skopeo/1.13.3", "curl/8.5.0",
+          "curl/8.11.1", "podman/4.9.4")
+
+
+def agent_pulls(count: int) -> list[Pull]:
+    # curl is rare (every 97th and 389th pull), the runtimes common; two orgs.
+    return [Pull(org=ORG if n % 4 else "other", repository=REPO, reference="latest", digest=M1, result="hit",
+                 client="10.0.0.7", at=float(n),
+                 user_agent=AGENTS[4] if n % 97 == 5 else AGENTS[5] if n % 389 == 11 else AGENTS[n % 4 if n % 7 else 6])
+            for n in range(count)]
+
+
+def test_audit_pages_by_a_rare_user_agent_read_that_agents_rows_not_the_whole_log(view, monkeypatch):
+    # A substring no agent has answered only after a walk of the whole log, and one few pulls have walked
+    # most of it for one page (4.3 s at 10M pulls on PostgreSQL): now the view's distinct agents decide.
+    audit = view("audit")
+    pulls = agent_pulls(3000)
+    plans = planned_audit(audit, pulls, monkeypatch)
+
+    def expected(substring, org=None, after=0, limit=100):
+        return [n + 1 for n, p in enumerate(pulls) if substring in p.user_agent and (org is None or p.org == org)
+                and n + 1 > after][:limit]
+
+    assert audit.query(user_agent="wget") == []
+    assert len(plans()) == 1 and "audit_user_agent_id" in plans()[0], plans()   # the agents' probe, no page read
+    assert [r.id for r in audit.query(user_agent="curl/8.5")] == expected("curl/8.5")
+    assert "audit_user_agent_id" in plans()[-1], plans()[-1]
+    curl = [r.id for r in audit.query(user_agent="curl", limit=7)]   # two agents, merged in id order
+    assert curl == expected("curl", limit=7)
+    assert [r.id for r in audit.query(user_agent="curl", after_id=curl[-1], limit=1000)] == expected("curl", after=curl[-1],
+                                                                                                   limit=1000)
+    assert [r.id for r in audit.query(user_agent="curl", org="other")] == expected("curl", org="other")
+    assert [r.user_agent for r in audit.query(user_agent="curl", since=500.0, until=1200.0)] == [
+        p.user_agent for p in pulls[500:1200] if "curl" in p.user_agent]
+    # A common substring, more agents than AGENT_ARMS, or more distinct agents than MOST_AGENTS: the id walk,
+    # with the same answers.
+    assert [r.id for r in audit.query(user_agent="/", limit=50)] == expected("/", limit=50)
+    monkeypatch.setattr("projections.audit.AGENT_ARMS", 1)
+    assert [r.id for r in audit.query(user_agent="curl", limit=9)] == expected("curl", limit=9)
+    assert "user_agent = " not in plans.asked[-1][0]
+    monkeypatch.setattr("projections.audit.MOST_AGENTS", 3)
+    assert [r.id for r in audit.query(user_agent="curl/8.11")] == expected("curl/8.11")
+    assert audit.query(user_agent="wget") == []
 
 
 def test_org_tag_pages_walk_every_cached_tag_of_one_org_by_repository_and_tag(view):
