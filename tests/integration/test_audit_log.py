@@ -23,7 +23,6 @@ from interfaces.http.app import create_app
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import build_image, push_image
 from tests.support.postgres import BACKENDS
-from tests.support.registry import free_port
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-admin-token"
@@ -64,7 +63,9 @@ def app_on(request, backend: str, proxy: FaultProxy, data_dir: Path) -> Iterator
         data_dir=str(data_dir), admin_token=TOKEN, database=database,
         upstream=UpstreamSettings(failures_before_backoff=1000),   # every pull asks upstream: no back-off
         organizations=(OrgSettings(name="hub", upstream=proxy.url, staleness_seconds=0, max_stale_seconds=3600),
-                       OrgSettings(name="down", upstream=f"http://127.0.0.1:{free_port()}")))
+                       # Port 1, as elsewhere in the tests: a port free now could be another test's
+                       # server by the time `down` is pulled (it was: a 404 instead of the 503).
+                       OrgSettings(name="down", upstream="http://127.0.0.1:1")))
     container = bootstrap(settings)
     with TestClient(create_app(container)) as client:
         client.headers.update({"Authorization": f"Bearer {TOKEN}"})
