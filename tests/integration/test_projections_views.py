@@ -238,7 +238,7 @@ def agent_pulls(count: int) -> list[Pull]:
 
 def test_audit_pages_by_a_rare_user_agent_read_that_agents_rows_not_the_whole_log(view, monkeypatch):
     # A substring no agent has answered only after a walk of the whole log, and one few pulls have walked
-    # most of it for one page (4.3 s at 10M pulls on PostgreSQL): now the view's distinct agents decide.
+    # most of it for one page (2.0 s at 10M pulls on PostgreSQL): now the view's distinct agents decide.
     audit = view("audit")
     pulls = agent_pulls(3000)
     plans = planned_audit(audit, pulls, monkeypatch)
