@@ -88,8 +88,9 @@ def _upserts(placeholder: str) -> dict[str, str]:
                        "SET registered = {max}(t.registered, excluded.registered), latest = {max}(t.latest, excluded.latest)",
     }
 
-# PostgreSQL takes a page's rows of one table as one statement over arrays (unnest) rather than one
-# statement per row: a page's keys are distinct (summed per key first), so ON CONFLICT meets each once.
+# PostgreSQL takes a page's rows of one table as one statement (over arrays, or a stage filled by COPY:
+# projections/postgres_rows.py) rather than one statement per row: a page's keys are distinct (summed per
+# key first), so ON CONFLICT meets each once.
 _T, _I = "text", "bigint"
 _COLUMN_TYPES = {"pulls": (_T, _I, _I, _I, _T, _I), "traffic": (_T, _I, _I, _I, *[_I] * len(TRAFFIC)),
                  "fills": (_T, _I, _I, _I, _I, _I), "member_ids": (_T, _T, _T, _I),
@@ -98,12 +99,12 @@ _COLUMN_TYPES = {"pulls": (_T, _I, _I, _I, _T, _I), "traffic": (_T, _I, _I, _I, 
                  "generations": (_T, _I, _I)}
 
 
-def _unnest_upserts() -> dict[str, str]:
+def _source_upserts() -> dict[str, str]:
+    """Each upsert reading its rows from a {source} (projections/postgres_rows.row_source)."""
     out = {}
     for kind, statement in _upserts("%s").items():
         head, _, tail = statement.partition(" VALUES (")
-        arrays = ", ".join(f"%s::{kind_type}[]" for kind_type in _COLUMN_TYPES[kind])
-        out[kind] = f"{head} SELECT * FROM unnest({arrays}) {tail.partition(') ')[2]}"
+        out[kind] = f"{head} SELECT * FROM {{source}} {tail.partition(') ')[2]}"
     return out
 
 
@@ -192,10 +193,10 @@ class PostgresAnalyticsView(PostgresView, AnalyticsView):
     # {name} placeholders stay for PostgresView to fill with this version's table names.
     schema = _schema("text NOT NULL", "bigint", "bytea", "", {name: "{" + name + "}" for name in (*TABLES, *INDEXES)},
                      _POSTGRES_COVERS)
-    _upsert = {kind: text.replace("{max}", "GREATEST") for kind, text in _unnest_upserts().items()}
+    _upsert = {kind: text.replace("{max}", "GREATEST") for kind, text in _source_upserts().items()}
 
     def _add(self, c: Cursor, kind: str, rows: list[tuple]) -> None:
-        c.execute(self.sql(self._upsert[kind]), [list(column) for column in zip(*rows)])
+        self.write_rows(c, self._upsert[kind], _COLUMN_TYPES[kind], rows)
 
     def add_pulls(self, c: Cursor, rows: list[tuple]) -> None:
         self._add(c, "pulls", rows)

@@ -302,12 +302,11 @@ class PostgresBlobsView(PostgresView, BlobsView):
     schema_version = 3   # 2: generation; 3: blob_totals
 
     def put_cached_blobs(self, c: Cursor, rows: list[tuple[str, str, str, int, float, int]]) -> None:
-        c.execute(self.sql("INSERT INTO {blobs} (org, digest, repository, size, cached_at, generation) "
-                           "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], "
-                           "%s::double precision[], %s::integer[]) ON CONFLICT (org, digest) DO UPDATE SET "
-                           "repository = excluded.repository, size = excluded.size, cached_at = excluded.cached_at, "
-                           "generation = excluded.generation"),
-                  _columns(rows, 6), prepare=True)
+        self.write_rows(c, "INSERT INTO {blobs} (org, digest, repository, size, cached_at, generation) "
+                        "SELECT * FROM {source} ON CONFLICT (org, digest) DO UPDATE SET "
+                        "repository = excluded.repository, size = excluded.size, cached_at = excluded.cached_at, "
+                        "generation = excluded.generation",
+                     ("text", "text", "text", "bigint", "double precision", "integer"), rows)
 
     def cached_blobs(self, c: Cursor, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int]]:
         c.execute(self.sql("SELECT b.org, b.digest, b.size, b.generation FROM {blobs} AS b JOIN unnest(%s::text[], "
@@ -316,22 +315,20 @@ class PostgresBlobsView(PostgresView, BlobsView):
         return {(row["org"], row["digest"]): (row["size"], row["generation"]) for row in c.fetchall()}
 
     def add_blob_totals(self, c: Cursor, changes: list[tuple[str, int, int, int]]) -> None:
-        c.execute(self.sql("INSERT INTO {blob_totals} AS t SELECT * FROM unnest(%s::text[], %s::integer[], "
-                           "%s::bigint[], %s::bigint[]) ON CONFLICT (org, generation) DO UPDATE SET "
-                           "blobs = t.blobs + excluded.blobs, bytes = t.bytes + excluded.bytes"),
-                  _columns(changes, 4), prepare=True)
+        self.write_rows(c, "INSERT INTO {blob_totals} AS t SELECT * FROM {source} ON CONFLICT (org, generation) "
+                        "DO UPDATE SET blobs = t.blobs + excluded.blobs, bytes = t.bytes + excluded.bytes",
+                     ("text", "integer", "bigint", "bigint"), changes)
 
     def count_manifest_pulls(self, c: Cursor, rows: list[tuple[str, str, str, int, float]]
                              ) -> dict[tuple[str, str, str], list[str] | None]:
-        # One statement for the page (unnest of column arrays) instead of a round trip per manifest.
-        c.execute(self.sql("INSERT INTO {manifest_refs} AS m (org, repository, digest, pull_count, last_pulled) "
-                           "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], "
-                           "%s::double precision[]) ON CONFLICT (org, repository, digest) DO UPDATE SET "
-                           "pull_count = m.pull_count + excluded.pull_count, "
-                           "last_pulled = GREATEST(m.last_pulled, excluded.last_pulled) "
-                           "RETURNING org, repository, digest, blobs"),
-                  _columns(rows, 5), prepare=True)
-        return {(row["org"], row["repository"], row["digest"]): row["blobs"] for row in c.fetchall()}
+        # One statement for the page instead of a round trip per manifest.
+        returned = self.write_rows(c, "INSERT INTO {manifest_refs} AS m (org, repository, digest, pull_count, last_pulled) "
+                        "SELECT * FROM {source} ON CONFLICT (org, repository, digest) DO UPDATE SET "
+                        "pull_count = m.pull_count + excluded.pull_count, "
+                        "last_pulled = GREATEST(m.last_pulled, excluded.last_pulled) "
+                        "RETURNING org, repository, digest, blobs",
+                     ("text", "text", "text", "bigint", "double precision"), rows, returning=True)
+        return {(row["org"], row["repository"], row["digest"]): row["blobs"] for row in returned}
 
     def manifest_refs(self, c: Cursor, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], tuple]:
         c.execute(self.sql("SELECT m.org, m.repository, m.digest, m.blobs, m.pull_count, m.last_pulled "
@@ -348,12 +345,11 @@ class PostgresBlobsView(PostgresView, BlobsView):
 
     def count_blob_pulls(self, c: Cursor, rows: list[tuple[str, str, float | None, int]]) -> None:
         # Keys are distinct (summed per page), so one statement may upsert them all.
-        c.execute(self.sql("INSERT INTO {blobs} AS b (org, digest, last_pulled, pull_count) "
-                           "SELECT * FROM unnest(%s::text[], %s::text[], %s::double precision[], %s::bigint[]) "
-                           "ON CONFLICT (org, digest) DO UPDATE SET "
-                           "pull_count = b.pull_count + excluded.pull_count, "
-                           "last_pulled = GREATEST(b.last_pulled, excluded.last_pulled)"),
-                  _columns(rows, 4), prepare=True)
+        self.write_rows(c, "INSERT INTO {blobs} AS b (org, digest, last_pulled, pull_count) "
+                        "SELECT * FROM {source} ON CONFLICT (org, digest) DO UPDATE SET "
+                        "pull_count = b.pull_count + excluded.pull_count, "
+                        "last_pulled = GREATEST(b.last_pulled, excluded.last_pulled)",
+                     ("text", "text", "double precision", "bigint"), rows)
 
     def list_blobs(self, org: str, generation: int | None = None) -> list[BlobRow]:
         rows = self._query(f"SELECT {_BLOB_COLUMNS} FROM {{blobs}} WHERE org = %s AND cached_at IS NOT NULL "

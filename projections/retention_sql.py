@@ -61,10 +61,9 @@ INDEXES = (
 
 _PULLS_VALUES = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score, generation) VALUES "
                  "(?, ?, ?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
-_PULLS_UNNEST = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score, generation) SELECT * "
-                 "FROM unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS double precision[]), "
-                 "CAST(? AS bigint[]), CAST(? AS double precision[]), CAST(? AS bigint[])) "
-                 "ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
+_PULLS_FROM_SOURCE = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score, generation) "
+                      "SELECT * FROM {source} ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
+_PULLS_TYPES = ("text", "text", "text", "double precision", "bigint", "double precision", "bigint")
 
 _SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": "", "cross_join": "CROSS JOIN",
                  "members_by_org": "members AS m INDEXED BY retention_members_org"}   # kept in a bulk rebuild (written_through)
@@ -162,5 +161,5 @@ class PostgresRetentionView(PostgresView, RetentionView):
         c.execute(self.sql(self._dialect(text)), params, prepare=True)
 
     def add_pull_stats(self, c: Any, rows: list[tuple]) -> None:
-        # One statement over arrays (the page's keys are distinct) rather than one per image.
-        c.execute(self.sql(self._dialect(_PULLS_UNNEST)), [list(column) for column in zip(*rows)])
+        # One statement (the page's keys are distinct) rather than one per image.
+        self.write_rows(c, self._dialect(_PULLS_FROM_SOURCE), _PULLS_TYPES, rows)

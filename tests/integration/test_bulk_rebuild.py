@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,34 @@ def test_the_analytics_view_rebuilt_in_bulk_is_the_one_built_live(env):
     for page_size, bulk_events in ((3, 0), (1000, 100_000)):
         rebuild_many(("analytics",), env, page_size=page_size, bulk_events=bulk_events)
         assert dumps(env)["analytics"] == live["analytics"]
+
+
+# PostgreSQL only: its views' many-row statements go through a COPY stage from STAGED_ROWS rows on.
+@pytest.mark.parametrize("event_store_backend", ["postgres"])
+def test_views_written_through_copy_stages_are_the_ones_written_from_arrays(env, monkeypatch):
+    from projections import postgres_rows
+
+    write_traffic_history(env)
+    live = built_live(env)   # arrays: the live pages' statements are below STAGED_ROWS
+    staged: set[tuple[str, ...]] = set()
+    row_source = postgres_rows.row_source
+
+    @contextmanager
+    def noting(c, types, rows):
+        with row_source(c, types, rows) as (source, params):
+            if source.startswith("pg_temp."):
+                staged.add(tuple(types))
+            yield source, params
+
+    monkeypatch.setattr(postgres_rows, "STAGED_ROWS", 1)
+    monkeypatch.setattr("projections.postgres_view.row_source", noting)
+    rebuild_many(VIEWS, env, page_size=7, bulk_events=20)
+    assert dumps(env) == live
+    # The many-row upserts of the gathering views took the stage: analytics' member sets, blobs' pulls,
+    # retention's pulls among them.
+    assert {("text", "bigint", "bigint", "bigint", "bytea", "bytea"), ("text", "text", "double precision", "bigint"),
+            ("text", "text", "text", "double precision", "bigint", "double precision", "bigint")} <= staged
+    assert len(staged) >= 10
 
 
 # PostgreSQL's idle_in_transaction_session_timeout: PostgreSQL only.
