@@ -164,18 +164,26 @@ class AnalyticsView(View):
             c.seen(event.name, generation, generation)
 
     def write_member_sets(self, c: Any, page: Page) -> None:
-        """Number the page's new members, then OR the page's members into each of their buckets' sets."""
+        """Number the page's new members, then add the page's members to each of their buckets' sets.
+
+        A bucket's members are gathered as integers and encoded once (analytics_sets.encode_members), not as
+        an int per minute OR-ed into its hour and day: most buckets a rebuild writes are minutes of one or
+        two members, whose int spans the org's highest integer (2.5 KB at 20,000 repositories)."""
         ids = {key: self.intern(c, *key, list(order)) for key, order in page.member_order.items()}
-        sets: dict[tuple, list[int]] = {}   # (org, generation, grain, start) -> [clients' bits, repositories' bits]
+        # (org, generation, grain, start) -> ([clients' integers], [repositories' integers]), repeats allowed
+        sets: dict[tuple, tuple[list[int], list[int]]] = {}
         for (org, generation, minute), kinds in page.minute_members.items():
             for index, kind in enumerate(("client", "repository")):
                 if not kinds[index]:
                     continue
                 numbers = ids[(org, kind)]
-                bits = analytics_sets.of(numbers[name] for name in kinds[index])
+                found = [numbers[name] for name in kinds[index]]
                 for grain in ROLLUPS:
-                    row = sets.setdefault((org, generation, grain, bucket_start(minute, grain)), [0, 0])
-                    row[index] |= bits
+                    key = (org, generation, grain, bucket_start(minute, grain))
+                    row = sets.get(key)
+                    if row is None:
+                        row = sets[key] = ([], [])
+                    row[index].extend(found)
         spans: dict[tuple, list[int]] = {}   # (org, generation, grain) -> [first start, last start]
         for org, generation, grain, start in sets:
             span = spans.get((org, generation, grain))
@@ -183,13 +191,20 @@ class AnalyticsView(View):
                 spans[(org, generation, grain)] = [start, start]
             else:
                 span[0], span[1] = min(span[0], start), max(span[1], start)
+        stored: dict[tuple, tuple[bytes, bytes]] = {}   # the buckets' sets as stored before this page
         for (org, generation, grain), (first, last) in spans.items():
-            for start, *stored in self.member_sets(c, org, generation, grain, first, last):
-                row = sets.get((org, generation, grain, start))
-                if row is not None:
-                    for index, value in enumerate(stored):
-                        row[index] |= analytics_sets.decode(value)
-        self.put_member_sets(c, sorted((*key, *map(analytics_sets.encode, row)) for key, row in sets.items()))
+            for start, clients, repositories in self.member_sets(c, org, generation, grain, first, last):
+                if (org, generation, grain, start) in sets:
+                    stored[(org, generation, grain, start)] = (clients, repositories)
+        rows = []
+        for key, members in sets.items():
+            before = stored.get(key)
+            if before is None:
+                rows.append((*key, *map(analytics_sets.encode_members, members)))
+            else:
+                rows.append((*key, *(analytics_sets.encode(analytics_sets.of(new) | analytics_sets.decode(old))
+                                     for new, old in zip(members, before))))
+        self.put_member_sets(c, sorted(rows))
 
     def intern(self, c: Any, org: str, kind: str, names: list[str]) -> dict[str, int]:
         """{name: its integer} for these members of the org, numbering new ones in the order given after

@@ -13,9 +13,10 @@ A set is stored as whichever of two forms is smaller, told apart by the first by
 
 from __future__ import annotations
 
+import re
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from cachetools import LRUCache
 
@@ -29,6 +30,14 @@ def encode(bits: int) -> bytes:
     if 4 * count < dense:
         return bytes((SPARSE,)) + struct.pack(f"<{count}I", *members(bits))
     return bytes((DENSE,)) + bits.to_bytes(dense, "little")
+
+
+def encode_members(ids: Collection[int]) -> bytes:
+    """encode(of(ids)), without building the int for a sparse set (repeats allowed)."""
+    unique = sorted(set(ids))
+    if unique and 4 * len(unique) < unique[-1] // 8 + 1:
+        return bytes((SPARSE,)) + struct.pack(f"<{len(unique)}I", *unique)
+    return encode(of(unique))
 
 
 def decode(stored: bytes) -> int:
@@ -80,12 +89,29 @@ def of(ids: Iterable[int]) -> int:
     return int.from_bytes(bits, "little")
 
 
+# The positions of the set bits of each byte value, and the bytes of a set that hold any member.
+_BYTE_MEMBERS = tuple(tuple(bit for bit in range(8) if value >> bit & 1) for value in range(256))
+_NONZERO = re.compile(rb"[^\x00]")
+FEW_MEMBERS = 16   # up to this many: the lowest bit taken off at a time (each step a pass over the int)
+
+
 def members(bits: int) -> list[int]:
-    """The members' integers of a set, ascending."""
+    """The members' integers of a set, ascending.
+
+    A set of an org with 20,000 repositories spans 2.5 KB for the one or two members of a minute's bucket
+    (most of a rebuild's sets): a few members are taken off the int lowest first (~6 us for two, where a
+    Python step per byte took ~100 us); more, from the bytes holding any, which the regular expression
+    engine finds, not a Python step each."""
+    if bits.bit_count() <= FEW_MEMBERS:
+        out = []
+        while bits:
+            low = bits & -bits
+            out.append(low.bit_length() - 1)
+            bits ^= low
+        return out
     out, raw = [], bits.to_bytes((bits.bit_length() + 7) // 8, "little")
-    for index, byte in enumerate(raw):
-        while byte:
-            low = byte & -byte
-            out.append(index * 8 + low.bit_length() - 1)
-            byte ^= low
+    for found in _NONZERO.finditer(raw):
+        index = found.start()
+        base = index * 8
+        out.extend([base + bit for bit in _BYTE_MEMBERS[raw[index]]])
     return out

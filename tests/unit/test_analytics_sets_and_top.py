@@ -23,6 +23,15 @@ def test_a_set_comes_back_as_stored_in_its_smaller_form():
     assert few_of_many[0] == analytics_sets.SPARSE and len(few_of_many) == 9
 
 
+def test_members_given_as_integers_are_stored_as_their_set_would_be():
+    rng = random.Random(29)
+    for _ in range(500):
+        space = rng.choice((8, 300, 20_000, 100_000))
+        ids = [rng.randrange(space) for _ in range(rng.randrange(0, 60))]   # repeats too
+        assert analytics_sets.encode_members(ids) == analytics_sets.encode(analytics_sets.of(ids))
+    assert analytics_sets.encode_members([]) == analytics_sets.encode(0)
+
+
 def test_the_union_of_stored_sets_dense_and_sparse_counts_each_member_once():
     rng = random.Random(3)
     for _ in range(100):
