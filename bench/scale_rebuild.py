@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -93,19 +94,39 @@ def drop_database(url: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds every process on the machine has used since boot (user, nice, system; /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    return sum(int(value) for value in fields[:3]) / os.sysconf("SC_CLK_TCK")
+
+
+def wal_bytes(url: str | None) -> int | None:
+    """The bytes PostgreSQL has written to its WAL (pg_stat_wal, cluster-wide); None on SQLite."""
+    if not url:
+        return None
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        return int(conn.execute("SELECT wal_bytes FROM pg_stat_wal").fetchone()[0])
+
+
 def one_rebuild(checkout: Path, config: Path, database: str | None, names: list[str], prefix: str) -> dict:
-    """One rebuild of `names` (["all"]: every view in one pass) with `checkout`'s code, from the same events."""
+    """One rebuild of `names` (["all"]: every view in one pass) with `checkout`'s code, from the same events.
+    Besides the child's own figures: the whole machine's CPU seconds meanwhile (the rebuild's processes and
+    PostgreSQL's, with whatever else ran) and, on PostgreSQL, the WAL it wrote."""
     with tempfile.TemporaryDirectory(prefix=f"{prefix}-views-", dir="/var/tmp") as views_dir:
         url = database_copy(database, f"{prefix}_rebuild") if database else ""
         try:
+            wal, cpu = wal_bytes(url), machine_cpu_seconds()
             done = subprocess.run([sys.executable, "-c", CHILD, str(config), views_dir, url, ",".join(names)],
                                   cwd=checkout, capture_output=True, text=True)
+            cpu, wal_after = machine_cpu_seconds() - cpu, wal_bytes(url)
         finally:
             if url:
                 drop_database(url)
     if done.returncode:
         raise RuntimeError(f"rebuild {names} with {checkout} failed:\n{done.stderr[-4000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["machine_cpu"] = round(cpu, 1)
+    out["wal_mib"] = None if wal is None else round((wal_after - wal) / 2**20, 1)
     events = events_read(out["replayed"])
     out["events"] = events
     out["events_per_s"] = round(events / out["wall"])
@@ -115,20 +136,27 @@ def one_rebuild(checkout: Path, config: Path, database: str | None, names: list[
     return out
 
 
+def _median_of(runs: list[dict], key: str) -> str:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return f"{statistics.median(values):,.1f}" if values else "-"
+
+
 def markdown(document: dict) -> str:
     lines = [f"# Scale rebuild: {document['store']}", "",
              f"{document['started']} to {document['ended']}, {document['machine']['cores']} cores, "
              f"load before {document['load_before']}, after {document['load_after']}. Medians over "
              f"{document['rounds']} round(s), checkouts taking turns.", "",
-             "| rebuild | checkout | events | wall s | events/s | CPU s | load (1 min) at start |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| rebuild | checkout | events | wall s | events/s | CPU s | machine CPU s | WAL MiB | load (1 min) at start |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for what, by_checkout in document["results"].items():
         for label, runs in by_checkout.items():
             wall = statistics.median(r["wall"] for r in runs)
             cpu = statistics.median(r["cpu"] + r["child_cpu"] for r in runs)
             loads = ", ".join(f"{r['load_before'][0]:.1f}" for r in runs)
+            machine_cpu = _median_of(runs, "machine_cpu")
+            wal = _median_of(runs, "wal_mib")
             lines.append(f"| {what} | {label} | {runs[0]['events']:,} | {wall:.1f} | {runs[0]['events'] / wall:,.0f} | "
-                         f"{cpu:.1f} | {loads} |")
+                         f"{cpu:.1f} | {machine_cpu} | {wal} | {loads} |")
     ratios = document.get("ratios")
     if ratios:
         lines += ["", "Speed ratio (events/s of each checkout over the first's, medians):", ""]
@@ -173,7 +201,7 @@ def main() -> None:
                 out = one_rebuild(checkout, config, args.database or None, names, args.prefix)
                 results[",".join(names)][label].append(out)
                 say(f"  {out['events']:,} events in {out['wall']:.1f} s: {out['events_per_s']:,}/s, "
-                    f"CPU {out['cpu'] + out['child_cpu']:.1f} s; "
+                    f"CPU {out['cpu'] + out['child_cpu']:.1f} s (machine {out['machine_cpu']} s, WAL {out['wal_mib']} MiB); "
                     + ", ".join(f"{v} {f['write_s']} s" for v, f in out["views"].items()))
     ratios = {}
     if len(labels) > 1:

@@ -1,4 +1,4 @@
-"""Reading a page of an application's notifications for a replay, with a faster path for SQLite stores.
+"""Reading a page of an application's notifications for a replay, faster than the recorders' own.
 
 A rebuild reads the whole log once per process (twice when a second process rebuilds some views), and
 eventsourcing's SQLite `select_notifications` spent ~6.5 us of CPU per notification (1M pulls: ~6.5 s
@@ -7,8 +7,8 @@ checks) and each `Notification` built through its frozen dataclass `__init__` (o
 per field). The fast path runs the recorder's own query (the same columns, filters and order) with
 plain tuple rows, and builds the same objects directly: the UUID from the text's 16 bytes, the
 notification with its fields' dict in the dataclass's order. Equal, field for field and type for type,
-to what the recorder returns (tests/integration/test_page_reading.py). Anything else (PostgreSQL,
-another recorder class) reads through the recorder.
+to what the recorder returns (tests/integration/test_page_reading.py). PostgreSQL likewise, with the
+driver's tuple rows. Any other recorder class reads through the recorder.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any
 from uuid import UUID, SafeUUID
 
 from eventsourcing.persistence import Notification
+from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg.rows import tuple_row
 
 _new = object.__new__
 _set = object.__setattr__
@@ -30,8 +32,41 @@ def select_page(recorder: Any, start: int, limit: int, stop: int, topics: Sequen
     `recorder.select_notifications(start, limit, stop, topics, inclusive_of_start=False)`."""
     if isinstance(recorder, SQLiteApplicationRecorder):
         return _sqlite_page(recorder, start, limit, stop, topics)
+    if isinstance(recorder, PostgresApplicationRecorder):
+        bounded = getattr(recorder, "_bounded", None)   # infra/bounded_postgres.py's failure handling
+        if bounded is not None:
+            return bounded(_postgres_page, recorder, start, limit, stop, topics)
+        return _postgres_page(recorder, start, limit, stop, topics)
     return list(recorder.select_notifications(start=start, limit=limit, stop=stop, topics=list(topics),
                                               inclusive_of_start=False))
+
+
+def _postgres_page(recorder: PostgresApplicationRecorder, start: int, limit: int, stop: int,
+                   topics: Sequence[str]) -> list[Notification]:
+    """The recorder's query with tuple rows (its connections make a dict per row), the notifications built
+    as _sqlite_page builds them: ~4 % of a PostgreSQL rebuild's GIL time went to the dicts and the
+    dataclass's __init__ (py-spy, 1M pulls)."""
+    table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
+    statement = (f"SELECT notification_id, originator_id, originator_version, topic, state FROM {table} "
+                 "WHERE notification_id > %s AND notification_id <= %s ")
+    params: list[Any] = [start, stop]
+    if topics:
+        statement += "AND topic = ANY(%s) "
+        params.append(list(topics))
+    statement += "ORDER BY notification_id LIMIT %s"
+    params.append(limit)
+    with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+        cursor.execute(statement.encode(), params, prepare=True)
+        rows = cursor.fetchall()
+    page = []
+    append = page.append
+    for notification_id, originator_id, version, topic, state in rows:
+        notification = _new(Notification)
+        _set(notification, "__dict__", {"originator_id": originator_id, "originator_version": version, "topic": topic,
+                                        "state": state if type(state) is bytes else bytes(state),
+                                        "id": notification_id})
+        append(notification)
+    return page
 
 
 def _sqlite_page(recorder: SQLiteApplicationRecorder, start: int, limit: int, stop: int,

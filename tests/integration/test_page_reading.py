@@ -37,7 +37,7 @@ def test_pages_equal_the_recorders_notifications(env_factory, event_store_backen
     env = env_factory("pages")
     if id_type == "text":
         if event_store_backend == "postgres":
-            return   # the PostgreSQL path is the recorder's own: text ids are the SQLite case
+            return   # text ids are the SQLite case
         env = {**env, "ORIGINATOR_ID_TYPE": "text"}
     pulls = Pulls(env=env)
     try:
