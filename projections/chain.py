@@ -236,9 +236,12 @@ class PostgresChainView(PostgresView, ChainView):
                   (head.application, head.position, head.count, head.link))
 
     def add_links(self, c: Cursor, rows: list[tuple]) -> None:
-        with c.copy(self.sql(f"COPY {{chain_links}} ({ROW_COLUMNS}) FROM STDIN")) as copy:
+        # Binary, each value in its column's type (ROW_COLUMNS'): as the audit view's COPY (projections/audit.py).
+        with c.copy(self.sql(f"COPY {{chain_links}} ({ROW_COLUMNS}) FROM STDIN (FORMAT BINARY)")) as copy:
+            copy.set_types(["text", "bigint", "text", "bigint", "text", "bigint", "text"])
+            write = copy.write_row
             for row in rows:
-                copy.write_row(row)
+                write(row)
 
     def head(self, application: str) -> ChainHead:
         rows = self._query("SELECT position, n, link FROM {chain_heads} WHERE application = %s", (application,))
