@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.processes import OnLoopback, stop_process
+from tests.support.peers import on_a_free_port
 from tests.support.registry import free_port
 
 NGINX_BINARY = "nginx"
@@ -44,25 +45,35 @@ class Nginx(OnLoopback):
     def __init__(self, directory: Path, entrepot: str, blobs_dir: Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.entrepot, self.blobs_dir = entrepot, Path(blobs_dir)
         self.config_path = self.directory / "nginx.conf"
         self.log_path = self.directory / "nginx.log"
-        self.config_path.write_text(render(entrepot, Path(blobs_dir), self.port, self.directory))
         self.process: subprocess.Popen | None = None
+        self._choose_port()
+
+    def _choose_port(self) -> None:
+        self.port = free_port()
+        self.config_path.write_text(render(self.entrepot, self.blobs_dir, self.port, self.directory))
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
     def start(self, timeout: float = 15.0) -> Nginx:
+        return on_a_free_port(lambda: self._start(timeout), self._choose_port)
+
+    def _start(self, timeout: float) -> Nginx:
         with open(self.log_path, "ab") as log:
+            log_offset = log.tell()
             self.process = subprocess.Popen(
                 [NGINX_BINARY, "-p", str(self.directory), "-c", str(self.config_path), "-g", "daemon off;"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.process.returncode}:\n{self.log_path.read_text()}")
+                # This start's own lines: an earlier start's "Address already in use" must not make it retry.
+                output = self.log_path.read_bytes()[log_offset:].decode(errors="replace")
+                raise RuntimeError(f"nginx exited with {self.process.returncode}:\n{output}")
             try:
                 httpx.get(f"{self.url}/v2/", timeout=1)
                 return self

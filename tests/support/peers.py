@@ -7,8 +7,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -43,6 +44,26 @@ def _wait(process: subprocess.Popen, ready, what: str, log: Path, timeout: float
     raise RuntimeError(f"{what} did not start within {timeout}s:\n{log.read_text(errors='replace')[-2000:]}")
 
 
+T = TypeVar("T")
+
+# What a server's log says when free_port()'s guess was taken by another process before the server bound it.
+PORT_TAKEN = ("Address already in use", "address already in use", "Errno 98")
+
+
+def on_a_free_port(start_once: Callable[[], T], choose_port: Callable[[], None], attempts: int = 3) -> T:
+    """start_once(), again on another port (choose_port()) while the server exits because its port was taken:
+    free_port() only guesses, and with tests running in parallel another process may bind the port between
+    the guess and the server's own bind."""
+    for attempt in range(attempts):
+        try:
+            return start_once()
+        except RuntimeError as error:
+            if attempt == attempts - 1 or not any(text in str(error) for text in PORT_TAKEN):
+                raise
+            choose_port()
+    raise AssertionError("unreachable")
+
+
 def _stop(process: subprocess.Popen | None) -> None:
     stop_process(process)
 
@@ -52,11 +73,17 @@ class MotoS3:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.process: subprocess.Popen | None = None
+        self._choose_port()
+
+    def _choose_port(self) -> None:
         self.port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> MotoS3:
+        return on_a_free_port(self._start, self._choose_port)
+
+    def _start(self) -> MotoS3:
         log = self.directory / "moto.log"
         with open(log, "ab") as out:
             self.process = subprocess.Popen([MOTO_SERVER, "-H", "127.0.0.1", "-p", str(self.port)], cwd=self.directory,
@@ -90,11 +117,22 @@ class PrivateRedis:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.process: subprocess.Popen | None = None
+        self._started = False
+        self._choose_port()
+
+    def _choose_port(self) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> PrivateRedis:
+        if self._started:   # started again after a kill: on the same port, as a restarted Redis would be
+            return self._start()
+        started = on_a_free_port(self._start, self._choose_port)
+        self._started = True
+        return started
+
+    def _start(self) -> PrivateRedis:
         log = self.directory / "redis.log"
         with open(log, "ab") as out:
             self.process = subprocess.Popen(
@@ -123,13 +161,19 @@ class TinyProxy:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = directory / "tinyproxy.out"   # in the foreground, with no LogFile, it logs to stdout
         self.process: subprocess.Popen | None = None
+        self._choose_port()
+
+    def _choose_port(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> TinyProxy:
         require(self.BINARY)
+        return on_a_free_port(self._start, self._choose_port)
+
+    def _start(self) -> TinyProxy:
         config = self.directory / "tinyproxy.conf"
         # As root it drops to User/Group after opening its port; its stdout is our file, opened before.
         config.write_text(f"Port {self.port}\nListen 127.0.0.1\nTimeout 60\nMaxClients 64\nAllow 127.0.0.1\n"
