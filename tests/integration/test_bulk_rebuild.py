@@ -120,9 +120,9 @@ from infra.projection_runtime.rebuild import rebuild_many
 writes = 0
 write = bulk.Gathering.write
 
-def write_then_die(self):
+def write_then_die(self, *args, **kwargs):
     global writes
-    write(self)
+    write(self, *args, **kwargs)
     writes += 1
     if writes == 6:   # some views' gatherings are written, others are not: killed mid-rebuild
         os.kill(os.getpid(), signal.SIGKILL)

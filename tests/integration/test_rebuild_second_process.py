@@ -104,9 +104,9 @@ write = bulk.Gathering.write
 WRITING = os.environ["REBUILD_CHILD_PID"] + ".writing"   # the child has begun writing its views
 
 
-def write_then_die(self):
+def write_then_die(self, *args, **kwargs):
     global writes
-    write(self)
+    write(self, *args, **kwargs)
     writes += 1
     in_child = multiprocessing.parent_process() is not None   # not yet known while the child imports this file
     if VICTIM == "parent" and in_child:
