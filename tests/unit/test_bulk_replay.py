@@ -70,6 +70,24 @@ def test_after_a_failed_write_nothing_more_is_written_and_the_error_reaches_the_
     assert view.written == [("page", [1, 2, 3], 3)]
 
 
+def test_a_gathering_written_behind_that_fails_stops_the_writes_after_it_and_reaches_the_caller():
+    class FailingGatherings(FakeView):
+        def process_gathered(self, gathered, tracking, events=1):
+            if tracking.notification_id == 4:
+                raise RuntimeError("disk full")
+            super().process_gathered(gathered, tracking, events)
+
+    view = FailingGatherings()
+    writer = ViewWriter(view, gather_events=2)
+    with pytest.raises(RuntimeError, match="disk full"):
+        for batch in (page(Pulled, 1, 2), page(Pulled, 3, 4), page(Pulled, 5, 6), page(Dropped, 7, 7)):
+            writer.write(batch)
+        writer.finish()
+    writer.close()
+    # Written behind, one at a time and in order: nothing after the failed gathering reaches the view.
+    assert view.written == [("gathered", [1, 2], 2)]
+
+
 def test_read_ahead_yields_in_order_and_raises_the_producers_error():
     def produce():
         yield from range(5)
