@@ -73,6 +73,9 @@ class CacheRetention:
 
     def held(self, org: str) -> tuple[int, int]:
         """(images, bytes) the org still holds in the cache, pinned ones included."""
+        # Read after the view shows what was just cached: an image pulled a moment before a delete must
+        # still refuse the delete, not let it drop the org with that image cached.
+        self._settled()
         images = self._view.held_images(org, None)
         return len(images), sum(image.bytes for image in images)
 
