@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from application.admin import InvalidRequest
 from application.errors import OrgUnknown
-from domain.analytics import ALL_GENERATIONS, GRAINS, cover, minute_range
+from domain.analytics import ALL_GENERATIONS, GRAINS, MINUTE, at_kept_resolution, cover, minute_range
 from domain.traffic import quantile
 
 BASE_RESULTS = ("hit", "miss", "stale", "revalidated", "error")   # always reported, 0 when none
@@ -33,6 +33,9 @@ class AnalyticsReadModel(Protocol):
             generation: int | None = None) -> tuple[list[tuple], list[tuple]]: ...
 
     def orgs(self) -> list[str]: ...
+
+    def minute_floor(self) -> int:
+        """The first hour whose minute buckets the view keeps (0: all)."""
 
 
 def iso(at: float) -> str:
@@ -116,6 +119,10 @@ class Analytics:
             raise InvalidRequest("since must be before until", {"since": "must be before until"})
         return minute_range(since, until)
 
+    def _kept_range(self, since: float | None, until: float | None, span: float) -> tuple[int, int]:
+        """_range, widened to whole hours where it reaches back before the minute buckets kept."""
+        return at_kept_resolution(*self._range(since, until, span), self._view.minute_floor())
+
     def _check_org(self, org: str) -> None:
         if org not in self._known_orgs() and org not in self._view.orgs():
             raise OrgUnknown(f"no cache organization named {org!r}", org=org)
@@ -127,7 +134,7 @@ class Analytics:
                 generation: int | None = None) -> dict:
         """One org's figures over [since, until) (whole minutes), or every org's under "orgs"; of the
         latest generation of each org name unless `generation` (domain.analytics.ALL_GENERATIONS) says."""
-        lo, hi = self._range(since, until, DEFAULT_SPAN)
+        lo, hi = self._kept_range(since, until, DEFAULT_SPAN)
         if org is not None:
             self._check_org(org)
             totals = self._view.totals(cover(lo, hi), org, generation=generation)
@@ -170,6 +177,10 @@ class Analytics:
         lo, hi = lo // grain * grain, -(-hi // grain) * grain
         if (hi - lo) // grain > MAX_POINTS:
             raise InvalidRequest("too many points", {"bucket": f"at most {MAX_POINTS} points; use a coarser bucket"})
+        if grain == MINUTE and lo < (floor := self._view.minute_floor()):
+            message = (f"minute buckets are kept from {iso(floor)} on ([analytics] minute_days); older figures "
+                       "are in hour and day buckets")
+            raise InvalidRequest(message, {"since": f"from {iso(floor)} on for bucket=minute, or use bucket=hour"})
         self._check_org(org)
         return lo, hi, self._view.totals([(grain, lo, hi)], org, by_start=True, distinct=distinct,
                                          generation=generation, parts=parts)

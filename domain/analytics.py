@@ -8,6 +8,11 @@ ROLLUPS = (MINUTE, HOUR, DAY)                               # every event is add
 # Which generations of an org (domain.org.CacheOrg.Recreated) a query reads: None the latest of the
 # name (what a new org of a deleted one's name shows), a number that one, ALL_GENERATIONS all added up.
 ALL_GENERATIONS = 0
+# Minute buckets are kept for this many days back (the [analytics] minute_days setting; 0: forever). Older
+# pulls and traffic stay in their hour and day buckets: a year of minute buckets was most of the view's
+# rows and of a rebuild's writes (bench/results/2026-12-01-minute-window-s13.md), and nobody charts a
+# minute of last March.
+DEFAULT_MINUTE_DAYS = 14
 
 
 def parse_generation(text: str | None) -> int | None:
@@ -29,6 +34,23 @@ def bucket_start(at: float, grain: int) -> int:
 def minute_range(since: float, until: float) -> tuple[int, int]:
     """[since, until) widened to whole minutes: the finest resolution the rollups answer at."""
     return bucket_start(since, MINUTE), -bucket_start(-until, MINUTE)
+
+
+def minute_floor(now: float, days: float) -> int:
+    """The first hour whose minute buckets a view keeping `days` days of them (0: all) holds at `now`."""
+    if days <= 0:
+        return 0
+    return bucket_start(now - days * DAY, HOUR)
+
+
+def at_kept_resolution(since: int, until: int, floor: int) -> tuple[int, int]:
+    """[since, until) (whole minutes) widened to whole hours where it lies before `floor` (a whole hour):
+    there only hour and day buckets are kept, so that is the finest range they answer exactly."""
+    if since < floor:
+        since = bucket_start(since, HOUR)
+    if until < floor:
+        until = -bucket_start(-until, HOUR)
+    return since, until
 
 
 def cover(since: int, until: int, grains: tuple[int, ...] = (DAY, HOUR, MINUTE)) -> list[tuple[int, int, int]]:

@@ -45,6 +45,13 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     """
     data_dir = os.path.abspath(settings.data_dir)
     key = secret_key(data_dir, settings.secret_key)
+    env = _event_store_env(settings, data_dir, key)
+    # The views read their own settings from here too (View.configure): runners in other processes get them.
+    env["ANALYTICS_MINUTE_DAYS"] = str(settings.analytics.minute_days)
+    return env
+
+
+def _event_store_env(settings: Settings, data_dir: str, key: str) -> dict[str, str]:
     if not settings.database.url:
         env = embedded_env(data_dir)
         env.update(credentials_env(data_dir, key))

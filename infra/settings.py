@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta
 
+from domain.analytics import DEFAULT_MINUTE_DAYS
 from domain.org import InvalidOrgSettings, OrgSettings as DomainOrgSettings, validate_org_name
 from domain.org_settings import MAX_ORG_NAME, MAX_PASSWORD, derived_struct
 from domain.upstream_policy import OPERATOR, parse_networks
@@ -111,6 +112,8 @@ class RedisSettings(_Section, frozen=True):
 class AnalyticsSettings(_Section, frozen=True):
     # How often each process records its blob traffic (one event per org); a SIGKILL loses at most this much.
     traffic_interval_seconds: Annotated[float, Meta(gt=0, le=3600)] = 5.0
+    # Minute buckets are kept this many days back; older figures stay in hour and day buckets. 0: forever.
+    minute_days: Annotated[int, Meta(ge=0, le=36500)] = DEFAULT_MINUTE_DAYS
 
 
 class AuditSettings(_Section, frozen=True):

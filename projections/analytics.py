@@ -9,6 +9,12 @@ counts the members of the union of its buckets' sets. Those sets are read, merge
 per page (in a bulk rebuild, per gathering of pages) and bucket: only the Pulls runner writes them (the
 Registry runner's events have no members).
 Top lists over a range are exact too, without summing every day's rows (projections/analytics_top.py).
+
+Minute buckets are kept for the last [analytics] minute_days days only (domain.analytics.minute_floor):
+the view stores that floor (`analytics_minute_floor`), raises it as time goes on and forgets the minute
+rows below it a step at a time; a rebuild writes none below it. Queries read the stored floor and ask
+nothing finer than hours before it (application/analytics.py), so what a rebuild skipped and what the
+live view has not forgotten yet answer alike.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from eventsourcing.persistence import Tracking
 
 from domain.cache import CachedManifest
 from domain.org import CacheOrg
-from domain.analytics import ALL_GENERATIONS, DAY, MINUTE, ROLLUPS, bucket_start
+from domain.analytics import ALL_GENERATIONS, DAY, DEFAULT_MINUTE_DAYS, MINUTE, ROLLUPS, bucket_start, minute_floor
 from domain.pull import Pull
 from domain.traffic import TrafficReport
 from projections import analytics_sets
@@ -38,6 +44,11 @@ EVICTION_EVENTS: tuple[type, ...] = (CachedManifest.Evicted,)
 # A top list over more days than this sums every row (a statement per day range would be too long).
 MAX_TOP_DAYS = 2000
 MAX_PARAMETERS = 30_000   # per statement: SQLite takes at most 32,766
+# Minute rows below the floor are forgotten this much of their time range per page: the first page after an
+# upgrade would otherwise delete a year of them (millions of rows) in one transaction.
+FORGET_STEP = 2 * DAY
+# The tables with minute buckets (their (grain, start) indexes find those below the floor).
+MINUTE_TABLES = ("analytics_pulls", "analytics_traffic", "analytics_fills", "analytics_member_sets")
 
 # The traffic columns, added up per bucket; their order is the rows' order.
 TRAFFIC = ("bytes_served", "bytes_from_upstream", "blob_hits", "blob_misses", "fills", "fills_failed", "evictions")
@@ -56,7 +67,9 @@ class Totals:
 @dataclass
 class Page:
     """One page of events, or many pages gathered in a bulk rebuild, added up before it reaches the database.
-    Every key starts with (org, generation)."""
+    Every key starts with (org, generation). No minute bucket starting before `floor` is added (the view's
+    minute floor when the page began: AnalyticsView.minute_floor_now)."""
+    floor: int = 0
     pulls: Counter = field(default_factory=Counter)       # (org, generation, grain, start, result)
     traffic: dict = field(default_factory=dict)           # (org, generation, grain, start) -> Counter of TRAFFIC
     fills: Counter = field(default_factory=Counter)       # (org, generation, grain, start, bucket)
@@ -75,9 +88,20 @@ class Page:
     unresolved_evictions: dict = field(default_factory=dict)
 
     def add_traffic(self, org: str, generation: int, at: float, **values: int) -> None:
-        for grain in ROLLUPS:
+        for grain in self.grains(at):
             row = self.traffic.setdefault((org, generation, grain, bucket_start(at, grain)), Counter())
             row.update(values)
+
+    def grains(self, at: float) -> tuple[int, ...]:
+        """The rollups `at` is added to: all of them, or hours and days only before the floor."""
+        return ROLLUPS if at >= self.floor else ROLLUPS[1:]
+
+    def drop_minutes_before(self, floor: int) -> None:
+        """Leave out the minute buckets before `floor` (a floor raised after the page began)."""
+        self.floor = floor
+        for table in (self.pulls, self.traffic, self.fills):
+            for key in [key for key in table if key[2] == MINUTE and key[3] < floor]:
+                del table[key]
 
     def repository(self, org: str, generation: int, at: float, repository: str) -> list[int]:
         return self.repositories.setdefault((org, generation, bucket_start(at, DAY), repository), [0, 0])
@@ -102,13 +126,28 @@ class AnalyticsView(View):
     # logs, can be gathered and written at once (a bulk rebuild: infra/projection_runtime/bulk.py).
     gathers = handles
 
+    minute_days: float = DEFAULT_MINUTE_DAYS   # [analytics] minute_days (configure); 0: minutes kept forever
+    _forgotten_below: int = -1    # the floor below which no minute row was left when last looked (this process)
+
+    def configure(self, settings: Any) -> None:
+        days = settings.get("MINUTE_DAYS")
+        if days not in (None, ""):
+            self.minute_days = float(days)
+
     def process_page(self, c: Any, batch: Batch) -> None:
         self.gathered_page(c, batch)
 
     def gathering(self) -> Page:
-        return Page()
+        return Page(floor=self.minute_floor_now())
+
+    def minute_floor_now(self) -> int:
+        """The first hour whose minute buckets are kept, by the clock (0: all are)."""
+        return minute_floor(self.now(), self.minute_days)
 
     def write_gathered(self, c: Any, page: Page) -> None:
+        floor = self.keep_minutes_from(c, page.floor)
+        if floor > page.floor:
+            page.drop_minutes_before(floor)
         _add_pulls(page, page.pull_keys)
         page.pull_keys.clear()
         # An eviction of an org with no registration earlier in the page counts for the org's generation
@@ -147,7 +186,7 @@ class AnalyticsView(View):
                           bytes_from_upstream=sum(event.bytes_fetched.values()),
                           blob_hits=event.blob_pulls.get("hit", 0), blob_misses=event.blob_pulls.get("miss", 0),
                           fills=event.fills, fills_failed=event.fills_failed)
-            for grain in ROLLUPS:
+            for grain in c.grains(event.until):
                 for index, n in enumerate(event.fill_seconds):
                     if n:
                         c.fills[(event.org, generation, grain, bucket_start(event.until, grain), index)] += n
@@ -163,6 +202,25 @@ class AnalyticsView(View):
             c.registered[event.name] = generation
             c.seen(event.name, generation, generation)
 
+    def keep_minutes_from(self, c: Any, floor: int) -> int:
+        """Raise the stored minute floor to `floor` (or to what the clock says now, if later) and forget a
+        step of the minute rows below it; the floor the page's rows are written with."""
+        if not self.minute_days:
+            return 0
+        stored = self.stored_minute_floor(c)
+        floor = max(floor, self.minute_floor_now())
+        if floor > stored:
+            self.put_minute_floor(c, floor)
+        else:
+            floor = stored
+        if self._forgotten_below != floor:
+            oldest = self.oldest_minute(c)
+            if oldest is not None and oldest < floor:
+                self.forget_minutes(c, min(floor, oldest + FORGET_STEP))
+            else:   # looked again only once the floor rises: an hour from now
+                self._forgotten_below = floor
+        return floor
+
     def write_member_sets(self, c: Any, page: Page) -> None:
         """Number the page's new members, then add the page's members to each of their buckets' sets.
 
@@ -173,12 +231,13 @@ class AnalyticsView(View):
         # (org, generation, grain, start) -> ([clients' integers], [repositories' integers]), repeats allowed
         sets: dict[tuple, tuple[list[int], list[int]]] = {}
         for (org, generation, minute), kinds in page.minute_members.items():
+            grains = page.grains(minute)   # before the floor, the minute's members go to its hour and day only
             for index, kind in enumerate(("client", "repository")):
                 if not kinds[index]:
                     continue
                 numbers = ids[(org, kind)]
                 found = [numbers[name] for name in kinds[index]]
-                for grain in ROLLUPS:
+                for grain in grains:
                     key = (org, generation, grain, bucket_start(minute, grain))
                     row = sets.get(key)
                     if row is None:
@@ -251,6 +310,18 @@ class AnalyticsView(View):
 
     @abstractmethod
     def add_images(self, c: Any, rows: list[tuple]) -> None: """(org, generation, day, repository, reference, pulls)."""
+
+    @abstractmethod
+    def stored_minute_floor(self, c: Any) -> int: """The stored minute floor (0 when none is)."""
+
+    @abstractmethod
+    def put_minute_floor(self, c: Any, floor: int) -> None: """Store the minute floor."""
+
+    @abstractmethod
+    def oldest_minute(self, c: Any) -> int | None: """The earliest start of any minute row (None: there is none)."""
+
+    @abstractmethod
+    def forget_minutes(self, c: Any, before: int) -> None: """Delete every minute row starting before `before`."""
 
     @abstractmethod
     def add_repositories(self, c: Any, rows: list[tuple]) -> None: """(org, generation, day, repository, pulls, bytes)."""
@@ -421,6 +492,11 @@ class AnalyticsView(View):
                 out[key] = tuple(int(value) for value in row[width:])
         return out
 
+    def minute_floor(self) -> int:
+        """The first hour whose minute buckets are kept (0: every one): before it, read hours and days."""
+        rows = self._rows("SELECT floor FROM {analytics_minute_floor}", [])
+        return int(rows[0][0]) if rows else 0
+
     def latest_generation(self, org: str) -> int:
         """The org's latest generation as far as the view has read (1 before any)."""
         rows = self._rows("SELECT latest FROM {analytics_generations} WHERE org = %s", [org])
@@ -472,7 +548,7 @@ def _add_pulls(page: Page, pulls: Counter) -> None:
     for (org, generation, minute, result, client, repository, reference), n in pulls.items():
         known = starts.get(minute)
         if known is None:
-            known = starts[minute] = (tuple((grain, bucket_start(minute, grain)) for grain in ROLLUPS),
+            known = starts[minute] = (tuple((grain, bucket_start(minute, grain)) for grain in page.grains(minute)),
                                       bucket_start(minute, DAY))
         grains, day = known
         for grain, start in grains:

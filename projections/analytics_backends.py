@@ -6,12 +6,13 @@ from eventsourcing.sqlite import SQLiteCursor
 from psycopg import Connection, Cursor
 from psycopg.rows import tuple_row
 
-from projections.analytics import TRAFFIC, AnalyticsView
+from projections.analytics import MINUTE_TABLES, TRAFFIC, AnalyticsView
+from domain.analytics import MINUTE
 from projections.base import SqliteView
 from projections.postgres_view import PostgresView, read_with_retry
 
 TABLES = ("analytics_pulls", "analytics_traffic", "analytics_fills", "analytics_member_ids", "analytics_member_sets",
-          "analytics_images", "analytics_repositories", "analytics_generations")
+          "analytics_images", "analytics_repositories", "analytics_generations", "analytics_minute_floor")
 # 2: generation (the org's, domain.org.CacheOrg.Recreated) in every key; 3: members as numbered sets per
 # bucket (analytics_member_ids, analytics_member_sets) instead of a row per member and bucket, and the
 # indexes of the every-org summary and of top lists
@@ -42,6 +43,9 @@ SCHEMA = (
     "pulls {int} NOT NULL, bytes {int} NOT NULL, PRIMARY KEY (org, generation, day, repository){cover_pulls_bytes}){rowid}",
     "CREATE TABLE IF NOT EXISTS {analytics_generations} (org {text} PRIMARY KEY, registered {int} NOT NULL, "
     "latest {int} NOT NULL){rowid}",
+    # One row: minute buckets from `floor` on are kept whole (projections/analytics.py). Added without a new
+    # schema version: a view without it keeps every minute, which is what floor 0 says.
+    "CREATE TABLE IF NOT EXISTS {analytics_minute_floor} (id {int} PRIMARY KEY, floor {int} NOT NULL){rowid}",
     # The indexes in the order a page writes the tables (pulls, traffic, fills, member ids and sets, images,
     # repositories): on PostgreSQL each CREATE INDEX IF NOT EXISTS of a view's open locks its table, and
     # another order would deadlock with a runner's page.
@@ -83,6 +87,8 @@ def _upserts(placeholder: str) -> dict[str, str]:
         "repositories": f"INSERT INTO {{analytics_repositories}} AS t VALUES ({values(6)}) "
                         "ON CONFLICT (org, generation, day, repository) DO UPDATE SET pulls = t.pulls + excluded.pulls, "
                         "bytes = t.bytes + excluded.bytes",
+        "minute_floor": f"INSERT INTO {{analytics_minute_floor}} AS t VALUES (1, {placeholder}) "
+                        "ON CONFLICT (id) DO UPDATE SET floor = excluded.floor",
         # Both runners raise these, never lower them: the writes commute.
         "generations": f"INSERT INTO {{analytics_generations}} AS t VALUES ({values(3)}) ON CONFLICT (org) DO UPDATE "
                        "SET registered = {max}(t.registered, excluded.registered), latest = {max}(t.latest, excluded.latest)",
@@ -181,6 +187,25 @@ class SqliteAnalyticsView(SqliteView, AnalyticsView):
         row = c.fetchone()
         return int(row[0]) if row else 1
 
+    def stored_minute_floor(self, c: SQLiteCursor) -> int:
+        c.execute("SELECT floor FROM analytics_minute_floor")
+        row = c.fetchone()
+        return int(row[0]) if row else 0
+
+    def put_minute_floor(self, c: SQLiteCursor, floor: int) -> None:
+        c.execute(self._sql["minute_floor"], (floor,))
+
+    def oldest_minute(self, c: SQLiteCursor) -> int | None:
+        starts = []
+        for table in MINUTE_TABLES:
+            c.execute(f"SELECT min(start) FROM {table} WHERE grain = ?", (MINUTE,))
+            starts.append(c.fetchone()[0])
+        return min((start for start in starts if start is not None), default=None)
+
+    def forget_minutes(self, c: SQLiteCursor, before: int) -> None:
+        for table in MINUTE_TABLES:
+            c.execute(f"DELETE FROM {table} WHERE grain = ? AND start < ?", (MINUTE, before))
+
     def _rows(self, text: str, params: list, serial: bool = False) -> list[tuple]:
         return [tuple(row) for row in self._query(text.format(**self._names).replace("%s", "?"), params)]
 
@@ -194,6 +219,7 @@ class PostgresAnalyticsView(PostgresView, AnalyticsView):
     schema = _schema("text NOT NULL", "bigint", "bytea", "", {name: "{" + name + "}" for name in (*TABLES, *INDEXES)},
                      _POSTGRES_COVERS)
     _upsert = {kind: text.replace("{max}", "GREATEST") for kind, text in _source_upserts().items()}
+    _minute_floor = _upserts("%s")["minute_floor"]
 
     def _add(self, c: Cursor, kind: str, rows: list[tuple]) -> None:
         self.write_rows(c, self._upsert[kind], _COLUMN_TYPES[kind], rows)
@@ -242,6 +268,23 @@ class PostgresAnalyticsView(PostgresView, AnalyticsView):
         c.execute(self.sql("SELECT registered FROM {analytics_generations} WHERE org = %s"), (org,))
         row = c.fetchone()
         return int(row["registered"] if isinstance(row, dict) else row[0]) if row else 1
+
+    def stored_minute_floor(self, c: Cursor) -> int:
+        c.execute(self.sql("SELECT floor FROM {analytics_minute_floor}"))
+        row = c.fetchone()
+        return int(row["floor"]) if row else 0
+
+    def put_minute_floor(self, c: Cursor, floor: int) -> None:
+        c.execute(self.sql(self._minute_floor), (floor,))
+
+    def oldest_minute(self, c: Cursor) -> int | None:
+        c.execute(self.sql(" UNION ALL ".join(f"(SELECT min(start) AS start FROM {{{table}}} WHERE grain = {MINUTE})"
+                                              for table in MINUTE_TABLES)))
+        return min((row["start"] for row in c.fetchall() if row["start"] is not None), default=None)
+
+    def forget_minutes(self, c: Cursor, before: int) -> None:
+        for table in MINUTE_TABLES:
+            c.execute(self.sql(f"DELETE FROM {{{table}}} WHERE grain = {MINUTE} AND start < %s"), (before,))
 
     def _rows(self, text: str, params: list, serial: bool = False) -> list[tuple]:
         if not serial:

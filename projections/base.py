@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -41,6 +42,13 @@ class View(TrackingRecorder, ABC):
     # Secondary indexes the view's own writes look rows up by: a bulk rebuild keeps them (drop_indexes), as
     # without them each event's lookup scans the table and the rebuild grows with the square of the view.
     written_through: ClassVar[tuple[str, ...]] = ()
+
+    # The clock of what a view keeps by age (analytics' minute buckets); a replay to an instant sets it there.
+    now: Callable[[], float] = staticmethod(time.time)
+
+    def configure(self, settings: Any) -> None:
+        """Take the view's own settings (an eventsourcing Environment keyed by the view's name, e.g.
+        ANALYTICS_MINUTE_DAYS) when it is opened; most views have none."""
 
     def archive_covered(self, application: str) -> int | None:
         """For a view that does not take archived events but must account for them before it takes the

@@ -48,11 +48,15 @@ def open_view(name: str, env: dict | None, version: int | None = None, follow_li
     unless `follow_live` is False. SQLite has one version only.
     """
     cls = view_class(name, backend(env, name))
+    settings = projection_env(name, env)
     if not issubclass(cls, PostgresView):
-        return InfrastructureFactory.construct(env=projection_env(name, env)).tracking_recorder(cls)
+        view = InfrastructureFactory.construct(env=settings).tracking_recorder(cls)
+        view.configure(settings)
+        return view
     datastore = datastores.acquire({**os.environ, **(env or {})})
     try:
         view = cls(datastore, version=version, follow_live=follow_live, release=datastores.release)
+        view.configure(settings)
         view.create_table()
     except BaseException:
         datastores.release(datastore)

@@ -105,6 +105,8 @@ def _replay_view(name: str, env: dict, apps: dict[str, Application], scratch: Pa
                             f"{prefix}_SQLITE_DBNAME": str(scratch / f"{name}.db")})
     # This copy is the only one the file has: it holds the archived pulls too (module docstring).
     view.takes_archived = True
+    # What a view keeps by age (analytics' minute buckets), it keeps as it did at the instant.
+    view.now = lambda: until
     try:
         topics = spec(name).handled_topics()
         return {cls.name: replay(view, apps[cls.name], topics, page_size, until=until, archive=archive)

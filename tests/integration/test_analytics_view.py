@@ -20,7 +20,7 @@ T0 = 1_764_460_800          # 2025-11-30T00:00:00Z, a day boundary
 
 @pytest.fixture
 def view(env_factory):
-    opened = open_view("analytics", env_factory("main"))
+    opened = open_view("analytics", env_factory("main"))   # minute buckets kept forever (env_factory)
     yield opened
     opened.close()
 

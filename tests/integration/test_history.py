@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from domain.analytics import DEFAULT_MINUTE_DAYS, HOUR, minute_floor
 from infra.projection_runtime import open_view
 from infra.projection_runtime.point_in_time import ReplayTargetExists, replay_until
 from infra.settings import AnalyticsSettings, DatabaseSettings, OrgSettings, Settings
@@ -212,8 +213,14 @@ def test_replay_to_an_instant_equals_the_live_views_then(history, tmp_path):
     report = replay_until(history.env, history.snapshot_at, out)
     assert report.out == out
     replayed = file_tables(out)
+    # The analytics view's minute floor follows the clock: the replay's is the one of the instant; the live
+    # view's, of its last page a moment before it (an hour earlier when an hour began in between).
+    floor = minute_floor(history.snapshot_at, DEFAULT_MINUTE_DAYS)
+    assert replayed.pop("analytics_minute_floor") == [(1, floor)]
+    assert history.snapshot["analytics_minute_floor"][0][1] in (floor, floor - HOUR)
     for table, rows in history.snapshot.items():
-        assert replayed.pop(table) == rows, table
+        if table != "analytics_minute_floor":
+            assert replayed.pop(table) == rows, table
     info = dict(sqlite3.connect(out).execute("SELECT key, value FROM replay_info").fetchall())
     assert float(info["until_epoch"]) == history.snapshot_at
     # Robots as they stood: `ci` existed, `late` did not yet.

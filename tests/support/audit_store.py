@@ -14,5 +14,7 @@ def config_for(env: dict, tmp_path: Path, extra: str = "") -> Path:
         text = (f'[server]\ndata_dir = "{tmp_path / "d"}"\nsecret_key = "{"k" * 44}"\n[database]\n'
                 f'url = "postgresql://{env["POSTGRES_USER"]}@{env["POSTGRES_HOST"]}:{env["POSTGRES_PORT"]}/'
                 f'{env["POSTGRES_DBNAME"]}"\nschema = "{env["POSTGRES_SCHEMA"]}"\n')
+    if "ANALYTICS_MINUTE_DAYS" in env:   # as the env's runners keep them (env_factory: forever)
+        text += f'[analytics]\nminute_days = {env["ANALYTICS_MINUTE_DAYS"]}\n'
     config.write_text(text + extra)
     return config

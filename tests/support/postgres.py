@@ -59,6 +59,9 @@ def postgres_env_factory(postgres_url) -> Callable[[str], dict[str, str]]:
     return make
 
 
+KEEP_MINUTES = {"ANALYTICS_MINUTE_DAYS": "0"}
+
+
 @pytest.fixture(params=BACKENDS)
 def event_store_backend(request) -> str:
     return request.param
@@ -66,8 +69,13 @@ def event_store_backend(request) -> str:
 
 @pytest.fixture
 def env_factory(request, event_store_backend, tmp_path) -> Callable[[str], dict[str, str]]:
-    """Call it with a tag: a fresh, separate event store and read model on the test's backend."""
+    """Call it with a tag: a fresh, separate event store and read model on the test's backend.
+
+    Its analytics view keeps minute buckets forever (KEEP_MINUTES): these tests' pulls are dated in 1970 or
+    2025, and a view comparing its rows with a rebuild's must not depend on the hour of the clock
+    (tests/integration/test_minute_floor.py tests the window)."""
     if event_store_backend == "sqlite":
-        return lambda tag="main": embedded_env(tmp_path / tag)
+        return lambda tag="main": {**embedded_env(tmp_path / tag), **KEEP_MINUTES}
     # Looked up only now, so the SQLite variants neither need nor skip for PostgreSQL.
-    return request.getfixturevalue("postgres_env_factory")
+    make = request.getfixturevalue("postgres_env_factory")
+    return lambda tag="main": {**make(tag), **KEEP_MINUTES}

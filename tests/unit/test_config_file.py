@@ -26,6 +26,8 @@ def config(tmp_path, text: str) -> str:
     ('[storage]\nmin_free_bytes = 2048\nlow_free_bytes = 1024\n',
      "[storage] low_free_bytes (1024) must be at least min_free_bytes (2048)"),
     ('[cache]\nsize = 1\n', "unknown key 'cache'"),
+    ('[analytics]\nminute_days = -1\n', "[analytics] minute_days: expected an integer >= 0, got -1"),
+    ('[analytics]\nminute_days = 1.5\n', "[analytics] minute_days: expected an integer"),
     ('[server]\ntrusted_proxies = ["nginx"]\n', "[server] trusted_proxies: 'nginx' is not an IP address"),
     ('[storage]\naccel_redirect = "_entrepot/blobs"\n', "[storage] accel_redirect: expected a string matching"),
     ('[storage]\naccel_redirect = "/blobs/ x/"\n', "[storage] accel_redirect: expected a string matching"),
@@ -45,6 +47,14 @@ def test_a_wrong_key_or_type_is_one_line_naming_the_file_and_the_key(tmp_path, t
         load_settings(config(tmp_path, text))
     assert str(raised.value).startswith(f"{tmp_path / 'entrepot.toml'}: "), str(raised.value)
     assert message in str(raised.value) and "\n" not in str(raised.value), str(raised.value)
+
+
+def test_minute_buckets_are_kept_two_weeks_by_default_and_the_setting_reaches_every_view(tmp_path):
+    from infra.persistence import event_store_env
+    assert load_settings(config(tmp_path, "")).analytics.minute_days == 14
+    settings = load_settings(config(tmp_path, "[analytics]\nminute_days = 0\n"), data_dir=str(tmp_path / "d"))
+    assert settings.analytics.minute_days == 0
+    assert event_store_env(settings)["ANALYTICS_MINUTE_DAYS"] == "0"
 
 
 def test_integers_are_accepted_for_seconds_given_as_numbers(tmp_path):
