@@ -74,7 +74,7 @@ class Page:
     traffic: dict = field(default_factory=dict)           # (org, generation, grain, start) -> Counter of TRAFFIC
     fills: Counter = field(default_factory=Counter)       # (org, generation, grain, start, bucket)
     # (org, generation, minute) -> ({client: None}, {repository: None}): each minute's members; the hour's
-    # and the day's sets are the union of their minutes'.
+    # and the day's sets are the union of their minutes'. Before the floor, keyed by the minute's hour.
     minute_members: dict = field(default_factory=dict)
     # (org, kind) -> {member: None} in order of first appearance: new members are numbered in that order.
     member_order: dict = field(default_factory=dict)
@@ -543,19 +543,22 @@ def _add_pulls(page: Page, pulls: Counter) -> None:
         page.seen(org, generation)
     counts, minutes, order = page.pulls, page.minute_members, page.member_order
     images, repositories = page.images, page.repositories
-    starts: dict[int, tuple[tuple[tuple[int, int], ...], int]] = {}   # minute -> ((grain, start), ...), day
+    # minute -> ((grain, start), ...), day, the bucket its members are gathered in: the minute, or before the
+    # floor its hour (whose members are all its hour and day sets need).
+    starts: dict[int, tuple[tuple[tuple[int, int], ...], int, int]] = {}
     # Iterated in order of each key's first pull, so each member's first key comes in log order.
     for (org, generation, minute, result, client, repository, reference), n in pulls.items():
         known = starts.get(minute)
         if known is None:
-            known = starts[minute] = (tuple((grain, bucket_start(minute, grain)) for grain in page.grains(minute)),
-                                      bucket_start(minute, DAY))
-        grains, day = known
+            grains = page.grains(minute)
+            known = starts[minute] = (tuple((grain, bucket_start(minute, grain)) for grain in grains),
+                                      bucket_start(minute, DAY), minute if MINUTE in grains else bucket_start(minute, grains[0]))
+        grains, day, members_at = known
         for grain, start in grains:
             counts[(org, generation, grain, start, result)] += n
-        seen = minutes.get((org, generation, minute))
+        seen = minutes.get((org, generation, members_at))
         if seen is None:
-            seen = minutes[(org, generation, minute)] = ({}, {})
+            seen = minutes[(org, generation, members_at)] = ({}, {})
             for kind in ("client", "repository"):
                 order.setdefault((org, kind), {})
         if client:
