@@ -73,7 +73,11 @@ def test_org_commands_create_list_show_update_and_delete_an_organization(server,
     ok(entrepot(server, "org", "update", "mirror", "--namespace", "library", "--default"))
     httpx.get(f"{server.url}/v2/alpine/manifests/3.19", headers=ACCEPT, timeout=10).raise_for_status()  # root path
 
-    shown = ok(entrepot(server, "org", "show", "mirror"))
+    # The tags view shows the pull a moment later (projections trail the event store).
+    deadline = time.monotonic() + 15
+    while "1 in 1 repositories" not in (shown := ok(entrepot(server, "org", "show", "mirror"))) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
     settings = {line[:24].strip(): line[24:] for line in shown.splitlines()[:14]}
     assert settings["namespace"] == "library" and settings["default"] == "yes"
     assert settings["staleness seconds"] == "60s" and "s3cret" not in shown
