@@ -35,7 +35,7 @@ from domain.pull import Pull
 from domain.traffic import TrafficReport
 from projections import analytics_sets
 from projections.analytics_top import exact_top
-from projections.base import Batch, View
+from projections.base import AGGREGATE_GATHERING_SCALE, Batch, View
 
 # Evictions (issue 10): an image leaves the cache as CachedManifest.Evicted; an index's children record it
 # too (their `image` is the index), so only the event of the image itself is counted.
@@ -125,6 +125,7 @@ class AnalyticsView(View):
     # Every event folds into a Page (sums, maxima, member sets ORed), so any number of pages, even of both
     # logs, can be gathered and written at once (a bulk rebuild: infra/projection_runtime/bulk.py).
     gathers = handles
+    gathering_scale = AGGREGATE_GATHERING_SCALE   # a row per key, not per event (View.gathering_scale)
 
     minute_days: float = DEFAULT_MINUTE_DAYS   # [analytics] minute_days (configure); 0: minutes kept forever
     _forgotten_below: int = -1    # the floor below which no minute row was left when last looked (this process)

@@ -17,6 +17,8 @@ from eventsourcing.utils import get_topic
 log = logging.getLogger(__name__)
 
 Batch = Sequence[tuple[Any, Tracking]]  # (domain event, its position) in notification order
+# View.gathering_scale of the views that add events up per key (analytics, blobs, counters, retention).
+AGGREGATE_GATHERING_SCALE = 4
 
 
 class View(TrackingRecorder, ABC):
@@ -39,6 +41,11 @@ class View(TrackingRecorder, ABC):
     # page's tracking, in one transaction. Gathering pages must write what writing them one by one writes
     # (sums, maxima, last-wins, rows in order). Empty: the view writes page by page.
     gathers: ClassVar[tuple[type, ...]] = ()
+    # How many times a bulk rebuild's gathering size (rebuild.REBUILD_BULK_EVENTS) this view gathers before
+    # writing: a view whose gathering holds a row per key (an image's pull stats, a bucket's sums) rather
+    # than per event writes each key once per gathering, so larger gatherings write fewer rows for the same
+    # events, at little more memory. Views that hold every event's row (audit, chain) keep 1.
+    gathering_scale: ClassVar[int] = 1
     # Secondary indexes the view's own writes look rows up by: a bulk rebuild keeps them (drop_indexes), as
     # without them each event's lookup scans the table and the rebuild grows with the square of the view.
     written_through: ClassVar[tuple[str, ...]] = ()

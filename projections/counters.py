@@ -15,7 +15,7 @@ from eventsourcing.sqlite import SQLiteCursor
 from psycopg import Cursor
 
 from domain.pull import Pull
-from projections.base import Batch, SqliteView, View
+from projections.base import AGGREGATE_GATHERING_SCALE, Batch, SqliteView, View
 from projections.postgres_view import PostgresView
 
 
@@ -24,6 +24,7 @@ class CountersView(View):
     handles = (Pull.Recorded,)
     follows = ("Pulls",)
     gathers = (Pull.Recorded,)
+    gathering_scale = AGGREGATE_GATHERING_SCALE   # a row per key, not per event (View.gathering_scale)
 
     def process_page(self, c: Any, batch: Batch) -> None:
         # A page of pulls is a handful of (org, result) pairs: one upsert per pair, not per pull.

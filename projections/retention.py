@@ -35,7 +35,7 @@ from domain.org import CacheOrg
 from domain.pull import Pull
 from domain.retention import (ORDER_TIEBREAK, CacheFlush, Candidate, ImagePin, StoredBlob, add_weight,
                               eviction_order, pull_weight)
-from projections.base import Batch, View
+from projections.base import AGGREGATE_GATHERING_SCALE, Batch, View
 
 # What a page's pulls set on an images row already there (the new score is folded in Python). A row of an
 # earlier org of the name (generation) starts again from these pulls: a new org inherits no pull counts.
@@ -123,6 +123,7 @@ class RetentionView(View):
     # Pulls only: their stats commute with the rest, and _count_pulls folds them in log order whatever the
     # pages (the Registry events, which read and write many tables, are written page by page).
     gathers = (Pull.Recorded,)
+    gathering_scale = AGGREGATE_GATHERING_SCALE   # a row per key, not per event (View.gathering_scale)
 
     def gathering(self) -> dict[tuple[str, str, str], list]:
         return {}

@@ -87,7 +87,8 @@ class ViewWriter:
 
     def __init__(self, view: View, gather_events: int, depth: int = 2) -> None:
         self.view, self.depth = view, depth
-        self.gathering = Gathering(view, gather_events) if gather_events and view.gathers else None
+        self.gathering = (Gathering(view, gather_events * view.gathering_scale) if gather_events and view.gathers
+                          else None)
         # Spent writing, in the writer's thread: with gatherings written behind, gathering and waiting for the
         # write in flight (the view's own path through the replay), not the behind writes themselves.
         self.seconds = 0.0

@@ -22,6 +22,7 @@ class FakeView:
     name = "fake"
     handles = (Pulled, Dropped)
     gathers = (Pulled,)
+    gathering_scale = 1
 
     def __init__(self, fail_on: int | None = None) -> None:
         self.written: list[tuple[str, list[int], int]] = []   # (how, positions, tracked at)
