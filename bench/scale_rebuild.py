@@ -64,6 +64,9 @@ wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 children = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"replayed": replayed, "seconds": spent, "wall": wall, "cpu": cpu,
                   "child_cpu": children.ru_utime + children.ru_stime,
+                  # Peak resident memory (KiB on Linux) of the rebuilding process and of its largest child.
+                  "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                  "child_max_rss_mib": round(children.ru_maxrss / 1024),
                   "load_before": load, "load_after": os.getloadavg()}))
 """
 
@@ -146,8 +149,9 @@ def markdown(document: dict) -> str:
              f"{document['started']} to {document['ended']}, {document['machine']['cores']} cores, "
              f"load before {document['load_before']}, after {document['load_after']}. Medians over "
              f"{document['rounds']} round(s), checkouts taking turns.", "",
-             "| rebuild | checkout | events | wall s | events/s | CPU s | machine CPU s | WAL MiB | load (1 min) at start |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| rebuild | checkout | events | wall s | events/s | CPU s | machine CPU s | WAL MiB | peak RSS MiB (child)"
+             "| load (1 min) at start |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for what, by_checkout in document["results"].items():
         for label, runs in by_checkout.items():
             wall = statistics.median(r["wall"] for r in runs)
@@ -155,8 +159,10 @@ def markdown(document: dict) -> str:
             loads = ", ".join(f"{r['load_before'][0]:.1f}" for r in runs)
             machine_cpu = _median_of(runs, "machine_cpu")
             wal = _median_of(runs, "wal_mib")
+            rss = (f"{max(r['max_rss_mib'] for r in runs):,} ({max(r['child_max_rss_mib'] for r in runs):,})"
+                   if all("max_rss_mib" in r for r in runs) else "-")
             lines.append(f"| {what} | {label} | {runs[0]['events']:,} | {wall:.1f} | {runs[0]['events'] / wall:,.0f} | "
-                         f"{cpu:.1f} | {machine_cpu} | {wal} | {loads} |")
+                         f"{cpu:.1f} | {machine_cpu} | {wal} | {rss} | {loads} |")
     ratios = document.get("ratios")
     if ratios:
         lines += ["", "Speed ratio (events/s of each checkout over the first's, medians):", ""]
@@ -201,7 +207,8 @@ def main() -> None:
                 out = one_rebuild(checkout, config, args.database or None, names, args.prefix)
                 results[",".join(names)][label].append(out)
                 say(f"  {out['events']:,} events in {out['wall']:.1f} s: {out['events_per_s']:,}/s, "
-                    f"CPU {out['cpu'] + out['child_cpu']:.1f} s (machine {out['machine_cpu']} s, WAL {out['wal_mib']} MiB); "
+                    f"CPU {out['cpu'] + out['child_cpu']:.1f} s (machine {out['machine_cpu']} s, WAL {out['wal_mib']} MiB, "
+                    f"peak RSS {out.get('max_rss_mib')} MiB, child {out.get('child_max_rss_mib')} MiB); "
                     + ", ".join(f"{v} {f['write_s']} s" for v, f in out["views"].items()))
     ratios = {}
     if len(labels) > 1:
