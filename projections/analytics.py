@@ -30,7 +30,7 @@ from eventsourcing.persistence import Tracking
 
 from domain.cache import CachedManifest
 from domain.org import CacheOrg
-from domain.analytics import ALL_GENERATIONS, DAY, DEFAULT_MINUTE_DAYS, MINUTE, ROLLUPS, bucket_start, minute_floor
+from domain.analytics import ALL_GENERATIONS, DAY, DEFAULT_MINUTE_DAYS, HOUR, MINUTE, ROLLUPS, bucket_start, minute_floor
 from domain.pull import Pull
 from domain.traffic import TrafficReport
 from projections import analytics_sets
@@ -538,40 +538,47 @@ def _pull_key(event: Any) -> tuple:
 def _add_pulls(page: Page, pulls: Counter) -> None:
     """Add pulls counted per _pull_key to every rollup (a minute's start is in the same hour and day as its pulls).
 
-    The hot loop of a rebuild (every distinct pull key of a page): each minute's hour and day starts are
-    worked out once, and the page's tables are bound to locals."""
+    The hot loop of a rebuild (every distinct pull key of a page, nearly one per pull at a large site): each
+    minute's buckets are worked out once, the page's tables are bound to locals, and pulls are counted at
+    their finest bucket kept (the minute, or before the floor its hour) first, then added to the coarser
+    rollups once per bucket and result rather than once per key."""
     for org, generation in {(key[0], key[1]) for key in pulls}:   # once per org, not per key
         page.seen(org, generation)
-    counts, minutes, order = page.pulls, page.minute_members, page.member_order
+    minutes, order = page.minute_members, page.member_order
     images, repositories = page.images, page.repositories
-    # minute -> ((grain, start), ...), day, the bucket its members are gathered in: the minute, or before the
-    # floor its hour (whose members are all its hour and day sets need).
-    starts: dict[int, tuple[tuple[tuple[int, int], ...], int, int]] = {}
+    floor = page.floor
+    finest: Counter = Counter()   # (org, generation, finest bucket start, result) -> pulls
+    # minute -> (its finest bucket kept, which also gathers its members; its day)
+    starts: dict[int, tuple[int, int]] = {}
+    orders: dict[str, tuple[dict, dict]] = {}   # org -> its clients and repositories in order of first appearance
     # Iterated in order of each key's first pull, so each member's first key comes in log order.
     for (org, generation, minute, result, client, repository, reference), n in pulls.items():
         known = starts.get(minute)
         if known is None:
-            grains = page.grains(minute)
-            known = starts[minute] = (tuple((grain, bucket_start(minute, grain)) for grain in grains),
-                                      bucket_start(minute, DAY), minute if MINUTE in grains else bucket_start(minute, grains[0]))
-        grains, day, members_at = known
-        for grain, start in grains:
-            counts[(org, generation, grain, start, result)] += n
-        seen = minutes.get((org, generation, members_at))
+            known = starts[minute] = (minute if minute >= floor else bucket_start(minute, HOUR),
+                                      bucket_start(minute, DAY))
+        at, day = known
+        finest[(org, generation, at, result)] += n
+        seen = minutes.get((org, generation, at))
         if seen is None:
-            seen = minutes[(org, generation, members_at)] = ({}, {})
-            for kind in ("client", "repository"):
-                order.setdefault((org, kind), {})
+            seen = minutes[(org, generation, at)] = ({}, {})
+        named = orders.get(org)
+        if named is None:
+            named = orders[org] = (order.setdefault((org, "client"), {}), order.setdefault((org, "repository"), {}))
         if client:
             seen[0][client] = None
-            order[(org, "client")][client] = None
+            named[0][client] = None
         seen[1][repository] = None
-        order[(org, "repository")][repository] = None
+        named[1][repository] = None
         images[(org, generation, day, repository, reference)] += n
         row = repositories.get((org, generation, day, repository))
         if row is None:
             row = repositories[(org, generation, day, repository)] = [0, 0]
         row[0] += n
+    counts = page.pulls
+    for (org, generation, at, result), n in finest.items():
+        for grain in page.grains(at):
+            counts[(org, generation, grain, bucket_start(at, grain), result)] += n
 
 
 def generation_filter(generation: int | None, table: str = "a") -> tuple[str, list]:
