@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -109,6 +110,15 @@ def wal_bytes(url: str | None) -> int | None:
         return None
     with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
         return int(conn.execute("SELECT wal_bytes FROM pg_stat_wal").fetchone()[0])
+
+
+def settle(below: float = 1.0, longest: float = 240.0) -> None:
+    """Wait (at most `longest` seconds) for the 1-minute load to fall below `below`: the rebuild starts its
+    second process only with a core to spare (rebuild.REBUILD_CHILD_LOAD), and the load a pass leaves behind
+    would otherwise keep the next checkout's pass in one process, unlike the first's."""
+    deadline = time.monotonic() + longest
+    while os.getloadavg()[0] >= below and time.monotonic() < deadline:
+        time.sleep(5)
 
 
 def one_rebuild(checkout: Path, config: Path, database: str | None, names: list[str], prefix: str) -> dict:
@@ -203,6 +213,7 @@ def main() -> None:
             if round_number % 2:
                 order.reverse()
             for checkout, label in order:
+                settle()
                 say(f"round {round_number + 1}: rebuilding {','.join(names)} with {label} (load {machine.load()[0]})")
                 out = one_rebuild(checkout, config, args.database or None, names, args.prefix)
                 results[",".join(names)][label].append(out)
