@@ -10,7 +10,7 @@ ROLLUPS = (MINUTE, HOUR, DAY)                               # every event is add
 ALL_GENERATIONS = 0
 # Minute buckets are kept for this many days back (the [analytics] minute_days setting; 0: forever). Older
 # pulls and traffic stay in their hour and day buckets: a year of minute buckets was most of the view's
-# rows and of a rebuild's writes (bench/results/2026-12-01-minute-window-s13.md), and nobody charts a
+# rows and of a rebuild's writes (bench/results/2026-12-01-rebuild-s13.md), and nobody charts a
 # minute of last March.
 DEFAULT_MINUTE_DAYS = 14
 
