@@ -87,12 +87,15 @@ def _upserts(placeholder: str) -> dict[str, str]:
         "repositories": f"INSERT INTO {{analytics_repositories}} AS t VALUES ({values(6)}) "
                         "ON CONFLICT (org, generation, day, repository) DO UPDATE SET pulls = t.pulls + excluded.pulls, "
                         "bytes = t.bytes + excluded.bytes",
-        "minute_floor": f"INSERT INTO {{analytics_minute_floor}} AS t VALUES (1, {placeholder}) "
-                        "ON CONFLICT (id) DO UPDATE SET floor = excluded.floor",
         # Both runners raise these, never lower them: the writes commute.
         "generations": f"INSERT INTO {{analytics_generations}} AS t VALUES ({values(3)}) ON CONFLICT (org) DO UPDATE "
                        "SET registered = {max}(t.registered, excluded.registered), latest = {max}(t.latest, excluded.latest)",
     }
+
+# The one row of the minute floor, replaced ({p}: the backend's placeholder). Not among the upserts above,
+# whose rows PostgreSQL reads from a {source}.
+_PUT_MINUTE_FLOOR = ("INSERT INTO {analytics_minute_floor} VALUES (1, {p}) "
+                     "ON CONFLICT (id) DO UPDATE SET floor = excluded.floor")
 
 # PostgreSQL takes a page's rows of one table as one statement (over arrays, or a stage filled by COPY:
 # projections/postgres_rows.py) rather than one statement per row: a page's keys are distinct (summed per
@@ -193,7 +196,7 @@ class SqliteAnalyticsView(SqliteView, AnalyticsView):
         return int(row[0]) if row else 0
 
     def put_minute_floor(self, c: SQLiteCursor, floor: int) -> None:
-        c.execute(self._sql["minute_floor"], (floor,))
+        c.execute(_PUT_MINUTE_FLOOR.format(p="?", analytics_minute_floor="analytics_minute_floor"), (floor,))
 
     def oldest_minute(self, c: SQLiteCursor) -> int | None:
         starts = []
@@ -219,7 +222,6 @@ class PostgresAnalyticsView(PostgresView, AnalyticsView):
     schema = _schema("text NOT NULL", "bigint", "bytea", "", {name: "{" + name + "}" for name in (*TABLES, *INDEXES)},
                      _POSTGRES_COVERS)
     _upsert = {kind: text.replace("{max}", "GREATEST") for kind, text in _source_upserts().items()}
-    _minute_floor = _upserts("%s")["minute_floor"]
 
     def _add(self, c: Cursor, kind: str, rows: list[tuple]) -> None:
         self.write_rows(c, self._upsert[kind], _COLUMN_TYPES[kind], rows)
@@ -275,7 +277,7 @@ class PostgresAnalyticsView(PostgresView, AnalyticsView):
         return int(row["floor"]) if row else 0
 
     def put_minute_floor(self, c: Cursor, floor: int) -> None:
-        c.execute(self.sql(self._minute_floor), (floor,))
+        c.execute(self.sql(_PUT_MINUTE_FLOOR.replace("{p}", "%s")), (floor,))
 
     def oldest_minute(self, c: Cursor) -> int | None:
         c.execute(self.sql(" UNION ALL ".join(f"(SELECT min(start) AS start FROM {{{table}}} WHERE grain = {MINUTE})"
