@@ -28,7 +28,7 @@ from psycopg.types.json import Jsonb
 from domain.cache import CachedBlob, CachedManifest
 from domain.pull import Pull
 from projections.base import AGGREGATE_GATHERING_SCALE, Batch, SqliteView, View
-from projections.postgres_view import PostgresView
+from projections.postgres_view import UPDATED_IN_PLACE, PostgresView
 
 
 @dataclass(frozen=True)
@@ -292,11 +292,11 @@ class PostgresBlobsView(PostgresView, BlobsView):
         "CREATE TABLE IF NOT EXISTS {blobs} (org text NOT NULL, digest text NOT NULL, "
         "repository text, size bigint, cached_at double precision, "          # NULL until CachedBlob.Cached
         "last_pulled double precision, pull_count bigint NOT NULL DEFAULT 0, generation integer NOT NULL DEFAULT 1, "
-        "PRIMARY KEY (org, digest))",
+        f"PRIMARY KEY (org, digest)){UPDATED_IN_PLACE}",
         "CREATE TABLE IF NOT EXISTS {manifest_refs} (org text NOT NULL, repository text NOT NULL, "
         "digest text NOT NULL, blobs jsonb, "                              # NULL until CachedManifest.Cached
         "last_pulled double precision, pull_count bigint NOT NULL DEFAULT 0, "
-        "PRIMARY KEY (org, repository, digest))",
+        f"PRIMARY KEY (org, repository, digest)){UPDATED_IN_PLACE}",
         "CREATE TABLE IF NOT EXISTS {blob_totals} (org text NOT NULL, generation integer NOT NULL, "
         "blobs bigint NOT NULL, bytes bigint NOT NULL, PRIMARY KEY (org, generation))",
     )

@@ -19,6 +19,14 @@ from projections.versions import advisory_key
 
 T = TypeVar("T")
 
+# The storage of a table whose rows are updated over and over (a blob's or an image's pull stats, at every page
+# or gathering that pulls it): each page keeps a third of itself free, so that an update whose columns no index
+# holds writes the new version beside the old one (a HOT update: no new index entry, the dead version pruned
+# there when the page fills) instead of at the end of the table. At the default (full pages) every update moved
+# its row: a 10M-pull rebuild left blobs, manifest_refs and images several times their size, far beyond the
+# shared buffers, and their upserts read 3.8M, 2.8M and 1.4M blocks from the OS (bench/results/2026-12-01-rebuild-s14.md).
+UPDATED_IN_PLACE = " WITH (fillfactor = 70)"
+
 
 def read_with_retry(datastore: PostgresDatastore, read: Callable[[Connection], T]) -> T:
     """Run a read on a pooled connection, once more on a fresh one if the first was dead.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from projections.base import SqliteView
-from projections.postgres_view import PostgresView
+from projections.postgres_view import UPDATED_IN_PLACE, PostgresView
 from projections.retention import PULL_STATS, WHOLE_CACHE, RetentionView
 from domain.retention import NO_PULLS
 
@@ -15,15 +15,16 @@ TABLES = ("images", "members", "children", "sizes", "image_tags", "orphans", "re
 SCHEMA_VERSION = 3
 
 
-def _columns(real: str, integer: str, text: str) -> tuple[str, ...]:
-    """CREATE TABLE statements in a backend's types; each backend adds its indexes."""
+def _columns(real: str, integer: str, text: str, updated_in_place: str = "") -> tuple[str, ...]:
+    """CREATE TABLE statements in a backend's types; each backend adds its indexes. `updated_in_place`: the
+    storage of images, whose pull stats every gathering of pulls updates (PostgreSQL: UPDATED_IN_PLACE)."""
     return (
         f"CREATE TABLE IF NOT EXISTS {{images}} (org {text} NOT NULL, repository {text} NOT NULL, "
         f"digest {text} NOT NULL, media_type {text} NOT NULL DEFAULT '', held {integer} NOT NULL DEFAULT 0, "
         f"cached_at {real}, bytes {integer} NOT NULL DEFAULT 0, last_used {real} NOT NULL DEFAULT 0, "
         f"pull_count {integer} NOT NULL DEFAULT 0, score {real} NOT NULL DEFAULT {NO_PULLS}, "
         f"pinned {integer} NOT NULL DEFAULT 0, provisional {integer} NOT NULL DEFAULT 0, "
-        f"generation {integer} NOT NULL DEFAULT 1, PRIMARY KEY (org, repository, digest))",
+        f"generation {integer} NOT NULL DEFAULT 1, PRIMARY KEY (org, repository, digest)){updated_in_place}",
         f"CREATE TABLE IF NOT EXISTS {{members}} (org {text} NOT NULL, repository {text} NOT NULL, "
         f"image {text} NOT NULL, digest {text} NOT NULL, PRIMARY KEY (org, repository, image, digest))",
         f"CREATE TABLE IF NOT EXISTS {{children}} (org {text} NOT NULL, repository {text} NOT NULL, "
@@ -101,7 +102,7 @@ class PostgresRetentionView(PostgresView, RetentionView):
     indexes = tuple(name for name, _ in INDEXES)
     serialise_writes = True
     pipelined = True   # run() fetches by the statement's text
-    schema = (*_columns("double precision", "bigint", "text"),
+    schema = (*_columns("double precision", "bigint", "text", UPDATED_IN_PLACE),
               *(f"CREATE INDEX IF NOT EXISTS {{{name}}} ON {on}" for name, on in INDEXES))
 
     @staticmethod

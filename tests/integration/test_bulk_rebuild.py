@@ -281,3 +281,32 @@ def test_the_chain_links_a_gathering_of_pages_at_once_in_a_bulk_rebuild(env, mon
     assert dumps(env)["chain"] == live["chain"]
     # 120 pulls in pages of 7, gathered 21 at a time (three pages): 6 gatherings, not 18 pages.
     assert written == [21] * 5 + [15]
+
+
+@pytest.mark.parametrize("event_store_backend", ["postgres"])
+def test_postgres_copies_keep_room_for_updated_rows_and_compare_audit_keys_as_bytes(env):
+    """A rebuilt copy's tables of pull stats keep a third of each page free (UPDATED_IN_PLACE: updates stay on their
+    page), and the audit columns its indexes sort are "C": their rows and answers are the same as before."""
+    write_history(env, 30)
+    live = built_live(env)
+    rebuild_many(VIEWS, env, page_size=7, bulk_events=20)
+    assert dumps(env) == live
+    options, collations = {}, {}
+    for name, tables in (("blobs", ("blobs", "manifest_refs", "blob_totals")), ("retention", ("images", "members")),
+                         ("audit", ("audit",))):
+        view = open_view(name, env)
+        try:
+            with view.datastore.transaction(commit=False) as c:
+                for table in tables:
+                    c.execute("SELECT reloptions FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                              "WHERE n.nspname = %s AND c.relname = %s", (view.datastore.schema, versions.table(table, view.version)))
+                    options[table] = c.fetchone()["reloptions"]
+                c.execute("SELECT column_name, collation_name FROM information_schema.columns WHERE table_schema = %s "
+                          "AND table_name = %s", (view.datastore.schema, versions.table("audit", view.version)))
+                collations.update({row["column_name"]: row["collation_name"] for row in c.fetchall()} if name == "audit" else {})
+        finally:
+            view.close()
+    assert options == {"blobs": ["fillfactor=70"], "manifest_refs": ["fillfactor=70"], "images": ["fillfactor=70"],
+                       "blob_totals": None, "members": None, "audit": None}
+    assert {column for column, collation in collations.items() if collation == "C"} == {
+        "org", "repository", "digest", "result", "client", "actor", "user_agent"}
