@@ -31,10 +31,12 @@ from typing import Any
 from projections.catalog import spec
 
 # Views a second process takes, in order: the two that write a row per pull (their inserts and the chain's
-# sequential links are the longest writes of a one-process rebuild, bench/results/2026-11-30-rebuild-s7.md)
-# and follow no Registry (whose replay stays here, before this process's pulls). The chain takes stored
-# notifications: a child with it alone decodes nothing.
-CHILD_PREFERENCE = ("chain", "audit")
+# sequential links are the longest writes of a one-process rebuild, bench/results/2026-11-30-rebuild-s7.md),
+# then the blobs view, which reads the Registry log there too. With the first two alone, the child of a 10M
+# pass was done after ~500 s while this process went on alone for ~200 s more (py-spy: this process held the
+# GIL 533 s, the child 275 s; blobs' gathering and writing ~75 s of this process's): bench/results/2026-12-01-rebuild-s14.md.
+# The chain takes stored notifications: a child with it alone decodes nothing.
+CHILD_PREFERENCE = ("chain", "audit", "blobs")
 
 
 class ChildRebuildFailed(RuntimeError):

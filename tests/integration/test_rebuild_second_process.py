@@ -34,13 +34,15 @@ def env(env_factory):
     return env_factory("main")
 
 
-def test_the_child_takes_the_chain_and_audit_and_never_every_view():
-    assert split(VIEWS, None) == (("counters", "blobs", "retention", "analytics"), ("chain", "audit"))
+def test_the_child_takes_the_chain_audit_and_blobs_and_never_every_view():
+    assert split(VIEWS, None) == (("counters", "retention", "analytics"), ("chain", "audit", "blobs"))
     assert split(("chain", "audit"), None) == (("audit",), ("chain",))
     assert split(("chain",), None) == (("chain",), ())
-    assert split(("counters", "blobs"), None) == (("counters", "blobs"), ())
+    assert split(("counters", "blobs"), None) == (("counters",), ("blobs",))
+    assert split(("retention", "analytics"), None) == (("retention", "analytics"), ())
     # With an archive the child replays the event store alone: only views that take none of the archive.
     assert split(("counters", "audit"), object()) == (("counters",), ("audit",))
+    assert split(("counters", "blobs", "audit"), object()) == (("counters", "blobs"), ("audit",))
 
 
 def test_a_rebuild_split_over_two_processes_writes_what_the_live_runners_wrote(env, monkeypatch):
