@@ -273,10 +273,11 @@ class PostgresAuditView(PostgresView, AuditView):
     indexes = ("audit_org", "audit_org_id", "audit_repository_id", "audit_digest", "audit_client_id", "audit_actor_id",
                "audit_result_id", "audit_org_result_id", "audit_user_agent_id")
     schema = (
-        # The indexed text columns compare as bytes ("C"), as SQLite's do: the queries only match them, and the
-        # database's own collation (C.UTF-8 here, en_US.UTF-8 often) sorts through strcoll: building the 9
-        # indexes at 10M pulls took ~1.3x as long with it (bench/results/2026-12-01-rebuild-s14.md). A copy
-        # made before keeps its collation until it is rebuilt: the same rows, the same answers.
+        # The indexed text columns compare as bytes ("C"), as SQLite's do: the queries only match them (and walk
+        # user agents in the same order as SQLite), and the database's own collation (C.UTF-8 here, en_US.UTF-8
+        # often) sorts through strcoll: three of the indexes built on 2M audit-like rows took 1.19-1.70x as long
+        # with it (bench/results/2026-12-01-rebuild-s14.md). A copy made before keeps its collation until it is
+        # rebuilt: the same rows, the same answers.
         "CREATE TABLE IF NOT EXISTS {audit} (id bigint PRIMARY KEY, org text COLLATE \"C\" NOT NULL, "
         "repository text COLLATE \"C\" NOT NULL, reference text NOT NULL, digest text COLLATE \"C\" NOT NULL, "
         "result text COLLATE \"C\" NOT NULL, client text COLLATE \"C\" NOT NULL, actor text COLLATE \"C\" NOT NULL, "

@@ -23,8 +23,9 @@ T = TypeVar("T")
 # or gathering that pulls it): each page keeps a third of itself free, so that an update whose columns no index
 # holds writes the new version beside the old one (a HOT update: no new index entry, the dead version pruned
 # there when the page fills) instead of at the end of the table. At the default (full pages) every update moved
-# its row: a 10M-pull rebuild left blobs, manifest_refs and images several times their size, far beyond the
-# shared buffers, and their upserts read 3.8M, 2.8M and 1.4M blocks from the OS (bench/results/2026-12-01-rebuild-s14.md).
+# its row and added index entries: in a 10M-pull rebuild the upserts of blobs, manifest_refs and images read
+# 3.8M, 2.8M and 1.4M blocks from the OS; the blobs view alone with this: 0.8x the blocks, half the WAL, 0.75x
+# its upserts' time (bench/results/2026-12-01-rebuild-s14.md). Up to 1/0.7 of the tables' size on disk.
 UPDATED_IN_PLACE = " WITH (fillfactor = 70)"
 
 
