@@ -30,12 +30,14 @@ REBUILD_CACHE_KIB = 0
 # 0: page by page with the indexes kept, as before. Bounds the memory a gathering holds (the audit
 # view's rows: ~0.5 KB each; the chain's stored notifications, linked when written: ~1.1 KB each).
 REBUILD_BULK_EVENTS = 100_000
-# Python's cyclic garbage collector during a rebuild: its first generation is collected every this many
-# allocations (Python's default: 700). A bulk rebuild keeps hundreds of thousands of objects alive (the
-# views' gatherings, pages read ahead), which every older generation's collection walks again: 1M pulls,
-# six views, SQLite, same run: 40.2 s (CPU 43.4 s) against 58.2 s (CPU 53.8 s) at Python's default
-# (bench/results/2026-11-30-rebuild-analytics-bulk-s6.md). Events and rows form no cycles to wait for.
-REBUILD_GC_THRESHOLD = 100_000
+# Python's cyclic garbage collector during a rebuild: off (False: as it is). A bulk rebuild keeps millions of
+# objects alive (the views' gatherings, pages read ahead), each of which the collector walks once or twice as it
+# ages, and collects next to nothing: events, rows and pages form no cycles. A 1M-pull rebuild on PostgreSQL in
+# one process, with the collector every 100,000 allocations (as from session 6 to 14: 1.4x faster than Python's
+# default of 700), spent 10.3 s of its 49 s of CPU collecting (gc.callbacks); off: 54.2-54.6 s against 63.0-64.0 s
+# of wall, CPU 39.4 against 48.1-49.8 s, peak memory the same (~820 MiB), and a collection after it found 137
+# objects to free (bench/results/2026-12-01-rebuild-s15.md). It comes back on when the rebuild ends.
+REBUILD_COLLECTS_CYCLES = False
 # A rebuild of several views hands some of them (second_process.split: the chain, audit) to a child process
 # that reads the logs itself, when their logs hold at least this many events (below, starting a Python
 # process costs more than it saves). None: every view in this process; so too with one CPU to run on.
@@ -139,26 +141,26 @@ def logged_events(env: dict, names: tuple[str, ...]) -> int:
 
 
 _collecting = threading.Lock()
-_rebuilding: list = [0, None]   # rebuilds under way in this process, the threshold before the first
+_rebuilding: list = [0, True]   # rebuilds under way in this process; whether the collector ran before the first
 
 
 @contextmanager
 def collecting_less() -> Iterator[None]:
-    """Python's garbage collector at REBUILD_GC_THRESHOLD while it lasts (0: as it is), then as it was once
-    the last of overlapping rebuilds (threads of one process: the threshold is the process's) ends."""
+    """Python's cyclic garbage collector off while it lasts (unless REBUILD_COLLECTS_CYCLES), then as it was
+    once the last of overlapping rebuilds (threads of one process: the collector is the process's) ends."""
     with _collecting:
         if _rebuilding[0] == 0:
-            _rebuilding[1] = gc.get_threshold()
-            if REBUILD_GC_THRESHOLD:
-                gc.set_threshold(REBUILD_GC_THRESHOLD, *_rebuilding[1][1:])
+            _rebuilding[1] = gc.isenabled()
+            if not REBUILD_COLLECTS_CYCLES:
+                gc.disable()
         _rebuilding[0] += 1
     try:
         yield
     finally:
         with _collecting:
             _rebuilding[0] -= 1
-            if _rebuilding[0] == 0:
-                gc.set_threshold(*_rebuilding[1])
+            if _rebuilding[0] == 0 and _rebuilding[1]:
+                gc.enable()
 
 
 def _rebuild_in_place(names: tuple[str, ...], env: dict, page_size: int, seconds: dict[str, float] | None,

@@ -116,26 +116,33 @@ def test_a_consumer_that_stops_early_stops_the_producer():
     assert not any(t.name == "replay-read-ahead" for t in threading.enumerate())
 
 
-def test_a_rebuild_collects_garbage_less_often_and_gives_the_threshold_back_even_when_it_fails():
+def test_a_rebuild_turns_the_cycle_collector_off_and_back_on_even_when_it_fails():
     import gc
 
-    from infra.projection_runtime.rebuild import REBUILD_GC_THRESHOLD, collecting_less
+    from infra.projection_runtime.rebuild import REBUILD_COLLECTS_CYCLES, collecting_less
 
-    before = gc.get_threshold()
-    assert REBUILD_GC_THRESHOLD > before[0]
+    assert not REBUILD_COLLECTS_CYCLES and gc.isenabled()
     with pytest.raises(RuntimeError):
         with collecting_less():
-            assert gc.get_threshold() == (REBUILD_GC_THRESHOLD, *before[1:])
+            assert not gc.isenabled()
             raise RuntimeError("a failed rebuild")
-    assert gc.get_threshold() == before
-    # Overlapping rebuilds (threads): the threshold comes back when the last one ends, not the first.
+    assert gc.isenabled()
+    # Overlapping rebuilds (threads): the collector comes back when the last one ends, not the first.
     first, second = collecting_less(), collecting_less()
     first.__enter__()
     second.__enter__()
     first.__exit__(None, None, None)
-    assert gc.get_threshold()[0] == REBUILD_GC_THRESHOLD
+    assert not gc.isenabled()
     second.__exit__(None, None, None)
-    assert gc.get_threshold() == before
+    assert gc.isenabled()
+    # A process that had it off keeps it off.
+    gc.disable()
+    try:
+        with collecting_less():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 class ClearedView:
