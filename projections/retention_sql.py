@@ -60,6 +60,8 @@ INDEXES = (
 )
 
 
+_PYTHON_TYPES = {"DOUBLE PRECISION": float, "BIGINT": int}   # rows_of's numbers, by their SQL type
+
 _PULLS_VALUES = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score, generation) VALUES "
                  "(?, ?, ?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
 _PULLS_FROM_SOURCE = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score, generation) "
@@ -111,6 +113,25 @@ class PostgresRetentionView(PostgresView, RetentionView):
                 .replace("{cross_join}", "JOIN")
                 .replace("?", "%s"))
 
+    # Arrays, one parameter a column, where SQLite takes a VALUES list: the statement's text is the same
+    # whatever the rows, so psycopg parses it once (it parses again at every execute a statement of more than 50
+    # parameters or 4 KB) and PostgreSQL prepares it once (a VALUES list of each length was a statement of its
+    # own, past psycopg's 100 prepared ones). Retention's Registry pages and gathered pulls at 10M pulls: the
+    # parsing alone was 26 s of the rebuilding process's GIL (py-spy, bench/results/2026-12-01-rebuild-s15.md).
+    keys_per_statement = 5000
+
+    def rows_of(self, rows: list[tuple], types: tuple[str, ...]) -> tuple[str, tuple]:
+        arrays = ", ".join(f"CAST(? AS {kind}[])" for kind in types)
+        names = ", ".join(f"column{i + 1}" for i in range(len(types)))
+        columns = list(zip(*rows)) if rows else [() for _ in types]
+        # psycopg refuses a list of ints and floats together: a column of numbers goes as its SQL type's.
+        return f"unnest({arrays}) AS v({names})", tuple(
+            list(map(_PYTHON_TYPES[kind], column)) if kind in _PYTHON_TYPES else list(column)
+            for kind, column in zip(types, columns))
+
+    def one_of(self, values: list | tuple) -> tuple[str, tuple]:
+        return " = ANY(CAST(? AS TEXT[]))", (list(values),)
+
     def run(self, c: Any, text: str, params: tuple = ()) -> list[tuple]:
         c.execute(self.sql(self._dialect(text)), params, prepare=True)
         # Whether it returns rows by its text, not c.description: in a pipeline a result is there once fetched.
@@ -126,8 +147,8 @@ class PostgresRetentionView(PostgresView, RetentionView):
     # it: a part that needs the new sizes takes them from `added`; the new members are all this image's, which
     # the usage's NOT EXISTS leaves out anyway. Rows as RetentionView's two-step statements write them.
     def _sized_chunk(self, c: Any, pairs: list[tuple[str, int]]) -> None:
-        self._send(c, "WITH added AS (INSERT INTO {sizes} VALUES " + ", ".join(["(?, ?)"] * len(pairs))
-                   + " ON CONFLICT DO NOTHING RETURNING digest, size), "
+        self._send(c, "WITH added AS (INSERT INTO {sizes} SELECT * FROM unnest(CAST(? AS TEXT[]), CAST(? AS BIGINT[])) "
+                   "ON CONFLICT DO NOTHING RETURNING digest, size), "
                    "grown AS (UPDATE {images} AS i SET bytes = i.bytes + g.total FROM (SELECT m.org, m.repository, "
                    "m.image, sum(a.size) AS total FROM {members} m JOIN added a ON a.digest = m.digest "
                    "GROUP BY m.org, m.repository, m.image) g "
@@ -138,11 +159,11 @@ class PostgresRetentionView(PostgresView, RetentionView):
                    "INSERT INTO {org_usage} AS u SELECT CAST(? AS TEXT), coalesce(sum(a.size) FILTER (WHERE EXISTS "
                    "(SELECT 1 FROM {members} m WHERE m.digest = a.digest)), 0) FROM added a HAVING count(*) > 0 "
                    "ON CONFLICT (org) DO UPDATE SET bytes = u.bytes + excluded.bytes",
-                   (*(part for pair in pairs for part in pair), WHOLE_CACHE))
+                   ([digest for digest, _ in pairs], [int(size) for _, size in pairs], WHOLE_CACHE))
 
     def _add_member_chunk(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
-        self._send(c, "WITH added AS (INSERT INTO {members} VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(digests))
-                   + " ON CONFLICT DO NOTHING RETURNING digest), "
+        self._send(c, "WITH added AS (INSERT INTO {members} SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), d "
+                   "FROM unnest(CAST(? AS TEXT[])) AS d ON CONFLICT DO NOTHING RETURNING digest), "
                    "grown AS (UPDATE {images} SET bytes = bytes + coalesce((SELECT sum(s.size) FROM {sizes} s "
                    "WHERE s.digest IN (SELECT digest FROM added)), 0) WHERE org = ? AND repository = ? AND digest = ? "
                    "AND EXISTS (SELECT 1 FROM added)), "
@@ -154,7 +175,7 @@ class PostgresRetentionView(PostgresView, RetentionView):
                    "WHERE s.digest IN (SELECT digest FROM added) AND NOT EXISTS (SELECT 1 FROM {members} m "
                    "WHERE m.digest = s.digest AND (m.org <> ? OR m.repository <> ? OR m.image <> ?)) "
                    "HAVING EXISTS (SELECT 1 FROM added) ON CONFLICT (org) DO UPDATE SET bytes = u.bytes + excluded.bytes",
-                   (*(part for digest in digests for part in (org, repository, image, digest)),
+                   (org, repository, image, list(digests),
                     org, repository, image, org, org, repository, image, WHOLE_CACHE, org, repository, image))
 
     def _send(self, c: Any, text: str, params: tuple) -> None:
