@@ -114,13 +114,14 @@ class RetentionView(View):
     def read(self, text: str, params: tuple = ()) -> list[tuple]:
         raise NotImplementedError
 
-    # Rows and lists of values in one statement. SQLite: a VALUES list (its parameters are cheap), chunked
+    # Many keys in one read, and a list of values. SQLite: a VALUES list (its parameters are cheap), chunked
     # under its parameter limit. PostgreSQL overrides both with arrays, a parameter per column (see there).
     keys_per_statement = KEYS_PER_READ
 
     def rows_of(self, rows: list[tuple], types: tuple[str, ...]) -> tuple[str, tuple]:
-        """(a row source `v` whose columns column1, column2, ... hold `rows`, of these SQL types; its parameters)."""
-        marks = "(" + ", ".join("?" if kind == "TEXT" else f"CAST(? AS {kind})" for kind in types) + ")"
+        """(a row source `v` whose columns column1, column2, ... hold `rows`, of these SQL types (the arrays'
+        on PostgreSQL); its parameters)."""
+        marks = "(" + ", ".join(["?"] * len(types)) + ")"
         return "(VALUES " + ", ".join([marks] * len(rows)) + ") AS v", tuple(part for row in rows for part in row)
 
     def one_of(self, values: list | tuple) -> tuple[str, tuple]:
@@ -238,11 +239,12 @@ class RetentionView(View):
         # Stored but referenced by no image (fetched by digest alone, or its image already evicted): it
         # would otherwise stay forever.
         rows = [(digest, at) for digest, (_, at) in first.items()]
-        for start in range(0, len(rows), self.keys_per_statement):
-            source, params = self.rows_of(rows[start:start + self.keys_per_statement], ("TEXT", "DOUBLE PRECISION"))
-            self.run(c, f"INSERT INTO {{orphans}} SELECT v.column1, v.column2, 'waiting' FROM {source} "
-                        "WHERE NOT EXISTS (SELECT 1 FROM {members} m WHERE m.digest = v.column1) "
-                        "ON CONFLICT DO NOTHING", params)
+        for start in range(0, len(rows), KEYS_PER_READ):
+            chunk = rows[start:start + KEYS_PER_READ]
+            self.run(c, "INSERT INTO {orphans} SELECT v.column1, v.column2, 'waiting' FROM (VALUES "
+                        + ", ".join(["(CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION))"] * len(chunk))
+                        + ") AS v WHERE NOT EXISTS (SELECT 1 FROM {members} m WHERE m.digest = v.column1) "
+                        "ON CONFLICT DO NOTHING", tuple(part for row in chunk for part in row))
 
     def _cached(self, c: Any, e: Any, page: _Page) -> None:
         # Declared sizes: the image counts whole before its layers arrive.
@@ -293,8 +295,8 @@ class RetentionView(View):
         # Two statements for all the digests (a rebuild on PostgreSQL was mostly these round trips): the
         # members not there yet, then the image grows by the sum of their known sizes.
         unique = list(dict.fromkeys(digests))
-        for start in range(0, len(unique), self.keys_per_statement):   # chunks: under the databases' parameter limits
-            self._add_member_chunk(c, org, repository, image, unique[start:start + self.keys_per_statement])
+        for start in range(0, len(unique), KEYS_PER_READ):   # chunks: under the databases' parameter limits
+            self._add_member_chunk(c, org, repository, image, unique[start:start + KEYS_PER_READ])
 
     def _add_member_chunk(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
         added = self.run(c, "INSERT INTO {members} VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(digests))
@@ -319,8 +321,8 @@ class RetentionView(View):
     def _sized_many(self, c: Any, pairs: list[tuple[str, int]]) -> None:
         """The sizes of digests stored (or declared), in two statements a chunk when any is new: images listing
         a digest whose size was not known yet grow by it, and so do the usages. A digest's first size counts."""
-        for start in range(0, len(pairs), self.keys_per_statement):
-            self._sized_chunk(c, pairs[start:start + self.keys_per_statement])
+        for start in range(0, len(pairs), KEYS_PER_READ):
+            self._sized_chunk(c, pairs[start:start + KEYS_PER_READ])
 
     def _sized_chunk(self, c: Any, pairs: list[tuple[str, int]]) -> None:
         added = self.run(c, "INSERT INTO {sizes} VALUES " + ", ".join(["(?, ?)"] * len(pairs))

@@ -113,11 +113,13 @@ class PostgresRetentionView(PostgresView, RetentionView):
                 .replace("{cross_join}", "JOIN")
                 .replace("?", "%s"))
 
-    # Arrays, one parameter a column, where SQLite takes a VALUES list: the statement's text is the same
-    # whatever the rows, so psycopg parses it once (it parses again at every execute a statement of more than 50
-    # parameters or 4 KB) and PostgreSQL prepares it once (a VALUES list of each length was a statement of its
-    # own, past psycopg's 100 prepared ones). Retention's Registry pages and gathered pulls at 10M pulls: the
-    # parsing alone was 26 s of the rebuilding process's GIL (py-spy, bench/results/2026-12-01-rebuild-s15.md).
+    # The reads of many keys (a gathering's pull stats, a page's parents) and the orphans a manifest references
+    # again take arrays, one parameter a column, where SQLite takes a VALUES list: the text is the same whatever the rows,
+    # so psycopg parses it once (it parses again at every execute a statement of more than 50 parameters: the
+    # pull stats' reads of 300 keys, 10 s of the rebuilding process's GIL at 10M pulls, py-spy) and a gathering
+    # reads 5,000 keys a statement. Not the writes run per manifest or run of blobs (_sized_chunk, _add_member_chunk,
+    # _blobs_stored's orphans): with arrays PostgreSQL planned those again at every execute (a custom plan each:
+    # 12 s more of the server's CPU for 20,000 manifests), where each VALUES list's length keeps a generic plan.
     keys_per_statement = 5000
 
     def rows_of(self, rows: list[tuple], types: tuple[str, ...]) -> tuple[str, tuple]:
@@ -147,8 +149,8 @@ class PostgresRetentionView(PostgresView, RetentionView):
     # it: a part that needs the new sizes takes them from `added`; the new members are all this image's, which
     # the usage's NOT EXISTS leaves out anyway. Rows as RetentionView's two-step statements write them.
     def _sized_chunk(self, c: Any, pairs: list[tuple[str, int]]) -> None:
-        self._send(c, "WITH added AS (INSERT INTO {sizes} SELECT * FROM unnest(CAST(? AS TEXT[]), CAST(? AS BIGINT[])) "
-                   "ON CONFLICT DO NOTHING RETURNING digest, size), "
+        self._send(c, "WITH added AS (INSERT INTO {sizes} VALUES " + ", ".join(["(?, ?)"] * len(pairs))
+                   + " ON CONFLICT DO NOTHING RETURNING digest, size), "
                    "grown AS (UPDATE {images} AS i SET bytes = i.bytes + g.total FROM (SELECT m.org, m.repository, "
                    "m.image, sum(a.size) AS total FROM {members} m JOIN added a ON a.digest = m.digest "
                    "GROUP BY m.org, m.repository, m.image) g "
@@ -159,11 +161,11 @@ class PostgresRetentionView(PostgresView, RetentionView):
                    "INSERT INTO {org_usage} AS u SELECT CAST(? AS TEXT), coalesce(sum(a.size) FILTER (WHERE EXISTS "
                    "(SELECT 1 FROM {members} m WHERE m.digest = a.digest)), 0) FROM added a HAVING count(*) > 0 "
                    "ON CONFLICT (org) DO UPDATE SET bytes = u.bytes + excluded.bytes",
-                   ([digest for digest, _ in pairs], [int(size) for _, size in pairs], WHOLE_CACHE))
+                   (*(part for pair in pairs for part in pair), WHOLE_CACHE))
 
     def _add_member_chunk(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
-        self._send(c, "WITH added AS (INSERT INTO {members} SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), d "
-                   "FROM unnest(CAST(? AS TEXT[])) AS d ON CONFLICT DO NOTHING RETURNING digest), "
+        self._send(c, "WITH added AS (INSERT INTO {members} VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(digests))
+                   + " ON CONFLICT DO NOTHING RETURNING digest), "
                    "grown AS (UPDATE {images} SET bytes = bytes + coalesce((SELECT sum(s.size) FROM {sizes} s "
                    "WHERE s.digest IN (SELECT digest FROM added)), 0) WHERE org = ? AND repository = ? AND digest = ? "
                    "AND EXISTS (SELECT 1 FROM added)), "
@@ -175,7 +177,7 @@ class PostgresRetentionView(PostgresView, RetentionView):
                    "WHERE s.digest IN (SELECT digest FROM added) AND NOT EXISTS (SELECT 1 FROM {members} m "
                    "WHERE m.digest = s.digest AND (m.org <> ? OR m.repository <> ? OR m.image <> ?)) "
                    "HAVING EXISTS (SELECT 1 FROM added) ON CONFLICT (org) DO UPDATE SET bytes = u.bytes + excluded.bytes",
-                   (org, repository, image, list(digests),
+                   (*(part for digest in digests for part in (org, repository, image, digest)),
                     org, repository, image, org, org, repository, image, WHOLE_CACHE, org, repository, image))
 
     def _send(self, c: Any, text: str, params: tuple) -> None:
