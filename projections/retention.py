@@ -45,7 +45,7 @@ PULL_STATS = ("last_used = CASE WHEN {images}.generation < excluded.generation T
               "ELSE {images}.pull_count + excluded.pull_count END, provisional = 0, score = excluded.score, "
               "generation = {max}({images}.generation, excluded.generation)")
 WHOLE_CACHE = ""      # org_usage's row of every org together: not an org name (domain.org.validate_org_name)
-KEYS_PER_READ = 300   # rows per statement of VALUES lists (SQLite): three parameters each, well under its limit
+KEYS_PER_READ = 300   # images per SELECT ... IN (VALUES ...): three parameters each, well under SQLite's limit
 
 
 
@@ -113,20 +113,6 @@ class RetentionView(View):
 
     def read(self, text: str, params: tuple = ()) -> list[tuple]:
         raise NotImplementedError
-
-    # Many keys in one read, and a list of values. SQLite: a VALUES list (its parameters are cheap), chunked
-    # under its parameter limit. PostgreSQL overrides both with arrays, a parameter per column (see there).
-    keys_per_statement = KEYS_PER_READ
-
-    def rows_of(self, rows: list[tuple], types: tuple[str, ...]) -> tuple[str, tuple]:
-        """(a row source `v` whose columns column1, column2, ... hold `rows`, of these SQL types (the arrays'
-        on PostgreSQL); its parameters)."""
-        marks = "(" + ", ".join(["?"] * len(types)) + ")"
-        return "(VALUES " + ", ".join([marks] * len(rows)) + ") AS v", tuple(part for row in rows for part in row)
-
-    def one_of(self, values: list | tuple) -> tuple[str, tuple]:
-        """(` IN (...)` for these text values, its parameters)."""
-        return " IN (" + ", ".join(["?"] * len(values)) + ")", tuple(values)
 
     def add_pull_stats(self, c: Any, rows: list[tuple]) -> None:
         """Upsert (org, repository, digest, last_used, pulls, score, generation) rows, keys distinct: PULL_STATS
@@ -219,11 +205,12 @@ class RetentionView(View):
                 keys.append((event.org, event.repository, event.digest))
         parents: dict[tuple[str, str, str], list[str]] = {key: [] for key in keys}
         keys = list(parents)
-        for start in range(0, len(keys), self.keys_per_statement):
-            source, params = self.rows_of(keys[start:start + self.keys_per_statement], ("TEXT", "TEXT", "TEXT"))
+        for start in range(0, len(keys), KEYS_PER_READ):
+            chunk = keys[start:start + KEYS_PER_READ]
             for org, repository, child, image in self.run(
-                    c, f"SELECT p.org, p.repository, p.child, p.image FROM {source} {{cross_join}} {{children}} AS p "
-                    "ON p.org = v.column1 AND p.repository = v.column2 AND p.child = v.column3", params):
+                    c, "SELECT p.org, p.repository, p.child, p.image FROM (VALUES " + ", ".join(["(?, ?, ?)"] * len(chunk))
+                    + ") AS v {cross_join} {children} AS p ON p.org = v.column1 AND p.repository = v.column2 "
+                    "AND p.child = v.column3", tuple(part for key in chunk for part in key)):
                 parents[(org, repository, child)].append(image)
         return parents
 
@@ -287,9 +274,9 @@ class RetentionView(View):
                                  (e.org, e.repository, child))
                 self._add_members(c, e.org, e.repository, e.digest, [digest for (digest,) in known])
         referenced = list(dict.fromkeys([e.digest, *e.blobs, *e.children]))   # referenced again: not to delete
-        for start in range(0, len(referenced), self.keys_per_statement):
-            among, params = self.one_of(referenced[start:start + self.keys_per_statement])
-            self.run(c, "DELETE FROM {orphans} WHERE digest" + among, params)
+        for start in range(0, len(referenced), KEYS_PER_READ):
+            chunk = referenced[start:start + KEYS_PER_READ]
+            self.run(c, "DELETE FROM {orphans} WHERE digest IN (" + ", ".join(["?"] * len(chunk)) + ")", tuple(chunk))
 
     def _add_members(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
         # Two statements for all the digests (a rebuild on PostgreSQL was mostly these round trips): the
@@ -411,14 +398,15 @@ class RetentionView(View):
             return
         stored: dict[tuple[str, str, str], tuple[float, int, int]] = {}
         keys = list(pulls)
-        for start in range(0, len(keys), self.keys_per_statement):
-            source, params = self.rows_of(keys[start:start + self.keys_per_statement], ("TEXT", "TEXT", "TEXT"))
+        for start in range(0, len(keys), KEYS_PER_READ):
+            chunk = keys[start:start + KEYS_PER_READ]
             # The keys drive the join (CROSS JOIN keeps that order on SQLite), one primary-key search each:
             # SQLite planned `(org, repository, digest) IN (VALUES ...)` as a scan of every image per chunk
             # (200,000 images: a gathering's pulls read the table ~150 times over).
-            rows = self.run(c, f"SELECT i.org, i.repository, i.digest, i.score, i.provisional, i.generation FROM {source} "
-                            "{cross_join} {images} AS i ON i.org = v.column1 AND i.repository = v.column2 "
-                            "AND i.digest = v.column3", params)
+            rows = self.run(c, "SELECT i.org, i.repository, i.digest, i.score, i.provisional, i.generation FROM (VALUES "
+                            + ", ".join(["(?, ?, ?)"] * len(chunk)) + ") AS v {cross_join} {images} AS i ON "
+                            "i.org = v.column1 AND i.repository = v.column2 AND i.digest = v.column3",
+                            tuple(part for key in chunk for part in key))
             stored.update({(org, repository, digest): (score, provisional, generation)
                            for org, repository, digest, score, provisional, generation in rows})
         values = []

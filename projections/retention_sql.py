@@ -60,8 +60,6 @@ INDEXES = (
 )
 
 
-_PYTHON_TYPES = {"DOUBLE PRECISION": float, "BIGINT": int}   # rows_of's numbers, by their SQL type
-
 _PULLS_VALUES = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score, generation) VALUES "
                  "(?, ?, ?, ?, ?, ?, ?) ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
 _PULLS_FROM_SOURCE = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score, generation) "
@@ -112,27 +110,6 @@ class PostgresRetentionView(PostgresView, RetentionView):
         return (text.replace("{max}", "GREATEST").replace("{C}", ' COLLATE "C"').replace("{members_by_org}", "{members} AS m")
                 .replace("{cross_join}", "JOIN")
                 .replace("?", "%s"))
-
-    # The reads of many keys (a gathering's pull stats, a page's parents) and the orphans a manifest references
-    # again take arrays, one parameter a column, where SQLite takes a VALUES list: the text is the same whatever the rows,
-    # so psycopg parses it once (it parses again at every execute a statement of more than 50 parameters: the
-    # pull stats' reads of 300 keys, 10 s of the rebuilding process's GIL at 10M pulls, py-spy) and a gathering
-    # reads 5,000 keys a statement. Not the writes run per manifest or run of blobs (_sized_chunk, _add_member_chunk,
-    # _blobs_stored's orphans): with arrays PostgreSQL planned those again at every execute (a custom plan each:
-    # 12 s more of the server's CPU for 20,000 manifests), where each VALUES list's length keeps a generic plan.
-    keys_per_statement = 5000
-
-    def rows_of(self, rows: list[tuple], types: tuple[str, ...]) -> tuple[str, tuple]:
-        arrays = ", ".join(f"CAST(? AS {kind}[])" for kind in types)
-        names = ", ".join(f"column{i + 1}" for i in range(len(types)))
-        columns = list(zip(*rows)) if rows else [() for _ in types]
-        # psycopg refuses a list of ints and floats together: a column of numbers goes as its SQL type's.
-        return f"unnest({arrays}) AS v({names})", tuple(
-            list(map(_PYTHON_TYPES[kind], column)) if kind in _PYTHON_TYPES else list(column)
-            for kind, column in zip(types, columns))
-
-    def one_of(self, values: list | tuple) -> tuple[str, tuple]:
-        return " = ANY(CAST(? AS TEXT[]))", (list(values),)
 
     def run(self, c: Any, text: str, params: tuple = ()) -> list[tuple]:
         c.execute(self.sql(self._dialect(text)), params, prepare=True)

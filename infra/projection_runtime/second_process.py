@@ -35,11 +35,8 @@ from projections.catalog import spec
 # then the blobs view, which reads the Registry log there too. With the first two alone, the child of a 10M
 # pass was done after ~500 s while this process went on alone for ~200 s more (py-spy: this process held the
 # GIL 533 s, the child 275 s; blobs' gathering and writing ~75 s of this process's): bench/results/2026-12-01-rebuild-s14.md.
-# Then counters: with the cycle collector off and retention's reads as arrays, a profiled 10M pass had this process
-# hold the GIL 348 s and the child 301 s (bench/results/2026-12-01-rebuild-s15.md); counters' gathering and
-# writing (~15 s here) decodes nothing more there, where the pulls are decoded for audit and blobs anyway.
 # The chain takes stored notifications: a child with it alone decodes nothing.
-CHILD_PREFERENCE = ("chain", "audit", "blobs", "counters")
+CHILD_PREFERENCE = ("chain", "audit", "blobs")
 
 
 class ChildRebuildFailed(RuntimeError):
