@@ -33,12 +33,12 @@ REBUILD_BULK_EVENTS = 100_000
 # Python's cyclic garbage collector during a rebuild: off (False: as it is). A bulk rebuild keeps millions of
 # objects alive (the views' gatherings, pages read ahead), each of which the collector walks once or twice as it
 # ages, and collects next to nothing: events, rows and pages form no cycles. A 1M-pull rebuild on PostgreSQL in
-# one process, with the collector every 100,000 allocations (as from session 6 to 14: 1.4x faster than Python's
-# default of 700), spent 10.3 s of its 49 s of CPU collecting (gc.callbacks); off: 54.2-54.6 s against 63.0-64.0 s
+# one process, with the collector every 100,000 allocations (as from session 6 to 14: 1.2-1.45x faster than Python's
+# default of 700), spent 10.5-11.1 s of its 48-50 s of CPU collecting (gc.callbacks); off: 54.2-54.6 s against 63.0-64.0 s
 # of wall, CPU 39.4 against 48.1-49.8 s, peak memory the same (~820 MiB), and a collection after it found 137
 # objects to free (bench/results/2026-12-01-rebuild-s15.md). It comes back on when the rebuild ends.
 REBUILD_COLLECTS_CYCLES = False
-# A rebuild of several views hands some of them (second_process.split: the chain, audit) to a child process
+# A rebuild of several views hands some of them (second_process.split: the chain, audit, blobs) to a child process
 # that reads the logs itself, when their logs hold at least this many events (below, starting a Python
 # process costs more than it saves). None: every view in this process; so too with one CPU to run on.
 REBUILD_CHILD_EVENTS: int | None = 100_000
