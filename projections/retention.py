@@ -278,12 +278,51 @@ class RetentionView(View):
             chunk = referenced[start:start + KEYS_PER_READ]
             self.run(c, "DELETE FROM {orphans} WHERE digest IN (" + ", ".join(["?"] * len(chunk)) + ")", tuple(chunk))
 
+    # -- usage left to the end of a bulk rebuild ---------------------------------------------------------
+    # In a bulk rebuild of a PostgreSQL copy (drop_indexes ... restore_indexes, before the copy goes live) nothing
+    # reads an image's bytes or an org's usage until the end, so they are not kept up as members and sizes arrive
+    # (two CTEs per manifest whose NOT EXISTS probes were most of retention's PostgreSQL time) but summed once
+    # from `members` and `sizes` before the indexes are made (settle_usage): what keeping them up gives, as they
+    # are defined by those two tables. Not on SQLite: its rebuild is in place, and one killed midway would leave
+    # the usage short with the tracking past it.
+    usage_deferred = False
+
+    def defer_usage(self) -> None:
+        self.usage_deferred = True
+        self._usage_orgs: set[str] = set()   # the orgs whose usage rows keeping it up would have made
+        self._whole_cache_used = False       # ... and the whole cache's
+
+    def settle_usage(self, c: Any) -> None:
+        """The images' bytes and the usage rows as keeping them up would have left them; usage kept up again."""
+        self.run(c, "UPDATE {images} SET bytes = t.total FROM (SELECT m.org, m.repository, m.image, sum(s.size) AS total "
+                    "FROM {members} m JOIN {sizes} s ON s.digest = m.digest GROUP BY m.org, m.repository, m.image) t "
+                    "WHERE {images}.org = t.org AND {images}.repository = t.repository AND {images}.digest = t.image")
+        # A row for every org that had a member (kept up, it stays at 0 once its images are gone), then the sums.
+        scopes = sorted(self._usage_orgs) + ([WHOLE_CACHE] if self._whole_cache_used else [])
+        for start in range(0, len(scopes), KEYS_PER_READ):
+            chunk = scopes[start:start + KEYS_PER_READ]
+            self.run(c, "INSERT INTO {org_usage} VALUES " + ", ".join(["(?, 0)"] * len(chunk)) + " ON CONFLICT DO NOTHING",
+                     tuple(chunk))
+        self.run(c, "UPDATE {org_usage} SET bytes = t.total FROM (SELECT d.org, sum(s.size) AS total FROM (SELECT DISTINCT "
+                    "org, digest FROM {members}) d JOIN {sizes} s ON s.digest = d.digest GROUP BY d.org) t "
+                    "WHERE {org_usage}.org = t.org")
+        self.run(c, "UPDATE {org_usage} SET bytes = (SELECT coalesce(sum(s.size), 0) FROM {sizes} s WHERE EXISTS "
+                    "(SELECT 1 FROM {members} m WHERE m.digest = s.digest)) WHERE org = ?", (WHOLE_CACHE,))
+        self.usage_deferred = False
+
     def _add_members(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
         # Two statements for all the digests (a rebuild on PostgreSQL was mostly these round trips): the
         # members not there yet, then the image grows by the sum of their known sizes.
         unique = list(dict.fromkeys(digests))
         for start in range(0, len(unique), KEYS_PER_READ):   # chunks: under the databases' parameter limits
-            self._add_member_chunk(c, org, repository, image, unique[start:start + KEYS_PER_READ])
+            chunk = unique[start:start + KEYS_PER_READ]
+            if self.usage_deferred:
+                self._usage_orgs.add(org)
+                self._whole_cache_used = True
+                self.run(c, "INSERT INTO {members} VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+                         + " ON CONFLICT DO NOTHING", tuple(part for digest in chunk for part in (org, repository, image, digest)))
+            else:
+                self._add_member_chunk(c, org, repository, image, chunk)
 
     def _add_member_chunk(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
         added = self.run(c, "INSERT INTO {members} VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(digests))
@@ -309,7 +348,13 @@ class RetentionView(View):
         """The sizes of digests stored (or declared), in two statements a chunk when any is new: images listing
         a digest whose size was not known yet grow by it, and so do the usages. A digest's first size counts."""
         for start in range(0, len(pairs), KEYS_PER_READ):
-            self._sized_chunk(c, pairs[start:start + KEYS_PER_READ])
+            chunk = pairs[start:start + KEYS_PER_READ]
+            if self.usage_deferred:
+                self._whole_cache_used = True
+                self.run(c, "INSERT INTO {sizes} VALUES " + ", ".join(["(?, ?)"] * len(chunk)) + " ON CONFLICT DO NOTHING",
+                         tuple(part for pair in chunk for part in pair))
+            else:
+                self._sized_chunk(c, chunk)
 
     def _sized_chunk(self, c: Any, pairs: list[tuple[str, int]]) -> None:
         added = self.run(c, "INSERT INTO {sizes} VALUES " + ", ".join(["(?, ?)"] * len(pairs))
@@ -346,7 +391,10 @@ class RetentionView(View):
         members = self.run(c, "SELECT digest FROM {members} WHERE org = ? AND repository = ? AND image = ?", key)
         self.run(c, "DELETE FROM {members} WHERE org = ? AND repository = ? AND image = ?", key)
         # Digests no image of the org (of any org) lists any more leave its usage (the whole cache's).
-        gone = [digest for (digest,) in members]
+        gone = [digest for (digest,) in members] if not self.usage_deferred else []
+        if self.usage_deferred and members:   # kept up, the usage rows are written for the digests that leave
+            self._usage_orgs.add(e.org)
+            self._whole_cache_used = True
         for start in range(0, len(gone), KEYS_PER_READ):
             chunk = tuple(gone[start:start + KEYS_PER_READ])
             marks = ", ".join(["?"] * len(chunk))

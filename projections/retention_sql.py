@@ -157,6 +157,17 @@ class PostgresRetentionView(PostgresView, RetentionView):
                    (*(part for digest in digests for part in (org, repository, image, digest)),
                     org, repository, image, org, org, repository, image, WHOLE_CACHE, org, repository, image))
 
+    def drop_indexes(self) -> None:
+        super().drop_indexes()
+        self.defer_usage()   # a bulk rebuild into a copy not live yet (RetentionView.usage_deferred)
+
+    def restore_indexes(self) -> None:
+        if self.usage_deferred:
+            with self.datastore.transaction(commit=True) as c:
+                c.execute("SET LOCAL statement_timeout = 0")
+                self.settle_usage(c)
+        super().restore_indexes()
+
     def _send(self, c: Any, text: str, params: tuple) -> None:
         """A statement whose rows are not read: in the page's pipeline, sent without waiting for it."""
         c.execute(self.sql(self._dialect(text)), params, prepare=True)

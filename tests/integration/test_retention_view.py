@@ -354,3 +354,37 @@ def test_postgresql_writes_the_rows_sqlite_writes(env_factory, tmp_path):
             feed.view.close()
     assert dumps[0]["org_usage"] and dumps[0]["images"]
     assert dumps[0] == dumps[1]
+
+
+@pytest.mark.parametrize("event_store_backend", ["postgres"])
+def test_a_bulk_rebuild_sums_the_usage_once_at_the_end_to_what_keeping_it_up_gives(env_factory):
+    # A bulk rebuild into a PostgreSQL copy (drop_indexes ... restore_indexes) writes members and sizes alone and
+    # sums the images' bytes and the usages before the indexes are made (RetentionView.settle_usage).
+    def evicted(org, digest, blobs, children=()):
+        manifest = CachedManifest(org=org, repository=REPO, digest=digest, media_type=IMAGE, size=100,
+                                  blobs=list(blobs), children=list(children), cached_at=1.0)
+        manifest.collect_events()
+        manifest.evict(digest, [], 0, "quota", "lru", "system:evictor", 50.0)
+        return manifest
+
+    dumps = []
+    for tag, bulk in (("kept", False), ("bulk", True)):
+        feed = Feed(open_view("retention", env_factory(tag)))
+        try:
+            if bulk:
+                feed.view.drop_indexes()
+            for page in varied_history():
+                feed("Registry", *page)
+            feed.image(d("7"), {SHARED: 500, d("e"): 70}, at=30.0, org="gone")   # an org whose images all leave:
+            feed("Registry", evicted("gone", d("7"), [SHARED, d("e")]))          # its usage row stays, at 0
+            feed.pull(B, 20.0)
+            if bulk:
+                assert feed.view.usage_deferred and not feed.view.dump()["org_usage"]   # nothing kept up meanwhile
+                feed.view.restore_indexes()
+                assert not feed.view.usage_deferred
+            dumps.append({table: rows for table, rows in feed.view.dump().items() if "tracking" not in table})
+        finally:
+            feed.view.close()
+    assert dumps[0]["org_usage"] and any(bytes_ == 0 for _, bytes_ in dumps[0]["org_usage"])
+    assert any(row[6] > 0 for row in dumps[0]["images"])   # bytes
+    assert dumps[1] == dumps[0]
