@@ -43,9 +43,7 @@ class Gathering:
             return False
         if self.gathered is None:
             self.gathered = self.view.gathering()
-        gather, gathered = self.view.gather, self.gathered
-        for event, tracking in batch:
-            gather(gathered, event, tracking)
+        self.view.gather_page(self.gathered, batch)
         self.events += len(batch)
         self.last = batch[-1][1]
         if self.events >= self.limit:
