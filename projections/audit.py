@@ -202,39 +202,6 @@ _RETIME = ("DELETE FROM {audit_times} WHERE block BETWEEN %s AND %s",
            f"WHERE id >= %s * {TIME_BLOCK} AND id < (%s + 1) * {TIME_BLOCK} GROUP BY id / {TIME_BLOCK}")
 
 
-def upcast_defaults() -> dict[str, Any]:
-    """The fields Pull.Recorded's upcasts give a state of the first version: what every older pull lacks."""
-    state: dict[str, Any] = {}
-    for version in range(1, Pull.Recorded.class_version):
-        getattr(Pull.Recorded, f"upcast_v{version}_v{version + 1}")(state)
-    return state
-
-
-def load_statement(audit: str, audit_times: str, events_table: str) -> tuple[str, list]:
-    """The INSERT of PostgresAuditView.load_from_log, and its leading parameters (the upcasts' defaults): each
-    stored state read by json_to_record into AuditRow's columns in their PostgreSQL types (the notification id
-    for `id`), a field the state lacks (an older version's) taking its upcast's default, then audit_times from
-    the rows inserted; it answers how many. Its last three parameters: the id after which, the last id, the topic.
-    `events_table`: the log's table, quoted and schema-qualified."""
-    defaults = upcast_defaults()
-    names = [f.name for f in fields(AuditRow)][1:]
-    values, params = [], []
-    for name in names:
-        if name in defaults:
-            values.append(f"coalesce(r.{name}, %s)")
-            params.append(defaults[name])
-        else:
-            values.append(f"r.{name}")
-    record = ", ".join(f"{name} {kind}" for name, kind in zip(names, _COPY_TYPES[1:]))
-    return (f"WITH added AS (INSERT INTO {audit} ({COLUMNS}) SELECT e.notification_id, {', '.join(values)} "
-            f"FROM {events_table} AS e, json_to_record(convert_from(e.state, 'UTF8')::json) AS r({record}) "
-            "WHERE e.notification_id > %s AND e.notification_id <= %s AND e.topic = %s RETURNING id, at), "
-            f"times AS (INSERT INTO {audit_times} AS t SELECT id / {TIME_BLOCK}, min(at), max(at) FROM added "
-            f"GROUP BY id / {TIME_BLOCK} ON CONFLICT (block) DO UPDATE SET "
-            "earliest = LEAST(t.earliest, excluded.earliest), latest = GREATEST(t.latest, excluded.latest)) "
-            "SELECT count(*) AS n FROM added"), params
-
-
 def audit_row(event: Pull.Recorded, position: int) -> AuditRow:
     """The row of a pull read from elsewhere (an archive segment), as the view would hold it."""
     return AuditRow(*_values(event, Tracking("Pulls", position)))
@@ -348,18 +315,6 @@ class PostgresAuditView(PostgresView, AuditView):
                            "%s::double precision[]) ON CONFLICT (block) DO UPDATE SET "
                            "earliest = LEAST(t.earliest, excluded.earliest), latest = GREATEST(t.latest, excluded.latest)"),
                   (list(blocks), list(earliest), list(latest)), prepare=True)
-
-    # A pull's row is its stored state's fields (_values), so a bulk rebuild of a fresh copy has the server make
-    # the rows straight from the Pulls log (load_statement) rather than this process reading, decoding and COPYing
-    # ten million of them (infra/projection_runtime/log_loads.py says when).
-    loads_from_log = {"Pulls": Pull.Recorded}
-
-    def load_from_log(self, application: str, events_table: str, topic: str, after: int, last: int) -> int:
-        statement, params = load_statement("{audit}", "{audit_times}", events_table)
-        with self.datastore.transaction(commit=True) as c:
-            self._begin_page(c, Tracking(application, last))
-            c.execute(self.sql(statement), (*params, after, last, topic))
-            return int(c.fetchone()["n"])
 
     def remove_rows(self, first: int, last: int) -> int:
         with self.datastore.transaction(commit=True) as c:

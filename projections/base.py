@@ -107,18 +107,6 @@ class View(TrackingRecorder, ABC):
         self.gather_page(gathered, batch)
         self.write_gathered(c, gathered)
 
-    # -- a bulk rebuild's rows made by the database itself ----------------------------------------------
-    # {application: the one event class} whose every event this view's rows come from field by field, so that a
-    # bulk rebuild of a fresh PostgreSQL copy has the server make them from the log's stored states
-    # (load_from_log) instead of reading, decoding and writing each event here (infra/projection_runtime/log_loads.py).
-    loads_from_log: ClassVar[dict[str, type]] = {}
-
-    def load_from_log(self, application: str, events_table: str, topic: str, after: int, last: int) -> int:
-        """Write the rows of the events of `topic` in `events_table` (the application's, schema-qualified, in the
-        view's own database) with notification ids in (after, last], and the tracking position `last`, in one
-        transaction; how many events."""
-        raise NotImplementedError(f"view {self.name} loads nothing from a log")
-
     @abstractmethod
     def process_gathered(self, gathered: Any, tracking: Tracking, events: int = 1) -> None:
         """Write a gathering of `events` events and its last event's tracking in one transaction (a bulk

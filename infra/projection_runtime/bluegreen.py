@@ -8,9 +8,8 @@ from contextlib import ExitStack, closing
 from infra.projection_runtime import locks
 from infra.projection_runtime.archived_pages import ArchivedRecords
 from infra.projection_runtime.bulk import restore_indexes
-from infra.projection_runtime.log_loads import LogLoad, loadable
 from infra.projection_runtime.opening import APPLICATIONS, open_view
-from infra.projection_runtime.replay import STOP_CHECK, replay_shared
+from infra.projection_runtime.replay import replay_shared
 from projections import versions
 from projections.catalog import spec
 from projections.postgres_view import PostgresView
@@ -64,18 +63,10 @@ def rebuild_blue_green_many(names: tuple[str, ...], env: dict, page_size: int,
             stack.callback(apps[app_name].close)
         replayed = {name: {app: 0 for app in spec(name).applications} for name in names}
         spent = [0.0] * len(names)
-        # Views the server fills from a log (log_loads.py), while the first pass replays the others' events.
-        loading = {(name, app_name): LogLoad(views[name], app, STOP_CHECK.get()) for name in names
-                   for app_name, app in apps.items()
-                   if bulk_events and app_name in spec(name).applications and loadable(views[name], app, archive)}
-        stack.callback(_abandon, loading)
         for _ in range(CATCH_UP_PASSES):  # events keep arriving while we replay: chase the head
             more = 0
             for app_name, app in apps.items():
-                followers = [name for name in names
-                             if app_name in spec(name).applications and (name, app_name) not in loading]
-                if not followers:
-                    continue
+                followers = [name for name in names if app_name in spec(name).applications]
                 spent_of = [0.0] * len(followers)
                 counts = replay_shared([views[name] for name in followers], app, page_size,
                                        [views[name].max_tracking_id(app_name) or 0 for name in followers],
@@ -84,13 +75,6 @@ def rebuild_blue_green_many(names: tuple[str, ...], env: dict, page_size: int,
                     replayed[name][app_name] += count
                     spent[names.index(name)] += took
                 more = max(more, *counts)
-            if loading:   # loaded up to the heads they saw: the next pass replays what came after
-                for (name, app_name), load in loading.items():
-                    events, took = load.join()
-                    replayed[name][app_name] += events
-                    spent[names.index(name)] += took
-                loading.clear()
-                continue
             if more < page_size:
                 break
         if bulk_events:
@@ -104,12 +88,6 @@ def rebuild_blue_green_many(names: tuple[str, ...], env: dict, page_size: int,
         if seconds is not None:
             seconds.update({name: seconds.get(name, 0.0) + took for name, took in zip(names, spent)})
         return replayed
-
-
-def _abandon(loading: dict) -> None:
-    """Loads still under way when the rebuild fails: no chunk after the current one, which is waited for."""
-    for load in loading.values():
-        load.abandon()
 
 
 def _unlock_all(session) -> None:
