@@ -203,14 +203,6 @@ class AnalyticsView(View):
             c.registered[event.name] = generation
             c.seen(event.name, generation, generation)
 
-    def gather_page(self, gathered: Page, batch: Batch) -> None:
-        # process_event for each event, the page's pulls counted in one Counter loop: they touch only
-        # `pull_keys`, which no other event does, so the order of their keys' first pulls is kept.
-        gathered.pull_keys.update([_pull_key(event) for event, _ in batch if isinstance(event, Pull.Recorded)])
-        for event, tracking in batch:
-            if not isinstance(event, Pull.Recorded):
-                self.process_event(gathered, event, tracking)
-
     def keep_minutes_from(self, c: Any, floor: int) -> int:
         """Raise the stored minute floor to `floor` (or to what the clock says now, if later) and forget a
         step of the minute rows below it; the floor the page's rows are written with."""

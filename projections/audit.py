@@ -81,9 +81,6 @@ class AuditView(View):
         if isinstance(event, Pull.Recorded):
             c.append(_values(event, tracking))
 
-    def gather_page(self, gathered: list[tuple], batch: Batch) -> None:
-        gathered.extend([_values(event, tracking) for event, tracking in batch if isinstance(event, Pull.Recorded)])
-
     def write_gathered(self, c: Any, gathered: list[tuple]) -> None:
         if gathered:
             self.add_rows(c, gathered)

@@ -89,14 +89,6 @@ class View(TrackingRecorder, ABC):
         """Add one event (of a class in `gathers`) to a gathering; nothing is written yet."""
         self.process_event(gathered, event, tracking)
 
-    def gather_page(self, gathered: Any, batch: Batch) -> None:
-        """Add a page of events (each of a class in `gathers`) to a gathering, in order: `gather` for each.
-        The views that gather every pull override it with one loop a page, without a call (or two) per event:
-        a large rebuild gathers ten million pulls in several views."""
-        gather = self.gather
-        for event, tracking in batch:
-            gather(gathered, event, tracking)
-
     def write_gathered(self, c: Any, gathered: Any) -> None:
         """Write a gathering's rows inside the open transaction."""
         raise NotImplementedError(f"view {self.name} gathers nothing")
@@ -104,7 +96,8 @@ class View(TrackingRecorder, ABC):
     def gathered_page(self, c: Any, batch: Batch) -> None:
         """process_page of a view whose every event class is in `gathers`: one page gathered, then written."""
         gathered = self.gathering()
-        self.gather_page(gathered, batch)
+        for event, tracking in batch:
+            self.gather(gathered, event, tracking)
         self.write_gathered(c, gathered)
 
     @abstractmethod

@@ -62,29 +62,15 @@ class BlobsView(View):
         # `c` is the gathering here: write_gathered writes it.
         page = c
         if isinstance(event, Pull.Recorded):
-            self.gather_page(page, ((event, tracking),))
+            if event.digest:
+                seen = page.pulls.setdefault((event.org, event.repository, event.digest), [0, event.at])
+                seen[0], seen[1] = seen[0] + 1, max(seen[1], event.at)
         elif isinstance(event, CachedBlob.Cached):
             page.blobs[(event.org, event.digest)] = (event.repository, event.size, event.cached_at,
                                                      event.generation)  # last wins
         elif isinstance(event, CachedManifest.Cached):
             # Content-addressed: a second Cached of the same manifest is the same fact.
             page.manifests.setdefault((event.org, event.repository, event.digest), list(event.blobs))
-
-    def gather_page(self, gathered: _Page, batch: Batch) -> None:
-        # process_event for each event, a pull's without a call: most of a large log's events are pulls.
-        pulls = gathered.pulls
-        for event, tracking in batch:
-            if isinstance(event, Pull.Recorded):
-                if event.digest:
-                    seen = pulls.get((event.org, event.repository, event.digest))
-                    if seen is None:
-                        pulls[(event.org, event.repository, event.digest)] = [1, event.at]
-                    else:
-                        seen[0] += 1
-                        if event.at > seen[1]:
-                            seen[1] = event.at
-            else:
-                self.process_event(gathered, event, tracking)
 
     def write_gathered(self, c: Any, page: _Page) -> None:
         if page.blobs:

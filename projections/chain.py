@@ -104,9 +104,6 @@ class ChainView(View):
     def gather(self, gathered: list[tuple[Any, Tracking]], event: Any, tracking: Tracking) -> None:
         gathered.append((event, tracking))
 
-    def gather_page(self, gathered: list[tuple[Any, Tracking]], batch: Batch) -> None:
-        gathered.extend(batch)
-
     def write_gathered(self, c: Any, gathered: list[tuple[Any, Tracking]]) -> None:
         self.process_page(c, gathered)
 

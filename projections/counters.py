@@ -38,11 +38,6 @@ class CountersView(View):
         if isinstance(event, Pull.Recorded):
             c[(event.org, event.generation, event.result)] += 1
 
-    def gather_page(self, gathered: Counter[tuple[str, int, str]], batch: Batch) -> None:
-        # process_event's count for every pull of the page, in Counter's own loop (keys in log order).
-        gathered.update([(event.org, event.generation, event.result) for event, _ in batch
-                         if isinstance(event, Pull.Recorded)])
-
     def write_gathered(self, c: Any, gathered: Counter[tuple[str, int, str]]) -> None:
         if gathered:
             self.add_counts(c, [(*key, n) for key, n in gathered.items()])

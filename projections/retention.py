@@ -25,7 +25,6 @@ Pull updates only touch the stats columns and commute with the rest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,9 +130,6 @@ class RetentionView(View):
 
     def gather(self, gathered: dict, event: Any, tracking: Tracking) -> None:
         _gather_pull(gathered, event)
-
-    def gather_page(self, gathered: dict, batch: Batch) -> None:
-        _gather_pulls(gathered, [event for event, _ in batch])
 
     def write_gathered(self, c: Any, gathered: dict) -> None:
         self._count_pulls(c, gathered)
@@ -603,22 +599,14 @@ class RetentionView(View):
 
 
 def _gather_pull(pulls: dict, event: Any) -> None:
-    _gather_pulls(pulls, (event,))
-
-
-def _gather_pulls(pulls: dict, events: Sequence[Any]) -> None:
-    """Add pulls, in log order, to {(org, repository, digest): [pulls, last at, weights, generation]}."""
-    get = pulls.get
-    for event in events:
-        if not event.digest or event.result == "error":
-            continue
-        key = (event.org, event.repository, event.digest)
-        seen = get(key)
-        if seen is None or seen[3] < event.generation:   # a new org of the name: its pulls alone count
-            seen = pulls[key] = [0, event.at, [], event.generation]
-        elif seen[3] > event.generation:
-            continue
-        seen[0] += 1
-        if event.at > seen[1]:
-            seen[1] = event.at
-        seen[2].append(pull_weight(event.at))   # folded in this order onto the stored score (_count_pulls)
+    if not event.digest or event.result == "error":
+        return
+    key = (event.org, event.repository, event.digest)
+    seen = pulls.get(key)
+    if seen is None or seen[3] < event.generation:   # a new org of the name: its pulls alone count
+        seen = pulls[key] = [0, event.at, [], event.generation]
+    elif seen[3] > event.generation:
+        return
+    seen[0] += 1
+    seen[1] = max(seen[1], event.at)
+    seen[2].append(pull_weight(event.at))   # folded in this order onto the stored score (_count_pulls)

@@ -43,7 +43,9 @@ class Gathering:
             return False
         if self.gathered is None:
             self.gathered = self.view.gathering()
-        self.view.gather_page(self.gathered, batch)
+        gather, gathered = self.view.gather, self.gathered
+        for event, tracking in batch:
+            gather(gathered, event, tracking)
         self.events += len(batch)
         self.last = batch[-1][1]
         if self.events >= self.limit:

@@ -31,8 +31,8 @@ class FakeView:
     def gathering(self) -> list[int]:
         return []
 
-    def gather_page(self, gathered: list[int], batch) -> None:
-        gathered.extend(tracking.notification_id for _, tracking in batch)
+    def gather(self, gathered: list[int], event, tracking: Tracking) -> None:
+        gathered.append(tracking.notification_id)
 
     def process_gathered(self, gathered: list[int], tracking: Tracking, events: int = 1) -> None:
         self.written.append(("gathered", list(gathered), tracking.notification_id))

@@ -1,20 +1,15 @@
-"""A page gathered at once (View.gather_page, a loop a page in the views that gather every pull) is the page
-gathered event by event (View.gather): the same sums, rows and keys, in the same order (analytics numbers
-members in the order of their first pull). Retention and blobs gather a pull in one place for both (gather
-calls the page's loop), so their gatherings are checked against what they must hold."""
+"""What the retention and blobs views gather of pulls in a bulk rebuild (View.gather): each image's (digest's)
+pulls, their count, the latest pull time when pulls come out of time order (a backlog written back after an
+outage), and for retention only the pulls of the org's latest generation with their LFU weights in log order."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 from eventsourcing.persistence import Tracking
 
 from domain.pull import Pull
 from domain.retention import pull_weight
-from domain.traffic import FILL_SECONDS_BUCKETS, TrafficReport
 from infra.projection_runtime import open_view
-from projections.base import View
 
 pytestmark = pytest.mark.integration
 
@@ -42,53 +37,13 @@ def out_of_time_order(events: list) -> bool:
     return any(at < max(e.at for e in events if (e.org, e.repository, e.digest) == key) for key, at in last.items())
 
 
-def traffic(at: float, org: str = "hub") -> TrafficReport.Recorded:
-    report = TrafficReport(org=org, process="test:1", since=at - 5, until=at, bytes_served={"blob": 100},
-                           bytes_fetched={"blob": 50}, blob_pulls={"hit": 1}, fills=1,
-                           fill_seconds=[1] + [0] * len(FILL_SECONDS_BUCKETS), fills_failed=0,
-                           repositories={"library/r1": 100})
-    return report.collect_events()[0]
-
-
-def state(value):
-    """A gathering's contents, order included: dicts and Counters as lists of items."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: state(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return [(key, state(item)) for key, item in value.items()]
-    if isinstance(value, (list, tuple)):
-        return [state(item) for item in value]
-    return value
-
-
-@pytest.mark.parametrize("name", ["audit", "counters", "analytics"])
-def test_a_page_gathered_at_once_is_the_page_gathered_event_by_event(env_factory, name):
-    events = pulls()
-    if name == "analytics":   # its Pulls pages hold traffic reports too, between the pulls
-        events[10:10] = [traffic(T0 + 200)]
-        events[45:45] = [traffic(T0 + 3 * 3600 + 10, org="quay")]
-    view = open_view(name, env_factory("main"))
-    try:
-        pages = [[(event, Tracking("Pulls", n + 1)) for n, event in enumerate(events)][start:start + 25]
-                 for start in range(0, len(events), 25)]
-        at_once, one_by_one = view.gathering(), view.gathering()
-        for page in pages:
-            view.gather_page(at_once, page)
-            View.gather_page(view, one_by_one, page)   # the default: gather, event by event
-        assert type(view).gather_page is not View.gather_page
-        assert state(at_once) == state(one_by_one)
-        assert state(at_once) != state(view.gathering())
-    finally:
-        view.close()
-
-
 def gathered(env_factory, name: str, events: list):
     view = open_view(name, env_factory("main"))
     try:
         gathering = view.gathering()
         tracked = [(event, Tracking("Pulls", n + 1)) for n, event in enumerate(events)]
-        for start in range(0, len(tracked), 25):
-            view.gather_page(gathering, tracked[start:start + 25])
+        for event, tracking in tracked:
+            view.gather(gathering, event, tracking)
         return gathering
     finally:
         view.close()
