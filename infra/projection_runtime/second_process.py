@@ -35,8 +35,11 @@ from projections.catalog import spec
 # then the blobs view, which reads the Registry log there too. With the first two alone, the child of a 10M
 # pass was done after ~500 s while this process went on alone for ~200 s more (py-spy: this process held the
 # GIL 533 s, the child 275 s; blobs' gathering and writing ~75 s of this process's): bench/results/2026-12-01-rebuild-s14.md.
-# The chain takes stored notifications: a child with it alone decodes nothing.
-CHILD_PREFERENCE = ("chain", "audit", "blobs")
+# The chain takes stored notifications: a child with it alone decodes nothing. Then the views that follow the
+# Registry log alone (history, tags, manifests: a few statements per event each), which the child reads and
+# decodes for blobs anyway: its part of a 10M pass ended minutes before this process's, which went on alone
+# with idle CPU (bench/results/2026-12-02-rebuild-s18.md).
+CHILD_PREFERENCE = ("chain", "audit", "blobs", "history", "tags", "manifests")
 
 
 class ChildRebuildFailed(RuntimeError):

@@ -47,7 +47,7 @@ def write_history(env: dict, pulls_count: int = 120) -> None:
         records.apply_org(ORG, {"upstream": "docker.io"})
         for n in range(pulls_count):
             image = n % 3
-            if n == 10 * (image + 1):   # cached after its first pulls
+            if n == 9 * (image + 1) + image:   # cached after its first pulls (n % 3 == image: its own pull)
                 layers = [digest(image, 1), digest(image, 2)]
                 records.record_manifest(ORG, f"library/i{image}", digest(image), IMAGE, 900, layers, [], 5.0 + n,
                                         tag="latest", sizes={layer: 100 for layer in layers})

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from infra.projection_runtime import status
+from infra.projection_runtime import projection_runners, status
 from infra.projection_runtime.opening import is_postgres
 from infra.projection_runtime.rebuild import rebuild_many
 from infra.projection_runtime import second_process
 from infra.projection_runtime.second_process import ChildRebuild, ChildRebuildFailed, split
 from tests.integration.test_bulk_rebuild import VIEWS, built_live, dumps, index_names, write_history
+from tests.support.views import view_dumps
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +44,36 @@ def test_the_child_takes_the_chain_audit_and_blobs_and_never_every_view():
     # With an archive the child replays the event store alone: only views that take none of the archive.
     assert split(("counters", "audit"), object()) == (("counters",), ("audit",))
     assert split(("counters", "blobs", "audit"), object()) == (("counters", "blobs"), ("audit",))
+
+
+def test_then_the_child_takes_the_views_of_the_registry_log_alone():
+    names = (*VIEWS, "tags", "history", "manifests", "orgs", "referrers")
+    assert split(names, None) == (("counters", "retention", "analytics", "orgs", "referrers"),
+                                  ("chain", "audit", "blobs", "history", "tags", "manifests"))
+    assert split(("tags", "manifests"), None) == (("manifests",), ("tags",))
+
+
+def test_registry_views_rebuilt_in_the_child_are_the_live_runners(env, monkeypatch):
+    names = (*VIEWS, "history", "tags", "manifests", "orgs")
+    write_history(env)
+    runners = projection_runners(env).start()
+    try:
+        runners.wait_caught_up(timeout=20)
+    finally:
+        runners.stop()
+    live = view_dumps(env, names)
+    assert live["tags"]["tags"] and live["manifests"]["manifests"] and live["history"]
+    children = []
+
+    class Counted(ChildRebuild):
+        def __init__(self, rebuild, there, kwargs):
+            super().__init__(rebuild, there, kwargs)
+            children.append(there)
+
+    monkeypatch.setattr(rebuild_module, "ChildRebuild", Counted)
+    rebuild_many(names, env, page_size=7, bulk_events=20, child_events=0, child_on_postgres=True, child_load=None)
+    assert children == [("chain", "audit", "blobs", "history", "tags", "manifests")]
+    assert view_dumps(env, names) == live
 
 
 def test_a_rebuild_split_over_two_processes_writes_what_the_live_runners_wrote(env, monkeypatch):
