@@ -40,7 +40,8 @@ REBUILD_BULK_EVENTS = 100_000
 REBUILD_COLLECTS_CYCLES = False
 # A rebuild of several views hands some of them (second_process.split: the chain, audit, blobs, history, tags,
 # manifests) to a child process that reads the logs itself, when their logs hold at least this many events
-# (below, starting a Python process costs more than it saves). None: every view in this process; so too with one CPU to run on.
+# (below, starting a Python process costs more than it saves). None: every view in this process; so too with
+# one CPU to run on.
 REBUILD_CHILD_EVENTS: int | None = 100_000
 # ... and only with a core to spare: the 1-minute load average below this many times the CPUs it may use.
 # The child reads (and for audit decodes) the logs again: ~30 % more CPU in all, which a saturated machine

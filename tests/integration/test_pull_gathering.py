@@ -22,8 +22,9 @@ def pulls() -> list:
     for n in range(60):
         org = ("hub", "quay")[n % 2]
         result = ("hit", "miss", "stale", "error", "denied", "revalidated")[n % 6]
-        events.append(Pull.recorded(org, f"library/r{n % 4}", f"t{n % 3}", "" if result == "error" else f"sha256:{n % 5}",
-                                    result, f"10.0.0.{n % 7}", f"agent/{n % 2}", T0 + (n * 7919) % 3000,
+        digest = "" if result == "error" else f"sha256:{n % 5}"
+        events.append(Pull.recorded(org, f"library/r{n % 4}", f"t{n % 3}", digest, result, f"10.0.0.{n % 7}",
+                                    f"agent/{n % 2}", T0 + (n * 7919) % 3000,
                                     actor="anonymous", generation=1 + (n >= 40 and org == "hub")))
     return events
 
