@@ -61,8 +61,8 @@ def write_history(env: dict, pulls_count: int = 120) -> None:
         pulls.close()
 
 
-def dumps(env: dict) -> dict:
-    return view_dumps(env, VIEWS)
+def dumps(env: dict, names: tuple[str, ...] = VIEWS) -> dict:
+    return view_dumps(env, names)
 
 
 def index_names(env: dict) -> dict[str, list[str]]:
@@ -86,13 +86,13 @@ def index_names(env: dict) -> dict[str, list[str]]:
     return out
 
 
-def built_live(env: dict) -> dict:
+def built_live(env: dict, names: tuple[str, ...] = VIEWS) -> dict:
     runners = projection_runners(env).start()
     try:
         runners.wait_caught_up(timeout=20)
     finally:
         runners.stop()
-    return dumps(env)
+    return dumps(env, names)
 
 
 def test_a_bulk_rebuild_writes_what_the_live_runners_wrote_and_makes_every_index_again(env):
