@@ -36,6 +36,7 @@ from domain.pull import Pull
 from domain.retention import (ORDER_TIEBREAK, CacheFlush, Candidate, ImagePin, StoredBlob, add_weight,
                               eviction_order, pull_weight)
 from projections.base import AGGREGATE_GATHERING_SCALE, Batch, View
+from projections.retention_gathering import GATHERED, RegistryGathering
 
 # What a page's pulls set on an images row already there (the new score is folded in Python). A row of an
 # earlier org of the name (generation) starts again from these pulls: a new org inherits no pull counts.
@@ -44,9 +45,30 @@ PULL_STATS = ("last_used = CASE WHEN {images}.generation < excluded.generation T
               "pull_count = CASE WHEN {images}.generation < excluded.generation THEN excluded.pull_count "
               "ELSE {images}.pull_count + excluded.pull_count END, provisional = 0, score = excluded.score, "
               "generation = {max}({images}.generation, excluded.generation)")
+# What caching a manifest sets on its image's row already there (RetentionView._cached, and a gathering's rounds).
+# A row left by an earlier org of the name (generation) starts again: nothing of its stats stays.
+CACHED_STATS = ("media_type = excluded.media_type, held = 1, cached_at = excluded.cached_at, "
+                "last_used = CASE WHEN {images}.generation < excluded.generation THEN excluded.last_used "
+                "ELSE {max}({images}.last_used, excluded.last_used) END, "
+                "score = CASE WHEN {images}.pull_count = 0 OR {images}.generation < excluded.generation "
+                "THEN excluded.score ELSE {images}.score END, "
+                "provisional = CASE WHEN {images}.pull_count = 0 OR {images}.generation < excluded.generation "
+                "THEN 1 ELSE {images}.provisional END, "
+                "pull_count = CASE WHEN {images}.generation < excluded.generation THEN 0 ELSE {images}.pull_count END, "
+                "generation = {max}({images}.generation, excluded.generation)")
 WHOLE_CACHE = ""      # org_usage's row of every org together: not an org name (domain.org.validate_org_name)
 KEYS_PER_READ = 300   # images per SELECT ... IN (VALUES ...): three parameters each, well under SQLite's limit
 
+
+
+class _Gathered:
+    """A bulk rebuild's gathering: pulls per image (_gather_pull), and Registry events (defer_usage)."""
+
+    __slots__ = ("pulls", "registry")
+
+    def __init__(self) -> None:
+        self.pulls: dict[tuple[str, str, str], list] = {}
+        self.registry: RegistryGathering | None = None
 
 
 class _Page:
@@ -120,19 +142,31 @@ class RetentionView(View):
         raise NotImplementedError
 
     # -- writing ---------------------------------------------------------------------------------------
-    # Pulls only: their stats commute with the rest, and _count_pulls folds them in log order whatever the
-    # pages (the Registry events, which read and write many tables, are written page by page).
-    gathers = (Pull.Recorded,)
+    # Pulls: their stats commute with the rest, and _count_pulls folds them in log order whatever the pages.
+    # With the usage deferred (a bulk rebuild into a fresh PostgreSQL copy, defer_usage) also the Registry
+    # events that only add (retention_gathering.GATHERED); the others are written page by page.
+    gathers: tuple[type, ...] = (Pull.Recorded,)
     gathering_scale = AGGREGATE_GATHERING_SCALE   # a row per key, not per event (View.gathering_scale)
 
-    def gathering(self) -> dict[tuple[str, str, str], list]:
-        return {}
+    def gathering(self) -> _Gathered:
+        return _Gathered()
 
-    def gather(self, gathered: dict, event: Any, tracking: Tracking) -> None:
-        _gather_pull(gathered, event)
+    def gather(self, gathered: _Gathered, event: Any, tracking: Tracking) -> None:
+        if type(event) is Pull.Recorded:
+            _gather_pull(gathered.pulls, event)
+        else:
+            if gathered.registry is None:
+                gathered.registry = RegistryGathering()
+            gathered.registry.add(event)
 
-    def write_gathered(self, c: Any, gathered: dict) -> None:
-        self._count_pulls(c, gathered)
+    def write_gathered(self, c: Any, gathered: _Gathered) -> None:
+        if gathered.registry is not None:
+            self.write_registry(c, gathered.registry)
+        self._count_pulls(c, gathered.pulls)
+
+    def write_registry(self, c: Any, gathering: RegistryGathering) -> None:
+        """Write gathered Registry events (with the usage deferred: PostgreSQL's bulk rebuild)."""
+        raise NotImplementedError(f"{type(self).__name__} gathers no Registry events")
 
     def process_page(self, c: Any, batch: Batch) -> None:
         # Fewer statements per page than per event, each step the same rows as event by event (issue 16: a
@@ -252,17 +286,7 @@ class RetentionView(View):
             # A row left by an earlier org of the name (generation) starts again: nothing of its stats stays.
             self.run(c, "INSERT INTO {images} (org, repository, digest, media_type, held, cached_at, last_used, "
                         "score, provisional, generation) VALUES (?, ?, ?, ?, 1, ?, ?, ?, 1, ?) "
-                        "ON CONFLICT (org, repository, digest) DO UPDATE SET "
-                        "media_type = excluded.media_type, held = 1, cached_at = excluded.cached_at, "
-                        "last_used = CASE WHEN {images}.generation < excluded.generation THEN excluded.last_used "
-                        "ELSE {max}({images}.last_used, excluded.last_used) END, "
-                        "score = CASE WHEN {images}.pull_count = 0 OR {images}.generation < excluded.generation "
-                        "THEN excluded.score ELSE {images}.score END, "
-                        "provisional = CASE WHEN {images}.pull_count = 0 OR {images}.generation < excluded.generation "
-                        "THEN 1 ELSE {images}.provisional END, "
-                        "pull_count = CASE WHEN {images}.generation < excluded.generation THEN 0 "
-                        "ELSE {images}.pull_count END, "
-                        "generation = {max}({images}.generation, excluded.generation)",
+                        "ON CONFLICT (org, repository, digest) DO UPDATE SET " + CACHED_STATS,
                      (e.org, e.repository, e.digest, e.media_type, e.cached_at, e.cached_at, pull_weight(e.cached_at),
                       self._generation(c, e.org, page)))
             self._add_members(c, e.org, e.repository, e.digest, [e.digest, *e.blobs, *e.children])
@@ -289,6 +313,7 @@ class RetentionView(View):
 
     def defer_usage(self) -> None:
         self.usage_deferred = True
+        self.gathers = (Pull.Recorded, *GATHERED)   # the Registry events that only add, gathered too
         self._usage_orgs: set[str] = set()   # the orgs whose usage rows keeping it up would have made
         self._whole_cache_used = False       # ... and the whole cache's
 
@@ -309,6 +334,7 @@ class RetentionView(View):
         self.run(c, "UPDATE {org_usage} SET bytes = (SELECT coalesce(sum(s.size), 0) FROM {sizes} s WHERE EXISTS "
                     "(SELECT 1 FROM {members} m WHERE m.digest = s.digest)) WHERE org = ?", (WHOLE_CACHE,))
         self.usage_deferred = False
+        self.gathers = type(self).gathers
 
     def _add_members(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
         # Two statements for all the digests (a rebuild on PostgreSQL was mostly these round trips): the

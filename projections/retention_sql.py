@@ -6,7 +6,8 @@ from typing import Any
 
 from projections.base import SqliteView
 from projections.postgres_view import UPDATED_IN_PLACE, PostgresView
-from projections.retention import PULL_STATS, WHOLE_CACHE, RetentionView
+from projections.retention import CACHED_STATS, PULL_STATS, WHOLE_CACHE, RetentionView
+from projections.retention_gathering import RegistryGathering, fold
 from domain.retention import NO_PULLS
 
 TABLES = ("images", "members", "children", "sizes", "image_tags", "orphans", "retention_log", "eviction_totals",
@@ -65,6 +66,38 @@ _PULLS_VALUES = ("INSERT INTO {images} (org, repository, digest, last_used, pull
 _PULLS_FROM_SOURCE = ("INSERT INTO {images} (org, repository, digest, last_used, pull_count, score, generation) "
                       "SELECT * FROM {source} ON CONFLICT (org, repository, digest) DO UPDATE SET " + PULL_STATS)
 _PULLS_TYPES = ("text", "text", "text", "double precision", "bigint", "double precision", "bigint")
+
+# A gathering of Registry events (retention_gathering.py), a statement a table: its images as _cached upserts
+# them, at the generation the org had there (the gathering's registrations before it, or the copy's, whichever is
+# higher: the copy's generations are written after the images).
+_IMAGES_CACHED = ("INSERT INTO {images} (org, repository, digest, media_type, held, cached_at, last_used, score, "
+                  "provisional, generation) SELECT s.org, s.repository, s.digest, s.media_type, 1, s.cached_at, "
+                  "s.cached_at, s.score, 1, GREATEST(s.floor, coalesce((SELECT g.generation "
+                  "FROM {retention_generations} g WHERE g.org = s.org), 1)) "
+                  "FROM {source} AS s(org, repository, digest, media_type, cached_at, score, floor) "
+                  "ON CONFLICT (org, repository, digest) DO UPDATE SET " + CACHED_STATS)
+_IMAGES_CACHED_TYPES = ("text", "text", "text", "text", "double precision", "double precision", "bigint")
+_GATHERED_WRITES = {   # name -> (statement, column types)
+    "generations": ("INSERT INTO {retention_generations} AS r SELECT * FROM {source} ON CONFLICT (org) DO UPDATE "
+                    "SET generation = GREATEST(r.generation, excluded.generation)", ("text", "bigint")),
+    "sizes": ("INSERT INTO {sizes} SELECT * FROM {source} ON CONFLICT DO NOTHING", ("text", "bigint")),
+    "members": ("INSERT INTO {members} SELECT * FROM {source} ON CONFLICT DO NOTHING", ("text",) * 4),
+    "children": ("INSERT INTO {children} SELECT * FROM {source} ON CONFLICT DO NOTHING", ("text",) * 4),
+    "unorphaned": ("DELETE FROM {orphans} o USING {source} AS v(digest) WHERE o.digest = v.digest", ("text",)),
+    "orphaned": ("INSERT INTO {orphans} SELECT v.digest, v.since, 'waiting' FROM {source} AS v(digest, since) "
+                 "WHERE NOT EXISTS (SELECT 1 FROM {members} m WHERE m.digest = v.digest) ON CONFLICT DO NOTHING",
+                 ("text", "double precision")),
+    "tagged": ("INSERT INTO {image_tags} SELECT * FROM {source} ON CONFLICT (org, repository, tag) DO UPDATE "
+               "SET digest = excluded.digest", ("text",) * 4),
+    "untagged": ("DELETE FROM {image_tags} t USING {source} AS v(org, repository, tag) WHERE t.org = v.org "
+                 "AND t.repository = v.repository AND t.tag = v.tag", ("text",) * 3),
+}
+# What the fold reads of the copy as it was before the gathering: the indexes each manifest is a child of, and
+# the members of each child an index lists.
+_INDEXES_OF = ("SELECT p.org, p.repository, p.child, p.image FROM {source} AS v(org, repository, child) "
+               "JOIN {children} p ON p.org = v.org AND p.repository = v.repository AND p.child = v.child")
+_MEMBERS_OF = ("SELECT m.org, m.repository, m.image, m.digest FROM {source} AS v(org, repository, image) "
+               "JOIN {members} m ON m.org = v.org AND m.repository = v.repository AND m.image = v.image")
 
 _SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": "", "cross_join": "CROSS JOIN",
                  "members_by_org": "members AS m INDEXED BY retention_members_org"}   # kept in a bulk rebuild (written_through)
@@ -167,6 +200,35 @@ class PostgresRetentionView(PostgresView, RetentionView):
                 c.execute("SET LOCAL statement_timeout = 0")
                 self.settle_usage(c)
         super().restore_indexes()
+
+    def write_registry(self, c: Any, gathering: RegistryGathering) -> None:
+        """A gathering of Registry events as a statement per table (retention_gathering.py), the usage deferred."""
+        folded = fold(gathering, self._keyed(c, _INDEXES_OF, gathering.manifest_keys()),
+                      self._keyed(c, _MEMBERS_OF, gathering.listed_children()))
+        for round_ in folded.image_rounds:   # each round's keys distinct: an upsert touches a row once
+            self.write_rows(c, self._dialect(_IMAGES_CACHED), _IMAGES_CACHED_TYPES, round_)
+        tags = gathering.tags.items()
+        for name, rows in (("generations", list(gathering.generations.items())),
+                           ("sizes", list(folded.sizes.items())), ("members", list(folded.members)),
+                           ("children", list(folded.children)), ("unorphaned", [(d,) for d in folded.unorphaned]),
+                           ("orphaned", list(folded.orphaned.items())),
+                           ("tagged", [(*key, digest) for key, digest in tags if digest is not None]),
+                           ("untagged", [key for key, digest in tags if digest is None])):
+            if rows:
+                text, types = _GATHERED_WRITES[name]
+                self.write_rows(c, text, types, rows)
+        # As the events' statements would have noted them (defer_usage): settle_usage writes these orgs' rows.
+        self._usage_orgs |= folded.usage_orgs
+        self._whole_cache_used = self._whole_cache_used or bool(gathering.stored)
+
+    def _keyed(self, c: Any, text: str, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], list[str]]:
+        """{key: the fourth column of its rows} of a read joining `keys` (three text columns) as `{source}`."""
+        out: dict[tuple[str, str, str], list[str]] = {}
+        if keys:
+            for row in self.write_rows(c, text, ("text",) * 3, keys, returning=True):
+                org, repository, key, value = row.values()
+                out.setdefault((org, repository, key), []).append(value)
+        return out
 
     def _send(self, c: Any, text: str, params: tuple) -> None:
         """A statement whose rows are not read: in the page's pipeline, sent without waiting for it."""

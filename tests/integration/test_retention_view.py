@@ -388,3 +388,109 @@ def test_a_bulk_rebuild_sums_the_usage_once_at_the_end_to_what_keeping_it_up_giv
     assert dumps[0]["org_usage"] and any(bytes_ == 0 for _, bytes_ in dumps[0]["org_usage"])
     assert any(row[6] > 0 for row in dumps[0]["images"])   # bytes
     assert dumps[1] == dumps[0]
+
+
+
+def gatherable_history() -> list[list]:
+    """Pages of Registry events for a bulk rebuild's gathering (retention_gathering.py): mostly events it gathers
+    (orgs registered and recreated, manifests with and without children, children cached before and after their
+    index, blobs before and after their manifest, blobs stored alone, tags moved and dropped, a key cached twice),
+    with pages it cannot gather in between (an orphan deleted, an eviction, a pin)."""
+    from domain.org import CacheOrg
+
+    pages: list[list] = []
+
+    def page(*items) -> None:
+        events = []
+        for item in items:
+            events.extend(item.collect_events() if hasattr(item, "collect_events") else [item])
+        pages.append(events)
+
+    def manifest(digest, blobs, at, org=ORG, children=(), sizes=None):
+        return CachedManifest(org=org, repository=REPO, digest=digest, media_type=INDEX if children else IMAGE,
+                              size=100 + len(blobs), blobs=list(blobs), children=list(children), cached_at=at,
+                              sizes=sizes or {})
+
+    def blob(digest, size, at, org=ORG):
+        return CachedBlob(org=org, repository=REPO, digest=digest, size=size, cached_at=at)
+
+    def tag(name, digest, at, org=ORG):
+        return TagResolution(org=org, repository=REPO, tag=name, digest=digest, media_type=IMAGE, checked_at=at)
+
+    hub = CacheOrg(name=ORG, settings={"upstream": "docker.io"})
+    quay = CacheOrg(name=OTHER, settings={"upstream": "quay.io"})
+    a, v1, latest = manifest(A, [SHARED, LA], 2.0, sizes={SHARED: 500, LA: 9}), tag("v1", A, 2.0), tag("latest", A, 2.0)
+    page(hub, quay, blob(LA, 10, 1.0), blob(d("6"), 60, 1.5), a, blob(LA, 11, 2.5), v1, latest)
+    page(blob(SHARED, 500, 2.8), manifest(CHILD, [LCHILD, SHARED], 3.0, org=OTHER),    # a child before its index
+         blob(LCHILD, 40, 3.1, org=OTHER), manifest(IDX, [], 4.0, org=OTHER, children=[CHILD, d("e")]),
+         manifest(d("e"), [d("f")], 5.0, org=OTHER), blob(d("f"), 80, 5.1, org=OTHER))   # ... and one after it
+    page(manifest(B, [SHARED, LB], 6.0), blob(LB, 20, 6.1), manifest(B, [SHARED, LB, LC], 6.5),   # a key twice
+         blob(d("6"), 61, 6.6), blob(d("7"), 70, 6.7))
+    stored = StoredBlob(digest=d("7"))
+    stored.collect_events()   # its creation: not a retention event
+    stored.orphan(70, 7.0, "system:evictor", 7.5)
+    stored.delete("system:evictor", 8.0)
+    page(stored)
+    a.collect_events()
+    a.evict(A, ["v1"], 510, "quota", "lru", "system:evictor", 9.0)
+    v1.collect_events()
+    v1.drop("quota", 9.0)
+    page(a, v1)
+    page(ImagePin(org=ORG, repository=REPO, digest=B, tag="", actor="admin", at=10.0))
+    stored.restore(70, 11.5)
+    v1.observe(B, IMAGE, 11.0)
+    latest.collect_events()
+    latest.observe(B, IMAGE, 11.0)
+    a.recache(IMAGE, 102, [SHARED, LA], [], 12.0)
+    page(stored, v1, latest, a)
+    page(manifest(C, [LC, d("7")], 13.0, org=OTHER))                          # before the org's recreation
+    quay.collect_events()
+    quay.delete()
+    quay.reconfigure({"upstream": "quay.io"})                                    # generation 2
+    page(quay, manifest(d("b"), [LC], 14.0, org=OTHER), blob(LC, 30, 14.1, org=OTHER))
+    return pages
+
+
+@pytest.mark.parametrize("event_store_backend", ["postgres"])
+def test_registry_events_gathered_in_a_bulk_rebuild_write_what_event_by_event_writes(env_factory):
+    # A bulk rebuild into a PostgreSQL copy gathers the Registry events that only add (retention_gathering.py) and
+    # writes them a statement per table; pages it cannot gather write the gathering first, then themselves.
+    from infra.projection_runtime.bulk import Gathering
+
+    pages = gatherable_history()
+    dumps, gathered_pages = [], []
+    for tag, limit in (("kept", None), ("paged", 0), ("gather1", 1), ("gather4", 4), ("gatherall", 1000)):
+        view = open_view("retention", env_factory(tag))
+        try:
+            if limit is not None:
+                view.drop_indexes()
+            gathering = Gathering(view, limit) if limit else None
+            position, took = 0, 0
+            for events in pages:
+                batch = []
+                for event in events:
+                    position += 1
+                    if type(event) in view.handles:   # as a replay filters a view's pages by topic
+                        batch.append((event, Tracking("Registry", position)))
+                if gathering is not None and gathering.add(batch):
+                    took += 1
+                    continue
+                if gathering is not None:
+                    gathering.write()
+                view.process(batch)
+            if gathering is not None:
+                gathering.write()
+                gathering.close()
+                gathered_pages.append(took)
+            if limit is not None:
+                view.restore_indexes()
+            dumps.append({table: rows for table, rows in view.dump().items() if "tracking" not in table})
+        finally:
+            view.close()
+    kept = dumps[0]
+    assert gathered_pages == [6, 6, 6]   # every page but the orphan's deletion, the eviction and the pin
+    assert kept["children"] and kept["orphans"] and kept["image_tags"] and kept["org_usage"]
+    assert {row[-1] for row in kept["images"] if row[0] == OTHER} == {1, 2}   # generations before and after
+    assert any(row[6] > 0 for row in kept["images"])   # bytes
+    for tag, dump in zip(("paged", "gather1", "gather4", "gatherall"), dumps[1:]):
+        assert dump == kept, tag
