@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 Batch = Sequence[tuple[Any, Tracking]]  # (domain event, its position) in notification order
 # View.gathering_scale of the views that add events up per key (analytics, blobs, counters, retention).
 AGGREGATE_GATHERING_SCALE = 4
+# ... of those whose gathering grows with the registry (images, manifests, blobs), not with the pulls (blobs,
+# retention): at 10M pulls over 200,000 images each gathering of 400,000 events upserted most images' and
+# blobs' pull counts again (blobs' count upserts: ~3.8M rows for 1M blobs; retention's: ~600k for 200k images).
+REGISTRY_BOUNDED_GATHERING_SCALE = 25
 
 
 class View(TrackingRecorder, ABC):
