@@ -25,6 +25,7 @@ Pull updates only touch the stats columns and commute with the rest.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -630,7 +631,9 @@ def _gather_pull(pulls: dict, event: Any) -> None:
     key = (event.org, event.repository, event.digest)
     seen = pulls.get(key)
     if seen is None or seen[3] < event.generation:   # a new org of the name: its pulls alone count
-        seen = pulls[key] = [0, event.at, [], event.generation]
+        # The weights as C doubles (8 B each, not a 32 B float object and its list slot): a gathering holds
+        # every pull of 2.5M events (REGISTRY_BOUNDED_GATHERING_SCALE), ~60 MiB less per gathering.
+        seen = pulls[key] = [0, event.at, array("d"), event.generation]
     elif seen[3] > event.generation:
         return
     seen[0] += 1

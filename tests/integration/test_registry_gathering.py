@@ -10,6 +10,7 @@ from domain.cache import CachedManifest, TagResolution
 from domain.org import CacheOrg
 from infra.projection_runtime import open_view
 from infra.projection_runtime.bulk import Gathering
+from tests.support.views import events_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("event_store_backend", ["postgres"])]
 ORG, OTHER, REPO = "hub", "quay", "library/app"
@@ -28,10 +29,7 @@ def registry_pages() -> list[list]:
     pages: list[list] = []
 
     def page(*items) -> None:
-        events = []
-        for item in items:
-            events.extend(item.collect_events() if hasattr(item, "collect_events") else [item])
-        pages.append(events)
+        pages.append(events_of(*items))
 
     def manifest(digest, at, org=ORG, repository=REPO):
         return CachedManifest(org=org, repository=repository, digest=digest, media_type=IMAGE, size=int(100 + 10 * at),

@@ -9,6 +9,7 @@ from domain.cache import CachedBlob, CachedManifest, TagResolution
 from domain.pull import Pull
 from domain.retention import ImagePin, StoredBlob, plan_eviction
 from infra.projection_runtime import open_view
+from tests.support.views import events_of
 
 pytestmark = pytest.mark.integration
 ORG, OTHER, REPO = "hub", "quay", "library/app"
@@ -37,11 +38,8 @@ class Feed:
         self.view, self.position = view, {"Registry": 0, "Pulls": 0}
 
     def __call__(self, app: str, *aggregates_or_events) -> None:
-        events = []
-        for item in aggregates_or_events:
-            events.extend(item.collect_events() if hasattr(item, "collect_events") else [item])
         batch = []
-        for event in events:
+        for event in events_of(*aggregates_or_events):
             self.position[app] += 1
             batch.append((event, Tracking(app, self.position[app])))
         self.view.process(batch)
@@ -303,13 +301,7 @@ def varied_history() -> list:
     page_three = [blob(LCHILD, 40, 3.5, org=OTHER), child, blob(SHARED, 500, 4.0, org=OTHER), stored, c,
                   blob(LC, 30, 9.0)]                                    # reads the index of the child at once
     page_four = [pin, a]                                                 # an eviction, a pin
-    pages = []
-    for page in (page_one, page_two, page_three, page_four):
-        events = []
-        for item in page:
-            events.extend(item.collect_events() if hasattr(item, "collect_events") else [item])
-        pages.append(events)
-    return pages
+    return [events_of(*page) for page in (page_one, page_two, page_three, page_four)]
 
 
 def test_a_page_written_at_once_holds_what_its_events_written_one_by_one_hold(env_factory):
@@ -401,10 +393,7 @@ def gatherable_history() -> list[list]:
     pages: list[list] = []
 
     def page(*items) -> None:
-        events = []
-        for item in items:
-            events.extend(item.collect_events() if hasattr(item, "collect_events") else [item])
-        pages.append(events)
+        pages.append(events_of(*items))
 
     def manifest(digest, blobs, at, org=ORG, children=(), sizes=None):
         return CachedManifest(org=org, repository=REPO, digest=digest, media_type=INDEX if children else IMAGE,

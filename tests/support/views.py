@@ -40,3 +40,11 @@ def view_dumps(env: dict, names) -> dict:
         finally:
             view.close()
     return out
+
+
+def events_of(*items) -> list:
+    """The domain events of `items`, in order: an aggregate's pending events (collect_events), or an event as it is."""
+    events = []
+    for item in items:
+        events.extend(item.collect_events() if hasattr(item, "collect_events") else [item])
+    return events
