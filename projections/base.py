@@ -6,7 +6,7 @@ import logging
 import sqlite3
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -21,8 +21,10 @@ Batch = Sequence[tuple[Any, Tracking]]  # (domain event, its position) in notifi
 AGGREGATE_GATHERING_SCALE = 4
 # ... of those that write a row per image or blob (blobs, retention), not per pull key as analytics does: at 10M
 # pulls over 200,000 images each gathering of 400,000 events upserted most images' and blobs' pull counts again
-# (blobs' count upserts: ~3.8M rows for 1M blobs; retention's: ~600k for 200k images). Retention still holds
-# each gathered pull's weight (8 B as a float in a list, 32 B with its object): ~+400 MiB peak at 10M pulls.
+# (blobs' count upserts: ~3.8M rows for 1M blobs; retention's: ~600k for 200k images). For the pulls only
+# (View.gathering_scales): their gathering of the Registry log holds rows per event (an image's members,
+# sizes, tags), and at 25 it held a 10M-pull store's whole Registry log, ~1.1M events: +400 MiB of peak
+# memory in each process (session 20: 838 -> 1,242 MiB; retention's per-pull weights are 8 B each).
 REGISTRY_BOUNDED_GATHERING_SCALE = 25
 
 
@@ -51,6 +53,9 @@ class View(TrackingRecorder, ABC):
     # than per event writes each key once per gathering, so larger gatherings write fewer rows for the same
     # events, at little more memory. Views that hold every event's row (audit, chain) keep 1.
     gathering_scale: ClassVar[int] = 1
+    # The scale for one log's events where it differs (an application's name -> scale): a view whose rows per
+    # key follow one log's events but hold another's event by event (retention and blobs: the Registry log).
+    gathering_scales: ClassVar[Mapping[str, int]] = {}
     # Secondary indexes the view's own writes look rows up by: a bulk rebuild keeps them (drop_indexes), as
     # without them each event's lookup scans the table and the rebuild grows with the square of the view.
     written_through: ClassVar[tuple[str, ...]] = ()

@@ -27,7 +27,7 @@ from psycopg.types.json import Jsonb
 
 from domain.cache import CachedBlob, CachedManifest
 from domain.pull import Pull
-from projections.base import REGISTRY_BOUNDED_GATHERING_SCALE, Batch, SqliteView, View
+from projections.base import AGGREGATE_GATHERING_SCALE, REGISTRY_BOUNDED_GATHERING_SCALE, Batch, SqliteView, View
 from projections.postgres_view import UPDATED_IN_PLACE, PostgresView
 
 
@@ -49,6 +49,7 @@ class BlobsView(View):
     # Every update commutes (see the module's docstring), so any number of pages may be gathered at once.
     gathers = handles
     gathering_scale = REGISTRY_BOUNDED_GATHERING_SCALE   # a row per image or blob, not per pull (View.gathering_scale)
+    gathering_scales = {"Registry": AGGREGATE_GATHERING_SCALE}   # that log's rows are per event (base.py)
 
     def process_page(self, c: Any, batch: Batch) -> None:
         # A page's events are gathered per key first and written in a few statements: blobs cached,

@@ -36,7 +36,7 @@ from domain.org import CacheOrg
 from domain.pull import Pull
 from domain.retention import (ORDER_TIEBREAK, CacheFlush, Candidate, ImagePin, StoredBlob, add_weight,
                               eviction_order, pull_weight)
-from projections.base import REGISTRY_BOUNDED_GATHERING_SCALE, Batch, View
+from projections.base import AGGREGATE_GATHERING_SCALE, REGISTRY_BOUNDED_GATHERING_SCALE, Batch, View
 from projections.retention_gathering import GATHERED, RegistryGathering
 
 # What a page's pulls set on an images row already there (the new score is folded in Python). A row of an
@@ -148,6 +148,7 @@ class RetentionView(View):
     # events that only add (retention_gathering.GATHERED); the others are written page by page.
     gathers: tuple[type, ...] = (Pull.Recorded,)
     gathering_scale = REGISTRY_BOUNDED_GATHERING_SCALE   # a row per image or blob, not per pull (View.gathering_scale)
+    gathering_scales = {"Registry": AGGREGATE_GATHERING_SCALE}   # that log's rows are per event (base.py)
 
     def gathering(self) -> _Gathered:
         return _Gathered()

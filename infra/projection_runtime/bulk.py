@@ -85,10 +85,10 @@ class ViewWriter:
     one): the error is raised to the caller at its next `write` or at `finish`.
     """
 
-    def __init__(self, view: View, gather_events: int, depth: int = 2) -> None:
+    def __init__(self, view: View, gather_events: int, depth: int = 2, log: str = "") -> None:
         self.view, self.depth = view, depth
-        self.gathering = (Gathering(view, gather_events * view.gathering_scale) if gather_events and view.gathers
-                          else None)
+        scale = view.gathering_scales.get(log, view.gathering_scale)   # log: the application replayed
+        self.gathering = Gathering(view, gather_events * scale) if gather_events and view.gathers else None
         # Spent writing, in the writer's thread: with gatherings written behind, gathering and waiting for the
         # write in flight (the view's own path through the replay), not the behind writes themselves.
         self.seconds = 0.0

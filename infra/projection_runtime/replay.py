@@ -69,7 +69,7 @@ def replay_shared(views: Sequence[View], app: Application, page_size: int, start
         archive = None   # no segment is read for views that take none of it (the audit and chain views)
     # Each view writes in a thread of its own, page after page: while one view's database works (SQLite
     # and psycopg release the GIL; PostgreSQL works in a process of its own), the others go on.
-    writers = [ViewWriter(view, gather_events) for view in views]
+    writers = [ViewWriter(view, gather_events, log=app.name) for view in views]
     try:
         counts = _replay_pages(views, writers, app, page_size, positions, topics, decode, until, archive, head)
     finally:

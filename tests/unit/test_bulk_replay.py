@@ -23,6 +23,7 @@ class FakeView:
     handles = (Pulled, Dropped)
     gathers = (Pulled,)
     gathering_scale = 1
+    gathering_scales: dict[str, int] = {}
 
     def __init__(self, fail_on: int | None = None) -> None:
         self.written: list[tuple[str, list[int], int]] = []   # (how, positions, tracked at)
@@ -57,6 +58,24 @@ def test_pages_are_gathered_up_to_the_limit_and_a_page_it_cannot_gather_writes_w
     writer.close()
     assert view.written == [("gathered", [1, 2, 3, 4, 5], 5), ("gathered", [6], 6), ("page", [7, 8], 8),
                             ("gathered", [9], 9)]
+
+
+def test_a_view_gathers_each_log_by_its_own_scale():
+    class ScaledView(FakeView):
+        gathering_scale = 3                  # the pulls: a row per key
+        gathering_scales = {"Registry": 1}   # the Registry log: rows per event
+
+    written = {}
+    for log in ("Pulls", "Registry"):
+        view = ScaledView()
+        writer = ViewWriter(view, gather_events=2, log=log)
+        for first in range(1, 13, 2):
+            writer.write(page(Pulled, first, first + 1))
+        writer.finish()
+        writer.close()
+        written[log] = [positions for _, positions, _ in view.written]
+    assert written["Pulls"] == [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]]
+    assert written["Registry"] == [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]]
 
 
 def test_after_a_failed_write_nothing_more_is_written_and_the_error_reaches_the_caller():
