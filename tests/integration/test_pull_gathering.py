@@ -4,6 +4,8 @@ outage), and for retention only the pulls of the org's latest generation with th
 
 from __future__ import annotations
 
+from array import array
+
 import pytest
 from eventsourcing.persistence import Tracking
 
@@ -59,7 +61,7 @@ def test_retention_gathers_each_images_pulls_of_its_latest_generation_with_their
         key = (event.org, event.repository, event.digest)
         generation = max(e.generation for e in events if (e.org, e.repository, e.digest) == key)
         if event.generation == generation:
-            row = expected.setdefault(key, [0, event.at, [], generation])
+            row = expected.setdefault(key, [0, event.at, array("d"), generation])   # the weights as C doubles
             row[0], row[1] = row[0] + 1, max(row[1], event.at)
             row[2].append(pull_weight(event.at))
     assert any(row[3] == 2 for row in expected.values()) and len(expected) > 10 and out_of_time_order(events)
