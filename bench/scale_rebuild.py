@@ -14,8 +14,9 @@ every rebuild starts from the same events and no view left by an earlier one.
 `--checkout DIR` (repeatable): run each rebuild with the code of that checkout (a git worktree or
 `git archive` of another commit), in a child process, taking turns round after round: a same-run
 before/after. Default: this checkout only. Reports, per rebuild, events/s (wall), the child's CPU
-seconds (PostgreSQL's own work is not in them), each view's writing seconds within a pass, and the
-load average; writes bench/results/<date>-scale-rebuild[-label].{json,md}.
+seconds (PostgreSQL's own work is not in them), each view's writing seconds within a pass, the
+load average and a host probe (HostProbe: how fast the host ran Python meanwhile); writes
+bench/results/<date>-scale-rebuild[-label].{json,md}.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,6 +114,49 @@ def wal_bytes(url: str | None) -> int | None:
         return int(conn.execute("SELECT wal_bytes FROM pg_stat_wal").fetchone()[0])
 
 
+PROBE_EVERY = 10.0    # seconds between host probes while a pass runs
+PROBE_LOOP = 1_000_000  # additions per probe: ~20-40 ms of a core (0.2-0.4 % of one, every 10 s)
+
+
+def probe_ms() -> float:
+    """This thread's CPU milliseconds for a fixed Python loop: how fast the host runs Python just now. A
+    shared host has slow spells that no /proc/stat column shows (no steal): session 21 saw the same code's
+    passes take 442.7, 452.3 and 627.1 s within an hour, each needing more CPU seconds for the same work. CPU
+    time, not wall time: a loop that waits for a busy core costs no more of it."""
+    started, total = time.thread_time(), 0
+    for i in range(PROBE_LOOP):
+        total += i
+    return (time.thread_time() - started) * 1000
+
+
+class HostProbe:
+    """`probe_ms` every PROBE_EVERY seconds in a thread while a pass runs (this process only waits for the
+    pass's own); `median()` of them. Comparable within a run: a checkout whose probes are slower ran on a
+    slower host."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="host-probe", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(PROBE_EVERY):
+            self.samples.append(probe_ms())
+
+    def __enter__(self) -> HostProbe:
+        self.samples.append(probe_ms())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(probe_ms())
+
+    def median(self) -> float:
+        return round(statistics.median(self.samples), 2)
+
+
 def settle(below: float = 1.0, longest: float = 240.0) -> None:
     """Wait (at most `longest` seconds) for the 1-minute load to fall below `below`: the rebuild starts its
     second process only with a core to spare (rebuild.REBUILD_CHILD_LOAD), and the load a pass leaves behind
@@ -129,8 +174,9 @@ def one_rebuild(checkout: Path, config: Path, database: str | None, names: list[
         url = database_copy(database, f"{prefix}_rebuild") if database else ""
         try:
             wal, cpu = wal_bytes(url), machine_cpu_seconds()
-            done = subprocess.run([sys.executable, "-c", CHILD, str(config), views_dir, url, ",".join(names)],
-                                  cwd=checkout, capture_output=True, text=True)
+            with HostProbe() as probe:
+                done = subprocess.run([sys.executable, "-c", CHILD, str(config), views_dir, url, ",".join(names)],
+                                      cwd=checkout, capture_output=True, text=True)
             cpu, wal_after = machine_cpu_seconds() - cpu, wal_bytes(url)
         finally:
             if url:
@@ -139,6 +185,7 @@ def one_rebuild(checkout: Path, config: Path, database: str | None, names: list[
         raise RuntimeError(f"rebuild {names} with {checkout} failed:\n{done.stderr[-4000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
     out["machine_cpu"] = round(cpu, 1)
+    out["host_probe_ms"] = probe.median()
     out["wal_mib"] = None if wal is None else round((wal_after - wal) / 2**20, 1)
     events = events_read(out["replayed"])
     out["events"] = events
@@ -160,8 +207,8 @@ def markdown(document: dict) -> str:
              f"load before {document['load_before']}, after {document['load_after']}. Medians over "
              f"{document['rounds']} round(s), checkouts taking turns.", "",
              "| rebuild | checkout | events | wall s | events/s | CPU s | machine CPU s | WAL MiB | peak RSS MiB (child)"
-             "| load (1 min) at start |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| load (1 min) at start | host probe ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for what, by_checkout in document["results"].items():
         for label, runs in by_checkout.items():
             wall = statistics.median(r["wall"] for r in runs)
@@ -172,7 +219,10 @@ def markdown(document: dict) -> str:
             rss = (f"{max(r['max_rss_mib'] for r in runs):,} ({max(r['child_max_rss_mib'] for r in runs):,})"
                    if all("max_rss_mib" in r for r in runs) else "-")
             lines.append(f"| {what} | {label} | {runs[0]['events']:,} | {wall:.1f} | {runs[0]['events'] / wall:,.0f} | "
-                         f"{cpu:.1f} | {machine_cpu} | {wal} | {rss} | {loads} |")
+                         f"{cpu:.1f} | {machine_cpu} | {wal} | {rss} | {loads} | {_median_of(runs, 'host_probe_ms')} |")
+    lines += ["", f"Host probe: the median CPU milliseconds of a fixed Python loop ({PROBE_LOOP:,} additions) "
+              f"sampled every {PROBE_EVERY:.0f} s during the pass, in the benchmark's own idle process. A checkout "
+              "whose probe is slower ran on a slower host: compare its wall time with that in mind."]
     ratios = document.get("ratios")
     if ratios:
         lines += ["", "Speed ratio (events/s of each checkout over the first's, medians):", ""]
@@ -219,7 +269,8 @@ def main() -> None:
                 results[",".join(names)][label].append(out)
                 say(f"  {out['events']:,} events in {out['wall']:.1f} s: {out['events_per_s']:,}/s, "
                     f"CPU {out['cpu'] + out['child_cpu']:.1f} s (machine {out['machine_cpu']} s, WAL {out['wal_mib']} MiB, "
-                    f"peak RSS {out.get('max_rss_mib')} MiB, child {out.get('child_max_rss_mib')} MiB); "
+                    f"peak RSS {out.get('max_rss_mib')} MiB, child {out.get('child_max_rss_mib')} MiB, "
+                    f"host probe {out['host_probe_ms']} ms); "
                     + ", ".join(f"{v} {f['write_s']} s" for v, f in out["views"].items()))
     ratios = {}
     if len(labels) > 1:
