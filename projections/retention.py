@@ -633,7 +633,8 @@ def _gather_pull(pulls: dict, event: Any) -> None:
     seen = pulls.get(key)
     if seen is None or seen[3] < event.generation:   # a new org of the name: its pulls alone count
         # The weights as C doubles (8 B each, not a 32 B float object and its list slot): a gathering holds
-        # every pull of 2.5M events (REGISTRY_BOUNDED_GATHERING_SCALE), ~60 MiB less per gathering.
+        # every pull of 2.5M events (REGISTRY_BOUNDED_GATHERING_SCALE), ~60 MiB less per gathering (below
+        # the pass's peak at 10M pulls, which the Registry log's gathering sets: session 21).
         seen = pulls[key] = [0, event.at, array("d"), event.generation]
     elif seen[3] > event.generation:
         return
