@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.scale_rebuild --data /var/tmp/entrepot-scale/sqlite-36o-200000i-1000000p
         [--database postgresql://postgres@127.0.0.1:5432/entrepot_scale_36o_200000i_1000000p]
-        [--view retention ...] [--all] [--checkout DIR ...] [--rounds 1] [--label NAME]
+        [--view retention ...] [--all] [--checkout DIR ...] [--rounds 1] [--label NAME] [--keep]
 
 Takes a store bench.scale wrote (`--build-only --events-only` leaves its views empty) and rebuilds its
 views with the runtime's own functions: all of them in one pass (`--all`: rebuild_many, as
@@ -16,7 +16,9 @@ every rebuild starts from the same events and no view left by an earlier one.
 before/after. Default: this checkout only. Reports, per rebuild, events/s (wall), the child's CPU
 seconds (PostgreSQL's own work is not in them), each view's writing seconds within a pass, the
 load average and a host probe (HostProbe: how fast the host ran Python meanwhile); writes
-bench/results/<date>-scale-rebuild[-label].{json,md}.
+bench/results/<date>-scale-rebuild[-label].{json,md}, again after every pass (a run stopped early keeps
+what it measured). `--keep` (PostgreSQL): the last round's copy of each checkout stays, as the database
+`<prefix>_<checkout>`, to read its views afterwards (`bench.audit_pages`).
 """
 
 from __future__ import annotations
@@ -100,6 +102,12 @@ def drop_database(url: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def rename_database(url: str, name: str) -> None:
+    admin, old = url.rsplit("/", 1)[0] + "/postgres", url.rsplit("/", 1)[1]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(name)))
+
+
 def machine_cpu_seconds() -> float:
     """CPU seconds every process on the machine has used since boot (user, nice, system; /proc/stat)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -166,12 +174,15 @@ def settle(below: float = 1.0, longest: float = 240.0) -> None:
         time.sleep(5)
 
 
-def one_rebuild(checkout: Path, config: Path, database: str | None, names: list[str], prefix: str) -> dict:
+def one_rebuild(checkout: Path, config: Path, database: str | None, names: list[str], prefix: str,
+                keep_as: str | None = None) -> dict:
     """One rebuild of `names` (["all"]: every view in one pass) with `checkout`'s code, from the same events.
     Besides the child's own figures: the whole machine's CPU seconds meanwhile (the rebuild's processes and
-    PostgreSQL's, with whatever else ran) and, on PostgreSQL, the WAL it wrote."""
+    PostgreSQL's, with whatever else ran) and, on PostgreSQL, the WAL it wrote. `keep_as`: the name the
+    rebuilt database keeps (replacing any of that name) instead of being dropped."""
     with tempfile.TemporaryDirectory(prefix=f"{prefix}-views-", dir="/var/tmp") as views_dir:
         url = database_copy(database, f"{prefix}_rebuild") if database else ""
+        done = None
         try:
             wal, cpu = wal_bytes(url), machine_cpu_seconds()
             with HostProbe() as probe:
@@ -179,7 +190,10 @@ def one_rebuild(checkout: Path, config: Path, database: str | None, names: list[
                                       cwd=checkout, capture_output=True, text=True)
             cpu, wal_after = machine_cpu_seconds() - cpu, wal_bytes(url)
         finally:
-            if url:
+            if url and keep_as and done is not None and done.returncode == 0:
+                drop_database(url.rsplit("/", 1)[0] + "/" + keep_as)
+                rename_database(url, keep_as)
+            elif url:
                 drop_database(url)
     if done.returncode:
         raise RuntimeError(f"rebuild {names} with {checkout} failed:\n{done.stderr[-4000:]}")
@@ -248,6 +262,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--label", default="")
     parser.add_argument("--prefix", default="scalebuild16", help="names of the temporary databases and directories")
+    parser.add_argument("--keep", action="store_true",
+                        help="PostgreSQL: keep each checkout's last rebuilt copy as the database <prefix>_<checkout>")
     args = parser.parse_args()
     store = Path(args.data).resolve()
     config = store / "entrepot.toml"
@@ -265,29 +281,39 @@ def main() -> None:
             for checkout, label in order:
                 settle()
                 say(f"round {round_number + 1}: rebuilding {','.join(names)} with {label} (load {machine.load()[0]})")
-                out = one_rebuild(checkout, config, args.database or None, names, args.prefix)
+                last = round_number == args.rounds - 1 and names == rebuilds[-1]
+                keep_as = f"{args.prefix}_{label}" if args.keep and last else None
+                out = one_rebuild(checkout, config, args.database or None, names, args.prefix, keep_as)
                 results[",".join(names)][label].append(out)
                 say(f"  {out['events']:,} events in {out['wall']:.1f} s: {out['events_per_s']:,}/s, "
                     f"CPU {out['cpu'] + out['child_cpu']:.1f} s (machine {out['machine_cpu']} s, WAL {out['wal_mib']} MiB, "
                     f"peak RSS {out.get('max_rss_mib')} MiB, child {out.get('child_max_rss_mib')} MiB, "
                     f"host probe {out['host_probe_ms']} ms); "
                     + ", ".join(f"{v} {f['write_s']} s" for v, f in out["views"].items()))
+                # After every pass: a run stopped early keeps what it measured.
+                stem = f"{started[:10]}-scale-rebuild" + (f"-{args.label}" if args.label else "")
+                write_report(stem, store, args, started, load_before, round_number + 1, labels, checkouts, results)
+    say(f"wrote bench/results/{stem}.json and .md")
+
+
+def write_report(stem: str, store: Path, args: argparse.Namespace, started: str, load_before, rounds: int,
+                 labels: list[str], checkouts: list[Path], results: dict[str, dict[str, list]]) -> None:
     ratios = {}
     if len(labels) > 1:
         for what, by in results.items():
-            base = statistics.median(r["wall"] for r in by[labels[0]])
-            ratios[what] = {label: base / statistics.median(r["wall"] for r in runs) for label, runs in by.items()}
+            if all(by.values()):   # every checkout measured at least once
+                base = statistics.median(r["wall"] for r in by[labels[0]])
+                ratios[what] = {label: base / statistics.median(r["wall"] for r in runs) for label, runs in by.items()}
     backend = "postgres" if args.database else "sqlite"
     document = {"benchmark": "bench.scale_rebuild", "store": store.name, "backend": backend, "started": started,
                 "ended": f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC", "machine": machine.machine(),
-                "load_before": load_before, "load_after": machine.load(), "rounds": args.rounds,
+                "load_before": load_before, "load_after": machine.load(), "rounds": rounds,
                 "checkouts": {label: str(c) for label, c in zip(labels, checkouts)},
-                "results": results, "ratios": ratios}
-    stem = f"{datetime.now(UTC):%Y-%m-%d}-scale-rebuild" + (f"-{args.label}" if args.label else "")
+                "results": {what: {label: runs for label, runs in by.items() if runs} for what, by in results.items()},
+                "ratios": ratios}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(document, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown(document))
-    say(f"wrote bench/results/{stem}.json and .md")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,12 @@ TIME_BLOCK = 4096
 # page: 2.0 s at 10M pulls on PostgreSQL (4.3 s beside a CI run).
 MOST_AGENTS = 2048
 AGENT_ARMS = 16
+# PostgreSQL's indexes lead with hashtext() of these columns, not their text (PostgresAuditView): the text
+# sorted slowly when an index was built, the leading column holding few distinct values (36 orgs, a few
+# results and agents) or a long common prefix (digests' "sha256:"), so most comparisons went past the
+# abbreviated keys to the whole text and then the id. A 10M-row rebuild built (org, id) in 44 s against
+# 18-26 s for (hashtext(org), id), single-process (bench/results/2026-12-03-audit-index-keys.md).
+HASHED_COLUMNS = frozenset({"org", "repository", "result", "client", "actor", "digest", "user_agent"})
 # The one result the partial indexes leave out: most pulls have it, so a page of them is found by walking ids.
 UNINDEXED_RESULT = "hit"
 UNUSUAL_RESULT = f"result <> '{UNINDEXED_RESULT}'"
@@ -138,12 +144,13 @@ def times_by_block(rows: list[tuple]) -> list[tuple[int, float, float]]:
     return [(block, earliest, latest) for block, (earliest, latest) in sorted(times.items())]
 
 
-def page_statement(placeholder: str, contains: str, arms: list[dict], limit: int) -> tuple[str, list]:
+def page_statement(placeholder: str, contains: str, arms: list[dict], limit: int,
+                   hashed: bool = False) -> tuple[str, list]:
     """The SELECT of a page and its parameters: one arm's rows, or several arms' merged in id order (each
     arm limited and ordered on its own, so each walks its index only as far as the page needs)."""
     statements, params = [], []
     for arm in arms:
-        where, arm_params = audit_filters(placeholder, contains, limit=limit, **arm)
+        where, arm_params = audit_filters(placeholder, contains, limit=limit, hashed=hashed, **arm)
         statements.append(f"SELECT {COLUMNS} FROM {{audit}} {where}ORDER BY id LIMIT {placeholder}")
         params += arm_params
     if len(statements) == 1:
@@ -162,8 +169,12 @@ DISTINCT_AGENTS = ("WITH RECURSIVE agents(agent, n) AS ("
 
 def audit_filters(placeholder: str, contains: str, org=None, repository=None, result=None, since=None, until=None,
                   after_id=None, limit=100, client=None, user_agent=None, actor=None, digest=None,
-                  agent=None) -> tuple[str, list]:
-    """The WHERE clause and parameters of a query, in either SQL dialect (`?` or `%s`)."""
+                  agent=None, hashed: bool = False) -> tuple[str, list]:
+    """The WHERE clause and parameters of a query, in either SQL dialect (`?` or `%s`).
+
+    `hashed` (PostgreSQL): the indexes lead with hashtext() of the text columns (PostgresAuditView), so each
+    text match is said as the index's expression, and the column itself decides (two texts may share a hash).
+    """
     clauses, params = [], []
     # The ids of rows in the time range lie within these bounds (audit_times): pages walk ids there rather
     # than sorting every row in range (214 ms a page at 1M pulls for ?since=30d on SQLite). No such block:
@@ -186,7 +197,13 @@ def audit_filters(placeholder: str, contains: str, org=None, repository=None, re
                           ("at + 0 >= ?", since), ("at + 0 < ?", until), ("id > ?", after_id),
                           ("client = ?", client), ("actor = ?", actor), ("digest = ?", digest),
                           (contains, user_agent), ("user_agent = ?", agent)):
-        if value is not None:
+        if value is None:
+            continue
+        column = clause.split(" ", 1)[0]
+        if hashed and column in HASHED_COLUMNS:
+            clauses.append(f"hashtext({column}) = hashtext({placeholder}) AND {column} = {placeholder}")
+            params += [value, value]
+        else:
             clauses.append(clause.replace("?", placeholder))
             params.append(value)
     params.append(max(1, min(int(limit), MAX_LIMIT)))
@@ -268,16 +285,18 @@ class SqliteAuditView(SqliteView, AuditView):
 
 class PostgresAuditView(PostgresView, AuditView):
     projection = "audit"
-    tables = ("audit", "audit_times")
-    schema_version = 5   # 2: status, error_code and note; 3: actor; 4: generation; 5: audit_times, no index on at
+    tables = ("audit", "audit_times", "audit_agents")
+    # 2: status, error_code and note; 3: actor; 4: generation; 5: audit_times, no index on at; 6: the indexes
+    # keyed by hashtext() of the text columns (HASHED_COLUMNS), the distinct agents in audit_agents; 7: each
+    # hashed column's statistics with its hash
+    schema_version = 7
     indexes = ("audit_org", "audit_org_id", "audit_repository_id", "audit_digest", "audit_client_id", "audit_actor_id",
                "audit_result_id", "audit_org_result_id", "audit_user_agent_id")
+    statistics = tuple(f"audit_{column}_hashed" for column in sorted(HASHED_COLUMNS))
     schema = (
-        # The indexed text columns compare as bytes ("C"), as SQLite's do: the queries only match them (and walk
-        # user agents in the same order as SQLite), and the database's own collation (C.UTF-8 here, en_US.UTF-8
-        # often) sorts through strcoll: three of the indexes built on 2M audit-like rows took 1.19-1.70x as long
-        # with it (bench/results/2026-12-01-rebuild-s14.md). A copy made before keeps its collation until it is
-        # rebuilt: the same rows, the same answers.
+        # The indexed text columns compare as bytes ("C"), as SQLite's do: the queries only match them, and the
+        # database's own collation (C.UTF-8 here, en_US.UTF-8 often) compares through strcoll. A copy made
+        # before keeps its collation until it is rebuilt: the same rows, the same answers.
         "CREATE TABLE IF NOT EXISTS {audit} (id bigint PRIMARY KEY, org text COLLATE \"C\" NOT NULL, "
         "repository text COLLATE \"C\" NOT NULL, reference text NOT NULL, digest text COLLATE \"C\" NOT NULL, "
         "result text COLLATE \"C\" NOT NULL, client text COLLATE \"C\" NOT NULL, actor text COLLATE \"C\" NOT NULL, "
@@ -285,15 +304,28 @@ class PostgresAuditView(PostgresView, AuditView):
         "error_code text NOT NULL, note text NOT NULL, generation integer NOT NULL)",
         "CREATE TABLE IF NOT EXISTS {audit_times} (block bigint PRIMARY KEY, earliest double precision NOT NULL, "
         "latest double precision NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS {audit_org} ON {audit} (org, repository, id)",
-        "CREATE INDEX IF NOT EXISTS {audit_org_id} ON {audit} (org, id)",   # see SqliteAuditView
-        "CREATE INDEX IF NOT EXISTS {audit_repository_id} ON {audit} (repository, id)",
-        "CREATE INDEX IF NOT EXISTS {audit_digest} ON {audit} (digest, id)",   # as on SQLite: no replay needed
-        "CREATE INDEX IF NOT EXISTS {audit_client_id} ON {audit} (client, id)",   # see SqliteAuditView
-        "CREATE INDEX IF NOT EXISTS {audit_actor_id} ON {audit} (actor, id)",
-        f"CREATE INDEX IF NOT EXISTS {{audit_result_id}} ON {{audit}} (result, id) WHERE {UNUSUAL_RESULT}",
-        f"CREATE INDEX IF NOT EXISTS {{audit_org_result_id}} ON {{audit}} (org, result, id) WHERE {UNUSUAL_RESULT}",
-        "CREATE INDEX IF NOT EXISTS {audit_user_agent_id} ON {audit} (user_agent, id)",
+        # The distinct user agents (?user_agent=, see MOST_AGENTS): the agents' index holds their hashes, in no
+        # useful order, so it cannot list them as SQLite's (user_agent, id) does. Kept as pages are written,
+        # and as rows are archived (remove_rows).
+        "CREATE TABLE IF NOT EXISTS {audit_agents} (agent text COLLATE \"C\" PRIMARY KEY)",
+        # As SqliteAuditView's, each text key as hashtext(column) (HASHED_COLUMNS, audit_filters(hashed=True)).
+        "CREATE INDEX IF NOT EXISTS {audit_org} ON {audit} (hashtext(org), hashtext(repository), id)",
+        "CREATE INDEX IF NOT EXISTS {audit_org_id} ON {audit} (hashtext(org), id)",
+        "CREATE INDEX IF NOT EXISTS {audit_repository_id} ON {audit} (hashtext(repository), id)",
+        "CREATE INDEX IF NOT EXISTS {audit_digest} ON {audit} (hashtext(digest), id)",
+        "CREATE INDEX IF NOT EXISTS {audit_client_id} ON {audit} (hashtext(client), id)",
+        "CREATE INDEX IF NOT EXISTS {audit_actor_id} ON {audit} (hashtext(actor), id)",
+        f"CREATE INDEX IF NOT EXISTS {{audit_result_id}} ON {{audit}} (hashtext(result), id) WHERE {UNUSUAL_RESULT}",
+        f"CREATE INDEX IF NOT EXISTS {{audit_org_result_id}} ON {{audit}} (hashtext(org), hashtext(result), id) "
+        f"WHERE {UNUSUAL_RESULT}",
+        "CREATE INDEX IF NOT EXISTS {audit_user_agent_id} ON {audit} (hashtext(user_agent), id)",
+        # A query says `hashtext(org) = hashtext($1) AND org = $1`; the planner multiplies the two clauses'
+        # selectivities as if they were independent, so a less popular org seemed to have a handful of rows
+        # and its page walked the primary key in id order instead of (hashtext(org), id): 2.35 -> 46.8 ms at
+        # 10M pulls (bench/results/2026-12-03-audit-index-keys.md). Each column's dependency on its hash
+        # (and the hash's own statistics, even while a rebuild has dropped the indexes) is measured by ANALYZE.
+        *(f"CREATE STATISTICS IF NOT EXISTS {{audit_{column}_hashed}} (dependencies) ON {column}, hashtext({column}) "
+          "FROM {audit}" for column in sorted(HASHED_COLUMNS)),
     )
 
     def add_rows(self, c: Cursor, rows: list[tuple]) -> None:
@@ -305,6 +337,12 @@ class PostgresAuditView(PostgresView, AuditView):
             write = copy.write_row
             for row in rows:
                 write(row)
+
+    def write_gathered(self, c: Cursor, gathered: list[tuple]) -> None:
+        super().write_gathered(c, gathered)
+        if gathered:
+            c.execute(self.sql("INSERT INTO {audit_agents} SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"),
+                      (sorted({row[8] for row in gathered}),), prepare=True)
 
     def note_times(self, c: Cursor, spans: list[tuple[int, float, float]]) -> None:
         blocks, earliest, latest = zip(*spans)
@@ -319,10 +357,13 @@ class PostgresAuditView(PostgresView, AuditView):
             removed = c.rowcount
             for statement in _RETIME:
                 c.execute(self.sql(statement), (first // TIME_BLOCK, last // TIME_BLOCK))
+            # Agents none of the rows left have, as a rebuild would list them: a probe of the index per agent.
+            c.execute(self.sql("DELETE FROM {audit_agents} AS a WHERE NOT EXISTS (SELECT FROM {audit} "
+                               "WHERE hashtext(user_agent) = hashtext(a.agent) AND user_agent = a.agent)"))
             return removed
 
     def user_agents(self, most: int) -> list[str]:
-        return [row[0] for row in self._query(DISTINCT_AGENTS.replace("?", "%s"), (most,))]
+        return [row[0] for row in self._query("SELECT agent FROM {audit_agents} ORDER BY agent LIMIT %s", (most,))]
 
     def select(self, arms: list[dict], limit: int) -> list[tuple]:
-        return self._query(*page_statement("%s", "strpos(user_agent, %s) > 0", arms, limit))
+        return self._query(*page_statement("%s", "strpos(user_agent, %s) > 0", arms, limit, hashed=True))

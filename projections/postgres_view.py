@@ -58,6 +58,7 @@ class PostgresView(PostgresTrackingRecorder, View):
     tables: ClassVar[tuple[str, ...]] = ()       # logical table names, for clear(), dump() and the switch
     retired_tables: ClassVar[tuple[str, ...]] = ()   # tables older schemas had: dropped once the runner holds the view
     indexes: ClassVar[tuple[str, ...]] = ()      # index names used as {placeholders} in `schema`
+    statistics: ClassVar[tuple[str, ...]] = ()   # extended statistics' names used as {placeholders} in `schema`
     schema: ClassVar[tuple[str, ...]] = ()       # CREATE TABLE / INDEX IF NOT EXISTS with {table} placeholders
     serialise_writes: ClassVar[bool] = False     # several runners write this view: one writer at a time
     # A page's statements in a pipeline: one whose rows are not read is sent without waiting for its result,
@@ -86,7 +87,10 @@ class PostgresView(PostgresTrackingRecorder, View):
                 "SELECT MAX(notification_id) FROM {} WHERE application_name=%s").format(self._read["tracking"])
         else:
             self._read = self._write
-        names = {**self._write, **{i: Identifier(versions.table(i, version)) for i in self.indexes}}
+        names = {**self._write, **{i: Identifier(versions.table(i, version)) for i in self.indexes},
+                 # Unlike an index, a statistics object goes to the first schema of the search path unless named
+                 # with its schema; a table's DROP drops its statistics with it.
+                 **{n: Identifier(s, versions.table(n, version)) for n in self.statistics}}
         created = [SQL(ddl).format(**names) for ddl in self.schema]
         self.sql_create_statements.extend(created)
         self._index_statements = [statement for ddl, statement in zip(self.schema, created) if ddl.startswith("CREATE INDEX")]
