@@ -81,6 +81,9 @@ def pages(url: str) -> list[tuple[str, dict]]:
                               (("common", 0), ("middling", len(values) // 2), ("rare", len(values) - 1))]
         results = ranked(conn, "result")
         agents = ranked(conn, "user_agent")
+        # The middling org's own repositories, its most and its least pulled (an org and a repository it has).
+        repositories = conn.execute("SELECT repository, count(*) FROM entrepot.audit WHERE org = %s GROUP BY 1 "
+                                    "ORDER BY 2 DESC, 1", (chosen["org"][1][1],)).fetchall()
     deep, week, month = last_id // 2, end - 7 * DAY, end - 30 * DAY
     out: list[tuple[str, dict]] = []
     for column, values in chosen.items():
@@ -96,7 +99,10 @@ def pages(url: str) -> list[tuple[str, dict]]:
     common_agent, rare_agent = agents[0][0], agents[-1][0]
     out += [
         ("org common + repository common", {"org": chosen["org"][0][1], "repository": chosen["repository"][0][1]}),
-        ("org middling + repository middling", {"org": org, "repository": chosen["repository"][1][1]}),
+        (f"org middling + its top repository ({repositories[0][1]:,} rows)",
+         {"org": org, "repository": repositories[0][0]}),
+        (f"org middling + its least repository ({repositories[-1][1]:,} rows)",
+         {"org": org, "repository": repositories[-1][0]}),
         ("since 30d", {"since": month}),
         ("since 30d, org rare", {"since": month, "org": chosen["org"][2][1]}),
         ("deep page, no filter", {"after_id": deep}),
