@@ -94,6 +94,9 @@ class PostgresView(PostgresTrackingRecorder, View):
         created = [SQL(ddl).format(**names) for ddl in self.schema]
         self.sql_create_statements.extend(created)
         self._index_statements = [statement for ddl, statement in zip(self.schema, created) if ddl.startswith("CREATE INDEX")]
+        # What a copy made with an older schema does not get (_create_copy): its indexes and statistics.
+        self._added_later = {id(statement) for ddl, statement in zip(self.schema, created)
+                             if ddl.startswith(("CREATE INDEX", "CREATE STATISTICS"))}
         self._lock_key = advisory_key(s, self.projection, f"write-v{version}")
         self._statements: dict[tuple[str, str], SQL] = {}
         # When to analyze (_written): events written through this object since its copy's statistics were
@@ -136,12 +139,12 @@ class PostgresView(PostgresTrackingRecorder, View):
                      (f'"{self.datastore.schema}"."{self.tracking_table_name}"',))
         new_copy = not curs.fetchone()["present"]
         # A copy made with an older schema is only read until its rebuild replaces it (LockedRunners._upgrade):
-        # it gets no index a newer schema added, which may name a column it lacks (audit's (actor, id)).
+        # it gets no index or statistics a newer schema added, which may name a column it lacks (audit's actor).
         older = not new_copy and versions.schema_of(curs, self.datastore.schema, self.projection,
                                                      self.version) < self.schema_version
-        indexes = {id(statement) for statement in self._index_statements} if older else set()
+        skipped = self._added_later if older else set()
         for statement in self.sql_create_statements:
-            if id(statement) not in indexes:
+            if id(statement) not in skipped:
                 curs.execute(statement)
         if new_copy:  # an existing copy keeps the schema version it was made with
             # The library's mark of a single-row tracking table, as its own create_table() writes it.
