@@ -39,7 +39,7 @@ REBUILD_BULK_EVENTS = 100_000
 # objects to free (bench/results/2026-12-01-rebuild-s15.md). It comes back on when the rebuild ends.
 REBUILD_COLLECTS_CYCLES = False
 # A rebuild of several views hands some of them (second_process.split: the chain, audit, blobs, history, tags,
-# manifests) to a child process that reads the logs itself, when their logs hold at least this many events
+# manifests, counters) to a child process that reads the logs itself, when their logs hold at least this many events
 # (below, starting a Python process costs more than it saves). None: every view in this process; so too with
 # one CPU to run on.
 REBUILD_CHILD_EVENTS: int | None = 100_000

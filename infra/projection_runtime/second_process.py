@@ -38,8 +38,10 @@ from projections.catalog import spec
 # The chain takes stored notifications: a child with it alone decodes nothing. Then the views that follow the
 # Registry log alone (history, tags, manifests: a few statements per event each), which the child reads and
 # decodes for blobs anyway: its part of a 10M pass ended minutes before this process's, which went on alone
-# with idle CPU (bench/results/2026-12-02-rebuild-s18.md).
-CHILD_PREFERENCE = ("chain", "audit", "blobs", "history", "tags", "manifests")
+# with idle CPU (bench/results/2026-12-02-rebuild-s18.md). Then the counters (Pulls alone, which the child
+# decodes for audit and blobs): with the audit's indexes keyed by hashtext() the child's part ends sooner still,
+# while this process went on with analytics, retention and counters (bench/results/2026-12-03-scale-rebuild-s24-child-counters-10m.md).
+CHILD_PREFERENCE = ("chain", "audit", "blobs", "history", "tags", "manifests", "counters")
 
 
 class ChildRebuildFailed(RuntimeError):

@@ -34,8 +34,8 @@ def env(env_factory):
     return env_factory("main")
 
 
-def test_the_child_takes_the_chain_audit_and_blobs_and_never_every_view():
-    assert split(VIEWS, None) == (("counters", "retention", "analytics"), ("chain", "audit", "blobs"))
+def test_the_child_takes_the_chain_audit_blobs_and_counters_and_never_every_view():
+    assert split(VIEWS, None) == (("retention", "analytics"), ("chain", "audit", "blobs", "counters"))
     assert split(("chain", "audit"), None) == (("audit",), ("chain",))
     assert split(("chain",), None) == (("chain",), ())
     assert split(("counters", "blobs"), None) == (("counters",), ("blobs",))
@@ -47,8 +47,8 @@ def test_the_child_takes_the_chain_audit_and_blobs_and_never_every_view():
 
 def test_then_the_child_takes_the_views_of_the_registry_log_alone():
     names = (*VIEWS, "tags", "history", "manifests", "orgs", "referrers")
-    assert split(names, None) == (("counters", "retention", "analytics", "orgs", "referrers"),
-                                  ("chain", "audit", "blobs", "history", "tags", "manifests"))
+    assert split(names, None) == (("retention", "analytics", "orgs", "referrers"),
+                                  ("chain", "audit", "blobs", "history", "tags", "manifests", "counters"))
     assert split(("tags", "manifests"), None) == (("manifests",), ("tags",))
 
 
@@ -66,7 +66,7 @@ def test_registry_views_rebuilt_in_the_child_are_the_live_runners(env, monkeypat
 
     monkeypatch.setattr(rebuild_module, "ChildRebuild", Counted)
     rebuild_many(names, env, page_size=7, bulk_events=20, child_events=0, child_on_postgres=True, child_load=None)
-    assert children == [("chain", "audit", "blobs", "history", "tags", "manifests")]
+    assert children == [("chain", "audit", "blobs", "history", "tags", "manifests", "counters")]
     assert dumps(env, names) == live
 
 
