@@ -323,8 +323,8 @@ class PostgresAuditView(PostgresView, AuditView):
         # selectivities as if they were independent, so a less popular org seemed to have a handful of rows
         # and its page walked the primary key (or, on a small table, sorted all its rows) instead of walking
         # (hashtext(org), id) in id order: 2.35 -> 46.8 ms at 10M pulls (bench/results/2026-12-03-audit-index-keys.md,
-        # -audit-keys-stats-s24.md; test_audit_pages_of_common_and_rare_values...). Each column's dependency on its hash
-        # (and the hash's own statistics, even while a rebuild has dropped the indexes) is measured by ANALYZE.
+        # -audit-keys-stats-s24.md). Each column's dependency on its hash (and the hash's own statistics, even
+        # while a rebuild has dropped the indexes) is measured by ANALYZE.
         *(f"CREATE STATISTICS IF NOT EXISTS {{audit_{column}_hashed}} (dependencies) ON {column}, hashtext({column}) "
           "FROM {audit}" for column in sorted(HASHED_COLUMNS)),
     )

@@ -40,7 +40,8 @@ from projections.catalog import spec
 # decodes for blobs anyway: its part of a 10M pass ended minutes before this process's, which went on alone
 # with idle CPU (bench/results/2026-12-02-rebuild-s18.md). Then the counters (Pulls alone, which the child
 # decodes for audit and blobs): with the audit's indexes keyed by hashtext() the child's part ends sooner still,
-# while this process went on with analytics, retention and counters (bench/results/2026-12-03-scale-rebuild-s24-child-counters-10m.md).
+# while this process went on with analytics, retention and counters: 1.14x at 10M pulls, two rounds
+# (bench/results/2026-12-03-scale-rebuild-s24-child-counters-10m.md, -audit-keys-stats-s24.md).
 CHILD_PREFERENCE = ("chain", "audit", "blobs", "history", "tags", "manifests", "counters")
 
 
