@@ -4,6 +4,7 @@ per generation, the audit keeping the old org's pulls, and all of it the same af
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import pytest
@@ -37,7 +38,10 @@ def upstream(module_upstream_registry_factory):
 def settings(request, tmp_path) -> Settings:
     database = DatabaseSettings()
     if request.param == "postgres":
-        database = DatabaseSettings(url=request.getfixturevalue("postgres_url"), schema=f"recreate_{id(tmp_path)}")
+        # A random schema in the module's database: id(tmp_path) was reused by a later test, which then found the
+        # earlier test's org "team" there (409 in CI of 7df2e8c).
+        schema = f"recreate_{secrets.token_hex(3)}"
+        database = DatabaseSettings(url=request.getfixturevalue("postgres_url"), schema=schema)
     return Settings(data_dir=str(tmp_path / "data"), admin_token=TOKEN, organizations=(), database=database,
                     security=SecuritySettings(allowed_upstream_networks=("127.0.0.0/8",)),
                     # Traffic reports (bytes served, blob hits) every 0.2 s, so the analytics see them soon.
