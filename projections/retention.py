@@ -37,7 +37,7 @@ from domain.pull import Pull
 from domain.retention import (ORDER_TIEBREAK, CacheFlush, Candidate, ImagePin, StoredBlob, add_weight,
                               eviction_order, pull_weight)
 from projections.base import AGGREGATE_GATHERING_SCALE, REGISTRY_BOUNDED_GATHERING_SCALE, Batch, View
-from projections.retention_gathering import GATHERED, RegistryGathering
+from projections.retention_gathering import GATHERED, RegistryGathering, fold
 
 # What a page's pulls set on an images row already there (the new score is folded in Python). A row of an
 # earlier org of the name (generation) starts again from these pulls: a new org inherits no pull counts.
@@ -167,8 +167,33 @@ class RetentionView(View):
         self._count_pulls(c, gathered.pulls)
 
     def write_registry(self, c: Any, gathering: RegistryGathering) -> None:
-        """Write gathered Registry events (with the usage deferred: PostgreSQL's bulk rebuild)."""
-        raise NotImplementedError(f"{type(self).__name__} gathers no Registry events")
+        """Gathered Registry events (a bulk rebuild, the usage deferred) as a few statements per table: the rows
+        their events' statements would leave (retention_gathering.fold), in that module's order."""
+        folded = fold(gathering, self.rows_of_keys(c, "indexes of", gathering.manifest_keys()),
+                      self.rows_of_keys(c, "members of", gathering.listed_children()))
+        for round_ in folded.image_rounds:   # each round's keys distinct: an upsert touches a row once
+            self.write_gathered_rows(c, "images", round_)
+        tags = gathering.tags.items()
+        for name, rows in (("generations", list(gathering.generations.items())),
+                           ("sizes", list(folded.sizes.items())), ("members", list(folded.members)),
+                           ("children", list(folded.children)), ("unorphaned", [(d,) for d in folded.unorphaned]),
+                           ("orphaned", list(folded.orphaned.items())),
+                           ("tagged", [(*key, digest) for key, digest in tags if digest is not None]),
+                           ("untagged", [key for key, digest in tags if digest is None])):
+            if rows:
+                self.write_gathered_rows(c, name, rows)
+        # As the events' statements would have noted them (defer_usage): settle_usage writes these orgs' rows.
+        self._usage_orgs |= folded.usage_orgs
+        self._whole_cache_used = self._whole_cache_used or bool(gathering.stored)
+
+    def rows_of_keys(self, c: Any, read: str, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], list[str]]:
+        """{key: ...} of what a gathering's fold reads of the view as it was before it: "indexes of" each manifest
+        (the indexes listing it as a child), "members of" each child an index lists (its digests, as an image)."""
+        raise NotImplementedError
+
+    def write_gathered_rows(self, c: Any, table: str, rows: list[tuple]) -> None:
+        """Write one kind of a gathering's folded rows (write_registry names them)."""
+        raise NotImplementedError
 
     def process_page(self, c: Any, batch: Batch) -> None:
         # Fewer statements per page than per event, each step the same rows as event by event (issue 16: a
@@ -305,12 +330,14 @@ class RetentionView(View):
             self.run(c, "DELETE FROM {orphans} WHERE digest IN (" + ", ".join(["?"] * len(chunk)) + ")", tuple(chunk))
 
     # -- usage left to the end of a bulk rebuild ---------------------------------------------------------
-    # In a bulk rebuild of a PostgreSQL copy (drop_indexes ... restore_indexes, before the copy goes live) nothing
-    # reads an image's bytes or an org's usage until the end, so they are not kept up as members and sizes arrive
-    # (two CTEs per manifest whose NOT EXISTS probes were most of retention's PostgreSQL time) but summed once
-    # from `members` and `sizes` before the indexes are made (settle_usage): what keeping them up gives, as they
-    # are defined by those two tables. Not on SQLite: its rebuild is in place, and one killed midway would leave
-    # the usage short with the tracking past it.
+    # In a bulk rebuild from empty (drop_indexes ... restore_indexes: a PostgreSQL copy before it goes live, a
+    # SQLite view cleared in place) nothing needs an image's bytes or an org's usage until the end, so they are
+    # not kept up as members and sizes arrive (two CTEs per manifest whose NOT EXISTS probes were most of
+    # retention's PostgreSQL time; a handful of statements per manifest on SQLite) but summed once from `members`
+    # and `sizes` before the indexes are made (settle_usage): what keeping them up gives, as they are defined by
+    # those two tables. A SQLite rebuild killed midway leaves its tracking past events whose usage was never
+    # summed: the view's next opening finds the indexes a bulk rebuild drops missing and sums it then
+    # (SqliteRetentionView.create_table); a PostgreSQL copy killed midway is never made live.
     usage_deferred = False
 
     def defer_usage(self) -> None:
@@ -321,11 +348,27 @@ class RetentionView(View):
 
     def settle_usage(self, c: Any) -> None:
         """The images' bytes and the usage rows as keeping them up would have left them; usage kept up again."""
+        self._sum_usage(c, sorted(self._usage_orgs) + ([WHOLE_CACHE] if self._whole_cache_used else []))
+        self.usage_deferred = False
+        self.gathers = type(self).gathers
+
+    def settle_killed_rebuild(self, c: Any) -> None:
+        """settle_usage for a bulk rebuild killed midway, whose noted orgs died with it: the orgs that had a member
+        are those with one now and those with an image evicted (members leave only with their image)."""
+        scopes = [org for (org,) in self.run(c, "SELECT org FROM {members} UNION SELECT org FROM {retention_log} "
+                                                "WHERE kind = 'eviction' ORDER BY 1")]
+        if self.run(c, "SELECT 1 FROM {sizes} UNION ALL SELECT 1 FROM {members} LIMIT 1"):
+            scopes.append(WHOLE_CACHE)
+        self._sum_usage(c, scopes)
+
+    def _sum_usage(self, c: Any, scopes: list[str]) -> None:
+        """Every image's bytes and the usage rows of `scopes` (orgs, WHOLE_CACHE) from `members` and `sizes`."""
         self.run(c, "UPDATE {images} SET bytes = t.total FROM (SELECT m.org, m.repository, m.image, sum(s.size) AS total "
                     "FROM {members} m JOIN {sizes} s ON s.digest = m.digest GROUP BY m.org, m.repository, m.image) t "
                     "WHERE {images}.org = t.org AND {images}.repository = t.repository AND {images}.digest = t.image")
-        # A row for every org that had a member (kept up, it stays at 0 once its images are gone), then the sums.
-        scopes = sorted(self._usage_orgs) + ([WHOLE_CACHE] if self._whole_cache_used else [])
+        # A row for every org that had a member (kept up, it stays at 0 once its images are gone), then the sums;
+        # rows already there start again from 0 (the usage of a rebuild killed midway, summed since by an opening).
+        self.run(c, "UPDATE {org_usage} SET bytes = 0")
         for start in range(0, len(scopes), KEYS_PER_READ):
             chunk = scopes[start:start + KEYS_PER_READ]
             self.run(c, "INSERT INTO {org_usage} VALUES " + ", ".join(["(?, 0)"] * len(chunk)) + " ON CONFLICT DO NOTHING",
@@ -335,8 +378,6 @@ class RetentionView(View):
                     "WHERE {org_usage}.org = t.org")
         self.run(c, "UPDATE {org_usage} SET bytes = (SELECT coalesce(sum(s.size), 0) FROM {sizes} s WHERE EXISTS "
                     "(SELECT 1 FROM {members} m WHERE m.digest = s.digest)) WHERE org = ?", (WHOLE_CACHE,))
-        self.usage_deferred = False
-        self.gathers = type(self).gathers
 
     def _add_members(self, c: Any, org: str, repository: str, image: str, digests: list[str]) -> None:
         # Two statements for all the digests (a rebuild on PostgreSQL was mostly these round trips): the

@@ -2,9 +2,10 @@
 
 Event by event, each manifest cached runs a handful of statements (sizes, the image, its members, orphans) and
 each blob and tag one more: 1.3M Registry events at 10M pulls, most of what retention's replay cost the rebuilding
-process on PostgreSQL (py-spy, 1M pulls: 19 % of its GIL time, 15 % in psycopg's execute alone). In a bulk rebuild
-into a fresh copy (RetentionView.usage_deferred) the events that only add (manifests and blobs stored, tags moved,
-orgs registered) are gathered across pages instead and written as a few set-based statements a gathering.
+process on PostgreSQL (py-spy, 1M pulls: 19 % of its GIL time, 15 % in psycopg's execute alone; on SQLite a fifth of
+the view's rebuild). In a bulk rebuild from empty (a PostgreSQL copy, a SQLite view cleared in place:
+RetentionView.usage_deferred) the events that only add (manifests and blobs stored, tags moved, orgs registered) are
+gathered across pages instead and written as a few set-based statements a gathering (SQLite: an executemany each).
 Evictions, pins, flushes and deletions are not gathered: a page holding one writes what was gathered first,
 then itself event by event (bulk.Gathering).
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from projections.base import SqliteView
 from projections.postgres_view import UPDATED_IN_PLACE, PostgresView
 from projections.retention import CACHED_STATS, PULL_STATS, WHOLE_CACHE, RetentionView
-from projections.retention_gathering import RegistryGathering, fold
 from domain.retention import NO_PULLS
 
 TABLES = ("images", "members", "children", "sizes", "image_tags", "orphans", "retention_log", "eviction_totals",
           "retention_generations", "org_usage")
 # 2: the org's generation in images, retention_log and eviction_totals; retention_generations. 3: org_usage
 SCHEMA_VERSION = 3
+
+log = logging.getLogger(__name__)
 
 
 def _columns(real: str, integer: str, text: str, updated_in_place: str = "") -> tuple[str, ...]:
@@ -94,10 +96,42 @@ _GATHERED_WRITES = {   # name -> (statement, column types)
 }
 # What the fold reads of the copy as it was before the gathering: the indexes each manifest is a child of, and
 # the members of each child an index lists.
-_INDEXES_OF = ("SELECT p.org, p.repository, p.child, p.image FROM {source} AS v(org, repository, child) "
-               "JOIN {children} p ON p.org = v.org AND p.repository = v.repository AND p.child = v.child")
-_MEMBERS_OF = ("SELECT m.org, m.repository, m.image, m.digest FROM {source} AS v(org, repository, image) "
-               "JOIN {members} m ON m.org = v.org AND m.repository = v.repository AND m.image = v.image")
+_KEYED_READS = {
+    "indexes of": ("SELECT p.org, p.repository, p.child, p.image FROM {source} AS v(org, repository, child) "
+                   "JOIN {children} p ON p.org = v.org AND p.repository = v.repository AND p.child = v.child"),
+    "members of": ("SELECT m.org, m.repository, m.image, m.digest FROM {source} AS v(org, repository, image) "
+                   "JOIN {members} m ON m.org = v.org AND m.repository = v.repository AND m.image = v.image"),
+}
+
+# The same writes on SQLite, a row at a time through executemany (a statement prepared once, no round trips):
+# name -> (statement, the row's values as the statement's parameters).
+_SQLITE_GATHERED_WRITES = {
+    "images": ("INSERT INTO {images} (org, repository, digest, media_type, held, cached_at, last_used, score, "
+               "provisional, generation) VALUES (?, ?, ?, ?, 1, ?, ?, ?, 1, max(?, coalesce((SELECT g.generation "
+               "FROM {retention_generations} g WHERE g.org = ?), 1))) "
+               "ON CONFLICT (org, repository, digest) DO UPDATE SET " + CACHED_STATS,
+               lambda org, repository, digest, media_type, at, score, floor:
+               (org, repository, digest, media_type, at, at, score, floor, org)),
+    "generations": ("INSERT INTO {retention_generations} VALUES (?, ?) ON CONFLICT (org) DO UPDATE "
+                    "SET generation = max({retention_generations}.generation, excluded.generation)", None),
+    "sizes": ("INSERT INTO {sizes} VALUES (?, ?) ON CONFLICT DO NOTHING", None),
+    "members": ("INSERT INTO {members} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", None),
+    "children": ("INSERT INTO {children} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", None),
+    "unorphaned": ("DELETE FROM {orphans} WHERE digest = ?", None),
+    "orphaned": ("INSERT INTO {orphans} SELECT ?, ?, 'waiting' WHERE NOT EXISTS "
+                 "(SELECT 1 FROM {members} m WHERE m.digest = ?) ON CONFLICT DO NOTHING",
+                 lambda digest, since: (digest, since, digest)),
+    "tagged": ("INSERT INTO {image_tags} VALUES (?, ?, ?, ?) ON CONFLICT (org, repository, tag) DO UPDATE "
+               "SET digest = excluded.digest", None),
+    "untagged": ("DELETE FROM {image_tags} WHERE org = ? AND repository = ? AND tag = ?", None),
+}
+_SQLITE_KEYED_READS = {
+    "indexes of": "SELECT image FROM {children} WHERE org = ? AND repository = ? AND child = ?",
+    "members of": "SELECT digest FROM {members} WHERE org = ? AND repository = ? AND image = ?",
+}
+# The indexes a bulk rebuild drops (the others it writes through): one missing from a view whose tables are
+# there means a bulk rebuild was killed before its end (SqliteRetentionView.create_table).
+_DROPPED_IN_BULK = tuple(name for name, _ in INDEXES if name not in RetentionView.written_through)
 
 _SQLITE_NAMES = {**{name: name for name in TABLES}, "max": "max", "C": "", "cross_join": "CROSS JOIN",
                  "members_by_org": "members AS m INDEXED BY retention_members_org"}   # kept in a bulk rebuild (written_through)
@@ -124,6 +158,48 @@ class SqliteRetentionView(SqliteView, RetentionView):
 
     def add_pull_stats(self, c: Any, rows: list[tuple]) -> None:
         c.executemany(_PULLS_VALUES.format(**self._names), rows)
+
+    def write_gathered_rows(self, c: Any, table: str, rows: list[tuple]) -> None:
+        text, params = _SQLITE_GATHERED_WRITES[table]
+        c.executemany(text.format(**self._names), rows if params is None else [params(*row) for row in rows])
+
+    def rows_of_keys(self, c: Any, read: str, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], list[str]]:
+        # A statement a key: SQLite reads the file in this process, with no round trip to spare.
+        text = _SQLITE_KEYED_READS[read].format(**self._names)
+        out: dict[tuple[str, str, str], list[str]] = {}
+        for key in keys:
+            c.execute(text, key)
+            found = [value for (value,) in c.fetchall()]
+            if found:
+                out[key] = found
+        return out
+
+    def drop_indexes(self) -> None:
+        super().drop_indexes()
+        self.defer_usage()   # a bulk rebuild into the cleared view (RetentionView.usage_deferred)
+
+    def restore_indexes(self) -> None:
+        if self.usage_deferred:
+            with self._writing() as c:
+                self.settle_usage(c)
+        super().restore_indexes()
+
+    def create_table(self) -> None:
+        # Before the indexes are made again: their absence is what tells a killed bulk rebuild.
+        if self._killed_in_bulk():
+            with self._writing() as c:
+                log.warning("view retention: a bulk rebuild was stopped before its end; summing the usage it deferred")
+                self.settle_killed_rebuild(c)
+        super().create_table()
+
+    def _killed_in_bulk(self) -> bool:
+        """Whether the file holds this schema's tables with an index a bulk rebuild drops missing."""
+        with self.datastore.transaction(commit=False) as c:
+            if self._schema_found(c) != self.schema_version:
+                return False   # no tables yet, or older ones the opening drops
+            c.execute("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN (%s)"
+                      % ", ".join("?" * len(_DROPPED_IN_BULK)), _DROPPED_IN_BULK)
+            return c.fetchone()[0] < len(_DROPPED_IN_BULK)
 
 
 class PostgresRetentionView(PostgresView, RetentionView):
@@ -201,31 +277,16 @@ class PostgresRetentionView(PostgresView, RetentionView):
                 self.settle_usage(c)
         super().restore_indexes()
 
-    def write_registry(self, c: Any, gathering: RegistryGathering) -> None:
-        """A gathering of Registry events as a statement per table (retention_gathering.py), the usage deferred."""
-        folded = fold(gathering, self._keyed(c, _INDEXES_OF, gathering.manifest_keys()),
-                      self._keyed(c, _MEMBERS_OF, gathering.listed_children()))
-        for round_ in folded.image_rounds:   # each round's keys distinct: an upsert touches a row once
-            self.write_rows(c, self._dialect(_IMAGES_CACHED), _IMAGES_CACHED_TYPES, round_)
-        tags = gathering.tags.items()
-        for name, rows in (("generations", list(gathering.generations.items())),
-                           ("sizes", list(folded.sizes.items())), ("members", list(folded.members)),
-                           ("children", list(folded.children)), ("unorphaned", [(d,) for d in folded.unorphaned]),
-                           ("orphaned", list(folded.orphaned.items())),
-                           ("tagged", [(*key, digest) for key, digest in tags if digest is not None]),
-                           ("untagged", [key for key, digest in tags if digest is None])):
-            if rows:
-                text, types = _GATHERED_WRITES[name]
-                self.write_rows(c, text, types, rows)
-        # As the events' statements would have noted them (defer_usage): settle_usage writes these orgs' rows.
-        self._usage_orgs |= folded.usage_orgs
-        self._whole_cache_used = self._whole_cache_used or bool(gathering.stored)
+    def write_gathered_rows(self, c: Any, table: str, rows: list[tuple]) -> None:
+        """A statement a table, its rows as arrays or staged (write_rows)."""
+        text, types = (self._dialect(_IMAGES_CACHED), _IMAGES_CACHED_TYPES) if table == "images" else _GATHERED_WRITES[table]
+        self.write_rows(c, text, types, rows)
 
-    def _keyed(self, c: Any, text: str, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], list[str]]:
-        """{key: the fourth column of its rows} of a read joining `keys` (three text columns) as `{source}`."""
+    def rows_of_keys(self, c: Any, read: str, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], list[str]]:
+        """One statement joining `keys` (three text columns) as `{source}`."""
         out: dict[tuple[str, str, str], list[str]] = {}
         if keys:
-            for row in self.write_rows(c, text, ("text",) * 3, keys, returning=True):
+            for row in self.write_rows(c, _KEYED_READS[read], ("text",) * 3, keys, returning=True):
                 org, repository, key, value = row.values()
                 out.setdefault((org, repository, key), []).append(value)
         return out

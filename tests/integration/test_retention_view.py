@@ -348,28 +348,34 @@ def test_postgresql_writes_the_rows_sqlite_writes(env_factory, tmp_path):
     assert dumps[0] == dumps[1]
 
 
-@pytest.mark.parametrize("event_store_backend", ["postgres"])
-def test_a_bulk_rebuild_sums_the_usage_once_at_the_end_to_what_keeping_it_up_gives(env_factory):
-    # A bulk rebuild into a PostgreSQL copy (drop_indexes ... restore_indexes) writes members and sizes alone and
-    # sums the images' bytes and the usages before the indexes are made (RetentionView.settle_usage).
-    def evicted(org, digest, blobs, children=()):
-        manifest = CachedManifest(org=org, repository=REPO, digest=digest, media_type=IMAGE, size=100,
-                                  blobs=list(blobs), children=list(children), cached_at=1.0)
-        manifest.collect_events()
-        manifest.evict(digest, [], 0, "quota", "lru", "system:evictor", 50.0)
-        return manifest
+def evicted(org, digest, blobs, children=()):
+    manifest = CachedManifest(org=org, repository=REPO, digest=digest, media_type=IMAGE, size=100,
+                              blobs=list(blobs), children=list(children), cached_at=1.0)
+    manifest.collect_events()
+    manifest.evict(digest, [], 0, "quota", "lru", "system:evictor", 50.0)
+    return manifest
 
+
+def usage_history(feed: Feed) -> None:
+    """varied_history, then an org whose images all leave (kept up, its usage row stays, at 0) and a pull."""
+    for page in varied_history():
+        feed("Registry", *page)
+    feed.image(d("7"), {SHARED: 500, d("e"): 70}, at=30.0, org="gone")
+    feed("Registry", evicted("gone", d("7"), [SHARED, d("e")]))
+    feed.pull(B, 20.0)
+
+
+def test_a_bulk_rebuild_sums_the_usage_once_at_the_end_to_what_keeping_it_up_gives(env_factory):
+    # A bulk rebuild from empty (drop_indexes ... restore_indexes: a PostgreSQL copy, a SQLite view in place) writes
+    # members and sizes alone and sums the images' bytes and the usages before the indexes are made
+    # (RetentionView.settle_usage).
     dumps = []
     for tag, bulk in (("kept", False), ("bulk", True)):
         feed = Feed(open_view("retention", env_factory(tag)))
         try:
             if bulk:
                 feed.view.drop_indexes()
-            for page in varied_history():
-                feed("Registry", *page)
-            feed.image(d("7"), {SHARED: 500, d("e"): 70}, at=30.0, org="gone")   # an org whose images all leave:
-            feed("Registry", evicted("gone", d("7"), [SHARED, d("e")]))          # its usage row stays, at 0
-            feed.pull(B, 20.0)
+            usage_history(feed)
             if bulk:
                 assert feed.view.usage_deferred and not feed.view.dump()["org_usage"]   # nothing kept up meanwhile
                 feed.view.restore_indexes()
@@ -380,6 +386,37 @@ def test_a_bulk_rebuild_sums_the_usage_once_at_the_end_to_what_keeping_it_up_giv
     assert dumps[0]["org_usage"] and any(bytes_ == 0 for _, bytes_ in dumps[0]["org_usage"])
     assert any(row[6] > 0 for row in dumps[0]["images"])   # bytes
     assert dumps[1] == dumps[0]
+
+
+@pytest.mark.parametrize("event_store_backend", ["sqlite"])
+def test_a_sqlite_bulk_rebuild_killed_midway_has_its_usage_summed_when_the_view_is_next_opened(env_factory):
+    # A SQLite bulk rebuild is in place: killed before restore_indexes, it leaves its tracking past events whose
+    # usage it deferred, and the set of orgs it noted dies with it. The next opening sees an index it drops missing
+    # and sums the usage from members, sizes and the evictions logged: the rows keeping it up gives. A view that
+    # was not killed is opened without a write.
+    env = env_factory("kept")
+    kept = Feed(open_view("retention", env))
+    try:
+        usage_history(kept)
+        expected = {table: rows for table, rows in kept.view.dump().items() if "tracking" not in table}
+    finally:
+        kept.view.close()
+    reopened = open_view("retention", env)
+    reopened.close()
+
+    env = env_factory("killed")
+    killed = Feed(open_view("retention", env))
+    killed.view.drop_indexes()
+    usage_history(killed)
+    assert killed.view.usage_deferred and not killed.view.dump()["org_usage"]
+    killed.view.close()   # killed: no restore_indexes
+    again = open_view("retention", env)
+    try:
+        assert {table: rows for table, rows in again.dump().items() if "tracking" not in table} == expected
+        assert expected["org_usage"] and any(bytes_ == 0 for _, bytes_ in expected["org_usage"])   # "gone", at 0
+        assert not again.usage_deferred
+    finally:
+        again.close()
 
 
 
@@ -440,10 +477,10 @@ def gatherable_history() -> list[list]:
     return pages
 
 
-@pytest.mark.parametrize("event_store_backend", ["postgres"])
 def test_registry_events_gathered_in_a_bulk_rebuild_write_what_event_by_event_writes(env_factory):
-    # A bulk rebuild into a PostgreSQL copy gathers the Registry events that only add (retention_gathering.py) and
-    # writes them a statement per table; pages it cannot gather write the gathering first, then themselves.
+    # A bulk rebuild (a PostgreSQL copy, a SQLite view in place) gathers the Registry events that only add
+    # (retention_gathering.py) and writes them a statement per table (SQLite: executemany); pages it cannot gather
+    # write the gathering first, then themselves.
     from infra.projection_runtime.bulk import Gathering
 
     pages = gatherable_history()
