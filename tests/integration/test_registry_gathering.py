@@ -1,5 +1,6 @@
-"""The Registry log's own views gathered in a PostgreSQL bulk rebuild (tags, manifests, history): each folds a
-gathering's events per key and writes a statement per kind of change; the rows must be those event by event."""
+"""The Registry log's own views gathered in a bulk rebuild (tags, manifests, history on PostgreSQL; tags on SQLite):
+each folds a gathering's events per key and writes a statement per kind of change; the rows must be those event by
+event."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from infra.projection_runtime import open_view
 from infra.projection_runtime.bulk import Gathering
 from tests.support.views import events_of
 
-pytestmark = [pytest.mark.integration, pytest.mark.parametrize("event_store_backend", ["postgres"])]
+pytestmark = pytest.mark.integration
 ORG, OTHER, REPO = "hub", "quay", "library/app"
 IMAGE = "application/vnd.oci.image.manifest.v1+json"
 OTHER_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
@@ -89,14 +90,15 @@ def written(view, pages: list[list], limit: int | None) -> dict:
     return {table: rows for table, rows in view.dump().items() if "tracking" not in table}
 
 
-@pytest.mark.parametrize("name", ["tags", "manifests", "history"])
+@pytest.mark.parametrize("event_store_backend,name", [("postgres", "tags"), ("postgres", "manifests"),
+                                                      ("postgres", "history"), ("sqlite", "tags")])
 def test_a_gathering_of_registry_events_writes_what_they_write_one_by_one(env_factory, name):
     pages = registry_pages()
     dumps = []
     for tag, limit in (("kept", None), ("gather1", 1), ("gather3", 3), ("gatherall", 1000)):
         view = open_view(name, env_factory(f"{name}-{tag}"))
         try:
-            assert view.gathers   # PostgreSQL's views of the Registry log gather in a bulk rebuild
+            assert view.gathers   # these views of the Registry log gather in a bulk rebuild
             dumps.append(written(view, pages, limit))
         finally:
             view.close()
