@@ -33,6 +33,14 @@ class TagsView(View):
     name = "tags"
     handles = (TagResolution.Resolved, TagResolution.Revalidated, TagResolution.Retargeted, TagResolution.Dropped)
     follows = ("Registry",)
+    # A bulk rebuild gathers the events per tag (TagsGathering); each backend writes a gathering (write_gathered).
+    gathers = handles
+
+    def gathering(self) -> TagsGathering:
+        return TagsGathering()
+
+    def gather(self, gathered: TagsGathering, event: Any, tracking: Tracking) -> None:
+        gathered.add(event)
 
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
         if isinstance(event, (TagResolution.Resolved, TagResolution.Retargeted)):
@@ -118,18 +126,11 @@ class SqliteTagsView(SqliteView, TagsView):
     # A bulk rebuild gathers its events (TagsGathering) as PostgreSQL's does, and writes each kind of effect with
     # one executemany, the org totals then counted again from the rows: event by event, each put read the rows
     # twice (the tag's and its repository's), ~70-90 s of the second process at 10M pulls (session 25).
-    gathers = TagsView.handles
     _gathered_writes = {
         "put": _upsert,
         "drop": "DELETE FROM tags WHERE org = ? AND repository = ? AND tag = ?",
         "confirm": "UPDATE tags SET checked_at = ? WHERE org = ? AND repository = ? AND tag = ?",
     }
-
-    def gathering(self) -> TagsGathering:
-        return TagsGathering()
-
-    def gather(self, gathered: TagsGathering, event: Any, tracking: Tracking) -> None:
-        gathered.add(event)
 
     def write_gathered(self, c: SQLiteCursor, gathered: TagsGathering) -> None:
         by_kind = gathered.by_kind()
@@ -215,7 +216,6 @@ class PostgresTagsView(PostgresView, TagsView):
     # A bulk rebuild gathers its events (TagsGathering) and writes a statement per kind of effect, the org
     # totals then counted again from the rows, instead of a statement per event: the tags of 200,000 images
     # took ~2,400 events/s of a pipeline (bench/results/2026-12-02-rebuild-s19.md).
-    gathers = TagsView.handles
     _put_rows = ("INSERT INTO {tags} SELECT * FROM {source} ON CONFLICT (org, repository, tag) DO UPDATE SET "
                  "digest = excluded.digest, media_type = excluded.media_type, checked_at = excluded.checked_at")
     _drop_rows = ("DELETE FROM {tags} t USING {source} AS v(org, repository, tag) WHERE t.org = v.org "
@@ -227,12 +227,6 @@ class PostgresTagsView(PostgresView, TagsView):
     _recount = ("SELECT o.org, count(t.tag), count(DISTINCT t.repository) FROM {source} AS o(org, puts) "
                 "LEFT JOIN {tags} t ON t.org = o.org WHERE o.puts OR EXISTS (SELECT 1 FROM {tag_totals} x "
                 "WHERE x.org = o.org) GROUP BY o.org")
-
-    def gathering(self) -> TagsGathering:
-        return TagsGathering()
-
-    def gather(self, gathered: TagsGathering, event: Any, tracking: Tracking) -> None:
-        gathered.add(event)
 
     def write_gathered(self, c: Cursor, gathered: TagsGathering) -> None:
         by_kind = gathered.by_kind()
