@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,33 +158,21 @@ class AnalyticsView(View):
             for at in times:
                 page.add_traffic(org, generation, at, evictions=1)
         page.unresolved_evictions.clear()
-        # The member sets' reads first (the members' numbers, the buckets' stored sets): every statement after them
-        # only writes, so `behind` may run them while this thread builds the next rows and encodes the sets.
-        sets = self.member_sets_read(c, page) if page.minute_members else None
-        with self.statements_behind(c) as behind:
-            # Sorted: the two runners (Pulls, and Registry for evictions) take row locks in the same order.
-            if page.pulls:
-                behind(self.add_pulls, sorted((*key, n) for key, n in page.pulls.items()))
-            if page.traffic:
-                behind(self.add_traffic,
-                       sorted((*key, *(row[name] for name in TRAFFIC)) for key, row in page.traffic.items()))
-            if page.fills:
-                behind(self.add_fills, sorted((*key, n) for key, n in page.fills.items()))
-            if page.images:
-                behind(self.add_images, sorted((*key, n) for key, n in page.images.items()))
-            if page.repositories:
-                behind(self.add_repositories, sorted((*key, *values) for key, values in page.repositories.items()))
-            if page.generations:
-                behind(self.add_generations, sorted((org, *values) for org, values in page.generations.items()))
-            if sets is not None:
-                behind(self.put_member_sets, self.member_set_rows(*sets))
-
-    @contextmanager
-    def statements_behind(self, c: Any) -> Iterator[Callable[..., None]]:
-        """A call `behind(write, rows)` that runs `write(c, rows)`: here at once. PostgreSQL's bulk rebuild runs
-        them in order in a thread of its own (PostgresAnalyticsView), all done (or the first error raised) by the
-        block's end."""
-        yield lambda write, rows: write(c, rows)
+        # Sorted: the two runners (Pulls, and Registry for evictions) take row locks in the same order.
+        if page.pulls:
+            self.add_pulls(c, sorted((*key, n) for key, n in page.pulls.items()))
+        if page.traffic:
+            self.add_traffic(c, sorted((*key, *(row[name] for name in TRAFFIC)) for key, row in page.traffic.items()))
+        if page.fills:
+            self.add_fills(c, sorted((*key, n) for key, n in page.fills.items()))
+        if page.minute_members:
+            self.write_member_sets(c, page)
+        if page.images:
+            self.add_images(c, sorted((*key, n) for key, n in page.images.items()))
+        if page.repositories:
+            self.add_repositories(c, sorted((*key, *values) for key, values in page.repositories.items()))
+        if page.generations:
+            self.add_generations(c, sorted((org, *values) for org, values in page.generations.items()))
 
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
         # `c` is the page (Page) here: the sums reach the database in write_gathered.
@@ -235,9 +222,8 @@ class AnalyticsView(View):
                 self._forgotten_below = floor
         return floor
 
-    def member_sets_read(self, c: Any, page: Page) -> tuple[dict, dict]:
-        """(the page's buckets' members as integers, the sets stored for those buckets before this page): the new
-        members numbered (written), the stored sets read. Their rows: member_set_rows.
+    def write_member_sets(self, c: Any, page: Page) -> None:
+        """Number the page's new members, then add the page's members to each of their buckets' sets.
 
         A bucket's members are gathered as integers and encoded once (analytics_sets.encode_members), not as
         an int per minute OR-ed into its hour and day: most buckets a rebuild writes are minutes of one or
@@ -270,11 +256,6 @@ class AnalyticsView(View):
             for start, clients, repositories in self.member_sets(c, org, generation, grain, first, last):
                 if (org, generation, grain, start) in sets:
                     stored[(org, generation, grain, start)] = (clients, repositories)
-        return sets, stored
-
-    @staticmethod
-    def member_set_rows(sets: dict, stored: dict) -> list[tuple]:
-        """The rows of member_sets_read's buckets: the new members' sets, OR-ed into the stored ones; sorted."""
         rows = []
         for key, members in sets.items():
             before = stored.get(key)
@@ -283,7 +264,7 @@ class AnalyticsView(View):
             else:
                 rows.append((*key, *(analytics_sets.encode(analytics_sets.of(new) | analytics_sets.decode(old))
                                      for new, old in zip(members, before))))
-        return sorted(rows)
+        self.put_member_sets(c, sorted(rows))
 
     def intern(self, c: Any, org: str, kind: str, names: list[str]) -> dict[str, int]:
         """{name: its integer} for these members of the org, numbering new ones in the order given after

@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Any
-
-from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor
 from psycopg import Connection, Cursor
 from psycopg.rows import tuple_row
@@ -219,10 +212,6 @@ class SqliteAnalyticsView(SqliteView, AnalyticsView):
     def _rows(self, text: str, params: list, serial: bool = False) -> list[tuple]:
         return [tuple(row) for row in self._query(text.format(**self._names).replace("%s", "?"), params)]
 
-# Set while this thread writes a bulk rebuild's gathering (PostgresAnalyticsView.process_gathered).
-_BULK_GATHERING: ContextVar[bool] = ContextVar("analytics_bulk_gathering", default=False)
-
-
 class PostgresAnalyticsView(PostgresView, AnalyticsView):
     projection = "analytics"
     tables = TABLES
@@ -236,35 +225,6 @@ class PostgresAnalyticsView(PostgresView, AnalyticsView):
 
     def _add(self, c: Cursor, kind: str, rows: list[tuple]) -> None:
         self.write_rows(c, self._upsert[kind], _COLUMN_TYPES[kind], rows)
-
-    def process_gathered(self, gathered: Any, tracking: Tracking, events: int = 1) -> None:
-        token = _BULK_GATHERING.set(True)
-        try:
-            super().process_gathered(gathered, tracking, events)
-        finally:
-            _BULK_GATHERING.reset(token)
-
-    @contextmanager
-    def statements_behind(self, c: Cursor) -> Iterator[Callable[..., None]]:
-        """In a bulk rebuild's gathering, the writes run in order in a thread of their own, on a cursor of the
-        same connection (and transaction), while this thread builds the next rows and encodes the member sets:
-        the gathering's Python and its statements overlap instead of taking turns (at 1M pulls the last gathering's
-        write was the pass's tail, with the machine a third idle: bench/results/2026-12-03-rebuild-s25.md).
-        This thread touches the connection again only once they are all done."""
-        if not _BULK_GATHERING.get():
-            with super().statements_behind(c) as behind:
-                yield behind
-            return
-        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.projection}-behind")
-        cursor = c.connection.cursor(row_factory=c.row_factory)
-        written: list[Future] = []
-        try:
-            yield lambda write, rows: written.append(writer.submit(write, cursor, rows))
-        finally:
-            writer.shutdown(wait=True)
-            cursor.close()
-        for future in written:
-            future.result()   # the first error, after which the transaction is aborted anyway
 
     def add_pulls(self, c: Cursor, rows: list[tuple]) -> None:
         self._add(c, "pulls", rows)

@@ -241,42 +241,6 @@ def test_views_written_through_copy_stages_are_the_ones_written_from_arrays(env,
     assert len(staged) >= 10
 
 
-# PostgreSQL only: SQLite's writes stay in the gathering's thread (a SQLite connection is used by its own thread).
-@pytest.mark.parametrize("event_store_backend", ["postgres"])
-def test_analytics_writes_a_bulk_gathering_behind_in_order_and_a_failed_write_leaves_the_live_copy(env, monkeypatch):
-    # In a bulk rebuild the analytics view's writes run in a thread of their own while the gathering's thread
-    # builds the next rows (PostgresAnalyticsView.statements_behind): the same rows, and an error of one of them
-    # reaches the rebuild, whose copy is then never made live.
-    import threading
-
-    from projections.analytics_backends import PostgresAnalyticsView
-
-    write_traffic_history(env)
-    live = built_live(env)
-    threads: dict[str, set[str]] = {"images": set(), "repositories": set()}
-    add_images, add_repositories = PostgresAnalyticsView.add_images, PostgresAnalyticsView.add_repositories
-
-    def noting(write, kind):
-        def wrapped(self, c, rows):
-            threads[kind].add(threading.current_thread().name.rsplit("_", 1)[0])
-            write(self, c, rows)
-        return wrapped
-
-    monkeypatch.setattr(PostgresAnalyticsView, "add_images", noting(add_images, "images"))
-    monkeypatch.setattr(PostgresAnalyticsView, "add_repositories", noting(add_repositories, "repositories"))
-    rebuild_many(("analytics",), env, page_size=7, bulk_events=20)
-    assert dumps(env)["analytics"] == live["analytics"]
-    assert threads == {"images": {"analytics-behind"}, "repositories": {"analytics-behind"}}
-
-    def failing(self, c, rows):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(PostgresAnalyticsView, "add_repositories", failing)
-    with pytest.raises(RuntimeError, match="disk full"):
-        rebuild_many(("analytics",), env, page_size=7, bulk_events=20)
-    assert dumps(env)["analytics"] == live["analytics"]
-
-
 # PostgreSQL's idle_in_transaction_session_timeout: PostgreSQL only.
 @pytest.mark.parametrize("event_store_backend", ["postgres"])
 def test_a_gathering_written_slowly_is_not_ended_as_idle_in_its_transaction(env, monkeypatch):
