@@ -46,6 +46,26 @@ class HistoryView(View):
     handles = (TagResolution.Resolved, TagResolution.Retargeted, TagResolution.Revalidated, TagResolution.Dropped,
                CacheOrg.Registered, CacheOrg.Reconfigured, CacheOrg.Deleted)
     follows = ("Registry",)
+    # A bulk rebuild gathers the tag events (HistoryGathering), and each backend writes a gathering in a statement
+    # to close the copy's intervals and one to add the new ones, instead of one or two per event (PostgreSQL:
+    # ~1,700 events/s of a pipeline for 200,000 images, bench/results/2026-12-02-rebuild-s19.md; SQLite: ~82 s of
+    # the critical second process at 10M pulls, bench/results/2026-12-03-rebuild-s25.md). The org events touch
+    # every tag of an org: a page holding one writes the gathering first, then the page event by event.
+    gathers = (TagResolution.Resolved, TagResolution.Retargeted, TagResolution.Revalidated, TagResolution.Dropped)
+
+    def gathering(self) -> HistoryGathering:
+        return HistoryGathering()
+
+    def gather(self, gathered: HistoryGathering, event: Any, tracking: Tracking) -> None:
+        gathered.add(event, tracking.notification_id)
+
+    def write_gathered(self, c: Any, gathered: HistoryGathering) -> None:
+        wanted = gathered.needs_stored()
+        closes, rows = gathered.intervals(self.last_stored(c, wanted) if wanted else {})
+        if closes:   # before the new rows, which are open too
+            self.close_stored(c, closes)
+        if rows:
+            self.add_intervals(c, rows)
 
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
         seq = tracking.notification_id
@@ -91,6 +111,19 @@ class HistoryView(View):
     def restore_org(self, c: Any, org: str, seq: int, since: float) -> None:
         """Reopen every tag whose last interval ended with the org's delete."""
 
+    # -- a bulk rebuild's gathering ------------------------------------------------------------------------
+    @abstractmethod
+    def last_stored(self, c: Any, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], tuple[bool, str]]:
+        """(open, media type) of the copy's last interval of each tag (org, repository, tag) that has one."""
+
+    @abstractmethod
+    def close_stored(self, c: Any, closes: list[tuple]) -> None:
+        """End the copy's open interval of each (org, repository, tag, until, ended_by), where it has one."""
+
+    @abstractmethod
+    def add_intervals(self, c: Any, rows: list[tuple]) -> None:
+        """Insert intervals, given in COLUMNS' order."""
+
     # -- queries ------------------------------------------------------------------------------------
     @abstractmethod
     def at(self, org: str, repository: str, tag: str, at: float) -> TagInterval | None:
@@ -116,6 +149,8 @@ class HistoryView(View):
 # One SQL text for both backends where they agree; `?` becomes `%s` for PostgreSQL, {tag_history} its table.
 _BY_TAG = "org = ? AND repository = ? AND tag = ?"
 _CLOSE = f"UPDATE {{tag_history}} SET until = ?, ended_by = ? WHERE {_BY_TAG} AND until IS NULL"
+_ADD = f"INSERT INTO {{tag_history}} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_LAST_OF_TAG = f"SELECT until IS NULL, media_type FROM {{tag_history}} WHERE {_BY_TAG} ORDER BY seq DESC LIMIT 1"
 _OPEN = f"INSERT INTO {{tag_history}} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, NULL)"
 _OPEN_IF_CLOSED = (
     f"INSERT INTO {{tag_history}} ({COLUMNS}) SELECT ?, ?, ?, ?, ?, NULL, ?, "
@@ -202,6 +237,21 @@ class SqliteHistoryView(_Queries, SqliteView, HistoryView):
     def restore_org(self, c: SQLiteCursor, org, seq, since) -> None:
         c.execute(self._sql(_RESTORE_ORG), (seq, since, org, ORG_DELETED))
 
+    def last_stored(self, c: SQLiteCursor, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], tuple[bool, str]]:
+        stored = {}
+        for key in keys:   # one primary-key probe each: only tags revalidated before anything opened one here
+            c.execute(self._sql(_LAST_OF_TAG), key)
+            row = c.fetchone()
+            if row is not None:
+                stored[key] = (bool(row[0]), row[1])
+        return stored
+
+    def close_stored(self, c: SQLiteCursor, closes: list[tuple]) -> None:
+        c.executemany(self._sql(_CLOSE), [(until, ended_by, *key) for *key, until, ended_by in closes])
+
+    def add_intervals(self, c: SQLiteCursor, rows: list[tuple]) -> None:
+        c.executemany(self._sql(_ADD), rows)
+
     def _rows(self, sql: str, params: tuple) -> list[tuple]:
         return [tuple(row) for row in self._query(self._sql(sql), params)]
 
@@ -271,10 +321,6 @@ class HistoryGathering:
 class PostgresHistoryView(_Queries, PostgresView, HistoryView):
     projection = "history"
     pipelined = True   # its writes read nothing back
-    # A bulk rebuild gathers the tag events (HistoryGathering): a statement to close the copy's intervals
-    # and one to add the new ones, instead of one or two per event (~1,700 events/s of a pipeline for
-    # 200,000 images: bench/results/2026-12-02-rebuild-s19.md).
-    gathers = (TagResolution.Resolved, TagResolution.Retargeted, TagResolution.Revalidated, TagResolution.Dropped)
     _last_stored = ("SELECT DISTINCT ON (h.org, h.repository, h.tag) h.org, h.repository, h.tag, h.until IS NULL "
                     "AS open, h.media_type FROM {source} AS v(org, repository, tag) "
                     "JOIN {tag_history} h ON h.org = v.org AND h.repository = v.repository AND h.tag = v.tag "
@@ -286,23 +332,19 @@ class PostgresHistoryView(_Queries, PostgresView, HistoryView):
     _row_types = ("text", "text", "text", "bigint", "double precision", "double precision", "text", "text", "text",
                   "text")
 
-    def gathering(self) -> HistoryGathering:
-        return HistoryGathering()
+    def last_stored(self, c: Cursor, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], tuple[bool, str]]:
+        stored = {}
+        for row in self.write_rows(c, self._last_stored, ("text",) * 3, keys, returning=True):
+            org, repository, tag, is_open, media_type = row.values()
+            stored[(org, repository, tag)] = (is_open, media_type)
+        return stored
 
-    def gather(self, gathered: HistoryGathering, event: Any, tracking: Tracking) -> None:
-        gathered.add(event, tracking.notification_id)
+    def close_stored(self, c: Cursor, closes: list[tuple]) -> None:
+        self.write_rows(c, self._close_stored, ("text", "text", "text", "double precision", "text"), closes)
 
-    def write_gathered(self, c: Cursor, gathered: HistoryGathering) -> None:
-        wanted, stored = gathered.needs_stored(), {}
-        if wanted:
-            for row in self.write_rows(c, self._last_stored, ("text",) * 3, wanted, returning=True):
-                org, repository, tag, is_open, media_type = row.values()
-                stored[(org, repository, tag)] = (is_open, media_type)
-        closes, rows = gathered.intervals(stored)
-        if closes:   # before the new rows, which are open too
-            self.write_rows(c, self._close_stored, ("text", "text", "text", "double precision", "text"), closes)
-        if rows:
-            self.write_rows(c, self._add_rows, self._row_types, rows)
+    def add_intervals(self, c: Cursor, rows: list[tuple]) -> None:
+        self.write_rows(c, self._add_rows, self._row_types, rows)
+
     tables = ("tag_history",)
     indexes = ("tag_history_since", "tag_history_digest")
     schema = (

@@ -24,6 +24,17 @@ class ManifestsView(View):
     name = "manifests"
     handles = (CachedManifest.Cached, CachedManifest.Recached, CachedManifest.Evicted)
     follows = ("Registry",)
+    # A bulk rebuild gathers the events per key (ManifestsGathering); each backend writes a gathering
+    # (write_gathered), the org totals then counted again from the rows, instead of a statement or two per event
+    # (PostgreSQL: ~1,600 events/s of a pipeline for 200,000 images, bench/results/2026-12-02-rebuild-s19.md;
+    # SQLite: ~84 s of the critical second process at 10M pulls, bench/results/2026-12-03-rebuild-s25.md).
+    gathers = handles
+
+    def gathering(self) -> ManifestsGathering:
+        return ManifestsGathering()
+
+    def gather(self, gathered: ManifestsGathering, event: Any, tracking: Tracking) -> None:
+        gathered.add(event)
 
     def process_event(self, c: Any, event: Any, tracking: Tracking) -> None:
         if isinstance(event, CachedManifest.Evicted):
@@ -91,6 +102,22 @@ class SqliteManifestsView(SqliteView, ManifestsView):
         rows = self._query("SELECT org, manifests, bytes FROM manifest_totals WHERE manifests > 0")
         return {org: (count, size) for org, count, size in rows}
 
+    def write_gathered(self, c: SQLiteCursor, gathered: ManifestsGathering) -> None:
+        removed, added = gathered.removed_and_added()
+        if removed:   # a replaced row too: it goes before its new one is added
+            c.executemany("DELETE FROM manifests WHERE org = ? AND repository = ? AND digest = ?", removed)
+        if added:
+            c.executemany("INSERT INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", added)
+        # The totals as the rows give them; a row made only where an add could have made it, as each event's
+        # change keeps them.
+        for org, adds in gathered.orgs.items():
+            c.execute("SELECT count(*), coalesce(sum(size), 0), EXISTS (SELECT 1 FROM manifest_totals WHERE org = ?) "
+                      "FROM manifests WHERE org = ?", (org, org))
+            count, size, known = c.fetchone()
+            if adds or known:
+                c.execute("INSERT INTO manifest_totals VALUES (?, ?, ?) ON CONFLICT (org) DO UPDATE SET "
+                          "manifests = excluded.manifests, bytes = excluded.bytes", (org, count, size))
+
 
 class ManifestsGathering:
     """A bulk rebuild's manifest events, each key's effect folded in log order: removed, added after a removal
@@ -115,14 +142,17 @@ class ManifestsGathering:
                    json.dumps(list(event.children)))
             self.effects[key] = ("add" if before is None else "replace", row)
 
+    def removed_and_added(self) -> tuple[list[tuple], list[tuple]]:
+        """The keys whose copy's row goes (removed or replaced), and the rows to add (added or replaced): every
+        column, key first."""
+        removed = [key for key, effect in self.effects.items() if effect[0] != "add"]
+        added = [(*key, *effect[1]) for key, effect in self.effects.items() if effect[0] != "remove"]
+        return removed, added
+
 
 class PostgresManifestsView(PostgresView, ManifestsView):
     projection = "manifests"
     pipelined = True   # its writes read nothing back
-    # A bulk rebuild gathers its events (ManifestsGathering) and writes them in two statements, the org totals
-    # then counted again from the rows, instead of a statement per event (~1,600 events/s of a pipeline for
-    # 200,000 images: bench/results/2026-12-02-rebuild-s19.md).
-    gathers = ManifestsView.handles
     _remove_rows = ("DELETE FROM {manifests} m USING {source} AS v(org, repository, digest) WHERE m.org = v.org "
                     "AND m.repository = v.repository AND m.digest = v.digest")
     _add_rows = ("INSERT INTO {manifests} SELECT v.org, v.repository, v.digest, v.media_type, v.size, v.cached_at, "
@@ -135,15 +165,8 @@ class PostgresManifestsView(PostgresView, ManifestsView):
                 "(SELECT 1 FROM {manifest_totals} x WHERE x.org = o.org) GROUP BY o.org ON CONFLICT (org) "
                 "DO UPDATE SET manifests = excluded.manifests, bytes = excluded.bytes")
 
-    def gathering(self) -> ManifestsGathering:
-        return ManifestsGathering()
-
-    def gather(self, gathered: ManifestsGathering, event: Any, tracking: Tracking) -> None:
-        gathered.add(event)
-
     def write_gathered(self, c: Cursor, gathered: ManifestsGathering) -> None:
-        removed = [key for key, effect in gathered.effects.items() if effect[0] != "add"]
-        added = [(*key, *effect[1]) for key, effect in gathered.effects.items() if effect[0] != "remove"]
+        removed, added = gathered.removed_and_added()
         if removed:   # a replaced row too: it goes before its new one is added
             self.write_rows(c, self._remove_rows, ("text",) * 3, removed)
         if added:
